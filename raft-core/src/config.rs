@@ -1,0 +1,197 @@
+//! Static configuration of one Raft node.
+
+use crate::types::NodeId;
+
+/// The settings of one node. Build it with [`Config::new`], adjust fields, and let
+/// [`RawNode::new`](crate::RawNode::new) validate it (or call [`Config::validate`] yourself).
+///
+/// All durations are in *ticks*: the driver calls [`RawNode::tick`](crate::RawNode::tick)
+/// at a fixed interval and the protocol never reads a clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node's id. Zero is reserved.
+    pub id: NodeId,
+    /// The base election timeout: a follower that hears nothing from a leader for a
+    /// randomized timeout in `[min_election_tick, max_election_tick)` campaigns, and a
+    /// leader with check-quorum steps down if a quorum was silent for this many ticks.
+    pub election_tick: u32,
+    /// How often a leader sends heartbeats. Must be below `election_tick`.
+    pub heartbeat_tick: u32,
+    /// Lower bound (inclusive) of the randomized election timeout; at least `election_tick`.
+    pub min_election_tick: u32,
+    /// Upper bound (exclusive) of the randomized election timeout.
+    pub max_election_tick: u32,
+    /// Run a pre-vote round before a real election, so that a node that rejoins after a
+    /// partition does not disrupt a healthy leader by bumping the term.
+    pub pre_vote: bool,
+    /// A leader steps down if it has not heard from a quorum for an election timeout, and
+    /// followers that heard from a leader within the election timeout ignore vote requests.
+    /// Required for lease reads.
+    pub check_quorum: bool,
+    /// Maximum size in bytes of the entries in one append message (at least one entry is
+    /// always sent).
+    pub max_append_bytes: u64,
+    /// Maximum number of append messages in flight to one peer in the replicate state.
+    pub max_inflight_msgs: usize,
+    /// Maximum size in bytes of entries proposed by this leader and not yet committed;
+    /// further proposals are refused with [`Error::UncommittedLimit`](crate::Error).
+    pub max_uncommitted_bytes: u64,
+    /// Maximum size in bytes of the committed entries handed out in one `Ready` (at least
+    /// one entry is always handed out).
+    pub max_apply_bytes: u64,
+    /// Maximum number of read requests waiting for confirmation at once.
+    pub max_pending_reads: usize,
+    /// How many ticks shorter than `election_tick` a leader's lease is, to absorb drift
+    /// between the tick rates of different nodes. The lease is
+    /// `election_tick - lease_drift_ticks` ticks from the send time of the last heartbeat
+    /// round a quorum acknowledged.
+    pub lease_drift_ticks: u32,
+    /// Seed of the random generator behind election timeouts.
+    pub seed: u64,
+}
+
+/// A configuration value is invalid. `field` names it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid raft config: `{field}` {reason}")]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Config {
+    /// A configuration with sensible defaults for node `id`: election after 10 to 20 ticks,
+    /// heartbeats every 2 ticks, pre-vote and check-quorum on, 1 MiB per append message,
+    /// 256 messages in flight per peer, 64 MiB of uncommitted entries and 16 MiB apply batches.
+    pub fn new(id: NodeId) -> Self {
+        Config {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            min_election_tick: 10,
+            max_election_tick: 20,
+            pre_vote: true,
+            check_quorum: true,
+            max_append_bytes: 1 << 20,
+            max_inflight_msgs: 256,
+            max_uncommitted_bytes: 64 << 20,
+            max_apply_bytes: 16 << 20,
+            max_pending_reads: 65_536,
+            lease_drift_ticks: 2,
+            seed: id,
+        }
+    }
+
+    /// Sets the election timeout and the randomized range `[election, 2 * election)`.
+    pub fn with_election_tick(mut self, election: u32) -> Self {
+        self.election_tick = election;
+        self.min_election_tick = election;
+        self.max_election_tick = election.saturating_mul(2);
+        self
+    }
+
+    /// Checks every field, naming the first invalid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(field: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError {
+                field,
+                reason: reason.into(),
+            })
+        }
+        if self.id == 0 {
+            return bad("id", "must not be 0 (reserved)");
+        }
+        if self.heartbeat_tick == 0 {
+            return bad("heartbeat_tick", "must be at least 1");
+        }
+        if self.election_tick <= self.heartbeat_tick {
+            return bad(
+                "election_tick",
+                format!(
+                    "({}) must be greater than heartbeat_tick ({})",
+                    self.election_tick, self.heartbeat_tick
+                ),
+            );
+        }
+        if self.min_election_tick < self.election_tick {
+            return bad(
+                "min_election_tick",
+                format!(
+                    "({}) must be at least election_tick ({})",
+                    self.min_election_tick, self.election_tick
+                ),
+            );
+        }
+        if self.max_election_tick <= self.min_election_tick {
+            return bad(
+                "max_election_tick",
+                format!(
+                    "({}) must be greater than min_election_tick ({})",
+                    self.max_election_tick, self.min_election_tick
+                ),
+            );
+        }
+        if self.max_append_bytes == 0 {
+            return bad("max_append_bytes", "must be at least 1");
+        }
+        if self.max_inflight_msgs == 0 {
+            return bad("max_inflight_msgs", "must be at least 1");
+        }
+        if self.max_uncommitted_bytes == 0 {
+            return bad("max_uncommitted_bytes", "must be at least 1");
+        }
+        if self.max_apply_bytes == 0 {
+            return bad("max_apply_bytes", "must be at least 1");
+        }
+        if self.max_pending_reads == 0 {
+            return bad("max_pending_reads", "must be at least 1");
+        }
+        if self.lease_drift_ticks >= self.election_tick {
+            return bad(
+                "lease_drift_ticks",
+                format!(
+                    "({}) must be below election_tick ({})",
+                    self.lease_drift_ticks, self.election_tick
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::new(1).validate().unwrap();
+        Config::new(7).with_election_tick(5).validate().unwrap();
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        type Mutation = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("id", Box::new(|c| c.id = 0)),
+            ("heartbeat_tick", Box::new(|c| c.heartbeat_tick = 0)),
+            ("election_tick", Box::new(|c| c.election_tick = 2)),
+            ("min_election_tick", Box::new(|c| c.min_election_tick = 5)),
+            ("max_election_tick", Box::new(|c| c.max_election_tick = 10)),
+            ("max_append_bytes", Box::new(|c| c.max_append_bytes = 0)),
+            ("max_inflight_msgs", Box::new(|c| c.max_inflight_msgs = 0)),
+            ("max_uncommitted_bytes", Box::new(|c| c.max_uncommitted_bytes = 0)),
+            ("max_apply_bytes", Box::new(|c| c.max_apply_bytes = 0)),
+            ("max_pending_reads", Box::new(|c| c.max_pending_reads = 0)),
+            ("lease_drift_ticks", Box::new(|c| c.lease_drift_ticks = 10)),
+        ];
+        for (field, mutate) in cases {
+            let mut c = Config::new(1);
+            mutate(&mut c);
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains(field));
+        }
+    }
+}

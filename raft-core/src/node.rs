@@ -1,0 +1,441 @@
+//! [`RawNode`]: the one entry point a driver uses, and the [`Ready`] batches it hands out.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::message::{Message, MessageBody};
+use crate::progress::ProgressState;
+use crate::raft::Raft;
+use crate::replication::SnapshotStatus;
+use crate::storage::LogStorage;
+use crate::types::{
+    ConfChange, ConfState, Entry, HardState, Index, NodeId, ReadCtx, ReadState, Role, SnapshotMeta,
+    SoftState, Term,
+};
+
+/// Identifies one [`Persist`] batch; the driver returns it to
+/// [`RawNode::on_persisted`] once the batch is durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistToken(pub u64);
+
+/// What the driver must make durable, in this order: the snapshot (install it, replacing
+/// the whole log), then the entries (discarding any stored entries at or after the first
+/// one's index), then the hard state. Batches must be made durable in the order they are
+/// handed out, and `messages` sent only once this batch and all earlier ones are durable.
+#[derive(Debug, Default)]
+pub struct Persist {
+    /// The token to report to [`RawNode::on_persisted`].
+    pub token: PersistToken,
+    /// A snapshot received from the leader, to install before anything else. Its data was
+    /// received by the driver beside the snapshot message.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Entries to append.
+    pub entries: Vec<Entry>,
+    /// The hard state to store, if it changed.
+    pub hard_state: Option<HardState>,
+    /// Messages that must not leave before this batch is durable (acknowledgements, votes,
+    /// vote requests of a new term).
+    pub messages: Vec<Message>,
+}
+
+impl Persist {
+    /// Whether the batch writes nothing (it only orders `messages` after earlier batches).
+    pub fn is_empty(&self) -> bool {
+        self.snapshot.is_none() && self.entries.is_empty() && self.hard_state.is_none()
+    }
+}
+
+/// Everything the node produced since the last call to [`RawNode::ready`].
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// The role or known leader changed to this.
+    pub soft_state: Option<SoftState>,
+    /// Messages to send now, before or while persisting.
+    pub messages: Vec<Message>,
+    /// State to make durable (see [`Persist`]).
+    pub persist: Option<Persist>,
+    /// Committed, locally durable entries to apply, in order. Entries are never handed out
+    /// twice while the node runs; after a restart, entries after the `applied` index passed
+    /// to [`RawNode::new`] are handed out again.
+    pub committed_entries: Vec<Entry>,
+    /// Outcomes of read requests.
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    /// Whether the batch holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.messages.is_empty()
+            && self.persist.is_none()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+    }
+}
+
+/// A leader's view of one peer, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Highest index known to be replicated on the peer.
+    pub matched: Index,
+    /// Next index to send.
+    pub next: Index,
+    /// Flow-control state.
+    pub state: ProgressState,
+    /// Append messages in flight (replicate state).
+    pub inflight: usize,
+}
+
+/// A snapshot of the node's state for metrics and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub id: NodeId,
+    /// Persistent state (term, vote, commit).
+    pub hard_state: HardState,
+    /// Role and leader.
+    pub soft_state: SoftState,
+    /// Index of the first entry in the log.
+    pub first_index: Index,
+    /// Index of the last entry in the log.
+    pub last_index: Index,
+    /// Highest index known durable locally.
+    pub persisted: Index,
+    /// Highest index handed out for applying.
+    pub emitted: Index,
+    /// Highest index the driver reported applied.
+    pub applied: Index,
+    /// The configuration in effect.
+    pub conf_state: ConfState,
+    /// Index of the entry that carried the configuration in effect.
+    pub conf_index: Index,
+    /// On a leader, every peer's replication state.
+    pub progress: BTreeMap<NodeId, PeerStatus>,
+    /// On a leader, the target of a leadership transfer in progress.
+    pub lead_transferee: Option<NodeId>,
+}
+
+struct PendingPersist {
+    token: u64,
+    snapshot: Option<Index>,
+    last_entry: Option<(Index, Term)>,
+    hard_state: Option<HardState>,
+}
+
+/// A Raft node driven by its owner: the protocol's only public entry point.
+///
+/// See the [crate docs](crate) for the driving loop and the persistence contract.
+pub struct RawNode<S: LogStorage> {
+    raft: Raft<S>,
+    prev_soft: SoftState,
+    prev_hard: HardState,
+    /// Term and vote known durable: until they are, even a leader's messages wait.
+    durable_term_vote: (Term, Option<NodeId>),
+    next_token: u64,
+    pending: VecDeque<PendingPersist>,
+}
+
+impl<S: LogStorage> RawNode<S> {
+    /// Starts (or restarts) a node over `storage`. `applied` is the index up to which the
+    /// state machine has applied entries (0 for a new node); committed entries after it will
+    /// be handed out again.
+    pub fn new(config: Config, storage: S, applied: Index) -> Result<Self, Error> {
+        let raft = Raft::new(config, storage, applied)?;
+        let hs = raft.hard_state();
+        Ok(RawNode {
+            prev_soft: raft.soft_state(),
+            prev_hard: hs,
+            durable_term_vote: (hs.term, hs.vote),
+            raft,
+            next_token: 1,
+            pending: VecDeque::new(),
+        })
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Feeds a message received from a peer.
+    pub fn step(&mut self, message: Message) -> Result<(), Error> {
+        self.raft.step(message)
+    }
+
+    /// Proposes an application command (an empty one becomes an empty entry). Returns the
+    /// index of its entry, whose term is [`RawNode::term`]: the command is applied iff the
+    /// entry handed out at that index later has that term.
+    pub fn propose(&mut self, data: impl Into<Bytes>) -> Result<Index, Error> {
+        self.raft.propose(data.into())
+    }
+
+    /// Proposes a membership change. Returns the index of its configuration entry.
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, Error> {
+        self.raft.propose_conf_change(change)
+    }
+
+    /// Starts transferring leadership to `target`, a voter.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
+        self.raft.transfer_leader(target)
+    }
+
+    /// Requests a ReadIndex read with a unique context (see [`ReadCtx`]).
+    pub fn read_index(&mut self, ctx: ReadCtx) -> Result<(), Error> {
+        self.raft.read_index(ctx)
+    }
+
+    /// Requests a lease read; falls back to ReadIndex when no valid lease is held.
+    pub fn lease_read(&mut self, ctx: ReadCtx) -> Result<(), Error> {
+        self.raft.lease_read(ctx)
+    }
+
+    /// Starts an election now, without waiting for the election timeout.
+    pub fn campaign(&mut self) -> Result<(), Error> {
+        self.raft.campaign_now()
+    }
+
+    /// Tells a leader that `peer` could not be reached.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.raft.report_unreachable(peer);
+    }
+
+    /// Tells a leader how sending a snapshot to `peer` ended.
+    pub fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus) {
+        self.raft.report_snapshot(peer, status);
+    }
+
+    /// Whether [`RawNode::ready`] would return anything.
+    pub fn has_ready(&self) -> bool {
+        let r = &self.raft;
+        r.soft_state() != self.prev_soft
+            || r.hard_state() != self.prev_hard
+            || !r.msgs.is_empty()
+            || !r.read_states.is_empty()
+            || r.log.has_unpersisted()
+            || r.log.has_next_committed()
+            || (r.role == Role::Leader && !r.reads_unsent.is_empty())
+            || (r.role == Role::Leader && self.leader_owes_appends())
+    }
+
+    fn leader_owes_appends(&self) -> bool {
+        let r = &self.raft;
+        let last = r.log.last_index();
+        r.progress
+            .iter()
+            .any(|(&id, pr)| id != r.id && !pr.is_paused() && (pr.next <= last || pr.pending_send))
+    }
+
+    /// Takes everything the node produced: messages, state to persist, entries to apply,
+    /// read outcomes. Fails only if storage fails.
+    pub fn ready(&mut self) -> Result<Ready, Error> {
+        self.raft.flush_reads();
+        self.raft.flush_appends()?;
+
+        let mut ready = Ready::default();
+        let soft = self.raft.soft_state();
+        if soft != self.prev_soft {
+            ready.soft_state = Some(soft);
+            self.prev_soft = soft;
+        }
+        let hs = self.raft.hard_state();
+        let hard_state = (hs != self.prev_hard).then(|| {
+            self.prev_hard = hs;
+            hs
+        });
+        let (snapshot, entries) = self.raft.log.take_unpersisted();
+        ready.committed_entries = self.raft.log.next_committed(self.raft.cfg.max_apply_bytes)?;
+        ready.read_states = std::mem::take(&mut self.raft.read_states);
+
+        let leader_free = self.raft.role == Role::Leader
+            && self.durable_term_vote == (self.raft.term, self.raft.vote)
+            && hard_state.is_none_or(|h| (h.term, h.vote) == self.durable_term_vote);
+        let (now, after): (Vec<Message>, Vec<Message>) = std::mem::take(&mut self.raft.msgs)
+            .into_iter()
+            .partition(|m| leader_free || needs_no_durability(m));
+        ready.messages = now;
+
+        let nothing_to_write = snapshot.is_none() && entries.is_empty() && hard_state.is_none();
+        if nothing_to_write && (after.is_empty() || self.pending.is_empty()) {
+            // Everything earlier is durable already: the gated messages can go now.
+            ready.messages.extend(after);
+        } else {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.pending.push_back(PendingPersist {
+                token,
+                snapshot: snapshot.as_ref().map(|s| s.index),
+                last_entry: entries.last().map(|e| (e.index, e.term)),
+                hard_state,
+            });
+            ready.persist = Some(Persist {
+                token: PersistToken(token),
+                snapshot,
+                entries,
+                hard_state,
+                messages: after,
+            });
+        }
+        Ok(ready)
+    }
+
+    /// Reports that the batch `token` (and every earlier one) is durable.
+    pub fn on_persisted(&mut self, token: PersistToken) -> Result<(), Error> {
+        if self.pending.front().is_none_or(|p| p.token > token.0) || token.0 >= self.next_token {
+            return Err(Error::UnknownPersistToken { token: token.0 });
+        }
+        while self.pending.front().is_some_and(|p| p.token <= token.0) {
+            let p = self.pending.pop_front().expect("checked");
+            if let Some(index) = p.snapshot {
+                self.raft.log.snapshot_persisted(index);
+            }
+            if let Some((index, term)) = p.last_entry {
+                self.raft.log.entries_persisted(index, term);
+            }
+            if let Some(hs) = p.hard_state {
+                self.durable_term_vote = (hs.term, hs.vote);
+            }
+        }
+        self.raft.on_self_persisted();
+        Ok(())
+    }
+
+    /// Reports that the state machine applied every entry up to `index` (or installed a
+    /// snapshot at `index`).
+    pub fn on_applied(&mut self, index: Index) -> Result<(), Error> {
+        let log = &mut self.raft.log;
+        if index > log.emitted {
+            return Err(Error::IndexOutOfRange {
+                index,
+                low: log.applied,
+                high: log.emitted,
+            });
+        }
+        log.applied = log.applied.max(index);
+        Ok(())
+    }
+
+    /// Metadata for a snapshot of the state machine taken at `index` (at most the applied
+    /// index). After storing the snapshot, the driver may discard log entries up to `index`.
+    pub fn snapshot_meta_at(&mut self, index: Index) -> Result<SnapshotMeta, Error> {
+        self.raft.snapshot_meta_at(index)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.raft.id
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.raft.term
+    }
+
+    /// The node's role.
+    pub fn role(&self) -> Role {
+        self.raft.role
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.leader
+    }
+
+    /// The commit index.
+    pub fn commit_index(&self) -> Index {
+        self.raft.log.committed
+    }
+
+    /// The index of the last log entry.
+    pub fn last_index(&self) -> Index {
+        self.raft.log.last_index()
+    }
+
+    /// The configuration in effect.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.raft.conf
+    }
+
+    /// Entries `[low, high)` of the log (for inspection and tests).
+    pub fn entries(&self, low: Index, high: Index) -> Result<Vec<Entry>, Error> {
+        Ok(self.raft.log.entries(low, high, u64::MAX)?)
+    }
+
+    /// The term of the entry at `index`.
+    pub fn term_at(&self, index: Index) -> Result<Term, Error> {
+        Ok(self.raft.log.term(index)?)
+    }
+
+    /// A full status report.
+    pub fn status(&self) -> Status {
+        let r = &self.raft;
+        Status {
+            id: r.id,
+            hard_state: r.hard_state(),
+            soft_state: r.soft_state(),
+            first_index: r.log.first_index(),
+            last_index: r.log.last_index(),
+            persisted: r.log.persisted,
+            emitted: r.log.emitted,
+            applied: r.log.applied,
+            conf_state: r.conf.clone(),
+            conf_index: r.conf_index,
+            progress: r
+                .progress
+                .iter()
+                .map(|(&id, p)| {
+                    (
+                        id,
+                        PeerStatus {
+                            matched: p.matched,
+                            next: p.next,
+                            state: p.state,
+                            inflight: p.inflights.len(),
+                        },
+                    )
+                })
+                .collect(),
+            lead_transferee: r.lead_transferee,
+        }
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.raft.log.store
+    }
+
+    /// The storage, for the driver to write to.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.raft.log.store
+    }
+}
+
+/// Messages whose meaning does not depend on anything this node has yet to make durable.
+fn needs_no_durability(m: &Message) -> bool {
+    match &m.body {
+        // Confirms a leader of the current term; promises nothing about the log.
+        MessageBody::HeartbeatResponse(_) => true,
+        // Pre-votes change no durable state.
+        MessageBody::RequestVote(rv) => rv.pre_vote,
+        MessageBody::VoteResponse(vr) => vr.pre_vote,
+        MessageBody::ReadIndex(_) | MessageBody::ReadIndexResponse(_) => true,
+        _ => false,
+    }
+}
+
+impl<S: LogStorage> Raft<S> {
+    /// The driver made more of this node's log durable: a leader counts itself now.
+    pub(crate) fn on_self_persisted(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let persisted = self.log.persisted;
+        if let Some(me) = self.progress.get_mut(&self.id) {
+            me.matched = me.matched.max(persisted);
+        }
+        self.maybe_commit();
+        self.release_reads_waiting_commit();
+    }
+}

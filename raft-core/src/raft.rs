@@ -1,0 +1,655 @@
+//! The protocol state shared by every role, role transitions, ticks, elections and the
+//! dispatch of incoming messages. Replication, membership and reads live in sibling modules
+//! as further `impl` blocks of [`Raft`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::log::RaftLog;
+use crate::message::{Append, Heartbeat, HeartbeatResponse, Message, MessageBody, RequestVote, VoteResponse};
+use crate::progress::{Progress, ProgressState};
+use crate::quorum::{VoteResult, joint_vote};
+use crate::read::PendingRead;
+use crate::storage::LogStorage;
+use crate::types::{ConfState, EntryPayload, HardState, Index, NodeId, ReadCtx, Role, SoftState, Term};
+
+/// Why a node campaigns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Campaign {
+    /// A pre-vote round first (when enabled).
+    PreElection,
+    /// A real election.
+    Election,
+    /// A real election ordered by a leadership transfer: it overrides followers' leases.
+    Transfer,
+}
+
+/// The protocol state of one node.
+pub(crate) struct Raft<S> {
+    pub(crate) id: NodeId,
+    pub(crate) cfg: Config,
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) log: RaftLog<S>,
+
+    // Membership: the configuration in effect is the latest one in the log (see membership.rs).
+    pub(crate) conf: ConfState,
+    pub(crate) conf_index: Index,
+    /// Configuration at the snapshot point, and configuration entries after it, ascending.
+    pub(crate) base_conf: (Index, ConfState),
+    pub(crate) conf_history: Vec<(Index, ConfState)>,
+
+    // Leader state.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    pub(crate) lead_transferee: Option<NodeId>,
+    /// Sizes of this leader's uncommitted proposals, by index.
+    pub(crate) uncommitted: VecDeque<(Index, u64)>,
+    pub(crate) uncommitted_size: u64,
+
+    // Candidate state.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+
+    // Timers, in ticks.
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    pub(crate) randomized_election_timeout: u32,
+    /// Ticks since the node started: the protocol's only clock.
+    pub(crate) ticks: u64,
+    /// Until one election timeout has passed after a restart, a node with check-quorum
+    /// behaves as if it had just heard from a leader, protecting a lease it may have granted
+    /// before it restarted. A brand-new node (term 0) never granted one.
+    pub(crate) just_started: bool,
+    rng: ChaCha8Rng,
+
+    // Reads (see read.rs).
+    pub(crate) heartbeat_round: u64,
+    /// `(first round sent in a tick, that tick)`, for lease expiry.
+    pub(crate) round_ticks: VecDeque<(u64, u64)>,
+    /// Rounds below this do not extend the lease (they were sent before a transfer ended).
+    pub(crate) lease_min_round: u64,
+    pub(crate) reads_waiting_commit: Vec<PendingRead>,
+    pub(crate) reads_unsent: Vec<PendingRead>,
+    pub(crate) reads_awaiting: VecDeque<PendingRead>,
+    /// Contexts of this node's own reads that are pending (here or at the leader).
+    pub(crate) local_reads: BTreeSet<ReadCtx>,
+
+    // Output not yet taken by `ready`.
+    pub(crate) msgs: Vec<Message>,
+    pub(crate) read_states: Vec<crate::types::ReadState>,
+}
+
+impl<S: LogStorage> Raft<S> {
+    /// Recovers a node from storage; the state machine has applied up to `applied`.
+    pub(crate) fn new(cfg: Config, store: S, applied: Index) -> Result<Self, Error> {
+        cfg.validate()?;
+        let init = store.initial_state()?;
+        let hs = init.hard_state;
+        let snapshot_index = store.first_index() - 1;
+        let last = store.last_index();
+        if applied < snapshot_index {
+            return Err(Error::InconsistentState(format!(
+                "applied index {applied} is below the snapshot index {snapshot_index}; restore \
+                 the state machine from the snapshot first"
+            )));
+        }
+        if applied > last {
+            return Err(Error::InconsistentState(format!(
+                "applied index {applied} is beyond the last log index {last}"
+            )));
+        }
+        if hs.commit > last {
+            return Err(Error::InconsistentState(format!(
+                "persisted commit index {} is beyond the last log index {last}",
+                hs.commit
+            )));
+        }
+        if let Some(v) = hs.vote
+            && v == 0
+        {
+            return Err(Error::InconsistentState("persisted vote for node 0".into()));
+        }
+        let committed = hs.commit.max(applied).max(snapshot_index);
+        let log = RaftLog::new(store, committed, applied);
+        let rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut raft = Raft {
+            id: cfg.id,
+            term: hs.term,
+            vote: hs.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            conf: init.conf_state.clone(),
+            conf_index: snapshot_index,
+            base_conf: (snapshot_index, init.conf_state),
+            conf_history: Vec::new(),
+            progress: BTreeMap::new(),
+            lead_transferee: None,
+            uncommitted: VecDeque::new(),
+            uncommitted_size: 0,
+            votes: BTreeMap::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: cfg.min_election_tick,
+            ticks: 0,
+            just_started: hs.term > 0,
+            rng,
+            heartbeat_round: 0,
+            round_ticks: VecDeque::new(),
+            lease_min_round: 0,
+            reads_waiting_commit: Vec::new(),
+            reads_unsent: Vec::new(),
+            reads_awaiting: VecDeque::new(),
+            local_reads: BTreeSet::new(),
+            msgs: Vec::new(),
+            read_states: Vec::new(),
+            cfg,
+        };
+        raft.recover_membership()?;
+        raft.reset_randomized_timeout();
+        Ok(raft)
+    }
+
+    pub(crate) fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.committed,
+        }
+    }
+
+    pub(crate) fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+        }
+    }
+
+    /// Whether this node may campaign: it is a voter of its configuration.
+    pub(crate) fn promotable(&self) -> bool {
+        self.conf.is_voter(self.id)
+    }
+
+    /// Whether this leader has committed an entry of its own term.
+    pub(crate) fn committed_in_term(&self) -> bool {
+        self.log.term(self.log.committed).is_ok_and(|t| t == self.term)
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_with_term(to, term, body);
+    }
+
+    pub(crate) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
+        self.msgs.push(Message {
+            from: self.id,
+            to,
+            term,
+            body,
+        });
+    }
+
+    fn reset_randomized_timeout(&mut self) {
+        let span = u64::from(self.cfg.max_election_tick - self.cfg.min_election_tick);
+        let jitter = self.rng.next_u64() % span;
+        self.randomized_election_timeout = self.cfg.min_election_tick + jitter as u32;
+    }
+
+    /// State common to every role change. Moving to a new term forgets the vote.
+    fn reset(&mut self, term: Term) {
+        if self.term != term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.leader = None;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_randomized_timeout();
+        self.abort_transfer();
+        self.votes.clear();
+        self.progress.clear();
+        self.uncommitted.clear();
+        self.uncommitted_size = 0;
+        self.fail_pending_reads();
+    }
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        self.reset(term);
+        self.role = Role::Follower;
+        self.leader = leader;
+    }
+
+    fn become_pre_candidate(&mut self) {
+        // A pre-candidate keeps its term and vote: nothing about it is durable.
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::PreCandidate;
+    }
+
+    fn become_candidate(&mut self) {
+        let term = self.term + 1;
+        self.reset(term);
+        self.vote = Some(self.id);
+        self.role = Role::Candidate;
+    }
+
+    fn become_leader(&mut self) {
+        let term = self.term;
+        self.reset(term);
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.just_started = false;
+        let next = self.log.last_index() + 1;
+        for id in self.conf.members() {
+            self.progress
+                .insert(id, Progress::new(next, self.cfg.max_inflight_msgs));
+        }
+        if let Some(me) = self.progress.get_mut(&self.id) {
+            me.matched = self.log.persisted;
+            me.become_replicate();
+            me.next = next;
+            me.recent_active = true;
+        }
+        // Lease reads wait for a heartbeat round of this term.
+        self.lease_min_round = self.heartbeat_round + 1;
+        // An empty entry of the new term lets the leader commit (and serve reads) now.
+        self.append_leader_entries(vec![EntryPayload::Empty]);
+    }
+
+    /// Advances the logical clock by one tick.
+    pub(crate) fn tick(&mut self) {
+        self.ticks += 1;
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.cfg.election_tick {
+            self.just_started = false;
+        }
+        if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
+            self.election_elapsed = 0;
+            let kind = if self.cfg.pre_vote {
+                Campaign::PreElection
+            } else {
+                Campaign::Election
+            };
+            self.campaign(kind);
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.cfg.election_tick {
+            self.election_elapsed = 0;
+            if self.cfg.check_quorum && !self.quorum_recently_active() {
+                let term = self.term;
+                self.become_follower(term, None);
+                return;
+            }
+            if self.lead_transferee.is_some() {
+                self.abort_transfer();
+            }
+        }
+        if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Check-quorum: whether a quorum was heard from since the last check; resets the marks.
+    fn quorum_recently_active(&mut self) -> bool {
+        let me = self.id;
+        let active: BTreeMap<NodeId, bool> = self
+            .progress
+            .iter()
+            .map(|(&id, pr)| (id, id == me || pr.recent_active))
+            .collect();
+        for (&id, pr) in self.progress.iter_mut() {
+            if id != me {
+                pr.recent_active = false;
+            }
+        }
+        joint_vote(&self.conf.voters, &self.conf.voters_outgoing, |id| {
+            Some(active.get(&id).copied().unwrap_or(false))
+        }) == VoteResult::Won
+    }
+
+    pub(crate) fn campaign(&mut self, kind: Campaign) {
+        if !self.promotable() {
+            return;
+        }
+        let pre_vote = kind == Campaign::PreElection;
+        let vote_term = if pre_vote {
+            self.become_pre_candidate();
+            self.term + 1
+        } else {
+            self.become_candidate();
+            self.term
+        };
+        let me = self.id;
+        match self.poll(me, true) {
+            VoteResult::Won => {
+                if pre_vote {
+                    self.campaign(Campaign::Election);
+                } else {
+                    self.become_leader();
+                }
+                return;
+            }
+            VoteResult::Lost | VoteResult::Pending => {}
+        }
+        let last_index = self.log.last_index();
+        let last_term = self.log.last_term();
+        for id in self.conf.all_voters() {
+            if id == me {
+                continue;
+            }
+            self.send_with_term(
+                id,
+                vote_term,
+                MessageBody::RequestVote(RequestVote {
+                    pre_vote,
+                    last_index,
+                    last_term,
+                    leader_transfer: kind == Campaign::Transfer,
+                }),
+            );
+        }
+    }
+
+    fn poll(&mut self, from: NodeId, granted: bool) -> VoteResult {
+        self.votes.entry(from).or_insert(granted);
+        let votes = &self.votes;
+        joint_vote(&self.conf.voters, &self.conf.voters_outgoing, |id| {
+            votes.get(&id).copied()
+        })
+    }
+
+    /// Feeds one message from a peer.
+    pub(crate) fn step(&mut self, m: Message) -> Result<(), Error> {
+        self.validate(&m)?;
+        if m.term > self.term {
+            if let MessageBody::RequestVote(rv) = &m.body {
+                let in_lease = self.cfg.check_quorum
+                    && (self.leader.is_some() || self.just_started)
+                    && self.election_elapsed < self.cfg.election_tick;
+                if in_lease && !rv.leader_transfer {
+                    // We heard from a leader recently: this candidate is disruptive.
+                    return Ok(());
+                }
+            }
+            match &m.body {
+                MessageBody::RequestVote(rv) if rv.pre_vote => {}
+                MessageBody::VoteResponse(vr) if vr.pre_vote && vr.granted => {}
+                MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::Snapshot(_) => {
+                    self.become_follower(m.term, Some(m.from));
+                }
+                _ => self.become_follower(m.term, None),
+            }
+        } else if m.term < self.term {
+            match &m.body {
+                MessageBody::Append(_) | MessageBody::Heartbeat(_)
+                    if self.cfg.check_quorum || self.cfg.pre_vote =>
+                {
+                    // A stale leader may be cut off from the rest; tell it the current term
+                    // so that it steps down instead of holding followers hostage.
+                    self.send(
+                        m.from,
+                        MessageBody::HeartbeatResponse(HeartbeatResponse { round: 0 }),
+                    );
+                }
+                MessageBody::RequestVote(rv) if rv.pre_vote => {
+                    let term = self.term;
+                    self.send_with_term(
+                        m.from,
+                        term,
+                        MessageBody::VoteResponse(VoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        }),
+                    );
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+
+        if let MessageBody::RequestVote(rv) = &m.body {
+            self.handle_vote_request(&m, rv);
+            return Ok(());
+        }
+        match self.role {
+            Role::Leader => self.step_leader(m),
+            Role::Candidate | Role::PreCandidate => self.step_candidate(m),
+            Role::Follower => self.step_follower(m),
+        }
+    }
+
+    fn validate(&self, m: &Message) -> Result<(), Error> {
+        let malformed = |reason| Error::MalformedMessage {
+            kind: m.kind(),
+            from: m.from,
+            reason,
+        };
+        if m.to != self.id {
+            return Err(Error::WrongRecipient {
+                to: m.to,
+                me: self.id,
+            });
+        }
+        if m.from == 0 {
+            return Err(malformed("sender id 0 is reserved"));
+        }
+        if m.from == self.id {
+            return Err(malformed("message from this node to itself"));
+        }
+        if m.term == 0 {
+            return Err(malformed("term 0"));
+        }
+        match &m.body {
+            MessageBody::Append(a) => validate_append(m.term, a).map_err(malformed)?,
+            MessageBody::Snapshot(meta) => {
+                if meta.index == 0 {
+                    return Err(malformed("snapshot at index 0"));
+                }
+                if meta.term > m.term {
+                    return Err(malformed("snapshot term above the message term"));
+                }
+            }
+            MessageBody::RequestVote(rv) if rv.last_term > m.term => {
+                return Err(malformed("last log term above the election term"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_vote_request(&mut self, m: &Message, rv: &RequestVote) {
+        let can_vote = self.vote == Some(m.from)
+            || (self.vote.is_none() && self.leader.is_none())
+            || (rv.pre_vote && m.term > self.term);
+        let granted = can_vote && self.log.is_up_to_date(rv.last_index, rv.last_term);
+        // A grant carries the term asked about (for a pre-vote, the future term); a refusal
+        // carries ours, so that a stale candidate learns it.
+        let term = if granted { m.term } else { self.term };
+        if granted && !rv.pre_vote {
+            self.election_elapsed = 0;
+            self.vote = Some(m.from);
+        }
+        self.send_with_term(
+            m.from,
+            term,
+            MessageBody::VoteResponse(VoteResponse {
+                pre_vote: rv.pre_vote,
+                granted,
+            }),
+        );
+    }
+
+    fn step_candidate(&mut self, m: Message) -> Result<(), Error> {
+        match &m.body {
+            MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::Snapshot(_) => {
+                // A leader of our term exists: follow it.
+                self.become_follower(m.term, Some(m.from));
+                self.step_follower(m)
+            }
+            MessageBody::VoteResponse(vr) => {
+                let pre = self.role == Role::PreCandidate;
+                if vr.pre_vote != pre {
+                    return Ok(());
+                }
+                // A granted pre-vote must be for the term this pre-campaign would start.
+                if pre && vr.granted && m.term != self.term + 1 {
+                    return Ok(());
+                }
+                match self.poll(m.from, vr.granted) {
+                    VoteResult::Won => {
+                        if pre {
+                            self.campaign(Campaign::Election);
+                        } else {
+                            self.become_leader();
+                        }
+                    }
+                    VoteResult::Lost => {
+                        let term = self.term;
+                        self.become_follower(term, None);
+                    }
+                    VoteResult::Pending => {}
+                }
+                Ok(())
+            }
+            MessageBody::ReadIndex(r) => {
+                let ctx = r.ctx;
+                self.reject_remote_read(m.from, ctx);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn step_follower(&mut self, m: Message) -> Result<(), Error> {
+        match m.body {
+            MessageBody::Append(a) => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_append(m.from, a)
+            }
+            MessageBody::Heartbeat(h) => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_heartbeat(m.from, h);
+                Ok(())
+            }
+            MessageBody::Snapshot(meta) => {
+                self.election_elapsed = 0;
+                self.leader = Some(m.from);
+                self.handle_snapshot(m.from, meta);
+                Ok(())
+            }
+            MessageBody::TimeoutNow => {
+                // Only a voter can take over; a learner ignores the order.
+                if self.promotable() {
+                    self.campaign(Campaign::Transfer);
+                }
+                Ok(())
+            }
+            MessageBody::ReadIndexResponse(r) => {
+                self.handle_read_index_response(r);
+                Ok(())
+            }
+            MessageBody::ReadIndex(r) => {
+                self.reject_remote_read(m.from, r.ctx);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn step_leader(&mut self, m: Message) -> Result<(), Error> {
+        match m.body {
+            MessageBody::AppendResponse(r) => self.handle_append_response(m.from, r),
+            MessageBody::HeartbeatResponse(r) => self.handle_heartbeat_response(m.from, r),
+            MessageBody::ReadIndex(r) => {
+                self.handle_remote_read(m.from, r.ctx);
+                Ok(())
+            }
+            MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::Snapshot(_) => {
+                Err(Error::MalformedMessage {
+                    kind: m.kind(),
+                    from: m.from,
+                    reason: "a second leader claims this node's term",
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn handle_heartbeat(&mut self, from: NodeId, h: Heartbeat) {
+        // The leader never sends a commit index above what it knows this log matches.
+        let commit = h.commit.min(self.log.last_index());
+        self.log.commit_to(commit);
+        self.send(
+            from,
+            MessageBody::HeartbeatResponse(HeartbeatResponse { round: h.round }),
+        );
+    }
+
+    /// Forces an election now (or a pre-vote round first, when enabled).
+    pub(crate) fn campaign_now(&mut self) -> Result<(), Error> {
+        if self.role == Role::Leader {
+            return Ok(());
+        }
+        if !self.promotable() {
+            return Err(Error::NotLeader { leader: self.leader });
+        }
+        let kind = if self.cfg.pre_vote {
+            Campaign::PreElection
+        } else {
+            Campaign::Election
+        };
+        self.campaign(kind);
+        Ok(())
+    }
+
+    /// The driver could not reach `peer`: stop streaming to it optimistically.
+    pub(crate) fn report_unreachable(&mut self, peer: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(pr) = self.progress.get_mut(&peer)
+            && pr.state == ProgressState::Replicate
+        {
+            pr.become_probe();
+        }
+    }
+}
+
+fn validate_append(term: Term, a: &Append) -> Result<(), &'static str> {
+    if a.prev_term > term {
+        return Err("previous entry's term above the message term");
+    }
+    let mut prev_term = a.prev_term;
+    for (expected, e) in (a.prev_index + 1..).zip(&a.entries) {
+        if e.index != expected {
+            return Err("entries are not contiguous after prev_index");
+        }
+        if e.term > term {
+            return Err("entry term above the message term");
+        }
+        if e.term < prev_term {
+            return Err("entry terms decrease");
+        }
+        prev_term = e.term;
+    }
+    Ok(())
+}
