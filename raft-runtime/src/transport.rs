@@ -1,0 +1,242 @@
+//! The transport plug-in: how messages and snapshots travel between nodes.
+//!
+//! Outgoing traffic goes through [`Transport::send`], which must never block: a transport
+//! keeps a bounded queue per peer and, when it is full, drops the batch and says so. Raft
+//! retransmits whatever is lost, and a stalled peer must never stall the leader.
+//!
+//! Incoming traffic is handed to the [`Inbox`] the runtime registers with
+//! [`Transport::register`]. A transport authenticates its peers and passes the
+//! authenticated sender id along; the runtime drops messages whose claimed sender differs.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use raft_core::{Message, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// What travels between the runtimes of two nodes: protocol messages, and proposals that a
+/// follower forwards to the leader together with their answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireMessage {
+    /// A protocol message.
+    Raft(Message),
+    /// A follower forwards a client command to the leader.
+    Forward {
+        /// The follower's request id, echoed in the reply.
+        id: u64,
+        /// The serialized command.
+        command: Bytes,
+    },
+    /// The leader's answer to a forwarded command.
+    ForwardReply {
+        /// The id of the request.
+        id: u64,
+        /// The serialized response, or why the command failed.
+        result: Result<Bytes, ForwardError>,
+    },
+}
+
+/// Why a forwarded command failed, as told by the leader. Mirrors the proposal errors so the
+/// follower can answer its client precisely.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ForwardError {
+    /// The receiving node is not the leader (definitely not applied).
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The leader it knows of.
+        leader: Option<NodeId>,
+    },
+    /// The leader is overloaded (definitely not applied).
+    #[error("leader busy")]
+    Busy,
+    /// The leader is shutting down (definitely not applied).
+    #[error("leader shutting down")]
+    ShuttingDown,
+    /// The command could not be decoded by the leader (definitely not applied).
+    #[error("malformed command: {0}")]
+    Malformed(String),
+    /// The command was appended but leadership was lost: it may or may not be applied.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// Why [`Transport::send`] did not queue a batch. The batch is dropped either way.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The peer's queue is full (it is slow or unreachable).
+    #[error("queue to node {0} is full")]
+    Full(NodeId),
+    /// No address is known for the peer.
+    #[error("no address known for node {0}")]
+    UnknownPeer(NodeId),
+    /// The transport is shut down.
+    #[error("transport is shut down")]
+    Closed,
+}
+
+/// A transport failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No address is known for the peer.
+    #[error("no address known for node {0}")]
+    UnknownPeer(NodeId),
+    /// The peer could not be reached or the connection broke.
+    #[error("node {peer} unreachable: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: NodeId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The peer refused the snapshot (for example, it was too large or it is shutting down).
+    #[error("node {peer} refused the snapshot: {reason}")]
+    Refused {
+        /// The peer.
+        peer: NodeId,
+        /// Its reason.
+        reason: String,
+    },
+    /// The transport is shut down.
+    #[error("transport is shut down")]
+    Closed,
+}
+
+/// Traffic delivered to a node.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A batch of messages from an authenticated peer.
+    Messages {
+        /// The authenticated sender.
+        from: NodeId,
+        /// The messages, in the order sent.
+        messages: Vec<WireMessage>,
+    },
+    /// A complete snapshot from an authenticated peer.
+    Snapshot {
+        /// The authenticated sender.
+        from: NodeId,
+        /// The protocol message announcing the snapshot (its body is
+        /// [`raft_core::MessageBody::Snapshot`]).
+        message: Message,
+        /// The snapshot's data.
+        data: Bytes,
+        /// Answered by the runtime once it has taken the snapshot; the transport then
+        /// acknowledges the transfer to the sender.
+        ack: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Where a transport delivers incoming traffic: a bounded queue into a node.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    tx: mpsc::Sender<Incoming>,
+}
+
+/// The receiving end of an [`Inbox`], owned by the runtime (or by a test).
+#[derive(Debug)]
+pub struct InboxReceiver {
+    rx: mpsc::Receiver<Incoming>,
+}
+
+/// Why an [`Inbox`] did not take a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverError {
+    /// The node's inbox is full; the batch was dropped.
+    #[error("inbox full")]
+    Full,
+    /// The node is gone.
+    #[error("node stopped")]
+    Closed,
+}
+
+impl Inbox {
+    /// A new inbox holding at most `capacity` deliveries.
+    pub fn channel(capacity: usize) -> (Inbox, InboxReceiver) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Inbox { tx }, InboxReceiver { rx })
+    }
+
+    /// Delivers a batch of messages without waiting; drops it if the inbox is full.
+    pub fn deliver(&self, from: NodeId, messages: Vec<WireMessage>) -> Result<(), DeliverError> {
+        self.tx
+            .try_send(Incoming::Messages { from, messages })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => DeliverError::Full,
+                mpsc::error::TrySendError::Closed(_) => DeliverError::Closed,
+            })
+    }
+
+    /// Delivers a complete snapshot, waiting for room, then waits for the node to take it.
+    /// Returns the node's verdict.
+    pub async fn deliver_snapshot(&self, from: NodeId, message: Message, data: Bytes) -> Result<(), String> {
+        let (ack, verdict) = oneshot::channel();
+        self.tx
+            .send(Incoming::Snapshot {
+                from,
+                message,
+                data,
+                ack,
+            })
+            .await
+            .map_err(|_| "node stopped".to_string())?;
+        verdict.await.map_err(|_| "node stopped".to_string())?
+    }
+}
+
+impl InboxReceiver {
+    /// The next delivery, or `None` once every [`Inbox`] is dropped.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+
+    /// The next delivery if one is queued.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Counters a transport keeps for metrics and benchmarks. Totals since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportMetrics {
+    /// Messages queued for sending.
+    pub messages_sent: u64,
+    /// Bytes written to the network (framing included).
+    pub bytes_sent: u64,
+    /// Messages received and delivered.
+    pub messages_received: u64,
+    /// Bytes read from the network.
+    pub bytes_received: u64,
+    /// Batches dropped because a peer's queue was full or the peer unknown.
+    pub dropped: u64,
+}
+
+/// Moves messages and snapshots between nodes.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Starts delivering traffic addressed to this node into `inbox`. Called once, when the
+    /// node starts.
+    fn register(&self, inbox: Inbox);
+
+    /// The members' addresses, from the replicated configuration (the bytes each member
+    /// registered, typically `host:port`). Called at start and whenever the configuration
+    /// changes. Peers not listed are disconnected; a transport that authenticates peers
+    /// refuses those that are not listed, unless it has never been given a list (a node
+    /// waiting to join knows no members yet).
+    fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>);
+
+    /// Queues a batch for `to`. Never blocks; drops the batch when the peer's queue is full.
+    fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError>;
+
+    /// Streams a snapshot to `to` and returns once the peer took all of it.
+    async fn send_snapshot(&self, to: NodeId, message: Message, data: Bytes) -> Result<(), TransportError>;
+
+    /// Stops the transport: closes connections and stops delivering.
+    async fn shutdown(&self);
+
+    /// Counters for metrics.
+    fn metrics(&self) -> TransportMetrics {
+        TransportMetrics::default()
+    }
+}
