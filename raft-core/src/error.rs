@@ -110,6 +110,12 @@ pub enum Error {
         /// Largest acceptable index.
         high: Index,
     },
+    /// A snapshot received from the leader is being installed; local snapshots must wait.
+    #[error("a snapshot at index {index} from the leader is being installed")]
+    SnapshotPending {
+        /// The index of the snapshot being installed.
+        index: Index,
+    },
     /// The persisted state does not allow the node to start.
     #[error("inconsistent persisted state: {0}")]
     InconsistentState(String),

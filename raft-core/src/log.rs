@@ -254,6 +254,11 @@ impl<S: LogStorage> RaftLog<S> {
         (snapshot, entries)
     }
 
+    /// The index of a snapshot from the leader that is not yet durable.
+    pub(crate) fn pending_snapshot(&self) -> Option<Index> {
+        self.unstable_snapshot.as_ref().map(|s| s.index)
+    }
+
     pub(crate) fn has_unpersisted(&self) -> bool {
         (self.unstable_snapshot.is_some() && !self.snapshot_emitted)
             || self.persist_emitted < self.last_index()

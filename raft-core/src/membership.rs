@@ -163,6 +163,9 @@ impl<S: LogStorage> Raft<S> {
     /// Metadata for a snapshot of the state machine at `index` (at most the applied index);
     /// also forgets configuration history the snapshot makes unnecessary.
     pub(crate) fn snapshot_meta_at(&mut self, index: Index) -> Result<SnapshotMeta, Error> {
+        if let Some(pending) = self.log.pending_snapshot() {
+            return Err(Error::SnapshotPending { index: pending });
+        }
         let low = self.log.first_index().saturating_sub(1);
         if index < low || index > self.log.applied {
             return Err(Error::IndexOutOfRange {

@@ -333,6 +333,7 @@ impl<S: LogStorage> Raft<S> {
         {
             Ok(Some((last_new, written))) => {
                 if let Some(start) = written {
+                    self.retract_acks_from(a.entries[start].index);
                     self.note_appended(&a.entries[start..]);
                 }
                 self.send(
@@ -378,13 +379,23 @@ impl<S: LogStorage> Raft<S> {
             // We hold the snapshot's last entry already: fast-forward the commit index only.
             self.log.commit_to(index);
         } else {
+            let durable = self.log.persisted;
             self.log.restore(meta.clone());
+            self.retract_acks_from(durable + 1);
             self.restore_membership(&meta);
         }
         self.send(
             from,
             MessageBody::AppendResponse(AppendResponse::Accepted { index }),
         );
+    }
+
+    /// Entries from `from` on were replaced before they became durable: acknowledgements of
+    /// them still waiting to leave would vouch for entries this node no longer has.
+    fn retract_acks_from(&mut self, from: Index) {
+        self.msgs.retain(|m| {
+            !matches!(m.body, MessageBody::AppendResponse(AppendResponse::Accepted { index }) if index >= from)
+        });
     }
 
     pub(crate) fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus) {

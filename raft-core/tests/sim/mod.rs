@@ -1,0 +1,1085 @@
+//! A deterministic simulator for raft-core.
+//!
+//! A seeded scheduler drives a cluster of cores through random events: message delivery in
+//! random order, loss, duplication, partitions, crashes that lose everything not reported
+//! durable, restarts from durable state, asynchronous persistence completing at random
+//! times, ticks, proposals and log compaction. After every event it checks the safety
+//! properties of Raft; at the end it stops the faults and checks liveness.
+//!
+//! Everything that happens is a pure function of the seed, so a failing seed replays
+//! exactly: `RAFT_SIM_SEED=<seed> cargo test -p raft-core --test simulation -- --nocapture`.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use raft_core::{
+    AppendResponse, ConfChange, ConfState, Config, Entry, EntryPayload, Index, MemStorage, MemberChange,
+    Message, MessageBody, NodeId, Persist, RawNode, ReadFailure, Role, SnapshotMeta, SnapshotStatus, Term,
+};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// The state machine of a simulated node: the applied index and a hash chain of every
+/// applied command, which two nodes share iff they applied the same sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sm {
+    pub applied: Index,
+    pub hash: u64,
+    /// Number of normal commands applied (the "value" reads observe).
+    pub count: u64,
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    let mut x = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x
+}
+
+fn payload_hash(e: &Entry) -> u64 {
+    match &e.payload {
+        EntryPayload::Empty => 1,
+        EntryPayload::Normal(d) => {
+            let mut h = 2u64;
+            for b in d.iter() {
+                h = mix(h, u64::from(*b));
+            }
+            h
+        }
+        EntryPayload::Membership(cs) => {
+            let mut h = 3u64;
+            for v in cs.voters.iter().chain(&cs.voters_outgoing) {
+                h = mix(h, *v);
+            }
+            for v in cs.learners.iter().chain(&cs.learners_next) {
+                h = mix(h, v + 1000);
+            }
+            mix(h, u64::from(cs.auto_leave))
+        }
+    }
+}
+
+fn entry_hash(e: &Entry) -> u64 {
+    mix(e.term, payload_hash(e))
+}
+
+/// Which features and fault rates a run uses.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub nodes: u64,
+    pub steps: u64,
+    /// Probability in percent that a sent message is lost.
+    pub drop_pct: u64,
+    /// Probability in percent that a delivered message is delivered again later.
+    pub dup_pct: u64,
+    pub crashes: bool,
+    pub partitions: bool,
+    pub compaction: bool,
+    pub membership: bool,
+    pub reads: bool,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+}
+
+impl SimOptions {
+    /// A mix of options derived from the seed, so that many seeds cover many combinations.
+    pub fn from_seed(seed: u64, steps: u64) -> SimOptions {
+        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED);
+        SimOptions {
+            nodes: if r.next_u64() % 2 == 0 { 3 } else { 5 },
+            steps,
+            drop_pct: [0, 2, 5, 10][(r.next_u64() % 4) as usize],
+            dup_pct: [0, 1, 3][(r.next_u64() % 3) as usize],
+            crashes: r.next_u64() % 4 != 0,
+            partitions: r.next_u64() % 3 != 0,
+            compaction: r.next_u64() % 3 != 0,
+            membership: false,
+            reads: false,
+            pre_vote: r.next_u64() % 2 == 0,
+            check_quorum: r.next_u64() % 2 == 0,
+        }
+    }
+}
+
+struct Envelope {
+    msg: Message,
+    /// The snapshot data travelling beside a snapshot message.
+    snapshot: Option<Sm>,
+}
+
+struct SimNode {
+    id: NodeId,
+    config: Config,
+    raw: Option<RawNode<MemStorage>>,
+    /// Durable storage while the node is down (inside `raw` while it is up).
+    storage_down: Option<MemStorage>,
+    pending: VecDeque<Persist>,
+    sm: Sm,
+    /// The state machine survives crashes (like one that persists with its applied index);
+    /// otherwise a crash rolls it back to the last snapshot.
+    sm_durable: bool,
+    /// The latest snapshot data stored with the log (index 0: the empty initial state).
+    snapshot: (Index, Sm),
+    /// Snapshot data received from leaders, by index, waiting to be installed.
+    staged: BTreeMap<Index, Sm>,
+    recorded_commit: Index,
+    was_leader_in: Option<Term>,
+    incarnation: u64,
+}
+
+impl SimNode {
+    fn storage(&self) -> &MemStorage {
+        match &self.raw {
+            Some(r) => r.storage(),
+            None => self.storage_down.as_ref().expect("down nodes keep storage"),
+        }
+    }
+}
+
+/// A read issued by a client: completed reads are checked for linearizability.
+#[derive(Clone, Debug)]
+struct ClientRead {
+    node: NodeId,
+    /// Number of commands acknowledged (applied somewhere) when the read was issued.
+    acked_at_start: u64,
+    lease: bool,
+}
+
+pub struct Sim {
+    pub seed: u64,
+    pub opts: SimOptions,
+    rng: ChaCha8Rng,
+    nodes: BTreeMap<NodeId, SimNode>,
+    net: Vec<Envelope>,
+    /// Directed links that drop messages.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    step_no: u64,
+    trace: VecDeque<String>,
+    verbose: bool,
+    // Safety bookkeeping.
+    leaders: BTreeMap<Term, NodeId>,
+    chain: HashMap<(Index, Term), u64>,
+    committed: BTreeMap<Index, Term>,
+    applied_entries: HashMap<Index, u64>,
+    sm_at: HashMap<Index, Sm>,
+    next_command: u64,
+    /// Commands whose application was observed, by command id.
+    acked_commands: BTreeSet<u64>,
+    // Reads.
+    next_read_ctx: u64,
+    reads: HashMap<u64, ClientRead>,
+    pub reads_completed: u64,
+    pub reads_failed: u64,
+    // Membership.
+    all_ids: Vec<NodeId>,
+    pub conf_changes: u64,
+    pub transfers: u64,
+    // Statistics.
+    pub proposals_accepted: u64,
+    pub crashes: u64,
+    pub snapshots_installed: u64,
+    pub elections: u64,
+}
+
+type Fail = String;
+
+impl Sim {
+    pub fn new(seed: u64, opts: SimOptions) -> Sim {
+        let verbose = std::env::var("RAFT_SIM_VERBOSE").is_ok();
+        let mut sim = Sim {
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            nodes: BTreeMap::new(),
+            net: Vec::new(),
+            cut: BTreeSet::new(),
+            step_no: 0,
+            trace: VecDeque::new(),
+            verbose,
+            leaders: BTreeMap::new(),
+            chain: HashMap::new(),
+            committed: BTreeMap::new(),
+            applied_entries: HashMap::new(),
+            sm_at: HashMap::new(),
+            next_command: 1,
+            acked_commands: BTreeSet::new(),
+            next_read_ctx: 1,
+            reads: HashMap::new(),
+            reads_completed: 0,
+            reads_failed: 0,
+            all_ids: Vec::new(),
+            conf_changes: 0,
+            transfers: 0,
+            proposals_accepted: 0,
+            crashes: 0,
+            snapshots_installed: 0,
+            elections: 0,
+            opts,
+        };
+        let n = sim.opts.nodes;
+        let voters: Vec<NodeId> = (1..=n).collect();
+        let cs = ConfState::with_voters(voters.clone());
+        // With membership changes on, two spare nodes start empty, waiting to be added.
+        let spares: Vec<NodeId> = if sim.opts.membership {
+            vec![n + 1, n + 2]
+        } else {
+            vec![]
+        };
+        for &id in voters.iter().chain(&spares) {
+            let storage = if voters.contains(&id) {
+                MemStorage::new_with_conf_state(cs.clone())
+            } else {
+                MemStorage::new()
+            };
+            let config = sim.node_config(id);
+            let raw = RawNode::new(config.clone(), storage, 0).expect("valid config");
+            sim.nodes.insert(
+                id,
+                SimNode {
+                    id,
+                    config,
+                    raw: Some(raw),
+                    storage_down: None,
+                    pending: VecDeque::new(),
+                    sm: Sm::default(),
+                    sm_durable: sim.rng.next_u64() % 2 == 0,
+                    snapshot: (0, Sm::default()),
+                    staged: BTreeMap::new(),
+                    recorded_commit: 0,
+                    was_leader_in: None,
+                    incarnation: 0,
+                },
+            );
+            sim.all_ids.push(id);
+        }
+        sim.sm_at.insert(0, Sm::default());
+        sim
+    }
+
+    fn node_config(&mut self, id: NodeId) -> Config {
+        let mut c = Config::new(id);
+        c.election_tick = 10;
+        c.min_election_tick = 10;
+        c.max_election_tick = 20;
+        c.heartbeat_tick = 1 + (self.rng.next_u64() % 3) as u32;
+        c.pre_vote = self.opts.pre_vote;
+        c.check_quorum = self.opts.check_quorum;
+        c.max_inflight_msgs = 1 + (self.rng.next_u64() % 8) as usize;
+        c.max_append_bytes = [60, 200, 1 << 20][(self.rng.next_u64() % 3) as usize];
+        c.max_uncommitted_bytes = [500, 1 << 20][(self.rng.next_u64() % 2) as usize];
+        c.max_apply_bytes = [40, 1 << 20][(self.rng.next_u64() % 2) as usize];
+        c.lease_drift_ticks = 2;
+        c.seed = self.rng.next_u64();
+        c
+    }
+
+    fn log(&mut self, s: String) {
+        if self.verbose {
+            println!("[{}] {}", self.step_no, s);
+        }
+        self.trace.push_back(format!("[{}] {}", self.step_no, s));
+        if self.trace.len() > 80 {
+            self.trace.pop_front();
+        }
+    }
+
+    fn fail(&self, what: String) -> Fail {
+        let mut s = format!(
+            "simulation seed {} failed at step {}: {}\noptions: {:?}\nreplay: RAFT_SIM_SEED={} RAFT_SIM_VERBOSE=1 cargo test -p raft-core --test simulation replay -- --nocapture\nlast events:\n",
+            self.seed, self.step_no, what, self.opts, self.seed
+        );
+        for t in &self.trace {
+            let _ = writeln!(s, "  {t}");
+        }
+        s
+    }
+
+    fn pick(&mut self, n: usize) -> usize {
+        (self.rng.next_u64() % n as u64) as usize
+    }
+
+    fn chance(&mut self, pct: u64) -> bool {
+        self.rng.next_u64() % 100 < pct
+    }
+
+    fn live_ids(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.raw.is_some())
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Number of distinct committed entries observed.
+    pub fn committed_entries(&self) -> u64 {
+        self.committed.len() as u64
+    }
+
+    /// Runs the whole simulation: the fault phase, then the liveness phase.
+    pub fn run(&mut self) -> Result<(), Fail> {
+        for _ in 0..self.opts.steps {
+            self.step_no += 1;
+            self.random_event()?;
+        }
+        self.liveness()
+    }
+
+    fn random_event(&mut self) -> Result<(), Fail> {
+        let roll = self.pick(1000);
+        match roll {
+            0..=349 => self.deliver_random(),
+            350..=549 => self.process_random(),
+            550..=699 => self.persist_random(),
+            700..=799 => {
+                self.tick_all();
+                Ok(())
+            }
+            800..=879 => self.propose_random(),
+            880..=899 if self.opts.reads => self.read_random(),
+            900..=919 if self.opts.membership => self.membership_random(),
+            920..=934 if self.opts.crashes => self.crash_or_restart(),
+            935..=949 if self.opts.partitions => {
+                self.partition_or_heal();
+                Ok(())
+            }
+            950..=969 if self.opts.compaction => self.compact_random(),
+            970..=979 if !self.net.is_empty() && self.opts.dup_pct > 0 => {
+                let i = self.pick(self.net.len());
+                let e = &self.net[i];
+                let dup = Envelope {
+                    msg: e.msg.clone(),
+                    snapshot: e.snapshot,
+                };
+                self.log(format!(
+                    "duplicate {} {}->{}",
+                    dup.msg.kind(),
+                    dup.msg.from,
+                    dup.msg.to
+                ));
+                self.net.push(dup);
+                Ok(())
+            }
+            _ => self.process_random(),
+        }
+    }
+
+    fn tick_all(&mut self) {
+        for id in self.live_ids() {
+            self.nodes.get_mut(&id).unwrap().raw.as_mut().unwrap().tick();
+        }
+    }
+
+    fn deliver_random(&mut self) -> Result<(), Fail> {
+        if self.net.is_empty() {
+            return self.process_random();
+        }
+        let i = self.pick(self.net.len());
+        let env = self.net.swap_remove(i);
+        self.deliver(env)
+    }
+
+    fn deliver(&mut self, env: Envelope) -> Result<(), Fail> {
+        let m = env.msg;
+        let (from, to) = (m.from, m.to);
+        let down = self.nodes.get(&to).is_none_or(|n| n.raw.is_none());
+        let lost = self.cut.contains(&(from, to)) || down;
+        let is_snapshot = matches!(m.body, MessageBody::Snapshot(_));
+        if lost {
+            self.log(format!("lost {} {from}->{to}", m.kind()));
+            if is_snapshot {
+                self.report_snapshot(from, to, SnapshotStatus::Failed);
+            }
+            return Ok(());
+        }
+        self.log(format!("deliver {from}->{to} t{} {:?}", m.term, short(&m)));
+        let node = self.nodes.get_mut(&to).unwrap();
+        if let (MessageBody::Snapshot(meta), Some(data)) = (&m.body, env.snapshot) {
+            node.staged.insert(meta.index, data);
+        }
+        let res = node.raw.as_mut().unwrap().step(m);
+        if let Err(e) = res {
+            // Stale or misdirected input is reported as an error value; that must never be
+            // a protocol violation by a correct peer.
+            let msg = e.to_string();
+            if msg.contains("overwrite a committed") || msg.contains("second leader") {
+                return Err(self.fail(format!("node {to} rejected a message: {msg}")));
+            }
+            self.log(format!("node {to} refused: {msg}"));
+        }
+        if is_snapshot {
+            self.report_snapshot(from, to, SnapshotStatus::Finished);
+        }
+        self.check_node(to)
+    }
+
+    fn report_snapshot(&mut self, leader: NodeId, peer: NodeId, status: SnapshotStatus) {
+        if let Some(raw) = self.nodes.get_mut(&leader).and_then(|n| n.raw.as_mut()) {
+            raw.report_snapshot(peer, status);
+        }
+    }
+
+    fn process_random(&mut self) -> Result<(), Fail> {
+        let live = self.live_ids();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let id = live[self.pick(live.len())];
+        self.process(id)
+    }
+
+    /// One driver pass: take the ready, send messages, queue the persist, apply.
+    fn process(&mut self, id: NodeId) -> Result<(), Fail> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let raw = node.raw.as_mut().unwrap();
+        if !raw.has_ready() {
+            return Ok(());
+        }
+        let ready = match raw.ready() {
+            Ok(r) => r,
+            Err(e) => return Err(self.fail(format!("node {id} ready failed: {e}"))),
+        };
+        if let Some(soft) = ready.soft_state {
+            self.log(format!(
+                "node {id} is now {:?} (leader {:?})",
+                soft.role, soft.leader
+            ));
+        }
+        for m in ready.messages {
+            self.send(id, m)?;
+        }
+        if let Some(p) = ready.persist {
+            self.nodes.get_mut(&id).unwrap().pending.push_back(p);
+        }
+        for e in ready.committed_entries {
+            self.apply(id, e)?;
+        }
+        for rs in ready.read_states {
+            self.complete_read(id, rs)?;
+        }
+        self.check_node(id)
+    }
+
+    fn send(&mut self, from: NodeId, m: Message) -> Result<(), Fail> {
+        self.check_durable_before_send(from, &m)?;
+        let snapshot = match &m.body {
+            MessageBody::Snapshot(meta) => {
+                let node = &self.nodes[&from];
+                if node.snapshot.0 != meta.index {
+                    return Err(self.fail(format!(
+                        "node {from} sent snapshot {} but stores snapshot {}",
+                        meta.index, node.snapshot.0
+                    )));
+                }
+                Some(node.snapshot.1)
+            }
+            _ => None,
+        };
+        if self.chance(self.opts.drop_pct) {
+            self.log(format!("drop {} {}->{}", m.kind(), m.from, m.to));
+            if snapshot.is_some() {
+                self.report_snapshot(from, m.to, SnapshotStatus::Failed);
+            }
+            return Ok(());
+        }
+        self.net.push(Envelope { msg: m, snapshot });
+        Ok(())
+    }
+
+    /// The persistence contract: what a message claims must be durable when it leaves.
+    fn check_durable_before_send(&self, from: NodeId, m: &Message) -> Result<(), Fail> {
+        let storage = self.nodes[&from].storage();
+        let hs = storage.hard_state();
+        let durable_last = raft_core::LogStorage::last_index(storage);
+        // A durable higher term also covers a vote: the node can never vote again in the
+        // lower term.
+        let vote_covered =
+            |voted_for: NodeId| hs.term > m.term || (hs.term == m.term && hs.vote == Some(voted_for));
+        let violation = match &m.body {
+            MessageBody::AppendResponse(AppendResponse::Accepted { index }) if durable_last < *index => Some(
+                format!("node {from} acknowledged index {index} with only {durable_last} durable"),
+            ),
+            MessageBody::VoteResponse(v) if v.granted && !v.pre_vote && !vote_covered(m.to) => Some(format!(
+                "node {from} granted a vote to {} in term {} before persisting it (durable {hs:?})",
+                m.to, m.term
+            )),
+            MessageBody::RequestVote(rv) if !rv.pre_vote && !vote_covered(from) => Some(format!(
+                "node {from} asked for votes in term {} before persisting its own vote ({hs:?})",
+                m.term
+            )),
+            MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::TimeoutNow
+                if hs.term < m.term =>
+            {
+                Some(format!(
+                    "node {from} sent {} in term {} with durable term {}",
+                    m.kind(),
+                    m.term,
+                    hs.term
+                ))
+            }
+            _ => None,
+        };
+        match violation {
+            Some(v) => Err(self.fail(v)),
+            None => Ok(()),
+        }
+    }
+
+    fn persist_random(&mut self) -> Result<(), Fail> {
+        let candidates: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.raw.is_some() && !n.pending.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
+        if candidates.is_empty() {
+            return self.process_random();
+        }
+        let id = candidates[self.pick(candidates.len())];
+        self.persist_one(id)
+    }
+
+    fn persist_one(&mut self, id: NodeId) -> Result<(), Fail> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some(p) = node.pending.pop_front() else {
+            return Ok(());
+        };
+        let installed = Self::make_durable(node, &p).map_err(|e| self.fail(e))?;
+        if let Some(index) = installed {
+            self.snapshots_installed += 1;
+            self.log(format!("node {id} installed snapshot {index}"));
+            let sm = self.nodes[&id].sm;
+            self.check_sm(id, sm)?;
+        }
+        self.log(format!(
+            "node {id} persisted token {} ({} entries)",
+            p.token.0,
+            p.entries.len()
+        ));
+        for m in p.messages {
+            self.send(id, m)?;
+        }
+        self.check_node(id)
+    }
+
+    /// Writes one batch to the node's durable storage (and installs its snapshot into the
+    /// state machine); returns the index of an installed snapshot.
+    fn make_durable(node: &mut SimNode, p: &Persist) -> Result<Option<Index>, String> {
+        let id = node.id;
+        let raw = node.raw.as_mut().unwrap();
+        let mut installed = None;
+        if let Some(meta) = &p.snapshot {
+            let Some(data) = node.staged.remove(&meta.index) else {
+                return Err(format!(
+                    "node {id} installs snapshot {} it never received",
+                    meta.index
+                ));
+            };
+            node.staged.retain(|&i, _| i > meta.index);
+            if data.applied != meta.index {
+                return Err(format!(
+                    "snapshot data at {} for meta {}",
+                    data.applied, meta.index
+                ));
+            }
+            if data.applied <= node.sm.applied {
+                return Err(format!(
+                    "node {id} installs snapshot {} over applied {}",
+                    meta.index, node.sm.applied
+                ));
+            }
+            node.sm = data;
+            node.snapshot = (meta.index, data);
+            installed = Some(meta.index);
+        }
+        raw.storage_mut()
+            .persist(p)
+            .map_err(|e| format!("persist failed: {e}"))?;
+        raw.on_persisted(p.token)
+            .map_err(|e| format!("node {id} on_persisted: {e}"))?;
+        if let Some(index) = installed {
+            raw.on_applied(index)
+                .map_err(|e| format!("on_applied after snapshot: {e}"))?;
+        }
+        Ok(installed)
+    }
+
+    fn apply(&mut self, id: NodeId, e: Entry) -> Result<(), Fail> {
+        let node = self.nodes.get_mut(&id).unwrap();
+        if e.index != node.sm.applied + 1 {
+            let applied = node.sm.applied;
+            return Err(self.fail(format!("node {id} applies {} after {applied}", e.index)));
+        }
+        // Only durable entries may be applied.
+        let durable = raft_core::LogStorage::term(node.raw.as_ref().unwrap().storage(), e.index);
+        if durable.as_ref().ok() != Some(&e.term) {
+            return Err(self.fail(format!(
+                "node {id} applies non-durable entry {} ({durable:?})",
+                e.index
+            )));
+        }
+        let h = entry_hash(&e);
+        node.sm.applied = e.index;
+        node.sm.hash = mix(node.sm.hash, h);
+        if let EntryPayload::Normal(d) = &e.payload {
+            node.sm.count += 1;
+            let cmd = u64::from_le_bytes(d[..8].try_into().unwrap());
+            self.acked_commands.insert(cmd);
+        }
+        node.raw
+            .as_mut()
+            .unwrap()
+            .on_applied(e.index)
+            .map_err(|x| x.to_string())?;
+        let sm = node.sm;
+        match self.applied_entries.get(&e.index) {
+            Some(&other) if other != h => {
+                return Err(self.fail(format!(
+                    "state machine safety: node {id} applied a different entry at {}",
+                    e.index
+                )));
+            }
+            _ => {
+                self.applied_entries.insert(e.index, h);
+            }
+        }
+        self.check_sm(id, sm)
+    }
+
+    fn check_sm(&mut self, id: NodeId, sm: Sm) -> Result<(), Fail> {
+        match self.sm_at.get(&sm.applied) {
+            Some(other) if *other != sm => Err(self.fail(format!(
+                "state machine safety: node {id} state at {} differs from another node's",
+                sm.applied
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                self.sm_at.insert(sm.applied, sm);
+                Ok(())
+            }
+        }
+    }
+
+    fn propose_random(&mut self) -> Result<(), Fail> {
+        let live = self.live_ids();
+        if live.is_empty() {
+            return Ok(());
+        }
+        // Mostly to a leader, sometimes to anyone.
+        let leaders: Vec<NodeId> = live
+            .iter()
+            .copied()
+            .filter(|id| self.nodes[id].raw.as_ref().unwrap().role() == Role::Leader)
+            .collect();
+        let id = if !leaders.is_empty() && self.chance(90) {
+            leaders[self.pick(leaders.len())]
+        } else {
+            live[self.pick(live.len())]
+        };
+        let cmd = self.next_command;
+        self.next_command += 1;
+        let mut payload = cmd.to_le_bytes().to_vec();
+        payload.extend(std::iter::repeat_n(0u8, self.pick(40)));
+        let res = self
+            .nodes
+            .get_mut(&id)
+            .unwrap()
+            .raw
+            .as_mut()
+            .unwrap()
+            .propose(Bytes::from(payload));
+        match res {
+            Ok(index) => {
+                self.proposals_accepted += 1;
+                self.log(format!("node {id} accepted command {cmd} at {index}"));
+            }
+            Err(e) => self.log(format!("node {id} refused command {cmd}: {e}")),
+        }
+        self.check_node(id)
+    }
+
+    fn compact_random(&mut self) -> Result<(), Fail> {
+        let live = self.live_ids();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let id = live[self.pick(live.len())];
+        let node = self.nodes.get_mut(&id).unwrap();
+        let applied = node.sm.applied;
+        let raw = node.raw.as_mut().unwrap();
+        if applied < raft_core::LogStorage::first_index(raw.storage()) + 3 {
+            return Ok(());
+        }
+        let meta: SnapshotMeta = match raw.snapshot_meta_at(applied) {
+            Ok(m) => m,
+            Err(raft_core::Error::SnapshotPending { .. }) => return Ok(()),
+            Err(e) => return Err(self.fail(format!("node {id} cannot snapshot at applied {applied}: {e}"))),
+        };
+        raw.storage_mut()
+            .compact(meta.clone())
+            .map_err(|e| e.to_string())?;
+        node.snapshot = (applied, node.sm);
+        self.log(format!("node {id} compacted to {applied}"));
+        Ok(())
+    }
+
+    fn crash_or_restart(&mut self) -> Result<(), Fail> {
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.raw.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        if !down.is_empty() && self.chance(60) {
+            let id = down[self.pick(down.len())];
+            return self.restart(id);
+        }
+        let live = self.live_ids();
+        // Keep at most a minority down at once so the run makes progress.
+        if down.len() * 2 + 2 > self.opts.nodes as usize || live.is_empty() {
+            return Ok(());
+        }
+        let id = live[self.pick(live.len())];
+        self.crash(id);
+        Ok(())
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        self.crashes += 1;
+        let node = self.nodes.get_mut(&id).unwrap();
+        let raw = node.raw.take().unwrap();
+        node.storage_down = Some(raw.storage().clone());
+        let lost = node.pending.len();
+        node.pending.clear();
+        node.staged.clear();
+        if !node.sm_durable {
+            node.sm = node.snapshot.1;
+        }
+        let applied = node.sm.applied;
+        // A snapshot the state machine still has to catch up to is the restart point.
+        let _ = applied;
+        self.log(format!("crash node {id} (lost {lost} pending batches)"));
+        // Reads issued at this node are abandoned.
+        self.reads.retain(|_, r| r.node != id);
+    }
+
+    fn restart(&mut self, id: NodeId) -> Result<(), Fail> {
+        let mut config = self.node_config(id);
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.incarnation += 1;
+        config.id = id;
+        node.config = config.clone();
+        let storage = node.storage_down.take().unwrap();
+        let applied = node.sm.applied;
+        match RawNode::new(config, storage, applied) {
+            Ok(raw) => node.raw = Some(raw),
+            Err(e) => return Err(self.fail(format!("node {id} cannot restart at applied {applied}: {e}"))),
+        }
+        node.recorded_commit = node.recorded_commit.min(applied);
+        node.was_leader_in = None;
+        self.log(format!("restart node {id} at applied {applied}"));
+        self.check_node(id)
+    }
+
+    fn partition_or_heal(&mut self) {
+        if !self.cut.is_empty() && self.chance(50) {
+            self.cut.clear();
+            self.log("heal".into());
+            return;
+        }
+        self.cut.clear();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        let mut side: Vec<NodeId> = ids
+            .iter()
+            .copied()
+            .filter(|_| self.rng.next_u64() % 2 == 0)
+            .collect();
+        if side.is_empty() || side.len() == ids.len() {
+            side = vec![ids[self.pick(ids.len())]];
+        }
+        for &a in &side {
+            for &b in &ids {
+                if !side.contains(&b) {
+                    self.cut.insert((a, b));
+                    self.cut.insert((b, a));
+                }
+            }
+        }
+        self.log(format!("partition {side:?} from the rest"));
+    }
+
+    /// Safety checks about one node, after anything touched it.
+    fn check_node(&mut self, id: NodeId) -> Result<(), Fail> {
+        let Some(raw) = self.nodes[&id].raw.as_ref() else {
+            return Ok(());
+        };
+        let term = raw.term();
+        let role = raw.role();
+        let status = raw.status();
+        // Election safety: one leader per term.
+        if role == Role::Leader {
+            match self.leaders.get(&term) {
+                Some(&other) if other != id => {
+                    return Err(self.fail(format!("two leaders in term {term}: {other} and {id}")));
+                }
+                _ => {}
+            }
+            let fresh = self.nodes[&id].was_leader_in != Some(term);
+            self.leaders.insert(term, id);
+            if fresh {
+                self.elections += 1;
+                self.nodes.get_mut(&id).unwrap().was_leader_in = Some(term);
+                self.check_leader_completeness(id)?;
+            }
+        }
+        // Log matching, through a hash chain over (index, term) shared by all nodes.
+        let raw = self.nodes[&id].raw.as_ref().unwrap();
+        let first = status.first_index;
+        let last = status.last_index;
+        let base_index = first - 1;
+        let mut h = if base_index == 0 {
+            0
+        } else {
+            let t = raw.term_at(base_index).map_err(|e| e.to_string())?;
+            match self.chain.get(&(base_index, t)) {
+                Some(&h) => h,
+                // The snapshot's own entry may never have been seen in a log (a snapshot of
+                // a snapshot); record it.
+                None => mix(base_index, t),
+            }
+        };
+        let entries = raw.entries(first, last + 1).map_err(|e| e.to_string())?;
+        let mut new_links = Vec::new();
+        for e in &entries {
+            h = mix(h, entry_hash(e));
+            match self.chain.get(&(e.index, e.term)) {
+                Some(&other) if other != h => {
+                    return Err(self.fail(format!(
+                        "log matching: node {id} disagrees with another log before ({}, {})",
+                        e.index, e.term
+                    )));
+                }
+                Some(_) => {}
+                None => new_links.push(((e.index, e.term), h)),
+            }
+        }
+        self.chain.extend(new_links);
+        // Committed entries never change.
+        let commit = status.hard_state.commit;
+        let from = self.nodes[&id].recorded_commit.max(first - 1);
+        for i in from + 1..=commit {
+            let t = self.nodes[&id]
+                .raw
+                .as_ref()
+                .unwrap()
+                .term_at(i)
+                .map_err(|e| e.to_string())?;
+            match self.committed.get(&i) {
+                Some(&ct) if ct != t => {
+                    return Err(self.fail(format!(
+                        "committed entry {i} changed term from {ct} to {t} on node {id}"
+                    )));
+                }
+                _ => {
+                    self.committed.insert(i, t);
+                }
+            }
+        }
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.recorded_commit = node.recorded_commit.max(commit);
+        Ok(())
+    }
+
+    /// Leader completeness: a new leader holds every entry committed so far.
+    fn check_leader_completeness(&self, id: NodeId) -> Result<(), Fail> {
+        let raw = self.nodes[&id].raw.as_ref().unwrap();
+        let status = raw.status();
+        if let Some((&max, _)) = self.committed.iter().next_back()
+            && status.last_index < max
+        {
+            return Err(self.fail(format!(
+                "leader completeness: node {id} leads term {} with last index {} but {max} is committed",
+                status.hard_state.term, status.last_index
+            )));
+        }
+        for (&i, &t) in self.committed.range(status.first_index..) {
+            if raw.term_at(i).ok() != Some(t) {
+                return Err(self.fail(format!(
+                    "leader completeness: node {id} lacks committed entry {i} (term {t})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every live node's driver and the network with no faults until quiet.
+    fn settle(&mut self) -> Result<(), Fail> {
+        for _ in 0..10_000 {
+            let mut busy = false;
+            for id in self.live_ids() {
+                if self.nodes[&id].raw.as_ref().unwrap().has_ready() {
+                    self.process(id)?;
+                    busy = true;
+                }
+                while !self.nodes[&id].pending.is_empty() {
+                    self.persist_one(id)?;
+                    busy = true;
+                }
+            }
+            while !self.net.is_empty() {
+                let env = self.net.remove(0);
+                self.deliver(env)?;
+                busy = true;
+            }
+            if !busy {
+                return Ok(());
+            }
+        }
+        Err(self.fail("the cluster never settled".into()))
+    }
+
+    /// Liveness: once faults stop, a leader is elected and new proposals commit everywhere
+    /// within a bounded number of ticks.
+    fn liveness(&mut self) -> Result<(), Fail> {
+        self.log("faults stop".into());
+        self.cut.clear();
+        self.opts.drop_pct = 0;
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.raw.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in down {
+            self.restart(id)?;
+        }
+        self.settle()?;
+        // Within the bound, some leader must become stable and get a fresh proposal
+        // committed and applied on every member. A proposal lost to a legitimate leader
+        // change (say, a node that was cut off just before the heal wins an election) is
+        // retried with the new leader.
+        let bound = 40 * 20;
+        let mut outstanding: Option<(NodeId, Index, Term)> = None;
+        let mut last_status = String::new();
+        for _ in 0..bound {
+            self.settle()?;
+            if let Some((_, index, term)) = outstanding {
+                let members = self
+                    .all_ids
+                    .iter()
+                    .copied()
+                    .filter(|id| self.is_member(*id))
+                    .collect::<Vec<_>>();
+                if self.committed.get(&index) == Some(&term)
+                    && members.iter().all(|id| self.nodes[id].sm.applied >= index)
+                {
+                    return Ok(());
+                }
+            }
+            if let Some(leader) = self.stable_leader() {
+                let stale = outstanding.is_none_or(|(l, index, term)| {
+                    l != leader || self.committed.get(&index).is_some_and(|&t| t != term)
+                });
+                if stale {
+                    let cmd = self.next_command;
+                    let raw = self.nodes.get_mut(&leader).unwrap().raw.as_mut().unwrap();
+                    let term = raw.term();
+                    match raw.propose(Bytes::copy_from_slice(&cmd.to_le_bytes())) {
+                        Ok(i) => {
+                            self.next_command += 1;
+                            outstanding = Some((leader, i, term));
+                            self.log(format!("liveness: leader {leader} accepted command {cmd} at {i}"));
+                            continue;
+                        }
+                        // The backlog must drain within the bound.
+                        Err(raft_core::Error::UncommittedLimit { .. }) => {}
+                        Err(e) => {
+                            return Err(self.fail(format!(
+                                "liveness: stable leader {leader} refused a proposal: {e}"
+                            )));
+                        }
+                    }
+                }
+                last_status = format!("{:?}", self.nodes[&leader].raw.as_ref().unwrap().status());
+            }
+            self.tick_all();
+        }
+        Err(self.fail(format!(
+            "liveness: no proposal committed everywhere within {bound} ticks of healing ({outstanding:?}); last leader status {last_status}"
+        )))
+    }
+
+    fn is_member(&self, id: NodeId) -> bool {
+        self.nodes
+            .values()
+            .filter_map(|n| n.raw.as_ref())
+            .find(|r| r.role() == Role::Leader)
+            .is_some_and(|r| r.conf_state().contains(id))
+    }
+
+    /// A leader every member follows in the leader's term.
+    fn stable_leader(&self) -> Option<NodeId> {
+        let leader = self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.raw.as_ref().is_some_and(|r| r.role() == Role::Leader))
+            .map(|(&id, _)| id)?;
+        let raw = self.nodes[&leader].raw.as_ref().unwrap();
+        let term = raw.term();
+        let members = raw.conf_state().members();
+        members
+            .iter()
+            .all(|id| {
+                self.nodes
+                    .get(id)
+                    .and_then(|n| n.raw.as_ref())
+                    .is_some_and(|r| r.term() == term && r.leader() == Some(leader))
+            })
+            .then_some(leader)
+    }
+
+    // Reads and membership are added by the membership/read extension; see below.
+    fn read_random(&mut self) -> Result<(), Fail> {
+        Ok(())
+    }
+
+    fn complete_read(&mut self, _id: NodeId, _rs: raft_core::ReadState) -> Result<(), Fail> {
+        Ok(())
+    }
+
+    fn membership_random(&mut self) -> Result<(), Fail> {
+        Ok(())
+    }
+}
+
+fn short(m: &Message) -> String {
+    match &m.body {
+        MessageBody::Append(a) => format!(
+            "Append(prev {}@{}, {} entries, commit {})",
+            a.prev_index,
+            a.prev_term,
+            a.entries.len(),
+            a.commit
+        ),
+        MessageBody::AppendResponse(r) => format!("{r:?}"),
+        MessageBody::Snapshot(meta) => format!("Snapshot({}@{})", meta.index, meta.term),
+        MessageBody::RequestVote(r) => format!(
+            "{}(last {}@{})",
+            if r.pre_vote { "PreVote" } else { "Vote" },
+            r.last_index,
+            r.last_term
+        ),
+        MessageBody::VoteResponse(r) => format!(
+            "{}Resp(granted {})",
+            if r.pre_vote { "Pre" } else { "" },
+            r.granted
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+// Silence unused-import warnings for items the extensions use.
+#[allow(unused)]
+fn _unused(_: ConfChange, _: MemberChange, _: ReadFailure) {}
