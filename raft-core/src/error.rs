@@ -42,6 +42,16 @@ pub enum Error {
         /// Index of the pending configuration entry.
         index: Index,
     },
+    /// A learner must have replicated the configuration before it is promoted to voter.
+    #[error("learner {node} has not caught up (matched {matched}, needs {needed})")]
+    LearnerNotCaughtUp {
+        /// The learner.
+        node: NodeId,
+        /// Its replicated index.
+        matched: Index,
+        /// The index of the current configuration entry.
+        needed: Index,
+    },
     /// A new leader must commit an entry of its own term before it changes the configuration.
     #[error("leader has not yet committed an entry in its term")]
     LeaderNotReady,
@@ -139,6 +149,9 @@ pub enum ConfChangeError {
     /// A node to remove is not a member.
     #[error("node {0} is not a member")]
     NotMember(NodeId),
+    /// A node must join as a learner before it becomes a voter.
+    #[error("node {0} must join as a learner before it can become a voter")]
+    NotLearner(NodeId),
     /// The change would leave no voters.
     #[error("the change would leave no voters")]
     NoVoters,

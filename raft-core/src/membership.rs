@@ -16,15 +16,33 @@
 //!    decision needs a majority of both the old and the new voters.
 //!
 //! A leader that is not a voter of the configuration it replicates does not count itself in
-//! its majorities, and steps down once that configuration commits.
+//! its majorities, and steps down once that configuration commits. Until a change commits,
+//! the leader keeps replicating to the nodes it removes, so that they learn of their removal
+//! and stop campaigning.
+//!
+//! Two more rules protect votes. A voter must first join as a learner and catch up with the
+//! configuration ([`Error::LearnerNotCaughtUp`]), so that every voter knows the configuration
+//! that made it one. And a node that knows no configuration at all never grants a vote: a
+//! node re-added with a wiped data directory cannot vote a second time in a term its earlier
+//! incarnation voted in.
+//!
+//! **Reusing a node id.** A removed node may be added back under the same id only with a
+//! clean data directory, once its removal has committed and its old process has stopped:
+//! nothing the old process sent may be delivered after the new one starts (a
+//! connection-oriented transport guarantees this when the process dies). Within one term the
+//! protocol cannot tell two incarnations of an id apart.
+
+use std::collections::BTreeSet;
 
 use crate::confchange;
-use crate::error::Error;
+use crate::error::{ConfChangeError, Error};
 use crate::message::MessageBody;
 use crate::progress::Progress;
 use crate::raft::Raft;
 use crate::storage::LogStorage;
-use crate::types::{ConfChange, ConfState, Entry, EntryPayload, Index, NodeId, Role, SnapshotMeta};
+use crate::types::{
+    ChangeKind, ConfChange, ConfState, Entry, EntryPayload, Index, NodeId, Role, SnapshotMeta,
+};
 
 /// Size of the chunks in which the log is scanned for configuration entries at start-up.
 const RECOVERY_SCAN_BYTES: u64 = 4 << 20;
@@ -49,6 +67,7 @@ impl<S: LogStorage> Raft<S> {
         let (index, conf) = self.latest_conf();
         self.conf = conf;
         self.conf_index = index;
+        self.voter_before_conf = index > 0 && self.conf_at(index - 1).is_voter(self.id);
         Ok(())
     }
 
@@ -90,11 +109,12 @@ impl<S: LogStorage> Raft<S> {
     fn set_conf(&mut self, index: Index, conf: ConfState) {
         self.conf = conf;
         self.conf_index = index;
+        self.voter_before_conf = index > 0 && self.conf_at(index - 1).is_voter(self.id);
         if self.role != Role::Leader {
             return;
         }
         let next = self.log.last_index() + 1;
-        let members = self.conf.members();
+        let members = self.replication_targets();
         for &id in &members {
             if !self.progress.contains_key(&id) {
                 let mut pr = Progress::new(next, self.cfg.max_inflight_msgs);
@@ -117,11 +137,34 @@ impl<S: LogStorage> Raft<S> {
         self.check_confirmed_reads();
     }
 
-    /// The commit index passed a configuration entry: leave a joint configuration, or step
-    /// down if this leader is no longer a voter.
+    /// The nodes a leader replicates to: the members, plus, until the latest configuration
+    /// commits, the members of the one before it, so that removed nodes learn of their
+    /// removal (and stop campaigning) and the change cannot be lost with them.
+    pub(crate) fn replication_targets(&self) -> BTreeSet<NodeId> {
+        let mut targets = self.conf.members();
+        if self.conf_index > self.log.committed && self.conf_index > 0 {
+            targets.extend(self.conf_at(self.conf_index - 1).members());
+        }
+        targets
+    }
+
+    /// Whether this node knows no configuration at all (it never joined a cluster).
+    pub(crate) fn conf_is_empty(&self) -> bool {
+        self.conf.voters.is_empty()
+            && self.conf.voters_outgoing.is_empty()
+            && self.conf.learners.is_empty()
+            && self.conf.learners_next.is_empty()
+    }
+
+    /// The commit index passed a configuration entry: stop replicating to removed nodes,
+    /// leave a joint configuration, or step down if this leader is no longer a voter.
     pub(crate) fn on_membership_committed(&mut self) {
         if self.role != Role::Leader || self.conf_index > self.log.committed {
             return;
+        }
+        if self.progress.keys().any(|id| !self.conf.contains(*id)) {
+            let conf = &self.conf;
+            self.progress.retain(|id, _| conf.contains(*id));
         }
         if self.conf.is_joint() {
             if self.conf.auto_leave {
@@ -145,6 +188,23 @@ impl<S: LogStorage> Raft<S> {
         }
         if !self.committed_in_term() {
             return Err(Error::LeaderNotReady);
+        }
+        // A voter joins as a learner first and must have caught up with the configuration
+        // before it votes: its vote may be needed as soon as the change is appended.
+        for ch in &cc.changes {
+            if ch.kind == ChangeKind::AddVoter && !self.conf.is_voter(ch.node) {
+                if !self.conf.learners.contains(&ch.node) {
+                    return Err(ConfChangeError::NotLearner(ch.node).into());
+                }
+                let matched = self.progress.get(&ch.node).map_or(0, |p| p.matched);
+                if matched < self.conf_index {
+                    return Err(Error::LearnerNotCaughtUp {
+                        node: ch.node,
+                        matched,
+                        needed: self.conf_index,
+                    });
+                }
+            }
         }
         let next = confchange::apply(&self.conf, &cc)?;
         Ok(self.append_leader_entries(vec![EntryPayload::Membership(next)]))

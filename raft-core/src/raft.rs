@@ -44,6 +44,8 @@ pub(crate) struct Raft<S> {
     /// Configuration at the snapshot point, and configuration entries after it, ascending.
     pub(crate) base_conf: (Index, ConfState),
     pub(crate) conf_history: Vec<(Index, ConfState)>,
+    /// This node votes in the configuration before the one in effect.
+    pub(crate) voter_before_conf: bool,
 
     // Leader state.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
@@ -128,6 +130,7 @@ impl<S: LogStorage> Raft<S> {
             conf_index: snapshot_index,
             base_conf: (snapshot_index, init.conf_state),
             conf_history: Vec::new(),
+            voter_before_conf: false,
             progress: BTreeMap::new(),
             lead_transferee: None,
             uncommitted: VecDeque::new(),
@@ -170,9 +173,13 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    /// Whether this node may campaign: it is a voter of its configuration.
+    /// Whether this node may campaign: it is a voter of its configuration, or of the one
+    /// before it while the latest is uncommitted. The second case matters when the latest
+    /// entry removes this node and only this node holds it: the others still run the old
+    /// configuration and need this node, whose log is ahead of theirs, to lead and commit
+    /// the change (it then steps down).
     pub(crate) fn promotable(&self) -> bool {
-        self.conf.is_voter(self.id)
+        self.conf.is_voter(self.id) || (self.voter_before_conf && self.conf_index > self.log.committed)
     }
 
     /// Whether this leader has committed an entry of its own term.
@@ -398,11 +405,11 @@ impl<S: LogStorage> Raft<S> {
             }
         } else if m.term < self.term {
             match &m.body {
-                MessageBody::Append(_) | MessageBody::Heartbeat(_)
-                    if self.cfg.check_quorum || self.cfg.pre_vote =>
-                {
-                    // A stale leader may be cut off from the rest; tell it the current term
-                    // so that it steps down instead of holding followers hostage.
+                MessageBody::Append(_) | MessageBody::Heartbeat(_) => {
+                    // A stale leader: tell it the current term so that it steps down (Raft
+                    // paper, figure 2). Ignoring it instead would strand a node whose term
+                    // ran ahead and that cannot campaign to catch the cluster up (a learner
+                    // that was once a voter).
                     self.send(
                         m.from,
                         MessageBody::HeartbeatResponse(HeartbeatResponse { round: 0 }),
@@ -475,9 +482,11 @@ impl<S: LogStorage> Raft<S> {
     }
 
     fn handle_vote_request(&mut self, m: &Message, rv: &RequestVote) {
-        let can_vote = self.vote == Some(m.from)
-            || (self.vote.is_none() && self.leader.is_none())
-            || (rv.pre_vote && m.term > self.term);
+        // A node that never joined (or was wiped) cannot know whom it voted for before.
+        let can_vote = !self.conf_is_empty()
+            && (self.vote == Some(m.from)
+                || (self.vote.is_none() && self.leader.is_none())
+                || (rv.pre_vote && m.term > self.term));
         let granted = can_vote && self.log.is_up_to_date(rv.last_index, rv.last_term);
         // A grant carries the term asked about (for a pre-vote, the future term); a refusal
         // carries ours, so that a stale candidate learns it.

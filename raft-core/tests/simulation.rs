@@ -16,6 +16,7 @@ struct Totals {
     crashes: u64,
     snapshots: u64,
     reads: u64,
+    reads_failed: u64,
     conf_changes: u64,
     transfers: u64,
 }
@@ -35,6 +36,7 @@ fn run_seeds(seeds: std::ops::Range<u64>, opts: impl Fn(u64) -> SimOptions) -> T
         t.crashes += sim.crashes;
         t.snapshots += sim.snapshots_installed;
         t.reads += sim.reads_completed;
+        t.reads_failed += sim.reads_failed;
         t.conf_changes += sim.conf_changes;
         t.transfers += sim.transfers;
     }
@@ -54,6 +56,20 @@ fn safety_and_liveness_over_500_seeds() {
     );
 }
 
+/// The same seeds and steps with random membership changes (3 to 7 nodes: learners added,
+/// promoted, demoted, removed, joint replacements, wiped and re-added nodes), leadership
+/// transfers, and ReadIndex and lease reads checked for linearizability.
+#[test]
+fn membership_reads_and_transfers_over_500_seeds() {
+    let t = run_seeds(0..500, |seed| {
+        SimOptions::from_seed(seed, STEPS).with_membership_and_reads()
+    });
+    assert!(
+        t.conf_changes > 500 && t.reads > 3_000 && t.transfers > 100,
+        "{t:?}"
+    );
+}
+
 /// Replays one seed: `RAFT_SIM_SEED=<seed> [RAFT_SIM_VERBOSE=1] cargo test -p raft-core
 /// --test simulation replay -- --nocapture`. Without the variable it runs seed 0.
 #[test]
@@ -66,13 +82,18 @@ fn replay() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(STEPS);
-    let mut sim = Sim::new(seed, SimOptions::from_seed(seed, steps));
+    let mut opts = SimOptions::from_seed(seed, steps);
+    if std::env::var("RAFT_SIM_MEMBERSHIP").is_ok() {
+        opts = opts.with_membership_and_reads();
+    }
+    let mut sim = Sim::new(seed, opts);
     if let Err(e) = sim.run() {
         panic!("{e}");
     }
 }
 
-/// A long soak: `cargo test -p raft-core --release --test simulation soak -- --ignored`.
+/// A long soak (half the seeds with membership changes and reads):
+/// `cargo test -p raft-core --release --test simulation soak -- --ignored --nocapture`.
 /// `RAFT_SIM_SOAK_SEEDS` sets the number of seeds (default 20,000).
 #[test]
 #[ignore]
@@ -82,6 +103,11 @@ fn soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
     run_seeds(1_000_000..1_000_000 + n, |seed| {
-        SimOptions::from_seed(seed, 5_000)
+        let opts = SimOptions::from_seed(seed, 5_000);
+        if seed % 2 == 0 {
+            opts.with_membership_and_reads()
+        } else {
+            opts
+        }
     });
 }

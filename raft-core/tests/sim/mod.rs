@@ -86,6 +86,13 @@ pub struct SimOptions {
 }
 
 impl SimOptions {
+    /// Turns on membership changes, leadership transfers and reads.
+    pub fn with_membership_and_reads(mut self) -> SimOptions {
+        self.membership = true;
+        self.reads = true;
+        self
+    }
+
     /// A mix of options derived from the seed, so that many seeds cover many combinations.
     pub fn from_seed(seed: u64, steps: u64) -> SimOptions {
         let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED);
@@ -129,6 +136,10 @@ struct SimNode {
     recorded_commit: Index,
     was_leader_in: Option<Term>,
     incarnation: u64,
+    /// Has been a member of some configuration in this incarnation.
+    ever_member: bool,
+    /// Stopped for good by the operator (liveness phase).
+    stopped: bool,
 }
 
 impl SimNode {
@@ -144,9 +155,11 @@ impl SimNode {
 #[derive(Clone, Debug)]
 struct ClientRead {
     node: NodeId,
-    /// Number of commands acknowledged (applied somewhere) when the read was issued.
+    /// The highest index applied anywhere when the read was issued.
     acked_at_start: u64,
     lease: bool,
+    /// The confirmed read index, once known.
+    index: Option<Index>,
 }
 
 pub struct Sim {
@@ -251,6 +264,8 @@ impl Sim {
                     recorded_commit: 0,
                     was_leader_in: None,
                     incarnation: 0,
+                    ever_member: voters.contains(&id),
+                    stopped: false,
                 },
             );
             sim.all_ids.push(id);
@@ -288,8 +303,18 @@ impl Sim {
 
     fn fail(&self, what: String) -> Fail {
         let mut s = format!(
-            "simulation seed {} failed at step {}: {}\noptions: {:?}\nreplay: RAFT_SIM_SEED={} RAFT_SIM_VERBOSE=1 cargo test -p raft-core --test simulation replay -- --nocapture\nlast events:\n",
-            self.seed, self.step_no, what, self.opts, self.seed
+            "simulation seed {} failed at step {}: {}\noptions: {:?}\nreplay: RAFT_SIM_SEED={} RAFT_SIM_STEPS={} {}RAFT_SIM_VERBOSE=1 cargo test -p raft-core --test simulation replay -- --nocapture\nlast events:\n",
+            self.seed,
+            self.step_no,
+            what,
+            self.opts,
+            self.seed,
+            self.opts.steps,
+            if self.opts.membership {
+                "RAFT_SIM_MEMBERSHIP=1 "
+            } else {
+                ""
+            }
         );
         for t in &self.trace {
             let _ = writeln!(s, "  {t}");
@@ -337,8 +362,9 @@ impl Sim {
                 self.tick_all();
                 Ok(())
             }
-            800..=879 => self.propose_random(),
-            880..=899 if self.opts.reads => self.read_random(),
+            800..=859 => self.propose_random(),
+            860..=899 if self.opts.reads => self.read_random(),
+            860..=899 => self.propose_random(),
             900..=919 if self.opts.membership => self.membership_random(),
             920..=934 if self.opts.crashes => self.crash_or_restart(),
             935..=949 if self.opts.partitions => {
@@ -552,6 +578,7 @@ impl Sim {
             self.log(format!("node {id} installed snapshot {index}"));
             let sm = self.nodes[&id].sm;
             self.check_sm(id, sm)?;
+            self.serve_reads(id)?;
         }
         self.log(format!(
             "node {id} persisted token {} ({} entries)",
@@ -645,7 +672,8 @@ impl Sim {
                 self.applied_entries.insert(e.index, h);
             }
         }
-        self.check_sm(id, sm)
+        self.check_sm(id, sm)?;
+        self.serve_reads(id)
     }
 
     fn check_sm(&mut self, id: NodeId, sm: Sm) -> Result<(), Fail> {
@@ -818,6 +846,9 @@ impl Sim {
         let term = raw.term();
         let role = raw.role();
         let status = raw.status();
+        if status.conf_state.contains(id) {
+            self.nodes.get_mut(&id).unwrap().ever_member = true;
+        }
         // Election safety: one leader per term.
         if role == Role::Leader {
             match self.leaders.get(&term) {
@@ -834,15 +865,16 @@ impl Sim {
                 self.check_leader_completeness(id)?;
             }
         }
-        // Log matching, through a hash chain over (index, term) shared by all nodes.
-        let raw = self.nodes[&id].raw.as_ref().unwrap();
-        let first = status.first_index;
-        let last = status.last_index;
-        let base_index = first - 1;
+        // Log matching, through a hash chain over (index, term) shared by all nodes. It
+        // covers durable logs: entries that vanish in a crash before they were durable were
+        // never seen by anyone and may legitimately be recreated differently (a lone voter
+        // that wins a term and crashes before persisting it can win the same term again).
+        let storage = self.nodes[&id].storage();
+        let base_index = raft_core::LogStorage::first_index(storage) - 1;
         let mut h = if base_index == 0 {
             0
         } else {
-            let t = raw.term_at(base_index).map_err(|e| e.to_string())?;
+            let t = raft_core::LogStorage::term(storage, base_index).map_err(|e| e.to_string())?;
             match self.chain.get(&(base_index, t)) {
                 Some(&h) => h,
                 // The snapshot's own entry may never have been seen in a log (a snapshot of
@@ -850,7 +882,7 @@ impl Sim {
                 None => mix(base_index, t),
             }
         };
-        let entries = raw.entries(first, last + 1).map_err(|e| e.to_string())?;
+        let entries = storage.all_entries().to_vec();
         let mut new_links = Vec::new();
         for e in &entries {
             h = mix(h, entry_hash(e));
@@ -868,7 +900,7 @@ impl Sim {
         self.chain.extend(new_links);
         // Committed entries never change.
         let commit = status.hard_state.commit;
-        let from = self.nodes[&id].recorded_commit.max(first - 1);
+        let from = self.nodes[&id].recorded_commit.max(status.first_index - 1);
         for i in from + 1..=commit {
             let t = self.nodes[&id]
                 .raw
@@ -965,6 +997,9 @@ impl Sim {
         let mut last_status = String::new();
         for _ in 0..bound {
             self.settle()?;
+            if self.opts.membership {
+                self.stop_removed();
+            }
             if let Some((_, index, term)) = outstanding {
                 let members = self
                     .all_ids
@@ -975,7 +1010,11 @@ impl Sim {
                 if self.committed.get(&index) == Some(&term)
                     && members.iter().all(|id| self.nodes[id].sm.applied >= index)
                 {
-                    return Ok(());
+                    return if self.opts.reads {
+                        self.reads_after_healing(&members)
+                    } else {
+                        Ok(())
+                    };
                 }
             }
             if let Some(leader) = self.stable_leader() {
@@ -993,8 +1032,11 @@ impl Sim {
                             self.log(format!("liveness: leader {leader} accepted command {cmd} at {i}"));
                             continue;
                         }
-                        // The backlog must drain within the bound.
-                        Err(raft_core::Error::UncommittedLimit { .. }) => {}
+                        // The backlog must drain, and a transfer finish or abort, within the bound.
+                        Err(
+                            raft_core::Error::UncommittedLimit { .. }
+                            | raft_core::Error::TransferInProgress { .. },
+                        ) => {}
                         Err(e) => {
                             return Err(self.fail(format!(
                                 "liveness: stable leader {leader} refused a proposal: {e}"
@@ -1019,6 +1061,48 @@ impl Sim {
             .is_some_and(|r| r.conf_state().contains(id))
     }
 
+    /// Once the cluster is healthy, a read issued at any member completes (and is checked
+    /// for linearizability like every other read).
+    fn reads_after_healing(&mut self, members: &[NodeId]) -> Result<(), Fail> {
+        let mut issued = Vec::new();
+        for &id in members {
+            let ctx = self.next_read_ctx;
+            self.next_read_ctx += 1;
+            let required = self.max_applied();
+            let res = self
+                .nodes
+                .get_mut(&id)
+                .unwrap()
+                .raw
+                .as_mut()
+                .unwrap()
+                .read_index(ctx);
+            if let Err(e) = res {
+                return Err(self.fail(format!("liveness: member {id} refused a read after healing: {e}")));
+            }
+            self.reads.insert(
+                ctx,
+                ClientRead {
+                    node: id,
+                    acked_at_start: required,
+                    lease: false,
+                    index: None,
+                },
+            );
+            issued.push(ctx);
+        }
+        for _ in 0..200 {
+            self.settle()?;
+            if issued.iter().all(|ctx| !self.reads.contains_key(ctx)) {
+                return Ok(());
+            }
+            self.tick_all();
+        }
+        Err(self.fail(format!(
+            "liveness: reads {issued:?} did not complete after healing"
+        )))
+    }
+
     /// A leader every member follows in the leader's term.
     fn stable_leader(&self) -> Option<NodeId> {
         let leader = self
@@ -1040,17 +1124,260 @@ impl Sim {
             .then_some(leader)
     }
 
-    // Reads and membership are added by the membership/read extension; see below.
+    /// The highest index applied on any node: everything up to it is committed, so every
+    /// read issued from now on must observe it.
+    fn max_applied(&self) -> Index {
+        self.sm_at.keys().copied().max().unwrap_or(0)
+    }
+
     fn read_random(&mut self) -> Result<(), Fail> {
+        let live = self.live_ids();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let id = live[self.pick(live.len())];
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        let lease = self.chance(50);
+        let required = self.max_applied();
+        let raw = self.nodes.get_mut(&id).unwrap().raw.as_mut().unwrap();
+        let res = if lease {
+            raw.lease_read(ctx)
+        } else {
+            raw.read_index(ctx)
+        };
+        match res {
+            Ok(()) => {
+                self.reads.insert(
+                    ctx,
+                    ClientRead {
+                        node: id,
+                        acked_at_start: required,
+                        lease,
+                        index: None,
+                    },
+                );
+                self.log(format!(
+                    "node {id} read {ctx} (lease {lease}) must see {required}"
+                ));
+            }
+            Err(e) => self.log(format!("node {id} refused read {ctx}: {e}")),
+        }
+        self.check_node(id)
+    }
+
+    fn complete_read(&mut self, id: NodeId, rs: raft_core::ReadState) -> Result<(), Fail> {
+        let Some(node) = self.reads.get(&rs.ctx).map(|r| r.node) else {
+            return Err(self.fail(format!(
+                "node {id} answered read {} that was never issued there",
+                rs.ctx
+            )));
+        };
+        if node != id {
+            return Err(self.fail(format!("read {} issued at {node} answered at {id}", rs.ctx)));
+        }
+        match rs.result {
+            Ok(index) => {
+                self.reads.get_mut(&rs.ctx).unwrap().index = Some(index);
+                self.log(format!("node {id} read {} confirmed at {index}", rs.ctx));
+                self.serve_reads(id)
+            }
+            Err(e) => {
+                self.reads.remove(&rs.ctx);
+                self.reads_failed += 1;
+                self.log(format!("node {id} read {} failed: {e}", rs.ctx));
+                Ok(())
+            }
+        }
+    }
+
+    /// Serves every confirmed read at `id` whose index the state machine has reached, and
+    /// checks it is linearizable: it observes every write applied anywhere before it began.
+    fn serve_reads(&mut self, id: NodeId) -> Result<(), Fail> {
+        let applied = self.nodes[&id].sm.applied;
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.node == id && r.index.is_some_and(|i| i <= applied))
+            .map(|(&ctx, _)| ctx)
+            .collect();
+        for ctx in ready {
+            let r = self.reads.remove(&ctx).unwrap();
+            if applied < r.acked_at_start {
+                return Err(self.fail(format!(
+                    "stale read {ctx} at node {id} (lease {}): state at {applied} misses index {} applied before the read began (read index {:?})",
+                    r.lease, r.acked_at_start, r.index
+                )));
+            }
+            self.reads_completed += 1;
+        }
         Ok(())
     }
 
-    fn complete_read(&mut self, _id: NodeId, _rs: raft_core::ReadState) -> Result<(), Fail> {
-        Ok(())
+    fn live_leader(&mut self) -> Option<NodeId> {
+        let leaders: Vec<NodeId> = self
+            .live_ids()
+            .into_iter()
+            .filter(|id| self.nodes[id].raw.as_ref().unwrap().role() == Role::Leader)
+            .collect();
+        if leaders.is_empty() {
+            None
+        } else {
+            Some(leaders[self.pick(leaders.len())])
+        }
     }
 
     fn membership_random(&mut self) -> Result<(), Fail> {
-        Ok(())
+        let Some(leader) = self.live_leader() else {
+            return Ok(());
+        };
+        let raw = self.nodes[&leader].raw.as_ref().unwrap();
+        let cs = raw.conf_state().clone();
+        let committed = raw.status().conf_index <= raw.commit_index();
+        let voters: Vec<NodeId> = cs.voters.iter().copied().collect();
+        let learners: Vec<NodeId> = cs.learners.iter().copied().collect();
+        let outsiders: Vec<NodeId> = self
+            .all_ids
+            .iter()
+            .copied()
+            .filter(|id| !cs.contains(*id))
+            .collect();
+        let change = match self.pick(8) {
+            0 | 1 if !outsiders.is_empty() => {
+                let id = outsiders[self.pick(outsiders.len())];
+                Some(ConfChange::new([
+                    MemberChange::add_learner(id).with_meta(format!("addr-{id}"))
+                ]))
+            }
+            2 if !learners.is_empty() => Some(ConfChange::new([MemberChange::add_voter(
+                learners[self.pick(learners.len())],
+            )])),
+            3 if voters.len() > 1 => Some(ConfChange::new([MemberChange::add_learner(
+                voters[self.pick(voters.len())],
+            )])),
+            4 if voters.len() + learners.len() > 1 => {
+                let members: Vec<NodeId> = voters.iter().chain(&learners).copied().collect();
+                let id = members[self.pick(members.len())];
+                if voters == [id] {
+                    None
+                } else {
+                    Some(ConfChange::new([MemberChange::remove(id)]))
+                }
+            }
+            5 if !learners.is_empty() && !voters.is_empty() => {
+                let auto_leave = self.chance(70);
+                let out = voters[self.pick(voters.len())];
+                let inn = learners[self.pick(learners.len())];
+                Some(ConfChange::joint(
+                    [MemberChange::add_voter(inn), MemberChange::remove(out)],
+                    auto_leave,
+                ))
+            }
+            6 => {
+                if cs.is_joint() {
+                    Some(ConfChange::leave_joint())
+                } else {
+                    let others: Vec<NodeId> = voters.iter().copied().filter(|&v| v != leader).collect();
+                    if !others.is_empty() {
+                        let target = others[self.pick(others.len())];
+                        let res = self
+                            .nodes
+                            .get_mut(&leader)
+                            .unwrap()
+                            .raw
+                            .as_mut()
+                            .unwrap()
+                            .transfer_leader(target);
+                        match res {
+                            Ok(()) => {
+                                self.transfers += 1;
+                                self.log(format!("leader {leader} transfers to {target}"));
+                            }
+                            Err(e) => self.log(format!("leader {leader} refused transfer to {target}: {e}")),
+                        }
+                    }
+                    None
+                }
+            }
+            7 if committed => {
+                // An operator wipes a node whose removal has committed, so it can be added
+                // back later with a clean data directory.
+                let removed: Vec<NodeId> = outsiders
+                    .iter()
+                    .copied()
+                    .filter(|id| self.nodes[id].raw.is_some() && self.nodes[id].ever_member)
+                    .collect();
+                if !removed.is_empty() {
+                    let id = removed[self.pick(removed.len())];
+                    self.wipe(id)?;
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(cc) = change {
+            let res = self
+                .nodes
+                .get_mut(&leader)
+                .unwrap()
+                .raw
+                .as_mut()
+                .unwrap()
+                .propose_conf_change(cc.clone());
+            match res {
+                Ok(index) => {
+                    self.conf_changes += 1;
+                    self.log(format!("leader {leader} proposed {cc:?} at {index}"));
+                }
+                Err(e) => self.log(format!("leader {leader} refused {cc:?}: {e}")),
+            }
+        }
+        self.check_node(leader)
+    }
+
+    /// Replaces a removed node by a fresh one with the same id and empty storage. The old
+    /// process is gone, and with it its connections: nothing it sent is delivered any more
+    /// (a connection-oriented transport guarantees this; the core cannot tell two
+    /// incarnations of one id apart within a term).
+    fn wipe(&mut self, id: NodeId) -> Result<(), Fail> {
+        if self.nodes[&id].raw.is_some() {
+            self.crash(id);
+        }
+        self.net.retain(|e| e.msg.from != id && e.msg.to != id);
+        let config = self.node_config(id);
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.storage_down = Some(MemStorage::new());
+        node.sm = Sm::default();
+        node.snapshot = (0, Sm::default());
+        node.recorded_commit = 0;
+        node.ever_member = false;
+        node.config = config;
+        self.log(format!("wipe node {id}"));
+        self.restart(id)
+    }
+
+    /// In the liveness phase, an operator stops nodes removed by a committed configuration.
+    fn stop_removed(&mut self) {
+        let Some(leader) = self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.raw.as_ref().is_some_and(|r| r.role() == Role::Leader))
+            .map(|(&id, _)| id)
+        else {
+            return;
+        };
+        let raw = self.nodes[&leader].raw.as_ref().unwrap();
+        if raw.status().conf_index > raw.commit_index() {
+            return;
+        }
+        let cs = raw.conf_state().clone();
+        for id in self.live_ids() {
+            if !cs.contains(id) {
+                self.log(format!("stop removed node {id}"));
+                self.crash(id);
+                self.nodes.get_mut(&id).unwrap().stopped = true;
+            }
+        }
     }
 }
 
