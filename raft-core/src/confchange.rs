@@ -11,6 +11,8 @@
 //!
 //! A voter demoted to learner during a joint change stays a voter of the outgoing half
 //! until the joint configuration is left; it is recorded in `learners_next` meanwhile.
+//!
+//! Removed ids are remembered in [`ConfState::removed`] and never admitted again.
 
 use std::collections::BTreeSet;
 
@@ -35,6 +37,9 @@ pub fn apply(current: &ConfState, cc: &ConfChange) -> Result<ConfState, ConfChan
         }
         if ch.kind == ChangeKind::Remove && !current.contains(ch.node) {
             return Err(ConfChangeError::NotMember(ch.node));
+        }
+        if ch.kind != ChangeKind::Remove && current.removed.contains(&ch.node) {
+            return Err(ConfChangeError::Retired(ch.node));
         }
     }
     let use_joint = match cc.mode {
@@ -77,6 +82,7 @@ fn apply_to_simple(current: &ConfState, cc: &ConfChange) -> ConfState {
             ChangeKind::Remove => {
                 next.voters.remove(&ch.node);
                 next.learners.remove(&ch.node);
+                next.removed.insert(ch.node);
             }
         }
         set_meta(&mut next, ch.node, ch.kind, ch.meta.as_ref());
@@ -112,6 +118,7 @@ fn enter_joint(current: &ConfState, cc: &ConfChange, auto_leave: bool) -> ConfSt
                 next.voters.remove(&ch.node);
                 next.learners.remove(&ch.node);
                 next.learners_next.remove(&ch.node);
+                next.removed.insert(ch.node);
             }
         }
         set_meta(&mut next, ch.node, ch.kind, ch.meta.as_ref());
@@ -257,5 +264,24 @@ mod tests {
         );
         let removed = apply(&promoted, &ConfChange::new([MemberChange::remove(2)])).unwrap();
         assert!(removed.meta(2).is_none());
+    }
+
+    #[test]
+    fn removed_ids_are_never_reused() {
+        let cs = ConfState::with_voters([1, 2, 3]);
+        let next = apply(&cs, &ConfChange::new([MemberChange::remove(3)])).unwrap();
+        assert!(next.removed.contains(&3));
+        assert_eq!(
+            apply(&next, &ConfChange::new([MemberChange::add_learner(3)])),
+            Err(ConfChangeError::Retired(3))
+        );
+        let joint = apply(
+            &next,
+            &ConfChange::joint([MemberChange::add_voter(1), MemberChange::remove(2)], true),
+        );
+        assert!(
+            joint.unwrap().removed.contains(&2),
+            "recorded when a joint change starts"
+        );
     }
 }

@@ -103,6 +103,19 @@ pub enum Error {
         /// The sender.
         id: NodeId,
     },
+    /// A follower no longer holds entries it acknowledged in this term: its durable state
+    /// was lost (a failed disk, or a wiped node that reuses its id while still a member).
+    /// The leader repairs it from what it still holds; the commit index may have counted
+    /// the lost entries, so an operator must look into it.
+    #[error("node {peer} lost acknowledged entries: acknowledged {acknowledged}, holds {holds}")]
+    PeerLostLog {
+        /// The follower.
+        peer: NodeId,
+        /// What it had acknowledged.
+        acknowledged: Index,
+        /// What it holds now.
+        holds: Index,
+    },
     /// A persistence completion was reported for a batch that was never handed out, or
     /// out of order.
     #[error("unknown or out-of-order persist token {token}")]
@@ -149,6 +162,9 @@ pub enum ConfChangeError {
     /// A node to remove is not a member.
     #[error("node {0} is not a member")]
     NotMember(NodeId),
+    /// The id was removed from the cluster before; ids are never reused.
+    #[error("node id {0} was removed from the cluster and cannot be reused; add the node under a new id")]
+    Retired(NodeId),
     /// A node must join as a learner before it becomes a voter.
     #[error("node {0} must join as a learner before it can become a voter")]
     NotLearner(NodeId),

@@ -26,11 +26,11 @@
 //! node re-added with a wiped data directory cannot vote a second time in a term its earlier
 //! incarnation voted in.
 //!
-//! **Reusing a node id.** A removed node may be added back under the same id only with a
-//! clean data directory, once its removal has committed and its old process has stopped:
-//! nothing the old process sent may be delivered after the new one starts (a
-//! connection-oriented transport guarantees this when the process dies). Within one term the
-//! protocol cannot tell two incarnations of an id apart.
+//! **Node ids are never reused.** A removed id is remembered in the configuration and
+//! refused if proposed again ([`crate::ConfChangeError::Retired`]). A node added back with a clean
+//! data directory would otherwise replay, from its empty log, old configurations in which its
+//! id is a voter; two such nodes can form a quorum of a configuration long gone and elect a
+//! second leader for a term. A machine that rejoins does so under a new id.
 
 use std::collections::BTreeSet;
 
@@ -115,7 +115,18 @@ impl<S: LogStorage> Raft<S> {
         }
         let next = self.log.last_index() + 1;
         let members = self.replication_targets();
+        // A node this configuration adds starts from scratch, even if the leader still
+        // tracks an earlier membership of the same id (a removed node re-added with a clean
+        // data directory has none of what the old one acknowledged).
+        let before = if index > 0 {
+            self.conf_at(index - 1).members()
+        } else {
+            BTreeSet::new()
+        };
         for &id in &members {
+            if id != self.id && !before.contains(&id) && self.conf.contains(id) {
+                self.progress.remove(&id);
+            }
             if !self.progress.contains_key(&id) {
                 let mut pr = Progress::new(next, self.cfg.max_inflight_msgs);
                 if id == self.id {
@@ -162,10 +173,7 @@ impl<S: LogStorage> Raft<S> {
         if self.role != Role::Leader || self.conf_index > self.log.committed {
             return;
         }
-        if self.progress.keys().any(|id| !self.conf.contains(*id)) {
-            let conf = &self.conf;
-            self.progress.retain(|id, _| conf.contains(*id));
-        }
+        self.retire_removed(false);
         if self.conf.is_joint() {
             if self.conf.auto_leave {
                 let next = confchange::apply(&self.conf, &ConfChange::leave_joint())
@@ -173,8 +181,41 @@ impl<S: LogStorage> Raft<S> {
                 self.append_leader_entries(vec![EntryPayload::Membership(next)]);
             }
         } else if !self.conf.voters.contains(&self.id) {
+            // Let the followers learn that the configuration committed before leaving.
+            let peers: Vec<NodeId> = self
+                .progress
+                .keys()
+                .copied()
+                .filter(|&id| id != self.id)
+                .collect();
+            self.send_commit_heartbeats(&peers);
             let term = self.term;
             self.become_follower(term, None);
+        }
+    }
+
+    /// Stops replicating to nodes removed by the committed configuration, once each has
+    /// the configuration entry and has been told that it committed (so that it stops
+    /// campaigning). A removed node that does not catch up is dropped when `force` is set
+    /// (an election timeout after the commit).
+    pub(crate) fn retire_removed(&mut self, force: bool) {
+        if self.role != Role::Leader || self.conf_index > self.log.committed {
+            return;
+        }
+        let removed: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|&(&id, pr)| {
+                id != self.id && !self.conf.contains(id) && (force || pr.matched >= self.conf_index)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        if removed.is_empty() {
+            return;
+        }
+        self.send_commit_heartbeats(&removed);
+        for id in removed {
+            self.progress.remove(&id);
         }
     }
 

@@ -284,12 +284,20 @@ impl<S: LogStorage> Raft<S> {
         }
         if self.promotable() && self.election_elapsed >= self.randomized_election_timeout {
             self.election_elapsed = 0;
-            let kind = if self.cfg.pre_vote {
-                Campaign::PreElection
-            } else {
-                Campaign::Election
-            };
+            let kind = self.election_kind();
             self.campaign(kind);
+        }
+    }
+
+    /// Pre-vote when configured, and always for a node outside its latest configuration
+    /// (see `promotable`): its removal has most likely committed without its knowledge, and
+    /// a pre-vote finds out without disturbing anyone's term, since voters holding the
+    /// removal (or a newer log) refuse it.
+    fn election_kind(&self) -> Campaign {
+        if self.cfg.pre_vote || !self.conf.is_voter(self.id) {
+            Campaign::PreElection
+        } else {
+            Campaign::Election
         }
     }
 
@@ -306,6 +314,8 @@ impl<S: LogStorage> Raft<S> {
             if self.lead_transferee.is_some() {
                 self.abort_transfer();
             }
+            // Removed nodes that did not catch up within an election timeout are dropped.
+            self.retire_removed(true);
         }
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick {
             self.heartbeat_elapsed = 0;
@@ -482,8 +492,12 @@ impl<S: LogStorage> Raft<S> {
     }
 
     fn handle_vote_request(&mut self, m: &Message, rv: &RequestVote) {
-        // A node that never joined (or was wiped) cannot know whom it voted for before.
+        // A node that never joined (or was wiped) cannot know whom it voted for before; and
+        // no vote goes to a candidate this node knows was removed from the cluster (an
+        // outgoing voter of a joint configuration is not removed yet).
+        let removed = self.conf.removed.contains(&m.from) && !self.conf.contains(m.from);
         let can_vote = !self.conf_is_empty()
+            && !removed
             && (self.vote == Some(m.from)
                 || (self.vote.is_none() && self.leader.is_none())
                 || (rv.pre_vote && m.term > self.term));
@@ -621,11 +635,7 @@ impl<S: LogStorage> Raft<S> {
         if !self.promotable() {
             return Err(Error::NotLeader { leader: self.leader });
         }
-        let kind = if self.cfg.pre_vote {
-            Campaign::PreElection
-        } else {
-            Campaign::Election
-        };
+        let kind = self.election_kind();
         self.campaign(kind);
         Ok(())
     }

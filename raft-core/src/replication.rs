@@ -177,6 +177,11 @@ impl<S: LogStorage> Raft<S> {
                 hint_index,
                 hint_term,
             } => {
+                if hint_index < pr.matched && rejected >= pr.matched {
+                    // The follower lacks entries it acknowledged in this term: it lost its
+                    // log (or is a wiped node reusing the id).
+                    return self.handle_lost_log(from, hint_index);
+                }
                 // Fast back-off: skip every entry of a term the follower cannot have.
                 let probe = if hint_term > 0 {
                     self.log.find_conflict_by_term(hint_index, hint_term).0
@@ -213,6 +218,9 @@ impl<S: LogStorage> Raft<S> {
                 }
                 let caught_up = pr.matched == last;
                 self.maybe_commit();
+                if !self.conf.contains(from) {
+                    self.retire_removed(false);
+                }
                 if caught_up && self.lead_transferee == Some(from) {
                     self.send(from, MessageBody::TimeoutNow);
                 }
@@ -250,6 +258,25 @@ impl<S: LogStorage> Raft<S> {
         }
         self.check_confirmed_reads();
         Ok(())
+    }
+
+    /// A peer lost entries it had acknowledged. A removed peer is simply no longer
+    /// replicated to; a member is repaired from what it still holds, and the loss reported.
+    fn handle_lost_log(&mut self, from: NodeId, holds: Index) -> Result<(), Error> {
+        if !self.conf.contains(from) {
+            self.progress.remove(&from);
+            return Ok(());
+        }
+        let pr = self.progress.get_mut(&from).expect("caller checked");
+        let acknowledged = pr.matched;
+        pr.matched = holds;
+        pr.become_probe();
+        pr.pending_send = true;
+        Err(Error::PeerLostLog {
+            peer: from,
+            acknowledged,
+            holds,
+        })
     }
 
     /// Commits the highest index a quorum holds, if it is of this leader's term (Raft
@@ -313,6 +340,18 @@ impl<S: LogStorage> Raft<S> {
             .collect();
         for (id, commit) in targets {
             self.send(id, MessageBody::Heartbeat(Heartbeat { commit, round }));
+        }
+    }
+
+    /// Sends `peers` a heartbeat of the current round carrying the commit index.
+    pub(crate) fn send_commit_heartbeats(&mut self, peers: &[NodeId]) {
+        let committed = self.log.committed;
+        let round = self.heartbeat_round;
+        for &id in peers {
+            if let Some(pr) = self.progress.get(&id) {
+                let commit = pr.matched.min(committed);
+                self.send(id, MessageBody::Heartbeat(Heartbeat { commit, round }));
+            }
         }
     }
 

@@ -100,6 +100,10 @@ pub struct ConfState {
     /// Opaque per-node data replicated with the configuration, typically the address a
     /// transport uses to reach the node. Only members have entries here.
     pub node_meta: BTreeMap<NodeId, Bytes>,
+    /// Ids removed from the cluster. They are never reused: a node that rejoins with a clean
+    /// data directory would replay old configurations in which its id votes, and with a
+    /// second such node could elect a leader of a long-gone configuration.
+    pub removed: BTreeSet<NodeId>,
 }
 
 impl ConfState {
@@ -160,7 +164,7 @@ impl ConfState {
         let ids =
             self.voters.len() + self.learners.len() + self.voters_outgoing.len() + self.learners_next.len();
         let meta: usize = self.node_meta.values().map(|m| m.len() + 8).sum();
-        (ids * 8 + meta + 1) as u64
+        ((ids + self.removed.len()) * 8 + meta + 1) as u64
     }
 }
 

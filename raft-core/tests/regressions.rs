@@ -121,3 +121,102 @@ fn ack_of_entries_replaced_by_a_snapshot_is_retracted() {
         }
     }
 }
+
+/// A follower that lost acknowledged entries (a failed disk) used to make its leader probe
+/// the same index forever. The leader now reports the loss and repairs the follower.
+#[test]
+fn follower_that_lost_its_log_is_reported_and_repaired() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    for i in 0..3 {
+        net.propose_ok(1, &format!("c{i}"));
+    }
+    // Node 3's disk is replaced: it restarts empty but with the configuration.
+    let node = net.node_mut(3);
+    node.raw = RawNode::new(
+        config(3),
+        MemStorage::new_with_conf_state(ConfState::with_voters([1, 2, 3])),
+        0,
+    )
+    .unwrap();
+    node.applied.clear();
+    net.raw(1).propose(data("next")).unwrap();
+    net.process(1);
+    let msgs: Vec<Message> = net.msgs.drain(..).collect();
+    let mut lost = None;
+    for m in msgs {
+        if m.to == 3 {
+            net.raw(3).step(m).unwrap();
+        } else {
+            net.deliver(m);
+        }
+    }
+    net.process(3);
+    for m in net.msgs.drain(..).collect::<Vec<_>>() {
+        if m.to == 1 && m.from == 3 {
+            if let Err(e) = net.raw(1).step(m) {
+                lost = Some(e);
+            }
+        } else {
+            net.deliver(m);
+        }
+    }
+    assert!(
+        matches!(
+            lost,
+            Some(raft_core::Error::PeerLostLog {
+                peer: 3,
+                acknowledged: 4,
+                holds: 0
+            })
+        ),
+        "{lost:?}"
+    );
+    net.stabilize();
+    net.run_ticks(3);
+    assert_eq!(net.node(3).applied_data().len(), 4, "repaired from the start");
+}
+
+/// A removed id cannot come back: a clean node under that id would replay old
+/// configurations in which it votes.
+#[test]
+fn removed_id_cannot_be_added_back() {
+    use raft_core::{ConfChange, ConfChangeError, MemberChange};
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.raw(1)
+        .propose_conf_change(ConfChange::new([MemberChange::remove(3)]))
+        .unwrap();
+    net.stabilize();
+    let err = net
+        .raw(1)
+        .propose_conf_change(ConfChange::new([MemberChange::add_learner(3)]))
+        .unwrap_err();
+    assert!(
+        matches!(err, raft_core::Error::ConfChange(ConfChangeError::Retired(3))),
+        "{err}"
+    );
+    assert!(err.to_string().contains("new id"));
+}
+
+/// A node outside its latest configuration campaigns with a pre-vote round even when
+/// pre-vote is off, so that, when its removal has in fact committed, it disturbs no term.
+#[test]
+fn node_outside_its_configuration_campaigns_with_a_pre_vote() {
+    use raft_core::{ConfChange, MemberChange, Role};
+    let mut net = Network::new(3);
+    net.elect(1);
+    // Node 3 gets its removal but never learns that it committed.
+    net.raw(1)
+        .propose_conf_change(ConfChange::new([MemberChange::remove(3)]))
+        .unwrap();
+    net.stabilize_filtered(|m| !(m.to == 3 && m.kind() == "Heartbeat"));
+    let before = net.term(1);
+    for _ in 0..60 {
+        net.tick(3, 1);
+        net.stabilize();
+    }
+    assert_ne!(net.role(3), Role::Leader);
+    assert_eq!(net.term(1), before, "the leader's term was never disturbed");
+    assert_eq!(net.role(1), Role::Leader);
+}

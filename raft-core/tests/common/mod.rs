@@ -388,3 +388,92 @@ impl Network {
         }
     }
 }
+
+/// Storage holding a log with the given terms (entry `i + 1` has `terms[i]`), a hard state at
+/// the last term, and configuration `voters`.
+pub fn storage_with_terms(voters: &[NodeId], terms: &[Term]) -> MemStorage {
+    let mut s = MemStorage::new_with_conf_state(ConfState::with_voters(voters.iter().copied()));
+    let entries: Vec<Entry> = terms
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            Entry::new(
+                t,
+                i as u64 + 1,
+                EntryPayload::Normal(data(&format!("{t}-{}", i + 1))),
+            )
+        })
+        .collect();
+    s.append(&entries).unwrap();
+    s.set_hard_state(raft_core::HardState {
+        term: terms.last().copied().unwrap_or(0),
+        vote: None,
+        commit: 0,
+    });
+    s
+}
+
+pub fn msg(from: NodeId, to: NodeId, term: Term, body: MessageBody) -> Message {
+    Message { from, to, term, body }
+}
+
+pub fn vote_request(from: NodeId, to: NodeId, term: Term, last_index: Index, last_term: Term) -> Message {
+    msg(
+        from,
+        to,
+        term,
+        MessageBody::RequestVote(raft_core::RequestVote {
+            pre_vote: false,
+            last_index,
+            last_term,
+            leader_transfer: false,
+        }),
+    )
+}
+
+impl Network {
+    /// Delivers in-flight messages for which `keep` holds and drops the others, until nothing
+    /// moves.
+    pub fn stabilize_filtered(&mut self, keep: impl Fn(&Message) -> bool) {
+        for _ in 0..100_000 {
+            let mut busy = false;
+            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+            for id in ids {
+                busy |= self.process(id);
+            }
+            while let Some(m) = self.msgs.pop_front() {
+                busy = true;
+                if keep(&m) {
+                    self.deliver(m);
+                } else {
+                    self.dropped.push(m);
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+        panic!("network did not stabilize");
+    }
+
+    /// Log terms of `id` from its first index to its last.
+    pub fn log_terms(&self, id: NodeId) -> Vec<Term> {
+        let n = &self.nodes[&id].raw;
+        let s = n.status();
+        (s.first_index..=s.last_index)
+            .map(|i| n.term_at(i).unwrap())
+            .collect()
+    }
+
+    /// Sum of entries in the in-flight append messages from `from` to `to`.
+    pub fn appends(&self, from: NodeId, to: NodeId) -> Vec<&raft_core::Append> {
+        self.msgs
+            .iter()
+            .filter(|m| m.from == from && m.to == to)
+            .filter_map(|m| match &m.body {
+                MessageBody::Append(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -319,6 +319,32 @@ impl Sim {
         for t in &self.trace {
             let _ = writeln!(s, "  {t}");
         }
+        let _ = writeln!(s, "nodes:");
+        for (id, n) in &self.nodes {
+            match &n.raw {
+                Some(raw) => {
+                    let st = raw.status();
+                    let _ = writeln!(
+                        s,
+                        "  {id}: {:?} term {} vote {:?} commit {} first {} last {} persisted {} conf@{} voters {:?} out {:?} learners {:?}",
+                        st.soft_state.role,
+                        st.hard_state.term,
+                        st.hard_state.vote,
+                        st.hard_state.commit,
+                        st.first_index,
+                        st.last_index,
+                        st.persisted,
+                        st.conf_index,
+                        st.conf_state.voters,
+                        st.conf_state.voters_outgoing,
+                        st.conf_state.learners
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "  {id}: down");
+                }
+            }
+        }
         s
     }
 
@@ -757,7 +783,7 @@ impl Sim {
         let down: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.raw.is_none())
+            .filter(|(_, n)| n.raw.is_none() && !n.stopped)
             .map(|(&id, _)| id)
             .collect();
         if !down.is_empty() && self.chance(60) {
@@ -981,7 +1007,7 @@ impl Sim {
         let down: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.raw.is_none())
+            .filter(|(_, n)| n.raw.is_none() && !n.stopped)
             .map(|(&id, _)| id)
             .collect();
         for id in down {
@@ -1240,7 +1266,7 @@ impl Sim {
             .all_ids
             .iter()
             .copied()
-            .filter(|id| !cs.contains(*id))
+            .filter(|id| !cs.contains(*id) && !cs.removed.contains(id) && !self.nodes[id].stopped)
             .collect();
         let change = match self.pick(8) {
             0 | 1 if !outsiders.is_empty() => {
@@ -1302,10 +1328,11 @@ impl Sim {
             7 if committed => {
                 // An operator wipes a node whose removal has committed, so it can be added
                 // back later with a clean data directory.
-                let removed: Vec<NodeId> = outsiders
+                let removed: Vec<NodeId> = cs
+                    .removed
                     .iter()
                     .copied()
-                    .filter(|id| self.nodes[id].raw.is_some() && self.nodes[id].ever_member)
+                    .filter(|id| !cs.contains(*id) && self.nodes.get(id).is_some_and(|n| !n.stopped))
                     .collect();
                 if !removed.is_empty() {
                     let id = removed[self.pick(removed.len())];
@@ -1335,25 +1362,55 @@ impl Sim {
         self.check_node(leader)
     }
 
-    /// Replaces a removed node by a fresh one with the same id and empty storage. The old
-    /// process is gone, and with it its connections: nothing it sent is delivered any more
-    /// (a connection-oriented transport guarantees this; the core cannot tell two
-    /// incarnations of one id apart within a term).
+    /// An operator retires a node whose removal committed and brings the machine back as a
+    /// fresh node with a clean data directory under a new id (ids are never reused). The old
+    /// process is gone, and with it its connections: nothing it sent is delivered any more.
     fn wipe(&mut self, id: NodeId) -> Result<(), Fail> {
         if self.nodes[&id].raw.is_some() {
             self.crash(id);
         }
+        self.nodes.get_mut(&id).unwrap().stopped = true;
+        // A snapshot stream to the dead process fails, and its sender hears about it.
+        let failed: Vec<NodeId> = self
+            .net
+            .iter()
+            .filter(|e| e.msg.to == id && matches!(e.msg.body, MessageBody::Snapshot(_)))
+            .map(|e| e.msg.from)
+            .collect();
         self.net.retain(|e| e.msg.from != id && e.msg.to != id);
-        let config = self.node_config(id);
-        let node = self.nodes.get_mut(&id).unwrap();
-        node.storage_down = Some(MemStorage::new());
-        node.sm = Sm::default();
-        node.snapshot = (0, Sm::default());
-        node.recorded_commit = 0;
-        node.ever_member = false;
-        node.config = config;
-        self.log(format!("wipe node {id}"));
-        self.restart(id)
+        for leader in failed {
+            self.report_snapshot(leader, id, SnapshotStatus::Failed);
+        }
+        self.log(format!("retire node {id}"));
+        if self.all_ids.len() >= 12 {
+            return Ok(());
+        }
+        let new_id = self.all_ids.iter().copied().max().unwrap_or(0) + 1;
+        let config = self.node_config(new_id);
+        let raw = RawNode::new(config.clone(), MemStorage::new(), 0).map_err(|e| e.to_string())?;
+        let sm_durable = self.chance(50);
+        self.nodes.insert(
+            new_id,
+            SimNode {
+                id: new_id,
+                config,
+                raw: Some(raw),
+                storage_down: None,
+                pending: VecDeque::new(),
+                sm: Sm::default(),
+                sm_durable,
+                snapshot: (0, Sm::default()),
+                staged: BTreeMap::new(),
+                recorded_commit: 0,
+                was_leader_in: None,
+                incarnation: 0,
+                ever_member: false,
+                stopped: false,
+            },
+        );
+        self.all_ids.push(new_id);
+        self.log(format!("new node {new_id} replaces node {id}"));
+        Ok(())
     }
 
     /// In the liveness phase, an operator stops nodes removed by a committed configuration.
