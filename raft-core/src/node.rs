@@ -165,9 +165,9 @@ impl<S: LogStorage> RawNode<S> {
         self.raft.step(message)
     }
 
-    /// Proposes an application command (an empty one becomes an empty entry). Returns the
-    /// index of its entry, whose term is [`RawNode::term`]: the command is applied iff the
-    /// entry handed out at that index later has that term.
+    /// Proposes an application command (possibly empty; an empty command is exempt from the
+    /// uncommitted limit). Returns the index of its entry, whose term is [`RawNode::term`]:
+    /// the command is applied iff the entry handed out at that index later has that term.
     pub fn propose(&mut self, data: impl Into<Bytes>) -> Result<Index, Error> {
         self.raft.propose(data.into())
     }
@@ -356,6 +356,11 @@ impl<S: LogStorage> RawNode<S> {
     /// The configuration in effect.
     pub fn conf_state(&self) -> &ConfState {
         &self.raft.conf
+    }
+
+    /// The index of the entry that carried the configuration in effect.
+    pub fn conf_index(&self) -> Index {
+        self.raft.conf_index
     }
 
     /// Entries `[low, high)` of the log (for inspection and tests).

@@ -36,16 +36,13 @@ impl<S: LogStorage> Raft<S> {
     /// Appends an application command. Returns its index.
     pub(crate) fn propose(&mut self, data: Bytes) -> Result<Index, Error> {
         self.check_can_propose()?;
-        let payload = if data.is_empty() {
-            EntryPayload::Empty
-        } else {
-            EntryPayload::Normal(data)
-        };
+        let empty = data.is_empty();
+        let payload = EntryPayload::Normal(data);
         let size = Entry::new(0, 0, payload.clone()).size();
         let limit = self.cfg.max_uncommitted_bytes;
-        // Empty entries are always accepted, and so is one proposal when nothing is
+        // Empty commands are always accepted, and so is one proposal when nothing is
         // uncommitted, however large, so that progress is always possible.
-        if !matches!(payload, EntryPayload::Empty)
+        if !empty
             && self.uncommitted_size > 0
             && self.uncommitted_size.saturating_add(size) > limit
         {

@@ -487,14 +487,16 @@ fn append_messages_respect_the_byte_cap() {
 }
 
 #[test]
-fn empty_proposal_becomes_an_empty_entry() {
+fn empty_proposal_is_an_empty_command() {
     let mut net = Network::new(3);
     net.elect(1);
     let i = net.propose_ok(1, "");
     assert_eq!(
         net.raw(1).entries(i, i + 1).unwrap()[0].payload,
-        EntryPayload::Empty
+        EntryPayload::Normal(bytes::Bytes::new()),
+        "a command that serializes to nothing is still a command"
     );
+    assert_eq!(net.node(2).applied_data(), vec![bytes::Bytes::new()]);
 }
 
 #[test]
@@ -539,7 +541,7 @@ fn proposals_beyond_the_uncommitted_limit_are_refused() {
     );
     assert!(
         net.raw(1).propose(bytes::Bytes::new()).is_ok(),
-        "empty entries always pass"
+        "empty commands always pass"
     );
     // Once followers catch up, the budget is released.
     net.heal();

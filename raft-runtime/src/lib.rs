@@ -1,14 +1,117 @@
-//! Tokio actors that drive [`raft_core`]: the crate users depend on.
+//! Tokio actors that drive [`raft_core`]: replicate a service's state with Raft.
 //!
-//! This crate is being built. What exists so far are the plug-in traits a storage or
-//! transport implements ([`LogStore`], [`Transport`]) and the types they exchange; the
-//! actors and the user-facing handle follow.
+//! You implement one async trait, [`StateMachine`], pick a [`LogStore`] and a
+//! [`Transport`] (the `raft-storage-file` and `raft-transport-quic` crates, or the in-memory
+//! [`MemLogStore`] and [`MemNetwork`] shipped here for tests), and [`RaftNode::start`] gives
+//! you a cloneable [`RaftHandle`] with `propose`, linearizable reads, membership changes,
+//! leadership transfer, metrics and shutdown.
+//!
+//! # Architecture
+//!
+//! ```text
+//! handle ──propose/read/admin──> group task ──writes──> LogStore (group commit) ──┐
+//!                                 ^   │                                           │
+//!     peers ──> Transport/Inbox ──┘   ├──messages──> Transport ──> peers          │
+//!                                     └──committed──> applier ──> StateMachine    │
+//!                                 ^                                               │
+//!                                 └──────── "durable" / "applied up to" <─────────┘
+//! ```
+//!
+//! One task (the group task) owns the protocol state and never blocks: the log store
+//! reports durability through callbacks, the transport queues per peer and drops when full,
+//! and a separate applier task owns the state machine. Every queue is bounded, or bounded by
+//! a limit the group task enforces: proposals past a limit get [`ProposeError::Busy`].
+//!
+//! # Example
+//!
+//! ```
+//! # use std::collections::BTreeMap;
+//! # use std::sync::Arc;
+//! use async_trait::async_trait;
+//! use bytes::Bytes;
+//! use raft_runtime::{
+//!     Applied, Config, MemLogStore, MemNetwork, Membership, RaftNode, StateMachine, StateMachineError,
+//! };
+//!
+//! /// A replicated counter.
+//! #[derive(Default)]
+//! struct Counter(u64);
+//!
+//! #[async_trait]
+//! impl StateMachine for Counter {
+//!     type Command = u64;
+//!     type Response = u64;
+//!
+//!     async fn apply(&mut self, batch: Vec<Applied<u64>>) -> Result<Vec<u64>, StateMachineError> {
+//!         Ok(batch.into_iter().map(|c| { self.0 += c.command; self.0 }).collect())
+//!     }
+//!     async fn applied_index(&self) -> Result<u64, StateMachineError> { Ok(0) }
+//!     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
+//!         Ok(Bytes::copy_from_slice(&self.0.to_le_bytes()))
+//!     }
+//!     async fn restore(&mut self, _index: u64, data: Bytes) -> Result<(), StateMachineError> {
+//!         self.0 = u64::from_le_bytes(data[..8].try_into().map_err(|_| StateMachineError::msg("bad snapshot"))?);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # tokio_test_block_on(async {
+//! let network = MemNetwork::new();
+//! let members: BTreeMap<u64, String> = (1..=3).map(|id| (id, format!("node-{id}"))).collect();
+//! let mut nodes = Vec::new();
+//! for id in 1..=3 {
+//!     let mut config = Config::new(id);
+//!     config.tick_interval = std::time::Duration::from_millis(5);
+//!     let node = RaftNode::start(
+//!         config,
+//!         Counter::default(),
+//!         Arc::new(MemLogStore::new()),
+//!         Arc::new(network.transport(id)),
+//!         Membership::Bootstrap(members.clone()),
+//!     )
+//!     .await
+//!     .unwrap();
+//!     nodes.push(node);
+//! }
+//! // Wait for a leader, then increment through it.
+//! let m = nodes[0].wait_for(std::time::Duration::from_secs(10), |m| m.leader.is_some()).await.unwrap();
+//! let leader = &nodes[(m.leader.unwrap() - 1) as usize];
+//! assert_eq!(leader.propose(5).await.unwrap(), 5);
+//! assert_eq!(leader.read(|c: &Counter| c.0).await.unwrap(), 5);
+//! for n in &nodes {
+//!     n.shutdown().await;
+//! }
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
 
 #![deny(missing_docs)]
 
+mod adapter;
+mod applier;
+mod codec;
+pub mod config;
+pub mod error;
+mod group;
+mod handle;
+pub mod mem_store;
+pub mod mem_transport;
+pub mod metrics;
+mod node;
+pub mod state_machine;
 pub mod store;
 pub mod transport;
 
+pub use config::{Config, ConfigError};
+pub use error::{AdminError, BusyReason, ProposeError, ReadError, StartError, StateMachineError};
+pub use handle::{RaftHandle, WaitTimeout};
+pub use mem_store::MemLogStore;
+pub use mem_transport::{MemNetwork, MemTransport};
+pub use metrics::{Member, Metrics};
+pub use node::{Membership, RaftNode};
+pub use state_machine::{Applied, StateMachine};
 pub use store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
 pub use transport::{
     DeliverError, ForwardError, Inbox, InboxReceiver, Incoming, SendError, Transport, TransportError,

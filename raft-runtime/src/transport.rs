@@ -119,7 +119,7 @@ pub enum Incoming {
         from: NodeId,
         /// The protocol message announcing the snapshot (its body is
         /// [`raft_core::MessageBody::Snapshot`]).
-        message: Message,
+        message: Box<Message>,
         /// The snapshot's data.
         data: Bytes,
         /// Answered by the runtime once it has taken the snapshot; the transport then
@@ -175,7 +175,7 @@ impl Inbox {
         self.tx
             .send(Incoming::Snapshot {
                 from,
-                message,
+                message: Box::new(message),
                 data,
                 ack,
             })

@@ -1,0 +1,261 @@
+//! The applier: the one task that owns the user's state machine.
+//!
+//! It receives, in log order, batches of committed entries (each with the responder of the
+//! proposal waiting for it, if any), snapshots to install, requests to take a snapshot, and
+//! read queries. Because all of these travel through one queue, a read query sent after
+//! the entries up to its read index runs against a state that includes them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft_core::{Entry, EntryPayload, Index, NodeId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec;
+use crate::error::{ProposeError, ReadError, StateMachineError};
+use crate::state_machine::{Applied, StateMachine};
+use crate::store::Snapshot;
+use crate::transport::{Transport, WireMessage};
+
+/// Where the outcome of a proposal goes.
+pub(crate) enum Responder<SM: StateMachine> {
+    /// A local caller.
+    Local(oneshot::Sender<Result<SM::Response, ProposeError>>),
+    /// A follower that forwarded the proposal.
+    Remote {
+        /// The follower.
+        peer: NodeId,
+        /// Its request id.
+        id: u64,
+    },
+}
+
+impl<SM: StateMachine> Responder<SM> {
+    /// Reports a failure.
+    pub(crate) fn fail(self, err: ProposeError, transport: &dyn Transport) {
+        match self {
+            Responder::Local(tx) => {
+                let _ = tx.send(Err(err));
+            }
+            Responder::Remote { peer, id } => {
+                let _ = transport.send(
+                    peer,
+                    vec![WireMessage::ForwardReply {
+                        id,
+                        result: Err(err.to_forward()),
+                    }],
+                );
+            }
+        }
+    }
+
+    fn succeed(self, response: SM::Response, transport: &dyn Transport) {
+        match self {
+            Responder::Local(tx) => {
+                let _ = tx.send(Ok(response));
+            }
+            Responder::Remote { peer, id } => {
+                let result = codec::encode(&response).map_err(|e| ProposeError::Encode(e).to_forward());
+                let _ = transport.send(peer, vec![WireMessage::ForwardReply { id, result }]);
+            }
+        }
+    }
+}
+
+/// A read query, type-erased: it receives the state machine (or why the read failed).
+pub(crate) type Query<SM> = Box<dyn FnOnce(Result<&SM, ReadError>) + Send + 'static>;
+
+/// Work for the applier, in log order.
+pub(crate) enum ApplyMsg<SM: StateMachine> {
+    /// Committed entries, each with the responder of its proposal.
+    Entries(Vec<(Entry, Option<Responder<SM>>)>),
+    /// Install a snapshot.
+    Restore(Snapshot),
+    /// Run a read query against the state as of now.
+    Query(Query<SM>),
+    /// Take a snapshot of the state.
+    BuildSnapshot,
+    /// Stop and hand the state machine back.
+    Stop(oneshot::Sender<SM>),
+}
+
+/// What the applier tells the node's main task.
+pub(crate) enum ApplierEvent {
+    /// Every entry up to this index was applied (or installed with a snapshot).
+    Applied { index: Index, entries: u64 },
+    /// A snapshot was installed.
+    Installed { index: Index },
+    /// A snapshot of the state at `index` was taken.
+    SnapshotBuilt { index: Index, data: Bytes },
+    /// The state machine failed: the node must stop.
+    Fatal(String),
+}
+
+/// Most commands handed to the state machine in one call.
+const MAX_BATCH: usize = 8_192;
+
+pub(crate) async fn run<SM: StateMachine>(
+    mut sm: SM,
+    mut applied: Index,
+    mut rx: mpsc::UnboundedReceiver<ApplyMsg<SM>>,
+    events: mpsc::UnboundedSender<ApplierEvent>,
+    transport: Arc<dyn Transport>,
+) {
+    let mut next: Option<ApplyMsg<SM>> = None;
+    loop {
+        let msg = match next.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let result = match msg {
+            ApplyMsg::Entries(mut batch) => {
+                // Coalesce the batches already queued into one call.
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(ApplyMsg::Entries(more)) => batch.extend(more),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                apply_batch(&mut sm, &mut applied, batch, &*transport, &events).await
+            }
+            ApplyMsg::Restore(snapshot) => {
+                let index = snapshot.meta.index;
+                match sm.restore(index, snapshot.data).await {
+                    Ok(()) => {
+                        applied = index;
+                        let _ = events.send(ApplierEvent::Installed { index });
+                        let _ = events.send(ApplierEvent::Applied { index, entries: 0 });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ApplyMsg::Query(query) => {
+                query(Ok(&sm));
+                Ok(())
+            }
+            ApplyMsg::BuildSnapshot => match sm.snapshot().await {
+                Ok(data) => {
+                    let _ = events.send(ApplierEvent::SnapshotBuilt { index: applied, data });
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            ApplyMsg::Stop(reply) => {
+                let _ = reply.send(sm);
+                return;
+            }
+        };
+        if let Err(e) = result {
+            let _ = events.send(ApplierEvent::Fatal(e.to_string()));
+            // Fail everything still queued; the node is stopping.
+            while let Ok(msg) = rx.try_recv() {
+                fail(msg, &*transport, &e);
+            }
+            // Keep answering until the node drops the queue.
+            while let Some(msg) = rx.recv().await {
+                if let ApplyMsg::Stop(reply) = msg {
+                    let _ = reply.send(sm);
+                    return;
+                }
+                fail(msg, &*transport, &e);
+            }
+            return;
+        }
+    }
+}
+
+fn fail<SM: StateMachine>(msg: ApplyMsg<SM>, transport: &dyn Transport, e: &StateMachineError) {
+    match msg {
+        ApplyMsg::Entries(batch) => {
+            for (_, r) in batch {
+                if let Some(r) = r {
+                    r.fail(
+                        ProposeError::Unknown(format!("state machine failed: {e}")),
+                        transport,
+                    );
+                }
+            }
+        }
+        ApplyMsg::Query(q) => q(Err(ReadError::ShuttingDown)),
+        _ => {}
+    }
+}
+
+async fn apply_batch<SM: StateMachine>(
+    sm: &mut SM,
+    applied: &mut Index,
+    batch: Vec<(Entry, Option<Responder<SM>>)>,
+    transport: &dyn Transport,
+    events: &mpsc::UnboundedSender<ApplierEvent>,
+) -> Result<(), StateMachineError> {
+    let Some(last) = batch.last().map(|(e, _)| e.index) else {
+        return Ok(());
+    };
+    let entries = batch.len() as u64;
+    let mut commands = Vec::with_capacity(batch.len());
+    let mut responders = Vec::with_capacity(batch.len());
+    for (entry, responder) in batch {
+        if entry.index <= *applied {
+            // Already in the state (a snapshot installed meanwhile covers it).
+            if let Some(r) = responder {
+                r.fail(
+                    ProposeError::Unknown("superseded by a snapshot".into()),
+                    transport,
+                );
+            }
+            continue;
+        }
+        match entry.payload {
+            EntryPayload::Normal(data) => match codec::decode::<SM::Command>(&data) {
+                Ok(command) => {
+                    commands.push(Applied {
+                        index: entry.index,
+                        command,
+                    });
+                    responders.push(responder);
+                }
+                Err(e) => {
+                    // Every node fails to decode it alike, so skipping keeps them equal.
+                    tracing::warn!(index = entry.index, error = %e, "skipping an undecodable command");
+                    if let Some(r) = responder {
+                        r.fail(ProposeError::Encode(e), transport);
+                    }
+                }
+            },
+            EntryPayload::Empty | EntryPayload::Membership(_) => {
+                if let Some(r) = responder {
+                    r.fail(ProposeError::Dropped, transport);
+                }
+            }
+        }
+    }
+    if !commands.is_empty() {
+        let expected = commands.len();
+        let responses = sm.apply(commands).await?;
+        if responses.len() != expected {
+            return Err(StateMachineError::msg(format!(
+                "apply returned {} responses for {expected} commands",
+                responses.len()
+            )));
+        }
+        for (response, responder) in responses.into_iter().zip(responders) {
+            if let Some(r) = responder {
+                r.succeed(response, transport);
+            }
+        }
+    }
+    if last > *applied {
+        sm.set_applied_index(last).await?;
+        *applied = last;
+    }
+    let _ = events.send(ApplierEvent::Applied { index: last, entries });
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Runtime configuration: the protocol's settings plus the actors' timing and bounds.
+
+use std::time::Duration;
+
+use raft_core::NodeId;
+
+/// The settings of one node. Start from [`Config::new`] and adjust; [`Config::validate`] (run
+/// by [`crate::RaftNode::start`]) names the first invalid field.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The protocol settings (election and heartbeat ticks, pre-vote, check-quorum, flow
+    /// control, limits). Its `id` is overwritten by [`Config::id`]; its `seed` is drawn at
+    /// random at start unless [`Config::deterministic_seed`] is set.
+    pub protocol: raft_core::Config,
+    /// This node's id.
+    pub id: NodeId,
+    /// Real time per protocol tick.
+    pub tick_interval: Duration,
+    /// Capacity of the node's request mailbox; requests beyond it get a busy error.
+    pub mailbox_capacity: usize,
+    /// Capacity of the queue of traffic arriving from peers; batches beyond it are dropped
+    /// (the protocol retransmits).
+    pub inbox_capacity: usize,
+    /// Proposals waiting to be applied; beyond this, proposals get a busy error.
+    pub max_pending_proposals: usize,
+    /// Writes handed to the log store and not yet durable; beyond this, proposals get a busy
+    /// error until the disk catches up.
+    pub max_inflight_writes: usize,
+    /// Entries committed but not yet applied; beyond this, proposals get a busy error.
+    pub max_apply_lag: u64,
+    /// Take a snapshot (and compact the log) every this many applied entries; 0 never.
+    pub snapshot_every: u64,
+    /// How long a proposal may wait for its outcome before it fails with an unknown outcome.
+    pub propose_timeout: Duration,
+    /// How long a read may wait for confirmation.
+    pub read_timeout: Duration,
+    /// How long a membership change or leadership transfer may take.
+    pub admin_timeout: Duration,
+    /// Forward proposals made on a follower to the leader instead of refusing them.
+    pub forward_proposals: bool,
+    /// Use `protocol.seed` as is instead of drawing a random one (for reproducible tests).
+    pub deterministic_seed: bool,
+}
+
+/// A runtime configuration value is invalid. `field` names it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A runtime field is invalid.
+    #[error("invalid runtime config: `{field}` {reason}")]
+    Field {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A protocol field is invalid.
+    #[error(transparent)]
+    Protocol(#[from] raft_core::ConfigError),
+}
+
+impl Config {
+    /// Defaults for node `id`: a 20 ms tick, elections after 300 to 600 ms, heartbeats every
+    /// 60 ms, a snapshot every 10,000 entries, proposals refused (not forwarded) on followers.
+    pub fn new(id: NodeId) -> Self {
+        let mut protocol = raft_core::Config::new(id).with_election_tick(15);
+        protocol.heartbeat_tick = 3;
+        Config {
+            protocol,
+            id,
+            tick_interval: Duration::from_millis(20),
+            mailbox_capacity: 65_536,
+            inbox_capacity: 4_096,
+            max_pending_proposals: 262_144,
+            max_inflight_writes: 1_024,
+            max_apply_lag: 262_144,
+            snapshot_every: 10_000,
+            propose_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(5),
+            admin_timeout: Duration::from_secs(30),
+            forward_proposals: false,
+            deterministic_seed: false,
+        }
+    }
+
+    /// Checks every field, naming the first invalid one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(field: &'static str, reason: &str) -> Result<(), ConfigError> {
+            Err(ConfigError::Field {
+                field,
+                reason: reason.to_string(),
+            })
+        }
+        let mut protocol = self.protocol.clone();
+        protocol.id = self.id;
+        protocol.validate()?;
+        if self.tick_interval.is_zero() {
+            return bad("tick_interval", "must be positive");
+        }
+        for (field, value) in [
+            ("mailbox_capacity", self.mailbox_capacity),
+            ("inbox_capacity", self.inbox_capacity),
+            ("max_pending_proposals", self.max_pending_proposals),
+            ("max_inflight_writes", self.max_inflight_writes),
+        ] {
+            if value == 0 {
+                return bad(field, "must be at least 1");
+            }
+        }
+        if self.max_apply_lag == 0 {
+            return bad("max_apply_lag", "must be at least 1");
+        }
+        for (field, value) in [
+            ("propose_timeout", self.propose_timeout),
+            ("read_timeout", self.read_timeout),
+            ("admin_timeout", self.admin_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(field, "must be positive");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_errors_name_fields() {
+        Config::new(1).validate().unwrap();
+        let mut c = Config::new(1);
+        c.max_inflight_writes = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_inflight_writes")
+        );
+        let mut c = Config::new(0);
+        c.tick_interval = Duration::from_millis(1);
+        assert!(matches!(c.validate(), Err(ConfigError::Protocol(e)) if e.field == "id"));
+        let mut c = Config::new(1);
+        c.protocol.heartbeat_tick = 100;
+        assert!(c.validate().unwrap_err().to_string().contains("election_tick"));
+    }
+}

@@ -1,0 +1,275 @@
+//! [`RaftHandle`]: the cloneable handle through which an application talks to its node.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_core::{ConfChange, MemberChange, NodeId};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::applier::Query;
+use crate::codec;
+use crate::config::Config;
+use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
+use crate::group::{ConfRequest, Request};
+use crate::metrics::Metrics;
+use crate::state_machine::StateMachine;
+
+/// A handle to a running node. Cheap to clone; every clone talks to the same node.
+pub struct RaftHandle<SM: StateMachine> {
+    inner: Arc<Inner<SM>>,
+}
+
+struct Inner<SM: StateMachine> {
+    id: NodeId,
+    config: Arc<Config>,
+    tx: mpsc::Sender<Request<SM>>,
+    metrics: watch::Receiver<Metrics>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl<SM: StateMachine> Clone for RaftHandle<SM> {
+    fn clone(&self) -> Self {
+        RaftHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// The node did not reach the awaited state in time.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("timed out waiting for the node's metrics to satisfy the condition")]
+pub struct WaitTimeout;
+
+impl<SM: StateMachine> RaftHandle<SM> {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        tx: mpsc::Sender<Request<SM>>,
+        metrics: watch::Receiver<Metrics>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        RaftHandle {
+            inner: Arc::new(Inner {
+                id: config.id,
+                config,
+                tx,
+                metrics,
+                task: tokio::sync::Mutex::new(Some(task)),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    fn enqueue(&self, req: Request<SM>) -> Result<(), (Request<SM>, bool)> {
+        self.inner.tx.try_send(req).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(r) => (r, true),
+            mpsc::error::TrySendError::Closed(r) => (r, false),
+        })
+    }
+
+    /// Replicates `command` and returns the state machine's response to it, resolved exactly
+    /// once. On error, [`ProposeError::is_definitely_not_applied`] tells whether retrying is
+    /// safe.
+    pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ProposeError> {
+        let command = codec::encode(&command).map_err(ProposeError::Encode)?;
+        let (reply, rx) = oneshot::channel();
+        if let Err((_, full)) = self.enqueue(Request::Propose { command, reply }) {
+            return Err(if full {
+                ProposeError::Busy(BusyReason::Mailbox)
+            } else {
+                ProposeError::ShuttingDown
+            });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ProposeError::Unknown("the node stopped".into())))
+    }
+
+    /// A linearizable read (ReadIndex): once the leader has confirmed its leadership and the
+    /// local state machine has applied everything committed before the read began, runs `f`
+    /// against the state machine and returns its result.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SM) -> R + Send + 'static,
+    ) -> Result<R, ReadError> {
+        self.read_inner(false, f).await
+    }
+
+    /// Like [`RaftHandle::read`], but served from the leader's lease when it holds one (no
+    /// round trip to a quorum). Falls back to ReadIndex otherwise. Needs check-quorum, and
+    /// trusts that nodes' clocks tick at rates within the configured drift margin.
+    pub async fn lease_read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SM) -> R + Send + 'static,
+    ) -> Result<R, ReadError> {
+        self.read_inner(true, f).await
+    }
+
+    async fn read_inner<R: Send + 'static>(
+        &self,
+        lease: bool,
+        f: impl FnOnce(&SM) -> R + Send + 'static,
+    ) -> Result<R, ReadError> {
+        let (tx, rx) = oneshot::channel();
+        let query: Query<SM> = Box::new(move |sm: Result<&SM, ReadError>| {
+            let _ = tx.send(sm.map(f));
+        });
+        if let Err((_, full)) = self.enqueue(Request::Read { lease, query }) {
+            return Err(if full {
+                ReadError::Busy(BusyReason::Mailbox)
+            } else {
+                ReadError::ShuttingDown
+            });
+        }
+        rx.await.unwrap_or(Err(ReadError::ShuttingDown))
+    }
+
+    async fn membership(
+        &self,
+        request: impl Fn() -> ConfRequest,
+        wait_final: bool,
+    ) -> Result<(), AdminError> {
+        let deadline = Instant::now() + self.inner.config.admin_timeout;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            let req = Request::Membership {
+                request: request(),
+                wait_final,
+                reply,
+            };
+            if let Err((_, full)) = self.enqueue(req) {
+                return Err(if full {
+                    AdminError::Busy(BusyReason::Mailbox)
+                } else {
+                    AdminError::ShuttingDown
+                });
+            }
+            match rx.await.unwrap_or(Err(AdminError::ShuttingDown)) {
+                // Retry what clears up by itself: another change finishing, a new leader
+                // committing its first entry, a learner catching up.
+                Err(AdminError::Pending | AdminError::NotCaughtUp { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(self.inner.config.tick_interval * 2).await;
+                }
+                Err(AdminError::Pending) => return Err(AdminError::Timeout),
+                other => return other,
+            }
+        }
+    }
+
+    /// Adds `node` as a learner reachable at `address` (kept in the replicated configuration,
+    /// so every member and every restart knows it). Resolves once the change is applied
+    /// here. Must be called on the leader.
+    pub async fn add_learner(&self, node: NodeId, address: impl Into<String>) -> Result<(), AdminError> {
+        let address = address.into();
+        self.membership(
+            || {
+                ConfRequest::Change(ConfChange::new([
+                    MemberChange::add_learner(node).with_meta(address.clone().into_bytes())
+                ]))
+            },
+            false,
+        )
+        .await
+    }
+
+    /// Adds `node` as a voter: as a learner first, then, once it has caught up, promoted.
+    /// Resolves once the final configuration is applied here. Must be called on the leader.
+    pub async fn add_voter(&self, node: NodeId, address: impl Into<String>) -> Result<(), AdminError> {
+        let members = self.metrics().borrow().members.clone();
+        match members.get(&node) {
+            Some(m) if m.voter => return Ok(()),
+            Some(_) => {}
+            None => self.add_learner(node, address).await?,
+        }
+        self.membership(
+            || ConfRequest::Change(ConfChange::new([MemberChange::add_voter(node)])),
+            true,
+        )
+        .await
+    }
+
+    /// Makes exactly `voters` the voters, through a joint configuration when more than one
+    /// voter changes: listed learners are promoted, voters not listed are removed. Resolves
+    /// once the final configuration is applied here. Must be called on the leader.
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<(), AdminError> {
+        self.membership(|| ConfRequest::SetVoters(voters.clone()), true)
+            .await
+    }
+
+    /// Removes `node` (voter or learner). Its id can never be used again. Resolves once the
+    /// change is applied here. Must be called on the leader.
+    pub async fn remove_node(&self, node: NodeId) -> Result<(), AdminError> {
+        self.membership(
+            || ConfRequest::Change(ConfChange::new([MemberChange::remove(node)])),
+            true,
+        )
+        .await
+    }
+
+    /// Hands leadership to the voter `to`; resolves once `to` leads. Must be called on the
+    /// leader. Proposals are refused (busy) while the transfer is in progress.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), AdminError> {
+        let (reply, rx) = oneshot::channel();
+        if let Err((_, full)) = self.enqueue(Request::Transfer { to, reply }) {
+            return Err(if full {
+                AdminError::Busy(BusyReason::Mailbox)
+            } else {
+                AdminError::ShuttingDown
+            });
+        }
+        rx.await.unwrap_or(Err(AdminError::ShuttingDown))
+    }
+
+    /// Live metrics: role, term, leader, commit and applied indexes, membership, per-peer
+    /// replication on the leader, counters.
+    pub fn metrics(&self) -> watch::Receiver<Metrics> {
+        self.inner.metrics.clone()
+    }
+
+    /// Waits until the metrics satisfy `condition`, up to `timeout`.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&Metrics) -> bool,
+    ) -> Result<Metrics, WaitTimeout> {
+        let mut rx = self.metrics();
+        let wait = async {
+            loop {
+                {
+                    let m = rx.borrow_and_update();
+                    if condition(&m) {
+                        return Ok(m.clone());
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    let m = rx.borrow();
+                    return if condition(&m) {
+                        Ok(m.clone())
+                    } else {
+                        Err(WaitTimeout)
+                    };
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(WaitTimeout))
+    }
+
+    /// Stops the node: it stops accepting work, gives proposals in flight a short grace to
+    /// finish, flushes the log store, stops applying and closes the transport. Returns once
+    /// the node has stopped (at once if it already had).
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.tx.send(Request::Shutdown { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(task) = self.inner.task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}

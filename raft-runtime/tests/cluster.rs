@@ -1,0 +1,459 @@
+//! In-process clusters over the in-memory store and network: elections, replication,
+//! crashes, partitions, snapshots, membership, reads, shutdown.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Cluster, Log};
+use raft_runtime::raft_core::Role;
+use raft_runtime::{AdminError, BusyReason, Membership, ProposeError, ReadError};
+
+#[tokio::test(start_paused = true)]
+async fn three_nodes_elect_a_leader_and_replicate() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    for v in 1..=20 {
+        assert_eq!(c.node(leader).propose(v).await.unwrap(), v);
+    }
+    assert_eq!(c.converged().await, (1..=20).collect::<Vec<_>>());
+    let m = c.metrics(leader);
+    assert_eq!(m.matched.len(), 3, "the leader reports each peer's replication");
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_nodes_elect_a_leader_and_replicate() {
+    let c = Cluster::new(5).await;
+    for v in 1..=10 {
+        c.propose(v).await;
+    }
+    assert_eq!(c.converged().await.len(), 10);
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn follower_refuses_with_a_leader_hint() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let err = c.node(follower).propose(1).await.unwrap_err();
+    assert_eq!(err, ProposeError::NotLeader { leader: Some(leader) });
+    assert!(err.is_definitely_not_applied());
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn followers_forward_proposals_when_configured() {
+    let c = Cluster::with(3, |cfg| cfg.forward_proposals = true, false).await;
+    let leader = c.leader().await;
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    assert_eq!(c.node(follower).propose(7).await.unwrap(), 1);
+    assert_eq!(c.node(follower).propose(8).await.unwrap(), 2);
+    assert_eq!(c.converged().await, vec![7, 8]);
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn leader_crash_and_restart() {
+    let mut c = Cluster::new(3).await;
+    for v in 1..=5 {
+        c.propose(v).await;
+    }
+    let old = c.leader().await;
+    c.stop(old).await;
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    let new = c.leader_among(&others, Duration::from_secs(30)).await;
+    assert_ne!(new, old);
+    for v in 6..=10 {
+        c.propose(v).await;
+    }
+    c.restart(old).await;
+    assert_eq!(c.converged().await, (1..=10).collect::<Vec<_>>());
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn partitioned_minority_leader_cannot_commit() {
+    let c = Cluster::new(5).await;
+    c.propose(1).await;
+    let old = c.leader().await;
+    let buddy = if old == 1 { 2 } else { 1 };
+    let majority: Vec<u64> = (1..=5).filter(|&id| id != old && id != buddy).collect();
+    c.net.partition(&[old, buddy], &majority);
+    // The old leader accepts the proposal but can never commit it.
+    let stuck = {
+        let h = c.node(old).clone();
+        tokio::spawn(async move { h.propose(100).await })
+    };
+    let new = c.leader_among(&majority, Duration::from_secs(30)).await;
+    assert!(majority.contains(&new));
+    assert_eq!(c.node(new).propose(2).await.unwrap(), 2);
+    c.net.heal();
+    let outcome = stuck.await.unwrap();
+    assert!(
+        matches!(outcome, Err(ProposeError::Dropped) | Err(ProposeError::Timeout)),
+        "{outcome:?}"
+    );
+    let values = c.converged().await;
+    assert_eq!(values, vec![1, 2], "the minority's proposal never took effect");
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_proposal_resolves_exactly_once_under_faults() {
+    let c = Cluster::with(3, |_| {}, true).await;
+    c.net.set_drop_rate(0.05, 7);
+    c.net
+        .set_delay(Some((Duration::from_micros(100), Duration::from_millis(3))));
+    let mut clients = Vec::new();
+    for client in 0..8u64 {
+        let handles: Vec<_> = c.nodes.values().cloned().collect();
+        clients.push(tokio::spawn(async move {
+            // Each attempt is recorded; a client retries only what was definitely not applied.
+            let mut attempts = Vec::new();
+            for i in 0..25u64 {
+                let value = client * 1000 + i;
+                for attempt in 0..200u64 {
+                    let h = &handles[((client + i + attempt) % handles.len() as u64) as usize];
+                    let outcome = h.propose(value).await;
+                    let retry = matches!(&outcome, Err(e) if e.is_definitely_not_applied());
+                    attempts.push((value, outcome));
+                    if !retry {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            attempts
+        }));
+    }
+    // Faults while the clients run: partitions that come and go, and message loss.
+    for round in 0..6u64 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let victim = 1 + round % 3;
+        c.net.isolate(victim, &[1, 2, 3]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.net.heal();
+        c.net.set_drop_rate(0.05, round);
+    }
+    let mut attempts = Vec::new();
+    for cl in clients {
+        attempts.extend(cl.await.unwrap());
+    }
+    c.net.heal();
+    let values = c.converged().await;
+    let counts: BTreeMap<u64, usize> = values.iter().fold(BTreeMap::new(), |mut m, v| {
+        *m.entry(*v).or_default() += 1;
+        m
+    });
+    assert!(counts.values().all(|&n| n == 1), "a value was applied twice");
+    let mut by_value: BTreeMap<u64, Vec<&Result<u64, ProposeError>>> = BTreeMap::new();
+    for (value, outcome) in &attempts {
+        by_value.entry(*value).or_default().push(outcome);
+    }
+    assert_eq!(by_value.len(), 200, "every proposal was answered");
+    let (mut ok, mut unknown) = (0, 0);
+    for (value, outcomes) in &by_value {
+        let last = outcomes.last().unwrap();
+        match last {
+            Ok(_) => {
+                ok += 1;
+                assert!(counts.contains_key(value), "acknowledged {value} is missing");
+            }
+            Err(e) if e.is_definitely_not_applied() => {
+                assert!(!counts.contains_key(value), "{value} was applied despite {e}");
+            }
+            Err(_) => unknown += 1,
+        }
+    }
+    println!(
+        "{ok} acknowledged, {unknown} unknown, {} attempts",
+        attempts.len()
+    );
+    assert!(ok >= 150, "most proposals should get through: {ok}");
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn follower_down_during_compaction_catches_up_by_snapshot() {
+    let mut c = Cluster::with(3, |cfg| cfg.snapshot_every = 20, false).await;
+    let leader = c.leader().await;
+    let down = if leader == 3 { 2 } else { 3 };
+    c.stop(down).await;
+    for v in 1..=100 {
+        c.propose(v).await;
+    }
+    c.node(leader)
+        .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 60)
+        .await
+        .expect("the leader compacted its log");
+    c.restart(down).await;
+    assert_eq!(c.converged().await, (1..=100).collect::<Vec<_>>());
+    assert!(
+        c.metrics(down).snapshots_installed >= 1,
+        "caught up through a snapshot"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn members_are_added_and_removed_under_load() {
+    let mut c = Cluster::new(3).await;
+    let load = {
+        let handles: Vec<_> = c.nodes.values().cloned().collect();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for v in 1..=150u64 {
+                for _ in 0..100 {
+                    let mut done = false;
+                    for h in &handles {
+                        match h.propose(v).await {
+                            Ok(_) => {
+                                acked.push(v);
+                                done = true;
+                                break;
+                            }
+                            Err(e) if e.is_definitely_not_applied() => {}
+                            Err(_) => {
+                                done = true;
+                                break;
+                            }
+                        }
+                    }
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.start(4, Membership::Join).await;
+    let leader = c.leader_among(&[1, 2, 3], Duration::from_secs(30)).await;
+    c.node(leader).add_voter(4, "mem-4").await.unwrap();
+    let leader = c.leader_among(&[1, 2, 3, 4], Duration::from_secs(30)).await;
+    let removed = if leader == 1 { 2 } else { 1 };
+    c.node(leader).remove_node(removed).await.unwrap();
+    let acked = load.await.unwrap();
+    c.stop(removed).await;
+    let values = c.converged().await;
+    for v in &acked {
+        assert!(values.contains(v), "acknowledged {v} missing");
+    }
+    let m = c.metrics(4);
+    let voters: BTreeSet<u64> = m.voters().into_iter().collect();
+    let expected: BTreeSet<u64> = [1, 2, 3, 4].into_iter().filter(|&id| id != removed).collect();
+    assert_eq!(voters, expected);
+    assert_eq!(m.members[&4].address, "mem-4");
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn removed_ids_cannot_be_reused() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let victim = if leader == 3 { 2 } else { 3 };
+    c.node(leader).remove_node(victim).await.unwrap();
+    let err = c.node(leader).add_learner(victim, "again").await.unwrap_err();
+    assert!(matches!(err, AdminError::Invalid(_)), "{err}");
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_during_partitions_never_return_stale_state() {
+    let c = Cluster::new(3).await;
+    c.propose(1).await;
+    let old = c.leader().await;
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    c.net.isolate(old, &[1, 2, 3]);
+    let new = c.leader_among(&others, Duration::from_secs(30)).await;
+    c.node(new).propose(2).await.unwrap();
+    // The isolated old leader cannot confirm a read: it must not answer with [1].
+    let stale = c.node(old).read(|l: &Log| l.values()).await;
+    assert!(
+        matches!(
+            stale,
+            Err(ReadError::Timeout | ReadError::LeadershipLost | ReadError::NotLeader { .. })
+        ),
+        "{stale:?}"
+    );
+    for &id in &others {
+        assert_eq!(c.node(id).read(|l: &Log| l.values()).await.unwrap(), vec![1, 2]);
+    }
+    c.net.heal();
+    // Once healed, a read anywhere sees the write.
+    let healed = loop {
+        match c.node(old).read(|l: &Log| l.values()).await {
+            Ok(v) => break v,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(healed, vec![1, 2]);
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_reads_are_served_by_the_leader() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    c.node(leader).propose(5).await.unwrap();
+    assert_eq!(
+        c.node(leader).lease_read(|l: &Log| l.values()).await.unwrap(),
+        vec![5]
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn leadership_is_transferred() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let target = if leader == 3 { 1 } else { 3 };
+    c.node(leader).transfer_leader(target).await.unwrap();
+    assert_eq!(c.leader().await, target);
+    let err = c.node(target).transfer_leader(target).await.unwrap_err();
+    assert!(matches!(err, AdminError::InvalidTransfer(_)), "{err}");
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_in_flight_work() {
+    let mut c = Cluster::with(3, |_| {}, true).await;
+    let leader = c.leader().await;
+    let h = c.node(leader).clone();
+    let mut tasks = Vec::new();
+    for v in 0..200u64 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move { (v, h.propose(v).await) }));
+    }
+    tokio::task::yield_now().await;
+    c.stop(leader).await;
+    let mut acked = Vec::new();
+    for t in tasks {
+        let (v, outcome) = tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("every proposal resolves after shutdown")
+            .unwrap();
+        match outcome {
+            Ok(_) => acked.push(v),
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    ProposeError::ShuttingDown | ProposeError::Unknown(_) | ProposeError::Busy(_)
+                ),
+                "{e}"
+            ),
+        }
+    }
+    // Everything acknowledged survives the restart.
+    c.restart(leader).await;
+    let values = c.converged().await;
+    for v in acked {
+        assert!(values.contains(&v));
+    }
+    let err = h.propose(1).await.unwrap_err();
+    assert_eq!(err, ProposeError::ShuttingDown, "the old handle reports the stop");
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn overload_is_refused_with_busy() {
+    let c = Cluster::with(3, |cfg| cfg.max_pending_proposals = 4, false).await;
+    let leader = c.leader().await;
+    c.net.isolate(leader, &[1, 2, 3]);
+    let mut tasks = Vec::new();
+    for v in 0..10u64 {
+        let h = c.node(leader).clone();
+        tasks.push(tokio::spawn(async move { h.propose(v).await }));
+    }
+    let mut busy = 0;
+    for t in tasks {
+        if let Err(ProposeError::Busy(BusyReason::PendingProposals)) = t.await.unwrap() {
+            busy += 1;
+        }
+    }
+    assert!(busy >= 6, "{busy} refused");
+    c.net.heal();
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_does_not_apply_twice() {
+    let mut c = Cluster::with(3, |_| {}, true).await;
+    for v in 1..=30 {
+        c.propose(v).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    c.propose(31).await;
+    // The durable state machines asserted, as they applied, that no index came twice.
+    assert_eq!(c.converged().await, (1..=31).collect::<Vec<_>>());
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_disk_stops_the_node() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    c.stores[&leader].fail_writes("injected: device error");
+    let err = c.node(leader).propose(1).await.unwrap_err();
+    assert!(
+        !err.is_definitely_not_applied() || err == ProposeError::ShuttingDown,
+        "{err}"
+    );
+    let m = c
+        .node(leader)
+        .wait_for(Duration::from_secs(10), |m| m.fatal.is_some())
+        .await
+        .unwrap();
+    assert!(m.fatal.unwrap().contains("device error"));
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let new = c.leader_among(&others, Duration::from_secs(30)).await;
+    assert_ne!(new, leader);
+    assert_eq!(c.node(leader).metrics().borrow().role, Role::Follower);
+    c.shutdown().await;
+}
+
+/// The same cluster on a multi-threaded runtime with real time, where the group tasks,
+/// appliers and clients run in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_on_a_multi_threaded_runtime() {
+    let c = Cluster::with(3, |cfg| cfg.forward_proposals = true, true).await;
+    let mut tasks = Vec::new();
+    for client in 0..16u64 {
+        let h = c.node(1 + client % 3).clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..50u64 {
+                let v = client * 100 + i;
+                loop {
+                    match h.propose(v).await {
+                        Ok(_) => {
+                            acked.push(v);
+                            break;
+                        }
+                        Err(e) if e.is_definitely_not_applied() => {
+                            tokio::time::sleep(Duration::from_millis(20)).await
+                        }
+                        Err(e) => panic!("unknown outcome without faults: {e}"),
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let values = c.converged().await;
+    assert_eq!(values.len(), 800);
+    let set: BTreeSet<u64> = values.into_iter().collect();
+    assert_eq!(set, acked.into_iter().collect::<BTreeSet<_>>());
+    c.shutdown().await;
+}
