@@ -1,0 +1,185 @@
+//! What a transport needs to start: who it is, where it listens, its TLS identity, and the
+//! limits and tuning knobs (all with defaults measured on a small loopback machine).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use raft_core::NodeId;
+
+use crate::error::QuicError;
+use crate::tls::TlsConfig;
+
+/// Everything [`QuicTransport::bind`](crate::QuicTransport::bind) needs.
+#[derive(Clone, Debug)]
+pub struct QuicConfig {
+    /// This node's id; its certificate must name it (see [`crate::identity`]).
+    pub node_id: NodeId,
+    /// The UDP address to listen on (port 0 picks a free port; see
+    /// [`QuicTransport::local_addr`](crate::QuicTransport::local_addr)).
+    pub listen_addr: SocketAddr,
+    /// The cluster CA and this node's certificate chain and key.
+    pub tls: TlsConfig,
+    /// Sizes and counts that bound memory.
+    pub limits: Limits,
+    /// Timers and socket tuning.
+    pub tuning: Tuning,
+}
+
+impl QuicConfig {
+    /// A configuration with default [`Limits`] and [`Tuning`].
+    pub fn new(node_id: NodeId, listen_addr: SocketAddr, tls: TlsConfig) -> Self {
+        QuicConfig {
+            node_id,
+            listen_addr,
+            tls,
+            limits: Limits::default(),
+            tuning: Tuning::default(),
+        }
+    }
+
+    /// Checks that every value is in range and that the values agree with each other.
+    pub fn validate(&self) -> Result<(), QuicError> {
+        let bad = |what: &str| Err(QuicError::Config(what.to_string()));
+        let l = &self.limits;
+        let t = &self.tuning;
+        if self.node_id == 0 {
+            return bad("node id 0 is reserved");
+        }
+        if l.max_frame_size < 1024 || l.max_frame_size > crate::codec::MAX_FRAME_LIMIT {
+            return bad("max_frame_size must be between 1 KiB and 1 GiB");
+        }
+        if l.coalesce_bytes == 0 || l.coalesce_bytes > l.max_frame_size {
+            return bad("coalesce_bytes must be positive and not above max_frame_size");
+        }
+        if l.peer_queue_capacity == 0 {
+            return bad("peer_queue_capacity must be positive");
+        }
+        if l.snapshot_chunk_size < 1024 || l.snapshot_chunk_size > 64 << 20 {
+            return bad("snapshot_chunk_size must be between 1 KiB and 64 MiB");
+        }
+        if l.snapshot_window_chunks == 0 {
+            return bad("snapshot_window_chunks must be positive");
+        }
+        if l.snapshot_attempts == 0 {
+            return bad("snapshot_attempts must be positive");
+        }
+        if t.idle_timeout.is_zero() || t.keep_alive_interval >= t.idle_timeout {
+            return bad("keep_alive_interval must be below idle_timeout");
+        }
+        if t.keep_alive_interval.is_zero() {
+            return bad("keep_alive_interval must be positive");
+        }
+        if t.handshake_timeout.is_zero() {
+            return bad("handshake_timeout must be positive");
+        }
+        if t.reconnect_initial.is_zero() || t.reconnect_max < t.reconnect_initial {
+            return bad("reconnect_initial must be positive and not above reconnect_max");
+        }
+        if t.initial_mtu < 1200 || t.max_mtu < t.initial_mtu {
+            return bad("initial_mtu must be at least 1200 and not above max_mtu");
+        }
+        Ok(())
+    }
+}
+
+/// Limits that bound memory and work per peer. Every queue and buffer is bounded by one.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The largest message frame accepted or sent, in bytes (the length prefix is checked
+    /// against it before any buffer is allocated). A larger frame from a peer closes its
+    /// connection; a larger single message to send is dropped and logged. Default 16 MiB.
+    pub max_frame_size: usize,
+    /// Queued batches are merged into frames of about this many bytes. Default 1 MiB.
+    pub coalesce_bytes: usize,
+    /// Batches queued per peer before [`send`](raft_runtime::Transport::send) answers
+    /// `Full`. Default 1024.
+    pub peer_queue_capacity: usize,
+    /// The largest snapshot accepted, in bytes; a larger one is refused before any of it is
+    /// transferred. Default 4 GiB.
+    pub max_snapshot_size: u64,
+    /// The receiver acknowledges every chunk of this many bytes. Default 1 MiB.
+    pub snapshot_chunk_size: usize,
+    /// How many unacknowledged chunks the sender may have in flight. Default 8.
+    pub snapshot_window_chunks: usize,
+    /// Connection attempts per snapshot transfer; each retry resumes from the last byte the
+    /// receiver holds. Default 3.
+    pub snapshot_attempts: u32,
+    /// How long a sender waits for the receiver's node to take a complete snapshot.
+    /// Default 5 minutes.
+    pub snapshot_accept_timeout: Duration,
+    /// How long a receiver keeps a partially received snapshot for the sender to resume.
+    /// Default 60 s.
+    pub snapshot_resume_window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: 16 << 20,
+            coalesce_bytes: 1 << 20,
+            peer_queue_capacity: 1024,
+            max_snapshot_size: 4 << 30,
+            snapshot_chunk_size: 1 << 20,
+            snapshot_window_chunks: 8,
+            snapshot_attempts: 3,
+            snapshot_accept_timeout: Duration::from_secs(300),
+            snapshot_resume_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Timers and socket settings. The defaults come from measurements on a 2-core machine over
+/// loopback; see the crate README.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// A connection silent for this long is dead. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval; must be below `idle_timeout`. Default 2 s.
+    pub keep_alive_interval: Duration,
+    /// Time allowed for a TLS handshake plus the stream greeting. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// First reconnect delay; doubles per failure, with jitter. Default 50 ms.
+    pub reconnect_initial: Duration,
+    /// The cap on the reconnect delay. Default 5 s.
+    pub reconnect_max: Duration,
+    /// Minimum interval between two "peer unreachable" log lines for one peer. Default 30 s.
+    pub unreachable_log_interval: Duration,
+    /// Requested UDP send buffer (`SO_SNDBUF`), bytes; the kernel may cap it. Default 4 MiB.
+    pub udp_send_buffer: usize,
+    /// Requested UDP receive buffer (`SO_RCVBUF`), bytes; the kernel may cap it. Default 4 MiB.
+    pub udp_recv_buffer: usize,
+    /// Generic segmentation offload: one system call sends many datagrams. Default on.
+    pub gso: bool,
+    /// The MTU a connection starts with. Default 1200 (safe on any path).
+    pub initial_mtu: u16,
+    /// Upper bound for path MTU discovery. Default 6000: with GSO, larger datagrams were
+    /// slower on this machine's loopback.
+    pub max_mtu: u16,
+    /// Per-stream receive window, bytes. Default 8 MiB.
+    pub stream_window: u32,
+    /// Per-connection receive window, bytes. Default 16 MiB.
+    pub connection_window: u32,
+    /// Per-connection send buffer, bytes. Default 16 MiB.
+    pub send_window: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            idle_timeout: Duration::from_secs(10),
+            keep_alive_interval: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
+            reconnect_initial: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(5),
+            unreachable_log_interval: Duration::from_secs(30),
+            udp_send_buffer: 4 << 20,
+            udp_recv_buffer: 4 << 20,
+            gso: true,
+            initial_mtu: 1200,
+            max_mtu: 6000,
+            stream_window: 8 << 20,
+            connection_window: 16 << 20,
+            send_window: 16 << 20,
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! [`QuicTransport`]: the shared state of one node's transport, the accept loop, and the
+//! [`Transport`] implementation the runtime calls.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use quinn::{Connection, Endpoint};
+use raft_core::{Message, NodeId};
+use raft_runtime::{Inbox, SendError, Transport, TransportError, TransportMetrics, WireMessage};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backoff::Jitter;
+use crate::codec::{MESSAGE_MAGIC, encode_greeting};
+use crate::config::{Limits, QuicConfig, Tuning};
+use crate::endpoint::{self, close};
+use crate::error::QuicError;
+use crate::identity::node_id_of;
+use crate::link::{self, Control, Established};
+use crate::snapshot::{self, PartialSnapshot, ReceiveSlot};
+use crate::stream::read_greeting;
+use crate::tls::{ALPN_MESSAGES, ALPN_SNAPSHOTS, Members, build_crypto};
+
+/// Counters beyond [`TransportMetrics`], for operators and tests. Totals since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuicStats {
+    /// Handshakes refused because of the peer's certificate (wrong CA, no node name,
+    /// not a member, or not the node dialled), in either direction.
+    pub refused_handshakes: u64,
+    /// Message connections established (dialled or accepted, including replaced ones).
+    pub connections_established: u64,
+    /// Connections closed because the peer sent an oversize or malformed frame.
+    pub malformed_frames: u64,
+    /// Messages dropped because their claimed sender was not the authenticated peer.
+    pub forged_messages: u64,
+    /// Received batches dropped because the node's inbox was full.
+    pub inbox_full: u64,
+    /// Snapshots sent and acknowledged by the receiver's node.
+    pub snapshots_sent: u64,
+    /// Snapshots received and delivered to this node.
+    pub snapshots_received: u64,
+    /// Snapshot transfers that resumed from a partial copy instead of starting over.
+    pub snapshot_resumes: u64,
+}
+
+/// How a node is connected to a peer right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerConnection {
+    /// The node that opened the connection. When both nodes connect at once, both keep
+    /// the connection opened by the lower id, so both sides report the same value.
+    pub dialed_by: NodeId,
+    /// The peer's UDP address.
+    pub remote_addr: SocketAddr,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) connections_established: AtomicU64,
+    pub(crate) malformed_frames: AtomicU64,
+    pub(crate) forged_messages: AtomicU64,
+    pub(crate) inbox_full: AtomicU64,
+    pub(crate) snapshots_sent: AtomicU64,
+    pub(crate) snapshots_received: AtomicU64,
+    pub(crate) snapshot_resumes: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What the link task publishes about its connection.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LinkState {
+    pub(crate) connection: Option<PeerConnection>,
+    /// Failed connection attempts so far.
+    pub(crate) failures: u64,
+    pub(crate) last_error: Option<String>,
+}
+
+/// One peer: its send queue, its address, and the handle of its link task.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    queue: mpsc::Sender<Vec<WireMessage>>,
+    control: mpsc::UnboundedSender<Control>,
+    address: Mutex<Option<String>>,
+    has_address: AtomicBool,
+    pub(crate) connected: AtomicBool,
+    pub(crate) state: watch::Sender<LinkState>,
+}
+
+impl Peer {
+    pub(crate) fn address(&self) -> Option<String> {
+        self.address.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_address(&self, address: Option<String>) {
+        let mut current = self.address.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != address {
+            self.has_address.store(address.is_some(), Ordering::Release);
+            *current = address;
+            let _ = self.control.send(Control::Wake);
+        }
+    }
+
+    pub(crate) fn control(&self, control: Control) {
+        let _ = self.control.send(control);
+    }
+}
+
+/// The state shared by the transport handle and its tasks.
+pub(crate) struct Shared {
+    pub(crate) node_id: NodeId,
+    /// Random per process: tells a restarted peer from a duplicate connection.
+    pub(crate) incarnation: u64,
+    pub(crate) limits: Limits,
+    pub(crate) tuning: Tuning,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) snapshot_endpoint: Endpoint,
+    pub(crate) client_messages: quinn::ClientConfig,
+    pub(crate) client_snapshots: quinn::ClientConfig,
+    pub(crate) members: Arc<Members>,
+    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    pub(crate) inbox: OnceLock<Inbox>,
+    pub(crate) counters: Counters,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+    /// The runtime the transport was bound in: every task runs there, whichever thread
+    /// calls `set_peers`.
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) partial_snapshots: Mutex<HashMap<NodeId, PartialSnapshot>>,
+    /// One snapshot reception at a time per peer.
+    pub(crate) receive_slots: Mutex<HashMap<NodeId, Arc<ReceiveSlot>>>,
+    /// Test hook: the receiver drops a snapshot connection after this many bytes, once.
+    #[cfg(test)]
+    pub(crate) snapshot_fault: AtomicU64,
+    /// Test hook: the sender stops writing a snapshot after this many bytes, once, and
+    /// retries while leaving the stalled connection open (kept in `stalled`).
+    #[cfg(test)]
+    pub(crate) snapshot_stall: AtomicU64,
+    #[cfg(test)]
+    pub(crate) stalled: Mutex<Vec<Connection>>,
+}
+
+impl Shared {
+    /// Spawns a task on the transport's runtime, tracked for shutdown.
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn_on(task, &self.runtime);
+    }
+
+    pub(crate) fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Creates the peer and starts its link task. The caller holds the peers lock.
+    fn spawn_peer(self: &Arc<Self>, id: NodeId, address: Option<String>) -> Arc<Peer> {
+        let (queue_tx, queue_rx) = mpsc::channel(self.limits.peer_queue_capacity);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let peer = Arc::new(Peer {
+            id,
+            queue: queue_tx,
+            control: control_tx,
+            has_address: AtomicBool::new(address.is_some()),
+            address: Mutex::new(address),
+            connected: AtomicBool::new(false),
+            state: watch::Sender::new(LinkState::default()),
+        });
+        self.spawn(link::run(self.clone(), peer.clone(), queue_rx, control_rx));
+        peer
+    }
+
+    /// The peer for an authenticated incoming connection, created without an address if
+    /// it is new (a node must answer a peer whose address it does not know yet).
+    fn peer_for_incoming(self: &Arc<Self>, id: NodeId) -> Option<Arc<Peer>> {
+        if self.shutdown.is_cancelled() || self.members.admits(id).is_err() {
+            return None;
+        }
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        Some(
+            peers
+                .entry(id)
+                .or_insert_with(|| self.spawn_peer(id, None))
+                .clone(),
+        )
+    }
+
+    pub(crate) fn logical_drop(&self, n: u64) {
+        Counters::add(&self.counters.dropped, n);
+    }
+}
+
+/// The node id named by the certificate a connection's peer presented.
+pub(crate) fn peer_id_of(conn: &Connection) -> Option<NodeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    node_id_of(certs.first()?).ok()
+}
+
+fn alpn_of(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// A Raft transport over QUIC with mutual TLS. See the crate documentation.
+///
+/// Dropping it stops its tasks and closes its connections; [`Transport::shutdown`] does
+/// the same and waits for them.
+pub struct QuicTransport {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("node_id", &self.shared.node_id)
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicTransport {
+    /// Validates the configuration, binds the UDP sockets and starts accepting peers.
+    /// Must be called inside a tokio runtime; the transport's tasks run on that runtime.
+    ///
+    /// Fails with [`QuicError::Bind`] naming the address if it cannot be bound, and with
+    /// [`QuicError::Identity`] if the certificate does not name `config.node_id`.
+    pub async fn bind(config: QuicConfig) -> Result<QuicTransport, QuicError> {
+        config.validate()?;
+        let named = config.tls.node_id()?;
+        if named != config.node_id {
+            return Err(QuicError::Identity(format!(
+                "the certificate names node {named}, but this is node {}",
+                config.node_id
+            )));
+        }
+        let members = Arc::new(Members::new(config.node_id));
+        let crypto = build_crypto(&config.tls, &members)?;
+        let endpoints = endpoint::build(config.listen_addr, &config.tuning, crypto)?;
+        let shared = Arc::new(Shared {
+            node_id: config.node_id,
+            incarnation: Jitter::new(config.node_id).next_u64(),
+            limits: config.limits,
+            tuning: config.tuning,
+            endpoint: endpoints.main,
+            snapshot_endpoint: endpoints.snapshots,
+            client_messages: endpoints.client_messages,
+            client_snapshots: endpoints.client_snapshots,
+            members,
+            peers: RwLock::new(HashMap::new()),
+            inbox: OnceLock::new(),
+            counters: Counters::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            runtime: tokio::runtime::Handle::current(),
+            partial_snapshots: Mutex::new(HashMap::new()),
+            receive_slots: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            snapshot_fault: AtomicU64::new(0),
+            #[cfg(test)]
+            snapshot_stall: AtomicU64::new(0),
+            #[cfg(test)]
+            stalled: Mutex::new(Vec::new()),
+        });
+        shared.spawn(accept_loop(shared.clone()));
+        tracing::info!(node = config.node_id, addr = ?shared.endpoint.local_addr().ok(), "QUIC transport listening");
+        Ok(QuicTransport { shared })
+    }
+
+    /// The address the transport listens on (with the actual port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared
+            .endpoint
+            .local_addr()
+            .expect("a bound endpoint has a local address")
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// Opens the message connection to `to` now instead of on the first send, and waits
+    /// until it is established or one attempt has failed. Returns at once if connected.
+    pub async fn connect(&self, to: NodeId) -> Result<(), TransportError> {
+        let peer = self.shared.peer(to).ok_or(TransportError::UnknownPeer(to))?;
+        let mut state = peer.state.subscribe();
+        let failures_before = {
+            let s = state.borrow_and_update();
+            if s.connection.is_some() {
+                return Ok(());
+            }
+            s.failures
+        };
+        if peer.address().is_none() {
+            return Err(TransportError::UnknownPeer(to));
+        }
+        peer.control(Control::Connect);
+        loop {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return Err(TransportError::Closed),
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return Err(TransportError::Closed);
+                    }
+                }
+            }
+            let s = state.borrow_and_update();
+            if s.connection.is_some() {
+                return Ok(());
+            }
+            if s.failures > failures_before {
+                return Err(TransportError::Unreachable {
+                    peer: to,
+                    reason: s.last_error.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+
+    /// The current message connection to `peer`, if any.
+    pub fn peer_connection(&self, peer: NodeId) -> Option<PeerConnection> {
+        self.shared.peer(peer)?.state.borrow().connection
+    }
+
+    /// QUIC connections open on the listening endpoint: message connections in both
+    /// directions plus incoming snapshot transfers. With one connection per peer pair and
+    /// no transfer running, this is the number of connected peers.
+    pub fn open_connections(&self) -> usize {
+        self.shared.endpoint.open_connections()
+    }
+
+    /// Counters beyond [`TransportMetrics`].
+    pub fn stats(&self) -> QuicStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        QuicStats {
+            refused_handshakes: self.shared.members.refused(),
+            connections_established: get(&c.connections_established),
+            malformed_frames: get(&c.malformed_frames),
+            forged_messages: get(&c.forged_messages),
+            inbox_full: get(&c.inbox_full),
+            snapshots_sent: get(&c.snapshots_sent),
+            snapshots_received: get(&c.snapshots_received),
+            snapshot_resumes: get(&c.snapshot_resumes),
+        }
+    }
+
+    /// Test hook: this node's receiver drops the next snapshot connection once it holds
+    /// `bytes` bytes.
+    #[cfg(test)]
+    pub(crate) fn inject_snapshot_fault(&self, bytes: u64) {
+        self.shared.snapshot_fault.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Test hook: this node's sender stalls the next snapshot transfer after `bytes` bytes
+    /// (keeping its connection open) and retries on a new connection.
+    #[cfg(test)]
+    pub(crate) fn inject_snapshot_stall(&self, bytes: u64) {
+        self.shared.snapshot_stall.store(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+        self.shared.endpoint.close(close::SHUTDOWN, b"shutdown");
+        self.shared.snapshot_endpoint.close(close::SHUTDOWN, b"shutdown");
+    }
+}
+
+#[async_trait]
+impl Transport for QuicTransport {
+    fn register(&self, inbox: Inbox) {
+        if self.shared.inbox.set(inbox).is_err() {
+            tracing::warn!(
+                node = self.shared.node_id,
+                "register called twice; keeping the first inbox"
+            );
+        }
+    }
+
+    fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>) {
+        let shared = &self.shared;
+        let ids: BTreeSet<NodeId> = peers.keys().copied().collect();
+        shared.members.set(ids.clone());
+        let mut map = shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|id, peer| {
+            let keep = ids.contains(id);
+            if !keep {
+                tracing::info!(
+                    node = shared.node_id,
+                    peer = id,
+                    "peer removed from membership; disconnecting"
+                );
+                peer.control(Control::Stop);
+            }
+            keep
+        });
+        for (id, raw) in peers {
+            if id == shared.node_id || id == 0 {
+                continue;
+            }
+            let address = match std::str::from_utf8(&raw) {
+                Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                Ok(_) => None,
+                Err(_) => {
+                    tracing::warn!(
+                        node = shared.node_id,
+                        peer = id,
+                        "peer address is not UTF-8; ignoring it"
+                    );
+                    None
+                }
+            };
+            match map.get(&id) {
+                Some(peer) => peer.set_address(address),
+                None if !shared.shutdown.is_cancelled() => {
+                    let peer = shared.spawn_peer(id, address);
+                    map.insert(id, peer);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError> {
+        let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(SendError::Closed);
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let peers = shared.peers.read().unwrap_or_else(|e| e.into_inner());
+        let Some(peer) = peers.get(&to) else {
+            shared.logical_drop(1);
+            return Err(SendError::UnknownPeer(to));
+        };
+        if !peer.has_address.load(Ordering::Acquire) && !peer.connected.load(Ordering::Acquire) {
+            shared.logical_drop(1);
+            return Err(SendError::UnknownPeer(to));
+        }
+        let n = messages.len() as u64;
+        match peer.queue.try_send(messages) {
+            Ok(()) => {
+                Counters::add(&shared.counters.messages_sent, n);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                shared.logical_drop(1);
+                Err(SendError::Full(to))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                shared.logical_drop(1);
+                Err(SendError::Closed)
+            }
+        }
+    }
+
+    async fn send_snapshot(&self, to: NodeId, message: Message, data: Bytes) -> Result<(), TransportError> {
+        snapshot::send(&self.shared, to, message, data).await
+    }
+
+    async fn shutdown(&self) {
+        let shared = &self.shared;
+        shared.shutdown.cancel();
+        shared.peers.write().unwrap_or_else(|e| e.into_inner()).clear();
+        shared.endpoint.close(close::SHUTDOWN, b"shutdown");
+        shared.snapshot_endpoint.close(close::SHUTDOWN, b"shutdown");
+        shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = shared.node_id, "transport tasks did not stop within 5 s");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            tokio::join!(shared.endpoint.wait_idle(), shared.snapshot_endpoint.wait_idle())
+        })
+        .await;
+    }
+
+    fn metrics(&self) -> TransportMetrics {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TransportMetrics {
+            messages_sent: get(&c.messages_sent),
+            bytes_sent: get(&c.bytes_sent),
+            messages_received: get(&c.messages_received),
+            bytes_received: get(&c.bytes_received),
+            dropped: get(&c.dropped),
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            incoming = shared.endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => return,
+            },
+        };
+        let task_shared = shared.clone();
+        shared.spawn(async move {
+            tokio::select! {
+                _ = task_shared.shutdown.cancelled() => {}
+                _ = handle_incoming(task_shared.clone(), incoming) => {}
+            }
+        });
+    }
+}
+
+async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match tokio::time::timeout(shared.tuning.handshake_timeout, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(node = shared.node_id, %remote, "incoming handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(node = shared.node_id, %remote, "incoming handshake timed out");
+            return;
+        }
+    };
+    let Some(peer_id) = peer_id_of(&conn) else {
+        // The verifier guarantees a node name; this is only reachable on a bug.
+        conn.close(close::PROTOCOL, b"no node identity");
+        return;
+    };
+    match alpn_of(&conn).as_deref() {
+        Some(ALPN_MESSAGES) => accept_messages(shared, conn, peer_id).await,
+        Some(ALPN_SNAPSHOTS) => snapshot::receive(shared, conn, peer_id).await,
+        _ => conn.close(close::PROTOCOL, b"unknown application protocol"),
+    }
+}
+
+/// Completes the greeting on an accepted message connection and hands it to the peer's
+/// link task.
+async fn accept_messages(shared: Arc<Shared>, conn: Connection, peer_id: NodeId) {
+    let greeting = async {
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+        let incarnation = read_greeting(&mut recv).await.map_err(|e| e.to_string())?;
+        send.write_all(&encode_greeting(MESSAGE_MAGIC, shared.incarnation))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((send, recv, incarnation))
+    };
+    let (send, recv, peer_incarnation) =
+        match tokio::time::timeout(shared.tuning.handshake_timeout, greeting).await {
+            Ok(Ok(streams)) => streams,
+            Ok(Err(e)) => {
+                tracing::debug!(
+                    node = shared.node_id,
+                    peer = peer_id,
+                    "message stream greeting failed: {e}"
+                );
+                conn.close(close::PROTOCOL, b"bad greeting");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    node = shared.node_id,
+                    peer = peer_id,
+                    "no message stream greeting in time"
+                );
+                conn.close(close::PROTOCOL, b"no greeting");
+                return;
+            }
+        };
+    match shared.peer_for_incoming(peer_id) {
+        Some(peer) => peer.control(Control::Adopt(Established {
+            conn,
+            send,
+            recv,
+            peer_incarnation,
+            dialed_by_us: false,
+        })),
+        None => conn.close(close::NOT_MEMBER, b"not a member"),
+    }
+}

@@ -1,0 +1,999 @@
+//! End-to-end tests of the QUIC transport on 127.0.0.1. Certificates are generated at run
+//! time. Every wait is for a condition with a generous deadline; no verdict depends on
+//! timing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use raft_core::{ConfState, Heartbeat, HeartbeatResponse, Message, MessageBody, NodeId, SnapshotMeta};
+use raft_runtime::{Inbox, InboxReceiver, Incoming, SendError, Transport, TransportError, WireMessage};
+use raft_transport_quic::{DevCa, QuicConfig, QuicError, QuicTransport, TlsConfig};
+
+/// Generous: this is a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn config(id: NodeId, tls: TlsConfig) -> QuicConfig {
+    let mut config = QuicConfig::new(id, "127.0.0.1:0".parse().unwrap(), tls);
+    config.tuning.reconnect_initial = Duration::from_millis(10);
+    config.tuning.reconnect_max = Duration::from_millis(200);
+    config.tuning.handshake_timeout = Duration::from_secs(3);
+    config
+}
+
+async fn bind(ca: &DevCa, id: NodeId) -> QuicTransport {
+    QuicTransport::bind(config(id, ca.node_tls(id).unwrap()))
+        .await
+        .unwrap()
+}
+
+fn addresses(nodes: &[&QuicTransport]) -> BTreeMap<NodeId, Bytes> {
+    nodes
+        .iter()
+        .map(|n| (n.node_id(), Bytes::from(n.local_addr().to_string())))
+        .collect()
+}
+
+/// Binds nodes that all know each other, each with a registered inbox.
+async fn cluster(ca: &DevCa, ids: &[NodeId]) -> Vec<(Arc<QuicTransport>, InboxReceiver)> {
+    let mut nodes = Vec::new();
+    for &id in ids {
+        let t = Arc::new(bind(ca, id).await);
+        let (inbox, rx) = Inbox::channel(1 << 16);
+        t.register(inbox);
+        nodes.push((t, rx));
+    }
+    let peers = addresses(&nodes.iter().map(|(t, _)| &**t).collect::<Vec<_>>());
+    for (t, _) in &nodes {
+        t.set_peers(peers.clone());
+    }
+    nodes
+}
+
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Connects every pair (from the lower id) and waits until both sides agree on the one
+/// connection, so that no duplicate is being torn down while a test sends.
+async fn settle(nodes: &[(Arc<QuicTransport>, InboxReceiver)]) {
+    for (a, _) in nodes {
+        for (b, _) in nodes {
+            if a.node_id() < b.node_id() {
+                a.connect(b.node_id()).await.unwrap();
+                wait_for("both sides to agree on one connection", || {
+                    let ab = a.peer_connection(b.node_id());
+                    let ba = b.peer_connection(a.node_id());
+                    ab.is_some() && ab.map(|c| c.dialed_by) == ba.map(|c| c.dialed_by)
+                })
+                .await;
+            }
+        }
+    }
+}
+
+fn forward(id: u64) -> WireMessage {
+    WireMessage::Forward {
+        id,
+        command: Bytes::from_static(b"cmd"),
+    }
+}
+
+fn heartbeat(from: NodeId, to: NodeId, round: u64) -> WireMessage {
+    WireMessage::Raft(Message {
+        from,
+        to,
+        term: 1,
+        body: MessageBody::Heartbeat(Heartbeat { commit: 0, round }),
+    })
+}
+
+fn snapshot_message(from: NodeId, to: NodeId) -> Message {
+    Message {
+        from,
+        to,
+        term: 1,
+        body: MessageBody::Snapshot(SnapshotMeta {
+            index: 100,
+            term: 1,
+            conf_state: ConfState::with_voters([from, to]),
+        }),
+    }
+}
+
+/// Sends a batch, retrying while the peer's queue is full.
+async fn send_retrying(t: &QuicTransport, to: NodeId, batch: Vec<WireMessage>) {
+    let start = Instant::now();
+    loop {
+        match t.send(to, batch.clone()) {
+            Ok(()) => return,
+            Err(SendError::Full(_)) => {
+                assert!(start.elapsed() < DEADLINE, "queue to {to} stayed full");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(e) => panic!("send to {to}: {e}"),
+        }
+    }
+}
+
+async fn next_incoming(rx: &mut InboxReceiver) -> Incoming {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("timed out waiting for a delivery")
+        .expect("inbox closed")
+}
+
+/// Every node sends `batches` batches of `per_batch` numbered messages to every other node;
+/// every node checks it receives each sender's messages complete and in order.
+async fn exchange_in_order(nodes: Vec<(Arc<QuicTransport>, InboxReceiver)>, batches: u64, per_batch: u64) {
+    let ids: Vec<NodeId> = nodes.iter().map(|(t, _)| t.node_id()).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (t, mut rx) in nodes {
+        let others: Vec<NodeId> = ids.iter().copied().filter(|&i| i != t.node_id()).collect();
+        let sender = t.clone();
+        let targets = others.clone();
+        tasks.spawn(async move {
+            for b in 0..batches {
+                for &to in &targets {
+                    let batch = (0..per_batch).map(|i| forward(b * per_batch + i)).collect();
+                    send_retrying(&sender, to, batch).await;
+                }
+            }
+        });
+        tasks.spawn(async move {
+            let mut next: HashMap<NodeId, u64> = others.iter().map(|&o| (o, 0)).collect();
+            let total = batches * per_batch;
+            while next.values().any(|&n| n < total) {
+                match next_incoming(&mut rx).await {
+                    Incoming::Messages { from, messages } => {
+                        for m in messages {
+                            let WireMessage::Forward { id, .. } = m else {
+                                panic!("unexpected {m:?}")
+                            };
+                            let expected = next.get_mut(&from).expect("a known sender");
+                            assert_eq!(id, *expected, "node {} from {from}: out of order", t.node_id());
+                            *expected += 1;
+                        }
+                    }
+                    Incoming::Snapshot { .. } => panic!("unexpected snapshot"),
+                }
+            }
+            assert_eq!(t.stats().inbox_full, 0);
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_arrive_in_order_between_two_nodes() {
+    let ca = DevCa::generate().unwrap();
+    let nodes = cluster(&ca, &[1, 2]).await;
+    settle(&nodes).await;
+    let handles: Vec<_> = nodes.iter().map(|(t, _)| t.clone()).collect();
+    exchange_in_order(nodes, 2_000, 10).await;
+    for t in &handles {
+        let m = t.metrics();
+        assert_eq!(m.messages_sent, 20_000);
+        assert_eq!(m.messages_received, 20_000);
+        assert!(m.bytes_sent > 0 && m.bytes_received > 0);
+        assert_eq!(t.open_connections(), 1, "one connection per pair");
+    }
+    for t in &handles {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_arrive_in_order_between_three_nodes() {
+    let ca = DevCa::generate().unwrap();
+    let nodes = cluster(&ca, &[1, 2, 3]).await;
+    settle(&nodes).await;
+    let handles: Vec<_> = nodes.iter().map(|(t, _)| t.clone()).collect();
+    exchange_in_order(nodes, 500, 8).await;
+    for t in &handles {
+        assert_eq!(t.open_connections(), 2, "one connection per pair");
+    }
+    for t in &handles {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connects_resolve_to_one_connection() {
+    let ca = DevCa::generate().unwrap();
+    for _round in 0..5 {
+        let nodes = cluster(&ca, &[1, 2]).await;
+        let (a, b) = (&nodes[0].0, &nodes[1].0);
+        let (ra, rb) = tokio::join!(a.connect(2), b.connect(1));
+        ra.unwrap();
+        rb.unwrap();
+        wait_for("one agreed connection", || {
+            let (ab, ba) = (a.peer_connection(2), b.peer_connection(1));
+            ab.is_some()
+                && ab.map(|c| c.dialed_by) == ba.map(|c| c.dialed_by)
+                && a.open_connections() == 1
+                && b.open_connections() == 1
+        })
+        .await;
+        // If both dialled, the connection dialled by the lower id won on both sides.
+        if a.stats().connections_established > 1 || b.stats().connections_established > 1 {
+            assert_eq!(a.peer_connection(2).unwrap().dialed_by, 1);
+        }
+        for (t, _) in &nodes {
+            t.shutdown().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_reconnected() {
+    let ca = DevCa::generate().unwrap();
+    let mut nodes = cluster(&ca, &[1, 2]).await;
+    settle(&nodes).await;
+    let (b, mut b_rx) = nodes.pop().unwrap();
+    let (a, mut a_rx) = nodes.pop().unwrap();
+    send_retrying(&a, 2, vec![forward(0)]).await;
+    assert!(matches!(
+        next_incoming(&mut b_rx).await,
+        Incoming::Messages { from: 1, .. }
+    ));
+
+    let b_addr = b.local_addr();
+    b.shutdown().await;
+    drop(b);
+    // While the peer is down, sends are accepted or refused as Full, never block or panic.
+    for i in 0..100 {
+        match a.send(2, vec![forward(i)]) {
+            Ok(()) | Err(SendError::Full(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    // Restart node 2 on the same address (the old socket may take a moment to close).
+    let start = Instant::now();
+    let b = loop {
+        let mut cfg = config(2, ca.node_tls(2).unwrap());
+        cfg.listen_addr = b_addr;
+        match QuicTransport::bind(cfg).await {
+            Ok(t) => break t,
+            Err(QuicError::Bind { .. }) if start.elapsed() < DEADLINE => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("rebind: {e}"),
+        }
+    };
+    let (inbox, mut b_rx) = Inbox::channel(1024);
+    b.register(inbox);
+    b.set_peers(addresses(&[&a, &b]));
+
+    // Keep sending until the restarted node hears from node 1.
+    let heard = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let (a, heard) = (a.clone(), heard.clone());
+        tokio::spawn(async move {
+            let mut i = 1_000;
+            while !heard.load(Ordering::Relaxed) {
+                let _ = a.send(2, vec![forward(i)]);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    loop {
+        if let Incoming::Messages { from: 1, .. } = next_incoming(&mut b_rx).await {
+            break;
+        }
+    }
+    heard.store(true, Ordering::Relaxed);
+    pinger.await.unwrap();
+    // And the other direction works over the new connection.
+    send_retrying(&b, 1, vec![forward(7)]).await;
+    loop {
+        if let Incoming::Messages { from: 2, messages } = next_incoming(&mut a_rx).await {
+            if messages.contains(&forward(7)) {
+                break;
+            }
+        }
+    }
+    assert!(a.stats().connections_established >= 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_peers_full_queues_and_shutdown_are_reported() {
+    let ca = DevCa::generate().unwrap();
+    // Something that never answers QUIC: a bound but unread UDP socket.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config(1, ca.node_tls(1).unwrap());
+    cfg.limits.peer_queue_capacity = 4;
+    let a = QuicTransport::bind(cfg).await.unwrap();
+    let mut peers = addresses(&[&a]);
+    peers.insert(9, Bytes::from(silent.local_addr().unwrap().to_string()));
+    a.set_peers(peers);
+
+    assert_eq!(a.send(5, vec![forward(0)]), Err(SendError::UnknownPeer(5)));
+    let mut full = 0;
+    for i in 0..1_000 {
+        if let Err(e) = a.send(9, vec![forward(i)]) {
+            assert_eq!(e, SendError::Full(9));
+            full += 1;
+        }
+    }
+    assert!(full > 0, "a bounded queue to a silent peer fills up");
+    assert!(a.metrics().dropped > full, "the unknown peer counted too");
+    assert!(matches!(
+        a.send_snapshot(5, snapshot_message(1, 5), Bytes::new()).await,
+        Err(TransportError::UnknownPeer(5))
+    ));
+    a.shutdown().await;
+    assert_eq!(a.send(9, vec![forward(0)]), Err(SendError::Closed));
+}
+
+/// Counts "peer unreachable" log events by level.
+#[derive(Clone, Default)]
+struct UnreachableLog {
+    warn: Arc<AtomicUsize>,
+    other: Arc<AtomicUsize>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for UnreachableLog {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        if text.0.contains("peer unreachable") {
+            if *event.metadata().level() == tracing::Level::WARN {
+                self.warn.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.other.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+// A current-thread runtime, so that the thread-local log subscriber sees every task.
+#[tokio::test]
+async fn a_down_peer_is_logged_once_per_interval_not_per_message() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let log = UnreachableLog::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+
+    let ca = DevCa::generate().unwrap();
+    let other = DevCa::generate_named("another CA").unwrap();
+    // Node 9's address answers with a certificate from another CA: every attempt fails fast.
+    let impostor = QuicTransport::bind(config(9, other.node_tls(9).unwrap()))
+        .await
+        .unwrap();
+    let mut cfg = config(1, ca.node_tls(1).unwrap());
+    cfg.tuning.reconnect_max = Duration::from_millis(20);
+    cfg.tuning.unreachable_log_interval = Duration::from_secs(3600);
+    let a = QuicTransport::bind(cfg).await.unwrap();
+    let mut peers = addresses(&[&a]);
+    peers.insert(9, Bytes::from(impostor.local_addr().to_string()));
+    a.set_peers(peers);
+
+    let start = Instant::now();
+    let mut sent = 0;
+    while log.other.load(Ordering::Relaxed) < 5 {
+        assert!(start.elapsed() < DEADLINE, "too few connection attempts");
+        let _ = a.send(9, vec![forward(sent)]);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(
+        log.warn.load(Ordering::Relaxed),
+        1,
+        "one warning for {sent} sends"
+    );
+    a.shutdown().await;
+    impostor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_another_ca_are_refused_in_both_directions() {
+    let ca = DevCa::generate().unwrap();
+    let other = DevCa::generate_named("another CA").unwrap();
+
+    // A client whose certificate another CA signed (it trusts the cluster CA).
+    let b = bind(&ca, 2).await;
+    let (inbox, mut b_rx) = Inbox::channel(16);
+    b.register(inbox);
+    let foreign = other.issue(1).unwrap();
+    let a_tls = TlsConfig::from_pem(ca.ca_cert_pem(), &foreign.cert_pem, &foreign.key_pem).unwrap();
+    let a = QuicTransport::bind(config(1, a_tls)).await.unwrap();
+    let peers = addresses(&[&a, &b]);
+    a.set_peers(peers.clone());
+    b.set_peers(peers);
+    let err = a.connect(2).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::Unreachable { peer: 2, .. }),
+        "{err}"
+    );
+    wait_for("the server to refuse", || b.stats().refused_handshakes >= 1).await;
+    assert!(b.peer_connection(1).is_none());
+    assert!(b_rx.try_recv().is_none(), "nothing delivered from a refused peer");
+
+    // A server whose certificate another CA signed: the client refuses it.
+    let c = QuicTransport::bind(config(3, {
+        let n = other.issue(3).unwrap();
+        TlsConfig::from_pem(ca.ca_cert_pem(), &n.cert_pem, &n.key_pem).unwrap()
+    }))
+    .await
+    .unwrap();
+    let d = bind(&ca, 4).await;
+    d.set_peers(addresses(&[&c, &d]));
+    let err = d.connect(3).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::Unreachable { peer: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        d.stats().refused_handshakes >= 1,
+        "the client verified the server"
+    );
+    for t in [a, b, c, d] {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_certificates_naming_non_members_are_refused() {
+    let ca = DevCa::generate().unwrap();
+    let a = bind(&ca, 1).await;
+    let b = bind(&ca, 2).await;
+    let c = bind(&ca, 3).await;
+    let (inbox, mut b_rx) = Inbox::channel(16);
+    b.register(inbox);
+    b.set_peers(addresses(&[&a, &b]));
+
+    // Node 3 has a valid cluster certificate but is not a member of node 2's cluster.
+    c.set_peers(addresses(&[&b, &c]));
+    let err = c.connect(2).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::Unreachable { peer: 2, .. }),
+        "{err}"
+    );
+    wait_for("node 2 to refuse node 3", || b.stats().refused_handshakes >= 1).await;
+    assert!(b.peer_connection(3).is_none());
+
+    // A client checks the server is the node it dialled: node 1 thinks node 2 lives at
+    // node 3's address, and node 3's certificate names node 3.
+    let mut wrong = addresses(&[&a, &b]);
+    wrong.insert(2, Bytes::from(c.local_addr().to_string()));
+    a.set_peers(wrong);
+    assert!(a.connect(2).await.is_err());
+    assert!(a.stats().refused_handshakes >= 1);
+
+    // A member that is removed is disconnected and refused.
+    a.set_peers(addresses(&[&a, &b]));
+    a.connect(2).await.unwrap();
+    send_retrying(&a, 2, vec![forward(1)]).await;
+    assert!(matches!(
+        next_incoming(&mut b_rx).await,
+        Incoming::Messages { from: 1, .. }
+    ));
+    b.set_peers(addresses(&[&b, &c]));
+    assert_eq!(b.send(1, vec![forward(2)]), Err(SendError::UnknownPeer(1)));
+    wait_for("node 1 to lose its connection", || a.peer_connection(2).is_none()).await;
+    let refused_before = b.stats().refused_handshakes;
+    assert!(a.connect(2).await.is_err());
+    wait_for("node 2 to refuse the removed node", || {
+        b.stats().refused_handshakes > refused_before
+    })
+    .await;
+    for t in [a, b, c] {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_answers_peers_it_has_no_address_for() {
+    let ca = DevCa::generate().unwrap();
+    // Node 4 waits to join: it has never been told the membership.
+    let joining = bind(&ca, 4).await;
+    let (inbox, mut j_rx) = Inbox::channel(16);
+    joining.register(inbox);
+    let leader = bind(&ca, 1).await;
+    let (inbox, mut l_rx) = Inbox::channel(16);
+    leader.register(inbox);
+    leader.set_peers(addresses(&[&leader, &joining]));
+
+    assert_eq!(joining.send(1, vec![forward(0)]), Err(SendError::UnknownPeer(1)));
+    // A forged sender in the batch is dropped; the genuine message is delivered.
+    send_retrying(&leader, 4, vec![heartbeat(7, 4, 1), heartbeat(1, 4, 2)]).await;
+    match next_incoming(&mut j_rx).await {
+        Incoming::Messages { from, messages } => {
+            assert_eq!(from, 1);
+            assert_eq!(messages, vec![heartbeat(1, 4, 2)]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(joining.stats().forged_messages, 1);
+
+    // The joining node answers over the connection the leader opened.
+    let reply = WireMessage::Raft(Message {
+        from: 4,
+        to: 1,
+        term: 1,
+        body: MessageBody::HeartbeatResponse(HeartbeatResponse { round: 2 }),
+    });
+    send_retrying(&joining, 1, vec![reply.clone()]).await;
+    match next_incoming(&mut l_rx).await {
+        Incoming::Messages { from, messages } => {
+            assert_eq!(from, 4);
+            assert_eq!(messages, vec![reply]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(joining.peer_connection(1).unwrap().dialed_by, 1);
+
+    // Once that connection is gone, the joining node has no way to reach node 1.
+    leader.shutdown().await;
+    wait_for("the joining node to see the leader gone", || {
+        joining.send(1, vec![forward(1)]) == Err(SendError::UnknownPeer(1))
+    })
+    .await;
+    joining.shutdown().await;
+}
+
+/// A hand-made QUIC client with a valid cluster certificate, to send raw bytes.
+async fn raw_stream(
+    ca: &DevCa,
+    id: NodeId,
+    server: SocketAddr,
+    server_id: NodeId,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    let tls = ca.node_tls(id).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(tls.ca_certs[0].clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(tls.cert_chain, tls.key)
+        .unwrap();
+    crypto.alpn_protocols = vec![b"raft-msg/1".to_vec()];
+    let client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
+    ));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let name = raft_transport_quic::identity::node_name(server_id);
+    let conn = endpoint.connect(server, &name).unwrap().await.unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    (endpoint, conn, send, recv)
+}
+
+fn greeting() -> Vec<u8> {
+    let mut g = b"RQM1".to_vec();
+    g.extend_from_slice(&42u64.to_le_bytes());
+    g
+}
+
+async fn closed_with(conn: &quinn::Connection) -> (u64, String) {
+    match tokio::time::timeout(DEADLINE, conn.closed()).await.unwrap() {
+        quinn::ConnectionError::ApplicationClosed(close) => (
+            close.error_code.into_inner(),
+            String::from_utf8_lossy(&close.reason).into_owned(),
+        ),
+        other => panic!("unexpected close {other}"),
+    }
+}
+
+fn garbage(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_and_random_frames_close_only_that_connection() {
+    let ca = DevCa::generate().unwrap();
+    let mut nodes = cluster(&ca, &[1, 2]).await;
+    let server = nodes[1].0.clone();
+    let addr = server.local_addr();
+    let mut peers = addresses(&[&nodes[0].0, &server]);
+    peers.insert(3, Bytes::new());
+    server.set_peers(peers);
+
+    // A frame that claims 4 GiB: refused from its length prefix alone.
+    let (_ep, conn, mut send, mut recv) = raw_stream(&ca, 3, addr, 2).await;
+    send.write_all(&greeting()).await.unwrap();
+    let mut reply = [0u8; 12];
+    recv.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[..4], b"RQM1");
+    send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
+    let (code, reason) = closed_with(&conn).await;
+    assert_eq!(code, 3, "oversize: {reason}");
+    assert!(reason.contains("exceeds"), "{reason}");
+
+    // Frames of random bytes: every one is malformed, none crashes the node.
+    for seed in 1..=20u64 {
+        let (_ep, conn, mut send, _recv) = raw_stream(&ca, 3, addr, 2).await;
+        send.write_all(&greeting()).await.unwrap();
+        let body = garbage(seed, 16 + seed as usize * 37);
+        let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        // Ignore write errors: the node may close the connection before all is written.
+        let _ = send.write_all(&frame).await;
+        let (code, reason) = closed_with(&conn).await;
+        assert_eq!(code, 2, "random frame {seed}: {reason}");
+    }
+
+    // An empty frame, and a random greeting.
+    let (_ep, conn, mut send, _recv) = raw_stream(&ca, 3, addr, 2).await;
+    send.write_all(&greeting()).await.unwrap();
+    send.write_all(&0u32.to_le_bytes()).await.unwrap();
+    assert_eq!(closed_with(&conn).await.0, 2);
+    let (_ep, conn, mut send, _recv) = raw_stream(&ca, 3, addr, 2).await;
+    let _ = send.write_all(&garbage(99, 4096)).await;
+    assert_eq!(closed_with(&conn).await.0, 5);
+
+    assert_eq!(server.stats().malformed_frames, 22);
+    // The node still serves its real peer.
+    let (client, _) = &nodes[0];
+    send_retrying(client, 2, vec![forward(5)]).await;
+    let rx = &mut nodes[1].1;
+    match next_incoming(rx).await {
+        Incoming::Messages { from, messages } => {
+            assert_eq!(from, 1);
+            assert_eq!(messages, vec![forward(5)]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    for (t, _) in &nodes {
+        t.shutdown().await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_snapshot_arrives_intact_while_heartbeats_flow() {
+    snapshot_while_heartbeats_flow(64 << 20).await;
+}
+
+/// The long variant (about 2.5 GiB of memory):
+/// `cargo test -p raft-transport-quic --release --test transport -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: a 1 GiB snapshot"]
+async fn a_1_gib_snapshot_arrives_intact_while_heartbeats_flow() {
+    snapshot_while_heartbeats_flow(1 << 30).await;
+}
+
+/// Sends a snapshot of `size` bytes while node 1 keeps exchanging heartbeats with node 2,
+/// checks it arrives intact and prints the heartbeat latency.
+async fn snapshot_while_heartbeats_flow(size: usize) {
+    const HEARTBEATS_DURING: usize = 20;
+    let ca = DevCa::generate().unwrap();
+    let mut nodes = cluster(&ca, &[1, 2]).await;
+    settle(&nodes).await;
+    let (b, mut b_rx) = nodes.pop().unwrap();
+    let (a, mut a_rx) = nodes.pop().unwrap();
+
+    // Node 2 answers heartbeats, and takes the snapshot only after answering
+    // HEARTBEATS_DURING more heartbeats: heartbeats must flow while a snapshot is pending.
+    let follower = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let mut answered = 0usize;
+            let mut pending: Option<(usize, tokio::sync::oneshot::Sender<Result<(), String>>)> = None;
+            let mut received = None;
+            loop {
+                match b_rx.recv().await {
+                    None => return received,
+                    Some(Incoming::Messages { messages, .. }) => {
+                        for m in messages {
+                            if let WireMessage::Raft(Message {
+                                body: MessageBody::Heartbeat(h),
+                                ..
+                            }) = m
+                            {
+                                let reply = WireMessage::Raft(Message {
+                                    from: 2,
+                                    to: 1,
+                                    term: 1,
+                                    body: MessageBody::HeartbeatResponse(HeartbeatResponse {
+                                        round: h.round,
+                                    }),
+                                });
+                                let _ = b.send(1, vec![reply]);
+                                answered += 1;
+                            }
+                        }
+                        if pending.as_ref().is_some_and(|(target, _)| answered >= *target) {
+                            let (_, ack) = pending.take().unwrap();
+                            ack.send(Ok(())).unwrap();
+                            return received;
+                        }
+                    }
+                    Some(Incoming::Snapshot { data, ack, from, .. }) => {
+                        assert_eq!(from, 1);
+                        received = Some(data);
+                        pending = Some((answered + HEARTBEATS_DURING, ack));
+                    }
+                }
+            }
+        })
+    };
+
+    // Node 1 sends a heartbeat, waits for its answer, and repeats.
+    let transferring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let (a, transferring, stop) = (a.clone(), transferring.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut idle, mut busy) = (Vec::new(), Vec::new());
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                round += 1;
+                let during = transferring.load(Ordering::Relaxed);
+                let start = Instant::now();
+                send_retrying(&a, 2, vec![heartbeat(1, 2, round)]).await;
+                loop {
+                    let Ok(Some(incoming)) =
+                        tokio::time::timeout(Duration::from_millis(500), a_rx.recv()).await
+                    else {
+                        break; // lost (a queue was full): send the next one
+                    };
+                    if let Incoming::Messages { messages, .. } = incoming {
+                        if messages.iter().any(|m| {
+                            matches!(m, WireMessage::Raft(Message { body: MessageBody::HeartbeatResponse(r), .. }) if r.round == round)
+                        }) {
+                            let rtt = start.elapsed();
+                            if during && transferring.load(Ordering::Relaxed) {
+                                busy.push(rtt);
+                            } else if !during {
+                                idle.push(rtt);
+                            }
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (idle, busy)
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let data: Bytes = garbage(7, size).into();
+    let checksum = crc32c::crc32c(&data);
+    transferring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    a.send_snapshot(2, snapshot_message(1, 2), data.clone())
+        .await
+        .unwrap();
+    let elapsed = start.elapsed();
+    transferring.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+
+    let received = follower.await.unwrap().expect("snapshot delivered");
+    assert_eq!(received.len(), size);
+    assert_eq!(crc32c::crc32c(&received), checksum, "snapshot intact");
+    let (mut idle, mut busy) = pinger.await.unwrap();
+    idle.sort();
+    busy.sort();
+    println!(
+        "{} MiB snapshot in {elapsed:?} ({:.0} MB/s incl. delivery); heartbeat RTT idle: n={} p50={:?} p99={:?}; \
+         during transfer: n={} p50={:?} p99={:?} max={:?}",
+        size >> 20,
+        size as f64 / elapsed.as_secs_f64() / 1e6,
+        idle.len(),
+        percentile(&idle, 0.5),
+        percentile(&idle, 0.99),
+        busy.len(),
+        percentile(&busy, 0.5),
+        percentile(&busy, 0.99),
+        busy.last().copied().unwrap_or_default(),
+    );
+    assert_eq!(a.stats().snapshots_sent, 1);
+    assert_eq!(b.stats().snapshots_received, 1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_snapshots_are_reported() {
+    let ca = DevCa::generate().unwrap();
+    let a = bind(&ca, 1).await;
+    let mut cfg = config(2, ca.node_tls(2).unwrap());
+    cfg.limits.max_snapshot_size = 1 << 20;
+    let b = QuicTransport::bind(cfg).await.unwrap();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut peers = addresses(&[&a, &b]);
+    peers.insert(3, Bytes::from(silent.local_addr().unwrap().to_string()));
+    a.set_peers(peers.clone());
+    b.set_peers(peers);
+    let (inbox, mut b_rx) = Inbox::channel(16);
+    b.register(inbox);
+    // Node 2's runtime refuses every snapshot.
+    let refuser = tokio::spawn(async move {
+        while let Some(incoming) = b_rx.recv().await {
+            if let Incoming::Snapshot { ack, .. } = incoming {
+                let _ = ack.send(Err("installing another snapshot".into()));
+            }
+        }
+    });
+
+    let err = a
+        .send_snapshot(2, snapshot_message(1, 2), Bytes::from(vec![1u8; 1000]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TransportError::Refused {
+            peer: 2,
+            reason: "installing another snapshot".into()
+        }
+    );
+    let err = a
+        .send_snapshot(2, snapshot_message(1, 2), Bytes::from(vec![1u8; 2 << 20]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Refused { peer: 2, reason } if reason.contains("exceeds the limit")),
+        "{err}"
+    );
+    let mut forged = snapshot_message(1, 2);
+    forged.from = 3;
+    let err = a
+        .send_snapshot(2, forged, Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Refused { .. }), "{err}");
+
+    // A peer that never answers: every attempt times out, and the caller is told.
+    let mut cfg = config(4, ca.node_tls(4).unwrap());
+    cfg.tuning.handshake_timeout = Duration::from_millis(300);
+    cfg.limits.snapshot_attempts = 2;
+    let c = QuicTransport::bind(cfg).await.unwrap();
+    let mut peers = addresses(&[&c]);
+    peers.insert(3, Bytes::from(silent.local_addr().unwrap().to_string()));
+    c.set_peers(peers);
+    let err = c
+        .send_snapshot(3, snapshot_message(4, 3), Bytes::from_static(b"data"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Unreachable { peer: 3, reason } if reason.contains("2 attempts")),
+        "{err}"
+    );
+    for t in [a, b, c] {
+        t.shutdown().await;
+    }
+    refuser.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_holds_an_idle_connection_open() {
+    let ca = DevCa::generate().unwrap();
+    let mut nodes = Vec::new();
+    for id in [1, 2] {
+        let mut cfg = config(id, ca.node_tls(id).unwrap());
+        cfg.tuning.idle_timeout = Duration::from_secs(2);
+        cfg.tuning.keep_alive_interval = Duration::from_millis(250);
+        nodes.push(QuicTransport::bind(cfg).await.unwrap());
+    }
+    let peers = addresses(&[&nodes[0], &nodes[1]]);
+    for n in &nodes {
+        n.set_peers(peers.clone());
+    }
+    nodes[0].connect(2).await.unwrap();
+    wait_for("node 2 to adopt the connection", || {
+        nodes[1].peer_connection(1).is_some()
+    })
+    .await;
+    // Three idle timeouts with no traffic at all.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for n in &nodes {
+        assert_eq!(
+            n.stats().connections_established,
+            1,
+            "the connection never dropped"
+        );
+        assert_eq!(n.open_connections(), 1);
+    }
+    assert!(nodes[0].peer_connection(2).is_some());
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_errors_name_what_is_wrong() {
+    let ca = DevCa::generate().unwrap();
+    // A busy port.
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let mut cfg = config(1, ca.node_tls(1).unwrap());
+    cfg.listen_addr = addr;
+    let err = QuicTransport::bind(cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, QuicError::Bind { addr: a, .. } if *a == addr),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+
+    // A certificate for another node.
+    let err = QuicTransport::bind(config(1, ca.node_tls(2).unwrap()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QuicError::Identity(_)), "{err}");
+
+    // Keep-alive not below the idle timeout.
+    let mut cfg = config(1, ca.node_tls(1).unwrap());
+    cfg.tuning.keep_alive_interval = cfg.tuning.idle_timeout;
+    assert!(matches!(
+        QuicTransport::bind(cfg).await.unwrap_err(),
+        QuicError::Config(_)
+    ));
+
+    // PEM files: written by the dev helper, loaded back; errors name the file.
+    let dir = tempfile::tempdir().unwrap();
+    let files = ca.write_node_files(dir.path(), 1).unwrap();
+    let tls = TlsConfig::from_pem_files(&files.ca, &files.cert, &files.key).unwrap();
+    assert_eq!(tls.node_id().unwrap(), 1);
+    let t = QuicTransport::bind(config(1, tls)).await.unwrap();
+    t.shutdown().await;
+
+    let missing = dir.path().join("missing.pem");
+    let err = TlsConfig::from_pem_files(&files.ca, &missing, &files.key).unwrap_err();
+    assert!(
+        matches!(&err, QuicError::ReadFile { path, .. } if *path == missing),
+        "{err}"
+    );
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let err = TlsConfig::from_pem_files(&junk, &files.cert, &files.key).unwrap_err();
+    assert!(
+        matches!(&err, QuicError::Pem { path, .. } if *path == junk),
+        "{err}"
+    );
+    assert!(err.to_string().contains("junk.pem"), "{err}");
+
+    // A key file that holds a certificate instead.
+    let err = TlsConfig::from_pem_files(&files.ca, &files.cert, &files.cert).unwrap_err();
+    assert!(err.to_string().contains("no PRIVATE KEY"), "{err}");
+
+    // A certificate naming two nodes is not a node identity.
+    let twin = ca.issue_with_names(1, &[1, 2]).unwrap();
+    let tls = TlsConfig::from_pem(ca.ca_cert_pem(), &twin.cert_pem, &twin.key_pem).unwrap();
+    assert!(matches!(tls.node_id(), Err(QuicError::Identity(_))));
+}
