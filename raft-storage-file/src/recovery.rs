@@ -1,0 +1,563 @@
+//! Recovery: rebuild the durable state from the segments, verifying every record.
+//!
+//! The rules (the crate README explains them at length):
+//!
+//! 1. Segments are read in number order. Every segment but the newest is *closed*: the
+//!    next segment's header records where its committed data ends, and every byte up to
+//!    there must be a valid record, ending in a commit record. Anything else is
+//!    [`WalError::Corrupt`] naming the file and offset.
+//! 2. The newest segment may end in a torn write. Records are read until the first one
+//!    that fails; everything after the last commit record before it is discarded. But if
+//!    a valid commit record of a *later* group write lies behind the failure, the failure
+//!    is in data that was once durable: that is corruption, not a torn tail.
+//! 3. A newest segment whose header is zero or invalid and that holds no durable data was
+//!    being prepared or started when the process died; it is discarded.
+//! 4. Records only take effect at their batch's commit record. Checkpoints, batch numbers
+//!    and entry indexes are cross-checked while replaying.
+//! 5. Finally the trait's restart rule: a stored snapshot at `s` whose term differs from
+//!    the log's entry at `s` discards the log; otherwise entries after `s` are kept.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use raft_core::{HardState, Index, Term};
+
+use crate::error::{CorruptKind, WalError};
+use crate::fault::{Io, open_ro};
+use crate::format::{
+    ALIGN, COMMIT_LEN, Checkpoint, FORMAT_VERSION, HEADER_LEN, HeaderError, SegmentHeader, SnapRef,
+    commit_at, decode_commit, decode_entry_meta, decode_serde, padded, parse_record, parse_segment_name,
+    parse_snapshot_name, rtype, snapshot_name,
+};
+use crate::snapshot::check_snapshot_file;
+use crate::state::Loc;
+
+/// Figures about the last recovery, from [`FileLogStore::recovery_stats`](crate::FileLogStore::recovery_stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segments read.
+    pub segments: usize,
+    /// Bytes of segment data read and verified.
+    pub bytes: u64,
+    /// Entries in the recovered log.
+    pub entries: u64,
+    /// Bytes of a torn tail that were discarded (0 after a clean shutdown).
+    pub torn_bytes: u64,
+    /// How long recovery took.
+    pub duration: Duration,
+}
+
+/// A segment that is part of the recovered log.
+#[derive(Clone, Debug)]
+pub(crate) struct RecoveredSegment {
+    pub seq: u64,
+    pub path: PathBuf,
+    /// End of its committed data.
+    pub end: u64,
+    /// Its length on disk.
+    pub file_len: u64,
+}
+
+/// The recovered state and the housekeeping `open` must do before writing.
+#[derive(Debug)]
+pub(crate) struct Recovery {
+    pub hard_state: HardState,
+    pub snapshot: Option<SnapRef>,
+    pub first: Index,
+    pub base_term: Term,
+    pub locs: VecDeque<Loc>,
+    /// Segments of the log, oldest first; the last is the newest.
+    pub segments: Vec<RecoveredSegment>,
+    pub next_seq: u64,
+    pub next_batch: u64,
+    pub next_gen: u64,
+    /// Files to delete: temporaries, discarded segments, orphan snapshots.
+    pub remove: Vec<PathBuf>,
+    /// Discarded segments of full size, fit for reuse.
+    pub reusable: Vec<PathBuf>,
+    pub stats: RecoveryStats,
+}
+
+/// Where a repair cuts the log: the segment at `seg` (index into the list of segments
+/// that were read) keeps `offset` bytes; every later segment goes.
+#[derive(Clone, Debug)]
+pub(crate) struct Cut {
+    pub path: PathBuf,
+    pub offset: u64,
+}
+
+/// A recovery failure, with where a repair would cut.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub error: WalError,
+    pub cut: Option<Cut>,
+}
+
+impl From<WalError> for Failure {
+    fn from(error: WalError) -> Self {
+        Failure { error, cut: None }
+    }
+}
+
+fn corrupt_at(path: &Path, offset: u64, kind: CorruptKind, cut: u64) -> Failure {
+    Failure {
+        error: WalError::corrupt(path, offset, kind),
+        cut: Some(Cut {
+            path: path.to_path_buf(),
+            offset: cut,
+        }),
+    }
+}
+
+/// A record read but not yet committed.
+enum Pending {
+    Checkpoint(Box<Checkpoint>),
+    Entry(Index, Loc),
+    HardState(HardState),
+    Install(Box<SnapRef>),
+    Saved(Box<SnapRef>),
+}
+
+/// Where the record that set the current snapshot is.
+#[derive(Clone, Debug)]
+struct SnapOrigin {
+    path: PathBuf,
+    offset: u64,
+    batch_start: u64,
+}
+
+/// The state rebuilt so far.
+#[derive(Default)]
+struct Replay {
+    initialized: bool,
+    hard_state: HardState,
+    snapshot: Option<(SnapRef, SnapOrigin)>,
+    log_first: Index,
+    locs: VecDeque<Loc>,
+    next_batch: Option<u64>,
+}
+
+impl Replay {
+    fn append(&mut self, index: Index, loc: Loc) -> Result<(), CorruptKind> {
+        if self.locs.is_empty() {
+            self.log_first = index;
+        } else {
+            let last = self.log_first + self.locs.len() as u64 - 1;
+            if index > last + 1 {
+                return Err(CorruptKind::LogGap { index, last });
+            }
+            if index < self.log_first {
+                self.locs.clear();
+                self.log_first = index;
+            } else {
+                self.locs.truncate((index - self.log_first) as usize);
+            }
+        }
+        self.locs.push_back(loc);
+        Ok(())
+    }
+
+    /// Applies a committed batch; on failure returns the offending record's offset.
+    fn commit(
+        &mut self,
+        pending: &mut Vec<(u64, Pending)>,
+        batch: u64,
+        path: &Path,
+        batch_start: u64,
+    ) -> Result<(), (u64, CorruptKind)> {
+        for (offset, rec) in pending.drain(..) {
+            if !self.initialized && !matches!(rec, Pending::Checkpoint(_)) {
+                return Err((offset, CorruptKind::MissingCheckpoint));
+            }
+            let origin = || SnapOrigin {
+                path: path.to_path_buf(),
+                offset,
+                batch_start,
+            };
+            match rec {
+                Pending::Checkpoint(cp) => {
+                    if !self.initialized {
+                        self.initialized = true;
+                        self.hard_state = cp.hard_state;
+                        self.snapshot = cp.snapshot.map(|s| (s, origin()));
+                    } else if cp.hard_state != self.hard_state
+                        || cp.snapshot.as_ref() != self.snapshot.as_ref().map(|s| &s.0)
+                    {
+                        return Err((offset, CorruptKind::CheckpointMismatch));
+                    }
+                }
+                Pending::Entry(index, loc) => self.append(index, loc).map_err(|k| (offset, k))?,
+                Pending::HardState(hs) => self.hard_state = hs,
+                Pending::Install(snap) => {
+                    self.locs.clear();
+                    self.snapshot = Some((*snap, origin()));
+                }
+                Pending::Saved(snap) => self.snapshot = Some((*snap, origin())),
+            }
+        }
+        if let Some(expected) = self.next_batch
+            && batch != expected
+        {
+            return Err((
+                batch_start,
+                CorruptKind::BatchSequence {
+                    expected,
+                    found: batch,
+                },
+            ));
+        }
+        self.next_batch = Some(batch + 1);
+        Ok(())
+    }
+}
+
+/// How one segment's scan ended.
+struct ScanEnd {
+    /// End of the last commit record.
+    committed: u64,
+}
+
+/// Scans `buf` (a segment's bytes) and replays its committed batches.
+fn scan_segment(
+    buf: &[u8],
+    seq: u64,
+    path: &Path,
+    closed: bool,
+    replay: &mut Replay,
+) -> Result<ScanEnd, Failure> {
+    let mut pos = HEADER_LEN as usize;
+    let mut committed = HEADER_LEN;
+    let mut pending: Vec<(u64, Pending)> = Vec::new();
+    let mut stop: Option<(usize, CorruptKind)> = None;
+    while pos < buf.len() {
+        let rec = match parse_record(buf, pos, seq) {
+            Ok(rec) => rec,
+            Err(kind) => {
+                stop = Some((pos, kind));
+                break;
+            }
+        };
+        let offset = pos as u64;
+        let hard = |kind| corrupt_at(path, offset, kind, committed);
+        if pos == HEADER_LEN as usize && rec.rtype != rtype::CHECKPOINT {
+            return Err(hard(CorruptKind::MissingCheckpoint));
+        }
+        match rec.rtype {
+            rtype::CHECKPOINT if pos == HEADER_LEN as usize => {
+                pending.push((
+                    offset,
+                    Pending::Checkpoint(Box::new(decode_serde(rec.body).map_err(hard)?)),
+                ));
+            }
+            rtype::ENTRY => {
+                let (term, index, size) = decode_entry_meta(rec.body).map_err(hard)?;
+                let loc = Loc {
+                    term,
+                    seg: seq,
+                    offset,
+                    len: rec.len,
+                    size: size.min(u32::MAX as u64) as u32,
+                };
+                pending.push((offset, Pending::Entry(index, loc)));
+            }
+            rtype::HARD_STATE => {
+                pending.push((offset, Pending::HardState(decode_serde(rec.body).map_err(hard)?)))
+            }
+            rtype::SNAPSHOT_INSTALL => {
+                pending.push((offset, Pending::Install(decode_serde(rec.body).map_err(hard)?)))
+            }
+            rtype::SNAPSHOT_SAVED => {
+                pending.push((offset, Pending::Saved(decode_serde(rec.body).map_err(hard)?)))
+            }
+            rtype::COMMIT => {
+                let (_, batch) = decode_commit(rec.body).map_err(hard)?;
+                replay
+                    .commit(&mut pending, batch, path, committed)
+                    .map_err(|(at, kind)| corrupt_at(path, at, kind, committed))?;
+                committed = offset + rec.padded_len as u64;
+            }
+            other => return Err(hard(CorruptKind::UnknownType(other))),
+        }
+        pos += rec.padded_len;
+    }
+    if closed {
+        if let Some((at, kind)) = stop {
+            return Err(corrupt_at(path, at as u64, kind, committed));
+        }
+        if let Some((at, _)) = pending.first() {
+            return Err(corrupt_at(path, *at, CorruptKind::UncommittedTail, committed));
+        }
+        return Ok(ScanEnd { committed });
+    }
+    if let Some((at, kind)) = stop
+        && durable_behind(buf, seq, committed, at + ALIGN)
+    {
+        return Err(corrupt_at(path, at as u64, kind, committed));
+    }
+    Ok(ScanEnd { committed })
+}
+
+/// Whether a valid commit record of a group write that started after `committed` lies at
+/// or after `from`: proof that data behind a bad record was durable.
+fn durable_behind(buf: &[u8], seq: u64, committed: u64, from: usize) -> bool {
+    let mut p = from.div_ceil(ALIGN) * ALIGN;
+    let need = padded(COMMIT_LEN as usize);
+    let marker = COMMIT_LEN.to_le_bytes();
+    while p + need <= buf.len() {
+        if buf[p..p + 4] == marker
+            && let Some(group_start) = commit_at(buf, p, seq)
+            && group_start > committed
+        {
+            return true;
+        }
+        p += ALIGN;
+    }
+    false
+}
+
+fn header_kind(err: HeaderError) -> CorruptKind {
+    match err {
+        HeaderError::Magic | HeaderError::Zero => CorruptKind::BadMagic,
+        _ => CorruptKind::HeaderChecksum,
+    }
+}
+
+struct Listed {
+    seq: u64,
+    path: PathBuf,
+    len: u64,
+    header: Result<SegmentHeader, HeaderError>,
+}
+
+/// Reads the first `len` bytes of a file into `buf`, which only ever grows (so that it is
+/// not cleared before every segment), and returns them.
+fn read_file<'a>(io: &Io, path: &Path, len: u64, buf: &'a mut Vec<u8>) -> Result<&'a [u8], WalError> {
+    let file = open_ro(path)?;
+    let len = len as usize;
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    io.read_exact_at(&file, path, &mut buf[..len], 0)?;
+    Ok(&buf[..len])
+}
+
+/// Reads the directory and rebuilds the state, without changing anything on disk.
+pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery, Failure> {
+    let started = Instant::now();
+    let mut listed = Vec::new();
+    let mut snapshots = Vec::new();
+    let mut remove = Vec::new();
+    let read_dir = std::fs::read_dir(dir).map_err(|e| WalError::io("read directory", dir, e))?;
+    for item in read_dir {
+        let item = item.map_err(|e| WalError::io("read directory", dir, e))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = item.path();
+        if let Some(seq) = parse_segment_name(name) {
+            let len = item.metadata().map_err(|e| WalError::io("stat", &path, e))?.len();
+            listed.push((seq, path, len));
+        } else if let Some(generation) = parse_snapshot_name(name) {
+            snapshots.push(generation);
+        } else if name.ends_with(".tmp") {
+            remove.push(path);
+        }
+    }
+    listed.sort_by_key(|(seq, _, _)| *seq);
+    snapshots.sort_unstable();
+    let next_seq = listed.last().map_or(1, |(seq, _, _)| seq + 1);
+
+    let mut segs = Vec::with_capacity(listed.len());
+    for (seq, path, len) in listed {
+        let mut head = vec![0u8; len.min(HEADER_LEN) as usize];
+        let file = open_ro(&path)?;
+        io.read_exact_at(&file, &path, &mut head, 0)?;
+        let header = SegmentHeader::decode(&head);
+        if let Err(HeaderError::Version(found)) = header {
+            return Err(WalError::UnsupportedVersion {
+                path,
+                found,
+                supported: FORMAT_VERSION,
+            }
+            .into());
+        }
+        segs.push(Listed {
+            seq,
+            path,
+            len,
+            header,
+        });
+    }
+
+    let mut buf = Vec::new();
+    let mut reusable = Vec::new();
+    // Rule 3: a newest segment without a valid header was never durably started.
+    while let Some(last) = segs.last() {
+        let Err(err) = last.header else { break };
+        let data = read_file(io, &last.path, last.len, &mut buf)?;
+        if durable_behind(data, last.seq, 0, HEADER_LEN as usize) {
+            return Err(corrupt_at(&last.path, 0, header_kind(err), 0));
+        }
+        let last = segs.pop().expect("checked above");
+        if err == HeaderError::Zero && last.len == segment_size {
+            reusable.push(last.path);
+        } else {
+            remove.push(last.path);
+        }
+    }
+    for i in 0..segs.len() {
+        let seg = &segs[i];
+        let header = match seg.header {
+            Ok(h) => h,
+            Err(err) => return Err(corrupt_at(&seg.path, 0, header_kind(err), 0)),
+        };
+        if header.seq != seg.seq {
+            let kind = CorruptKind::SequenceMismatch {
+                expected: seg.seq,
+                found: header.seq,
+            };
+            return Err(corrupt_at(&seg.path, 0, kind, 0));
+        }
+        if i > 0 && header.prev_seq != segs[i - 1].seq {
+            let kind = CorruptKind::BrokenChain {
+                prev_seq: header.prev_seq,
+            };
+            return Err(corrupt_at(&seg.path, 0, kind, 0));
+        }
+    }
+
+    let mut replay = Replay::default();
+    let mut segments = Vec::with_capacity(segs.len());
+    let mut stats = RecoveryStats::default();
+    for i in 0..segs.len() {
+        let seg = &segs[i];
+        let closed = i + 1 < segs.len();
+        let limit = if closed {
+            segs[i + 1].header.expect("validated").prev_end
+        } else {
+            seg.len
+        };
+        let data = read_file(io, &seg.path, limit.min(seg.len), &mut buf)?;
+        stats.bytes += data.len() as u64;
+        let end = scan_segment(data, seg.seq, &seg.path, closed, &mut replay)?;
+        if closed && seg.len < limit {
+            let kind = CorruptKind::Truncated { expected: limit };
+            return Err(corrupt_at(&seg.path, seg.len, kind, end.committed));
+        }
+        if !closed {
+            let data_end = data.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+            stats.torn_bytes = data_end.saturating_sub(end.committed);
+        }
+        segments.push(RecoveredSegment {
+            seq: seg.seq,
+            path: seg.path.clone(),
+            end: end.committed,
+            file_len: seg.len,
+        });
+    }
+    stats.segments = segments.len();
+    // A newest segment with nothing committed in it is dropped; its predecessor's end is
+    // known from its header, which was validated above.
+    if segments.last().is_some_and(|s| s.end == HEADER_LEN) {
+        let seg = segments.pop().expect("checked above");
+        if seg.file_len == segment_size {
+            reusable.push(seg.path);
+        } else {
+            remove.push(seg.path);
+        }
+    }
+
+    let Replay {
+        hard_state,
+        snapshot,
+        log_first,
+        mut locs,
+        next_batch,
+        ..
+    } = replay;
+    let (first, base_term) = match &snapshot {
+        Some((snap, _)) => {
+            let s = snap.meta.index;
+            if let Some(front) = locs.front()
+                && log_first > s + 1
+            {
+                let path = segment_path(&segments, front.seg);
+                let kind = CorruptKind::LogGap {
+                    index: log_first,
+                    last: s,
+                };
+                return Err(WalError::corrupt(path, front.offset, kind).into());
+            }
+            let end = log_first + locs.len() as u64;
+            if !locs.is_empty()
+                && s >= log_first
+                && s < end
+                && locs[(s - log_first) as usize].term != snap.meta.term
+            {
+                tracing::warn!(
+                    snapshot_index = s,
+                    snapshot_term = snap.meta.term,
+                    "the stored snapshot disagrees with the log at its index; discarding the log"
+                );
+                locs.clear();
+            } else if !locs.is_empty() {
+                let drop = ((s + 1).saturating_sub(log_first) as usize).min(locs.len());
+                locs.drain(..drop);
+            }
+            (s + 1, snap.meta.term)
+        }
+        None => {
+            if let Some(front) = locs.front()
+                && log_first != 1
+            {
+                let path = segment_path(&segments, front.seg);
+                let kind = CorruptKind::LogGap {
+                    index: log_first,
+                    last: 0,
+                };
+                return Err(WalError::corrupt(path, front.offset, kind).into());
+            }
+            (1, 0)
+        }
+    };
+
+    if let Some((snap, origin)) = &snapshot
+        && !check_snapshot_file(dir, snap)
+    {
+        let kind = CorruptKind::SnapshotFile {
+            generation: snap.generation,
+        };
+        return Err(corrupt_at(&origin.path, origin.offset, kind, origin.batch_start));
+    }
+    let current_gen = snapshot.as_ref().map(|(s, _)| s.generation);
+    for generation in &snapshots {
+        if Some(*generation) != current_gen {
+            remove.push(dir.join(snapshot_name(*generation)));
+        }
+    }
+    let next_gen = snapshots.last().copied().max(current_gen).map_or(1, |g| g + 1);
+    stats.entries = locs.len() as u64;
+    stats.duration = started.elapsed();
+    Ok(Recovery {
+        hard_state,
+        snapshot: snapshot.map(|(s, _)| s),
+        first,
+        base_term,
+        locs,
+        segments,
+        next_seq,
+        next_batch: next_batch.unwrap_or(1),
+        next_gen,
+        remove,
+        reusable,
+        stats,
+    })
+}
+
+fn segment_path(segments: &[RecoveredSegment], seq: u64) -> PathBuf {
+    segments
+        .iter()
+        .find(|s| s.seq == seq)
+        .map(|s| s.path.clone())
+        .unwrap_or_default()
+}

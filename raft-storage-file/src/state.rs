@@ -1,0 +1,320 @@
+//! The in-memory view of the durable log that reads are served from.
+//!
+//! One `RwLock<LogState>` guards it. The writer thread takes the write lock only after a
+//! group is durable, for the few microseconds it takes to apply the group; readers never
+//! wait for a disk write or an `fdatasync`. Entries are located through `locs` (one small
+//! record per entry: term, segment, offset); the most recent ones are also in a bounded
+//! cache, and older ones are read back from their segment with `pread`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use raft_core::{Entry, HardState, Index, StorageError, Term};
+
+use crate::error::{CorruptKind, WalError};
+use crate::fault::Io;
+use crate::format::{RECORD_HEADER, SnapRef, decode_entry, padded, parse_record, rtype};
+
+/// Where an entry lives on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loc {
+    /// The entry's term.
+    pub term: Term,
+    /// Its segment.
+    pub seg: u64,
+    /// Offset of its record in the segment.
+    pub offset: u64,
+    /// Record length (frame header and payload, no padding).
+    pub len: u32,
+    /// [`Entry::size`], saturated to `u32`, for byte limits without reading the entry.
+    pub size: u32,
+}
+
+/// An open segment, readable by any thread.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    pub file: Arc<File>,
+}
+
+/// The durable state as reads see it.
+#[derive(Debug)]
+pub(crate) struct LogState {
+    pub hard_state: HardState,
+    pub snapshot: Option<SnapRef>,
+    /// First stored index; entries before it are compacted.
+    pub first: Index,
+    /// Term of the entry at `first - 1` (the snapshot's term once compacted to it).
+    pub base_term: Term,
+    /// Locations of the entries `first..=last`.
+    pub locs: VecDeque<Loc>,
+    /// The entries `last + 1 - cache.len() ..= last`.
+    cache: VecDeque<Entry>,
+    cache_bytes: u64,
+    cache_limit: u64,
+    /// Every segment file still part of the log, by number.
+    pub segments: BTreeMap<u64, Segment>,
+    /// The newest segment with data (never deleted by compaction); 0 if there is none.
+    pub newest_seq: u64,
+    /// End of the durable data in the newest segment.
+    pub durable_end: u64,
+}
+
+impl LogState {
+    pub(crate) fn new(cache_limit: u64) -> Self {
+        LogState {
+            hard_state: HardState::default(),
+            snapshot: None,
+            first: 1,
+            base_term: 0,
+            locs: VecDeque::new(),
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            cache_limit,
+            segments: BTreeMap::new(),
+            newest_seq: 0,
+            durable_end: 0,
+        }
+    }
+
+    pub(crate) fn last(&self) -> Index {
+        self.first + self.locs.len() as u64 - 1
+    }
+
+    pub(crate) fn snapshot_index(&self) -> Index {
+        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
+    }
+
+    fn cache_first(&self) -> Index {
+        self.last() + 1 - self.cache.len() as u64
+    }
+
+    pub(crate) fn term(&self, index: Index) -> Result<Term, StorageError> {
+        let base = self.first - 1;
+        if index < base {
+            return Err(StorageError::Compacted {
+                index,
+                first: self.first,
+            });
+        }
+        if index == base {
+            return Ok(self.base_term);
+        }
+        let last = self.last();
+        if index > last {
+            return Err(StorageError::Unavailable { index, last });
+        }
+        Ok(self.locs[(index - self.first) as usize].term)
+    }
+
+    /// Discards the entries at and after `index`.
+    pub(crate) fn truncate_from(&mut self, index: Index) {
+        let last = self.last();
+        if index > last {
+            return;
+        }
+        let keep = index.saturating_sub(self.first) as usize;
+        self.locs.truncate(keep);
+        let drop = ((last + 1 - index) as usize).min(self.cache.len());
+        for _ in 0..drop {
+            if let Some(e) = self.cache.pop_back() {
+                self.cache_bytes -= e.size();
+            }
+        }
+    }
+
+    /// Appends the entry after the last one.
+    pub(crate) fn push(&mut self, entry: Entry, loc: Loc) {
+        debug_assert_eq!(entry.index, self.last() + 1);
+        self.locs.push_back(loc);
+        if self.cache_limit == 0 {
+            return;
+        }
+        self.cache_bytes += entry.size();
+        self.cache.push_back(entry);
+        while self.cache_bytes > self.cache_limit {
+            match self.cache.pop_front() {
+                Some(e) => self.cache_bytes -= e.size(),
+                None => break,
+            }
+        }
+    }
+
+    /// A snapshot from the leader: it replaces the log.
+    pub(crate) fn install(&mut self, snap: SnapRef) {
+        self.locs.clear();
+        self.cache.clear();
+        self.cache_bytes = 0;
+        self.first = snap.meta.index + 1;
+        self.base_term = snap.meta.term;
+        self.snapshot = Some(snap);
+    }
+
+    /// Discards entries up to `index`. Returns whether anything changed.
+    pub(crate) fn compact(&mut self, index: Index) -> Result<bool, WalError> {
+        let snapshot = self.snapshot_index();
+        if index > snapshot || self.snapshot.is_none() {
+            if index == 0 {
+                return Ok(false);
+            }
+            return Err(WalError::CompactBeyondSnapshot { index, snapshot });
+        }
+        if index < self.first {
+            return Ok(false);
+        }
+        let last = self.last();
+        let base_term = if index <= last {
+            self.locs[(index - self.first) as usize].term
+        } else {
+            // Only reachable when the snapshot is past the log; then the log is covered.
+            self.snapshot.as_ref().map_or(0, |s| s.meta.term)
+        };
+        let drop = ((index + 1 - self.first) as usize).min(self.locs.len());
+        self.locs.drain(..drop);
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.cache.pop_front() {
+                self.cache_bytes -= e.size();
+            }
+        }
+        self.first = index + 1;
+        self.base_term = base_term;
+        Ok(true)
+    }
+
+    /// The oldest segment that still holds something the log needs: the segment of the
+    /// first live entry, or the newest segment if that is older.
+    pub(crate) fn oldest_needed_segment(&self) -> u64 {
+        let live = self.locs.front().map_or(u64::MAX, |l| l.seg);
+        live.min(self.newest_seq)
+    }
+}
+
+/// What a read needs after the lock is released.
+struct Plan {
+    /// Entries to read from disk: index and location.
+    disk: Vec<(Index, Loc)>,
+    /// Files of the segments involved.
+    files: BTreeMap<u64, (PathBuf, Arc<File>)>,
+    /// Entries served from the cache, after the disk ones.
+    cached: Vec<Entry>,
+}
+
+fn plan(state: &LogState, low: Index, high: Index, max_bytes: u64) -> Result<Plan, StorageError> {
+    if low < state.first {
+        return Err(StorageError::Compacted {
+            index: low,
+            first: state.first,
+        });
+    }
+    let last = state.last();
+    if high > last + 1 {
+        return Err(StorageError::Unavailable {
+            index: high - 1,
+            last,
+        });
+    }
+    let mut end = low;
+    let mut total = 0u64;
+    while end < high {
+        let size = state.locs[(end - state.first) as usize].size as u64;
+        total = total.saturating_add(size);
+        if total > max_bytes && end > low {
+            break;
+        }
+        end += 1;
+    }
+    let cache_first = state.cache_first();
+    let disk_end = end.min(cache_first).max(low);
+    let mut files = BTreeMap::new();
+    let disk: Vec<(Index, Loc)> = (low..disk_end)
+        .map(|i| (i, state.locs[(i - state.first) as usize]))
+        .collect();
+    for (_, loc) in &disk {
+        if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(loc.seg) {
+            let seg = state.segments.get(&loc.seg).ok_or_else(|| {
+                StorageError::Failure(format!("segment {} of a live entry is not open", loc.seg).into())
+            })?;
+            slot.insert((seg.path.clone(), seg.file.clone()));
+        }
+    }
+    let cached = (disk_end..end)
+        .map(|i| state.cache[(i - cache_first) as usize].clone())
+        .collect();
+    Ok(Plan { disk, files, cached })
+}
+
+/// Largest span read with one `pread`.
+const MAX_SPAN: u64 = 8 << 20;
+/// Largest gap between two records that one `pread` still covers.
+const MAX_GAP: u64 = 64 << 10;
+
+/// Serves [`LogStore::entries`](raft_runtime::LogStore::entries).
+pub(crate) fn read_entries(
+    state: &RwLock<LogState>,
+    io: &Io,
+    low: Index,
+    high: Index,
+    max_bytes: u64,
+) -> Result<Vec<Entry>, StorageError> {
+    let plan = plan(&state.read().expect("log state lock"), low, high, max_bytes)?;
+    if plan.disk.is_empty() {
+        return Ok(plan.cached);
+    }
+    let mut out = Vec::with_capacity(plan.disk.len() + plan.cached.len());
+    if let Err(err) = read_from_segments(io, &plan, &mut out) {
+        // A concurrent compaction may have recycled the segment under us.
+        let first = state.read().expect("log state lock").first;
+        if low < first {
+            return Err(StorageError::Compacted { index: low, first });
+        }
+        return Err(StorageError::Failure(Box::new(err)));
+    }
+    out.extend(plan.cached);
+    Ok(out)
+}
+
+fn read_from_segments(io: &Io, plan: &Plan, out: &mut Vec<Entry>) -> Result<(), WalError> {
+    let mut i = 0;
+    while i < plan.disk.len() {
+        let (_, first) = plan.disk[i];
+        let start = first.offset;
+        let mut end = start + padded(first.len as usize - RECORD_HEADER) as u64;
+        let mut j = i + 1;
+        while j < plan.disk.len() {
+            let loc = plan.disk[j].1;
+            let rec_end = loc.offset + padded(loc.len as usize - RECORD_HEADER) as u64;
+            if loc.seg != first.seg
+                || loc.offset < end
+                || loc.offset - end > MAX_GAP
+                || rec_end - start > MAX_SPAN
+            {
+                break;
+            }
+            end = rec_end;
+            j += 1;
+        }
+        let (path, file) = &plan.files[&first.seg];
+        let mut buf = vec![0u8; (end - start) as usize];
+        io.read_exact_at(file, path, &mut buf, start)?;
+        let buf = Bytes::from(buf);
+        for &(index, loc) in &plan.disk[i..j] {
+            let pos = (loc.offset - start) as usize;
+            let corrupt = |kind| WalError::corrupt(path, loc.offset, kind);
+            let rec = parse_record(&buf, pos, loc.seg).map_err(corrupt)?;
+            if rec.rtype != rtype::ENTRY || rec.len != loc.len {
+                return Err(corrupt(CorruptKind::Decode));
+            }
+            let entry =
+                decode_entry(&buf.slice(pos..pos + loc.len as usize), RECORD_HEADER + 1).map_err(corrupt)?;
+            if entry.index != index || entry.term != loc.term {
+                return Err(corrupt(CorruptKind::Decode));
+            }
+            out.push(entry);
+        }
+        i = j;
+    }
+    Ok(())
+}

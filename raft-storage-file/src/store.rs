@@ -1,0 +1,466 @@
+//! [`FileLogStore`]: opening a directory, and the [`LogStore`] implementation.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use raft_core::{Entry, Index, InitialState, SnapshotMeta, StorageError, Term};
+use raft_runtime::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
+use tokio::sync::oneshot;
+
+use crate::error::WalError;
+use crate::fault::{Io, open_ro, open_rw};
+use crate::format::{Checkpoint, SnapRef, free_tmp_name, parse_segment_name};
+use crate::janitor::{self, Janitor};
+use crate::lock::DirLock;
+use crate::options::Options;
+use crate::recovery::{Recovery, RecoveryStats, recover};
+use crate::snapshot::{SnapshotReader, read_snapshot, write_snapshot_file};
+use crate::state::{LogState, Segment, read_entries};
+use crate::writer::{Op, Queue, Writer, WriterInit};
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub writes: AtomicU64,
+    pub entries: AtomicU64,
+    pub bytes: AtomicU64,
+    pub fsyncs: AtomicU64,
+}
+
+/// Everything the store's threads share.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    pub dir_file: File,
+    pub io: Io,
+    pub options: Options,
+    pub state: RwLock<LogState>,
+    pub queue: Queue,
+    pub janitor: Janitor,
+    pub metrics: Metrics,
+    pub next_gen: AtomicU64,
+    pub next_seq: AtomicU64,
+    /// The error that stopped the writer, if any.
+    pub failure: Mutex<Option<StoreError>>,
+    pub recovery: RecoveryStats,
+    _lock: DirLock,
+}
+
+impl Shared {
+    fn state(&self) -> RwLockReadGuard<'_, LogState> {
+        self.state.read().expect("log state lock")
+    }
+
+    fn write_snapshot(&self, snapshot: &Snapshot) -> Result<SnapRef, WalError> {
+        let generation = self.next_gen.fetch_add(1, Ordering::SeqCst);
+        write_snapshot_file(&self.io, &self.dir, &self.dir_file, generation, snapshot)
+    }
+
+    /// Runs `f` on the current snapshot reference, retrying if a newer snapshot replaced
+    /// (and deleted) the file in between.
+    fn with_snapshot<T>(&self, f: impl Fn(&SnapRef) -> Result<T, WalError>) -> Result<Option<T>, WalError> {
+        let mut tries = 0;
+        loop {
+            let Some(snap) = self.state().snapshot.clone() else {
+                return Ok(None);
+            };
+            match f(&snap) {
+                Ok(value) => return Ok(Some(value)),
+                Err(err) => {
+                    let gone = err
+                        .io_error()
+                        .is_some_and(|e| e.kind() == io::ErrorKind::NotFound);
+                    let replaced =
+                        self.state().snapshot.as_ref().map(|s| s.generation) != Some(snap.generation);
+                    tries += 1;
+                    if !(gone && replaced) || tries > 16 {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the durable data of the log currently ends (see [`FileLogStore::durable_position`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalPosition {
+    /// The newest segment file.
+    pub segment: PathBuf,
+    /// The end of its durable data.
+    pub offset: u64,
+}
+
+/// A Raft log store on local files: a segmented write-ahead log with group commit.
+///
+/// Open it with [`FileLogStore::open`] and hand it to the runtime as a [`LogStore`]. See the
+/// crate documentation for the on-disk format and the recovery rules.
+pub struct FileLogStore {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    janitor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for FileLogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileLogStore")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sync_parent(io: &Io, dir: &Path) -> Result<(), WalError> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let file = open_ro(parent)?;
+    io.sync_dir(&file, parent)
+}
+
+fn ignore_missing(result: Result<(), WalError>) -> Result<(), WalError> {
+    match result {
+        Err(err)
+            if err
+                .io_error()
+                .is_some_and(|e| e.kind() == io::ErrorKind::NotFound) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Carries out what recovery decided: deletes leftovers, moves reusable segments to the
+/// free list and cuts the newest segment back to its committed end.
+fn housekeeping(io: &Io, dir: &Path, dir_file: &File, recovery: &Recovery) -> Result<Vec<PathBuf>, WalError> {
+    for path in &recovery.remove {
+        ignore_missing(io.remove(path))?;
+        io.sync_dir(dir_file, dir)?;
+    }
+    let mut free = Vec::new();
+    for (i, path) in recovery.reusable.iter().enumerate() {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(parse_segment_name);
+        let to = dir.join(free_tmp_name(name.unwrap_or(i as u64)));
+        io.rename(path, &to)?;
+        io.sync_dir(dir_file, dir)?;
+        free.push(to);
+    }
+    if let Some(last) = recovery.segments.last()
+        && last.file_len > last.end
+    {
+        if recovery.stats.torn_bytes > 0 {
+            tracing::warn!(
+                segment = %last.path.display(),
+                offset = last.end,
+                bytes = recovery.stats.torn_bytes,
+                "discarding a torn write at the end of the log"
+            );
+        }
+        let file = open_rw(&last.path)?;
+        io.set_len(&file, &last.path, last.end)?;
+        io.sync_all(&file, &last.path)?;
+    }
+    Ok(free)
+}
+
+impl FileLogStore {
+    /// Opens (or creates) the log in `dir`: takes the directory lock, recovers the log and
+    /// starts the writer and janitor threads.
+    ///
+    /// Fails with [`WalError::Locked`] if another store holds the directory,
+    /// [`WalError::Corrupt`] (naming file and offset) if the log is damaged anywhere but in
+    /// a torn final write, [`WalError::UnsupportedVersion`] for files of another format
+    /// version, and [`WalError::Io`] (naming the path) for system call failures.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<FileLogStore, WalError> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let io = Io::new(options.fault_hook.clone());
+        if !dir.exists() {
+            if !options.create_if_missing {
+                return Err(WalError::io("open", &dir, io::ErrorKind::NotFound.into()));
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| WalError::io("create directory", &dir, e))?;
+            sync_parent(&io, &dir)?;
+        }
+        let dir_file = open_ro(&dir)?;
+        let lock = DirLock::acquire(&io, &dir, &dir_file)?;
+        let recovery = recover(&io, &dir, options.segment_size).map_err(|f| f.error)?;
+        let free = housekeeping(&io, &dir, &dir_file, &recovery)?;
+
+        let mut state = LogState::new(options.cache_bytes);
+        state.hard_state = recovery.hard_state;
+        state.snapshot = recovery.snapshot.clone();
+        state.first = recovery.first;
+        state.base_term = recovery.base_term;
+        for seg in &recovery.segments {
+            let file = Arc::new(open_ro(&seg.path)?);
+            let path = seg.path.clone();
+            state.segments.insert(seg.seq, Segment { path, file });
+        }
+        let (prev_seq, prev_end) = recovery.segments.last().map_or((0, 0), |s| (s.seq, s.end));
+        state.newest_seq = prev_seq;
+        state.durable_end = prev_end;
+        let init = WriterInit {
+            prev_seq,
+            prev_end,
+            checkpoint: Checkpoint {
+                hard_state: recovery.hard_state,
+                snapshot: recovery.snapshot.clone(),
+            },
+            last: recovery.first + recovery.locs.len() as u64 - 1,
+            next_batch: recovery.next_batch,
+        };
+        state.locs = recovery.locs;
+        tracing::info!(
+            dir = %dir.display(),
+            first = state.first,
+            last = state.last(),
+            segments = recovery.stats.segments,
+            millis = recovery.stats.duration.as_millis() as u64,
+            "log recovered"
+        );
+
+        let shared = Arc::new(Shared {
+            dir,
+            dir_file,
+            io,
+            options,
+            state: RwLock::new(state),
+            queue: Queue::default(),
+            janitor: Janitor::new(free),
+            metrics: Metrics::default(),
+            next_gen: AtomicU64::new(recovery.next_gen),
+            next_seq: AtomicU64::new(recovery.next_seq),
+            failure: Mutex::new(None),
+            recovery: recovery.stats,
+            _lock: lock,
+        });
+        let janitor_shared = shared.clone();
+        let janitor = std::thread::Builder::new()
+            .name("raft-wal-janitor".into())
+            .spawn(move || janitor::run(janitor_shared))
+            .map_err(|e| WalError::io("spawn janitor thread", &shared.dir, e))?;
+        let writer = Writer::new(shared.clone(), init);
+        let writer = match std::thread::Builder::new()
+            .name("raft-wal-writer".into())
+            .spawn(move || writer.run())
+        {
+            Ok(handle) => handle,
+            Err(e) => {
+                shared.janitor.shutdown();
+                let _ = janitor.join();
+                return Err(WalError::io("spawn writer thread", &shared.dir, e));
+            }
+        };
+        Ok(FileLogStore {
+            shared,
+            writer: Mutex::new(Some(writer)),
+            janitor: Mutex::new(Some(janitor)),
+        })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Figures about the recovery done by [`FileLogStore::open`].
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        self.shared.recovery
+    }
+
+    /// The error that made the store refuse writes, if one did.
+    pub fn failure(&self) -> Option<StoreError> {
+        self.shared.failure.lock().expect("failure lock").clone()
+    }
+
+    /// Where the durable data ends: the newest segment and the offset after its last
+    /// durable commit record. `None` before anything was written. For diagnostics and tests.
+    pub fn durable_position(&self) -> Option<WalPosition> {
+        let state = self.shared.state();
+        let segment = state.segments.get(&state.newest_seq)?;
+        Some(WalPosition {
+            segment: segment.path.clone(),
+            offset: state.durable_end,
+        })
+    }
+
+    fn submit(&self, op: Op) -> Result<(), StoreError> {
+        match self.shared.queue.push(op) {
+            None => Ok(()),
+            Some(_) => Err(StoreError::new(WalError::Closed)),
+        }
+    }
+
+    /// Blocking form of [`LogStore::flush`]. Must not be called on an async runtime thread.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::Flush(tx))?;
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(StoreError::new(WalError::Closed)))
+    }
+
+    /// Blocking form of [`LogStore::save_snapshot`]. Must not be called on an async runtime
+    /// thread.
+    pub fn save_snapshot_blocking(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let snap = self.shared.write_snapshot(&snapshot).map_err(StoreError::new)?;
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::SaveSnapshot(snap, tx))?;
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(StoreError::new(WalError::Closed)))
+    }
+
+    /// Blocking form of [`LogStore::load_snapshot`]: reads the stored snapshot and verifies
+    /// its checksum.
+    pub fn load_snapshot_blocking(&self) -> Result<Option<Snapshot>, WalError> {
+        let shared = &self.shared;
+        shared.with_snapshot(|snap| read_snapshot(&shared.io, &shared.dir, snap))
+    }
+
+    /// Opens the stored snapshot as a stream (for sending it to a peer in chunks without
+    /// loading it into memory). Blocking: on an async runtime, call it from
+    /// `spawn_blocking`.
+    pub fn snapshot_reader(&self) -> Result<Option<SnapshotReader>, WalError> {
+        let shared = &self.shared;
+        shared.with_snapshot(|snap| SnapshotReader::open(&shared.io, &shared.dir, snap))
+    }
+
+    /// Waits for every queued write, stops the threads and releases the directory lock.
+    /// Returns the error that stopped the writer, if one did. Dropping the store does the
+    /// same without reporting.
+    pub fn close(self) -> Result<(), StoreError> {
+        self.shutdown();
+        match self.failure() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn shutdown(&self) {
+        self.shared.queue.close();
+        if let Some(writer) = self.writer.lock().expect("thread handle lock").take() {
+            // Dropped from a completion: the writer exits by itself once it returns.
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
+        }
+        self.shared.janitor.shutdown();
+        if let Some(janitor) = self.janitor.lock().expect("thread handle lock").take() {
+            let _ = janitor.join();
+        }
+    }
+}
+
+impl Drop for FileLogStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn join_error(err: tokio::task::JoinError) -> StoreError {
+    match err.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(_) => StoreError::new(WalError::Closed),
+    }
+}
+
+#[async_trait]
+impl LogStore for FileLogStore {
+    fn initial_state(&self) -> Result<InitialState, StoreError> {
+        let state = self.shared.state();
+        Ok(InitialState {
+            hard_state: state.hard_state,
+            conf_state: state
+                .snapshot
+                .as_ref()
+                .map(|s| s.meta.conf_state.clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn first_index(&self) -> Index {
+        self.shared.state().first
+    }
+
+    fn last_index(&self) -> Index {
+        self.shared.state().last()
+    }
+
+    fn term(&self, index: Index) -> Result<Term, StorageError> {
+        self.shared.state().term(index)
+    }
+
+    fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        read_entries(&self.shared.state, &self.shared.io, low, high, max_bytes)
+    }
+
+    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.shared.state().snapshot.as_ref().map(|s| s.meta.clone())
+    }
+
+    fn append(&self, write: LogWrite, done: Completion) {
+        if let Some(Op::Write(_, done)) = self.shared.queue.push(Op::Write(write, done)) {
+            done(Err(StoreError::new(WalError::Closed)));
+        }
+    }
+
+    fn compact(&self, index: Index) -> Result<(), StoreError> {
+        let changed = self
+            .shared
+            .state
+            .write()
+            .expect("log state lock")
+            .compact(index)
+            .map_err(StoreError::new)?;
+        if changed {
+            self.shared.janitor.request_cleanup();
+        }
+        Ok(())
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let snap = tokio::task::spawn_blocking(move || shared.write_snapshot(&snapshot))
+            .await
+            .map_err(join_error)?
+            .map_err(StoreError::new)?;
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::SaveSnapshot(snap, tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::new(WalError::Closed)))
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.with_snapshot(|snap| read_snapshot(&shared.io, &shared.dir, snap))
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(StoreError::new)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Op::Flush(tx))?;
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::new(WalError::Closed)))
+    }
+
+    fn metrics(&self) -> StoreMetrics {
+        let m = &self.shared.metrics;
+        StoreMetrics {
+            writes: m.writes.load(Ordering::Relaxed),
+            entries: m.entries.load(Ordering::Relaxed),
+            bytes: m.bytes.load(Ordering::Relaxed),
+            fsyncs: m.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! The writer thread: group commit.
+//!
+//! [`append`](raft_runtime::LogStore::append) only pushes onto a queue. The writer thread
+//! takes *everything* queued since its last sync, encodes it into one buffer (each
+//! [`LogWrite`] as records ending in a commit record), writes it with one `pwrite`, syncs
+//! it with one `fdatasync`, applies it to the in-memory state and then calls the
+//! completions in submission order. While it syncs, new appends pile up for the next
+//! group, so the number of syncs per entry falls as the load rises.
+//!
+//! A failed write or sync is fatal: that group and everything after it fails with the
+//! same error, and the writer never touches the file again (after a failed `fsync` the
+//! page cache may hold data that will never reach the disk, so retrying would lie).
+
+use std::fs::File;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+
+use raft_core::{Entry, HardState, Index};
+use raft_runtime::{Completion, LogWrite, StoreError};
+use tokio::sync::oneshot;
+
+use crate::error::{InvalidWrite, WalError};
+use crate::format::{
+    BINCODE, COMMIT_LEN, Checkpoint, MAX_RECORD, SegmentHeader, SnapRef, encode_checkpoint, encode_commit,
+    encode_entry, encode_hard_state, encode_snap_ref, entry_record_bound, frame, padded, rtype,
+};
+use crate::snapshot::write_snapshot_file;
+use crate::state::{Loc, Segment};
+use crate::store::Shared;
+
+/// The answer channel of a flush or snapshot save.
+pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// Work for the writer.
+pub(crate) enum Op {
+    /// A write from the runtime.
+    Write(LogWrite, Completion),
+    /// A locally taken snapshot whose file is already durable.
+    SaveSnapshot(SnapRef, Reply),
+    /// Answer once everything before is durable.
+    Flush(Reply),
+}
+
+impl Op {
+    fn fail(self, shared: &Shared, err: StoreError) {
+        match self {
+            Op::Write(_, done) => Done::Completion(done).finish(Err(err)),
+            Op::SaveSnapshot(snap, reply) => {
+                shared.janitor.delete_snapshots([snap.generation]);
+                let _ = reply.send(Err(err));
+            }
+            Op::Flush(reply) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// The writer's mailbox.
+#[derive(Default)]
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ops: Vec<Op>,
+    closed: bool,
+}
+
+impl Queue {
+    /// Queues `op`, or gives it back if the store is closed.
+    pub(crate) fn push(&self, op: Op) -> Option<Op> {
+        let mut state = self.state.lock().expect("queue lock");
+        if state.closed {
+            return Some(op);
+        }
+        state.ops.push(op);
+        // The writer only sleeps on an empty queue, so only the first op must wake it.
+        let wake = state.ops.len() == 1;
+        drop(state);
+        if wake {
+            self.cv.notify_one();
+        }
+        None
+    }
+
+    /// Moves every queued op into `into` (which must be empty), waiting for one if needed.
+    /// Returns `false` once the queue is closed and drained.
+    fn take(&self, into: &mut Vec<Op>) -> bool {
+        let mut state = self.state.lock().expect("queue lock");
+        while state.ops.is_empty() {
+            if state.closed {
+                return false;
+            }
+            state = self.cv.wait(state).expect("queue lock");
+        }
+        std::mem::swap(&mut state.ops, into);
+        true
+    }
+
+    pub(crate) fn close(&self) {
+        self.state.lock().expect("queue lock").closed = true;
+        self.cv.notify_all();
+    }
+}
+
+enum Done {
+    Completion(Completion),
+    Reply(Reply),
+}
+
+impl Done {
+    fn finish(self, result: Result<(), StoreError>) {
+        match self {
+            Done::Completion(done) => {
+                if catch_unwind(AssertUnwindSafe(|| done(result))).is_err() {
+                    tracing::error!("a log store completion panicked");
+                }
+            }
+            Done::Reply(reply) => {
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+enum Body {
+    Nothing,
+    Write {
+        snapshot: Option<SnapRef>,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        locs: Vec<Loc>,
+    },
+    Saved(SnapRef),
+}
+
+struct Item {
+    body: Body,
+    done: Done,
+    /// The result to report if the group succeeds (a refused snapshot save reports an error
+    /// without failing the store).
+    result: Result<(), StoreError>,
+}
+
+#[derive(Default)]
+struct Group {
+    items: Vec<Item>,
+    /// Upper bound of the encoded size.
+    bound: usize,
+    /// Whether anything must be written.
+    records: bool,
+    /// Snapshot files that were never referenced and can go.
+    unused_snapshots: Vec<u64>,
+}
+
+struct Active {
+    seq: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    end: u64,
+}
+
+/// What the writer starts from after recovery.
+pub(crate) struct WriterInit {
+    /// The newest segment and the end of its data (0, 0 without segments).
+    pub prev_seq: u64,
+    pub prev_end: u64,
+    pub checkpoint: Checkpoint,
+    pub last: Index,
+    pub next_batch: u64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    active: Option<Active>,
+    prev_seq: u64,
+    prev_end: u64,
+    /// Hard state and snapshot after the last durable group: a new segment's checkpoint.
+    durable: Checkpoint,
+    /// The log as the queued writes leave it, for validating the next ones.
+    mirror_last: Index,
+    mirror_snapshot: Option<SnapRef>,
+    next_batch: u64,
+    buf: Vec<u8>,
+    failed: Option<StoreError>,
+}
+
+const SMALL_RECORD_BOUND: usize = 64;
+
+impl Writer {
+    pub(crate) fn new(shared: Arc<Shared>, init: WriterInit) -> Self {
+        Writer {
+            shared,
+            active: None,
+            prev_seq: init.prev_seq,
+            prev_end: init.prev_end,
+            mirror_snapshot: init.checkpoint.snapshot.clone(),
+            durable: init.checkpoint,
+            mirror_last: init.last,
+            next_batch: init.next_batch,
+            buf: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// The thread's body: runs until the queue is closed and drained.
+    pub(crate) fn run(mut self) {
+        let mut ops = Vec::new();
+        let max_group = self.shared.options.max_group_bytes;
+        while self.shared.queue.take(&mut ops) {
+            let mut group = Group::default();
+            for op in ops.drain(..) {
+                if let Some(err) = &self.failed {
+                    op.fail(&self.shared, err.clone());
+                    continue;
+                }
+                self.admit(op, &mut group);
+                if group.bound >= max_group {
+                    self.commit(&mut group);
+                }
+            }
+            self.commit(&mut group);
+        }
+        self.finish();
+    }
+
+    fn mirror_snapshot_index(&self) -> Option<Index> {
+        self.mirror_snapshot.as_ref().map(|s| s.meta.index)
+    }
+
+    fn validate(&self, write: &LogWrite) -> Result<(), WalError> {
+        let (mut last, mut snap) = (self.mirror_last, self.mirror_snapshot_index().unwrap_or(0));
+        if let Some(s) = &write.snapshot {
+            last = s.meta.index;
+            snap = s.meta.index;
+        }
+        let Some(first) = write.entries.first() else {
+            return Ok(());
+        };
+        if first.index > last + 1 {
+            return Err(WalError::InvalidWrite(InvalidWrite::Gap {
+                index: first.index,
+                last,
+            }));
+        }
+        if first.index <= snap {
+            return Err(WalError::InvalidWrite(InvalidWrite::Compacted {
+                index: first.index,
+                snapshot: snap,
+            }));
+        }
+        for pair in write.entries.windows(2) {
+            if pair[1].index != pair[0].index + 1 {
+                return Err(WalError::InvalidWrite(InvalidWrite::NotContiguous {
+                    prev: pair[0].index,
+                    found: pair[1].index,
+                }));
+            }
+        }
+        if let Some(e) = write.entries.iter().find(|e| entry_record_bound(e) > MAX_RECORD) {
+            return Err(WalError::InvalidWrite(InvalidWrite::TooLarge { index: e.index }));
+        }
+        Ok(())
+    }
+
+    /// Adds an op to the group being built.
+    fn admit(&mut self, op: Op, group: &mut Group) {
+        match op {
+            Op::Write(write, done) => {
+                if write.is_empty() {
+                    group.items.push(Item {
+                        body: Body::Nothing,
+                        done: Done::Completion(done),
+                        result: Ok(()),
+                    });
+                    return;
+                }
+                if let Err(err) = self.validate(&write) {
+                    self.commit(group);
+                    let err = self.fail(err);
+                    Done::Completion(done).finish(Err(err));
+                    return;
+                }
+                let LogWrite {
+                    snapshot,
+                    entries,
+                    hard_state,
+                } = write;
+                let mut bound = 0;
+                let snapshot = match snapshot {
+                    None => None,
+                    Some(snapshot) => {
+                        let generation = self.shared.next_gen.fetch_add(1, Ordering::SeqCst);
+                        let shared = &self.shared;
+                        match write_snapshot_file(
+                            &shared.io,
+                            &shared.dir,
+                            &shared.dir_file,
+                            generation,
+                            &snapshot,
+                        ) {
+                            Ok(snap) => {
+                                // The file's fsync and two directory fsyncs.
+                                shared.metrics.fsyncs.fetch_add(3, Ordering::Relaxed);
+                                bound += snap_ref_bound(&snap);
+                                self.mirror_last = snap.meta.index;
+                                self.mirror_snapshot = Some(snap.clone());
+                                Some(snap)
+                            }
+                            Err(err) => {
+                                self.commit(group);
+                                let err = self.fail(err);
+                                Done::Completion(done).finish(Err(err));
+                                return;
+                            }
+                        }
+                    }
+                };
+                if let Some(last) = entries.last() {
+                    self.mirror_last = last.index;
+                }
+                bound += entries.iter().map(entry_record_bound).sum::<usize>();
+                if hard_state.is_some() {
+                    bound += SMALL_RECORD_BOUND;
+                }
+                group.bound += bound + padded(COMMIT_LEN as usize);
+                group.records = true;
+                let locs = Vec::with_capacity(entries.len());
+                group.items.push(Item {
+                    body: Body::Write {
+                        snapshot,
+                        entries,
+                        hard_state,
+                        locs,
+                    },
+                    done: Done::Completion(done),
+                    result: Ok(()),
+                });
+            }
+            Op::SaveSnapshot(snap, reply) => {
+                let done = Done::Reply(reply);
+                let index = snap.meta.index;
+                if self
+                    .mirror_snapshot_index()
+                    .is_some_and(|current| index <= current)
+                {
+                    // A newer snapshot is already stored: keep it.
+                    group.unused_snapshots.push(snap.generation);
+                    group.items.push(Item {
+                        body: Body::Nothing,
+                        done,
+                        result: Ok(()),
+                    });
+                } else if index > self.mirror_last {
+                    group.unused_snapshots.push(snap.generation);
+                    let err = WalError::SnapshotBeyondLog {
+                        index,
+                        last: self.mirror_last,
+                    };
+                    group.items.push(Item {
+                        body: Body::Nothing,
+                        done,
+                        result: Err(StoreError::new(err)),
+                    });
+                } else {
+                    self.mirror_snapshot = Some(snap.clone());
+                    group.bound += snap_ref_bound(&snap) + padded(COMMIT_LEN as usize);
+                    group.records = true;
+                    group.items.push(Item {
+                        body: Body::Saved(snap),
+                        done,
+                        result: Ok(()),
+                    });
+                }
+            }
+            Op::Flush(reply) => group.items.push(Item {
+                body: Body::Nothing,
+                done: Done::Reply(reply),
+                result: Ok(()),
+            }),
+        }
+    }
+
+    /// Makes the group durable, applies it and calls its completions.
+    fn commit(&mut self, group: &mut Group) {
+        let Group {
+            mut items,
+            records,
+            unused_snapshots,
+            ..
+        } = std::mem::take(group);
+        if items.is_empty() {
+            return;
+        }
+        self.shared.janitor.delete_snapshots(unused_snapshots);
+        let entries: u64 = items
+            .iter()
+            .map(|item| match &item.body {
+                Body::Write { entries, .. } => entries.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        if records {
+            if let Err(err) = self.write_group(&mut items) {
+                let err = self.fail(err);
+                for item in items {
+                    item.done.finish(Err(err.clone()));
+                }
+                return;
+            }
+        }
+        // Counters first, so that whoever a completion wakes sees them.
+        let writes = items
+            .iter()
+            .filter(|item| matches!(item.done, Done::Completion(_)))
+            .count() as u64;
+        let metrics = &self.shared.metrics;
+        metrics.writes.fetch_add(writes, Ordering::Relaxed);
+        metrics.entries.fetch_add(entries, Ordering::Relaxed);
+        for item in items {
+            item.done.finish(item.result);
+        }
+    }
+
+    fn fail(&mut self, err: WalError) -> StoreError {
+        tracing::error!(%err, "log store write failed; the store refuses all further writes");
+        let err = StoreError::new(err);
+        self.failed = Some(err.clone());
+        *self.shared.failure.lock().expect("failure lock") = Some(err.clone());
+        err
+    }
+
+    /// Encodes, writes and syncs the group, then applies it to the in-memory state.
+    fn write_group(&mut self, items: &mut [Item]) -> Result<(), WalError> {
+        let bound: usize = items.iter().map(item_bound).sum();
+        let segment_size = self.shared.options.segment_size;
+        let rotate = self
+            .active
+            .as_ref()
+            .is_none_or(|a| a.end + bound as u64 > segment_size);
+        let mut rotated = None;
+        self.buf.clear();
+        let (seq, write_at) = if rotate {
+            if let Some(active) = &self.active {
+                self.prev_seq = active.seq;
+                self.prev_end = active.end;
+            }
+            let prepared = self.shared.janitor.take_prepared()?;
+            let header = SegmentHeader {
+                seq: prepared.seq,
+                prev_seq: self.prev_seq,
+                prev_end: self.prev_end,
+            };
+            self.buf.extend_from_slice(&header.encode());
+            let durable = &self.durable;
+            frame(&mut self.buf, prepared.seq, |b| encode_checkpoint(b, durable));
+            let seq = prepared.seq;
+            rotated = Some(Active {
+                seq,
+                path: prepared.path,
+                file: Arc::new(prepared.file),
+                end: 0,
+            });
+            (seq, 0)
+        } else {
+            let active = self.active.as_ref().expect("checked above");
+            (active.seq, active.end)
+        };
+        let group_start = write_at;
+        for item in items.iter_mut() {
+            match &mut item.body {
+                Body::Nothing => continue,
+                Body::Write {
+                    snapshot,
+                    entries,
+                    hard_state,
+                    locs,
+                } => {
+                    if let Some(snap) = snapshot {
+                        frame(&mut self.buf, seq, |b| {
+                            encode_snap_ref(b, rtype::SNAPSHOT_INSTALL, snap)
+                        });
+                    }
+                    for entry in entries.iter() {
+                        let (at, len) = frame(&mut self.buf, seq, |b| encode_entry(b, entry));
+                        locs.push(Loc {
+                            term: entry.term,
+                            seg: seq,
+                            offset: write_at + at as u64,
+                            len,
+                            size: entry.size().min(u32::MAX as u64) as u32,
+                        });
+                    }
+                    if let Some(hs) = hard_state {
+                        frame(&mut self.buf, seq, |b| encode_hard_state(b, hs));
+                    }
+                }
+                Body::Saved(snap) => {
+                    frame(&mut self.buf, seq, |b| {
+                        encode_snap_ref(b, rtype::SNAPSHOT_SAVED, snap)
+                    });
+                }
+            }
+            let batch = self.next_batch;
+            self.next_batch += 1;
+            frame(&mut self.buf, seq, |b| encode_commit(b, group_start, batch));
+        }
+        let (path, file) = match (&rotated, &self.active) {
+            (Some(new), _) | (None, Some(new)) => (new.path.clone(), new.file.clone()),
+            (None, None) => unreachable!("a group is written to the active or a new segment"),
+        };
+        let io = &self.shared.io;
+        io.write_all_at(&file, &path, &self.buf, write_at)?;
+        self.shared.metrics.fsyncs.fetch_add(1, Ordering::Relaxed);
+        io.sync_data(&file, &path)?;
+        self.shared
+            .metrics
+            .bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        let end = write_at + self.buf.len() as u64;
+        if let Some(new) = rotated {
+            self.active = Some(new);
+        }
+        let active = self.active.as_mut().expect("set above");
+        active.end = end;
+        self.apply(items, rotate.then_some((seq, path, file)), end);
+        if rotate {
+            self.shared.janitor.request_cleanup();
+        }
+        Ok(())
+    }
+
+    /// Applies a durable group to the in-memory state that reads see.
+    fn apply(&mut self, items: &mut [Item], new_segment: Option<(u64, PathBuf, Arc<File>)>, end: u64) {
+        let mut replaced = Vec::new();
+        {
+            let mut state = self.shared.state.write().expect("log state lock");
+            if let Some((seq, path, file)) = new_segment {
+                state.segments.insert(seq, Segment { path, file });
+                state.newest_seq = seq;
+            }
+            state.durable_end = end;
+            for item in items.iter_mut() {
+                match &mut item.body {
+                    Body::Nothing => {}
+                    Body::Write {
+                        snapshot,
+                        entries,
+                        hard_state,
+                        locs,
+                    } => {
+                        if let Some(snap) = snapshot.take() {
+                            replaced.extend(state.snapshot.as_ref().map(|s| s.generation));
+                            state.install(snap);
+                        }
+                        if let Some(first) = entries.first() {
+                            state.truncate_from(first.index);
+                        }
+                        for (entry, loc) in std::mem::take(entries).into_iter().zip(locs.drain(..)) {
+                            state.push(entry, loc);
+                        }
+                        if let Some(hs) = hard_state {
+                            state.hard_state = *hs;
+                        }
+                    }
+                    Body::Saved(snap) => {
+                        replaced.extend(state.snapshot.as_ref().map(|s| s.generation));
+                        state.snapshot = Some(snap.clone());
+                    }
+                }
+            }
+            self.durable = Checkpoint {
+                hard_state: state.hard_state,
+                snapshot: state.snapshot.clone(),
+            };
+        }
+        self.shared.janitor.delete_snapshots(replaced);
+    }
+
+    /// On shutdown: trim the pre-allocated tail of the active segment, so that the next
+    /// recovery reads only data.
+    fn finish(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(active) = &self.active {
+            let io = &self.shared.io;
+            let result = io
+                .set_len(&active.file, &active.path, active.end)
+                .and_then(|()| io.sync_all(&active.file, &active.path));
+            if let Err(err) = result {
+                tracing::warn!(%err, "could not trim the last log segment on close");
+            }
+        }
+    }
+}
+
+fn snap_ref_bound(snap: &SnapRef) -> usize {
+    let body = bincode::serde::encode_to_vec(snap, BINCODE).map_or(4096, |v| v.len());
+    padded(1 + body)
+}
+
+fn item_bound(item: &Item) -> usize {
+    let body = match &item.body {
+        Body::Nothing => return 0,
+        Body::Write {
+            snapshot,
+            entries,
+            hard_state,
+            ..
+        } => {
+            snapshot.as_ref().map_or(0, snap_ref_bound)
+                + entries.iter().map(entry_record_bound).sum::<usize>()
+                + hard_state.map_or(0, |_| SMALL_RECORD_BOUND)
+        }
+        Body::Saved(snap) => snap_ref_bound(snap),
+    };
+    body + padded(COMMIT_LEN as usize)
+}
