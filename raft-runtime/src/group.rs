@@ -26,7 +26,7 @@ use crate::applier::{ApplierEvent, ApplyMsg, Query, Responder};
 use crate::codec;
 use crate::config::Config;
 use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
-use crate::metrics::{Member, Metrics};
+use crate::metrics::{Member, MemberInfo, Metrics};
 use crate::state_machine::StateMachine;
 use crate::store::{LogStore, LogWrite, Snapshot, StoreError};
 use crate::transport::{ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage};
@@ -787,7 +787,12 @@ impl<SM: StateMachine> Group<SM> {
         }
         self.last_conf_index = Some(index);
         let cs = self.node.conf_state().clone();
-        self.transport.set_peers(cs.node_meta.clone());
+        let addresses = cs
+            .node_meta
+            .iter()
+            .map(|(&id, raw)| (id, Bytes::from(MemberInfo::decode(raw).address.into_bytes())))
+            .collect();
+        self.transport.set_peers(addresses);
         self.metrics.members = members(&cs);
         self.metrics.joint = cs.is_joint();
     }
@@ -1088,15 +1093,13 @@ fn members(cs: &ConfState) -> BTreeMap<NodeId, Member> {
     cs.members()
         .into_iter()
         .map(|id| {
-            let address = cs
-                .meta(id)
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
+            let info = cs.meta(id).map(|b| MemberInfo::decode(b)).unwrap_or_default();
             (
                 id,
                 Member {
                     voter: cs.is_voter(id),
-                    address,
+                    address: info.address,
+                    attributes: info.attributes,
                 },
             )
         })

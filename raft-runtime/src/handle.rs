@@ -13,7 +13,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
 use crate::group::{ConfRequest, Request};
-use crate::metrics::Metrics;
+use crate::metrics::{MemberInfo, Metrics};
 use crate::state_machine::StateMachine;
 
 /// A handle to a running node. Cheap to clone; every clone talks to the same node.
@@ -160,15 +160,16 @@ impl<SM: StateMachine> RaftHandle<SM> {
         }
     }
 
-    /// Adds `node` as a learner reachable at `address` (kept in the replicated configuration,
-    /// so every member and every restart knows it). Resolves once the change is applied
-    /// here. Must be called on the leader.
-    pub async fn add_learner(&self, node: NodeId, address: impl Into<String>) -> Result<(), AdminError> {
-        let address = address.into();
+    /// Adds `node` as a learner described by `info` (its transport address and any
+    /// application attributes, kept in the replicated configuration, so every member and every
+    /// restart knows them). Resolves once the change is applied here. Must be called on the
+    /// leader.
+    pub async fn add_learner(&self, node: NodeId, info: impl Into<MemberInfo>) -> Result<(), AdminError> {
+        let meta = info.into().encode();
         self.membership(
             || {
                 ConfRequest::Change(ConfChange::new([
-                    MemberChange::add_learner(node).with_meta(address.clone().into_bytes())
+                    MemberChange::add_learner(node).with_meta(meta.clone())
                 ]))
             },
             false,
@@ -178,12 +179,12 @@ impl<SM: StateMachine> RaftHandle<SM> {
 
     /// Adds `node` as a voter: as a learner first, then, once it has caught up, promoted.
     /// Resolves once the final configuration is applied here. Must be called on the leader.
-    pub async fn add_voter(&self, node: NodeId, address: impl Into<String>) -> Result<(), AdminError> {
+    pub async fn add_voter(&self, node: NodeId, info: impl Into<MemberInfo>) -> Result<(), AdminError> {
         let members = self.metrics().borrow().members.clone();
         match members.get(&node) {
             Some(m) if m.voter => return Ok(()),
             Some(_) => {}
-            None => self.add_learner(node, address).await?,
+            None => self.add_learner(node, info).await?,
         }
         self.membership(
             || ConfRequest::Change(ConfChange::new([MemberChange::add_voter(node)])),

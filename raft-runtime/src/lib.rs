@@ -30,7 +30,8 @@
 //! use async_trait::async_trait;
 //! use bytes::Bytes;
 //! use raft_runtime::{
-//!     Applied, Config, MemLogStore, MemNetwork, Membership, RaftNode, StateMachine, StateMachineError,
+//!     Applied, Config, MemLogStore, MemNetwork, MemberInfo, Membership, RaftNode, StateMachine,
+//!     StateMachineError,
 //! };
 //!
 //! /// A replicated counter.
@@ -57,7 +58,7 @@
 //!
 //! # tokio_test_block_on(async {
 //! let network = MemNetwork::new();
-//! let members: BTreeMap<u64, String> = (1..=3).map(|id| (id, format!("node-{id}"))).collect();
+//! let members: BTreeMap<u64, MemberInfo> = (1..=3).map(|id| (id, format!("node-{id}").into())).collect();
 //! let mut nodes = Vec::new();
 //! for id in 1..=3 {
 //!     let mut config = Config::new(id);
@@ -109,7 +110,7 @@ pub use error::{AdminError, BusyReason, ProposeError, ReadError, StartError, Sta
 pub use handle::{RaftHandle, WaitTimeout};
 pub use mem_store::MemLogStore;
 pub use mem_transport::{MemNetwork, MemTransport};
-pub use metrics::{Member, Metrics};
+pub use metrics::{Member, MemberInfo, Metrics};
 pub use node::{Membership, RaftNode};
 pub use state_machine::{Applied, StateMachine};
 pub use store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};

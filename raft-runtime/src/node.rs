@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::StartError;
 use crate::group::Group;
 use crate::handle::RaftHandle;
-use crate::metrics::Metrics;
+use crate::metrics::{MemberInfo, Metrics};
 use crate::state_machine::StateMachine;
 use crate::store::{LogStore, Snapshot};
 use crate::transport::{Inbox, Transport};
@@ -24,9 +24,9 @@ use crate::transport::{Inbox, Transport};
 /// How a node joins its cluster on its very first start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Membership {
-    /// Bootstrap a new cluster with these voters and their addresses (the same map on every
-    /// initial member). Ignored when the log store already holds state: a restart resumes.
-    Bootstrap(BTreeMap<NodeId, String>),
+    /// Bootstrap a new cluster with these voters (the same map on every initial member).
+    /// Ignored when the log store already holds state: a restart resumes.
+    Bootstrap(BTreeMap<NodeId, MemberInfo>),
     /// Start empty and wait to be added by the cluster's leader.
     Join,
 }
@@ -67,10 +67,7 @@ impl RaftNode {
                 return Err(StartError::Bootstrap("node id 0 is reserved".into()));
             }
             let mut conf_state = ConfState::with_voters(members.keys().copied());
-            conf_state.node_meta = members
-                .iter()
-                .map(|(&n, a)| (n, bytes::Bytes::from(a.clone().into_bytes())))
-                .collect();
+            conf_state.node_meta = members.iter().map(|(&n, info)| (n, info.encode())).collect();
             let data = state_machine.snapshot().await.map_err(StartError::StateMachine)?;
             store
                 .save_snapshot(Snapshot {

@@ -234,7 +234,13 @@ async fn members_are_added_and_removed_under_load() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     c.start(4, Membership::Join).await;
     let leader = c.leader_among(&[1, 2, 3], Duration::from_secs(30)).await;
-    c.node(leader).add_voter(4, "mem-4").await.unwrap();
+    c.node(leader)
+        .add_voter(
+            4,
+            raft_runtime::MemberInfo::new("mem-4").with("http", "127.0.0.1:8004"),
+        )
+        .await
+        .unwrap();
     let leader = c.leader_among(&[1, 2, 3, 4], Duration::from_secs(30)).await;
     let removed = if leader == 1 { 2 } else { 1 };
     c.node(leader).remove_node(removed).await.unwrap();
@@ -249,6 +255,10 @@ async fn members_are_added_and_removed_under_load() {
     let expected: BTreeSet<u64> = [1, 2, 3, 4].into_iter().filter(|&id| id != removed).collect();
     assert_eq!(voters, expected);
     assert_eq!(m.members[&4].address, "mem-4");
+    assert_eq!(
+        m.members[&4].attributes["http"], "127.0.0.1:8004",
+        "attributes are replicated"
+    );
     c.shutdown().await;
 }
 

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use raft_runtime::raft_core::{Index, NodeId, Role};
 use raft_runtime::{
-    Applied, Config, MemLogStore, MemNetwork, Membership, Metrics, RaftHandle, RaftNode, StateMachine,
-    StateMachineError,
+    Applied, Config, MemLogStore, MemNetwork, MemberInfo, Membership, Metrics, RaftHandle, RaftNode,
+    StateMachine, StateMachineError,
 };
 
 /// The state: every value applied, in order.
@@ -106,7 +106,7 @@ pub struct Cluster {
     pub stores: BTreeMap<NodeId, MemLogStore>,
     pub sms: BTreeMap<NodeId, Log>,
     pub nodes: BTreeMap<NodeId, RaftHandle<Log>>,
-    pub members: BTreeMap<NodeId, String>,
+    pub members: BTreeMap<NodeId, MemberInfo>,
     pub configure: fn(&mut Config),
     pub durable_sm: bool,
 }
@@ -126,7 +126,8 @@ impl Cluster {
     }
 
     pub async fn with(n: u64, configure: fn(&mut Config), durable_sm: bool) -> Cluster {
-        let members: BTreeMap<NodeId, String> = (1..=n).map(|id| (id, format!("mem-{id}"))).collect();
+        let members: BTreeMap<NodeId, MemberInfo> =
+            (1..=n).map(|id| (id, format!("mem-{id}").into())).collect();
         let mut c = Cluster {
             net: MemNetwork::new(),
             stores: BTreeMap::new(),
