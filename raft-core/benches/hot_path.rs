@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use raft_core::{Config, ConfState, MemStorage, Message, RawNode, Role};
+use raft_core::{ConfState, Config, MemStorage, Message, RawNode, Role};
 
 const PAYLOAD: usize = 128;
 

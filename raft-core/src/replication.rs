@@ -42,10 +42,7 @@ impl<S: LogStorage> Raft<S> {
         let limit = self.cfg.max_uncommitted_bytes;
         // Empty commands are always accepted, and so is one proposal when nothing is
         // uncommitted, however large, so that progress is always possible.
-        if !empty
-            && self.uncommitted_size > 0
-            && self.uncommitted_size.saturating_add(size) > limit
-        {
+        if !empty && self.uncommitted_size > 0 && self.uncommitted_size.saturating_add(size) > limit {
             return Err(Error::UncommittedLimit {
                 uncommitted: self.uncommitted_size,
                 size,
