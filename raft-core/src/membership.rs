@@ -59,7 +59,7 @@ impl<S: LogStorage> Raft<S> {
             };
             for e in &entries {
                 if let EntryPayload::Membership(cs) = &e.payload {
-                    self.conf_history.push((e.index, cs.clone()));
+                    self.conf_history.push((e.index, (**cs).clone()));
                 }
             }
             next = last_read + 1;
@@ -89,7 +89,7 @@ impl<S: LogStorage> Raft<S> {
         let mut changed = self.conf_history.len() != before;
         for e in written {
             if let EntryPayload::Membership(cs) = &e.payload {
-                self.conf_history.push((e.index, cs.clone()));
+                self.conf_history.push((e.index, (**cs).clone()));
                 changed = true;
             }
         }
@@ -178,7 +178,7 @@ impl<S: LogStorage> Raft<S> {
             if self.conf.auto_leave {
                 let next = confchange::apply(&self.conf, &ConfChange::leave_joint())
                     .expect("a joint configuration can always be left");
-                self.append_leader_entries(vec![EntryPayload::Membership(next)]);
+                self.append_leader_entries(vec![EntryPayload::Membership(Box::new(next))]);
             }
         } else if !self.conf.voters.contains(&self.id) {
             // Let the followers learn that the configuration committed before leaving.
@@ -248,7 +248,7 @@ impl<S: LogStorage> Raft<S> {
             }
         }
         let next = confchange::apply(&self.conf, &cc)?;
-        Ok(self.append_leader_entries(vec![EntryPayload::Membership(next)]))
+        Ok(self.append_leader_entries(vec![EntryPayload::Membership(Box::new(next))]))
     }
 
     /// The configuration in effect at `index` (which must not be compacted).

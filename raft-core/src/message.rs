@@ -35,7 +35,7 @@ pub enum MessageBody {
     HeartbeatResponse(HeartbeatResponse),
     /// The leader tells a follower to install a snapshot. The snapshot's data travels
     /// beside the message (drivers stream it); only the metadata is part of the protocol.
-    Snapshot(SnapshotMeta),
+    Snapshot(Box<SnapshotMeta>),
     /// The leader tells the target of a leadership transfer to campaign at once.
     TimeoutNow,
     /// A follower asks the leader to confirm a read index.

@@ -576,7 +576,7 @@ impl<S: LogStorage> Raft<S> {
             MessageBody::Snapshot(meta) => {
                 self.election_elapsed = 0;
                 self.leader = Some(m.from);
-                self.handle_snapshot(m.from, meta);
+                self.handle_snapshot(m.from, *meta);
                 Ok(())
             }
             MessageBody::TimeoutNow => {

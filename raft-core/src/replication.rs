@@ -151,7 +151,7 @@ impl<S: LogStorage> Raft<S> {
             return Ok(());
         }
         let index = meta.index;
-        self.send(to, MessageBody::Snapshot(meta));
+        self.send(to, MessageBody::Snapshot(Box::new(meta)));
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.become_snapshot(index);
             pr.pending_send = false;

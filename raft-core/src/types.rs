@@ -42,7 +42,7 @@ pub enum EntryPayload {
     Normal(Bytes),
     /// A new cluster configuration. It takes effect as soon as it is appended to a log,
     /// committed or not (see the crate docs on membership).
-    Membership(ConfState),
+    Membership(Box<ConfState>),
 }
 
 impl Entry {

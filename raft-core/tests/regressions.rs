@@ -105,7 +105,7 @@ fn ack_of_entries_replaced_by_a_snapshot_is_retracted() {
             from: 3,
             to: 2,
             term: 2,
-            body: MessageBody::Snapshot(meta),
+            body: MessageBody::Snapshot(Box::new(meta)),
         })
         .unwrap();
     let ready = net.raw(2).ready().unwrap();

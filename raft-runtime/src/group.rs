@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use raft_core::{
     ChangeKind, ConfChange, ConfState, Entry, EntryPayload, Index, MemberChange, Message, MessageBody,
     NodeId, Persist, PersistToken, RawNode, ReadCtx, ReadState, Role, SnapshotStatus, SoftState, Term,
@@ -158,6 +159,10 @@ pub(crate) struct Group<SM: StateMachine> {
     stopping: Option<Stopping>,
     fatal: Option<String>,
     unreachable_logged: HashMap<NodeId, Instant>,
+    /// The time at the start of the current loop iteration (one clock read per batch).
+    now: Instant,
+    request_buf: Vec<Request<SM>>,
+    incoming_buf: Vec<Incoming>,
 }
 
 impl<SM: StateMachine> Group<SM> {
@@ -213,6 +218,9 @@ impl<SM: StateMachine> Group<SM> {
             stopping: None,
             fatal: None,
             unreachable_logged: HashMap::new(),
+            now: Instant::now(),
+            request_buf: Vec::new(),
+            incoming_buf: Vec::new(),
         }
     }
 
@@ -235,6 +243,7 @@ impl<SM: StateMachine> Group<SM> {
                     None => self.begin_stop(None),
                 },
             }
+            self.now = Instant::now();
             self.drain();
             self.handle_ready();
             self.check_transfer();
@@ -253,18 +262,30 @@ impl<SM: StateMachine> Group<SM> {
         while let Ok(ev) = self.events_rx.try_recv() {
             self.on_event(ev);
         }
-        for _ in 0..DRAIN {
-            match self.inbox.try_recv() {
-                Some(inc) => self.on_incoming(inc),
-                None => break,
+        let mut incoming = std::mem::take(&mut self.incoming_buf);
+        if self
+            .inbox
+            .recv_many(&mut incoming, DRAIN)
+            .now_or_never()
+            .is_some()
+        {
+            for inc in incoming.drain(..) {
+                self.on_incoming(inc);
             }
         }
-        for _ in 0..DRAIN {
-            match self.requests.try_recv() {
-                Ok(r) => self.on_request(r),
-                Err(_) => break,
+        self.incoming_buf = incoming;
+        let mut requests = std::mem::take(&mut self.request_buf);
+        if self
+            .requests
+            .recv_many(&mut requests, DRAIN)
+            .now_or_never()
+            .is_some()
+        {
+            for r in requests.drain(..) {
+                self.on_request(r);
             }
         }
+        self.request_buf = requests;
     }
 
     // ---------------------------------------------------------------- requests
@@ -308,7 +329,7 @@ impl<SM: StateMachine> Group<SM> {
                 let term = self.node.term();
                 self.metrics.proposals += 1;
                 self.proposal_deadlines
-                    .push_back((Instant::now() + self.cfg.propose_timeout, index, term));
+                    .push_back((self.now + self.cfg.propose_timeout, index, term));
                 self.proposals.insert(index, Pending { term, responder });
             }
             Err(raft_core::Error::NotLeader { leader }) => match (responder, leader) {
@@ -336,7 +357,7 @@ impl<SM: StateMachine> Group<SM> {
         {
             Ok(()) => {
                 self.forwards
-                    .insert(id, (Instant::now() + self.cfg.propose_timeout, reply));
+                    .insert(id, (self.now + self.cfg.propose_timeout, reply));
             }
             Err(SendError::Full(_)) => {
                 let _ = reply.send(Err(ProposeError::Busy(BusyReason::Forward)));
@@ -922,7 +943,22 @@ impl<SM: StateMachine> Group<SM> {
 
     // ---------------------------------------------------------------- metrics
 
+    /// Publishes the metrics: everything on a tick, and at once only when the role, term,
+    /// leader or membership changed (comparing and cloning everything on every loop
+    /// iteration costs more than the work it reports on).
     fn publish_metrics(&mut self, full: bool) {
+        if !full {
+            let current = self.metrics_tx.borrow();
+            let unchanged = current.role == self.metrics.role
+                && current.leader == self.metrics.leader
+                && current.term == self.node.term()
+                && current.members == self.metrics.members
+                && current.fatal == self.metrics.fatal;
+            drop(current);
+            if unchanged {
+                return;
+            }
+        }
         let m = &mut self.metrics;
         m.term = self.node.term();
         m.commit = self.node.commit_index();

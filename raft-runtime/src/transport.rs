@@ -195,6 +195,12 @@ impl InboxReceiver {
     pub fn try_recv(&mut self) -> Option<Incoming> {
         self.rx.try_recv().ok()
     }
+
+    /// Waits for at least one delivery, then moves up to `limit` queued ones into `buf`.
+    /// Returns how many were moved (0 once every [`Inbox`] is dropped).
+    pub async fn recv_many(&mut self, buf: &mut Vec<Incoming>, limit: usize) -> usize {
+        self.rx.recv_many(buf, limit).await
+    }
 }
 
 /// Counters a transport keeps for metrics and benchmarks. Totals since it started.

@@ -337,7 +337,7 @@ pub(crate) fn decode_entry(record: &Bytes, body_at: usize) -> Result<Entry, Corr
     let payload = match body[24] {
         KIND_EMPTY if record.len() == data_at => EntryPayload::Empty,
         KIND_NORMAL => EntryPayload::Normal(record.slice(data_at..)),
-        KIND_MEMBERSHIP => EntryPayload::Membership(decode_serde::<ConfState>(&record[data_at..])?),
+        KIND_MEMBERSHIP => EntryPayload::Membership(Box::new(decode_serde::<ConfState>(&record[data_at..])?)),
         _ => return Err(CorruptKind::Decode),
     };
     Ok(Entry { term, index, payload })

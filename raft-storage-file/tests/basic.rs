@@ -72,7 +72,7 @@ fn membership_and_empty_entries_round_trip() {
     let cs = ConfState::with_voters([1, 2]).and_learners([9]);
     let entries = vec![
         raft_core::Entry::new(1, 1, EntryPayload::Empty),
-        raft_core::Entry::new(1, 2, EntryPayload::Membership(cs)),
+        raft_core::Entry::new(1, 2, EntryPayload::Membership(Box::new(cs))),
         raft_core::Entry::new(1, 3, EntryPayload::Normal(Bytes::new())),
     ];
     {

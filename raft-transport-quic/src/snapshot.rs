@@ -588,11 +588,11 @@ mod tests {
             from: 1,
             to: 2,
             term: 1,
-            body: MessageBody::Snapshot(SnapshotMeta {
+            body: MessageBody::Snapshot(Box::new(SnapshotMeta {
                 index: 10,
                 term: 1,
                 conf_state: ConfState::with_voters([1, 2]),
-            }),
+            })),
         };
         nodes[0].send_snapshot(2, message, data.clone()).await.unwrap();
         let received = tokio::time::timeout(std::time::Duration::from_secs(60), receiver)

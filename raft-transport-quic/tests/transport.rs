@@ -100,11 +100,11 @@ fn snapshot_message(from: NodeId, to: NodeId) -> Message {
         from,
         to,
         term: 1,
-        body: MessageBody::Snapshot(SnapshotMeta {
+        body: MessageBody::Snapshot(Box::new(SnapshotMeta {
             index: 100,
             term: 1,
             conf_state: ConfState::with_voters([from, to]),
-        }),
+        })),
     }
 }
 
