@@ -191,10 +191,11 @@ async fn follower_down_during_compaction_catches_up_by_snapshot() {
         .expect("the leader compacted its log");
     c.restart(down).await;
     assert_eq!(c.converged().await, (1..=100).collect::<Vec<_>>());
-    assert!(
-        c.metrics(down).snapshots_installed >= 1,
-        "caught up through a snapshot"
-    );
+    // Counters are published once per tick: wait for them rather than read them at once.
+    c.node(down)
+        .wait_for(Duration::from_secs(10), |m| m.snapshots_installed >= 1)
+        .await
+        .expect("caught up through a snapshot");
     c.shutdown().await;
 }
 

@@ -35,10 +35,11 @@ async fn a_node_that_was_down_catches_up_by_snapshot_over_quic() {
         .expect("the leader compacted its log");
     c.restart(down).await;
     assert_eq!(c.converged().await, (0..300).collect::<Vec<_>>());
-    assert!(
-        c.metrics(down).snapshots_installed >= 1,
-        "the snapshot came over the snapshot stream"
-    );
+    // Counters are published once per tick: wait for them rather than read them at once.
+    c.nodes[&down]
+        .wait_for(Duration::from_secs(10), |m| m.snapshots_installed >= 1)
+        .await
+        .expect("the snapshot came over the snapshot stream");
     c.shutdown().await;
 }
 
