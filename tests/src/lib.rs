@@ -226,3 +226,5 @@ impl RealCluster {
         }
     }
 }
+
+pub mod linearizability;
