@@ -182,12 +182,7 @@ impl<S: LogStorage> Raft<S> {
             }
         } else if !self.conf.voters.contains(&self.id) {
             // Let the followers learn that the configuration committed before leaving.
-            let peers: Vec<NodeId> = self
-                .progress
-                .keys()
-                .copied()
-                .filter(|&id| id != self.id)
-                .collect();
+            let peers = self.peers();
             self.send_commit_heartbeats(&peers);
             let term = self.term;
             self.become_follower(term, None);

@@ -187,6 +187,15 @@ impl<S: LogStorage> Raft<S> {
         self.log.term(self.log.committed).is_ok_and(|t| t == self.term)
     }
 
+    /// Every node this leader tracks except itself.
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        self.progress
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id)
+            .collect()
+    }
+
     pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
         let term = self.term;
         self.send_with_term(to, term, body);

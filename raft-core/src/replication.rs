@@ -80,13 +80,7 @@ impl<S: LogStorage> Raft<S> {
         if self.role != Role::Leader {
             return Ok(());
         }
-        let peers: Vec<NodeId> = self
-            .progress
-            .keys()
-            .copied()
-            .filter(|&id| id != self.id)
-            .collect();
-        for id in peers {
+        for id in self.peers() {
             self.maybe_send_append(id)?;
         }
         Ok(())

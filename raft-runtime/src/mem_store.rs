@@ -9,33 +9,28 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use raft_core::{Entry, HardState, Index, InitialState, SnapshotMeta, StorageError, Term, limit_size};
+use bytes::Bytes;
+use raft_core::{
+    Entry, HardState, Index, InitialState, LogStorage, MemStorage, SnapshotMeta, StorageError, Term,
+};
 use tokio::sync::mpsc;
 
 use crate::store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
 
 #[derive(Default)]
 struct Inner {
-    hard_state: HardState,
-    snapshot: Option<Snapshot>,
-    /// Entries after the snapshot's index.
-    entries: Vec<Entry>,
+    /// The log, hard state and snapshot metadata (the protocol crate's reference storage).
+    log: MemStorage,
+    /// The stored snapshot's data.
+    snapshot_data: Option<Bytes>,
     metrics: StoreMetrics,
     /// When set, every write fails from now on (an injected disk failure).
     failed: Option<String>,
 }
 
 impl Inner {
-    fn snapshot_index(&self) -> Index {
-        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
-    }
-
-    fn snapshot_term(&self) -> Term {
-        self.snapshot.as_ref().map_or(0, |s| s.meta.term)
-    }
-
-    fn last_index(&self) -> Index {
-        self.snapshot_index() + self.entries.len() as u64
+    fn has_snapshot(&self) -> bool {
+        self.snapshot_data.is_some()
     }
 
     fn apply(&mut self, w: LogWrite) -> Result<(), StoreError> {
@@ -43,29 +38,19 @@ impl Inner {
             return Err(StoreError::new(MemStoreError(reason.clone())));
         }
         if let Some(s) = w.snapshot {
-            self.entries.clear();
-            if self.hard_state.commit < s.meta.index {
-                self.hard_state.commit = s.meta.index;
-            }
-            self.snapshot = Some(s);
+            self.log.apply_snapshot(s.meta);
+            self.snapshot_data = Some(s.data);
         }
-        if let Some(first) = w.entries.first() {
-            let base = self.snapshot_index();
-            if first.index <= base || first.index > self.last_index() + 1 {
-                return Err(StoreError::new(MemStoreError(format!(
-                    "write at index {} outside the log (snapshot {base}, last {})",
-                    first.index,
-                    self.last_index()
-                ))));
-            }
-            self.entries.truncate((first.index - base - 1) as usize);
+        if !w.entries.is_empty() {
             let bytes: u64 = w.entries.iter().map(Entry::size).sum();
+            self.log
+                .append(&w.entries)
+                .map_err(|e| StoreError::new(MemStoreError(format!("write outside the log: {e}"))))?;
             self.metrics.entries += w.entries.len() as u64;
             self.metrics.bytes += bytes;
-            self.entries.extend(w.entries);
         }
         if let Some(hs) = w.hard_state {
-            self.hard_state = hs;
+            self.log.set_hard_state(hs);
         }
         self.metrics.writes += 1;
         Ok(())
@@ -128,93 +113,55 @@ impl MemLogStore {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("store lock")
+    }
+
     /// From now on every write fails with `reason` (a simulated disk failure).
     pub fn fail_writes(&self, reason: impl Into<String>) {
-        self.inner.lock().expect("store lock").failed = Some(reason.into());
+        self.lock().failed = Some(reason.into());
     }
 
     /// The stored hard state.
     pub fn hard_state(&self) -> HardState {
-        self.inner.lock().expect("store lock").hard_state
+        self.lock().log.hard_state()
     }
 
     /// Every stored entry after the snapshot.
     pub fn stored_entries(&self) -> Vec<Entry> {
-        self.inner.lock().expect("store lock").entries.clone()
+        self.lock().log.all_entries().to_vec()
     }
 }
 
 #[async_trait]
 impl LogStore for MemLogStore {
     fn initial_state(&self) -> Result<InitialState, StoreError> {
-        let s = self.inner.lock().expect("store lock");
-        Ok(InitialState {
-            hard_state: s.hard_state,
-            conf_state: s
-                .snapshot
-                .as_ref()
-                .map(|s| s.meta.conf_state.clone())
-                .unwrap_or_default(),
-        })
+        self.lock().log.initial_state().map_err(StoreError::new)
     }
 
     fn first_index(&self) -> Index {
-        self.inner.lock().expect("store lock").snapshot_index() + 1
+        self.lock().log.first_index()
     }
 
     fn last_index(&self) -> Index {
-        self.inner.lock().expect("store lock").last_index()
+        self.lock().log.last_index()
     }
 
     fn term(&self, index: Index) -> Result<Term, StorageError> {
-        let s = self.inner.lock().expect("store lock");
-        let base = s.snapshot_index();
-        if index == base {
-            return Ok(s.snapshot_term());
-        }
-        if index < base {
-            return Err(StorageError::Compacted {
-                index,
-                first: base + 1,
-            });
-        }
-        let last = s.last_index();
-        if index > last {
-            return Err(StorageError::Unavailable { index, last });
-        }
-        Ok(s.entries[(index - base - 1) as usize].term)
+        self.lock().log.term(index)
     }
 
     fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
-        let s = self.inner.lock().expect("store lock");
-        let base = s.snapshot_index();
-        if low <= base {
-            return Err(StorageError::Compacted {
-                index: low,
-                first: base + 1,
-            });
-        }
-        let last = s.last_index();
-        if high > last + 1 {
-            return Err(StorageError::Unavailable {
-                index: high - 1,
-                last,
-            });
-        }
-        if low >= high {
-            return Ok(Vec::new());
-        }
-        let slice = &s.entries[(low - base - 1) as usize..(high - base - 1) as usize];
-        Ok(limit_size(slice, max_bytes).to_vec())
+        self.lock().log.entries(low, high, max_bytes)
     }
 
     fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        self.inner
-            .lock()
-            .expect("store lock")
-            .snapshot
-            .as_ref()
-            .map(|s| s.meta.clone())
+        let s = self.lock();
+        if s.has_snapshot() {
+            s.log.snapshot_meta().ok()
+        } else {
+            None
+        }
     }
 
     fn append(&self, write: LogWrite, done: Completion) {
@@ -236,45 +183,46 @@ impl LogStore for MemLogStore {
     }
 
     fn compact(&self, index: Index) -> Result<(), StoreError> {
-        let mut s = self.inner.lock().expect("store lock");
-        let base = s.snapshot_index();
-        if index <= base {
-            return Ok(());
-        }
-        let covered = s.snapshot.as_ref().is_some_and(|snap| snap.meta.index >= index);
-        if !covered || index > s.last_index() {
-            return Err(StoreError::new(MemStoreError(format!(
+        // Saving a snapshot already discarded the entries it covers.
+        let s = self.lock();
+        if index < s.log.first_index() {
+            Ok(())
+        } else {
+            Err(StoreError::new(MemStoreError(format!(
                 "cannot compact to {index}: not covered by the stored snapshot"
-            ))));
+            ))))
         }
-        // The stored snapshot is at or after `index`; drop the entries it covers.
-        let drop = ((index - base) as usize).min(s.entries.len());
-        s.entries.drain(..drop);
-        Ok(())
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        let mut s = self.inner.lock().expect("store lock");
+        let mut s = self.lock();
         if let Some(reason) = &s.failed {
             return Err(StoreError::new(MemStoreError(reason.clone())));
         }
-        let base = s.snapshot_index();
-        if snapshot.meta.index < base || (snapshot.meta.index == base && s.snapshot.is_some() && base > 0) {
+        let current = s.log.first_index() - 1;
+        if snapshot.meta.index == 0 && s.log.last_index() == 0 {
+            // Bootstrapping: the initial configuration and state.
+            s.log.apply_snapshot(snapshot.meta);
+        } else if snapshot.meta.index > current {
+            s.log
+                .compact(snapshot.meta)
+                .map_err(|e| StoreError::new(MemStoreError(format!("snapshot outside the log: {e}"))))?;
+        } else {
             return Ok(());
         }
-        // Keep the entries after the snapshot; compaction drops the ones it covers. The
-        // entries are kept relative to the snapshot index, so re-base them.
-        let new_base = snapshot.meta.index;
-        if new_base > base {
-            let drop = ((new_base - base) as usize).min(s.entries.len());
-            s.entries.drain(..drop);
-        }
-        s.snapshot = Some(snapshot);
+        s.snapshot_data = Some(snapshot.data);
         Ok(())
     }
 
     async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-        Ok(self.inner.lock().expect("store lock").snapshot.clone())
+        let s = self.lock();
+        Ok(s.snapshot_data.as_ref().map(|data| Snapshot {
+            meta: s
+                .log
+                .snapshot_meta()
+                .expect("in-memory snapshots are always available"),
+            data: data.clone(),
+        }))
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
@@ -294,6 +242,6 @@ impl LogStore for MemLogStore {
     }
 
     fn metrics(&self) -> StoreMetrics {
-        self.inner.lock().expect("store lock").metrics
+        self.lock().metrics
     }
 }
