@@ -1,0 +1,133 @@
+//! The JSON bodies of the HTTP API, shared by the server ([`crate::http`]) and the client
+//! ([`crate::client`]) so that the two cannot drift apart.
+//!
+//! | request | body | success |
+//! |---|---|---|
+//! | `POST /incr` | [`IncrRequest`], optional (`by` defaults to 1) | `200` [`ValueResponse`] |
+//! | `GET /value` | | `200` [`ValueResponse`] |
+//! | `GET /status` | | `200` [`StatusResponse`] |
+//! | `GET /metrics` | | `200` Prometheus (OpenMetrics) text |
+//! | `POST /admin/add` | [`AddRequest`] | `200` [`StatusResponse`] of the leader |
+//! | `POST /admin/remove` | [`RemoveRequest`] | `200` [`StatusResponse`] of the leader |
+//! | `POST /admin/transfer` | [`TransferRequest`] | `200` [`StatusResponse`] of the old leader |
+//!
+//! Every error is an [`ErrorResponse`] with one of these statuses:
+//!
+//! | status | meaning | safe to retry? |
+//! |---|---|---|
+//! | `400` | the request is malformed or the change is invalid | no: it would fail again |
+//! | `503` | definitely not applied (no leader, busy, shutting down) | yes, on any node |
+//! | `504` | outcome unknown: it may or may not have been applied | not blindly |
+
+use raft_runtime::raft_core::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// The member attribute under which each node registers its HTTP address in the replicated
+/// configuration, so that every node can find the leader's HTTP API.
+pub const HTTP_ATTRIBUTE: &str = "http";
+
+/// The header a node sets when it passes an admin request on to the leader. A node that
+/// receives a forwarded request and is not the leader answers `503` instead of forwarding
+/// it again, so that two nodes with different ideas of the leader cannot bounce a request
+/// between them.
+pub const FORWARDED_HEADER: &str = "x-counter-forwarded";
+
+/// `POST /incr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrRequest {
+    /// How much to add.
+    #[serde(default = "one")]
+    pub by: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Default for IncrRequest {
+    fn default() -> Self {
+        IncrRequest { by: one() }
+    }
+}
+
+/// The counter's value: after an increment, the value right after that increment was
+/// applied; after a read, the value at the time of the read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueResponse {
+    /// The value.
+    pub value: u64,
+}
+
+/// `GET /status`: what one node knows about itself and the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The node's id.
+    pub id: NodeId,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: String,
+    /// The node's current term.
+    pub term: u64,
+    /// The leader the node knows of, if any.
+    pub leader: Option<NodeId>,
+    /// The commit index.
+    pub commit: u64,
+    /// The last index applied to the counter.
+    pub applied: u64,
+    /// The index of the last log entry.
+    pub last_log_index: u64,
+    /// The index of the snapshot the log starts from.
+    pub snapshot_index: u64,
+    /// Whether a membership change is half done (joint configuration).
+    pub joint: bool,
+    /// The members of the configuration in effect, by id.
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: NodeId,
+    /// Whether it votes (false for a learner).
+    pub voter: bool,
+    /// The address of its Raft (QUIC) endpoint.
+    pub raft_addr: String,
+    /// The address of its HTTP API, if it registered one.
+    pub http_addr: Option<String>,
+}
+
+/// `POST /admin/add`: add a node, first as a learner, then, once it has caught up, as a
+/// voter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddRequest {
+    /// The new node's id. Ids of removed nodes can never be used again.
+    pub id: NodeId,
+    /// The address of the new node's Raft (QUIC) endpoint, as the other nodes reach it.
+    pub raft_addr: String,
+    /// The address of the new node's HTTP API (an extension of the basic API): registered
+    /// with the membership so that other nodes can forward admin requests to it once it
+    /// leads. Without it, admin requests reach that node only when sent to it directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
+}
+
+/// `POST /admin/remove`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    /// The node to remove (voter or learner).
+    pub id: NodeId,
+}
+
+/// `POST /admin/transfer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRequest {
+    /// The voter that should lead.
+    pub to: NodeId,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// What went wrong, for a person.
+    pub error: String,
+}

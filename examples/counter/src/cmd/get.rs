@@ -1,0 +1,18 @@
+//! `counter get --cluster ADDRS`
+
+use super::ClusterArgs;
+use crate::Error;
+
+/// Arguments of `counter get`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Prints the value, read linearizably (through whichever node answers first).
+pub async fn run(args: Args) -> Result<(), Error> {
+    let value = args.cluster.client().get().await?;
+    println!("{value}");
+    Ok(())
+}

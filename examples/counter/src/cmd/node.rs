@@ -1,0 +1,98 @@
+//! `counter node`: run one node until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use raft_runtime::Membership;
+use raft_runtime::raft_core::NodeId;
+
+use crate::Error;
+use crate::node::{BoundNode, NodeConfig};
+use crate::peers::{self, PeerAddr};
+use crate::shutdown::Signals;
+
+/// Arguments of `counter node`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("membership").required(true).args(["peers", "join"])))]
+pub struct Args {
+    /// This node's id.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    id: NodeId,
+    /// Where to listen for Raft traffic (QUIC over UDP), IP:PORT.
+    #[arg(long)]
+    raft_addr: SocketAddr,
+    /// Where to serve the HTTP API, IP:PORT.
+    #[arg(long)]
+    http_addr: SocketAddr,
+    /// The write-ahead log's directory (created if missing; one node per directory).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The directory holding ca.pem, node-ID.pem and node-ID.key (see `counter certs`).
+    #[arg(long)]
+    certs: PathBuf,
+    /// The Raft addresses of all initial members, this node included (ID=HOST:PORT,...).
+    /// Used on the first start only, to bootstrap the cluster; a restart resumes from the
+    /// data directory. Give every initial member the same list.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<PeerAddr>,
+    /// The HTTP addresses of the initial members (ID=HOST:PORT,...), recorded in the
+    /// cluster's configuration so that any node can pass admin requests on to the leader.
+    /// Give every initial member the same list.
+    #[arg(long, value_delimiter = ',', requires = "peers")]
+    peers_http: Vec<PeerAddr>,
+    /// Start empty and wait to be added by the cluster (see `counter add-node`) instead of
+    /// bootstrapping a new cluster.
+    #[arg(long, conflicts_with = "peers")]
+    join: bool,
+    /// Take a snapshot of the counter and compact the log every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
+}
+
+/// Runs the node. Misuse (a missing certificate, a locked or unusable data directory, an
+/// id missing from `--peers`, a busy port) fails before the node starts, with one line
+/// that names what is wrong.
+pub async fn run(args: Args) -> Result<(), Error> {
+    let membership = if args.join {
+        Membership::Join
+    } else {
+        peers::bootstrap(args.id, &args.peers, &args.peers_http)?
+    };
+    let mut signals = Signals::install()?;
+    let tls = crate::certs::load(&args.certs, args.id)?;
+    let mut raft = NodeConfig::raft_defaults(args.id);
+    raft.snapshot_every = args.snapshot_every;
+    let config = NodeConfig {
+        id: args.id,
+        raft_addr: args.raft_addr,
+        http_addr: args.http_addr,
+        data_dir: args.data_dir,
+        tls,
+        raft,
+    };
+    let node = BoundNode::bind(config).await?.start(membership).await?;
+
+    enum Stop {
+        Signal(&'static str),
+        Failed(String),
+    }
+    let stop = tokio::select! {
+        name = signals.recv() => Stop::Signal(name),
+        reason = node.failed() => Stop::Failed(reason),
+    };
+    match stop {
+        Stop::Signal(name) => {
+            tracing::info!(node = node.id(), "{name} received; shutting down");
+            node.shutdown().await?;
+            tracing::info!("shut down cleanly");
+            Ok(())
+        }
+        Stop::Failed(reason) => {
+            let id = node.id();
+            if let Err(e) = node.shutdown().await {
+                tracing::warn!(error = %e, "while shutting down");
+            }
+            Err(format!("node {id} stopped after a fatal error: {reason}").into())
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! `counter remove-node --cluster ADDRS --id ID`
+
+use raft_runtime::raft_core::NodeId;
+
+use super::ClusterArgs;
+use super::status::print_members;
+use crate::Error;
+
+/// Arguments of `counter remove-node`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// The node to remove. Its id can never be used again: a machine that rejoins later
+    /// does so under a new id.
+    #[arg(long)]
+    id: NodeId,
+}
+
+/// Removes the node and prints the membership.
+pub async fn run(args: Args) -> Result<(), Error> {
+    let status = args.cluster.client().remove_node(args.id).await?;
+    println!("node {} is removed", args.id);
+    print_members(&status);
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! `counter transfer-leader --cluster ADDRS --to ID`
+
+use raft_runtime::raft_core::NodeId;
+
+use super::ClusterArgs;
+use crate::Error;
+
+/// Arguments of `counter transfer-leader`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// The voter that should lead.
+    #[arg(long)]
+    to: NodeId,
+}
+
+/// Hands leadership over and waits until the new leader has taken over.
+pub async fn run(args: Args) -> Result<(), Error> {
+    let status = args.cluster.client().transfer_leader(args.to).await?;
+    println!("node {} leads (term {})", args.to, status.term);
+    Ok(())
+}

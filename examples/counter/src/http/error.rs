@@ -1,0 +1,122 @@
+//! How the runtime's errors become HTTP statuses.
+//!
+//! The one distinction a client needs is whether retrying is safe. The runtime's errors
+//! already say it ([`ProposeError::is_definitely_not_applied`]); this file keeps that
+//! answer intact on the way out: `503` when nothing happened, `504` when something may have.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use raft_runtime::{AdminError, ProposeError, ReadError};
+
+use crate::api::ErrorResponse;
+
+/// An error answer of the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `400`: the request is malformed or asks for something invalid; retrying cannot help.
+    #[error("{0}")]
+    BadRequest(String),
+    /// `404`: no such route.
+    #[error("no such route")]
+    NotFound,
+    /// `503`: definitely not applied; safe to retry, here or on another node.
+    #[error("{0}")]
+    NotApplied(String),
+    /// `504`: the outcome is unknown; the request may or may not have taken effect.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotApplied(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unknown(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorResponse {
+            error: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> Self {
+        if e.is_definitely_not_applied() {
+            ApiError::NotApplied(e.to_string())
+        } else {
+            ApiError::Unknown(e.to_string())
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    /// A read changes nothing, so a failed read is always safe to retry.
+    fn from(e: ReadError) -> Self {
+        ApiError::NotApplied(e.to_string())
+    }
+}
+
+impl From<AdminError> for ApiError {
+    /// `NotLeader` never gets here: the admin handlers pass such requests on to the leader.
+    fn from(e: AdminError) -> Self {
+        match e {
+            // The change itself is wrong (a removed id, an unknown node, a transfer to a
+            // learner): asking again cannot make it right.
+            AdminError::Invalid(_) | AdminError::InvalidTransfer(_) => ApiError::BadRequest(e.to_string()),
+            // The runtime's own words: "it may or may not take effect".
+            AdminError::LeadershipLost | AdminError::Timeout => ApiError::Unknown(e.to_string()),
+            AdminError::NotLeader { .. }
+            | AdminError::NotCaughtUp { .. }
+            | AdminError::TransferAborted { .. }
+            | AdminError::Pending
+            | AdminError::Busy(_)
+            | AdminError::ShuttingDown => ApiError::NotApplied(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft_runtime::BusyReason;
+
+    use super::*;
+
+    #[test]
+    fn proposals_map_to_503_only_when_definitely_not_applied() {
+        let busy: ApiError = ProposeError::Busy(BusyReason::Mailbox).into();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let no_leader: ApiError = ProposeError::NotLeader { leader: None }.into();
+        assert_eq!(no_leader.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let stopping: ApiError = ProposeError::ShuttingDown.into();
+        assert_eq!(stopping.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let timeout: ApiError = ProposeError::Timeout.into();
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        let unknown: ApiError = ProposeError::Unknown("leader lost".into()).into();
+        assert_eq!(unknown.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn reads_are_always_503() {
+        let e: ApiError = ReadError::Timeout.into();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn admin_errors_say_whether_the_change_may_have_happened() {
+        let e: ApiError = AdminError::Timeout.into();
+        assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+        let e: ApiError = AdminError::InvalidTransfer("node 9 is not a voter".into()).into();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let e: ApiError = AdminError::NotCaughtUp { node: 4 }.into();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

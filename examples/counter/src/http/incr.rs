@@ -1,0 +1,25 @@
+//! `POST /incr`: replicate an increment and answer the value right after it.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+
+use super::{ApiError, AppState, parse_body};
+use crate::api::{IncrRequest, ValueResponse};
+use crate::state_machine::Command;
+
+pub(super) async fn handle(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<ValueResponse>, ApiError> {
+    // `curl -X POST host/incr` with no body means "add one".
+    let request: IncrRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IncrRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    // On a follower the runtime forwards the command to the leader and relays the answer
+    // (`Config::forward_proposals`), so this is the same call on every node.
+    let value = state.raft.propose(Command::Increment { by: request.by }).await?;
+    Ok(Json(ValueResponse { value }))
+}

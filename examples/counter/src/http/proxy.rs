@@ -1,0 +1,70 @@
+//! Passing an admin request on to the leader's HTTP API.
+//!
+//! The Raft transport knows where the leader's *Raft* endpoint is; its HTTP address is an
+//! attribute that each node registers with the membership ([`HTTP_ATTRIBUTE`]), replicated
+//! like the rest of the configuration, so every node can look it up.
+
+use axum::body::Bytes;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, AppState};
+use crate::api::{FORWARDED_HEADER, HTTP_ATTRIBUTE};
+use crate::client::root_cause;
+
+/// Sends `body` to `path` on the leader and relays its answer unchanged.
+pub(super) async fn to_leader(state: &AppState, path: &str, body: Bytes) -> Response {
+    let (leader, address) = {
+        let m = state.raft.metrics().borrow().clone();
+        let Some(leader) = m.leader else {
+            return ApiError::NotApplied("no leader is known right now; retry shortly".into())
+                .into_response();
+        };
+        let address = m
+            .members
+            .get(&leader)
+            .and_then(|member| member.attributes.get(HTTP_ATTRIBUTE).cloned());
+        (leader, address)
+    };
+    let Some(address) = address else {
+        return ApiError::NotApplied(format!(
+            "the leader, node {leader}, registered no HTTP address; send the request to it directly"
+        ))
+        .into_response();
+    };
+    let url = format!("http://{address}{path}");
+    let sent = state
+        .leader_client
+        .post(&url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(FORWARDED_HEADER, state.raft.id().to_string())
+        .body(body)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        // Nothing reached the leader: nothing happened.
+        Err(e) if e.is_connect() => {
+            return ApiError::NotApplied(format!(
+                "cannot reach the leader, node {leader}, at {address}: {}",
+                root_cause(&e)
+            ))
+            .into_response();
+        }
+        // The request may have reached it; the answer did not come back.
+        Err(e) => {
+            return ApiError::Unknown(format!(
+                "no answer from the leader, node {leader}, at {address}: {}",
+                root_cause(&e)
+            ))
+            .into_response();
+        }
+    };
+    let status = response.status();
+    match response.bytes().await {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => {
+            ApiError::Unknown(format!("the leader's answer was cut off: {}", root_cause(&e))).into_response()
+        }
+    }
+}
