@@ -146,7 +146,8 @@ pub(crate) struct Group<SM: StateMachine> {
     pub(crate) last_conf_index: Option<Index>,
     proposals: HashMap<Index, Pending<SM>>,
     proposal_deadlines: VecDeque<(Instant, Index, Term)>,
-    forwards: HashMap<u64, (Instant, ProposalReply<SM>)>,
+    /// Proposals forwarded to a leader: deadline, the leader, and where the outcome goes.
+    forwards: HashMap<u64, (Instant, NodeId, ProposalReply<SM>)>,
     next_forward: u64,
     inflight: VecDeque<InflightWrite>,
     staged: BTreeMap<Index, Bytes>,
@@ -159,6 +160,8 @@ pub(crate) struct Group<SM: StateMachine> {
     stopping: Option<Stopping>,
     fatal: Option<String>,
     unreachable_logged: HashMap<NodeId, Instant>,
+    /// The last leadership (term, leader) counted in the metrics.
+    last_leadership: Option<(Term, NodeId)>,
     /// The time at the start of the current loop iteration (one clock read per batch).
     now: Instant,
     request_buf: Vec<Request<SM>>,
@@ -218,6 +221,7 @@ impl<SM: StateMachine> Group<SM> {
             stopping: None,
             fatal: None,
             unreachable_logged: HashMap::new(),
+            last_leadership: None,
             now: Instant::now(),
             request_buf: Vec::new(),
             incoming_buf: Vec::new(),
@@ -357,7 +361,7 @@ impl<SM: StateMachine> Group<SM> {
         {
             Ok(()) => {
                 self.forwards
-                    .insert(id, (self.now + self.cfg.propose_timeout, reply));
+                    .insert(id, (self.now + self.cfg.propose_timeout, leader, reply));
             }
             Err(SendError::Full(_)) => {
                 let _ = reply.send(Err(ProposeError::Busy(BusyReason::Forward)));
@@ -385,7 +389,7 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     fn on_forward_reply(&mut self, id: u64, result: Result<Bytes, ForwardError>) {
-        let Some((_, reply)) = self.forwards.remove(&id) else {
+        let Some((_, _, reply)) = self.forwards.remove(&id) else {
             return;
         };
         let outcome = match result {
@@ -610,12 +614,33 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     fn on_soft_state(&mut self, ss: SoftState) {
+        let term = self.node.term();
         if ss.leader != self.metrics.leader {
+            tracing::info!(node = self.id, term, role = ?ss.role, leader = ?ss.leader, "leadership changed");
+            // Proposals forwarded to a former leader may or may not have been appended there;
+            // say so now rather than when they time out.
+            let stale: Vec<u64> = self
+                .forwards
+                .iter()
+                .filter(|(_, (_, to, _))| Some(*to) != ss.leader)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in stale {
+                if let Some((_, to, reply)) = self.forwards.remove(&id) {
+                    let _ = reply.send(Err(ProposeError::Unknown(format!(
+                        "leader {to} changed while the forwarded command was in flight"
+                    ))));
+                }
+            }
+        }
+        if let Some(leader) = ss.leader
+            && self.last_leadership != Some((term, leader))
+        {
+            self.last_leadership = Some((term, leader));
             self.metrics.leader_changes += 1;
-            if ss.role == Role::Leader {
+            if leader == self.id {
                 self.metrics.elections_won += 1;
             }
-            tracing::info!(node = self.id, term = self.node.term(), role = ?ss.role, leader = ?ss.leader, "leadership changed");
         }
         self.metrics.role = ss.role;
         self.metrics.leader = ss.leader;
@@ -808,14 +833,19 @@ impl<SM: StateMachine> Group<SM> {
         }
         self.last_conf_index = Some(index);
         let cs = self.node.conf_state().clone();
+        self.metrics.members = members(&cs);
+        self.metrics.joint = cs.is_joint();
+        if cs.members().is_empty() {
+            // A node waiting to join knows no members: leave the transport open to any peer
+            // it trusts, so that the leader can reach it and add it.
+            return;
+        }
         let addresses = cs
             .node_meta
             .iter()
             .map(|(&id, raw)| (id, Bytes::from(MemberInfo::decode(raw).address.into_bytes())))
             .collect();
         self.transport.set_peers(addresses);
-        self.metrics.members = members(&cs);
-        self.metrics.joint = cs.is_joint();
     }
 
     // ---------------------------------------------------------------- completions
@@ -910,11 +940,11 @@ impl<SM: StateMachine> Group<SM> {
         let expired: Vec<u64> = self
             .forwards
             .iter()
-            .filter(|(_, (d, _))| *d <= now)
+            .filter(|(_, (d, _, _))| *d <= now)
             .map(|(&id, _)| id)
             .collect();
         for id in expired {
-            if let Some((_, reply)) = self.forwards.remove(&id) {
+            if let Some((_, _, reply)) = self.forwards.remove(&id) {
                 let _ = reply.send(Err(ProposeError::Timeout));
             }
         }
@@ -1028,7 +1058,7 @@ impl<SM: StateMachine> Group<SM> {
             p.responder
                 .fail(ProposeError::Unknown(reason.clone()), &*self.transport);
         }
-        for (_, (_, reply)) in self.forwards.drain() {
+        for (_, (_, _, reply)) in self.forwards.drain() {
             let _ = reply.send(Err(ProposeError::Unknown(reason.clone())));
         }
         for (_, (_, query)) in self.reads.drain() {

@@ -92,7 +92,7 @@ pub struct Metrics {
     pub proposals: u64,
     /// Entries applied to the state machine.
     pub applied_entries: u64,
-    /// Times this node saw the leader change.
+    /// Leaderships this node has seen: each (term, leader) counts once, including the first.
     pub leader_changes: u64,
     /// Times this node won an election.
     pub elections_won: u64,
@@ -109,7 +109,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new(id: NodeId) -> Metrics {
+    /// Metrics of a node that has done nothing yet.
+    pub fn new(id: NodeId) -> Metrics {
         Metrics {
             id,
             role: Role::Follower,

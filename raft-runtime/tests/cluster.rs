@@ -468,3 +468,64 @@ async fn concurrent_clients_on_a_multi_threaded_runtime() {
     assert_eq!(set, acked.into_iter().collect::<BTreeSet<_>>());
     c.shutdown().await;
 }
+
+/// A joining node knows no members: the transport must not be told "no members" (which an
+/// authenticating transport reads as "admit no one"), or the leader could never reach it.
+#[tokio::test(start_paused = true)]
+async fn a_joining_node_never_announces_an_empty_membership() {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use raft_runtime::raft_core::Message;
+    use raft_runtime::{Inbox, MemTransport, SendError, Transport, TransportError, WireMessage};
+
+    struct Recording(MemTransport, Arc<Mutex<Vec<usize>>>);
+
+    #[async_trait]
+    impl Transport for Recording {
+        fn register(&self, inbox: Inbox) {
+            self.0.register(inbox)
+        }
+        fn set_peers(&self, peers: BTreeMap<u64, Bytes>) {
+            self.1.lock().unwrap().push(peers.len());
+            self.0.set_peers(peers)
+        }
+        fn send(&self, to: u64, messages: Vec<WireMessage>) -> Result<(), SendError> {
+            self.0.send(to, messages)
+        }
+        async fn send_snapshot(&self, to: u64, message: Message, data: Bytes) -> Result<(), TransportError> {
+            self.0.send_snapshot(to, message, data).await
+        }
+        async fn shutdown(&self) {
+            self.0.shutdown().await
+        }
+    }
+
+    let c = Cluster::new(3).await;
+    let announced = Arc::new(Mutex::new(Vec::new()));
+    let joiner = raft_runtime::RaftNode::start(
+        common::fast_config(4),
+        Log::new(false),
+        Arc::new(raft_runtime::MemLogStore::new()),
+        Arc::new(Recording(c.net.transport(4), announced.clone())),
+        Membership::Join,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        announced.lock().unwrap().is_empty(),
+        "no membership announced before joining"
+    );
+    let leader = c.leader().await;
+    c.node(leader).add_learner(4, "mem-4").await.unwrap();
+    joiner
+        .wait_for(Duration::from_secs(10), |m| m.members.contains_key(&4))
+        .await
+        .unwrap();
+    let seen = announced.lock().unwrap().clone();
+    assert!(!seen.is_empty() && seen.iter().all(|&n| n > 0), "{seen:?}");
+    joiner.shutdown().await;
+    c.shutdown().await;
+}

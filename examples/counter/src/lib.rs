@@ -18,7 +18,7 @@
 //! - [`client`]: a client that tries the nodes in turn and never retries an increment
 //!   whose outcome is unknown.
 //! - [`peers`], [`certs`], [`shutdown`]: command-line membership, certificate files and
-//!   signals; [`joining`]: an adapter that lets a `--join` node be reached by the leader.
+//!   signals.
 //! - [`cmd`]: one file per subcommand of the `counter` binary, including the demo.
 
 pub mod api;
@@ -26,7 +26,6 @@ pub mod certs;
 pub mod client;
 pub mod cmd;
 pub mod http;
-pub mod joining;
 pub mod node;
 pub mod peers;
 pub mod shutdown;

@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::joining::WaitingToJoin;
 use crate::state_machine::Counter;
 
 /// How long stopping waits for each part (the HTTP server's open requests, the last users
@@ -134,10 +133,7 @@ impl BoundNode {
         let http_addr = self.http_addr();
         let admin_timeout = self.config.raft.admin_timeout;
         let store: Arc<dyn LogStore> = self.store.clone();
-        let transport: Arc<dyn Transport> = match membership {
-            Membership::Join => Arc::new(WaitingToJoin(self.transport)),
-            Membership::Bootstrap(_) => self.transport,
-        };
+        let transport: Arc<dyn Transport> = self.transport;
         let raft =
             RaftNode::start(self.config.raft, Counter::default(), store, transport, membership).await?;
 
