@@ -228,3 +228,5 @@ impl RealCluster {
 }
 
 pub mod linearizability;
+pub mod netns;
+pub mod process;
