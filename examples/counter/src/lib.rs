@@ -20,8 +20,11 @@
 //! - [`peers`], [`certs`], [`shutdown`]: command-line membership, certificate files and
 //!   signals.
 //! - [`cmd`]: one file per subcommand of the `counter` binary, including the demo.
+//! - [`bench`]: `counter bench`, which measures clusters of this service and of the bare
+//!   runtime (throughput, latency, fsyncs, bytes on the wire, CPU, memory).
 
 pub mod api;
+pub mod bench;
 pub mod certs;
 pub mod client;
 pub mod cmd;

@@ -231,7 +231,7 @@ impl Node {
 
 /// Closes the store once the runtime's last reference to it is gone. A snapshot transfer
 /// started just before shutdown may hold one for a moment.
-async fn close_store(id: NodeId, mut store: Arc<FileLogStore>) -> Result<(), NodeError> {
+pub(crate) async fn close_store(id: NodeId, mut store: Arc<FileLogStore>) -> Result<(), NodeError> {
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     loop {
         match Arc::try_unwrap(store) {

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each an argument struct and a `run`.
 
 pub mod add_node;
+pub mod bench;
 pub mod certs;
 pub mod demo;
 pub mod get;
@@ -47,15 +48,18 @@ pub enum Command {
     RemoveNode(remove_node::Args),
     /// Hand leadership to another voter.
     TransferLeader(transfer_leader::Args),
+    /// Measure throughput, latency, fsyncs, bytes, CPU and memory of 3-node clusters.
+    Bench(bench::Args),
 }
 
 impl Command {
     /// The log level when `RUST_LOG` is not set: a node logs what it does; the demo and
-    /// the clients print their own output and log only what went wrong.
+    /// the clients print their own output and log only what went wrong. The demo and the
+    /// benchmark stop nodes on purpose, so the warnings that causes are not shown.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Node(_) => "info",
-            Command::Demo(_) => "error",
+            Command::Demo(_) | Command::Bench(_) => "error",
             _ => "warn",
         }
     }
@@ -72,6 +76,7 @@ impl Command {
             Command::AddNode(args) => add_node::run(args).await,
             Command::RemoveNode(args) => remove_node::run(args).await,
             Command::TransferLeader(args) => transfer_leader::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     }
 }

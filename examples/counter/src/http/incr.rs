@@ -20,6 +20,14 @@ pub(super) async fn handle(
     };
     // On a follower the runtime forwards the command to the leader and relays the answer
     // (`Config::forward_proposals`), so this is the same call on every node.
-    let value = state.raft.propose(Command::Increment { by: request.by }).await?;
+    let command = if request.padding.is_empty() {
+        Command::Increment { by: request.by }
+    } else {
+        Command::PaddedIncrement {
+            by: request.by,
+            padding: request.padding.into(),
+        }
+    };
+    let value = state.raft.propose(command).await?;
     Ok(Json(ValueResponse { value }))
 }

@@ -1,0 +1,194 @@
+//! A minimal HTTP/1.1 client that sends one fixed request over and over on a kept-alive
+//! connection: configuration `c`'s load generator.
+//!
+//! A general client (reqwest) spends most of a core on its own machinery at tens of
+//! thousands of requests per second (a task per connection, channels between them, URL
+//! parsing per request), and on a 2-core machine that CPU is taken from the nodes being
+//! measured. This one writes the prepared bytes, reads the answer in the same task, and
+//! keeps nothing but a buffer. It understands exactly what the counter's server sends:
+//! a status line, headers with `Content-Length`, and that many bytes of body.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Headers larger than this are refused.
+const MAX_HEADER: usize = 64 * 1024;
+/// Bodies larger than this are refused.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// One answer.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A connection to one server, opened on first use and again after a failure.
+pub struct Connection {
+    addr: SocketAddr,
+    request: Vec<u8>,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Connection {
+    /// A client that will `POST` `body` as JSON to `path` on `addr`.
+    pub fn post_json(addr: SocketAddr, path: &str, body: &[u8]) -> Connection {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        Connection {
+            addr,
+            request,
+            stream: None,
+            buf: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Sends the request and reads the answer. After an error the connection is closed,
+    /// and the next call opens a new one.
+    pub async fn send(&mut self) -> std::io::Result<Response> {
+        let result = self.exchange().await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self) -> std::io::Result<Response> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect(self.addr).await?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(stream);
+            self.buf.clear();
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        stream.write_all(&self.request).await?;
+
+        // The head: up to the blank line.
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if self.buf.len() > MAX_HEADER {
+                return Err(invalid("response headers too large"));
+            }
+            read_more(stream, &mut self.buf).await?;
+        };
+        let head =
+            std::str::from_utf8(&self.buf[..head_end]).map_err(|_| invalid("response head is not UTF-8"))?;
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| invalid("malformed status line"))?;
+        let mut length = None;
+        let mut close = false;
+        for line in lines {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse::<usize>().ok();
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(invalid("chunked responses are not supported"));
+            } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+        let length = length.ok_or_else(|| invalid("response without content-length"))?;
+        if length > MAX_BODY {
+            return Err(invalid("response body too large"));
+        }
+        while self.buf.len() < head_end + length {
+            read_more(stream, &mut self.buf).await?;
+        }
+        let body = self.buf[head_end..head_end + length].to_vec();
+        // One request at a time: anything after the body would be a protocol error, and
+        // is dropped with the buffer's content.
+        self.buf.clear();
+        if close {
+            self.stream = None;
+        }
+        Ok(Response { status, body })
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.reserve(4096);
+    if stream.read_buf(buf).await? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the server closed the connection",
+        ));
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers each request with `answers[i]`, on one connection.
+    async fn server(answers: Vec<&'static str>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            for answer in answers {
+                let mut request = Vec::new();
+                // The request is small and fixed: read until its body is in.
+                while find(&request, b"\r\n\r\n").is_none_or(|i| request.len() < i + 4 + 7) {
+                    let mut chunk = [0u8; 1024];
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                assert!(request.starts_with(b"POST /incr HTTP/1.1\r\n"));
+                assert!(request.ends_with(b"{\"by\":1}"));
+                // Split the answer, to exercise partial reads.
+                let (a, b) = answer.split_at(answer.len() / 2);
+                socket.write_all(a.as_bytes()).await.unwrap();
+                socket.flush().await.unwrap();
+                socket.write_all(b.as_bytes()).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn keeps_the_connection_and_reads_status_and_body() {
+        let addr = server(vec![
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 11\r\n\r\n{\"value\":1}",
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 12\r\n\r\n{\"error\":\"\"}",
+        ])
+        .await;
+        let mut c = Connection::post_json(addr, "/incr", b"{\"by\":1}");
+        let first = c.send().await.unwrap();
+        assert_eq!(
+            (first.status, first.body.as_slice()),
+            (200, &b"{\"value\":1}"[..])
+        );
+        let second = c.send().await.unwrap();
+        assert_eq!(second.status, 503);
+        // The server is gone after two answers: the next exchange fails, and says so.
+        assert!(c.send().await.is_err());
+    }
+}

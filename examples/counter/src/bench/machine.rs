@@ -1,0 +1,85 @@
+//! The state machine of the in-process configurations (`a` and `b`): it replicates a
+//! payload of the requested size and does nothing with it.
+//!
+//! The command is the payload itself: [`Bytes`] of the requested size, or `()` for a
+//! payload of 0 bytes, which encodes to nothing at all (the command of the runtime's own
+//! `cluster` benchmark).
+//!
+//! This is the "empty state machine" of openraft's `benchmarks/minimal`, so that the
+//! figures measure the runtime (proposal, log, replication, commit, apply, response) and
+//! not a service. It counts what it applies, so that a snapshot has something to say.
+//! Configuration `c` runs the real counter instead, its increments padded to the same
+//! sizes (`POST /incr` with `padding`).
+
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use raft_runtime::raft_core::Index;
+use raft_runtime::{Applied, StateMachine, StateMachineError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A command that is nothing but a payload.
+pub trait Payload: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// A payload of `size` bytes.
+    fn of_size(size: usize) -> Self;
+}
+
+/// No payload: the command encodes to zero bytes.
+impl Payload for () {
+    fn of_size(size: usize) {
+        assert_eq!(size, 0, "() is the payload of 0 bytes only");
+    }
+}
+
+impl Payload for Bytes {
+    fn of_size(size: usize) -> Bytes {
+        Bytes::from(vec![b'x'; size])
+    }
+}
+
+/// Applies payloads by counting them.
+#[derive(Debug)]
+pub struct Sink<P> {
+    applied: u64,
+    payload: PhantomData<fn() -> P>,
+}
+
+impl<P> Default for Sink<P> {
+    fn default() -> Self {
+        Sink {
+            applied: 0,
+            payload: PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<P: Payload> StateMachine for Sink<P> {
+    /// The payload: replicated, logged, then dropped.
+    type Command = P;
+    type Response = ();
+
+    async fn apply(&mut self, batch: Vec<Applied<P>>) -> Result<Vec<()>, StateMachineError> {
+        self.applied += batch.len() as u64;
+        Ok(vec![(); batch.len()])
+    }
+
+    async fn applied_index(&self) -> Result<Index, StateMachineError> {
+        Ok(0)
+    }
+
+    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
+        Ok(Bytes::copy_from_slice(&self.applied.to_le_bytes()))
+    }
+
+    async fn restore(&mut self, _index: Index, data: Bytes) -> Result<(), StateMachineError> {
+        let bytes: [u8; 8] = data
+            .as_ref()
+            .try_into()
+            .map_err(|_| StateMachineError::msg("a sink snapshot is 8 bytes"))?;
+        self.applied = u64::from_le_bytes(bytes);
+        Ok(())
+    }
+}

@@ -1,0 +1,376 @@
+//! Configuration `c`: three `counter node` processes (this very executable), each with its
+//! own write-ahead log and QUIC endpoint on 127.0.0.1, driven over the leader's HTTP API
+//! with `POST /incr`, the padding sized to the payload (none for a payload of 0 bytes).
+//! Each client has its own kept-alive connection ([`Connection`]); reqwest serves the few
+//! other requests (status, metrics).
+//!
+//! The processes are started for one run and stopped after it. Whatever happens, every
+//! process started here is killed and reaped: [`NodeProcess`] does it when dropped, and
+//! the kernel does it if this process dies first (`PR_SET_PDEATHSIG`).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tempfile::TempDir;
+use tokio::time::Instant;
+
+use super::http1::Connection;
+use super::usage;
+use super::workload::{Client, Outcome};
+use super::{Counters, Target, Usage};
+use crate::Error;
+use crate::api::{IncrRequest, StatusResponse};
+
+/// How long the processes may take to start and elect a leader that commits.
+const SETTLE: Duration = Duration::from_secs(30);
+/// How long a node may take to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long one HTTP request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One `counter node` child process.
+struct NodeProcess {
+    id: u64,
+    http: SocketAddr,
+    log: PathBuf,
+    child: Child,
+}
+
+impl NodeProcess {
+    /// The last lines of the node's log, to explain a failure.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three `counter node` processes.
+pub struct Processes {
+    nodes: Vec<NodeProcess>,
+    http: reqwest::Client,
+    leader: SocketAddr,
+    body: Bytes,
+    /// Certificates and write-ahead logs, removed when dropped (after the processes).
+    _dir: TempDir,
+}
+
+/// Makes the process that `command` starts die with this one, even if this one is
+/// killed (`PR_SET_PDEATHSIG`; it fires when the thread that spawned the child exits, so
+/// spawn from a thread that lives as long as the benchmark).
+pub(super) fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only makes one
+    // async-signal-safe system call.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Ports that were free a moment ago (bound to port 0, then released).
+fn free_ports(n: usize) -> std::io::Result<Vec<(SocketAddr, SocketAddr)>> {
+    let mut taken = HashSet::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let udp = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+        let tcp = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        if udp.port() != tcp.port() && taken.insert(udp.port()) && taken.insert(tcp.port()) {
+            ports.push((udp, tcp));
+        }
+    }
+    Ok(ports)
+}
+
+fn peer_list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Processes {
+    /// Starts three nodes with their data under a new directory in `parent`, waits for a
+    /// stable leader, and prepares the request body for `payload` bytes of padding.
+    pub async fn start(payload: usize, snapshot_every: u64, parent: &Path) -> Result<Processes, Error> {
+        let dir = tempfile::Builder::new().prefix("nodes-c-").tempdir_in(parent)?;
+        let certs = dir.path().join("certs");
+        crate::certs::write(&certs, &[1, 2, 3], false)?;
+        let exe = std::env::current_exe()?;
+        let ports = free_ports(3)?;
+        let raft: Vec<SocketAddr> = ports.iter().map(|p| p.0).collect();
+        let http: Vec<SocketAddr> = ports.iter().map(|p| p.1).collect();
+        let mut nodes = Vec::new();
+        for id in 1..=3u64 {
+            let log = dir.path().join(format!("node-{id}.log"));
+            let out = File::create(&log)?;
+            let mut command = Command::new(&exe);
+            command
+                .arg("node")
+                .args(["--id", &id.to_string()])
+                .args(["--raft-addr", &raft[id as usize - 1].to_string()])
+                .args(["--http-addr", &http[id as usize - 1].to_string()])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("node-{id}")))
+                .arg("--certs")
+                .arg(&certs)
+                .args(["--peers", &peer_list(&raft)])
+                .args(["--peers-http", &peer_list(&http)])
+                .args(["--snapshot-every", &snapshot_every.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out);
+            die_with_parent(&mut command);
+            let child = command.spawn()?;
+            nodes.push(NodeProcess {
+                id,
+                http: http[id as usize - 1],
+                log,
+                child,
+            });
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        let body = serde_json::to_vec(&IncrRequest {
+            by: 1,
+            padding: "x".repeat(payload),
+        })?;
+        let mut processes = Processes {
+            leader: nodes[0].http,
+            nodes,
+            http: client,
+            body: body.into(),
+            _dir: dir,
+        };
+        processes.settle().await?;
+        Ok(processes)
+    }
+
+    /// Waits until the three nodes agree on a leader and 100 increments in a row succeed
+    /// through it.
+    async fn settle(&mut self) -> Result<(), Error> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            for node in &mut self.nodes {
+                if let Some(status) = node.child.try_wait()? {
+                    return Err(
+                        format!("counter node {} exited ({status}):\n{}", node.id, node.log_tail()).into(),
+                    );
+                }
+            }
+            if let Some(leader) = self.agreed_leader().await {
+                self.leader = leader;
+                let mut client = self.client();
+                let mut stable = true;
+                for _ in 0..100 {
+                    if !matches!(client.call().await, Outcome::Done) {
+                        stable = false;
+                        break;
+                    }
+                }
+                if stable {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| format!("node {}:\n{}", n.id, n.log_tail()))
+                    .collect();
+                return Err(format!(
+                    "the counter nodes agreed on no stable leader within {SETTLE:?}\n{}",
+                    logs.join("\n")
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The leader's HTTP address, once every node names it and it says it leads.
+    async fn agreed_leader(&self) -> Option<SocketAddr> {
+        let mut views = Vec::new();
+        for node in &self.nodes {
+            let url = format!("http://{}/status", node.http);
+            let status: StatusResponse = self.http.get(url).send().await.ok()?.json().await.ok()?;
+            views.push(status);
+        }
+        let leader = views[0].leader?;
+        let agreed = views
+            .iter()
+            .all(|v| v.leader == Some(leader) && v.term == views[0].term);
+        let leads = views.iter().any(|v| v.id == leader && v.role == "leader");
+        let node = self.nodes.iter().find(|n| n.id == leader)?;
+        (agreed && leads).then_some(node.http)
+    }
+
+    fn client(&self) -> HttpClient {
+        HttpClient {
+            connection: Connection::post_json(self.leader, "/incr", &self.body),
+            leader: self.leader,
+        }
+    }
+
+    /// Sends SIGTERM to every node and waits for it to stop; kills the ones that do not.
+    async fn stop(&mut self) -> Result<(), Error> {
+        for node in &self.nodes {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our child's and
+            // it has not been reaped yet.
+            unsafe {
+                libc::kill(node.child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut failures = Vec::new();
+        for node in &mut self.nodes {
+            loop {
+                if let Some(status) = node.child.try_wait()? {
+                    if !status.success() {
+                        failures.push(format!(
+                            "node {} exited with {status}:\n{}",
+                            node.id,
+                            node.log_tail()
+                        ));
+                    }
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    failures.push(format!(
+                        "node {} did not stop within {STOP_GRACE:?}; killed",
+                        node.id
+                    ));
+                    let _ = node.child.kill();
+                    let _ = node.child.wait();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("\n").into())
+        }
+    }
+}
+
+/// Reads `name`'s value from Prometheus text.
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .map_or(0, |v| v as u64)
+}
+
+impl Target for Processes {
+    type Client = HttpClient;
+
+    fn clients(&self, n: usize) -> Vec<HttpClient> {
+        (0..n).map(|_| self.client()).collect()
+    }
+
+    async fn counters(&self) -> Result<Counters, Error> {
+        let mut counters = Counters::default();
+        for node in &self.nodes {
+            let url = format!("http://{}/metrics", node.http);
+            let text = self
+                .http
+                .get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?;
+            counters.fsyncs += metric(&text, "raft_store_fsyncs_total");
+            counters.log_writes += metric(&text, "raft_store_writes_total");
+            counters.wire_bytes += metric(&text, "raft_transport_bytes_sent_total");
+            if node.http == self.leader {
+                counters.committed = metric(&text, "raft_commit_index");
+            }
+        }
+        Ok(counters)
+    }
+
+    fn usage(&self) -> Usage {
+        let mut nodes_cpu = Duration::ZERO;
+        let mut memory = usage::Memory::default();
+        for node in &self.nodes {
+            nodes_cpu += usage::process_cpu(node.child.id());
+            memory = memory + usage::memory(Some(node.child.id()));
+        }
+        Usage {
+            cpu: nodes_cpu + usage::self_cpu(),
+            cpu_nodes: Some(nodes_cpu),
+            memory,
+        }
+    }
+
+    async fn shutdown(mut self) -> Result<(), Error> {
+        self.stop().await
+    }
+}
+
+/// A client that sends `POST /incr` to the leader, on a kept-alive connection of its own.
+pub struct HttpClient {
+    connection: Connection,
+    leader: SocketAddr,
+}
+
+impl Client for HttpClient {
+    async fn call(&mut self) -> Outcome {
+        let sent = tokio::time::timeout(REQUEST_TIMEOUT, self.connection.send()).await;
+        match sent {
+            Ok(Ok(response)) => match response.status {
+                200 => Outcome::Done,
+                503 => Outcome::Rejected(String::from_utf8_lossy(&response.body).into_owned()),
+                status => Outcome::Failed(format!(
+                    "POST http://{}/incr: {status} {}",
+                    self.leader,
+                    String::from_utf8_lossy(&response.body)
+                )),
+            },
+            Ok(Err(e)) => Outcome::Failed(format!("POST http://{}/incr: {e}", self.leader)),
+            Err(_) => Outcome::Failed(format!(
+                "POST http://{}/incr: no answer within {REQUEST_TIMEOUT:?}",
+                self.leader
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_counters_from_prometheus_text() {
+        let text =
+            "# TYPE raft_store_fsyncs counter\nraft_store_fsyncs_total 42\nraft_commit_index 7\n# EOF\n";
+        assert_eq!(metric(text, "raft_store_fsyncs_total"), 42);
+        assert_eq!(metric(text, "raft_commit_index"), 7);
+        assert_eq!(metric(text, "raft_transport_bytes_sent_total"), 0);
+    }
+}
