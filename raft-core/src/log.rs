@@ -309,8 +309,9 @@ impl<S: LogStorage> RaftLog<S> {
         if self.emitted >= high {
             return Ok(Vec::new());
         }
-        let entries = self.entries(self.emitted + 1, high + 1, max_bytes)?;
-        let entries = limit_size(&entries, max_bytes).to_vec();
+        let mut entries = self.entries(self.emitted + 1, high + 1, max_bytes)?;
+        let keep = limit_size(&entries, max_bytes).len();
+        entries.truncate(keep);
         if let Some(last) = entries.last() {
             self.emitted = last.index;
         }

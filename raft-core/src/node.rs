@@ -34,7 +34,11 @@ pub struct Persist {
     pub snapshot: Option<SnapshotMeta>,
     /// Entries to append.
     pub entries: Vec<Entry>,
-    /// The hard state to store, if it changed.
+    /// The hard state to store. Present when the term or vote changed, and with every batch
+    /// of entries or snapshot if the commit index moved. A change of the commit index alone
+    /// waits for the next entries or the next tick, so that it costs no write or sync of its
+    /// own per commit: after a restart the commit index is relearned from the leader and is
+    /// never taken below the applied index.
     pub hard_state: Option<HardState>,
     /// Messages that must not leave before this batch is durable (acknowledgements, votes,
     /// vote requests of a new term).
@@ -132,6 +136,8 @@ pub struct RawNode<S: LogStorage> {
     raft: Raft<S>,
     prev_soft: SoftState,
     prev_hard: HardState,
+    /// Set by every tick: the next ready writes a commit index that moved on its own.
+    commit_flush_due: bool,
     /// Term and vote known durable: until they are, even a leader's messages wait.
     durable_term_vote: (Term, Option<NodeId>),
     next_token: u64,
@@ -148,6 +154,7 @@ impl<S: LogStorage> RawNode<S> {
         Ok(RawNode {
             prev_soft: raft.soft_state(),
             prev_hard: hs,
+            commit_flush_due: false,
             durable_term_vote: (hs.term, hs.vote),
             raft,
             next_token: 1,
@@ -158,6 +165,7 @@ impl<S: LogStorage> RawNode<S> {
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.raft.tick();
+        self.commit_flush_due = true;
     }
 
     /// Feeds a message received from a peer.
@@ -211,7 +219,8 @@ impl<S: LogStorage> RawNode<S> {
     pub fn has_ready(&self) -> bool {
         let r = &self.raft;
         r.soft_state() != self.prev_soft
-            || r.hard_state() != self.prev_hard
+            || (r.term, r.vote) != (self.prev_hard.term, self.prev_hard.vote)
+            || (self.commit_flush_due && r.hard_state().commit != self.prev_hard.commit)
             || !r.msgs.is_empty()
             || !r.read_states.is_empty()
             || r.log.has_unpersisted()
@@ -240,12 +249,21 @@ impl<S: LogStorage> RawNode<S> {
             ready.soft_state = Some(soft);
             self.prev_soft = soft;
         }
+        let (snapshot, entries) = self.raft.log.take_unpersisted();
+        // A change of the commit index alone is not written at once: it rides along with the
+        // next entries, or goes out at the next tick, instead of costing a write and a sync
+        // of its own per commit. Safe because the commit index is relearned from the leader
+        // after a restart and is never taken below the applied index.
         let hs = self.raft.hard_state();
-        let hard_state = (hs != self.prev_hard).then(|| {
+        let must_write = (hs.term, hs.vote) != (self.prev_hard.term, self.prev_hard.vote)
+            || snapshot.is_some()
+            || !entries.is_empty()
+            || self.commit_flush_due;
+        self.commit_flush_due = false;
+        let hard_state = (hs != self.prev_hard && must_write).then(|| {
             self.prev_hard = hs;
             hs
         });
-        let (snapshot, entries) = self.raft.log.take_unpersisted();
         ready.committed_entries = self.raft.log.next_committed(self.raft.cfg.max_apply_bytes)?;
         ready.read_states = std::mem::take(&mut self.raft.read_states);
 

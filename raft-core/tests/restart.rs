@@ -156,9 +156,57 @@ fn state_machine_lost_in_a_crash_replays_from_the_log() {
     net.elect(1);
     net.propose_ok(1, "a");
     net.propose_ok(1, "b");
+    // The next tick stores the commit index of "b".
+    net.tick_all(1);
+    net.stabilize();
     // A state machine kept only in memory restarts from scratch: applied index 0.
     let storage = net.raw(3).storage().clone();
     let mut node = RawNode::new(config(3), storage, 0).unwrap();
     let ready = node.ready().unwrap();
     assert_eq!(ready.committed_entries.len(), 3, "everything is handed out again");
+}
+
+#[test]
+fn a_commit_index_change_alone_waits_for_the_next_entries_or_tick() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.tick_all(1);
+    net.stabilize();
+    let a = net.propose_ok(1, "a");
+    assert_eq!(net.commit(1), a);
+    assert!(
+        net.raw(1).storage().hard_state().commit < a,
+        "the leader wrote a batch only to move its commit index"
+    );
+    assert!(
+        !net.raw(1).has_ready(),
+        "a node must not spin on an unwritten commit"
+    );
+
+    // The commit index is stored with the next entries.
+    let b = net.propose_ok(1, "b");
+    assert!(net.raw(1).storage().hard_state().commit >= a);
+
+    // Or at the next tick, when no entries come.
+    assert!(net.raw(1).storage().hard_state().commit < b);
+    net.tick(1, 1);
+    net.process(1);
+    assert_eq!(net.raw(1).storage().hard_state().commit, b);
+    assert!(!net.raw(1).has_ready());
+
+    // A node that crashes before storing its commit index relearns it and loses nothing.
+    let c = net.propose_ok(1, "c");
+    net.tick(1, config(1).heartbeat_tick);
+    net.stabilize();
+    assert_eq!(net.commit(2), c);
+    assert!(net.raw(2).storage().hard_state().commit < c);
+    net.crash_restart(2);
+    assert!(
+        net.commit(2) >= net.node(2).applied_index(),
+        "never below applied"
+    );
+    net.tick(1, config(1).heartbeat_tick);
+    net.stabilize();
+    assert_eq!(net.commit(2), c);
+    assert_eq!(net.node(2).applied_data(), vec![data("a"), data("b"), data("c")]);
 }

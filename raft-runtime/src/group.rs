@@ -927,15 +927,13 @@ impl<SM: StateMachine> Group<SM> {
     fn on_tick(&mut self) {
         self.node.tick();
         let now = Instant::now();
-        while let Some(&(deadline, index, term)) = self.proposal_deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.proposal_deadlines.pop_front();
-            if self.proposals.get(&index).is_some_and(|p| p.term == term) {
-                let p = self.proposals.remove(&index).expect("checked");
-                p.responder.fail(ProposeError::Timeout, &*self.transport);
-            }
+        let proposals = &self.proposals;
+        let expired = expire_deadlines(&mut self.proposal_deadlines, now, |index, term| {
+            proposals.get(&index).is_some_and(|p| p.term == term)
+        });
+        for index in expired {
+            let p = self.proposals.remove(&index).expect("pending");
+            p.responder.fail(ProposeError::Timeout, &*self.transport);
         }
         let expired: Vec<u64> = self
             .forwards
@@ -1170,4 +1168,47 @@ fn members(cs: &ConfState) -> BTreeMap<NodeId, Member> {
             )
         })
         .collect()
+}
+
+/// Pops the deadlines at the front of `queue` (kept in proposal order) that have passed or
+/// whose proposal is no longer pending, and returns the pending ones that passed.
+/// Dropping answered proposals' deadlines keeps the queue about as long as the number of
+/// proposals in flight, instead of `propose_timeout` worth of throughput.
+fn expire_deadlines(
+    queue: &mut VecDeque<(Instant, Index, Term)>,
+    now: Instant,
+    pending: impl Fn(Index, Term) -> bool,
+) -> Vec<Index> {
+    let mut expired = Vec::new();
+    while let Some(&(deadline, index, term)) = queue.front() {
+        let still_pending = pending(index, term);
+        if still_pending && deadline > now {
+            break;
+        }
+        queue.pop_front();
+        if still_pending {
+            expired.push(index);
+        }
+    }
+    expired
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answered_deadlines_are_dropped_and_pending_ones_expire_on_time() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(10);
+        let mut queue: VecDeque<_> = (1..=1000).map(|i| (later, i, 1)).collect();
+        // Everything up to 990 was answered; 991 onwards is still pending.
+        let expired = expire_deadlines(&mut queue, start, |i, _| i > 990);
+        assert!(expired.is_empty());
+        assert_eq!(queue.len(), 10, "answered proposals' deadlines must not linger");
+        // Only 996 onwards of term 1 are still pending when their deadline passes.
+        let expired = expire_deadlines(&mut queue, later, |i, t| i > 995 && t == 1);
+        assert_eq!(expired, vec![996, 997, 998, 999, 1000]);
+        assert!(queue.is_empty());
+    }
 }
