@@ -247,27 +247,6 @@ mod tests {
     }
 
     fn test_metrics() -> Metrics {
-        Metrics {
-            id: 1,
-            role: Role::Follower,
-            term: 0,
-            leader: None,
-            commit: 0,
-            applied: 0,
-            last_log_index: 0,
-            snapshot_index: 0,
-            members: Default::default(),
-            joint: false,
-            matched: Default::default(),
-            proposals: 0,
-            applied_entries: 0,
-            leader_changes: 0,
-            elections_won: 0,
-            store: Default::default(),
-            transport: Default::default(),
-            snapshots_taken: 0,
-            snapshots_installed: 0,
-            fatal: None,
-        }
+        Metrics::new(1)
     }
 }
