@@ -119,22 +119,35 @@ impl MemStorage {
         let Some(first) = entries.first() else {
             return Ok(());
         };
+        self.truncate_for(first.index)?;
+        self.entries.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// [`MemStorage::append`], taking the entries by value (no copy).
+    pub fn append_owned(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        self.truncate_for(first.index)?;
+        self.entries.extend(entries);
+        Ok(())
+    }
+
+    /// Discards the stored entries at and after `first`, where an append will start.
+    fn truncate_for(&mut self, first: Index) -> Result<(), StorageError> {
         let last = self.last_index();
-        if first.index > last + 1 {
-            return Err(StorageError::Unavailable {
-                index: first.index,
-                last,
-            });
+        if first > last + 1 {
+            return Err(StorageError::Unavailable { index: first, last });
         }
-        if first.index <= self.snapshot.index {
+        if first <= self.snapshot.index {
             return Err(StorageError::Compacted {
-                index: first.index,
+                index: first,
                 first: self.first_index(),
             });
         }
-        let keep = (first.index - self.snapshot.index - 1) as usize;
+        let keep = (first - self.snapshot.index - 1) as usize;
         self.entries.truncate(keep);
-        self.entries.extend_from_slice(entries);
         Ok(())
     }
 

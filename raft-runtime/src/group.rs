@@ -328,7 +328,16 @@ impl<SM: StateMachine> Group<SM> {
         if let Some(reason) = self.busy() {
             return responder.fail(ProposeError::Busy(reason), &*self.transport);
         }
-        match self.node.propose(command.clone()) {
+        if self.node.role() != Role::Leader {
+            let leader = self.node.leader();
+            return match (responder, leader) {
+                (Responder::Local(reply), Some(leader)) if self.cfg.forward_proposals => {
+                    self.forward(leader, command, reply)
+                }
+                (responder, _) => responder.fail(ProposeError::NotLeader { leader }, &*self.transport),
+            };
+        }
+        match self.node.propose(command) {
             Ok(index) => {
                 let term = self.node.term();
                 self.metrics.proposals += 1;
@@ -336,12 +345,9 @@ impl<SM: StateMachine> Group<SM> {
                     .push_back((self.now + self.cfg.propose_timeout, index, term));
                 self.proposals.insert(index, Pending { term, responder });
             }
-            Err(raft_core::Error::NotLeader { leader }) => match (responder, leader) {
-                (Responder::Local(reply), Some(leader)) if self.cfg.forward_proposals => {
-                    self.forward(leader, command, reply)
-                }
-                (responder, _) => responder.fail(ProposeError::NotLeader { leader }, &*self.transport),
-            },
+            Err(raft_core::Error::NotLeader { leader }) => {
+                responder.fail(ProposeError::NotLeader { leader }, &*self.transport)
+            }
             Err(raft_core::Error::UncommittedLimit { .. }) => {
                 responder.fail(ProposeError::Busy(BusyReason::Uncommitted), &*self.transport)
             }

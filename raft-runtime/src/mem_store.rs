@@ -43,10 +43,11 @@ impl Inner {
         }
         if !w.entries.is_empty() {
             let bytes: u64 = w.entries.iter().map(Entry::size).sum();
+            let count = w.entries.len() as u64;
             self.log
-                .append(&w.entries)
+                .append_owned(w.entries)
                 .map_err(|e| StoreError::new(MemStoreError(format!("write outside the log: {e}"))))?;
-            self.metrics.entries += w.entries.len() as u64;
+            self.metrics.entries += count;
             self.metrics.bytes += bytes;
         }
         if let Some(hs) = w.hard_state {
