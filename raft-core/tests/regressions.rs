@@ -220,3 +220,61 @@ fn node_outside_its_configuration_campaigns_with_a_pre_vote() {
     assert_eq!(net.term(1), before, "the leader's term was never disturbed");
     assert_eq!(net.role(1), Role::Leader);
 }
+
+/// A lone voter won a term on a tick and crashed before its term and vote were durable; the
+/// simulator then saw another node win the same term. That is safe only because the first
+/// leadership was never visible: nothing it produced left before the crash, and after the
+/// restart the node may vote in that term as if it had never led it.
+#[test]
+fn leadership_lost_before_its_term_was_durable_was_never_seen() {
+    use raft_core::{MessageBody, RequestVote, Role};
+    let mut net = Network::with(&[1], &[2], config);
+    net.node_mut(1).manual_persist = true;
+    net.raw(1).campaign().unwrap();
+    assert_eq!(net.role(1), Role::Leader, "a lone voter wins at once");
+    let term = net.term(1);
+    let ready = net.raw(1).ready().unwrap();
+    assert!(
+        ready.messages.is_empty(),
+        "nothing leaves before the term is durable: {:?}",
+        ready.messages
+    );
+    let persist = ready.persist.expect("the new term must be written");
+    assert_eq!(
+        persist.hard_state.map(|hs| (hs.term, hs.vote)),
+        Some((term, Some(1)))
+    );
+    assert!(
+        persist.messages.iter().all(|m| m.to == 2),
+        "the appends to the learner wait for the write"
+    );
+
+    // The write never completes.
+    net.crash_restart(1);
+    assert_eq!(net.term(1), term - 1, "the term was not durable");
+    assert_eq!(net.role(1), Role::Follower);
+
+    // Another node asks for the same term with a log as good: the vote is granted, since this
+    // node holds no record of having led or voted in that term.
+    let last_index = net.raw(1).last_index();
+    let last_term = net.raw(1).term_at(last_index).unwrap();
+    net.node_mut(1).manual_persist = false;
+    net.raw(1)
+        .step(Message {
+            from: 2,
+            to: 1,
+            term,
+            body: MessageBody::RequestVote(RequestVote {
+                last_index,
+                last_term,
+                pre_vote: false,
+                leader_transfer: false,
+            }),
+        })
+        .unwrap();
+    let granted = net
+        .collect()
+        .into_iter()
+        .any(|m| matches!(m.body, MessageBody::VoteResponse(r) if r.granted));
+    assert!(granted);
+}

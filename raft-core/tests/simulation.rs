@@ -102,12 +102,30 @@ fn soak() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    run_seeds(1_000_000..1_000_000 + n, |seed| {
-        let opts = SimOptions::from_seed(seed, 5_000);
-        if seed % 2 == 0 {
-            opts.with_membership_and_reads()
-        } else {
-            opts
+    run_seeds(1_000_000..1_000_000 + n, soak_options);
+}
+
+/// The soak's options for `seed`: 5,000 steps, membership changes and reads on even seeds.
+fn soak_options(seed: u64) -> SimOptions {
+    let opts = SimOptions::from_seed(seed, 5_000);
+    if seed % 2 == 0 {
+        opts.with_membership_and_reads()
+    } else {
+        opts
+    }
+}
+
+/// Seeds the soak once failed on, replayed with the soak's options. 1,006,824: a lone voter
+/// won a term on a tick and crashed before the term was durable; a node removed by a not yet
+/// committed change then won the same term with that voter's vote (legitimately: the first
+/// leadership was never visible, and the simulator now says so).
+const SOAK_REGRESSIONS: &[u64] = &[1_006_824];
+
+#[test]
+fn soak_regressions() {
+    for &seed in SOAK_REGRESSIONS {
+        if let Err(e) = Sim::new(seed, soak_options(seed)).run() {
+            panic!("{e}");
         }
-    });
+    }
 }

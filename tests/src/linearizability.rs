@@ -176,7 +176,13 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
     let is_linearized = |lin: &Vec<u64>, i: usize| lin[i / 64] & (1 << (i % 64)) != 0;
     let definite_total = ops.iter().filter(|(_, o)| o.result.is_some()).count();
     let mut definite_done = 0usize;
-    let mut seen: HashSet<(Vec<u64>, u64)> = HashSet::new();
+    // States already explored, keyed by a 128-bit Zobrist hash of the linearized set (kept up
+    // to date in O(1) per step) and the counter value. Storing the set itself would cost n/8
+    // bytes per state, which a history of some hundred thousand operations turns into
+    // gigabytes; a false match between two 128-bit keys is out of reach.
+    let keys: Vec<u128> = (0..n as u64).map(zobrist_key).collect();
+    let mut set_hash = 0u128;
+    let mut seen: HashSet<(u128, u64)> = HashSet::new();
     let mut state = initial;
     let mut deepest: Vec<usize> = Vec::new();
     let mut path: Vec<usize> = Vec::new();
@@ -236,11 +242,11 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
             if o.result.is_some_and(|(_, v)| v != result) {
                 continue;
             }
-            linearized[op / 64] |= 1 << (op % 64);
-            if !seen.insert((linearized.clone(), after)) {
-                linearized[op / 64] &= !(1 << (op % 64));
+            if !seen.insert((set_hash ^ keys[op], after)) {
                 continue;
             }
+            linearized[op / 64] |= 1 << (op % 64);
+            set_hash ^= keys[op];
             unlink(&mut next, &mut prev, call_pos[op]);
             unlink(&mut next, &mut prev, ret_pos[op]);
             if o.result.is_some() {
@@ -249,20 +255,23 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
             let before = state;
             state = after;
             path.push(ops[op].0);
-            if path.len() > deepest.len() {
-                deepest = path.clone();
-            }
             frames.push(Frame {
                 candidates: candidates(&next, &linearized),
                 next: 0,
                 taken: Some((op, before)),
             });
         } else {
+            // Backtracking: remember the path if it is the deepest so far (copied here, at a
+            // dead end, rather than on every step down).
+            if path.len() > deepest.len() {
+                deepest.clone_from(&path);
+            }
             let frame = frames.pop().expect("checked");
             let Some((op, before)) = frame.taken else {
                 return Verdict::NotLinearizable { deepest };
             };
             linearized[op / 64] &= !(1 << (op % 64));
+            set_hash ^= keys[op];
             relink(&mut next, &mut prev, ret_pos[op]);
             relink(&mut next, &mut prev, call_pos[op]);
             if ops[op].1.result.is_some() {
@@ -272,6 +281,19 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
             path.pop();
         }
     }
+}
+
+/// A fixed pseudo-random 128-bit key for operation `i` (two rounds of SplitMix64).
+fn zobrist_key(i: u64) -> u128 {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let hi = mix(2 * i);
+    let lo = mix(2 * i + 1);
+    (u128::from(hi) << 64) | u128::from(lo)
 }
 
 #[cfg(test)]
@@ -412,11 +434,10 @@ mod tests {
         assert!(matches!(check(&h, 0, BUDGET), Verdict::NotLinearizable { .. }));
     }
 
-    #[test]
-    fn long_concurrent_history_checks_quickly() {
-        // 16 clients, 6,000 operations, executed atomically at random points of their
-        // intervals: linearizable by construction.
-        let mut seed = 7u64;
+    /// `clients` clients issuing `len` operations, each executed atomically at a random point
+    /// of its interval: linearizable by construction. Operations still open at the end may
+    /// already have taken effect: their outcome is unknown.
+    fn random_history(clients: usize, len: usize, mut seed: u64) -> Vec<Operation> {
         let mut rnd = move || {
             seed ^= seed << 13;
             seed ^= seed >> 7;
@@ -426,10 +447,10 @@ mod tests {
         let mut h = Vec::new();
         let mut value = 0u64;
         let mut time = 0u64;
-        let mut open: Vec<Option<(Op, u64, Option<u64>)>> = vec![None; 16];
-        while h.len() < 6_000 {
+        let mut open: Vec<Option<(Op, u64, Option<u64>)>> = vec![None; clients];
+        while h.len() < len {
             time += 1;
-            let c = (rnd() % 16) as usize;
+            let c = (rnd() % clients as u64) as usize;
             match open[c].take() {
                 None => {
                     let op = if rnd() % 3 == 0 {
@@ -452,12 +473,17 @@ mod tests {
                 Some((op, call, Some(v))) => h.push(Operation::ok(c as u64, op, call, time, v)),
             }
         }
-        // Operations still open may already have taken effect: their outcome is unknown.
         for (c, o) in open.iter().enumerate() {
             if let Some((op, call, _)) = o {
                 h.push(Operation::unknown(c as u64, *op, *call));
             }
         }
+        h
+    }
+
+    #[test]
+    fn long_concurrent_history_checks_quickly() {
+        let h = random_history(16, 6_000, 7);
         let start = std::time::Instant::now();
         assert_eq!(check(&h, 0, BUDGET), Verdict::Linearizable);
         assert!(
@@ -473,6 +499,24 @@ mod tests {
             .expect("a read");
         if let Some((ret, v)) = bad[i].result {
             bad[i].result = Some((ret, v + 1_000));
+        }
+        assert!(matches!(check(&bad, 0, BUDGET), Verdict::NotLinearizable { .. }));
+    }
+
+    /// A history as long as a ten-minute fault run produces. The explored-state cache once
+    /// held the whole linearized set per state, a few dozen kilobytes each at this length,
+    /// which ran a real check out of memory; and the deepest path was copied on every step.
+    #[test]
+    fn a_history_of_300_000_operations_checks_in_bounded_memory() {
+        let h = random_history(6, 300_000, 11);
+        assert_eq!(check(&h, 0, BUDGET), Verdict::Linearizable);
+        let mut bad = h;
+        let i = bad
+            .iter()
+            .rposition(|o| o.op == Op::Read && o.result.is_some())
+            .expect("a read");
+        if let Some((ret, v)) = bad[i].result {
+            bad[i].result = Some((ret, v + 1_000_000));
         }
         assert!(matches!(check(&bad, 0, BUDGET), Verdict::NotLinearizable { .. }));
     }

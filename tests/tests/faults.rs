@@ -422,20 +422,26 @@ async fn exercise(c: &mut Cluster, seed: u64, length: Duration) -> Result<String
         .expect("clients stopped")
         .into_inner();
     let mut ops = history.ops;
-    let check = match (faults, heal) {
-        (Ok(n), Ok(finals)) => {
-            for (slot, call, ret, value) in &finals {
-                ops.push(Operation::ok(1_000 + *slot as u64, Op::Read, *call, *ret, *value));
-            }
-            verify(&ops, &finals).map(|s| format!("{n} faults; {s}"))
+    if let Ok(finals) = &heal {
+        for (slot, call, ret, value) in finals {
+            ops.push(Operation::ok(1_000 + *slot as u64, Op::Read, *call, *ret, *value));
         }
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    };
+    }
+    // Written before the check, so that it is there whatever becomes of the check.
     let _ = std::fs::write(
         c.dir.join("history.json"),
         serde_json::to_string_pretty(&ops).unwrap_or_default(),
     );
-    check
+    match (faults, heal) {
+        (Ok(n), Ok(finals)) => {
+            c.note(&format!("checking {} operations", ops.len()));
+            let started = Instant::now();
+            let verdict = verify(&ops, &finals).map(|s| format!("{n} faults; {s}"));
+            c.note(&format!("checked in {:.1} s", started.elapsed().as_secs_f64()));
+            verdict
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
 /// Injects faults one at a time until `length` has passed. Returns how many.

@@ -805,6 +805,7 @@ impl Sim {
         let node = self.nodes.get_mut(&id).unwrap();
         let raw = node.raw.take().unwrap();
         node.storage_down = Some(raw.storage().clone());
+        let durable = raw.storage().hard_state();
         let lost = node.pending.len();
         node.pending.clear();
         node.staged.clear();
@@ -815,6 +816,23 @@ impl Sim {
         // A snapshot the state machine still has to catch up to is the restart point.
         let _ = applied;
         self.log(format!("crash node {id} (lost {lost} pending batches)"));
+        // A leadership whose term and vote never became durable was never seen by anyone:
+        // the core holds every message back until they are, and commits nothing before. It
+        // vanishes with the crash, and the term may then be won by another node (a lone
+        // voter that wins a term on a tick and crashes at once); election safety is about
+        // leaders that existed for the rest of the cluster.
+        let unseen: Vec<Term> = self
+            .leaders
+            .iter()
+            .filter(|&(&t, &leader)| {
+                leader == id && (durable.term < t || (durable.term == t && durable.vote != Some(id)))
+            })
+            .map(|(&t, _)| t)
+            .collect();
+        for t in unseen {
+            self.leaders.remove(&t);
+            self.log(format!("node {id} led term {t} unseen: its term was not durable"));
+        }
         // Reads issued at this node are abandoned.
         self.reads.retain(|_, r| r.node != id);
     }
