@@ -28,6 +28,7 @@ use crate::codec;
 use crate::config::Config;
 use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
 use crate::metrics::{Member, MemberInfo, Metrics};
+use crate::peers::PeerSet;
 use crate::state_machine::StateMachine;
 use crate::store::{LogStore, LogWrite, Snapshot, StoreError};
 use crate::transport::{ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage};
@@ -144,6 +145,8 @@ pub(crate) struct Group<SM: StateMachine> {
     pub(crate) emitted: Index,
     pub(crate) last_snapshot: Index,
     pub(crate) last_conf_index: Option<Index>,
+    /// The peers the transport is told of (the members, and removed ones for a while).
+    peers: PeerSet,
     proposals: HashMap<Index, Pending<SM>>,
     proposal_deadlines: VecDeque<(Instant, Index, Term)>,
     /// Proposals forwarded to a leader: deadline, the leader, and where the outcome goes.
@@ -186,6 +189,9 @@ impl<SM: StateMachine> Group<SM> {
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let last_snapshot = store.first_index().saturating_sub(1);
+        // Removed peers stay reachable two election timeouts after their removal commits:
+        // the leader goes on replicating to them for up to one.
+        let peers = PeerSet::new(2 * u64::from(cfg.protocol.election_tick));
         Group {
             id: cfg.id,
             metrics: Metrics::new(cfg.id),
@@ -206,6 +212,7 @@ impl<SM: StateMachine> Group<SM> {
             emitted: applied,
             last_snapshot,
             last_conf_index: None,
+            peers,
             proposals: HashMap::new(),
             proposal_deadlines: VecDeque::new(),
             forwards: HashMap::new(),
@@ -851,6 +858,7 @@ impl<SM: StateMachine> Group<SM> {
             .iter()
             .map(|(&id, raw)| (id, Bytes::from(MemberInfo::decode(raw).address.into_bytes())))
             .collect();
+        let addresses = self.peers.set_config(index, addresses);
         self.transport.set_peers(addresses);
     }
 
@@ -932,6 +940,9 @@ impl<SM: StateMachine> Group<SM> {
 
     fn on_tick(&mut self) {
         self.node.tick();
+        if let Some(addresses) = self.peers.tick(self.node.commit_index()) {
+            self.transport.set_peers(addresses);
+        }
         let now = Instant::now();
         let proposals = &self.proposals;
         let expired = expire_deadlines(&mut self.proposal_deadlines, now, |index, term| {

@@ -101,6 +101,7 @@ pub mod mem_store;
 pub mod mem_transport;
 pub mod metrics;
 mod node;
+mod peers;
 pub mod state_machine;
 pub mod store;
 pub mod transport;

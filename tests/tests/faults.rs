@@ -535,13 +535,20 @@ async fn inject(c: &mut Cluster, seed: u64, length: Duration) -> Result<usize, S
 async fn replace(c: &mut Cluster, slot: usize) -> Result<(), String> {
     let old = c.slots[slot].id;
     c.note(&format!("remove node {old}"));
-    if let Err(e) = c
+    match c
         .admin("/admin/remove", json!({ "id": old }), Duration::from_secs(30))
         .await
     {
-        // Not removed (no quorum in time): leave it be.
-        c.note(&format!("removal of node {old} did not complete: {e}"));
-        return Ok(());
+        Ok(()) => {}
+        // An earlier attempt whose answer was lost (a timeout, a node that stopped) did it.
+        Err(e) if e.contains(&format!("node {old} is not a member")) => {
+            c.note(&format!("node {old} was removed by an earlier attempt: {e}"));
+        }
+        Err(e) => {
+            // Not removed (no quorum in time): leave it be.
+            c.note(&format!("removal of node {old} did not complete: {e}"));
+            return Ok(());
+        }
     }
     if let Some(p) = c.slots[slot].process.as_mut() {
         p.kill();

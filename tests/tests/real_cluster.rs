@@ -59,3 +59,30 @@ async fn a_full_cluster_restart_recovers_everything_from_disk() {
     assert_eq!(c.converged().await, (0..=120).collect::<Vec<_>>());
     c.shutdown().await;
 }
+
+/// A leader removes itself over QUIC with mutual TLS. The followers take the new
+/// configuration on append; if their transports refused the old leader from then on, it
+/// would never hear them acknowledge the change, never commit it, and campaign forever
+/// outside the cluster. The removed node stays reachable until the change commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_removes_itself_over_quic() {
+    let mut c = RealCluster::start(3, |_| {}).await;
+    for v in 0..20 {
+        c.propose(v).await;
+    }
+    let old = c.leader().await;
+    tokio::time::timeout(Duration::from_secs(60), c.nodes[&old].remove_node(old))
+        .await
+        .expect("the removal completes")
+        .expect("the leader removed itself");
+    c.nodes[&old]
+        .wait_for(Duration::from_secs(30), |m| m.leader != Some(old))
+        .await
+        .expect("the old leader stepped down");
+    c.stop(old).await;
+    for v in 20..40 {
+        c.propose(v).await;
+    }
+    assert_eq!(c.converged().await, (0..40).collect::<Vec<_>>());
+    c.shutdown().await;
+}
