@@ -227,7 +227,10 @@ pub trait Transport: Send + Sync + 'static {
 
     /// The members' addresses, from the replicated configuration (the bytes each member
     /// registered, typically `host:port`). Called at start and whenever the configuration
-    /// changes. Peers not listed are disconnected; a transport that authenticates peers
+    /// changes. Members a change removes stay listed until the change has committed and two
+    /// election timeouts have passed, since the protocol still needs to reach them (a leader
+    /// that removes itself must hear its followers acknowledge the change). Peers not
+    /// listed are disconnected; a transport that authenticates peers
     /// refuses those that are not listed, unless it has never been given a list (a node
     /// waiting to join knows no members yet).
     fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>);

@@ -6,29 +6,37 @@ use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 
-/// The `counter` binary: `$COUNTER_BIN`, else next to the test binary's directory (where
-/// `cargo test --workspace` builds it), else built now with cargo.
+/// The `counter` binary: `$COUNTER_BIN`, else the one next to the test binary's directory
+/// (`target/<profile>/counter`), brought up to date with `cargo build -p counter` first
+/// (once per process; a no-op when `cargo test --workspace` has just built it). A test
+/// run with `-p raft-tests` alone does not rebuild the example, and a stale binary would
+/// test old code.
 pub fn counter_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
     if let Some(p) = std::env::var_os("COUNTER_BIN") {
         return PathBuf::from(p);
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>/counter
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target directory");
-    let candidate = profile_dir.join("counter");
-    if !candidate.exists() {
-        let release = profile_dir.ends_with("release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "counter"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build -p counter");
-        assert!(status.success(), "cargo build -p counter failed");
-    }
-    candidate
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test binary path");
+            // target/<profile>/deps/<test> -> target/<profile>/counter
+            let profile_dir = exe.parent().and_then(Path::parent).expect("target directory");
+            let target_dir = profile_dir.parent().expect("target directory");
+            let release = profile_dir.ends_with("release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "-p", "counter", "--target-dir"])
+                .arg(target_dir);
+            if release {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("running cargo build -p counter");
+            assert!(status.success(), "cargo build -p counter failed");
+            profile_dir.join("counter")
+        })
+        .clone()
 }
 
 /// One node process with the arguments it was started with.
