@@ -177,12 +177,12 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
     let definite_total = ops.iter().filter(|(_, o)| o.result.is_some()).count();
     let mut definite_done = 0usize;
     // States already explored, keyed by a 128-bit Zobrist hash of the linearized set (kept up
-    // to date in O(1) per step) and the counter value. Storing the set itself would cost n/8
+    // to date in O(1) per step) mixed with the counter value: 16 bytes per state. Storing the set itself would cost n/8
     // bytes per state, which a history of some hundred thousand operations turns into
     // gigabytes; a false match between two 128-bit keys is out of reach.
     let keys: Vec<u128> = (0..n as u64).map(zobrist_key).collect();
     let mut set_hash = 0u128;
-    let mut seen: HashSet<(u128, u64)> = HashSet::new();
+    let mut seen: HashSet<u128> = HashSet::new();
     let mut state = initial;
     let mut deepest: Vec<usize> = Vec::new();
     let mut path: Vec<usize> = Vec::new();
@@ -242,7 +242,7 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
             if o.result.is_some_and(|(_, v)| v != result) {
                 continue;
             }
-            if !seen.insert((set_hash ^ keys[op], after)) {
+            if !seen.insert(set_hash ^ keys[op] ^ u128::from(after).wrapping_mul(VALUE_MIX)) {
                 continue;
             }
             linearized[op / 64] |= 1 << (op % 64);
@@ -282,6 +282,10 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
         }
     }
 }
+
+/// Mixes the counter value into a state's key (an odd constant: distinct values give
+/// distinct products).
+const VALUE_MIX: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835;
 
 /// A fixed pseudo-random 128-bit key for operation `i` (two rounds of SplitMix64).
 fn zobrist_key(i: u64) -> u128 {

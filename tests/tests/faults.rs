@@ -681,7 +681,10 @@ fn verify(ops: &[Operation], finals: &[(usize, u64, u64, u64)]) -> Result<String
         ));
     }
     let reads = ops.iter().filter(|o| o.op == Op::Read).count();
-    match linearizability::check(ops, 0, 50_000_000) {
+    // A ten-minute soak records about a million operations, and the search takes some
+    // hundred steps per operation on such histories (16 bytes of cache each).
+    let budget = (ops.len() as u64 * 400).max(50_000_000);
+    match linearizability::check(ops, 0, budget) {
         Verdict::Linearizable => Ok(format!(
             "{} operations ({acked_n} acknowledged increments, {unknown} unknown, {reads} reads), final value {final_value}, linearizable",
             ops.len()
