@@ -82,7 +82,11 @@ pub enum Verdict {
         deepest: Vec<usize>,
     },
     /// The search gave up after its step budget.
-    Inconclusive,
+    Inconclusive {
+        /// How many operations the deepest partial linearization held: where the search
+        /// spent its budget.
+        deepest: usize,
+    },
 }
 
 #[derive(Clone, Copy)]
@@ -228,7 +232,9 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
         }
         steps += 1;
         if steps > max_steps {
-            return Verdict::Inconclusive;
+            return Verdict::Inconclusive {
+                deepest: deepest.len().max(path.len()),
+            };
         }
         let top = frames.last_mut().expect("the root frame stays");
         if top.next < top.candidates.len() {
@@ -406,7 +412,11 @@ mod tests {
         let h: Vec<Operation> = serde_json::from_str(&std::fs::read_to_string(&path).expect("history file"))
             .expect("history JSON");
         let start = std::time::Instant::now();
-        let v = check(&h, 0, 500_000_000);
+        let steps = std::env::var("RAFT_CHECK_STEPS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(500_000_000);
+        let v = check(&h, 0, steps);
         println!("{} operations: {v:?} in {:?}", h.len(), start.elapsed());
     }
 

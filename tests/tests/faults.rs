@@ -682,8 +682,8 @@ fn verify(ops: &[Operation], finals: &[(usize, u64, u64, u64)]) -> Result<String
     }
     let reads = ops.iter().filter(|o| o.op == Op::Read).count();
     // A ten-minute soak records about a million operations, and the search takes some
-    // hundred steps per operation on such histories (16 bytes of cache each).
-    let budget = (ops.len() as u64 * 400).max(50_000_000);
+    // hundred steps per operation on such histories (at most 16 bytes of cache each).
+    let budget = (ops.len() as u64 * 600).max(50_000_000);
     match linearizability::check(ops, 0, budget) {
         Verdict::Linearizable => Ok(format!(
             "{} operations ({acked_n} acknowledged increments, {unknown} unknown, {reads} reads), final value {final_value}, linearizable",
@@ -694,6 +694,9 @@ fn verify(ops: &[Operation], finals: &[(usize, u64, u64, u64)]) -> Result<String
             deepest.len(),
             deepest.last().map(|&i| &ops[i])
         )),
-        Verdict::Inconclusive => Err("linearizability check inconclusive within its step budget".into()),
+        Verdict::Inconclusive { deepest } => Err(format!(
+            "linearizability check inconclusive within its step budget of {budget} steps (at best {deepest} of {} operations linearized)",
+            ops.len()
+        )),
     }
 }
