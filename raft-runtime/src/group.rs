@@ -848,9 +848,12 @@ impl<SM: StateMachine> Group<SM> {
         let cs = self.node.conf_state().clone();
         self.metrics.members = members(&cs);
         self.metrics.joint = cs.is_joint();
-        if cs.members().is_empty() {
+        if cs.members().is_empty() || !cs.contains(self.id) {
             // A node waiting to join knows no members: leave the transport open to any peer
-            // it trusts, so that the leader can reach it and add it.
+            // it trusts, so that the leader can reach it and add it. The same holds while a
+            // joining node replays the log from the start: the configurations it meets
+            // there predate it, and may well not list the leader that is catching it up.
+            // (A removed node keeps the list it had.)
             return;
         }
         let addresses = cs
