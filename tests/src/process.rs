@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 
 /// The `counter` binary: `$COUNTER_BIN`, else the one next to the test binary's directory
 /// (`target/<profile>/counter`), brought up to date with `cargo build -p counter` first
-/// (once per process; a no-op when `cargo test --workspace` has just built it). A test
-/// run with `-p raft-tests` alone does not rebuild the example, and a stale binary would
-/// test old code.
+/// (once per process; after `cargo test --workspace` this may rebuild it once, since
+/// features unify differently). A test run with `-p raft-tests` alone does not rebuild the
+/// example, and a stale binary would test old code.
 pub fn counter_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     if let Some(p) = std::env::var_os("COUNTER_BIN") {
