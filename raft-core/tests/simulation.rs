@@ -124,8 +124,6 @@ const SOAK_REGRESSIONS: &[u64] = &[1_006_824];
 #[test]
 fn soak_regressions() {
     for &seed in SOAK_REGRESSIONS {
-        if let Err(e) = Sim::new(seed, soak_options(seed)).run() {
-            panic!("{e}");
-        }
+        run_seeds(seed..seed + 1, soak_options);
     }
 }

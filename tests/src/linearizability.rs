@@ -181,9 +181,10 @@ pub fn check(history: &[Operation], initial: u64, max_steps: u64) -> Verdict {
     let definite_total = ops.iter().filter(|(_, o)| o.result.is_some()).count();
     let mut definite_done = 0usize;
     // States already explored, keyed by a 128-bit Zobrist hash of the linearized set (kept up
-    // to date in O(1) per step) mixed with the counter value: 16 bytes per state. Storing the set itself would cost n/8
-    // bytes per state, which a history of some hundred thousand operations turns into
-    // gigabytes; a false match between two 128-bit keys is out of reach.
+    // to date in O(1) per step) mixed with the counter value: 16 bytes per state. Storing
+    // the set itself would cost n/8 bytes per state, which a history of some hundred
+    // thousand operations turns into gigabytes; a false match between two 128-bit keys is
+    // out of reach.
     let keys: Vec<u128> = (0..n as u64).map(zobrist_key).collect();
     let mut set_hash = 0u128;
     let mut seen: HashSet<u128> = HashSet::new();
