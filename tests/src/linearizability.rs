@@ -356,9 +356,8 @@ pub fn check_unit_increments(history: &[Operation], initial: u64) -> Verdict {
         format!("operation {i} ({:?})", history[i])
     }
 
-    // For each position: the acknowledged increment there, the latest point before which it
-    // may not be (and which operation sets it), the earliest point after which it may not
-    // be (and which operation sets it).
+    // For each position: the acknowledged increment there, the earliest point its increment
+    // may take effect at and the latest, each with the operation that sets it.
     struct Slot {
         acked: Option<usize>,
         after: (Point, Option<usize>),
@@ -375,6 +374,23 @@ pub fn check_unit_increments(history: &[Operation], initial: u64) -> Verdict {
         }
         p
     };
+    // No value above `initial` plus the number of increments can be observed; checking that
+    // first also bounds the positions below by the length of the history.
+    let increments = history.iter().filter(|o| matches!(o.op, Op::Incr(_))).count() as u64;
+    let ceiling = initial.saturating_add(increments);
+    if let Some((i, v)) = history
+        .iter()
+        .enumerate()
+        .find_map(|(i, o)| o.result.map(|(_, v)| (i, v)).filter(|&(_, v)| v > ceiling))
+    {
+        return Verdict::NotLinearizable {
+            deepest: Vec::new(),
+            why: format!(
+                "{} observed {v}, more than the {increments} increments issued could reach from {initial}",
+                describe(history, i)
+            ),
+        };
+    }
     let mut unknowns: Vec<(u64, usize)> = Vec::new();
     // The highest position observed.
     let mut top = 0usize;
@@ -791,6 +807,12 @@ mod tests {
                 Operation::ok(1, Op::Incr(1), 0, 10, 1),
                 Operation::ok(2, Op::Read, 1, 2, 1),
                 Operation::ok(3, Op::Read, 3, 4, 0),
+            ],
+            // A value no number of the increments issued reaches (and which must not make
+            // the check allocate a place for every value below it).
+            vec![
+                Operation::unknown(1, Op::Incr(1), 0),
+                Operation::ok(2, Op::Read, 5, 6, u64::MAX / 2),
             ],
         ];
         for h in &bad {
