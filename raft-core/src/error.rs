@@ -3,7 +3,7 @@
 
 use crate::config::ConfigError;
 use crate::storage::StorageError;
-use crate::types::{Index, NodeId};
+use crate::types::{Index, NodeId, Term};
 
 /// Everything that can go wrong when feeding input to a [`RawNode`](crate::RawNode).
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +142,82 @@ pub enum Error {
     /// The persisted state does not allow the node to start.
     #[error("inconsistent persisted state: {0}")]
     InconsistentState(String),
+    /// A snapshot message was stepped without its data. Snapshots travel with their data
+    /// (see [`RawNode::step_snapshot`](crate::RawNode::step_snapshot)); a correct peer never
+    /// sends the metadata alone on the message path. Nothing was acted upon.
+    #[error("snapshot message from node {from} arrived without its data")]
+    SnapshotWithoutData {
+        /// The sender.
+        from: NodeId,
+    },
+    /// A safety invariant of the protocol would have been broken. The node refused the
+    /// change that would have broken it and stopped: every later call returns this error.
+    /// This is a bug (in the protocol, the driver or the storage), never a peer's doing.
+    #[error("safety invariant violated, node stopped: {0}")]
+    Fatal(Invariant),
+}
+
+impl Error {
+    /// Whether the node has stopped (see [`Error::Fatal`]).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Fatal(_))
+    }
+}
+
+/// A safety invariant the node checks in every build, and what would have broken it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invariant {
+    /// A node's term never decreases.
+    #[error("the term would decrease from {from} to {to}")]
+    TermDecreased {
+        /// The current term.
+        from: Term,
+        /// The smaller term.
+        to: Term,
+    },
+    /// The commit index never decreases.
+    #[error("the commit index would decrease from {from} to {to}")]
+    CommitRegressed {
+        /// The current commit index.
+        from: Index,
+        /// The smaller index.
+        to: Index,
+    },
+    /// The commit index never runs past the log.
+    #[error("the commit index would pass the last log index ({commit} > {last})")]
+    CommitBeyondLog {
+        /// The commit index asked for.
+        commit: Index,
+        /// The last index of the log.
+        last: Index,
+    },
+    /// Committed entries are never replaced.
+    #[error("entries from index {at} would replace committed entries (commit index {commit})")]
+    TruncateCommitted {
+        /// The first index that would be replaced.
+        at: Index,
+        /// The commit index.
+        commit: Index,
+    },
+    /// The log has no holes.
+    #[error("entries from index {at} would leave a gap after the last index {last}")]
+    LogGap {
+        /// The first index appended.
+        at: Index,
+        /// The last index of the log.
+        last: Index,
+    },
+    /// What a leader knows a follower to hold never decreases (except when the follower
+    /// reports, after acknowledging them, that it lost entries: see [`Error::PeerLostLog`]).
+    #[error("the match index of node {peer} would decrease from {from} to {to}")]
+    MatchDecreased {
+        /// The follower.
+        peer: NodeId,
+        /// The current match index.
+        from: Index,
+        /// The smaller index.
+        to: Index,
+    },
 }
 
 /// Why a configuration change was refused.

@@ -132,7 +132,7 @@ mod storage;
 mod types;
 
 pub use config::{Config, ConfigError};
-pub use error::{ConfChangeError, Error};
+pub use error::{ConfChangeError, Error, Invariant};
 pub use message::{
     Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, ReadIndexRequest,
     ReadIndexResponse, RequestVote, VoteResponse,
@@ -143,7 +143,8 @@ pub use replication::SnapshotStatus;
 pub use storage::{InitialState, LogStorage, MemStorage, StorageError, limit_size};
 pub use types::{
     ChangeKind, ConfChange, ConfChangeMode, ConfState, ENTRY_OVERHEAD, Entry, EntryPayload, HardState, Index,
-    MemberChange, NodeId, ReadCtx, ReadFailure, ReadState, Role, SnapshotMeta, SoftState, Term,
+    MAX_INDEX, MAX_TERM, MAX_TERM_GAP, MemberChange, NodeId, ReadCtx, ReadFailure, ReadState, Role,
+    SnapshotMeta, SoftState, Term,
 };
 
 /// Pure membership arithmetic: the configuration a change leads to, without a node.

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use crate::error::Invariant;
 use crate::storage::{LogStorage, StorageError, limit_size};
 use crate::types::{Entry, Index, SnapshotMeta, Term};
 
@@ -34,6 +35,9 @@ pub(crate) struct RaftLog<S> {
     pub(crate) persisted: Index,
     pub(crate) emitted: Index,
     pub(crate) applied: Index,
+    /// The first safety invariant a change to the log would have broken; the change was
+    /// refused and the node stops (see [`Invariant`]).
+    pub(crate) violation: Option<Invariant>,
 }
 
 impl<S: LogStorage> RaftLog<S> {
@@ -51,6 +55,7 @@ impl<S: LogStorage> RaftLog<S> {
             persisted: last,
             emitted: applied,
             applied,
+            violation: None,
         }
     }
 
@@ -78,7 +83,7 @@ impl<S: LogStorage> RaftLog<S> {
     /// The term at `index`.
     pub(crate) fn term(&self, index: Index) -> Result<Term, StorageError> {
         let first = self.first_index();
-        if index + 1 < first {
+        if index < first.saturating_sub(1) {
             return Err(StorageError::Compacted { index, first });
         }
         if let Some(s) = &self.unstable_snapshot
@@ -166,7 +171,8 @@ impl<S: LogStorage> RaftLog<S> {
         if !self.match_term(prev_index, prev_term) {
             return Ok(None);
         }
-        let last_new = prev_index + entries.len() as u64;
+        // The caller bounds `prev_index` and the entries' count (see `MAX_INDEX`).
+        let last_new = prev_index.saturating_add(entries.len() as u64);
         let mut written = None;
         if let Some(conflict) = self.find_conflict(entries) {
             if conflict <= self.committed {
@@ -195,8 +201,16 @@ impl<S: LogStorage> RaftLog<S> {
             return;
         };
         let at = first.index;
-        debug_assert!(at > self.committed, "appending over committed index");
-        debug_assert!(at <= self.last_index() + 1, "gap in the log");
+        if at <= self.committed {
+            return self.violate(Invariant::TruncateCommitted {
+                at,
+                commit: self.committed,
+            });
+        }
+        let last = self.last_index();
+        if at > last.saturating_add(1) {
+            return self.violate(Invariant::LogGap { at, last });
+        }
         if at == self.offset + self.unstable.len() as u64 {
             // Plain append.
         } else if at <= self.offset {
@@ -214,7 +228,11 @@ impl<S: LogStorage> RaftLog<S> {
 
     pub(crate) fn commit_to(&mut self, index: Index) -> bool {
         if index > self.committed {
-            debug_assert!(index <= self.last_index());
+            let last = self.last_index();
+            if index > last {
+                self.violate(Invariant::CommitBeyondLog { commit: index, last });
+                return false;
+            }
             self.committed = index;
             true
         } else {
@@ -225,6 +243,12 @@ impl<S: LogStorage> RaftLog<S> {
     /// Replaces the log by a snapshot received from a leader.
     pub(crate) fn restore(&mut self, meta: SnapshotMeta) {
         let index = meta.index;
+        if index < self.committed {
+            return self.violate(Invariant::CommitRegressed {
+                from: self.committed,
+                to: index,
+            });
+        }
         self.unstable.clear();
         self.offset = index + 1;
         self.unstable_snapshot = Some(meta);
@@ -236,6 +260,11 @@ impl<S: LogStorage> RaftLog<S> {
     }
 
     /// The not-yet-handed-out snapshot and entries to persist; marks them handed out.
+    /// Records a refused change that would have broken `invariant` (the first one counts).
+    pub(crate) fn violate(&mut self, invariant: Invariant) {
+        self.violation.get_or_insert(invariant);
+    }
+
     pub(crate) fn take_unpersisted(&mut self) -> (Option<SnapshotMeta>, Vec<Entry>) {
         let snapshot = match &self.unstable_snapshot {
             Some(s) if !self.snapshot_emitted => {

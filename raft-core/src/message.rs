@@ -97,6 +97,12 @@ pub enum AppendResponse {
         hint_index: Index,
         /// The follower's term at `hint_index`.
         hint_term: Term,
+        /// The highest heartbeat round the follower had received from this leader when it
+        /// rejected. A rejection that reports fewer entries than the follower acknowledged
+        /// means lost entries only if it was written after the leader took that
+        /// acknowledgement, which a round sent after it proves; otherwise it is a late
+        /// answer to an older append and tells nothing new.
+        round: u64,
     },
 }
 

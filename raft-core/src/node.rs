@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, Invariant};
 use crate::message::{Message, MessageBody};
 use crate::progress::ProgressState;
 use crate::raft::Raft;
@@ -142,6 +142,10 @@ pub struct RawNode<S: LogStorage> {
     durable_term_vote: (Term, Option<NodeId>),
     next_token: u64,
     pending: VecDeque<PendingPersist>,
+    /// The invariant whose violation stopped the node; every call then fails with it.
+    fatal: Option<Invariant>,
+    /// Scratch space for the match indexes before a step (kept to avoid an allocation).
+    matched_before: Vec<(NodeId, Index)>,
 }
 
 impl<S: LogStorage> RawNode<S> {
@@ -159,66 +163,162 @@ impl<S: LogStorage> RawNode<S> {
             raft,
             next_token: 1,
             pending: VecDeque::new(),
+            fatal: None,
+            matched_before: Vec::new(),
         })
     }
 
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
-        self.raft.tick();
+        // A violation surfaces as an error from the next fallible call (`has_ready` is true).
+        let _ = self.guard(|raft| {
+            raft.tick();
+            Ok(())
+        });
         self.commit_flush_due = true;
     }
 
     /// Feeds a message received from a peer.
+    ///
+    /// A snapshot travels with its data, so a [`MessageBody::Snapshot`] is refused here with
+    /// [`Error::SnapshotWithoutData`]: give it to [`RawNode::step_snapshot`] once its data has
+    /// arrived. Every message is checked against what a correct peer can send (terms and
+    /// indexes within [`MAX_TERM`](crate::MAX_TERM) and [`MAX_INDEX`](crate::MAX_INDEX),
+    /// leader-only messages from the leader of the term, ...); a refused message is an
+    /// error value and has no effect.
     pub fn step(&mut self, message: Message) -> Result<(), Error> {
-        self.raft.step(message)
+        if let MessageBody::Snapshot(_) = message.body {
+            return Err(Error::SnapshotWithoutData { from: message.from });
+        }
+        self.guard(|raft| raft.step(message))
+    }
+
+    /// Feeds a snapshot message whose data the driver has received in full and holds: if the
+    /// node accepts it, the next [`Persist`] carries its metadata and the driver installs that
+    /// data. Any other message is refused.
+    pub fn step_snapshot(&mut self, message: Message) -> Result<(), Error> {
+        if !matches!(message.body, MessageBody::Snapshot(_)) {
+            return Err(Error::MalformedMessage {
+                kind: message.kind(),
+                from: message.from,
+                reason: "not a snapshot",
+            });
+        }
+        self.guard(|raft| raft.step(message))
+    }
+
+    /// Runs `f` on the protocol state unless the node has stopped, then checks the safety
+    /// invariants that every input must keep: terms and the commit index never decrease,
+    /// and a leader's knowledge of what a follower holds never shrinks (but for a follower
+    /// that reported losing entries). A violation stops the node for good.
+    fn guard<T>(&mut self, f: impl FnOnce(&mut Raft<S>) -> Result<T, Error>) -> Result<T, Error> {
+        if let Some(invariant) = self.fatal {
+            return Err(Error::Fatal(invariant));
+        }
+        let term = self.raft.term;
+        let commit = self.raft.log.committed;
+        let leading = self.raft.role == Role::Leader;
+        self.matched_before.clear();
+        if leading {
+            self.matched_before
+                .extend(self.raft.progress.iter().map(|(&id, p)| (id, p.matched)));
+        }
+        let result = f(&mut self.raft);
+        let raft = &self.raft;
+        let violation = raft.violation.or(raft.log.violation).or_else(|| {
+            if raft.term < term {
+                return Some(Invariant::TermDecreased {
+                    from: term,
+                    to: raft.term,
+                });
+            }
+            if raft.log.committed < commit {
+                return Some(Invariant::CommitRegressed {
+                    from: commit,
+                    to: raft.log.committed,
+                });
+            }
+            if !leading || raft.role != Role::Leader || raft.term != term {
+                return None;
+            }
+            let lost = match &result {
+                Err(Error::PeerLostLog { peer, .. }) => Some(*peer),
+                _ => None,
+            };
+            self.matched_before.iter().find_map(|&(peer, before)| {
+                let now = raft.progress.get(&peer)?.matched;
+                (now < before && lost != Some(peer)).then_some(Invariant::MatchDecreased {
+                    peer,
+                    from: before,
+                    to: now,
+                })
+            })
+        });
+        if let Some(invariant) = violation {
+            self.fatal = Some(invariant);
+            return Err(Error::Fatal(invariant));
+        }
+        result
+    }
+
+    /// The invariant whose violation stopped this node, if one did (see [`Error::Fatal`]).
+    pub fn fatal(&self) -> Option<Invariant> {
+        self.fatal
     }
 
     /// Proposes an application command (possibly empty; an empty command is exempt from the
     /// uncommitted limit). Returns the index of its entry, whose term is [`RawNode::term`]:
     /// the command is applied iff the entry handed out at that index later has that term.
     pub fn propose(&mut self, data: impl Into<Bytes>) -> Result<Index, Error> {
-        self.raft.propose(data.into())
+        self.guard(|raft| raft.propose(data.into()))
     }
 
     /// Proposes a membership change. Returns the index of its configuration entry.
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, Error> {
-        self.raft.propose_conf_change(change)
+        self.guard(|raft| raft.propose_conf_change(change))
     }
 
     /// Starts transferring leadership to `target`, a voter.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
-        self.raft.transfer_leader(target)
+        self.guard(|raft| raft.transfer_leader(target))
     }
 
     /// Requests a ReadIndex read with a unique context (see [`ReadCtx`]).
     pub fn read_index(&mut self, ctx: ReadCtx) -> Result<(), Error> {
-        self.raft.read_index(ctx)
+        self.guard(|raft| raft.read_index(ctx))
     }
 
     /// Requests a lease read; falls back to ReadIndex when no valid lease is held.
     pub fn lease_read(&mut self, ctx: ReadCtx) -> Result<(), Error> {
-        self.raft.lease_read(ctx)
+        self.guard(|raft| raft.lease_read(ctx))
     }
 
     /// Starts an election now, without waiting for the election timeout.
     pub fn campaign(&mut self) -> Result<(), Error> {
-        self.raft.campaign_now()
+        self.guard(|raft| raft.campaign_now())
     }
 
     /// Tells a leader that `peer` could not be reached.
     pub fn report_unreachable(&mut self, peer: NodeId) {
-        self.raft.report_unreachable(peer);
+        let _ = self.guard(|raft| {
+            raft.report_unreachable(peer);
+            Ok(())
+        });
     }
 
     /// Tells a leader how sending a snapshot to `peer` ended.
     pub fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus) {
-        self.raft.report_snapshot(peer, status);
+        let _ = self.guard(|raft| {
+            raft.report_snapshot(peer, status);
+            Ok(())
+        });
     }
 
     /// Whether [`RawNode::ready`] would return anything.
     pub fn has_ready(&self) -> bool {
         let r = &self.raft;
-        r.soft_state() != self.prev_soft
+        self.fatal.is_some()
+            || r.soft_state() != self.prev_soft
             || (r.term, r.vote) != (self.prev_hard.term, self.prev_hard.vote)
             || (self.commit_flush_due && r.hard_state().commit != self.prev_hard.commit)
             || !r.msgs.is_empty()
@@ -240,8 +340,10 @@ impl<S: LogStorage> RawNode<S> {
     /// Takes everything the node produced: messages, state to persist, entries to apply,
     /// read outcomes. Fails only if storage fails.
     pub fn ready(&mut self) -> Result<Ready, Error> {
-        self.raft.flush_reads();
-        self.raft.flush_appends()?;
+        self.guard(|raft| {
+            raft.flush_reads();
+            raft.flush_appends()
+        })?;
 
         let mut ready = Ready::default();
         let soft = self.raft.soft_state();
@@ -301,6 +403,9 @@ impl<S: LogStorage> RawNode<S> {
 
     /// Reports that the batch `token` (and every earlier one) is durable.
     pub fn on_persisted(&mut self, token: PersistToken) -> Result<(), Error> {
+        if let Some(invariant) = self.fatal {
+            return Err(Error::Fatal(invariant));
+        }
         if self.pending.front().is_none_or(|p| p.token > token.0) || token.0 >= self.next_token {
             return Err(Error::UnknownPersistToken { token: token.0 });
         }
@@ -316,8 +421,10 @@ impl<S: LogStorage> RawNode<S> {
                 self.durable_term_vote = (hs.term, hs.vote);
             }
         }
-        self.raft.on_self_persisted();
-        Ok(())
+        self.guard(|raft| {
+            raft.on_self_persisted();
+            Ok(())
+        })
     }
 
     /// Reports that the state machine applied every entry up to `index` (or installed a
@@ -460,5 +567,130 @@ impl<S: LogStorage> Raft<S> {
         }
         self.maybe_commit();
         self.release_reads_waiting_commit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+    use crate::types::EntryPayload;
+
+    fn leader() -> RawNode<MemStorage> {
+        let storage = MemStorage::new_with_conf_state(ConfState::with_voters([1]));
+        let mut node = RawNode::new(Config::new(1), storage, 0).unwrap();
+        node.campaign().unwrap();
+        drive(&mut node);
+        node.propose(Bytes::from_static(b"a")).unwrap();
+        drive(&mut node);
+        assert_eq!(node.commit_index(), 2);
+        node
+    }
+
+    fn drive(node: &mut RawNode<MemStorage>) {
+        while node.has_ready() {
+            let mut ready = node.ready().unwrap();
+            if let Some(p) = ready.persist.take() {
+                node.storage_mut().persist(&p).unwrap();
+                node.on_persisted(p.token).unwrap();
+            }
+            if let Some(last) = ready.committed_entries.last() {
+                node.on_applied(last.index).unwrap();
+            }
+        }
+    }
+
+    fn assert_stopped(node: &mut RawNode<MemStorage>, invariant: Invariant) {
+        assert_eq!(node.fatal(), Some(invariant));
+        assert!(node.has_ready(), "the driver must call ready() to learn of it");
+        assert!(matches!(node.ready(), Err(Error::Fatal(i)) if i == invariant));
+        assert!(matches!(node.propose(Bytes::new()), Err(Error::Fatal(_))));
+        assert!(matches!(node.read_index(7), Err(Error::Fatal(_))));
+        assert!(matches!(node.on_persisted(PersistToken(1)), Err(Error::Fatal(_))));
+    }
+
+    #[test]
+    fn replacing_committed_entries_stops_the_node_and_changes_nothing() {
+        let mut node = leader();
+        let err = node
+            .guard(|raft| {
+                raft.log.append(&[Entry::new(9, 2, EntryPayload::Empty)]);
+                Ok(())
+            })
+            .unwrap_err();
+        let invariant = Invariant::TruncateCommitted { at: 2, commit: 2 };
+        assert!(matches!(err, Error::Fatal(i) if i == invariant), "{err}");
+        assert_eq!(node.term_at(2).unwrap(), 1, "the entry was not replaced");
+        assert_stopped(&mut node, invariant);
+    }
+
+    #[test]
+    fn a_decreasing_term_stops_the_node() {
+        let mut node = leader();
+        let err = node
+            .guard(|raft| {
+                raft.become_follower(0, None);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Fatal(Invariant::TermDecreased { from: 1, to: 0 })),
+            "{err}"
+        );
+        assert_eq!(node.term(), 1, "the term was kept");
+        assert_stopped(&mut node, Invariant::TermDecreased { from: 1, to: 0 });
+    }
+
+    #[test]
+    fn a_commit_index_past_the_log_or_going_back_stops_the_node() {
+        let mut node = leader();
+        let err = node
+            .guard(|raft| {
+                raft.log.commit_to(50);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Fatal(Invariant::CommitBeyondLog { commit: 50, last: 2 })
+            ),
+            "{err}"
+        );
+        assert_eq!(node.commit_index(), 2);
+
+        let mut node = leader();
+        let err = node
+            .guard(|raft| {
+                raft.log.committed = 1;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Fatal(Invariant::CommitRegressed { from: 2, to: 1 })),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_shrinking_match_index_stops_the_leader() {
+        let mut node = leader();
+        let err = node
+            .guard(|raft| {
+                raft.progress.get_mut(&1).unwrap().matched = 1;
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Fatal(Invariant::MatchDecreased {
+                    peer: 1,
+                    from: 2,
+                    to: 1
+                })
+            ),
+            "{err}"
+        );
     }
 }

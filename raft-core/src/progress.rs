@@ -98,6 +98,9 @@ pub struct Progress {
     pub pending_send: bool,
     /// Highest heartbeat round the follower acknowledged.
     pub acked_round: u64,
+    /// The leader's heartbeat round when `matched` last advanced: a rejection can only show
+    /// lost entries if the follower wrote it after hearing a later round.
+    pub matched_round: u64,
 }
 
 impl Progress {
@@ -112,6 +115,7 @@ impl Progress {
             recent_active: false,
             pending_send: true,
             acked_round: 0,
+            matched_round: 0,
         }
     }
 

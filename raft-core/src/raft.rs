@@ -8,14 +8,19 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, Invariant};
 use crate::log::RaftLog;
-use crate::message::{Append, Heartbeat, HeartbeatResponse, Message, MessageBody, RequestVote, VoteResponse};
+use crate::message::{
+    Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, RequestVote, VoteResponse,
+};
 use crate::progress::{Progress, ProgressState};
 use crate::quorum::{VoteResult, joint_vote};
 use crate::read::PendingRead;
 use crate::storage::LogStorage;
-use crate::types::{ConfState, EntryPayload, HardState, Index, NodeId, ReadCtx, Role, SoftState, Term};
+use crate::types::{
+    ConfState, EntryPayload, HardState, Index, MAX_INDEX, MAX_TERM, MAX_TERM_GAP, NodeId, ReadCtx, Role,
+    SoftState, Term,
+};
 
 /// Why a node campaigns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +62,12 @@ pub(crate) struct Raft<S> {
     // Candidate state.
     pub(crate) votes: BTreeMap<NodeId, bool>,
 
+    // Follower state.
+    /// The highest heartbeat round heard from the leader of this term. Rejections carry it,
+    /// so the leader can tell a rejection written after an acknowledgement it has seen (the
+    /// follower lost entries) from one that was merely delivered late.
+    pub(crate) leader_round: u64,
+
     // Timers, in ticks.
     pub(crate) election_elapsed: u32,
     pub(crate) heartbeat_elapsed: u32,
@@ -84,6 +95,10 @@ pub(crate) struct Raft<S> {
     // Output not yet taken by `ready`.
     pub(crate) msgs: Vec<Message>,
     pub(crate) read_states: Vec<crate::types::ReadState>,
+
+    /// The first safety invariant a change would have broken; the change was refused and
+    /// the node stops (see [`Invariant`]).
+    pub(crate) violation: Option<Invariant>,
 }
 
 impl<S: LogStorage> Raft<S> {
@@ -136,6 +151,7 @@ impl<S: LogStorage> Raft<S> {
             uncommitted: VecDeque::new(),
             uncommitted_size: 0,
             votes: BTreeMap::new(),
+            leader_round: 0,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: cfg.min_election_tick,
@@ -151,6 +167,7 @@ impl<S: LogStorage> Raft<S> {
             local_reads: BTreeSet::new(),
             msgs: Vec::new(),
             read_states: Vec::new(),
+            violation: None,
             cfg,
         };
         raft.recover_membership()?;
@@ -218,11 +235,19 @@ impl<S: LogStorage> Raft<S> {
 
     /// State common to every role change. Moving to a new term forgets the vote.
     fn reset(&mut self, term: Term) {
+        if term < self.term {
+            self.violation.get_or_insert(Invariant::TermDecreased {
+                from: self.term,
+                to: term,
+            });
+            return;
+        }
         if self.term != term {
             self.term = term;
             self.vote = None;
         }
         self.leader = None;
+        self.leader_round = 0;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.reset_randomized_timeout();
@@ -248,7 +273,8 @@ impl<S: LogStorage> Raft<S> {
     }
 
     fn become_candidate(&mut self) {
-        let term = self.term + 1;
+        // `campaign` checked that the term space is not exhausted.
+        let term = self.term.saturating_add(1);
         self.reset(term);
         self.vote = Some(self.id);
         self.role = Role::Candidate;
@@ -351,13 +377,16 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub(crate) fn campaign(&mut self, kind: Campaign) {
-        if !self.promotable() {
+        // Peers refuse terms above MAX_TERM, and MAX_TERM_GAP keeps any one message from
+        // bringing a node near it; should it ever be reached, the node stops campaigning
+        // rather than wrap around to a smaller term.
+        if !self.promotable() || self.term >= MAX_TERM {
             return;
         }
         let pre_vote = kind == Campaign::PreElection;
         let vote_term = if pre_vote {
             self.become_pre_candidate();
-            self.term + 1
+            self.term.saturating_add(1)
         } else {
             self.become_candidate();
             self.term
@@ -454,11 +483,42 @@ impl<S: LogStorage> Raft<S> {
             self.handle_vote_request(&m, rv);
             return Ok(());
         }
+        self.check_leader_source(&m)?;
         match self.role {
             Role::Leader => self.step_leader(m),
             Role::Candidate | Role::PreCandidate => self.step_candidate(m),
             Role::Follower => self.step_follower(m),
         }
+    }
+
+    /// Messages only a leader sends must come from the one leader of this term that this
+    /// follower knows: Raft elects at most one leader per term, so a second node claiming
+    /// the term, or ordering a transfer, or answering reads, is not a correct peer.
+    fn check_leader_source(&self, m: &Message) -> Result<(), Error> {
+        if self.role != Role::Follower {
+            return Ok(());
+        }
+        let reason = match &m.body {
+            MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::Snapshot(_) => {
+                "a second leader claims this node's term"
+            }
+            MessageBody::TimeoutNow => "a node that is not the leader orders an election",
+            // Any node may turn a read down (a follower passes on none); only the leader
+            // confirms one.
+            MessageBody::ReadIndexResponse(r) if r.index.is_some() => {
+                "a node that is not the leader confirms a read"
+            }
+            _ => return Ok(()),
+        };
+        match self.leader {
+            Some(leader) if leader != m.from => {}
+            _ => return Ok(()),
+        }
+        Err(Error::MalformedMessage {
+            kind: m.kind(),
+            from: m.from,
+            reason,
+        })
     }
 
     fn validate(&self, m: &Message) -> Result<(), Error> {
@@ -482,9 +542,27 @@ impl<S: LogStorage> Raft<S> {
         if m.term == 0 {
             return Err(malformed("term 0"));
         }
+        if m.term > MAX_TERM {
+            return Err(malformed("term above the largest term a peer may send"));
+        }
+        if m.term > self.term.saturating_add(MAX_TERM_GAP) {
+            return Err(malformed("term too far ahead of this node's term"));
+        }
+        let index = |i: Index| {
+            if i > MAX_INDEX {
+                Err(malformed("index above the largest index a peer may send"))
+            } else {
+                Ok(())
+            }
+        };
         match &m.body {
-            MessageBody::Append(a) => validate_append(m.term, a).map_err(malformed)?,
+            MessageBody::Append(a) => {
+                index(a.prev_index)?;
+                index(a.commit)?;
+                validate_append(m.term, a).map_err(malformed)?;
+            }
             MessageBody::Snapshot(meta) => {
+                index(meta.index)?;
                 if meta.index == 0 {
                     return Err(malformed("snapshot at index 0"));
                 }
@@ -492,8 +570,32 @@ impl<S: LogStorage> Raft<S> {
                     return Err(malformed("snapshot term above the message term"));
                 }
             }
-            MessageBody::RequestVote(rv) if rv.last_term > m.term => {
-                return Err(malformed("last log term above the election term"));
+            MessageBody::RequestVote(rv) => {
+                index(rv.last_index)?;
+                if rv.last_term > m.term {
+                    return Err(malformed("last log term above the election term"));
+                }
+            }
+            MessageBody::AppendResponse(AppendResponse::Accepted { index: i }) => index(*i)?,
+            MessageBody::AppendResponse(AppendResponse::Rejected {
+                rejected,
+                hint_index,
+                hint_term,
+                ..
+            }) => {
+                index(*rejected)?;
+                if hint_index > rejected {
+                    return Err(malformed("rejection hint above the rejected index"));
+                }
+                if *hint_term > m.term {
+                    return Err(malformed("rejection hint term above the message term"));
+                }
+            }
+            MessageBody::Heartbeat(h) => index(h.commit)?,
+            MessageBody::ReadIndexResponse(r) => {
+                if let Some(i) = r.index {
+                    index(i)?;
+                }
             }
             _ => {}
         }
@@ -541,7 +643,7 @@ impl<S: LogStorage> Raft<S> {
                     return Ok(());
                 }
                 // A granted pre-vote must be for the term this pre-campaign would start.
-                if pre && vr.granted && m.term != self.term + 1 {
+                if pre && vr.granted && m.term != self.term.saturating_add(1) {
                     return Ok(());
                 }
                 match self.poll(m.from, vr.granted) {
@@ -589,8 +691,10 @@ impl<S: LogStorage> Raft<S> {
                 Ok(())
             }
             MessageBody::TimeoutNow => {
-                // Only a voter can take over; a learner ignores the order.
-                if self.promotable() {
+                // Only a voter can take over; a learner ignores the order. So does a node
+                // that has not heard from the leader of this term since it restarted: it
+                // cannot tell the order comes from the leader (the transfer times out).
+                if self.promotable() && self.leader == Some(m.from) {
                     self.campaign(Campaign::Transfer);
                 }
                 Ok(())
@@ -627,6 +731,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub(crate) fn handle_heartbeat(&mut self, from: NodeId, h: Heartbeat) {
+        self.leader_round = self.leader_round.max(h.round);
         // The leader never sends a commit index above what it knows this log matches.
         let commit = h.commit.min(self.log.last_index());
         self.log.commit_to(commit);
@@ -665,6 +770,13 @@ impl<S: LogStorage> Raft<S> {
 fn validate_append(term: Term, a: &Append) -> Result<(), &'static str> {
     if a.prev_term > term {
         return Err("previous entry's term above the message term");
+    }
+    let count = u64::try_from(a.entries.len()).unwrap_or(u64::MAX);
+    if a.prev_index
+        .checked_add(count)
+        .is_none_or(|last| last > MAX_INDEX)
+    {
+        return Err("entries run past the largest index a peer may send");
     }
     let mut prev_term = a.prev_term;
     for (expected, e) in (a.prev_index + 1..).zip(&a.entries) {

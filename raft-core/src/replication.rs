@@ -155,6 +155,7 @@ impl<S: LogStorage> Raft<S> {
 
     pub(crate) fn handle_append_response(&mut self, from: NodeId, r: AppendResponse) -> Result<(), Error> {
         let last = self.log.last_index();
+        let heartbeat_round = self.heartbeat_round;
         let Some(pr) = self.progress.get_mut(&from) else {
             return Err(Error::UnknownPeer { id: from });
         };
@@ -164,10 +165,25 @@ impl<S: LogStorage> Raft<S> {
                 rejected,
                 hint_index,
                 hint_term,
+                round,
             } => {
-                if hint_index < pr.matched && rejected >= pr.matched {
-                    // The follower lacks entries it acknowledged in this term: it lost its
-                    // log (or is a wiped node reusing the id).
+                let malformed = |reason| Error::MalformedMessage {
+                    kind: "AppendResponse",
+                    from,
+                    reason,
+                };
+                if rejected > last {
+                    return Err(malformed("rejects an index beyond the leader's log"));
+                }
+                if round > heartbeat_round {
+                    return Err(malformed("names a heartbeat round never sent"));
+                }
+                if hint_index < pr.matched && rejected >= pr.matched && round > pr.matched_round {
+                    // Written after the follower heard a heartbeat sent after its
+                    // acknowledgement arrived, the rejection shows it lacks entries it
+                    // acknowledged in this term: it lost its log (or is a wiped node
+                    // reusing the id). An older rejection delivered late says nothing of
+                    // the sort, and `matched` stays.
                     return self.handle_lost_log(from, hint_index);
                 }
                 // Fast back-off: skip every entry of a term the follower cannot have.
@@ -195,6 +211,7 @@ impl<S: LogStorage> Raft<S> {
                 if !pr.maybe_update(index) {
                     return Ok(());
                 }
+                pr.matched_round = heartbeat_round;
                 match pr.state {
                     ProgressState::Probe => pr.become_replicate(),
                     ProgressState::Snapshot { pending } if pr.matched >= pending => {
@@ -255,9 +272,11 @@ impl<S: LogStorage> Raft<S> {
             self.progress.remove(&from);
             return Ok(());
         }
+        let round = self.heartbeat_round;
         let pr = self.progress.get_mut(&from).expect("caller checked");
         let acknowledged = pr.matched;
         pr.matched = holds;
+        pr.matched_round = round;
         pr.become_probe();
         pr.pending_send = true;
         Err(Error::PeerLostLog {
@@ -378,6 +397,7 @@ impl<S: LogStorage> Raft<S> {
                         rejected: a.prev_index,
                         hint_index,
                         hint_term,
+                        round: self.leader_round,
                     }),
                 );
                 Ok(())

@@ -17,6 +17,22 @@ pub type Term = u64;
 /// A position in the replicated log. The first entry has index 1; index 0 is the empty prefix.
 pub type Index = u64;
 
+/// The largest term a peer may send. Messages with a higher term are refused, so the term
+/// arithmetic of the protocol (a candidate's `term + 1`, a pre-vote's future term) can never
+/// overflow, and a term never wraps around to a smaller one.
+pub const MAX_TERM: Term = (1 << 63) - 1;
+
+/// The largest log index a peer may send (in an append, its acknowledgement, a snapshot or a
+/// hint). Messages naming a higher index are refused before any arithmetic is done with it.
+pub const MAX_INDEX: Index = (1 << 63) - 1;
+
+/// How far ahead of the receiver's own term a message's term may be. A correct peer's term
+/// runs ahead by the number of elections it saw that the receiver did not: even a node
+/// partitioned for years without pre-vote stays far below this gap. It keeps a single
+/// malformed or malicious message from pushing every node's term to [`MAX_TERM`], where no
+/// node could campaign again.
+pub const MAX_TERM_GAP: Term = 1 << 32;
+
 /// Fixed per-entry overhead counted by [`Entry::size`], so that a flood of empty entries
 /// still counts against byte limits.
 pub const ENTRY_OVERHEAD: u64 = 16;

@@ -88,15 +88,20 @@ fn rejection_moves_a_replicating_follower_back_to_probe() {
     net.propose_ok(1, "a");
     assert_eq!(state(&mut net, 2), ProgressState::Replicate);
     let matched = net.raw(1).status().progress[&2].matched;
+    // Two more entries go out and are not delivered; the follower rejects the second.
+    net.raw(1).propose("b").unwrap();
+    net.raw(1).propose("c").unwrap();
+    net.raw(1).ready().unwrap();
     net.raw(1)
         .step(msg(
             2,
             1,
             1,
             MessageBody::AppendResponse(AppendResponse::Rejected {
-                rejected: matched + 5,
+                rejected: matched + 1,
                 hint_index: matched,
                 hint_term: 1,
+                round: 0,
             }),
         ))
         .unwrap();
@@ -140,6 +145,7 @@ fn reordered_stale_rejection_is_ignored() {
                 rejected: 1,
                 hint_index: 0,
                 hint_term: 0,
+                round: 0,
             }),
         ))
         .unwrap();

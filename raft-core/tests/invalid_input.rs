@@ -170,7 +170,7 @@ fn snapshot_at_index_zero_is_refused() {
     };
     assert!(
         net.raw(2)
-            .step(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
+            .step_snapshot(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
             .is_err()
     );
 }

@@ -101,7 +101,7 @@ fn ack_of_entries_replaced_by_a_snapshot_is_retracted() {
         conf_state: ConfState::with_voters([1, 2, 3]),
     };
     net.raw(2)
-        .step(Message {
+        .step_snapshot(Message {
             from: 3,
             to: 2,
             term: 2,
@@ -123,7 +123,9 @@ fn ack_of_entries_replaced_by_a_snapshot_is_retracted() {
 }
 
 /// A follower that lost acknowledged entries (a failed disk) used to make its leader probe
-/// the same index forever. The leader now reports the loss and repairs the follower.
+/// the same index forever. The leader now reports the loss and repairs the follower, but
+/// only once the rejection is known to have been written after the acknowledgement: one
+/// written before any later heartbeat could be an old answer delivered late.
 #[test]
 fn follower_that_lost_its_log_is_reported_and_repaired() {
     let mut net = Network::new(3);
@@ -140,27 +142,39 @@ fn follower_that_lost_its_log_is_reported_and_repaired() {
     )
     .unwrap();
     node.applied.clear();
-    net.raw(1).propose(data("next")).unwrap();
-    net.process(1);
-    let msgs: Vec<Message> = net.msgs.drain(..).collect();
-    let mut lost = None;
-    for m in msgs {
-        if m.to == 3 {
-            net.raw(3).step(m).unwrap();
-        } else {
-            net.deliver(m);
-        }
-    }
-    net.process(3);
-    for m in net.msgs.drain(..).collect::<Vec<_>>() {
-        if m.to == 1 && m.from == 3 {
-            if let Err(e) = net.raw(1).step(m) {
-                lost = Some(e);
+    // Runs the network, keeping the leader's first refusal of a message from node 3.
+    fn pump(net: &mut Network, lost: &mut Option<raft_core::Error>) {
+        for _ in 0..100 {
+            for id in 1..=3 {
+                net.process(id);
             }
-        } else {
-            net.deliver(m);
+            let msgs: Vec<Message> = net.msgs.drain(..).collect();
+            if msgs.is_empty() {
+                return;
+            }
+            for m in msgs {
+                if m.to == 1 && m.from == 3 {
+                    if let Err(e) = net.raw(1).step(m) {
+                        lost.get_or_insert(e);
+                    }
+                } else {
+                    net.deliver(m);
+                }
+            }
         }
     }
+    let mut lost = None;
+    net.raw(1).propose(data("next")).unwrap();
+    pump(&mut net, &mut lost);
+    assert!(
+        lost.is_none(),
+        "no heartbeat yet, so the rejection proves nothing: {lost:?}"
+    );
+    assert_eq!(net.raw(1).status().progress[&3].matched, 4, "matched stays");
+    for _ in 0..3 {
+        net.raw(1).tick();
+    }
+    pump(&mut net, &mut lost);
     assert!(
         matches!(
             lost,
@@ -175,6 +189,47 @@ fn follower_that_lost_its_log_is_reported_and_repaired() {
     net.stabilize();
     net.run_ticks(3);
     assert_eq!(net.node(3).applied_data().len(), 4, "repaired from the start");
+}
+
+/// A rejection delivered after a later acknowledgement (the follower answered two appends
+/// in the opposite order) used to lower the leader's match index for the follower and be
+/// reported as a lost log. It is stale: the match index stays.
+#[test]
+fn reordered_rejection_keeps_the_match_index() {
+    let mut net = Network::new(2);
+    net.elect(1);
+    net.propose_ok(1, "a");
+    let matched = net.raw(1).status().progress[&2].matched;
+    // Two appends leave the leader: A1 (entry matched+1), then A2 (entry matched+2).
+    net.raw(1).propose(data("b")).unwrap();
+    net.process(1);
+    net.raw(1).propose(data("c")).unwrap();
+    net.process(1);
+    let appends: Vec<Message> = net.msgs.drain(..).filter(|m| m.to == 2).collect();
+    assert_eq!(appends.len(), 2, "{appends:?}");
+    // Node 2 gets A2 first and rejects it, then A1, which it accepts.
+    net.raw(2).step(appends[1].clone()).unwrap();
+    net.raw(2).step(appends[0].clone()).unwrap();
+    net.process(2);
+    let answers: Vec<Message> = net.msgs.drain(..).filter(|m| m.to == 1).collect();
+    let (rejection, acceptance): (Vec<Message>, Vec<Message>) = answers.into_iter().partition(|m| {
+        matches!(
+            m.body,
+            MessageBody::AppendResponse(AppendResponse::Rejected { .. })
+        )
+    });
+    assert_eq!((rejection.len(), acceptance.len()), (1, 1));
+    // The leader takes the acceptance, then the late rejection.
+    net.raw(1).step(acceptance[0].clone()).unwrap();
+    assert_eq!(net.raw(1).status().progress[&2].matched, matched + 1);
+    net.raw(1).step(rejection[0].clone()).unwrap();
+    assert_eq!(
+        net.raw(1).status().progress[&2].matched,
+        matched + 1,
+        "a stale rejection never lowers the match index"
+    );
+    net.stabilize();
+    assert_eq!(net.raw(1).status().progress[&2].matched, matched + 2);
 }
 
 /// A removed id cannot come back: a clean node under that id would replay old

@@ -122,7 +122,7 @@ fn snapshot_not_newer_than_the_commit_index_is_ignored() {
         conf_state: ConfState::with_voters([1, 2, 3]),
     };
     net.raw(2)
-        .step(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
+        .step_snapshot(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
         .unwrap();
     let out = net.collect();
     assert_eq!(net.log_terms(2), before, "nothing replaced");
@@ -151,7 +151,7 @@ fn snapshot_matching_the_follower_log_only_advances_the_commit_index() {
         conf_state: ConfState::with_voters([1, 2, 3]),
     };
     net.raw(2)
-        .step(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
+        .step_snapshot(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
         .unwrap();
     net.collect();
     assert_eq!(
@@ -173,7 +173,7 @@ fn installing_a_snapshot_replaces_the_follower_log() {
         conf_state: ConfState::with_voters([1, 2, 3]),
     };
     net.raw(2)
-        .step(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
+        .step_snapshot(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
         .unwrap();
     let ready = net.raw(2).ready().unwrap();
     let persist = ready.persist.unwrap();
@@ -202,7 +202,7 @@ fn nothing_after_a_snapshot_is_applied_before_it_is_installed() {
         conf_state: ConfState::with_voters([1, 2, 3]),
     };
     net.raw(2)
-        .step(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
+        .step_snapshot(msg(1, 2, 1, MessageBody::Snapshot(Box::new(meta))))
         .unwrap();
     let first = net.raw(2).ready().unwrap();
     // Before the snapshot is durable, an append after it arrives and commits.
@@ -331,6 +331,7 @@ fn snapshot_temporarily_unavailable_is_retried() {
                 rejected: 5,
                 hint_index: 0,
                 hint_term: 0,
+                round: 0,
             }),
         ))
         .unwrap();

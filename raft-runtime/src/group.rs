@@ -548,7 +548,7 @@ impl<SM: StateMachine> Group<SM> {
             Incoming::Messages { from, messages } => {
                 for w in messages {
                     match w {
-                        WireMessage::Raft(m) => self.step(from, m),
+                        WireMessage::Raft(m) => self.step(from, m, false),
                         WireMessage::Forward { id, command } => self.on_forward(from, id, command),
                         WireMessage::ForwardReply { id, result } => self.on_forward_reply(id, result),
                     }
@@ -572,13 +572,14 @@ impl<SM: StateMachine> Group<SM> {
                 while self.staged.len() > STAGED {
                     self.staged.pop_first();
                 }
-                self.step(from, *message);
+                self.step(from, *message, true);
                 let _ = ack.send(Ok(()));
             }
         }
     }
 
-    fn step(&mut self, from: NodeId, m: Message) {
+    /// Steps a peer's message; `with_data` says it came with its snapshot's data.
+    fn step(&mut self, from: NodeId, m: Message, with_data: bool) {
         if m.from != from {
             tracing::warn!(
                 peer = from,
@@ -587,8 +588,14 @@ impl<SM: StateMachine> Group<SM> {
             );
             return;
         }
-        if let Err(e) = self.node.step(m) {
+        let result = if with_data {
+            self.node.step_snapshot(m)
+        } else {
+            self.node.step(m)
+        };
+        if let Err(e) = result {
             match e {
+                raft_core::Error::Fatal(_) => self.set_fatal(e.to_string()),
                 raft_core::Error::PeerLostLog { .. } => {
                     tracing::error!(error = %e, "a follower lost its log")
                 }

@@ -233,7 +233,18 @@ impl Network {
         }
         let is_snapshot = matches!(m.body, MessageBody::Snapshot(_));
         let (from, to) = (m.from, m.to);
-        let _ = self.nodes.get_mut(&to).expect("checked").raw.step(m);
+        let raw = &mut self.nodes.get_mut(&to).expect("checked").raw;
+        let result = if is_snapshot {
+            raw.step_snapshot(m)
+        } else {
+            raw.step(m)
+        };
+        // Correct peers over a lossy network produce no other error: a response from a
+        // peer the leader no longer tracks is the one refusal that is part of normal life.
+        match result {
+            Ok(()) | Err(raft_core::Error::UnknownPeer { .. }) => {}
+            Err(e) => panic!("node {to} refused a message from node {from}: {e}"),
+        }
         if is_snapshot && let Some(leader) = self.nodes.get_mut(&from) {
             leader.raw.report_snapshot(to, SnapshotStatus::Finished);
         }

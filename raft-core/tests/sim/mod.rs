@@ -451,15 +451,20 @@ impl Sim {
         if let (MessageBody::Snapshot(meta), Some(data)) = (&m.body, env.snapshot) {
             node.staged.insert(meta.index, data);
         }
-        let res = node.raw.as_mut().unwrap().step(m);
-        if let Err(e) = res {
-            // Stale or misdirected input is reported as an error value; that must never be
-            // a protocol violation by a correct peer.
-            let msg = e.to_string();
-            if msg.contains("overwrite a committed") || msg.contains("second leader") {
-                return Err(self.fail(format!("node {to} rejected a message: {msg}")));
-            }
-            self.log(format!("node {to} refused: {msg}"));
+        let raw = node.raw.as_mut().unwrap();
+        let res = if is_snapshot {
+            raw.step_snapshot(m)
+        } else {
+            raw.step(m)
+        };
+        match res {
+            Ok(()) => {}
+            // A late response from a peer the leader no longer tracks (it was removed, or
+            // the leadership it answered is over) is the one refusal correct peers cause.
+            Err(e @ raft_core::Error::UnknownPeer { .. }) => self.log(format!("node {to} refused: {e}")),
+            // Anything else (a malformed message, a second leader, lost entries, a stopped
+            // node) means a correct peer broke the protocol, or the receiver did.
+            Err(e) => return Err(self.fail(format!("node {to} refused a message from {from}: {e}"))),
         }
         if is_snapshot {
             self.report_snapshot(from, to, SnapshotStatus::Finished);
@@ -887,6 +892,9 @@ impl Sim {
         let Some(raw) = self.nodes[&id].raw.as_ref() else {
             return Ok(());
         };
+        if let Some(invariant) = raw.fatal() {
+            return Err(self.fail(format!("node {id} stopped: {invariant}")));
+        }
         let term = raw.term();
         let role = raw.role();
         let status = raw.status();
