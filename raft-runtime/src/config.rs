@@ -18,8 +18,9 @@ pub struct Config {
     pub tick_interval: Duration,
     /// Capacity of the node's request mailbox; requests beyond it get a busy error.
     pub mailbox_capacity: usize,
-    /// Capacity of the queue of traffic arriving from peers; batches beyond it are dropped
-    /// (the protocol retransmits).
+    /// Batches of traffic each peer may have queued for this node; a peer's batches beyond
+    /// it are dropped (the protocol retransmits). Each peer has its own share, so one peer
+    /// flooding the node cannot crowd out the others.
     pub inbox_capacity: usize,
     /// Proposals waiting to be applied; beyond this, proposals get a busy error.
     pub max_pending_proposals: usize,
@@ -30,10 +31,17 @@ pub struct Config {
     pub max_apply_lag: u64,
     /// Take a snapshot (and compact the log) every this many applied entries; 0 never.
     pub snapshot_every: u64,
+    /// Also take one once this many bytes of entries (as counted by `Entry::size`) were
+    /// applied since the last, so that large commands cannot fill the disk between
+    /// snapshots; 0 never.
+    pub snapshot_every_bytes: u64,
     /// How long a proposal may wait for its outcome before it fails with an unknown outcome.
     pub propose_timeout: Duration,
-    /// How long a read may wait for confirmation.
+    /// How long a read may take, from the request to its answer.
     pub read_timeout: Duration,
+    /// Reads a node holds at once (waiting for confirmation, for the applier, or being
+    /// served); beyond this, reads get a busy error.
+    pub max_pending_reads: usize,
     /// How long a membership change or leadership transfer may take.
     pub admin_timeout: Duration,
     /// Forward proposals made on a follower to the leader instead of refusing them.
@@ -74,8 +82,10 @@ impl Config {
             max_inflight_writes: 1_024,
             max_apply_lag: 262_144,
             snapshot_every: 10_000,
+            snapshot_every_bytes: 64 << 20,
             propose_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(5),
+            max_pending_reads: 65_536,
             admin_timeout: Duration::from_secs(30),
             forward_proposals: false,
             deterministic_seed: false,
@@ -101,6 +111,7 @@ impl Config {
             ("inbox_capacity", self.inbox_capacity),
             ("max_pending_proposals", self.max_pending_proposals),
             ("max_inflight_writes", self.max_inflight_writes),
+            ("max_pending_reads", self.max_pending_reads),
         ] {
             if value == 0 {
                 return bad(field, "must be at least 1");

@@ -124,6 +124,8 @@ struct Stopping {
 const DRAIN: usize = 4_096;
 /// Snapshot data received from leaders kept while the protocol decides on it.
 const STAGED: usize = 2;
+/// How often a refused peer message is logged as a warning (the rest go to debug).
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(crate) struct Group<SM: StateMachine> {
     pub(crate) id: NodeId,
@@ -155,7 +157,17 @@ pub(crate) struct Group<SM: StateMachine> {
     inflight: VecDeque<InflightWrite>,
     staged: BTreeMap<Index, Bytes>,
     reads: HashMap<ReadCtx, (Instant, Query<SM>)>,
-    parked_reads: BTreeMap<Index, Vec<Query<SM>>>,
+    /// Confirmed reads waiting for their index to be applied, with their deadlines.
+    parked_reads: BTreeMap<Index, Vec<(Instant, Query<SM>)>>,
+    /// One permit per read in the node, from its arrival until it is answered wherever
+    /// that happens (here or in the applier): bounds the reads a node holds.
+    read_permits: Arc<tokio::sync::Semaphore>,
+    /// Bytes of entries applied since the last snapshot was started.
+    bytes_since_snapshot: u64,
+    /// When a refused peer message was last logged above debug level.
+    refused_logged: Option<Instant>,
+    /// The members a joining node was told of, admitted until it is in its configuration.
+    seeds: BTreeMap<NodeId, Bytes>,
     conf_waiters: Vec<ConfWaiter>,
     transfer: Option<TransferWaiter>,
     snapshot_in_progress: bool,
@@ -186,12 +198,14 @@ impl<SM: StateMachine> Group<SM> {
         metrics_tx: watch::Sender<Metrics>,
         rng: ChaCha8Rng,
         applied: Index,
+        seeds: BTreeMap<NodeId, Bytes>,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let last_snapshot = store.first_index().saturating_sub(1);
         // Removed peers stay reachable two election timeouts after their removal commits:
         // the leader goes on replicating to them for up to one.
         let peers = PeerSet::new(2 * u64::from(cfg.protocol.election_tick));
+        let read_permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_pending_reads));
         Group {
             id: cfg.id,
             metrics: Metrics::new(cfg.id),
@@ -221,6 +235,10 @@ impl<SM: StateMachine> Group<SM> {
             staged: BTreeMap::new(),
             reads: HashMap::new(),
             parked_reads: BTreeMap::new(),
+            read_permits,
+            seeds,
+            bytes_since_snapshot: 0,
+            refused_logged: None,
             conf_waiters: Vec::new(),
             transfer: None,
             snapshot_in_progress: false,
@@ -401,7 +419,16 @@ impl<SM: StateMachine> Group<SM> {
         self.propose(command, Responder::Remote { peer: from, id });
     }
 
-    fn on_forward_reply(&mut self, id: u64, result: Result<Bytes, ForwardError>) {
+    fn on_forward_reply(&mut self, from: NodeId, id: u64, result: Result<Bytes, ForwardError>) {
+        // Only the node the proposal went to can answer it.
+        if self
+            .forwards
+            .get(&id)
+            .is_none_or(|&(_, leader, _)| leader != from)
+        {
+            self.refused(from, "an answer to a proposal that was not forwarded to it");
+            return;
+        }
         let Some((_, _, reply)) = self.forwards.remove(&id) else {
             return;
         };
@@ -417,6 +444,14 @@ impl<SM: StateMachine> Group<SM> {
         if self.stopping.is_some() || self.fatal.is_some() {
             return query(Err(ReadError::ShuttingDown));
         }
+        let Ok(permit) = self.read_permits.clone().try_acquire_owned() else {
+            return query(Err(ReadError::Busy(BusyReason::Reads)));
+        };
+        // The permit goes wherever the read goes and is returned when it is answered.
+        let query: Query<SM> = Box::new(move |sm| {
+            query(sm);
+            drop(permit);
+        });
         let ctx = self.rng.next_u64();
         let result = if lease {
             self.node.lease_read(ctx)
@@ -437,14 +472,18 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     fn on_read_state(&mut self, rs: ReadState) {
-        let Some((_, query)) = self.reads.remove(&rs.ctx) else {
+        let Some((deadline, query)) = self.reads.remove(&rs.ctx) else {
             return;
         };
         match rs.result {
             Ok(index) if index <= self.emitted => {
                 let _ = self.applier_tx.send(ApplyMsg::Query(query));
             }
-            Ok(index) => self.parked_reads.entry(index).or_default().push(query),
+            Ok(index) => self
+                .parked_reads
+                .entry(index)
+                .or_default()
+                .push((deadline, query)),
             Err(_) => query(Err(ReadError::LeadershipLost)),
         }
     }
@@ -455,7 +494,7 @@ impl<SM: StateMachine> Group<SM> {
             if *entry.key() > self.emitted {
                 break;
             }
-            for query in entry.remove() {
+            for (_, query) in entry.remove() {
                 let _ = self.applier_tx.send(ApplyMsg::Query(query));
             }
         }
@@ -550,7 +589,7 @@ impl<SM: StateMachine> Group<SM> {
                     match w {
                         WireMessage::Raft(m) => self.step(from, m, false),
                         WireMessage::Forward { id, command } => self.on_forward(from, id, command),
-                        WireMessage::ForwardReply { id, result } => self.on_forward_reply(id, result),
+                        WireMessage::ForwardReply { id, result } => self.on_forward_reply(from, id, result),
                     }
                 }
             }
@@ -566,6 +605,7 @@ impl<SM: StateMachine> Group<SM> {
                 };
                 if message.from != from {
                     let _ = ack.send(Err(format!("sender {} claims to be {}", from, message.from)));
+                    self.refused(from, "a snapshot with a forged sender");
                     return;
                 }
                 self.staged.insert(meta.index, data);
@@ -599,8 +639,28 @@ impl<SM: StateMachine> Group<SM> {
                 raft_core::Error::PeerLostLog { .. } => {
                     tracing::error!(error = %e, "a follower lost its log")
                 }
-                e => tracing::debug!(peer = from, error = %e, "message refused"),
+                e => self.refused(from, e),
             }
+        }
+    }
+
+    /// Counts a peer message that was refused, and logs it: at most one warning every few
+    /// seconds, so that a peer sending garbage cannot flood the log.
+    fn refused(&mut self, peer: NodeId, why: impl std::fmt::Display) {
+        self.metrics.refused_messages += 1;
+        let now = self.now;
+        if self
+            .refused_logged
+            .is_none_or(|t| now.duration_since(t) >= REFUSED_LOG_INTERVAL)
+        {
+            self.refused_logged = Some(now);
+            tracing::warn!(
+                peer,
+                refused = self.metrics.refused_messages,
+                "refused a peer message: {why}"
+            );
+        } else {
+            tracing::debug!(peer, "refused a peer message: {why}");
         }
     }
 
@@ -810,6 +870,7 @@ impl<SM: StateMachine> Group<SM> {
                 self.on_conf_applied(e.index, e.term, cs.is_joint());
             }
             self.emitted = self.emitted.max(e.index);
+            self.bytes_since_snapshot = self.bytes_since_snapshot.saturating_add(e.size());
             batch.push((e, responder));
         }
         let _ = self.applier_tx.send(ApplyMsg::Entries(batch));
@@ -855,19 +916,13 @@ impl<SM: StateMachine> Group<SM> {
         let cs = self.node.conf_state().clone();
         self.metrics.members = members(&cs);
         self.metrics.joint = cs.is_joint();
-        if cs.members().is_empty() || !cs.contains(self.id) {
-            // A node waiting to join knows no members: leave the transport open to any peer
-            // it trusts, so that the leader can reach it and add it. The same holds while a
-            // joining node replays the log from the start: the configurations it meets
-            // there predate it, and may well not list the leader that is catching it up.
-            // (A removed node keeps the list it had.)
+        let Some(addresses) = crate::node::announced_peers(self.id, &cs, &self.seeds) else {
             return;
+        };
+        if cs.contains(self.id) {
+            // In the cluster for good: the configuration alone says whom to admit now.
+            self.seeds.clear();
         }
-        let addresses = cs
-            .node_meta
-            .iter()
-            .map(|(&id, raw)| (id, Bytes::from(MemberInfo::decode(raw).address.into_bytes())))
-            .collect();
         let addresses = self.peers.set_config(index, addresses);
         self.transport.set_peers(addresses);
     }
@@ -935,13 +990,18 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
+    /// Starts a snapshot (which compacts the log) once enough entries, or enough bytes of
+    /// entries, were applied since the last one.
     fn maybe_snapshot(&mut self) {
-        let every = self.cfg.snapshot_every;
-        if every == 0 || self.snapshot_in_progress || self.stopping.is_some() {
+        if self.snapshot_in_progress || self.stopping.is_some() {
             return;
         }
-        if self.applied.saturating_sub(self.last_snapshot) >= every {
+        let (every, every_bytes) = (self.cfg.snapshot_every, self.cfg.snapshot_every_bytes);
+        let by_count = every > 0 && self.applied.saturating_sub(self.last_snapshot) >= every;
+        let by_bytes = every_bytes > 0 && self.bytes_since_snapshot >= every_bytes;
+        if by_count || by_bytes {
             self.snapshot_in_progress = true;
+            self.bytes_since_snapshot = 0;
             let _ = self.applier_tx.send(ApplyMsg::BuildSnapshot);
         }
     }
@@ -984,6 +1044,17 @@ impl<SM: StateMachine> Group<SM> {
                 query(Err(ReadError::Timeout));
             }
         }
+        // Confirmed reads whose index the applier has not reached in time.
+        self.parked_reads.retain(|_, queries| {
+            let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(queries)
+                .into_iter()
+                .partition(|(deadline, _)| *deadline <= now);
+            *queries = kept;
+            for (_, query) in expired {
+                query(Err(ReadError::Timeout));
+            }
+            !queries.is_empty()
+        });
         let mut i = 0;
         while i < self.conf_waiters.len() {
             if self.conf_waiters[i].deadline <= now {
@@ -1090,7 +1161,7 @@ impl<SM: StateMachine> Group<SM> {
             query(Err(ReadError::ShuttingDown));
         }
         for (_, queries) in std::mem::take(&mut self.parked_reads) {
-            for q in queries {
+            for (_, q) in queries {
                 q(Err(ReadError::ShuttingDown));
             }
         }

@@ -125,7 +125,12 @@ impl<SM: StateMachine> RaftHandle<SM> {
                 ReadError::ShuttingDown
             });
         }
-        rx.await.unwrap_or(Err(ReadError::ShuttingDown))
+        // The node expires reads it holds; this also bounds the wait for one that is queued
+        // behind a slow apply.
+        match tokio::time::timeout(self.inner.config.read_timeout, rx).await {
+            Ok(answer) => answer.unwrap_or(Err(ReadError::ShuttingDown)),
+            Err(_) => Err(ReadError::Timeout),
+        }
     }
 
     async fn membership(

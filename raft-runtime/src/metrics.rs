@@ -104,6 +104,9 @@ pub struct Metrics {
     pub snapshots_taken: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
+    /// Peer messages refused: malformed, out of bounds, from a node that may not send them,
+    /// or answering something this node never asked of that peer.
+    pub refused_messages: u64,
     /// Set when the node stopped because of a fatal error (storage or state machine).
     pub fatal: Option<String>,
 }
@@ -131,6 +134,7 @@ impl Metrics {
             transport: Default::default(),
             snapshots_taken: 0,
             snapshots_installed: 0,
+            refused_messages: 0,
             fatal: None,
         }
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use raft_core::{ConfState, NodeId, RawNode, SnapshotMeta};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
@@ -27,8 +29,11 @@ pub enum Membership {
     /// Bootstrap a new cluster with these voters (the same map on every initial member).
     /// Ignored when the log store already holds state: a restart resumes.
     Bootstrap(BTreeMap<NodeId, MemberInfo>),
-    /// Start empty and wait to be added by the cluster's leader.
-    Join,
+    /// Start empty and wait to be added by the cluster's leader. The map names the
+    /// cluster's current members (at least the leader that will add this node): until the
+    /// node learns the configuration from its log, its transport admits only these peers.
+    /// Ignored when the log store already holds state.
+    Join(BTreeMap<NodeId, MemberInfo>),
 }
 
 /// Starts nodes.
@@ -46,6 +51,16 @@ impl RaftNode {
     ) -> Result<RaftHandle<SM>, StartError> {
         config.validate()?;
         let id = config.id;
+        if let Membership::Join(members) = &membership {
+            if members.is_empty() {
+                return Err(StartError::Bootstrap(
+                    "a joining node needs the cluster's current members".into(),
+                ));
+            }
+            if members.contains_key(&0) {
+                return Err(StartError::Bootstrap("node id 0 is reserved".into()));
+            }
+        }
         let span = tracing::info_span!("raft", node = id);
 
         let pristine = {
@@ -110,6 +125,20 @@ impl RaftNode {
         tracing::info!(parent: &span, term = node.term(), applied, last = node.last_index(), "recovered");
 
         let config = Arc::new(config);
+        // The transport learns whom to admit before it delivers anything: the members of
+        // the recovered configuration, or, for a node not (yet) in it, also the cluster it
+        // was told to join.
+        let seeds: BTreeMap<NodeId, Bytes> = match &membership {
+            Membership::Join(members) => members
+                .iter()
+                .filter(|&(&n, _)| n != id)
+                .map(|(&n, info)| (n, Bytes::from(info.address.clone().into_bytes())))
+                .collect(),
+            Membership::Bootstrap(_) => BTreeMap::new(),
+        };
+        if let Some(peers) = announced_peers(id, node.conf_state(), &seeds) {
+            transport.set_peers(peers);
+        }
         let (inbox, inbox_rx) = Inbox::channel(config.inbox_capacity);
         transport.register(inbox);
         let (req_tx, req_rx) = mpsc::channel(config.mailbox_capacity);
@@ -140,10 +169,38 @@ impl RaftNode {
             metrics_tx,
             rng,
             applied,
+            seeds,
         );
         let task = tokio::spawn(group.run().instrument(span));
         Ok(RaftHandle::new(config, req_tx, metrics_rx, task))
     }
+}
+
+/// The peers a node's transport admits for configuration `cs`: its members, when the node
+/// is one of them. A node outside its configuration (waiting to join, or replaying
+/// configurations from before it joined, which may not list the leader catching it up)
+/// also admits the cluster it was told to join; with no such list (a removed node) it keeps
+/// what it had, and `None` says so. Removed ids are never admitted.
+pub(crate) fn announced_peers(
+    id: NodeId,
+    cs: &ConfState,
+    seeds: &BTreeMap<NodeId, Bytes>,
+) -> Option<BTreeMap<NodeId, Bytes>> {
+    let mut peers: BTreeMap<NodeId, Bytes> = cs
+        .node_meta
+        .iter()
+        .map(|(&n, raw)| (n, Bytes::from(MemberInfo::decode(raw).address.into_bytes())))
+        .collect();
+    if !cs.contains(id) {
+        if seeds.is_empty() {
+            return None;
+        }
+        for (&n, address) in seeds {
+            peers.entry(n).or_insert_with(|| address.clone());
+        }
+    }
+    peers.retain(|n, _| !cs.removed.contains(n) || cs.contains(*n));
+    (!peers.is_empty()).then_some(peers)
 }
 
 /// A seed that differs between processes and between calls: read contexts must never repeat

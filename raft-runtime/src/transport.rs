@@ -8,7 +8,8 @@
 //! [`Transport::register`]. A transport authenticates its peers and passes the
 //! authenticated sender id along; the runtime drops messages whose claimed sender differs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -128,22 +129,70 @@ pub enum Incoming {
     },
 }
 
-/// Where a transport delivers incoming traffic: a bounded queue into a node.
+/// Where a transport delivers incoming traffic: a queue into a node, bounded per peer.
+///
+/// Each sender has its own share of the queue: a peer whose batches fill its share has
+/// its next batches dropped, while every other peer's still get through. One member
+/// flooding a node (a bug, a version mismatch, an attack) cannot make the node deaf to the
+/// rest of the cluster. Snapshots are not counted: each waits for the node to take it, and
+/// the transport bounds how many it receives at once.
 #[derive(Clone, Debug)]
 pub struct Inbox {
-    tx: mpsc::Sender<Incoming>,
+    tx: mpsc::UnboundedSender<Incoming>,
+    shares: Arc<Shares>,
 }
 
 /// The receiving end of an [`Inbox`], owned by the runtime (or by a test).
 #[derive(Debug)]
 pub struct InboxReceiver {
-    rx: mpsc::Receiver<Incoming>,
+    rx: mpsc::UnboundedReceiver<Incoming>,
+    shares: Arc<Shares>,
+}
+
+/// How many message batches each peer has queued.
+#[derive(Debug)]
+struct Shares {
+    per_peer: usize,
+    queued: Mutex<HashMap<NodeId, usize>>,
+}
+
+impl Shares {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, usize>> {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a place in `from`'s share, if one is free.
+    fn take(&self, from: NodeId) -> bool {
+        let mut queued = self.lock();
+        let n = queued.entry(from).or_insert(0);
+        if *n >= self.per_peer {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives back the places of the deliveries that left the queue.
+    fn give_back<'a>(&self, taken: impl IntoIterator<Item = &'a Incoming>) {
+        let mut queued: Option<std::sync::MutexGuard<'_, HashMap<NodeId, usize>>> = None;
+        for inc in taken {
+            if let Incoming::Messages { from, .. } = inc {
+                let queued = queued.get_or_insert_with(|| self.lock());
+                if let Some(n) = queued.get_mut(from) {
+                    *n -= 1;
+                    if *n == 0 {
+                        queued.remove(from);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why an [`Inbox`] did not take a delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DeliverError {
-    /// The node's inbox is full; the batch was dropped.
+    /// The sender's share of the node's inbox is full; the batch was dropped.
     #[error("inbox full")]
     Full,
     /// The node is gone.
@@ -152,24 +201,39 @@ pub enum DeliverError {
 }
 
 impl Inbox {
-    /// A new inbox holding at most `capacity` deliveries.
-    pub fn channel(capacity: usize) -> (Inbox, InboxReceiver) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Inbox { tx }, InboxReceiver { rx })
+    /// A new inbox holding at most `per_peer` message batches from each sender.
+    pub fn channel(per_peer: usize) -> (Inbox, InboxReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shares = Arc::new(Shares {
+            per_peer: per_peer.max(1),
+            queued: Mutex::new(HashMap::new()),
+        });
+        (
+            Inbox {
+                tx,
+                shares: shares.clone(),
+            },
+            InboxReceiver { rx, shares },
+        )
     }
 
-    /// Delivers a batch of messages without waiting; drops it if the inbox is full.
+    /// Delivers a batch of messages without waiting; drops it if the sender's share of the
+    /// inbox is full.
     pub fn deliver(&self, from: NodeId, messages: Vec<WireMessage>) -> Result<(), DeliverError> {
-        self.tx
-            .try_send(Incoming::Messages { from, messages })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => DeliverError::Full,
-                mpsc::error::TrySendError::Closed(_) => DeliverError::Closed,
-            })
+        if self.tx.is_closed() {
+            return Err(DeliverError::Closed);
+        }
+        if !self.shares.take(from) {
+            return Err(DeliverError::Full);
+        }
+        self.tx.send(Incoming::Messages { from, messages }).map_err(|e| {
+            self.shares.give_back([&e.0]);
+            DeliverError::Closed
+        })
     }
 
-    /// Delivers a complete snapshot, waiting for room, then waits for the node to take it.
-    /// Returns the node's verdict.
+    /// Delivers a complete snapshot, then waits for the node to take it. Returns the node's
+    /// verdict.
     pub async fn deliver_snapshot(&self, from: NodeId, message: Message, data: Bytes) -> Result<(), String> {
         let (ack, verdict) = oneshot::channel();
         self.tx
@@ -179,7 +243,6 @@ impl Inbox {
                 data,
                 ack,
             })
-            .await
             .map_err(|_| "node stopped".to_string())?;
         verdict.await.map_err(|_| "node stopped".to_string())?
     }
@@ -188,18 +251,25 @@ impl Inbox {
 impl InboxReceiver {
     /// The next delivery, or `None` once every [`Inbox`] is dropped.
     pub async fn recv(&mut self) -> Option<Incoming> {
-        self.rx.recv().await
+        let inc = self.rx.recv().await;
+        self.shares.give_back(inc.as_ref());
+        inc
     }
 
     /// The next delivery if one is queued.
     pub fn try_recv(&mut self) -> Option<Incoming> {
-        self.rx.try_recv().ok()
+        let inc = self.rx.try_recv().ok();
+        self.shares.give_back(inc.as_ref());
+        inc
     }
 
     /// Waits for at least one delivery, then moves up to `limit` queued ones into `buf`.
     /// Returns how many were moved (0 once every [`Inbox`] is dropped).
     pub async fn recv_many(&mut self, buf: &mut Vec<Incoming>, limit: usize) -> usize {
-        self.rx.recv_many(buf, limit).await
+        let start = buf.len();
+        let n = self.rx.recv_many(buf, limit).await;
+        self.shares.give_back(&buf[start..]);
+        n
     }
 }
 
@@ -222,17 +292,18 @@ pub struct TransportMetrics {
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Starts delivering traffic addressed to this node into `inbox`. Called once, when the
-    /// node starts.
+    /// node starts, after the first [`Transport::set_peers`].
     fn register(&self, inbox: Inbox);
 
     /// The members' addresses, from the replicated configuration (the bytes each member
-    /// registered, typically `host:port`). Called at start and whenever the configuration
-    /// changes. Members a change removes stay listed until the change has committed and two
-    /// election timeouts have passed, since the protocol still needs to reach them (a leader
-    /// that removes itself must hear its followers acknowledge the change). Peers not
-    /// listed are disconnected; a transport that authenticates peers
-    /// refuses those that are not listed, unless it has never been given a list (a node
-    /// waiting to join knows no members yet).
+    /// registered, typically `host:port`). Called at start, before [`Transport::register`],
+    /// and whenever the configuration changes; never with an empty map. Members a change
+    /// removes stay listed until the change has committed and two election timeouts have
+    /// passed, since the protocol still needs to reach them (a leader that removes itself
+    /// must hear its followers acknowledge the change). A node joining a cluster is given
+    /// the members it was told to join until its log lists it. Peers not listed are
+    /// disconnected; a transport that authenticates peers refuses them, and refuses
+    /// everyone until the first list.
     fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>);
 
     /// Queues a batch for `to`. Never blocks; drops the batch when the peer's queue is full.
@@ -247,5 +318,39 @@ pub trait Transport: Send + Sync + 'static {
     /// Counters for metrics.
     fn metrics(&self) -> TransportMetrics {
         TransportMetrics::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch() -> Vec<WireMessage> {
+        vec![WireMessage::Forward {
+            id: 1,
+            command: Bytes::new(),
+        }]
+    }
+
+    #[tokio::test]
+    async fn a_flooding_peer_fills_only_its_own_share() {
+        let (inbox, mut rx) = Inbox::channel(3);
+        for _ in 0..3 {
+            inbox.deliver(2, batch()).unwrap();
+        }
+        assert_eq!(inbox.deliver(2, batch()), Err(DeliverError::Full));
+        // Everyone else still gets through.
+        inbox.deliver(3, batch()).unwrap();
+        inbox.deliver(4, batch()).unwrap();
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(&mut got, 2).await, 2);
+        // Two of node 2's batches left the queue: it has room for two more.
+        inbox.deliver(2, batch()).unwrap();
+        inbox.deliver(2, batch()).unwrap();
+        assert_eq!(inbox.deliver(2, batch()), Err(DeliverError::Full));
+        while rx.try_recv().is_some() {}
+        assert!(rx.shares.lock().is_empty(), "every place was given back");
+        drop(rx);
+        assert_eq!(inbox.deliver(5, batch()), Err(DeliverError::Closed));
     }
 }

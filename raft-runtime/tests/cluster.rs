@@ -233,7 +233,7 @@ async fn members_are_added_and_removed_under_load() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    c.start(4, Membership::Join).await;
+    c.start(4, Membership::Join(common::members(&[1, 2, 3]))).await;
     let leader = c.leader_among(&[1, 2, 3], Duration::from_secs(30)).await;
     c.node(leader)
         .add_voter(
@@ -469,10 +469,11 @@ async fn concurrent_clients_on_a_multi_threaded_runtime() {
     c.shutdown().await;
 }
 
-/// A joining node knows no members: the transport must not be told "no members" (which an
-/// authenticating transport reads as "admit no one"), or the leader could never reach it.
+/// A joining node admits exactly the cluster it was told to join, from before its first
+/// message, and never announces an empty membership (which an authenticating transport
+/// reads as "admit no one", so the leader could never reach it).
 #[tokio::test(start_paused = true)]
-async fn a_joining_node_never_announces_an_empty_membership() {
+async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
     use std::sync::{Arc, Mutex};
 
     use async_trait::async_trait;
@@ -480,15 +481,19 @@ async fn a_joining_node_never_announces_an_empty_membership() {
     use raft_runtime::raft_core::Message;
     use raft_runtime::{Inbox, MemTransport, SendError, Transport, TransportError, WireMessage};
 
-    struct Recording(MemTransport, Arc<Mutex<Vec<usize>>>);
+    struct Recording(MemTransport, Arc<Mutex<Vec<Vec<u64>>>>);
 
     #[async_trait]
     impl Transport for Recording {
         fn register(&self, inbox: Inbox) {
+            assert!(
+                !self.1.lock().unwrap().is_empty(),
+                "members announced before traffic flows"
+            );
             self.0.register(inbox)
         }
         fn set_peers(&self, peers: BTreeMap<u64, Bytes>) {
-            self.1.lock().unwrap().push(peers.len());
+            self.1.lock().unwrap().push(peers.keys().copied().collect());
             self.0.set_peers(peers)
         }
         fn send(&self, to: u64, messages: Vec<WireMessage>) -> Result<(), SendError> {
@@ -509,14 +514,15 @@ async fn a_joining_node_never_announces_an_empty_membership() {
         Log::new(false),
         Arc::new(raft_runtime::MemLogStore::new()),
         Arc::new(Recording(c.net.transport(4), announced.clone())),
-        Membership::Join,
+        Membership::Join(common::members(&[1, 2, 3])),
     )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = announced.lock().unwrap().clone();
     assert!(
-        announced.lock().unwrap().is_empty(),
-        "no membership announced before joining"
+        !before.is_empty() && before.iter().all(|ids| ids == &[1, 2, 3]),
+        "the cluster it joins, from the start: {before:?}"
     );
     let leader = c.leader().await;
     c.node(leader).add_learner(4, "mem-4").await.unwrap();
@@ -525,7 +531,8 @@ async fn a_joining_node_never_announces_an_empty_membership() {
         .await
         .unwrap();
     let seen = announced.lock().unwrap().clone();
-    assert!(!seen.is_empty() && seen.iter().all(|&n| n > 0), "{seen:?}");
+    assert!(seen.iter().all(|ids| !ids.is_empty()), "{seen:?}");
+    assert_eq!(seen.last().unwrap(), &vec![1, 2, 3, 4], "{seen:?}");
     joiner.shutdown().await;
     c.shutdown().await;
 }

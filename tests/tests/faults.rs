@@ -562,7 +562,12 @@ async fn replace(c: &mut Cluster, slot: usize) -> Result<(), String> {
     c.slots[slot].id = new;
     c.slots[slot].data = data;
     let mut args = c.node_args(slot);
-    args.push("--join".into());
+    // The cluster it joins: the other slots' current nodes.
+    let members: Vec<String> = (0..c.slots.len())
+        .filter(|&i| i != slot)
+        .map(|i| format!("{}={}", c.slots[i].id, c.slots[i].raft_addr()))
+        .collect();
+    args.extend(["--join".into(), "--peers".into(), members.join(",")]);
     let log = c.dir.join(format!("node-{new}.log"));
     c.note(&format!(
         "start node {new} empty in node {old}'s place and add it"

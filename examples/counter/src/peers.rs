@@ -108,6 +108,22 @@ pub fn bootstrap(me: NodeId, raft: &[PeerAddr], http: &[PeerAddr]) -> Result<Mem
     Ok(Membership::Bootstrap(members))
 }
 
+/// The membership for a node joining a running cluster: `raft` lists the cluster's current
+/// members. Until the node learns the configuration from the leader, its transport admits
+/// only them.
+pub fn join(raft: &[PeerAddr]) -> Result<Membership, PeersError> {
+    let mut members = BTreeMap::new();
+    for peer in raft {
+        if members
+            .insert(peer.id, MemberInfo::new(peer.addr.clone()))
+            .is_some()
+        {
+            return Err(PeersError::Duplicate(peer.id));
+        }
+    }
+    Ok(Membership::Join(members))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

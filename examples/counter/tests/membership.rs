@@ -15,7 +15,9 @@ async fn nodes_join_take_over_and_leave_through_any_node() {
     for id in 1..=3 {
         cluster.start(id, &boot);
     }
-    cluster.start(4, &["--join".to_string()]);
+    let mut join = vec!["--join".to_string()];
+    join.extend(cluster.bootstrap_args(&[1, 2, 3]).into_iter().take(2));
+    cluster.start(4, &join);
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     for _ in 0..5 {

@@ -120,14 +120,18 @@ pub fn fast_config(id: NodeId) -> Config {
     c
 }
 
+/// The members map of an in-memory cluster with these ids.
+pub fn members(ids: &[NodeId]) -> BTreeMap<NodeId, MemberInfo> {
+    ids.iter().map(|&id| (id, format!("mem-{id}").into())).collect()
+}
+
 impl Cluster {
     pub async fn new(n: u64) -> Cluster {
         Cluster::with(n, |_| {}, false).await
     }
 
     pub async fn with(n: u64, configure: fn(&mut Config), durable_sm: bool) -> Cluster {
-        let members: BTreeMap<NodeId, MemberInfo> =
-            (1..=n).map(|id| (id, format!("mem-{id}").into())).collect();
+        let members = members(&(1..=n).collect::<Vec<_>>());
         let mut c = Cluster {
             net: MemNetwork::new(),
             stores: BTreeMap::new(),

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use raft_runtime::Membership;
 use raft_runtime::raft_core::NodeId;
 
 use crate::Error;
@@ -30,7 +29,8 @@ pub struct Args {
     /// The directory holding ca.pem, node-ID.pem and node-ID.key (see `counter certs`).
     #[arg(long)]
     certs: PathBuf,
-    /// The Raft addresses of all initial members, this node included (ID=HOST:PORT,...).
+    /// The Raft addresses of all initial members, this node included (ID=HOST:PORT,...);
+    /// with `--join`, those of the cluster's current members.
     /// Used on the first start only, to bootstrap the cluster; a restart resumes from the
     /// data directory. Give every initial member the same list.
     #[arg(long, value_delimiter = ',')]
@@ -41,8 +41,9 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', requires = "peers")]
     peers_http: Vec<PeerAddr>,
     /// Start empty and wait to be added by the cluster (see `counter add-node`) instead of
-    /// bootstrapping a new cluster.
-    #[arg(long, conflicts_with = "peers")]
+    /// bootstrapping a new cluster. `--peers` then lists the cluster's current members:
+    /// until this node is added, it accepts connections from them only.
+    #[arg(long, requires = "peers")]
     join: bool,
     /// Take a snapshot of the counter and compact the log every this many entries.
     #[arg(long, default_value_t = 10_000)]
@@ -54,7 +55,7 @@ pub struct Args {
 /// that names what is wrong.
 pub async fn run(args: Args) -> Result<(), Error> {
     let membership = if args.join {
-        Membership::Join
+        peers::join(&args.peers)?
     } else {
         peers::bootstrap(args.id, &args.peers, &args.peers_http)?
     };
