@@ -275,6 +275,10 @@ impl<SM: StateMachine> Group<SM> {
             self.now = Instant::now();
             self.drain();
             self.handle_ready();
+            if let Some(invariant) = self.node.fatal() {
+                // Whatever input it came from, a broken invariant stops the node.
+                self.set_fatal(format!("safety invariant violated: {invariant}"));
+            }
             self.check_transfer();
             self.publish_metrics(false);
             if self.finished() {
@@ -674,6 +678,7 @@ impl<SM: StateMachine> Group<SM> {
             }
             let ready = match self.node.ready() {
                 Ok(r) => r,
+                Err(e @ raft_core::Error::Fatal(_)) => return self.set_fatal(e.to_string()),
                 Err(e) => return self.set_fatal(format!("reading the log failed: {e}")),
             };
             if let Some(ss) = ready.soft_state {

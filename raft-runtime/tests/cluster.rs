@@ -199,6 +199,29 @@ async fn follower_down_during_compaction_catches_up_by_snapshot() {
     c.shutdown().await;
 }
 
+/// Large commands cannot fill the disk between snapshots: the log is also compacted once
+/// enough bytes were applied, however few the entries.
+#[tokio::test(start_paused = true)]
+async fn the_log_is_compacted_by_bytes_as_well_as_by_entries() {
+    fn by_bytes(cfg: &mut raft_runtime::Config) {
+        cfg.snapshot_every = 0;
+        cfg.snapshot_every_bytes = 1_000;
+    }
+    let c = Cluster::with(3, by_bytes, false).await;
+    let leader = c.leader().await;
+    // About 30 bytes an entry as counted: 40 entries is over the threshold.
+    for v in 1..=40 {
+        c.propose(v).await;
+    }
+    let m = c
+        .node(leader)
+        .wait_for(Duration::from_secs(30), |m| m.snapshots_taken >= 1)
+        .await
+        .expect("a snapshot was taken by bytes");
+    assert!(m.snapshot_index > 0 && m.snapshot_index < 40, "{}", m.snapshot_index);
+    c.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn members_are_added_and_removed_under_load() {
     let mut c = Cluster::new(3).await;
