@@ -159,6 +159,25 @@ pub enum CorruptKind {
         /// The last index before it.
         last: Index,
     },
+    /// A number in a record is beyond what any log holds (terms, indexes, batch numbers and
+    /// snapshot generations stay below 2^63).
+    #[error("{field} {value} is out of range")]
+    OutOfRange {
+        /// Which number.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// An entry's term is lower than the term of the entry (or snapshot) before it.
+    #[error("entry {index} has term {term}, lower than the term {prev} before it")]
+    TermRegression {
+        /// The entry's index.
+        index: Index,
+        /// Its term.
+        term: u64,
+        /// The term before it.
+        prev: u64,
+    },
     /// The snapshot file a record refers to is missing or has the wrong size.
     #[error("snapshot file {generation:016x} referred to here is missing or damaged")]
     SnapshotFile {
@@ -194,6 +213,15 @@ pub enum InvalidWrite {
         index: Index,
         /// The snapshot's index.
         snapshot: Index,
+    },
+    /// A term or index is 2^63 or more, beyond what the log format accepts (recovery would
+    /// refuse the log).
+    #[error("{field} {value} is out of range")]
+    OutOfRange {
+        /// Which number.
+        field: &'static str,
+        /// Its value.
+        value: u64,
     },
     /// A single entry is larger than the format allows (4 GiB minus framing).
     #[error("entry {index} is too large to store")]
