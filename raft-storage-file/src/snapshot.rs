@@ -113,6 +113,14 @@ fn file_head(generation: u64, snapshot: &Snapshot) -> (Vec<u8>, SnapRef) {
     (head, snap)
 }
 
+/// The whole file of `snapshot` and the log's reference to it (for the fuzzing harness).
+pub(crate) fn file_bytes(generation: u64, snapshot: &Snapshot) -> (Vec<u8>, SnapRef) {
+    let (mut bytes, snap) = file_head(generation, snapshot);
+    bytes.extend_from_slice(&snapshot.data);
+    bytes.extend_from_slice(&snap.data_crc.to_le_bytes());
+    (bytes, snap)
+}
+
 /// Cheap check used by recovery: the file exists with the size the reference implies.
 pub(crate) fn check_snapshot_file(dir: &Path, snap: &SnapRef) -> bool {
     std::fs::metadata(dir.join(snapshot_name(snap.generation)))
