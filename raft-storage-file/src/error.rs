@@ -81,6 +81,14 @@ pub enum WalError {
         /// The last index of the log.
         last: Index,
     },
+    /// A number the log format keeps below 2^63 (segment numbers, batch numbers, snapshot
+    /// generations) would pass it: the log cannot take more writes. Fatal, like an I/O
+    /// error on the write path; no log written by this store gets anywhere near it.
+    #[error("the log has run out of {what}")]
+    Exhausted {
+        /// Which numbers ran out.
+        what: &'static str,
+    },
     /// The options are unusable.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),

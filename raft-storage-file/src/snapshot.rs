@@ -18,7 +18,8 @@ use raft_runtime::Snapshot;
 use crate::error::WalError;
 use crate::fault::{Io, open_ro};
 use crate::format::{
-    BINCODE, FORMAT_VERSION, SnapRef, decode_serde, snapshot_name, snapshot_tmp_name, u32_at, u64_at,
+    BINCODE, FORMAT_VERSION, MAX_VALUE, SnapRef, decode_serde, snapshot_name, snapshot_tmp_name, u32_at,
+    u64_at,
 };
 
 const SNAP_MAGIC: [u8; 8] = *b"RAFTSNAP";
@@ -60,6 +61,12 @@ pub(crate) fn write_snapshot_file(
     generation: u64,
     snapshot: &Snapshot,
 ) -> Result<SnapRef, WalError> {
+    // Recovery refuses a log that names a generation beyond MAX_VALUE: never write one.
+    if generation > MAX_VALUE {
+        return Err(WalError::Exhausted {
+            what: "snapshot generations",
+        });
+    }
     let tmp = dir.join(snapshot_tmp_name(generation));
     let result = write_tmp_and_rename(io, dir, dir_file, generation, snapshot, &tmp);
     if result.is_err() {

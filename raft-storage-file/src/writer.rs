@@ -467,6 +467,12 @@ impl Writer {
 
     /// Encodes, writes and syncs the group, then applies it to the in-memory state.
     fn write_group(&mut self, items: &mut [Item]) -> Result<(), WalError> {
+        // Recovery refuses batch numbers beyond MAX_VALUE: never write one.
+        if self.next_batch.saturating_add(items.len() as u64) > MAX_VALUE + 1 {
+            return Err(WalError::Exhausted {
+                what: "batch numbers",
+            });
+        }
         let bound: usize = items.iter().map(item_bound).sum();
         let segment_size = self.shared.options.segment_size;
         let rotate = self

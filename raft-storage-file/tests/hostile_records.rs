@@ -268,6 +268,28 @@ fn numbers_beyond_any_log_are_corrupt() {
     assert!(out_of_range(kind), "{kind}");
 }
 
+/// A log at the last segment or batch number the format allows opens, refuses writes
+/// (which would need a number beyond it) and still opens afterwards.
+#[test]
+fn a_log_at_the_end_of_its_numbers_opens_and_refuses_writes() {
+    let max = i64::MAX as u64;
+    for (seq, batch) in [(max, 1), (1, max)] {
+        let dir = fast_tempdir();
+        let mut buf = header(seq, 0, 0);
+        record(&mut buf, seq, CHECKPOINT, &EMPTY_CHECKPOINT);
+        record(&mut buf, seq, ENTRY, &entry_body(1, 1, 1, b"x"));
+        record(&mut buf, seq, COMMIT, &commit_body(0, batch));
+        std::fs::write(dir.path().join(segment_name(seq)), buf).unwrap();
+        let store = open(dir.path(), Options::default());
+        let err = append_sync(&store, write(ents(1, 2, 2, 5), None)).unwrap_err();
+        let err = err.backend().downcast_ref::<WalError>().expect("a store error");
+        assert!(matches!(err, WalError::Exhausted { .. }), "{err}");
+        drop(store);
+        let store = open(dir.path(), Options::default());
+        assert_eq!(store.last_index(), 1);
+    }
+}
+
 #[test]
 fn a_snapshot_file_named_beyond_any_generation_is_removed_as_an_orphan() {
     let dir = fast_tempdir();
