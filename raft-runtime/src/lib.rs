@@ -95,6 +95,8 @@ mod applier;
 mod codec;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod group;
 mod handle;
 pub mod mem_store;

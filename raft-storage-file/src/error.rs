@@ -81,6 +81,14 @@ pub enum WalError {
         /// The last index of the log.
         last: Index,
     },
+    /// A number the log format keeps below 2^63 (segment numbers, batch numbers, snapshot
+    /// generations) would pass it: the log cannot take more writes. Fatal, like an I/O
+    /// error on the write path; no log written by this store gets anywhere near it.
+    #[error("the log has run out of {what}")]
+    Exhausted {
+        /// Which numbers ran out.
+        what: &'static str,
+    },
     /// The options are unusable.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),
@@ -159,6 +167,25 @@ pub enum CorruptKind {
         /// The last index before it.
         last: Index,
     },
+    /// A number in a record is beyond what any log holds (terms, indexes, batch numbers and
+    /// snapshot generations stay below 2^63).
+    #[error("{field} {value} is out of range")]
+    OutOfRange {
+        /// Which number.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// An entry's term is lower than the term of the entry (or snapshot) before it.
+    #[error("entry {index} has term {term}, lower than the term {prev} before it")]
+    TermRegression {
+        /// The entry's index.
+        index: Index,
+        /// Its term.
+        term: u64,
+        /// The term before it.
+        prev: u64,
+    },
     /// The snapshot file a record refers to is missing or has the wrong size.
     #[error("snapshot file {generation:016x} referred to here is missing or damaged")]
     SnapshotFile {
@@ -194,6 +221,15 @@ pub enum InvalidWrite {
         index: Index,
         /// The snapshot's index.
         snapshot: Index,
+    },
+    /// A term or index is 2^63 or more, beyond what the log format accepts (recovery would
+    /// refuse the log).
+    #[error("{field} {value} is out of range")]
+    OutOfRange {
+        /// Which number.
+        field: &'static str,
+        /// Its value.
+        value: u64,
     },
     /// A single entry is larger than the format allows (4 GiB minus framing).
     #[error("entry {index} is too large to store")]

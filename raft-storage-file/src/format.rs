@@ -54,7 +54,21 @@ pub(crate) const COMMIT_LEN: u32 = 1 + 8 + 8;
 const ENTRY_FIXED: usize = 8 + 8 + 8 + 1;
 
 /// The bincode configuration of every serde-encoded record body (pinned: it is on disk).
+/// Decoding adds a byte limit proportional to the body (see [`decode_serde`]).
 pub(crate) const BINCODE: bincode::config::Configuration = bincode::config::standard();
+
+/// The largest term, index, batch number or snapshot generation read from a file (2^63 - 1).
+/// No correct log comes anywhere near it; refusing larger values keeps every `+ 1` on them
+/// free of overflow, here and in the protocol above.
+pub(crate) const MAX_VALUE: u64 = i64::MAX as u64;
+
+/// Refuses a number read from a file above [`MAX_VALUE`].
+pub(crate) fn check_range(field: &'static str, value: u64) -> Result<u64, CorruptKind> {
+    if value > MAX_VALUE {
+        return Err(CorruptKind::OutOfRange { field, value });
+    }
+    Ok(value)
+}
 
 /// Name of the lock file.
 pub(crate) const LOCK_NAME: &str = "LOCK";
@@ -183,19 +197,21 @@ pub(crate) struct RawRecord<'a> {
 
 /// Parses and verifies the record at `pos` of a segment whose number is `seq`.
 pub(crate) fn parse_record(buf: &[u8], pos: usize, seq: u64) -> Result<RawRecord<'_>, CorruptKind> {
-    if pos + RECORD_HEADER > buf.len() {
-        return Err(CorruptKind::BadLength(0));
-    }
+    let payload_at = pos
+        .checked_add(RECORD_HEADER)
+        .filter(|&at| at <= buf.len())
+        .ok_or(CorruptKind::BadLength(0))?;
     let len = u32_at(buf, pos);
     let crc = u32_at(buf, pos + 4);
-    let end = pos + RECORD_HEADER + len as usize;
-    if len == 0 || end > buf.len() {
-        return Err(CorruptKind::BadLength(len));
-    }
-    let payload = &buf[pos + RECORD_HEADER..end];
+    let end = payload_at
+        .checked_add(len as usize)
+        .filter(|&end| len != 0 && len as usize <= MAX_RECORD && end <= buf.len())
+        .ok_or(CorruptKind::BadLength(len))?;
+    let payload = &buf[payload_at..end];
     if record_crc(seq, len, payload) != crc {
         return Err(CorruptKind::Checksum);
     }
+    // `end` is within the buffer, so rounding it up to the alignment cannot overflow.
     let padded_len = padded(len as usize);
     let pad_end = pos + padded_len;
     if pad_end > buf.len() {
@@ -215,7 +231,7 @@ pub(crate) fn parse_record(buf: &[u8], pos: usize, seq: u64) -> Result<RawRecord
 /// Whether the 8-aligned position `pos` holds a valid commit record; returns its group
 /// start. Used to look past a bad record for durable data behind it.
 pub(crate) fn commit_at(buf: &[u8], pos: usize, seq: u64) -> Option<u64> {
-    if pos + padded(COMMIT_LEN as usize) > buf.len() || u32_at(buf, pos) != COMMIT_LEN {
+    if pos.checked_add(padded(COMMIT_LEN as usize))? > buf.len() || u32_at(buf, pos) != COMMIT_LEN {
         return None;
     }
     if buf[pos + RECORD_HEADER] != rtype::COMMIT {
@@ -251,11 +267,88 @@ fn encode_serde<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
     bincode::serde::encode_into_std_write(value, buf, BINCODE).expect("encoding into memory cannot fail");
 }
 
+/// Decodes a serde record body that must fill `body` exactly.
+///
+/// bincode reserves room for a byte array or string as soon as it reads the array's
+/// length, before it reads the bytes. So every decode gets a byte limit of at least eight
+/// times the body's length (the standard configuration counts up to eight bytes for a
+/// one-byte integer), rounded up to a power of four: a length inside a body that claims
+/// more than that is refused, and no body makes the decoder reserve more than 32 times its
+/// own size (plus 16 KiB).
 pub(crate) fn decode_serde<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CorruptKind> {
-    match bincode::serde::decode_from_slice::<T, _>(body, BINCODE) {
-        Ok((value, used)) if used == body.len() => Ok(value),
-        _ => Err(CorruptKind::Decode),
+    fn exact<T>(
+        result: Result<(T, usize), bincode::error::DecodeError>,
+        len: usize,
+    ) -> Result<T, CorruptKind> {
+        match result {
+            Ok((value, used)) if used == len => Ok(value),
+            _ => Err(CorruptKind::Decode),
+        }
     }
+    macro_rules! tiers {
+        ($($bits:literal)*) => {{
+            let need = body.len().saturating_mul(8);
+            $(
+                if need <= 1usize << $bits {
+                    let config = BINCODE.with_limit::<{ 1usize << $bits }>();
+                    return exact(bincode::serde::decode_from_slice::<T, _>(body, config), body.len());
+                }
+            )*
+            Err(CorruptKind::Decode)
+        }};
+    }
+    // A record body is below 4 GiB, so the last tier covers every body on 64-bit targets.
+    #[cfg(target_pointer_width = "64")]
+    {
+        tiers!(12 14 16 18 20 22 24 26 28 30 32 34 36)
+    }
+    #[cfg(not(target_pointer_width = "64"))]
+    {
+        tiers!(12 14 16 18 20 22 24 26 28 30 31)
+    }
+}
+
+/// Decodes a checkpoint body and checks its numbers' range.
+pub(crate) fn decode_checkpoint(body: &[u8]) -> Result<Checkpoint, CorruptKind> {
+    let cp: Checkpoint = decode_serde(body)?;
+    check_hard_state(&cp.hard_state)?;
+    if let Some(snap) = &cp.snapshot {
+        check_snap_ref(snap)?;
+    }
+    Ok(cp)
+}
+
+/// Decodes a hard state body and checks its numbers' range.
+pub(crate) fn decode_hard_state(body: &[u8]) -> Result<HardState, CorruptKind> {
+    let hs = decode_serde(body)?;
+    check_hard_state(&hs)?;
+    Ok(hs)
+}
+
+/// Decodes a snapshot reference body and checks its numbers' range.
+pub(crate) fn decode_snap_ref(body: &[u8]) -> Result<SnapRef, CorruptKind> {
+    let snap = decode_serde(body)?;
+    check_snap_ref(&snap)?;
+    Ok(snap)
+}
+
+fn check_hard_state(hs: &HardState) -> Result<(), CorruptKind> {
+    check_range("hard state term", hs.term)?;
+    check_range("hard state commit", hs.commit)?;
+    Ok(())
+}
+
+/// Checks the numbers of a snapshot's metadata (from the log or from a snapshot file).
+pub(crate) fn check_snapshot_meta(meta: &SnapshotMeta) -> Result<(), CorruptKind> {
+    check_range("snapshot index", meta.index)?;
+    check_range("snapshot term", meta.term)?;
+    Ok(())
+}
+
+fn check_snap_ref(snap: &SnapRef) -> Result<(), CorruptKind> {
+    check_range("snapshot generation", snap.generation)?;
+    check_range("snapshot data length", snap.data_len)?;
+    check_snapshot_meta(&snap.meta)
 }
 
 pub(crate) fn encode_checkpoint(buf: &mut Vec<u8>, cp: &Checkpoint) {
@@ -284,7 +377,7 @@ pub(crate) fn decode_commit(body: &[u8]) -> Result<(u64, u64), CorruptKind> {
     if body.len() != 16 {
         return Err(CorruptKind::Decode);
     }
-    Ok((u64_at(body, 0), u64_at(body, 8)))
+    Ok((u64_at(body, 0), check_range("batch number", u64_at(body, 8))?))
 }
 
 const KIND_EMPTY: u8 = 0;
@@ -325,7 +418,24 @@ pub(crate) fn decode_entry_meta(body: &[u8]) -> Result<(Term, Index, u64), Corru
     if body.len() < ENTRY_FIXED || body[24] > KIND_MEMBERSHIP {
         return Err(CorruptKind::Decode);
     }
-    Ok((u64_at(body, 0), u64_at(body, 8), u64_at(body, 16)))
+    let term = check_range("entry term", u64_at(body, 0))?;
+    let index = check_range("entry index", u64_at(body, 8))?;
+    Ok((term, index, u64_at(body, 16)))
+}
+
+/// Checks a whole entry body without building the entry (recovery reads every entry
+/// this way, so that an entry it accepts can be read back): the fixed part, and the
+/// payload an empty or membership entry must have. Returns the fixed part.
+pub(crate) fn check_entry(body: &[u8]) -> Result<(Term, Index, u64), CorruptKind> {
+    let meta = decode_entry_meta(body)?;
+    match body[24] {
+        KIND_EMPTY if body.len() != ENTRY_FIXED => return Err(CorruptKind::Decode),
+        KIND_MEMBERSHIP => {
+            decode_serde::<ConfState>(&body[ENTRY_FIXED..])?;
+        }
+        _ => {}
+    }
+    Ok(meta)
 }
 
 /// Decodes an entry body held in `record` (the whole record, frame included, so that a

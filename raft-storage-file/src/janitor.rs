@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use crate::error::WalError;
 use crate::fault::open_rw;
-use crate::format::{HEADER_LEN, free_tmp_name, prep_tmp_name, segment_name, snapshot_name};
+use crate::format::{HEADER_LEN, MAX_VALUE, free_tmp_name, prep_tmp_name, segment_name, snapshot_name};
 use crate::store::Shared;
 
 /// A segment ready to be written: zero header, full size, durable name.
@@ -187,6 +187,12 @@ fn prepare(shared: &Shared, free: Option<PathBuf>) -> Result<Prepared, WalError>
     let io = &shared.io;
     let dir = &shared.dir;
     let seq = shared.next_seq.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // Recovery refuses segment numbers beyond MAX_VALUE: never create one.
+    if seq > MAX_VALUE {
+        return Err(WalError::Exhausted {
+            what: "segment numbers",
+        });
+    }
     let path = dir.join(segment_name(seq));
     let recycled = free.and_then(|free| match zero_header(shared, &free) {
         Ok(()) => Some(free),

@@ -69,6 +69,8 @@
 mod error;
 mod fault;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod janitor;
 mod lock;
 mod options;

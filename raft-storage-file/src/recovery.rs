@@ -26,9 +26,9 @@ use raft_core::{HardState, Index, Term};
 use crate::error::{CorruptKind, WalError};
 use crate::fault::{Io, open_ro};
 use crate::format::{
-    ALIGN, COMMIT_LEN, Checkpoint, FORMAT_VERSION, HEADER_LEN, HeaderError, SegmentHeader, SnapRef,
-    commit_at, decode_commit, decode_entry_meta, decode_serde, padded, parse_record, parse_segment_name,
-    parse_snapshot_name, rtype, snapshot_name,
+    ALIGN, COMMIT_LEN, Checkpoint, FORMAT_VERSION, HEADER_LEN, HeaderError, MAX_VALUE, SegmentHeader,
+    SnapRef, check_entry, commit_at, decode_checkpoint, decode_commit, decode_hard_state, decode_snap_ref,
+    padded, parse_record, parse_segment_name, parse_snapshot_name, rtype, snapshot_name,
 };
 use crate::snapshot::check_snapshot_file;
 use crate::state::Loc;
@@ -247,11 +247,11 @@ fn scan_segment(
             rtype::CHECKPOINT if pos == HEADER_LEN as usize => {
                 pending.push((
                     offset,
-                    Pending::Checkpoint(Box::new(decode_serde(rec.body).map_err(hard)?)),
+                    Pending::Checkpoint(Box::new(decode_checkpoint(rec.body).map_err(hard)?)),
                 ));
             }
             rtype::ENTRY => {
-                let (term, index, size) = decode_entry_meta(rec.body).map_err(hard)?;
+                let (term, index, size) = check_entry(rec.body).map_err(hard)?;
                 let loc = Loc {
                     term,
                     seg: seq,
@@ -261,15 +261,18 @@ fn scan_segment(
                 };
                 pending.push((offset, Pending::Entry(index, loc)));
             }
-            rtype::HARD_STATE => {
-                pending.push((offset, Pending::HardState(decode_serde(rec.body).map_err(hard)?)))
-            }
-            rtype::SNAPSHOT_INSTALL => {
-                pending.push((offset, Pending::Install(decode_serde(rec.body).map_err(hard)?)))
-            }
-            rtype::SNAPSHOT_SAVED => {
-                pending.push((offset, Pending::Saved(decode_serde(rec.body).map_err(hard)?)))
-            }
+            rtype::HARD_STATE => pending.push((
+                offset,
+                Pending::HardState(decode_hard_state(rec.body).map_err(hard)?),
+            )),
+            rtype::SNAPSHOT_INSTALL => pending.push((
+                offset,
+                Pending::Install(Box::new(decode_snap_ref(rec.body).map_err(hard)?)),
+            )),
+            rtype::SNAPSHOT_SAVED => pending.push((
+                offset,
+                Pending::Saved(Box::new(decode_snap_ref(rec.body).map_err(hard)?)),
+            )),
             rtype::COMMIT => {
                 let (_, batch) = decode_commit(rec.body).map_err(hard)?;
                 replay
@@ -355,9 +358,22 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
         let Some(name) = name.to_str() else { continue };
         let path = item.path();
         if let Some(seq) = parse_segment_name(name) {
+            if seq > MAX_VALUE {
+                let kind = CorruptKind::OutOfRange {
+                    field: "segment number",
+                    value: seq,
+                };
+                return Err(corrupt_at(&path, 0, kind, 0));
+            }
             let len = item.metadata().map_err(|e| WalError::io("stat", &path, e))?.len();
             listed.push((seq, path, len));
         } else if let Some(generation) = parse_snapshot_name(name) {
+            // No log refers to a generation this large; the file is an orphan like any
+            // other snapshot the log does not name.
+            if generation > MAX_VALUE {
+                remove.push(path);
+                continue;
+            }
             snapshots.push(generation);
         } else if name.ends_with(".tmp") {
             remove.push(path);
@@ -520,6 +536,20 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
             (1, 0)
         }
     };
+
+    // Terms never decrease along a log, nor below the snapshot the log continues.
+    let mut prev = base_term;
+    for (i, loc) in locs.iter().enumerate() {
+        if loc.term < prev {
+            let kind = CorruptKind::TermRegression {
+                index: first + i as u64,
+                term: loc.term,
+                prev,
+            };
+            return Err(WalError::corrupt(segment_path(&segments, loc.seg), loc.offset, kind).into());
+        }
+        prev = loc.term;
+    }
 
     if let Some((snap, origin)) = &snapshot
         && !check_snapshot_file(dir, snap)

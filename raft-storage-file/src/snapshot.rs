@@ -18,7 +18,8 @@ use raft_runtime::Snapshot;
 use crate::error::WalError;
 use crate::fault::{Io, open_ro};
 use crate::format::{
-    BINCODE, FORMAT_VERSION, SnapRef, decode_serde, snapshot_name, snapshot_tmp_name, u32_at, u64_at,
+    BINCODE, FORMAT_VERSION, MAX_VALUE, SnapRef, decode_serde, snapshot_name, snapshot_tmp_name, u32_at,
+    u64_at,
 };
 
 const SNAP_MAGIC: [u8; 8] = *b"RAFTSNAP";
@@ -39,9 +40,17 @@ fn header(meta_len: usize, data_len: u64) -> [u8; SNAP_HEADER] {
     h
 }
 
-/// The expected size of the file a reference points to.
-fn expected_len(snap: &SnapRef) -> u64 {
-    (SNAP_HEADER + encode_meta(&snap.meta).len()) as u64 + snap.data_len + 4
+/// The expected size of the file a reference points to (`None` if it overflows: no file
+/// has that size).
+fn expected_len(snap: &SnapRef) -> Option<u64> {
+    file_len(encode_meta(&snap.meta).len() as u64, snap.data_len)
+}
+
+/// Size of a snapshot file with `meta_len` bytes of metadata and `data_len` bytes of data.
+fn file_len(meta_len: u64, data_len: u64) -> Option<u64> {
+    (SNAP_HEADER as u64 + 4)
+        .checked_add(meta_len)?
+        .checked_add(data_len)
 }
 
 /// Writes `snapshot` as generation `generation`, durably, and returns the log's reference to it.
@@ -52,6 +61,12 @@ pub(crate) fn write_snapshot_file(
     generation: u64,
     snapshot: &Snapshot,
 ) -> Result<SnapRef, WalError> {
+    // Recovery refuses a log that names a generation beyond MAX_VALUE: never write one.
+    if generation > MAX_VALUE {
+        return Err(WalError::Exhausted {
+            what: "snapshot generations",
+        });
+    }
     let tmp = dir.join(snapshot_tmp_name(generation));
     let result = write_tmp_and_rename(io, dir, dir_file, generation, snapshot, &tmp);
     if result.is_err() {
@@ -68,32 +83,55 @@ fn write_tmp_and_rename(
     snapshot: &Snapshot,
     tmp: &Path,
 ) -> Result<SnapRef, WalError> {
-    let meta = encode_meta(&snapshot.meta);
-    let data_len = snapshot.data.len() as u64;
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&meta), &snapshot.data);
+    let (head, snap) = file_head(generation, snapshot);
+    let data_len = snap.data_len;
     let file = io.create(tmp)?;
     io.sync_dir(dir_file, dir)?;
-    let mut head = Vec::with_capacity(SNAP_HEADER + meta.len());
-    head.extend_from_slice(&header(meta.len(), data_len));
-    head.extend_from_slice(&meta);
     io.write_all_at(&file, tmp, &head, 0)?;
     io.write_all_at(&file, tmp, &snapshot.data, head.len() as u64)?;
-    io.write_all_at(&file, tmp, &crc.to_le_bytes(), head.len() as u64 + data_len)?;
+    io.write_all_at(
+        &file,
+        tmp,
+        &snap.data_crc.to_le_bytes(),
+        head.len() as u64 + data_len,
+    )?;
     io.sync_all(&file, tmp)?;
     let path = dir.join(snapshot_name(generation));
     io.rename(tmp, &path)?;
     io.sync_dir(dir_file, dir)?;
-    Ok(SnapRef {
+    Ok(snap)
+}
+
+/// The header and metadata of the file of `snapshot`, and the log's reference to it. The
+/// data and then the checksum follow the head in the file.
+fn file_head(generation: u64, snapshot: &Snapshot) -> (Vec<u8>, SnapRef) {
+    let meta = encode_meta(&snapshot.meta);
+    let data_len = snapshot.data.len() as u64;
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&meta), &snapshot.data);
+    let mut head = Vec::with_capacity(SNAP_HEADER + meta.len());
+    head.extend_from_slice(&header(meta.len(), data_len));
+    head.extend_from_slice(&meta);
+    let snap = SnapRef {
         generation,
         meta: snapshot.meta.clone(),
         data_len,
         data_crc: crc,
-    })
+    };
+    (head, snap)
+}
+
+/// The whole file of `snapshot` and the log's reference to it (for the fuzzing harness).
+pub(crate) fn file_bytes(generation: u64, snapshot: &Snapshot) -> (Vec<u8>, SnapRef) {
+    let (mut bytes, snap) = file_head(generation, snapshot);
+    bytes.extend_from_slice(&snapshot.data);
+    bytes.extend_from_slice(&snap.data_crc.to_le_bytes());
+    (bytes, snap)
 }
 
 /// Cheap check used by recovery: the file exists with the size the reference implies.
 pub(crate) fn check_snapshot_file(dir: &Path, snap: &SnapRef) -> bool {
-    std::fs::metadata(dir.join(snapshot_name(snap.generation))).is_ok_and(|m| m.len() == expected_len(snap))
+    std::fs::metadata(dir.join(snapshot_name(snap.generation)))
+        .is_ok_and(|m| Some(m.len()) == expected_len(snap))
 }
 
 fn bad(path: &Path, reason: &'static str) -> WalError {
@@ -108,7 +146,7 @@ fn bad(path: &Path, reason: &'static str) -> WalError {
 fn open_checked(io: &Io, path: &Path, snap: &SnapRef) -> Result<(File, Vec<u8>, u64), WalError> {
     let file = open_ro(path)?;
     let len = file.metadata().map_err(|e| WalError::io("stat", path, e))?.len();
-    if len != expected_len(snap) {
+    if Some(len) != expected_len(snap) {
         return Err(bad(path, "file size does not match the log"));
     }
     let mut head = [0u8; SNAP_HEADER];
@@ -127,27 +165,30 @@ fn open_checked(io: &Io, path: &Path, snap: &SnapRef) -> Result<(File, Vec<u8>, 
     if crc32c::crc32c(&head[0..24]) != u32_at(&head, 24) {
         return Err(bad(path, "header checksum mismatch"));
     }
-    let meta_len = u32_at(&head, 12) as usize;
-    if u64_at(&head, 16) != snap.data_len || (SNAP_HEADER + meta_len) as u64 + snap.data_len + 4 != len {
+    let meta_len = u32_at(&head, 12);
+    if u64_at(&head, 16) != snap.data_len || file_len(meta_len.into(), snap.data_len) != Some(len) {
         return Err(bad(path, "lengths do not match the log"));
     }
-    let mut meta = vec![0u8; meta_len];
+    // The metadata is no longer than the file, whose size was checked above.
+    let mut meta = vec![0u8; meta_len as usize];
     io.read_exact_at(&file, path, &mut meta, SNAP_HEADER as u64)?;
     let decoded: SnapshotMeta = decode_serde(&meta).map_err(|_| bad(path, "undecodable metadata"))?;
     if decoded != snap.meta {
         return Err(bad(path, "metadata does not match the log"));
     }
-    Ok((file, meta, (SNAP_HEADER + meta_len) as u64))
+    Ok((file, meta, SNAP_HEADER as u64 + u64::from(meta_len)))
 }
 
 /// Reads a whole snapshot and verifies its checksum.
 pub(crate) fn read_snapshot(io: &Io, dir: &Path, snap: &SnapRef) -> Result<Snapshot, WalError> {
     let path = dir.join(snapshot_name(snap.generation));
     let (file, meta, data_at) = open_checked(io, &path, snap)?;
-    let mut data = vec![0u8; snap.data_len as usize + 4];
+    // The data is shorter than the file, whose size `open_checked` matched.
+    let data_len = usize::try_from(snap.data_len).map_err(|_| bad(&path, "too large to load into memory"))?;
+    let mut data = vec![0u8; data_len + 4];
     io.read_exact_at(&file, &path, &mut data, data_at)?;
-    let trailer = u32_at(&data, snap.data_len as usize);
-    data.truncate(snap.data_len as usize);
+    let trailer = u32_at(&data, data_len);
+    data.truncate(data_len);
     let crc = crc32c::crc32c_append(crc32c::crc32c(&meta), &data);
     if crc != trailer || crc != snap.data_crc {
         return Err(bad(&path, "data checksum mismatch"));

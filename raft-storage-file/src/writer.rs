@@ -23,8 +23,9 @@ use tokio::sync::oneshot;
 
 use crate::error::{InvalidWrite, WalError};
 use crate::format::{
-    BINCODE, COMMIT_LEN, Checkpoint, MAX_RECORD, SegmentHeader, SnapRef, encode_checkpoint, encode_commit,
-    encode_entry, encode_hard_state, encode_snap_ref, entry_record_bound, frame, padded, rtype,
+    BINCODE, COMMIT_LEN, Checkpoint, MAX_RECORD, MAX_VALUE, SegmentHeader, SnapRef, encode_checkpoint,
+    encode_commit, encode_entry, encode_hard_state, encode_snap_ref, entry_record_bound, frame, padded,
+    rtype,
 };
 use crate::snapshot::write_snapshot_file;
 use crate::state::{Loc, Segment};
@@ -234,6 +235,24 @@ impl Writer {
     }
 
     fn validate(&self, write: &LogWrite) -> Result<(), WalError> {
+        let range = |field: &'static str, value: u64| {
+            if value > MAX_VALUE {
+                return Err(WalError::InvalidWrite(InvalidWrite::OutOfRange { field, value }));
+            }
+            Ok(())
+        };
+        if let Some(s) = &write.snapshot {
+            range("snapshot index", s.meta.index)?;
+            range("snapshot term", s.meta.term)?;
+        }
+        if let Some(hs) = &write.hard_state {
+            range("hard state term", hs.term)?;
+            range("hard state commit", hs.commit)?;
+        }
+        for e in &write.entries {
+            range("entry index", e.index)?;
+            range("entry term", e.term)?;
+        }
         let (mut last, mut snap) = (self.mirror_last, self.mirror_snapshot_index().unwrap_or(0));
         if let Some(s) = &write.snapshot {
             last = s.meta.index;
@@ -356,6 +375,17 @@ impl Writer {
                         done,
                         result: Ok(()),
                     });
+                } else if snap.meta.term > MAX_VALUE {
+                    group.unused_snapshots.push(snap.generation);
+                    let err = WalError::InvalidWrite(InvalidWrite::OutOfRange {
+                        field: "snapshot term",
+                        value: snap.meta.term,
+                    });
+                    group.items.push(Item {
+                        body: Body::Nothing,
+                        done,
+                        result: Err(StoreError::new(err)),
+                    });
                 } else if index > self.mirror_last {
                     group.unused_snapshots.push(snap.generation);
                     let err = WalError::SnapshotBeyondLog {
@@ -437,6 +467,12 @@ impl Writer {
 
     /// Encodes, writes and syncs the group, then applies it to the in-memory state.
     fn write_group(&mut self, items: &mut [Item]) -> Result<(), WalError> {
+        // Recovery refuses batch numbers beyond MAX_VALUE: never write one.
+        if self.next_batch.saturating_add(items.len() as u64) > MAX_VALUE + 1 {
+            return Err(WalError::Exhausted {
+                what: "batch numbers",
+            });
+        }
         let bound: usize = items.iter().map(item_bound).sum();
         let segment_size = self.shared.options.segment_size;
         let rotate = self
