@@ -1,9 +1,11 @@
 //! What a transport needs to start: who it is, where it listens, its TLS identity, and the
 //! limits and tuning knobs (all with defaults measured on a small loopback machine).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use raft_core::NodeId;
 
 use crate::error::QuicError;
@@ -23,6 +25,11 @@ pub struct QuicConfig {
     pub limits: Limits,
     /// Timers and socket tuning.
     pub tuning: Tuning,
+    /// The members known at bind time, with their addresses, applied before the transport
+    /// accepts its first connection (see [`QuicConfig::with_initial_peers`]). `None` (the
+    /// default): the transport refuses every peer until the first
+    /// [`Transport::set_peers`](raft_runtime::Transport::set_peers).
+    pub initial_peers: Option<BTreeMap<NodeId, Bytes>>,
 }
 
 impl QuicConfig {
@@ -34,7 +41,37 @@ impl QuicConfig {
             tls,
             limits: Limits::default(),
             tuning: Tuning::default(),
+            initial_peers: None,
         }
+    }
+
+    /// Sets the members this node admits from the moment it binds, with the same meaning
+    /// as [`Transport::set_peers`](raft_runtime::Transport::set_peers): member id to
+    /// address (`host:port` as UTF-8; empty when the address is not known, in which case
+    /// the member may connect but is not dialled). Entries for this node and for id 0 are
+    /// ignored, as in `set_peers`.
+    ///
+    /// Peers are admitted only if they are listed: without an initial list the transport
+    /// refuses every handshake ("membership not known yet") until the runtime's first
+    /// `set_peers`. Give the list here when the members are known at bind time (a fixed
+    /// cluster, or the member list a node recovered from its log), so that there is no
+    /// such window at all. The runtime's later `set_peers` calls replace it.
+    ///
+    /// ```
+    /// # use std::collections::BTreeMap;
+    /// # use raft_transport_quic::{DevCa, QuicConfig};
+    /// # let tls = DevCa::generate().unwrap().node_tls(1).unwrap();
+    /// let config = QuicConfig::new(1, "127.0.0.1:7001".parse().unwrap(), tls).with_initial_peers(
+    ///     BTreeMap::from([
+    ///         (1, "127.0.0.1:7001".into()),
+    ///         (2, "127.0.0.1:7002".into()),
+    ///         (3, "127.0.0.1:7003".into()),
+    ///     ]),
+    /// );
+    /// ```
+    pub fn with_initial_peers(mut self, peers: BTreeMap<NodeId, Bytes>) -> Self {
+        self.initial_peers = Some(peers);
+        self
     }
 
     /// Checks that every value is in range and that the values agree with each other.
@@ -46,7 +83,7 @@ impl QuicConfig {
             return bad("node id 0 is reserved");
         }
         if l.max_frame_size < 1024 || l.max_frame_size > crate::codec::MAX_FRAME_LIMIT {
-            return bad("max_frame_size must be between 1 KiB and 1 GiB");
+            return bad("max_frame_size must be between 1 KiB and 256 MiB");
         }
         if l.coalesce_bytes == 0 || l.coalesce_bytes > l.max_frame_size {
             return bad("coalesce_bytes must be positive and not above max_frame_size");

@@ -202,6 +202,52 @@ impl Shared {
         )
     }
 
+    /// Replaces the membership: admits only `peers`, stops the links of peers no longer
+    /// listed, and creates or readdresses the others.
+    pub(crate) fn set_peers(self: &Arc<Self>, peers: BTreeMap<NodeId, Bytes>) {
+        let shared = self;
+        let ids: BTreeSet<NodeId> = peers.keys().copied().collect();
+        shared.members.set(ids.clone());
+        let mut map = shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|id, peer| {
+            let keep = ids.contains(id);
+            if !keep {
+                tracing::info!(
+                    node = shared.node_id,
+                    peer = id,
+                    "peer removed from membership; disconnecting"
+                );
+                peer.control(Control::Stop);
+            }
+            keep
+        });
+        for (id, raw) in peers {
+            if id == shared.node_id || id == 0 {
+                continue;
+            }
+            let address = match std::str::from_utf8(&raw) {
+                Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                Ok(_) => None,
+                Err(_) => {
+                    tracing::warn!(
+                        node = shared.node_id,
+                        peer = id,
+                        "peer address is not UTF-8; ignoring it"
+                    );
+                    None
+                }
+            };
+            match map.get(&id) {
+                Some(peer) => peer.set_address(address),
+                None if !shared.shutdown.is_cancelled() => {
+                    let peer = shared.spawn_peer(id, address);
+                    map.insert(id, peer);
+                }
+                None => {}
+            }
+        }
+    }
+
     pub(crate) fn logical_drop(&self, n: u64) {
         Counters::add(&self.counters.dropped, n);
     }
@@ -255,7 +301,11 @@ impl QuicTransport {
                 config.node_id
             )));
         }
-        let members = Arc::new(Members::new(config.node_id));
+        let initial_members = config
+            .initial_peers
+            .as_ref()
+            .map(|peers| peers.keys().copied().collect::<BTreeSet<NodeId>>());
+        let members = Arc::new(Members::new(config.node_id, initial_members));
         let crypto = build_crypto(&config.tls, &members)?;
         let endpoints = endpoint::build(config.listen_addr, &config.tuning, crypto)?;
         let shared = Arc::new(Shared {
@@ -283,6 +333,9 @@ impl QuicTransport {
             #[cfg(test)]
             stalled: Mutex::new(Vec::new()),
         });
+        if let Some(peers) = config.initial_peers {
+            shared.set_peers(peers);
+        }
         shared.spawn(accept_loop(shared.clone()));
         tracing::info!(node = config.node_id, addr = ?shared.endpoint.local_addr().ok(), "QUIC transport listening");
         Ok(QuicTransport { shared })
@@ -402,47 +455,7 @@ impl Transport for QuicTransport {
     }
 
     fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>) {
-        let shared = &self.shared;
-        let ids: BTreeSet<NodeId> = peers.keys().copied().collect();
-        shared.members.set(ids.clone());
-        let mut map = shared.peers.write().unwrap_or_else(|e| e.into_inner());
-        map.retain(|id, peer| {
-            let keep = ids.contains(id);
-            if !keep {
-                tracing::info!(
-                    node = shared.node_id,
-                    peer = id,
-                    "peer removed from membership; disconnecting"
-                );
-                peer.control(Control::Stop);
-            }
-            keep
-        });
-        for (id, raw) in peers {
-            if id == shared.node_id || id == 0 {
-                continue;
-            }
-            let address = match std::str::from_utf8(&raw) {
-                Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-                Ok(_) => None,
-                Err(_) => {
-                    tracing::warn!(
-                        node = shared.node_id,
-                        peer = id,
-                        "peer address is not UTF-8; ignoring it"
-                    );
-                    None
-                }
-            };
-            match map.get(&id) {
-                Some(peer) => peer.set_address(address),
-                None if !shared.shutdown.is_cancelled() => {
-                    let peer = shared.spawn_peer(id, address);
-                    map.insert(id, peer);
-                }
-                None => {}
-            }
-        }
+        self.shared.set_peers(peers);
     }
 
     fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError> {

@@ -504,12 +504,92 @@ async fn valid_certificates_naming_non_members_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joining_node_answers_peers_it_has_no_address_for() {
+async fn nobody_is_admitted_before_the_first_member_list() {
     let ca = DevCa::generate().unwrap();
-    // Node 4 waits to join: it has never been told the membership.
+    // Node 4 has been told nothing yet: not even the leader that will add it is admitted.
     let joining = bind(&ca, 4).await;
     let (inbox, mut j_rx) = Inbox::channel(16);
     joining.register(inbox);
+    let leader = bind(&ca, 1).await;
+    leader.set_peers(addresses(&[&leader, &joining]));
+    let err = leader.connect(4).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::Unreachable { peer: 4, .. }),
+        "{err}"
+    );
+    wait_for("node 4 to refuse", || joining.stats().refused_handshakes >= 1).await;
+    assert!(joining.peer_connection(1).is_none());
+    // A raw client with a valid cluster certificate is refused the same way.
+    let refused = joining.stats().refused_handshakes;
+    assert!(raw_connect_refused(&ca, 1, joining.local_addr(), 4).await);
+    wait_for("node 4 to refuse the raw client", || {
+        joining.stats().refused_handshakes > refused
+    })
+    .await;
+    assert!(
+        j_rx.try_recv().is_none(),
+        "nothing delivered before the member list"
+    );
+    wait_for("the refused connections to be gone", || {
+        joining.open_connections() == 0
+    })
+    .await;
+
+    // Once told its members, it admits them.
+    joining.set_peers(BTreeMap::from([(1, Bytes::new()), (4, Bytes::new())]));
+    leader.connect(4).await.unwrap();
+    leader.shutdown().await;
+    joining.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_member_list_admits_members_from_the_start() {
+    let ca = DevCa::generate().unwrap();
+    let a = bind(&ca, 1).await;
+    let stranger = bind(&ca, 3).await;
+    // Node 2 knows its members at bind time and is never given set_peers.
+    let b = QuicTransport::bind(
+        config(2, ca.node_tls(2).unwrap()).with_initial_peers(BTreeMap::from([
+            (1, Bytes::from(a.local_addr().to_string())),
+            (2, Bytes::new()),
+        ])),
+    )
+    .await
+    .unwrap();
+    let (inbox, mut b_rx) = Inbox::channel(16);
+    b.register(inbox);
+    a.set_peers(addresses(&[&a, &b]));
+    send_retrying(&a, 2, vec![forward(1)]).await;
+    assert!(matches!(
+        next_incoming(&mut b_rx).await,
+        Incoming::Messages { from: 1, .. }
+    ));
+    // It dials the members it has an address for.
+    let (inbox, mut a_rx) = Inbox::channel(16);
+    a.register(inbox);
+    send_retrying(&b, 1, vec![forward(2)]).await;
+    assert!(matches!(
+        next_incoming(&mut a_rx).await,
+        Incoming::Messages { from: 2, .. }
+    ));
+    // A node the CA vouches for but the list does not name is refused.
+    stranger.set_peers(addresses(&[&b, &stranger]));
+    assert!(stranger.connect(2).await.is_err());
+    wait_for("node 2 to refuse node 3", || b.stats().refused_handshakes >= 1).await;
+    assert!(b.peer_connection(3).is_none());
+    for t in [a, b, stranger] {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_answers_peers_it_has_no_address_for() {
+    let ca = DevCa::generate().unwrap();
+    // Node 4 joins: it was told its members (the leader among them) but no addresses.
+    let joining = bind(&ca, 4).await;
+    let (inbox, mut j_rx) = Inbox::channel(16);
+    joining.register(inbox);
+    joining.set_peers(BTreeMap::from([(1, Bytes::new()), (4, Bytes::new())]));
     let leader = bind(&ca, 1).await;
     let (inbox, mut l_rx) = Inbox::channel(16);
     leader.register(inbox);
@@ -553,7 +633,49 @@ async fn a_joining_node_answers_peers_it_has_no_address_for() {
     joining.shutdown().await;
 }
 
-/// A hand-made QUIC client with a valid cluster certificate, to send raw bytes.
+/// A hand-made QUIC client endpoint presenting a valid cluster certificate for `id`, to
+/// behave as a hostile member would.
+fn raw_client(ca: &DevCa, id: NodeId, alpn: &[u8]) -> quinn::Endpoint {
+    let tls = ca.node_tls(id).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(tls.ca_certs[0].clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(tls.cert_chain, tls.key)
+        .unwrap();
+    crypto.alpn_protocols = vec![alpn.to_vec()];
+    let client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
+    ));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    endpoint
+}
+
+/// Whether the node `server_id` refuses a raw client presenting a valid cluster
+/// certificate for `id`: the handshake fails, or (since in TLS 1.3 the server checks the
+/// client's certificate after the client considers the handshake done) the connection is
+/// closed with a transport error right after it.
+async fn raw_connect_refused(ca: &DevCa, id: NodeId, server: SocketAddr, server_id: NodeId) -> bool {
+    let endpoint = raw_client(ca, id, b"raft-msg/1");
+    let name = raft_transport_quic::identity::node_name(server_id);
+    let conn = match endpoint.connect(server, &name).unwrap().await {
+        Ok(conn) => conn,
+        Err(_) => return true,
+    };
+    // The server never answers a greeting it did not get: a kept connection stays open
+    // until this deadline.
+    match tokio::time::timeout(DEADLINE, conn.closed()).await {
+        Ok(quinn::ConnectionError::ConnectionClosed(_)) => true,
+        Ok(other) => panic!("unexpected close {other}"),
+        Err(_) => false,
+    }
+}
+
+/// A raw client's message stream to the node `server_id`.
 async fn raw_stream(
     ca: &DevCa,
     id: NodeId,
@@ -565,22 +687,7 @@ async fn raw_stream(
     quinn::SendStream,
     quinn::RecvStream,
 ) {
-    let tls = ca.node_tls(id).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(tls.ca_certs[0].clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(tls.cert_chain, tls.key)
-        .unwrap();
-    crypto.alpn_protocols = vec![b"raft-msg/1".to_vec()];
-    let client = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
-    ));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(client);
+    let endpoint = raw_client(ca, id, b"raft-msg/1");
     let name = raft_transport_quic::identity::node_name(server_id);
     let conn = endpoint.connect(server, &name).unwrap().await.unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();
