@@ -94,6 +94,14 @@ impl QuicConfig {
         if l.snapshot_chunk_size < 1024 || l.snapshot_chunk_size > 64 << 20 {
             return bad("snapshot_chunk_size must be between 1 KiB and 64 MiB");
         }
+        if l.snapshot_memory_budget == 0 {
+            return bad("snapshot_memory_budget must be positive");
+        }
+        if l.max_snapshot_size > l.snapshot_memory_budget {
+            return bad(
+                "max_snapshot_size must not exceed snapshot_memory_budget (a larger snapshot could never be received)",
+            );
+        }
         if l.snapshot_window_chunks == 0 {
             return bad("snapshot_window_chunks must be positive");
         }
@@ -132,8 +140,17 @@ pub struct Limits {
     /// `Full`. Default 1024.
     pub peer_queue_capacity: usize,
     /// The largest snapshot accepted, in bytes; a larger one is refused before any of it is
-    /// transferred. Default 4 GiB.
+    /// transferred. At most `snapshot_memory_budget`. Default 256 MiB.
     pub max_snapshot_size: u64,
+    /// Memory, in bytes, that all snapshot receptions of the node may hold at once,
+    /// partial copies kept for resumption included. A snapshot is received into memory
+    /// before it is handed to the node, so a transfer is charged its whole announced size
+    /// when it starts (and holds it until the node took the snapshot); one that does not
+    /// fit next to those in progress is refused (the sender's `send_snapshot` returns
+    /// `TransportError::Refused` saying so) after partial copies from other peers have
+    /// been given up. Memory is allocated only as data arrives, never from the announced
+    /// size alone. Default 256 MiB.
+    pub snapshot_memory_budget: u64,
     /// The receiver acknowledges every chunk of this many bytes. Default 1 MiB.
     pub snapshot_chunk_size: usize,
     /// How many unacknowledged chunks the sender may have in flight. Default 8.
@@ -155,7 +172,8 @@ impl Default for Limits {
             max_frame_size: 16 << 20,
             coalesce_bytes: 1 << 20,
             peer_queue_capacity: 1024,
-            max_snapshot_size: 4 << 30,
+            max_snapshot_size: 256 << 20,
+            snapshot_memory_budget: 256 << 20,
             snapshot_chunk_size: 1 << 20,
             snapshot_window_chunks: 8,
             snapshot_attempts: 3,

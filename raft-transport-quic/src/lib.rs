@@ -62,6 +62,7 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod budget;
 pub mod codec;
 mod config;
 mod dev;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::Jitter;
+use crate::budget::MemoryBudget;
 use crate::codec::{MESSAGE_MAGIC, encode_greeting};
 use crate::config::{Limits, QuicConfig, Tuning};
 use crate::endpoint::{self, close};
@@ -48,6 +49,9 @@ pub struct QuicStats {
     pub snapshots_received: u64,
     /// Snapshot transfers that resumed from a partial copy instead of starting over.
     pub snapshot_resumes: u64,
+    /// Bytes of the snapshot memory budget ([`Limits::snapshot_memory_budget`]) reserved
+    /// now, by receptions in progress and partial copies kept for resumption.
+    pub snapshot_memory_in_use: u64,
 }
 
 /// How a node is connected to a peer right now.
@@ -142,7 +146,10 @@ pub(crate) struct Shared {
     /// The runtime the transport was bound in: every task runs there, whichever thread
     /// calls `set_peers`.
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Partial snapshots kept for resumption, at most one per peer.
     pub(crate) partial_snapshots: Mutex<HashMap<NodeId, PartialSnapshot>>,
+    /// Memory for snapshot receptions and partial copies, node-wide.
+    pub(crate) snapshot_budget: Arc<MemoryBudget>,
     /// One snapshot reception at a time per peer.
     pub(crate) receive_slots: Mutex<HashMap<NodeId, Arc<ReceiveSlot>>>,
     /// Test hook: the receiver drops a snapshot connection after this many bytes, once.
@@ -208,6 +215,11 @@ impl Shared {
         let shared = self;
         let ids: BTreeSet<NodeId> = peers.keys().copied().collect();
         shared.members.set(ids.clone());
+        shared
+            .partial_snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| ids.contains(id));
         let mut map = shared.peers.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|id, peer| {
             let keep = ids.contains(id);
@@ -308,6 +320,7 @@ impl QuicTransport {
         let members = Arc::new(Members::new(config.node_id, initial_members));
         let crypto = build_crypto(&config.tls, &members)?;
         let endpoints = endpoint::build(config.listen_addr, &config.tuning, crypto)?;
+        let snapshot_budget = MemoryBudget::new(config.limits.snapshot_memory_budget);
         let shared = Arc::new(Shared {
             node_id: config.node_id,
             incarnation: Jitter::new(config.node_id).next_u64(),
@@ -325,6 +338,7 @@ impl QuicTransport {
             tasks: TaskTracker::new(),
             runtime: tokio::runtime::Handle::current(),
             partial_snapshots: Mutex::new(HashMap::new()),
+            snapshot_budget,
             receive_slots: Mutex::new(HashMap::new()),
             #[cfg(test)]
             snapshot_fault: AtomicU64::new(0),
@@ -417,6 +431,7 @@ impl QuicTransport {
             snapshots_sent: get(&c.snapshots_sent),
             snapshots_received: get(&c.snapshots_received),
             snapshot_resumes: get(&c.snapshot_resumes),
+            snapshot_memory_in_use: self.shared.snapshot_budget.used(),
         }
     }
 

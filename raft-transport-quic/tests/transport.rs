@@ -39,9 +39,20 @@ fn addresses(nodes: &[&QuicTransport]) -> BTreeMap<NodeId, Bytes> {
 
 /// Binds nodes that all know each other, each with a registered inbox.
 async fn cluster(ca: &DevCa, ids: &[NodeId]) -> Vec<(Arc<QuicTransport>, InboxReceiver)> {
+    cluster_with(ca, ids, |_| {}).await
+}
+
+/// [`cluster`], with each node's configuration adjusted by `adjust`.
+async fn cluster_with(
+    ca: &DevCa,
+    ids: &[NodeId],
+    adjust: impl Fn(&mut QuicConfig),
+) -> Vec<(Arc<QuicTransport>, InboxReceiver)> {
     let mut nodes = Vec::new();
     for &id in ids {
-        let t = Arc::new(bind(ca, id).await);
+        let mut cfg = config(id, ca.node_tls(id).unwrap());
+        adjust(&mut cfg);
+        let t = Arc::new(QuicTransport::bind(cfg).await.unwrap());
         let (inbox, rx) = Inbox::channel(1 << 16);
         t.register(inbox);
         nodes.push((t, rx));
@@ -807,7 +818,12 @@ async fn a_1_gib_snapshot_arrives_intact_while_heartbeats_flow() {
 async fn snapshot_while_heartbeats_flow(size: usize) {
     const HEARTBEATS_DURING: usize = 20;
     let ca = DevCa::generate().unwrap();
-    let mut nodes = cluster(&ca, &[1, 2]).await;
+    let mut nodes = cluster_with(&ca, &[1, 2], |cfg| {
+        let limits = &mut cfg.limits;
+        limits.snapshot_memory_budget = limits.snapshot_memory_budget.max(size as u64);
+        limits.max_snapshot_size = limits.snapshot_memory_budget;
+    })
+    .await;
     settle(&nodes).await;
     let (b, mut b_rx) = nodes.pop().unwrap();
     let (a, mut a_rx) = nodes.pop().unwrap();
@@ -1004,6 +1020,92 @@ async fn failed_snapshots_are_reported() {
         t.shutdown().await;
     }
     refuser.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_past_the_memory_budget_are_refused_while_others_proceed() {
+    const MIB: usize = 1 << 20;
+    let ca = DevCa::generate().unwrap();
+    let mut nodes = cluster_with(&ca, &[1, 2, 3, 4, 5], |cfg| {
+        cfg.limits.snapshot_memory_budget = 16 << 20;
+        cfg.limits.max_snapshot_size = 16 << 20;
+    })
+    .await;
+    let receiver = nodes[1].0.clone();
+    let mut rx = std::mem::replace(&mut nodes[1].1, Inbox::channel(1).1);
+    let senders: BTreeMap<NodeId, Arc<QuicTransport>> =
+        nodes.iter().map(|(t, _)| (t.node_id(), t.clone())).collect();
+
+    // Node 2's runtime takes every snapshot at once, except node 3's, which it holds until
+    // told: node 3's 10 MiB stay reserved meanwhile.
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let runtime = tokio::spawn({
+        let taken = taken.clone();
+        async move {
+            let mut release = Some((release_rx, held_tx));
+            while let Some(incoming) = rx.recv().await {
+                if let Incoming::Snapshot { from, data, ack, .. } = incoming {
+                    taken.lock().unwrap().push((from, data.len()));
+                    if from == 3 {
+                        let (release_rx, held_tx) = release.take().expect("one snapshot from node 3");
+                        held_tx.send(()).unwrap();
+                        tokio::spawn(async move {
+                            let _ = release_rx.await;
+                            ack.send(Ok(())).unwrap();
+                        });
+                    } else {
+                        ack.send(Ok(())).unwrap();
+                    }
+                }
+            }
+        }
+    });
+    let send = |from: NodeId, len: usize| {
+        let t = senders[&from].clone();
+        async move {
+            let data = Bytes::from(garbage(from, len));
+            t.send_snapshot(2, snapshot_message(from, 2), data).await
+        }
+    };
+
+    let held = tokio::spawn(send(3, 10 * MIB));
+    tokio::time::timeout(DEADLINE, held_rx).await.unwrap().unwrap();
+    assert!(receiver.stats().snapshot_memory_in_use >= 10 << 20);
+    // Two more transfers of 10 MiB at once: neither fits next to node 3's.
+    let (four, five) = tokio::join!(send(4, 10 * MIB), send(5, 10 * MIB));
+    for (sender, result) in [(4, four), (5, five)] {
+        match result {
+            Err(TransportError::Refused { peer: 2, reason }) => {
+                assert!(reason.contains("memory budget"), "{reason}");
+            }
+            other => panic!("node {sender}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A transfer that fits goes through meanwhile.
+    send(1, 4 * MIB).await.unwrap();
+    release_tx.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, held)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    wait_for("the budget to be given back", || {
+        receiver.stats().snapshot_memory_in_use == 0
+    })
+    .await;
+    // With the memory back, node 4's snapshot fits.
+    send(4, 10 * MIB).await.unwrap();
+    assert_eq!(receiver.stats().snapshots_received, 3);
+    assert_eq!(
+        *taken.lock().unwrap(),
+        vec![(3, 10 * MIB), (1, 4 * MIB), (4, 10 * MIB)]
+    );
+    for (t, _) in &nodes {
+        t.shutdown().await;
+    }
+    runtime.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
