@@ -108,6 +108,12 @@ impl QuicConfig {
         if l.snapshot_attempts == 0 {
             return bad("snapshot_attempts must be positive");
         }
+        if l.max_concurrent_handshakes == 0 {
+            return bad("max_concurrent_handshakes must be positive");
+        }
+        if l.max_connections_per_peer < 2 {
+            return bad("max_connections_per_peer must be at least 2 (a message and a snapshot connection)");
+        }
         if t.idle_timeout.is_zero() || t.keep_alive_interval >= t.idle_timeout {
             return bad("keep_alive_interval must be below idle_timeout");
         }
@@ -116,6 +122,9 @@ impl QuicConfig {
         }
         if t.handshake_timeout.is_zero() {
             return bad("handshake_timeout must be positive");
+        }
+        if t.write_timeout.is_zero() {
+            return bad("write_timeout must be positive");
         }
         if t.reconnect_initial.is_zero() || t.reconnect_max < t.reconnect_initial {
             return bad("reconnect_initial must be positive and not above reconnect_max");
@@ -164,6 +173,26 @@ pub struct Limits {
     /// How long a receiver keeps a partially received snapshot for the sender to resume.
     /// Default 60 s.
     pub snapshot_resume_window: Duration,
+    /// Incoming handshakes in progress at once, node-wide. Default 16.
+    ///
+    /// A handshake costs the server a key exchange and a signature, on the tokio runtime
+    /// that also drives the node's Raft timers, before it even knows whether the client is
+    /// a member; this cap bounds that work. Past it, a connection attempt from an address
+    /// that has not proved it can receive (a QUIC Retry token) is answered with a Retry,
+    /// which costs no key exchange and no state: spoofed sources never come back, and a
+    /// genuine peer's client repeats its attempt at once, within the same connection
+    /// attempt, when a slot may be free. An attempt that already carries a valid token and
+    /// still finds no slot is refused (`CONNECTION_REFUSED`); the peer's link retries later
+    /// with its backoff. Either way the cost is one small packet, never a key exchange.
+    /// Counted in `QuicStats::handshakes_turned_away`.
+    pub max_concurrent_handshakes: usize,
+    /// Connections one peer may hold open to this node at once (message and snapshot
+    /// connections it dialled, counted from the end of the handshake). A correct peer needs
+    /// one message connection, briefly two when connections cross or the peer restarts,
+    /// and one per snapshot transfer. A connection past the limit makes the node close the
+    /// peer's oldest other connection, never the message connection in use. Default 4;
+    /// at least 2. Counted in `QuicStats::excess_connections_closed`.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for Limits {
@@ -179,6 +208,8 @@ impl Default for Limits {
             snapshot_attempts: 3,
             snapshot_accept_timeout: Duration::from_secs(300),
             snapshot_resume_window: Duration::from_secs(60),
+            max_concurrent_handshakes: 16,
+            max_connections_per_peer: 4,
         }
     }
 }
@@ -193,6 +224,13 @@ pub struct Tuning {
     pub keep_alive_interval: Duration,
     /// Time allowed for a TLS handshake plus the stream greeting. Default 5 s.
     pub handshake_timeout: Duration,
+    /// How long a write to a peer's message stream may make no progress. A peer that
+    /// stops reading makes QUIC flow control block the writes to it; past this time its
+    /// link closes the connection, drops what is queued for that peer (Raft retransmits)
+    /// and reconnects with the usual backoff. Only that peer's link waits meanwhile:
+    /// every peer has its own. This bounds a stall, not a transfer: a slow peer that keeps
+    /// reading never times out. Default 10 s.
+    pub write_timeout: Duration,
     /// First reconnect delay; doubles per failure, with jitter. Default 50 ms.
     pub reconnect_initial: Duration,
     /// The cap on the reconnect delay. Default 5 s.
@@ -224,6 +262,7 @@ impl Default for Tuning {
             idle_timeout: Duration::from_secs(10),
             keep_alive_interval: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
             reconnect_initial: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             unreachable_log_interval: Duration::from_secs(30),

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -13,11 +13,11 @@ use quinn::{Connection, Endpoint};
 use raft_core::{Message, NodeId};
 use raft_runtime::{Inbox, SendError, Transport, TransportError, TransportMetrics, WireMessage};
 use rustls::pki_types::CertificateDer;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::Jitter;
+use crate::backoff::{Jitter, LogLimiter};
 use crate::budget::MemoryBudget;
 use crate::codec::{MESSAGE_MAGIC, encode_greeting};
 use crate::config::{Limits, QuicConfig, Tuning};
@@ -49,6 +49,15 @@ pub struct QuicStats {
     pub snapshots_received: u64,
     /// Snapshot transfers that resumed from a partial copy instead of starting over.
     pub snapshot_resumes: u64,
+    /// Incoming connection attempts turned away (answered with a QUIC Retry, or refused)
+    /// because [`Limits::max_concurrent_handshakes`] handshakes were in progress.
+    pub handshakes_turned_away: u64,
+    /// Connections closed because their peer held more than
+    /// [`Limits::max_connections_per_peer`] connections to this node.
+    pub excess_connections_closed: u64,
+    /// Message connections closed because the peer stopped reading
+    /// ([`Tuning::write_timeout`](crate::Tuning::write_timeout)).
+    pub write_timeouts: u64,
     /// Bytes of the snapshot memory budget ([`Limits::snapshot_memory_budget`]) reserved
     /// now, by receptions in progress and partial copies kept for resumption.
     pub snapshot_memory_in_use: u64,
@@ -78,6 +87,9 @@ pub(crate) struct Counters {
     pub(crate) snapshots_sent: AtomicU64,
     pub(crate) snapshots_received: AtomicU64,
     pub(crate) snapshot_resumes: AtomicU64,
+    pub(crate) handshakes_turned_away: AtomicU64,
+    pub(crate) excess_connections_closed: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -104,8 +116,14 @@ pub(crate) struct Peer {
     address: Mutex<Option<String>>,
     has_address: AtomicBool,
     pub(crate) connected: AtomicBool,
+    /// The `stable_id` of the message connection the link uses ([`NO_CONNECTION`] if
+    /// none): the one connection from this peer never closed to make room for another.
+    pub(crate) designated: AtomicUsize,
     pub(crate) state: watch::Sender<LinkState>,
 }
+
+/// [`Peer::designated`] when the link has no connection.
+pub(crate) const NO_CONNECTION: usize = usize::MAX;
 
 impl Peer {
     pub(crate) fn address(&self) -> Option<String> {
@@ -152,6 +170,11 @@ pub(crate) struct Shared {
     pub(crate) snapshot_budget: Arc<MemoryBudget>,
     /// One snapshot reception at a time per peer.
     pub(crate) receive_slots: Mutex<HashMap<NodeId, Arc<ReceiveSlot>>>,
+    /// The connections each peer opened to this node and that may still be open, oldest
+    /// first; at most `max_connections_per_peer` each.
+    incoming: Mutex<HashMap<NodeId, Vec<Connection>>>,
+    /// Incoming handshakes in progress, at most `max_concurrent_handshakes`.
+    handshakes: Arc<Semaphore>,
     /// Test hook: the receiver drops a snapshot connection after this many bytes, once.
     #[cfg(test)]
     pub(crate) snapshot_fault: AtomicU64,
@@ -188,6 +211,7 @@ impl Shared {
             has_address: AtomicBool::new(address.is_some()),
             address: Mutex::new(address),
             connected: AtomicBool::new(false),
+            designated: AtomicUsize::new(NO_CONNECTION),
             state: watch::Sender::new(LinkState::default()),
         });
         self.spawn(link::run(self.clone(), peer.clone(), queue_rx, control_rx));
@@ -220,6 +244,21 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| ids.contains(id));
+        // Snapshot transfers and not yet adopted connections of removed peers; their
+        // message connections close with their links below.
+        shared
+            .incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, connections| {
+                let keep = ids.contains(id);
+                if !keep {
+                    for conn in connections.drain(..) {
+                        conn.close(close::NOT_MEMBER, b"not a member");
+                    }
+                }
+                keep
+            });
         let mut map = shared.peers.write().unwrap_or_else(|e| e.into_inner());
         map.retain(|id, peer| {
             let keep = ids.contains(id);
@@ -256,6 +295,57 @@ impl Shared {
                     map.insert(id, peer);
                 }
                 None => {}
+            }
+        }
+    }
+
+    /// Registers a connection `peer` opened to this node. If the peer now holds more than
+    /// `max_connections_per_peer`, closes its oldest connections until it does not, sparing
+    /// the message connection its link uses.
+    fn track_incoming(&self, peer: NodeId, conn: &Connection) {
+        let designated = self
+            .peer(peer)
+            .map_or(NO_CONNECTION, |p| p.designated.load(Ordering::Acquire));
+        let limit = self.limits.max_connections_per_peer;
+        let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        let connections = incoming.entry(peer).or_default();
+        connections.retain(|c| c.close_reason().is_none());
+        connections.push(conn.clone());
+        let mut excess = connections.len().saturating_sub(limit);
+        let mut closed = 0;
+        let mut i = 0;
+        while excess > 0 && i < connections.len() {
+            if connections[i].stable_id() == designated {
+                i += 1;
+                continue;
+            }
+            let oldest = connections.remove(i);
+            oldest.close(
+                close::TOO_MANY_CONNECTIONS,
+                b"too many connections from this node",
+            );
+            excess -= 1;
+            closed += 1;
+        }
+        drop(incoming);
+        if closed > 0 {
+            Counters::add(&self.counters.excess_connections_closed, closed);
+            tracing::debug!(
+                node = self.node_id,
+                peer,
+                closed,
+                "closed connections past the per-peer limit of {limit}"
+            );
+        }
+    }
+
+    /// Forgets a connection `peer` opened, once it is closed.
+    fn untrack_incoming(&self, peer: NodeId, conn: &Connection) {
+        let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(connections) = incoming.get_mut(&peer) {
+            connections.retain(|c| c.stable_id() != conn.stable_id());
+            if connections.is_empty() {
+                incoming.remove(&peer);
             }
         }
     }
@@ -321,6 +411,7 @@ impl QuicTransport {
         let crypto = build_crypto(&config.tls, &members)?;
         let endpoints = endpoint::build(config.listen_addr, &config.tuning, crypto)?;
         let snapshot_budget = MemoryBudget::new(config.limits.snapshot_memory_budget);
+        let handshakes = Arc::new(Semaphore::new(config.limits.max_concurrent_handshakes));
         let shared = Arc::new(Shared {
             node_id: config.node_id,
             incarnation: Jitter::new(config.node_id).next_u64(),
@@ -340,6 +431,8 @@ impl QuicTransport {
             partial_snapshots: Mutex::new(HashMap::new()),
             snapshot_budget,
             receive_slots: Mutex::new(HashMap::new()),
+            incoming: Mutex::new(HashMap::new()),
+            handshakes,
             #[cfg(test)]
             snapshot_fault: AtomicU64::new(0),
             #[cfg(test)]
@@ -431,6 +524,9 @@ impl QuicTransport {
             snapshots_sent: get(&c.snapshots_sent),
             snapshots_received: get(&c.snapshots_received),
             snapshot_resumes: get(&c.snapshot_resumes),
+            handshakes_turned_away: get(&c.handshakes_turned_away),
+            excess_connections_closed: get(&c.excess_connections_closed),
+            write_timeouts: get(&c.write_timeouts),
             snapshot_memory_in_use: self.shared.snapshot_budget.used(),
         }
     }
@@ -544,6 +640,7 @@ impl Transport for QuicTransport {
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
+    let mut busy_log = LogLimiter::new(Duration::from_secs(10));
     loop {
         let incoming = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -552,17 +649,55 @@ async fn accept_loop(shared: Arc<Shared>) {
                 None => return,
             },
         };
+        let Ok(permit) = shared.handshakes.clone().try_acquire_owned() else {
+            turn_away(&shared, incoming, &mut busy_log);
+            continue;
+        };
         let task_shared = shared.clone();
         shared.spawn(async move {
             tokio::select! {
                 _ = task_shared.shutdown.cancelled() => {}
-                _ = handle_incoming(task_shared.clone(), incoming) => {}
+                _ = handle_incoming(task_shared.clone(), incoming, permit) => {}
             }
         });
     }
 }
 
-async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
+/// Answers a connection attempt that finds every handshake slot taken, without a key
+/// exchange: a Retry if the client's address is not validated yet, otherwise a refusal.
+/// See [`Limits::max_concurrent_handshakes`] for why.
+fn turn_away(shared: &Shared, incoming: quinn::Incoming, log: &mut LogLimiter) {
+    Counters::add(&shared.counters.handshakes_turned_away, 1);
+    let remote = incoming.remote_address();
+    let answer = if incoming.remote_address_validated() {
+        incoming.refuse();
+        "refused"
+    } else {
+        match incoming.retry() {
+            Ok(()) => "asked to retry",
+            Err(e) => {
+                e.into_incoming().refuse();
+                "refused"
+            }
+        }
+    };
+    let limit = shared.limits.max_concurrent_handshakes;
+    match log.allow() {
+        Some(suppressed) => tracing::warn!(
+            node = shared.node_id,
+            %remote,
+            suppressed,
+            "{limit} handshakes in progress: connection attempt {answer}"
+        ),
+        None => tracing::debug!(
+            node = shared.node_id,
+            %remote,
+            "{limit} handshakes in progress: connection attempt {answer}"
+        ),
+    }
+}
+
+async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming, permit: OwnedSemaphorePermit) {
     let remote = incoming.remote_address();
     let conn = match tokio::time::timeout(shared.tuning.handshake_timeout, incoming).await {
         Ok(Ok(conn)) => conn,
@@ -575,14 +710,26 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
+    // The key exchange is over: the slot is free for the next handshake.
+    drop(permit);
     let Some(peer_id) = peer_id_of(&conn) else {
         // The verifier guarantees a node name; this is only reachable on a bug.
         conn.close(close::PROTOCOL, b"no node identity");
         return;
     };
+    shared.track_incoming(peer_id, &conn);
+    // The membership may have changed since the verifier admitted the peer.
+    if shared.members.admits(peer_id).is_err() {
+        conn.close(close::NOT_MEMBER, b"not a member");
+        return;
+    }
     match alpn_of(&conn).as_deref() {
         Some(ALPN_MESSAGES) => accept_messages(shared, conn, peer_id).await,
-        Some(ALPN_SNAPSHOTS) => snapshot::receive(shared, conn, peer_id).await,
+        Some(ALPN_SNAPSHOTS) => {
+            snapshot::receive(shared.clone(), conn.clone(), peer_id).await;
+            conn.close(close::SNAPSHOT_DONE, b"transfer over");
+            shared.untrack_incoming(peer_id, &conn);
+        }
         _ => conn.close(close::PROTOCOL, b"unknown application protocol"),
     }
 }

@@ -1206,3 +1206,214 @@ async fn configuration_errors_name_what_is_wrong() {
     let tls = TlsConfig::from_pem(ca.ca_cert_pem(), &twin.cert_pem, &twin.key_pem).unwrap();
     assert!(matches!(tls.node_id(), Err(QuicError::Identity(_))));
 }
+
+/// A peer (node 3, a listed member) dialled by a raw client that greets and then never
+/// reads: the node's writes to it block on flow control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_cut_off_without_stalling_the_others() {
+    let ca = DevCa::generate().unwrap();
+    let mut nodes = cluster_with(&ca, &[1, 2], |cfg| {
+        cfg.tuning.write_timeout = Duration::from_secs(2);
+    })
+    .await;
+    settle(&nodes).await;
+    let server = nodes[1].0.clone();
+    let mut peers = addresses(&[&nodes[0].0, &server]);
+    peers.insert(3, Bytes::new());
+    server.set_peers(peers);
+
+    let (_ep, conn, mut send, mut recv) = raw_stream(&ca, 3, server.local_addr(), 2).await;
+    send.write_all(&greeting()).await.unwrap();
+    let mut reply = [0u8; 12];
+    recv.read_exact(&mut reply).await.unwrap();
+    wait_for("node 2 to adopt the connection", || {
+        server.peer_connection(3).is_some()
+    })
+    .await;
+
+    // Far more than the client's receive window, which it never opens again.
+    let big = Bytes::from(vec![9u8; 64 << 10]);
+    for id in 0..200 {
+        let batch = vec![WireMessage::Forward {
+            id,
+            command: big.clone(),
+        }];
+        let _ = server.send(3, batch);
+    }
+    // Node 2's link to node 3 is stuck; its link to node 1 is not.
+    send_retrying(&server, 1, vec![forward(77)]).await;
+    let rx = &mut nodes[0].1;
+    loop {
+        if let Incoming::Messages { from: 2, messages } = next_incoming(rx).await {
+            if messages.contains(&forward(77)) {
+                break;
+            }
+        }
+    }
+    // The stuck link gives up: it closes the connection and drops what was queued.
+    let (code, reason) = closed_with(&conn).await;
+    assert_eq!(code, 8, "write timeout: {reason}");
+    assert!(reason.contains("stopped reading"), "{reason}");
+    assert_eq!(server.stats().write_timeouts, 1);
+    wait_for("node 2 to forget the connection", || {
+        server.peer_connection(3).is_none()
+    })
+    .await;
+    assert!(server.metrics().dropped > 0);
+    // And node 1 is still served.
+    send_retrying(&server, 1, vec![forward(78)]).await;
+    loop {
+        if let Incoming::Messages { from: 2, messages } = next_incoming(rx).await {
+            if messages.contains(&forward(78)) {
+                break;
+            }
+        }
+    }
+    for (t, _) in &nodes {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_opening_many_connections_keeps_only_a_bounded_number() {
+    let ca = DevCa::generate().unwrap();
+    let mut cfg = config(2, ca.node_tls(2).unwrap());
+    // Long enough that no connection is closed for not greeting during the test.
+    cfg.tuning.handshake_timeout = Duration::from_secs(120);
+    let limit = cfg.limits.max_connections_per_peer;
+    let server =
+        QuicTransport::bind(cfg.with_initial_peers(BTreeMap::from([(2, Bytes::new()), (3, Bytes::new())])))
+            .await
+            .unwrap();
+    let (inbox, _rx) = Inbox::channel(16);
+    server.register(inbox);
+    let addr = server.local_addr();
+
+    // Node 3's message connection, in use.
+    let endpoint = raw_client(&ca, 3, b"raft-msg/1");
+    let name = raft_transport_quic::identity::node_name(2);
+    let designated = endpoint.connect(addr, &name).unwrap().await.unwrap();
+    let (mut send, mut recv) = designated.open_bi().await.unwrap();
+    send.write_all(&greeting()).await.unwrap();
+    let mut reply = [0u8; 12];
+    recv.read_exact(&mut reply).await.unwrap();
+    wait_for("node 2 to adopt the connection", || {
+        server.peer_connection(3).is_some()
+    })
+    .await;
+
+    // The protocol's one stream per connection is all a peer may open.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), designated.open_bi())
+            .await
+            .is_err(),
+        "a second stream was granted"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), designated.open_uni())
+            .await
+            .is_err(),
+        "a unidirectional stream was granted"
+    );
+
+    // Ten more connections that never greet.
+    let mut extra = Vec::new();
+    for _ in 0..10 {
+        extra.push(endpoint.connect(addr, &name).unwrap().await.unwrap());
+    }
+    wait_for("the extra connections to be closed", || {
+        extra.iter().filter(|c| c.close_reason().is_none()).count() < limit
+    })
+    .await;
+    assert!(
+        designated.close_reason().is_none(),
+        "the connection in use survives"
+    );
+    assert!(server.peer_connection(3).is_some());
+    assert!(server.stats().excess_connections_closed >= (10 + 1 - limit) as u64);
+    for conn in extra.iter().take(10 + 1 - limit) {
+        let (code, reason) = closed_with(conn).await;
+        assert_eq!(code, 7, "{reason}");
+    }
+    // The message connection still works: node 2 writes a frame on it.
+    server.send(3, vec![forward(1)]).unwrap();
+    let mut prefix = [0u8; 4];
+    tokio::time::timeout(DEADLINE, recv.read_exact(&mut prefix))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(u32::from_le_bytes(prefix) > 0);
+    server.shutdown().await;
+}
+
+/// Forwards datagrams from its own address to `server` and drops every answer, so the
+/// handshakes of clients dialling it never complete. Clearing the flag cuts it entirely.
+async fn one_way_relay(server: SocketAddr) -> (SocketAddr, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let open = Arc::new(AtomicBool::new(true));
+    let task = tokio::spawn({
+        let open = open.clone();
+        async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, _)) = front.recv_from(&mut buf).await {
+                if open.load(Ordering::Relaxed) {
+                    let _ = upstream.send_to(&buf[..n], server).await;
+                }
+            }
+        }
+    });
+    (addr, open, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_is_capped() {
+    const CAP: usize = 2;
+    let ca = DevCa::generate().unwrap();
+    let a = bind(&ca, 1).await;
+    let mut cfg = config(2, ca.node_tls(2).unwrap());
+    cfg.limits.max_concurrent_handshakes = CAP;
+    cfg.tuning.handshake_timeout = Duration::from_secs(2);
+    let server = QuicTransport::bind(cfg).await.unwrap();
+    let mut peers = addresses(&[&a, &server]);
+    peers.insert(3, Bytes::new());
+    server.set_peers(peers.clone());
+    a.set_peers(peers);
+
+    // Eight handshakes that never complete, from a member's valid certificate.
+    let (relay, open, relay_task) = one_way_relay(server.local_addr()).await;
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let endpoint = raw_client(&ca, 3, b"raft-msg/1");
+        let connecting = endpoint
+            .connect(relay, &raft_transport_quic::identity::node_name(2))
+            .unwrap();
+        flood.push((endpoint, tokio::spawn(connecting)));
+    }
+    wait_for("the attempts past the cap to be turned away", || {
+        server.stats().handshakes_turned_away >= 8 - CAP as u64
+    })
+    .await;
+    assert!(
+        server.open_connections() <= CAP,
+        "{} handshakes in progress",
+        server.open_connections()
+    );
+
+    // Once the flood stops and its handshakes time out, a member connects.
+    open.store(false, Ordering::Relaxed);
+    let start = Instant::now();
+    while a.connect(2).await.is_err() {
+        assert!(start.elapsed() < DEADLINE, "node 1 never got through");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.peer_connection(1).is_some() || a.peer_connection(2).is_some());
+    for (endpoint, task) in flood {
+        task.abort();
+        endpoint.close(0u32.into(), b"");
+    }
+    relay_task.abort();
+    a.shutdown().await;
+    server.shutdown().await;
+}
