@@ -68,6 +68,8 @@ mod config;
 mod dev;
 mod endpoint;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 mod link;
 mod snapshot;
