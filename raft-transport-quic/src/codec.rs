@@ -452,6 +452,11 @@ impl FrameDecoder {
         }
     }
 
+    /// Bytes buffered and not yet taken as frames.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered
+    }
+
     /// Whether a partial frame is buffered.
     pub(crate) fn is_empty(&self) -> bool {
         self.buffered == 0

@@ -1,9 +1,11 @@
 //! What a transport needs to start: who it is, where it listens, its TLS identity, and the
 //! limits and tuning knobs (all with defaults measured on a small loopback machine).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use raft_core::NodeId;
 
 use crate::error::QuicError;
@@ -23,6 +25,11 @@ pub struct QuicConfig {
     pub limits: Limits,
     /// Timers and socket tuning.
     pub tuning: Tuning,
+    /// The members known at bind time, with their addresses, applied before the transport
+    /// accepts its first connection (see [`QuicConfig::with_initial_peers`]). `None` (the
+    /// default): the transport refuses every peer until the first
+    /// [`Transport::set_peers`](raft_runtime::Transport::set_peers).
+    pub initial_peers: Option<BTreeMap<NodeId, Bytes>>,
 }
 
 impl QuicConfig {
@@ -34,7 +41,37 @@ impl QuicConfig {
             tls,
             limits: Limits::default(),
             tuning: Tuning::default(),
+            initial_peers: None,
         }
+    }
+
+    /// Sets the members this node admits from the moment it binds, with the same meaning
+    /// as [`Transport::set_peers`](raft_runtime::Transport::set_peers): member id to
+    /// address (`host:port` as UTF-8; empty when the address is not known, in which case
+    /// the member may connect but is not dialled). Entries for this node and for id 0 are
+    /// ignored, as in `set_peers`.
+    ///
+    /// Peers are admitted only if they are listed: without an initial list the transport
+    /// refuses every handshake ("membership not known yet") until the runtime's first
+    /// `set_peers`. Give the list here when the members are known at bind time (a fixed
+    /// cluster, or the member list a node recovered from its log), so that there is no
+    /// such window at all. The runtime's later `set_peers` calls replace it.
+    ///
+    /// ```
+    /// # use std::collections::BTreeMap;
+    /// # use raft_transport_quic::{DevCa, QuicConfig};
+    /// # let tls = DevCa::generate().unwrap().node_tls(1).unwrap();
+    /// let config = QuicConfig::new(1, "127.0.0.1:7001".parse().unwrap(), tls).with_initial_peers(
+    ///     BTreeMap::from([
+    ///         (1, "127.0.0.1:7001".into()),
+    ///         (2, "127.0.0.1:7002".into()),
+    ///         (3, "127.0.0.1:7003".into()),
+    ///     ]),
+    /// );
+    /// ```
+    pub fn with_initial_peers(mut self, peers: BTreeMap<NodeId, Bytes>) -> Self {
+        self.initial_peers = Some(peers);
+        self
     }
 
     /// Checks that every value is in range and that the values agree with each other.
@@ -46,7 +83,7 @@ impl QuicConfig {
             return bad("node id 0 is reserved");
         }
         if l.max_frame_size < 1024 || l.max_frame_size > crate::codec::MAX_FRAME_LIMIT {
-            return bad("max_frame_size must be between 1 KiB and 1 GiB");
+            return bad("max_frame_size must be between 1 KiB and 256 MiB");
         }
         if l.coalesce_bytes == 0 || l.coalesce_bytes > l.max_frame_size {
             return bad("coalesce_bytes must be positive and not above max_frame_size");
@@ -57,11 +94,25 @@ impl QuicConfig {
         if l.snapshot_chunk_size < 1024 || l.snapshot_chunk_size > 64 << 20 {
             return bad("snapshot_chunk_size must be between 1 KiB and 64 MiB");
         }
+        if l.snapshot_memory_budget == 0 {
+            return bad("snapshot_memory_budget must be positive");
+        }
+        if l.max_snapshot_size > l.snapshot_memory_budget {
+            return bad(
+                "max_snapshot_size must not exceed snapshot_memory_budget (a larger snapshot could never be received)",
+            );
+        }
         if l.snapshot_window_chunks == 0 {
             return bad("snapshot_window_chunks must be positive");
         }
         if l.snapshot_attempts == 0 {
             return bad("snapshot_attempts must be positive");
+        }
+        if l.max_concurrent_handshakes == 0 {
+            return bad("max_concurrent_handshakes must be positive");
+        }
+        if l.max_connections_per_peer < 2 {
+            return bad("max_connections_per_peer must be at least 2 (a message and a snapshot connection)");
         }
         if t.idle_timeout.is_zero() || t.keep_alive_interval >= t.idle_timeout {
             return bad("keep_alive_interval must be below idle_timeout");
@@ -71,6 +122,9 @@ impl QuicConfig {
         }
         if t.handshake_timeout.is_zero() {
             return bad("handshake_timeout must be positive");
+        }
+        if t.write_timeout.is_zero() {
+            return bad("write_timeout must be positive");
         }
         if t.reconnect_initial.is_zero() || t.reconnect_max < t.reconnect_initial {
             return bad("reconnect_initial must be positive and not above reconnect_max");
@@ -95,8 +149,17 @@ pub struct Limits {
     /// `Full`. Default 1024.
     pub peer_queue_capacity: usize,
     /// The largest snapshot accepted, in bytes; a larger one is refused before any of it is
-    /// transferred. Default 4 GiB.
+    /// transferred. At most `snapshot_memory_budget`. Default 256 MiB.
     pub max_snapshot_size: u64,
+    /// Memory, in bytes, that all snapshot receptions of the node may hold at once,
+    /// partial copies kept for resumption included. A snapshot is received into memory
+    /// before it is handed to the node, so a transfer is charged its whole announced size
+    /// when it starts (and holds it until the node took the snapshot); one that does not
+    /// fit next to those in progress is refused (the sender's `send_snapshot` returns
+    /// `TransportError::Refused` saying so) after partial copies from other peers have
+    /// been given up. Memory is allocated only as data arrives, never from the announced
+    /// size alone. Default 256 MiB.
+    pub snapshot_memory_budget: u64,
     /// The receiver acknowledges every chunk of this many bytes. Default 1 MiB.
     pub snapshot_chunk_size: usize,
     /// How many unacknowledged chunks the sender may have in flight. Default 8.
@@ -110,6 +173,26 @@ pub struct Limits {
     /// How long a receiver keeps a partially received snapshot for the sender to resume.
     /// Default 60 s.
     pub snapshot_resume_window: Duration,
+    /// Incoming handshakes in progress at once, node-wide. Default 16.
+    ///
+    /// A handshake costs the server a key exchange and a signature, on the tokio runtime
+    /// that also drives the node's Raft timers, before it even knows whether the client is
+    /// a member; this cap bounds that work. Past it, a connection attempt from an address
+    /// that has not proved it can receive (a QUIC Retry token) is answered with a Retry,
+    /// which costs no key exchange and no state: spoofed sources never come back, and a
+    /// genuine peer's client repeats its attempt at once, within the same connection
+    /// attempt, when a slot may be free. An attempt that already carries a valid token and
+    /// still finds no slot is refused (`CONNECTION_REFUSED`); the peer's link retries later
+    /// with its backoff. Either way the cost is one small packet, never a key exchange.
+    /// Counted in `QuicStats::handshakes_turned_away`.
+    pub max_concurrent_handshakes: usize,
+    /// Connections one peer may hold open to this node at once (message and snapshot
+    /// connections it dialled, counted from the end of the handshake). A correct peer needs
+    /// one message connection, briefly two when connections cross or the peer restarts,
+    /// and one per snapshot transfer. A connection past the limit makes the node close the
+    /// peer's oldest other connection, never the message connection in use. Default 4;
+    /// at least 2. Counted in `QuicStats::excess_connections_closed`.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for Limits {
@@ -118,12 +201,15 @@ impl Default for Limits {
             max_frame_size: 16 << 20,
             coalesce_bytes: 1 << 20,
             peer_queue_capacity: 1024,
-            max_snapshot_size: 4 << 30,
+            max_snapshot_size: 256 << 20,
+            snapshot_memory_budget: 256 << 20,
             snapshot_chunk_size: 1 << 20,
             snapshot_window_chunks: 8,
             snapshot_attempts: 3,
             snapshot_accept_timeout: Duration::from_secs(300),
             snapshot_resume_window: Duration::from_secs(60),
+            max_concurrent_handshakes: 16,
+            max_connections_per_peer: 4,
         }
     }
 }
@@ -138,6 +224,13 @@ pub struct Tuning {
     pub keep_alive_interval: Duration,
     /// Time allowed for a TLS handshake plus the stream greeting. Default 5 s.
     pub handshake_timeout: Duration,
+    /// How long a write to a peer's message stream may make no progress. A peer that
+    /// stops reading makes QUIC flow control block the writes to it; past this time its
+    /// link closes the connection, drops what is queued for that peer (Raft retransmits)
+    /// and reconnects with the usual backoff. Only that peer's link waits meanwhile:
+    /// every peer has its own. This bounds a stall, not a transfer: a slow peer that keeps
+    /// reading never times out. Default 10 s.
+    pub write_timeout: Duration,
     /// First reconnect delay; doubles per failure, with jitter. Default 50 ms.
     pub reconnect_initial: Duration,
     /// The cap on the reconnect delay. Default 5 s.
@@ -169,6 +262,7 @@ impl Default for Tuning {
             idle_timeout: Duration::from_secs(10),
             keep_alive_interval: Duration::from_secs(2),
             handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
             reconnect_initial: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             unreachable_log_interval: Duration::from_secs(30),

@@ -32,6 +32,10 @@ pub(crate) mod close {
     pub(crate) const PROTOCOL: VarInt = VarInt::from_u32(5);
     /// A snapshot transfer is over (successfully or not).
     pub(crate) const SNAPSHOT_DONE: VarInt = VarInt::from_u32(6);
+    /// The peer holds more connections to this node than allowed; this one was the oldest.
+    pub(crate) const TOO_MANY_CONNECTIONS: VarInt = VarInt::from_u32(7);
+    /// The peer stopped reading: a write made no progress for the write timeout.
+    pub(crate) const WRITE_TIMEOUT: VarInt = VarInt::from_u32(8);
 }
 
 /// Creates and binds a UDP socket with the requested buffer sizes. Buffer sizes are best
@@ -60,8 +64,16 @@ pub(crate) fn bind_socket(addr: SocketAddr, tuning: &Tuning) -> Result<std::net:
     Ok(socket.into())
 }
 
-/// The QUIC transport parameters shared by every connection.
-pub(crate) fn transport_config(tuning: &Tuning) -> Result<Arc<TransportConfig>, QuicError> {
+/// The QUIC transport parameters of one side of every connection.
+///
+/// Streams are limited to what the protocol uses: the dialler opens exactly one
+/// bidirectional stream per connection (the message stream, or one snapshot transfer) and
+/// the accepting side opens none; nothing uses unidirectional streams or datagrams. So the
+/// accepting side (`accepting = true`) lets its peer open one bidirectional stream at a
+/// time, and the dialling side lets its peer open none; QUIC flow control then makes any
+/// further stream impossible, instead of buffering up to quinn's default of 100 streams
+/// per connection, each with its own receive window.
+pub(crate) fn transport_config(tuning: &Tuning, accepting: bool) -> Result<Arc<TransportConfig>, QuicError> {
     let mut config = TransportConfig::default();
     let idle = IdleTimeout::try_from(tuning.idle_timeout)
         .map_err(|_| QuicError::Config("idle_timeout is too long".into()))?;
@@ -73,15 +85,18 @@ pub(crate) fn transport_config(tuning: &Tuning) -> Result<Arc<TransportConfig>, 
         .send_window(tuning.send_window)
         .initial_mtu(tuning.initial_mtu)
         .enable_segmentation_offload(tuning.gso)
-        // One message stream per connection (a few spare for a replaced stream), and one
-        // stream per snapshot transfer; nothing uses unidirectional streams.
-        .max_concurrent_bidi_streams(VarInt::from_u32(4))
-        .max_concurrent_uni_streams(VarInt::from_u32(0));
+        .max_concurrent_bidi_streams(VarInt::from_u32(u32::from(accepting)))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .datagram_receive_buffer_size(None);
     let mut mtu = MtuDiscoveryConfig::default();
     mtu.upper_bound(tuning.max_mtu);
     config.mtu_discovery_config(Some(mtu));
     Ok(Arc::new(config))
 }
+
+/// quinn's bound on connection attempts received but not yet accepted or refused (the
+/// accept loop decides on each at once; this only bounds a backlog if it falls behind).
+const MAX_PENDING_INCOMING: usize = 1024;
 
 /// The listening endpoint (server and message client) and a client-only endpoint on its
 /// own socket for outgoing snapshots, so that bulk sends do not queue behind (or in front
@@ -94,12 +109,14 @@ pub(crate) struct Endpoints {
 }
 
 pub(crate) fn build(listen: SocketAddr, tuning: &Tuning, crypto: Crypto) -> Result<Endpoints, QuicError> {
-    let transport = transport_config(tuning)?;
     let no_suite = |_| QuicError::Config("the crypto provider has no QUIC initial cipher suite".into());
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from(crypto.server).map_err(no_suite)?,
     ));
-    server.transport_config(transport.clone());
+    server
+        .transport_config(transport_config(tuning, true)?)
+        .max_incoming(MAX_PENDING_INCOMING);
+    let transport = transport_config(tuning, false)?;
     let client = |config: rustls::ClientConfig| -> Result<quinn::ClientConfig, QuicError> {
         let mut client =
             quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(config).map_err(no_suite)?));

@@ -16,7 +16,9 @@
 //!   retransmits). A per-peer task drains the queue into the stream.
 //! * **Mutual TLS with a cluster CA.** Every certificate names its node as the DNS name
 //!   `node-<id>.raft` (see [`identity`]). Both sides verify the chain and the name, and
-//!   refuse non-members once the membership is known (see [`tls`]).
+//!   admit only listed members: until the transport is given the member list (by
+//!   [`QuicConfig::with_initial_peers`] or the first [`Transport::set_peers`]) it refuses
+//!   every peer (see [`tls`]).
 //! * **Snapshots on their own connection**, in acknowledged chunks, resumable after a
 //!   broken connection, checked with CRC-32C, with a size limit; a transfer that cannot
 //!   be completed makes [`Transport::send_snapshot`] return an error.
@@ -36,29 +38,38 @@
 //! // let tls = TlsConfig::from_pem_files("ca.pem", "node-1.pem", "node-1.key")?;
 //! let ca = DevCa::generate()?; // development only
 //! let tls = ca.node_tls(1)?;
-//! let transport = QuicTransport::bind(QuicConfig::new(1, "127.0.0.1:7001".parse()?, tls)).await?;
-//! let (inbox, mut received) = Inbox::channel(1024);
-//! transport.register(inbox);
-//! transport.set_peers(BTreeMap::from([
+//! let members = BTreeMap::from([
 //!     (1, "127.0.0.1:7001".into()),
 //!     (2, "127.0.0.1:7002".into()),
-//! ]));
+//! ]);
+//! // The members known at bind time are admitted from the first moment; without them, the
+//! // transport refuses every peer until the runtime's first `set_peers`.
+//! let config = QuicConfig::new(1, "127.0.0.1:7001".parse()?, tls).with_initial_peers(members.clone());
+//! let transport = QuicTransport::bind(config).await?;
+//! let (inbox, mut received) = Inbox::channel(1024);
+//! transport.register(inbox);
+//! // The runtime calls this at start and on every membership change.
+//! transport.set_peers(members);
 //! # Ok(()) }
 //! ```
 //!
 //! [`WireMessage`]: raft_runtime::WireMessage
 //! [`Transport::send`]: raft_runtime::Transport::send
+//! [`Transport::set_peers`]: raft_runtime::Transport::set_peers
 //! [`Transport::send_snapshot`]: raft_runtime::Transport::send_snapshot
 //! [`SendError::Full`]: raft_runtime::SendError::Full
 
 #![deny(missing_docs)]
 
 mod backoff;
+mod budget;
 pub mod codec;
 mod config;
 mod dev;
 mod endpoint;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 mod link;
 mod snapshot;

@@ -4,7 +4,9 @@
 //! peer opens, keeps exactly one (see [`prefer_new`]), drains the peer's bounded queue
 //! into frames, and reconnects with capped exponential backoff and jitter. While the peer
 //! is down, queued batches are discarded at each failed attempt (Raft retransmits), and
-//! the failure is logged at most once per `unreachable_log_interval`.
+//! the failure is logged at most once per `unreachable_log_interval`. A write that makes
+//! no progress for `write_timeout` (the peer stopped reading) closes the connection and
+//! counts as a failure too, so a stuck peer holds only its own link, and only that long.
 //!
 //! Each adopted connection gets a reader task that decodes frames, checks that every
 //! protocol message claims the authenticated peer as its sender, and delivers the batch to
@@ -26,7 +28,7 @@ use crate::codec::{FrameDecoder, FrameEncoder, FrameError, MESSAGE_MAGIC, decode
 use crate::endpoint::close;
 use crate::identity::node_name;
 use crate::stream::{ReadFailure, read_frame, read_greeting};
-use crate::transport::{Counters, Peer, PeerConnection, Shared, peer_id_of};
+use crate::transport::{Counters, NO_CONNECTION, Peer, PeerConnection, Shared, peer_id_of};
 
 /// What other parts of the transport tell a link.
 #[derive(Debug)]
@@ -185,6 +187,11 @@ impl Link {
     }
 
     fn set_connection(&self, connection: Option<PeerConnection>) {
+        let designated = self
+            .current
+            .as_ref()
+            .map_or(NO_CONNECTION, |current| current.conn.stable_id());
+        self.peer.designated.store(designated, Ordering::Release);
         self.peer.connected.store(connection.is_some(), Ordering::Release);
         self.peer.state.send_modify(|state| state.connection = connection);
     }
@@ -210,9 +217,24 @@ impl Link {
             return;
         };
         let len = chunks.iter().map(|c| c.len() as u64).sum();
-        match current.send.write_all_chunks(&mut chunks).await {
+        // Each step must make progress within the write timeout: a peer that stops reading
+        // blocks it through flow control.
+        let write_timeout = self.shared.tuning.write_timeout;
+        let mut rest = &mut chunks[..];
+        let outcome = loop {
+            if rest.is_empty() {
+                break Ok(());
+            }
+            match tokio::time::timeout(write_timeout, current.send.write_chunks(rest)).await {
+                Err(_) => break Err(None),
+                Ok(Err(e)) => break Err(Some(e)),
+                Ok(Ok(written)) => rest = &mut rest[written.chunks..],
+            }
+        };
+        match outcome {
             Ok(()) => Counters::add(&self.shared.counters.bytes_sent, len),
-            Err(e) => {
+            Err(None) => self.stalled(),
+            Err(Some(e)) => {
                 let error = match e {
                     quinn::WriteError::ConnectionLost(ref e) => e.clone(),
                     _ => ConnectionError::LocallyClosed,
@@ -227,6 +249,39 @@ impl Link {
                 }
                 self.lost(error);
             }
+        }
+    }
+
+    /// The peer stopped reading: a write made no progress for the write timeout. Closes the
+    /// connection, drops what is queued (Raft retransmits) and waits out the backoff before
+    /// the next connection attempt.
+    fn stalled(&mut self) {
+        Counters::add(&self.shared.counters.write_timeouts, 1);
+        let timeout = self.shared.tuning.write_timeout;
+        self.close(close::WRITE_TIMEOUT, "write timeout: the peer stopped reading");
+        let mut dropped = u64::from(self.pending.take().is_some());
+        while self.queue.try_recv().is_ok() {
+            dropped += 1;
+        }
+        self.shared.logical_drop(dropped);
+        self.want_dial = false;
+        let delay = self.backoff.fail();
+        self.next_attempt = Instant::now() + delay;
+        match self.down_log.allow() {
+            Some(suppressed) => tracing::warn!(
+                node = self.shared.node_id,
+                peer = self.peer.id,
+                dropped,
+                retry_in = ?delay,
+                suppressed,
+                "peer stopped reading for {timeout:?}: connection closed"
+            ),
+            None => tracing::debug!(
+                node = self.shared.node_id,
+                peer = self.peer.id,
+                dropped,
+                "peer stopped reading for {timeout:?}: connection closed"
+            ),
         }
     }
 

@@ -13,11 +13,15 @@
 //! receiver then accepts from the offset it holds, so the transfer resumes instead of
 //! starting over. When every attempt fails, `send_snapshot` returns an error, so Raft
 //! knows the snapshot did not arrive.
+//!
+//! Memory: a reception is charged its announced size against the node-wide snapshot
+//! memory budget before it is accepted, and refused if that does not fit; its buffer
+//! grows only with the bytes that arrive (see [`crate::budget`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::{Connection, RecvStream, SendStream};
 use raft_core::{Message, MessageBody, NodeId};
 use raft_runtime::TransportError;
@@ -26,6 +30,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{Backoff, Jitter};
+use crate::budget::SnapshotBuffer;
 use crate::codec::{
     FrameDecoder, MAX_CONTROL_FRAME, SNAPSHOT_MAGIC, SnapshotHeader, SnapshotReply, decode_control,
     encode_control,
@@ -36,13 +41,15 @@ use crate::link::resolve;
 use crate::stream::read_frame;
 use crate::transport::{Counters, Shared};
 
-/// Part of a snapshot kept for the sender to resume.
+/// Part of a snapshot kept for the sender to resume: at most one per peer (a member), for
+/// at most `snapshot_resume_window`, charged to the node's snapshot memory budget for the
+/// memory it holds, and given up first when a new transfer needs that memory.
 #[derive(Debug)]
 pub(crate) struct PartialSnapshot {
     transfer_id: u64,
     total_len: u64,
     crc32c: u32,
-    data: BytesMut,
+    data: SnapshotBuffer,
     saved: Instant,
 }
 
@@ -400,8 +407,11 @@ async fn receive_inner(
         return refuse(&mut send, reason).await;
     }
     let total = header.total_len as usize;
-    let mut data = take_partial(shared, from, &header).unwrap_or_else(|| BytesMut::with_capacity(total));
-    if !data.is_empty() {
+    let mut data = match admit(shared, from, &header) {
+        Ok(data) => data,
+        Err(reason) => return refuse(&mut send, reason).await,
+    };
+    if data.len() > 0 {
         Counters::add(&shared.counters.snapshot_resumes, 1);
         tracing::info!(
             node = shared.node_id,
@@ -417,12 +427,8 @@ async fn receive_inner(
         },
     )
     .await?;
-    let rest = decoder.into_rest();
-    if data.len() + rest.iter().map(Bytes::len).sum::<usize>() > total {
-        return Err("the sender sent more than the snapshot's size".into());
-    }
-    for piece in rest {
-        data.extend_from_slice(&piece);
+    for piece in decoder.into_rest() {
+        data.extend(&piece).map_err(|e| e.to_string())?;
     }
 
     let chunk = (header.chunk_size as usize).clamp(4 << 10, 64 << 20);
@@ -439,10 +445,13 @@ async fn receive_inner(
             Some(Err(_)) => Some("the sender stalled".to_string()),
             Some(Ok(Err(e))) => Some(e.to_string()),
             Some(Ok(Ok(None))) => Some(format!("the stream ended at byte {} of {total}", data.len())),
-            Some(Ok(Ok(Some(piece)))) => {
-                data.extend_from_slice(&piece.bytes);
-                None
-            }
+            Some(Ok(Ok(Some(piece)))) => match data.extend(&piece.bytes) {
+                Ok(()) => None,
+                Err(e) => {
+                    conn.close(close::PROTOCOL, b"snapshot overrun");
+                    return Err(e.to_string());
+                }
+            },
         };
         #[cfg(test)]
         let failure = failure.or_else(|| {
@@ -473,7 +482,8 @@ async fn receive_inner(
             next_ack = (data.len() / chunk + 1) * chunk;
         }
     }
-    let data = data.freeze();
+    // The reservation is held until the node took (or refused) the snapshot.
+    let (data, _reservation) = data.into_bytes();
     if checksum(data.clone()).await != header.crc32c {
         return refuse(&mut send, "snapshot checksum mismatch".into()).await;
     }
@@ -489,23 +499,59 @@ async fn receive_inner(
     }
 }
 
-fn take_partial(shared: &Shared, from: NodeId, header: &SnapshotHeader) -> Option<BytesMut> {
-    let partial = shared
-        .partial_snapshots
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&from)?;
-    let same = partial.transfer_id == header.transfer_id
-        && partial.total_len == header.total_len
-        && partial.crc32c == header.crc32c
-        && partial.saved.elapsed() < shared.limits.snapshot_resume_window;
-    same.then_some(partial.data)
+/// The buffer for an announced transfer: the partial copy kept from an earlier attempt of
+/// the same transfer, or a new one. Either is charged to the node's snapshot memory budget
+/// for the whole announced size, giving up other peers' partial copies (oldest first) if
+/// that is what it takes; if it still does not fit, the reason to refuse the transfer.
+fn admit(shared: &Shared, from: NodeId, header: &SnapshotHeader) -> Result<SnapshotBuffer, String> {
+    let total = header.total_len as usize;
+    let mut partials = shared.partial_snapshots.lock().unwrap_or_else(|e| e.into_inner());
+    let window = shared.limits.snapshot_resume_window;
+    partials.retain(|_, p| p.saved.elapsed() < window);
+    // A partial copy of another transfer from this peer is of no more use.
+    let mut resumed = partials.remove(&from).and_then(|p| {
+        let same = p.transfer_id == header.transfer_id
+            && p.total_len == header.total_len
+            && p.crc32c == header.crc32c;
+        same.then_some(p.data)
+    });
+    loop {
+        let admitted = match &mut resumed {
+            Some(data) => data.unpark().map(|()| None),
+            None => SnapshotBuffer::new(&shared.snapshot_budget, total).map(Some),
+        };
+        match admitted {
+            Ok(Some(data)) => return Ok(data),
+            Ok(None) => return Ok(resumed.take().expect("resumed")),
+            Err(exceeded) => {
+                let oldest = partials.iter().min_by_key(|(_, p)| p.saved).map(|(&id, _)| id);
+                match oldest {
+                    Some(id) => {
+                        tracing::debug!(
+                            node = shared.node_id,
+                            peer = id,
+                            "dropping a partial snapshot to make room for one from node {from}"
+                        );
+                        partials.remove(&id);
+                    }
+                    None => {
+                        return Err(format!(
+                            "snapshot of {total} bytes does not fit in the receiver's snapshot memory budget \
+                             ({} of {} bytes in use by other transfers)",
+                            exceeded.used, exceeded.limit
+                        ));
+                    }
+                }
+            }
+        }
+    }
 }
 
-fn save_partial(shared: &Arc<Shared>, from: NodeId, header: &SnapshotHeader, data: BytesMut) {
-    if data.is_empty() {
+fn save_partial(shared: &Arc<Shared>, from: NodeId, header: &SnapshotHeader, mut data: SnapshotBuffer) {
+    if data.len() == 0 || shared.shutdown.is_cancelled() || shared.members.admits(from).is_err() {
         return;
     }
+    data.park();
     let saved = Instant::now();
     let transfer_id = header.transfer_id;
     shared
@@ -603,6 +649,15 @@ mod tests {
         assert_eq!(nodes[1].stats().snapshot_resumes, 1, "the second attempt resumed");
         assert_eq!(nodes[1].stats().snapshots_received, 1);
         assert_eq!(nodes[0].stats().snapshots_sent, 1);
+        // The partial copy and the reception gave their memory back.
+        let start = std::time::Instant::now();
+        while nodes[1].stats().snapshot_memory_in_use != 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "memory not given back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         for n in &nodes {
             n.shutdown().await;
         }

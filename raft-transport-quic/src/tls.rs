@@ -5,9 +5,13 @@
 //!
 //! * the certificate chain must lead to the cluster CA (rustls' WebPKI verifiers do that);
 //! * the certificate must name exactly one node (see [`crate::identity`]);
-//! * that node must be a member, once the transport has been told the membership
-//!   ([`Transport::set_peers`](raft_runtime::Transport::set_peers)); before that, any node
-//!   the cluster CA vouches for is accepted, so that a node waiting to join can be reached.
+//! * that node must be a member: listed in the last
+//!   [`Transport::set_peers`](raft_runtime::Transport::set_peers) call, or in
+//!   [`QuicConfig::with_initial_peers`](crate::QuicConfig::with_initial_peers) before the
+//!   first such call. Until the transport knows the membership, **every** peer is refused
+//!   ("membership not known yet"): a certificate from the cluster CA is necessary, never
+//!   sufficient, so a removed node or one from another cluster under the same CA is never
+//!   admitted, not even in the moments after a restart.
 //!
 //! A client also checks that the server is the node it dialled: it passes
 //! `node-<id>.raft` as the TLS server name, and the name must be in the certificate.
@@ -140,7 +144,8 @@ fn parse_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>, QuicErro
 #[derive(Debug)]
 pub(crate) struct Members {
     own_id: NodeId,
-    /// `None` until the first `set_peers`: any node vouched for by the CA is admitted.
+    /// `None` until the membership is known (the first `set_peers`, or the initial list of
+    /// the configuration): nobody is admitted.
     ids: RwLock<Option<BTreeSet<NodeId>>>,
     /// Handshakes refused because of a peer's certificate.
     refused: AtomicU64,
@@ -148,10 +153,11 @@ pub(crate) struct Members {
 }
 
 impl Members {
-    pub(crate) fn new(own_id: NodeId) -> Members {
+    /// Members admitting `initial` (`None`: nobody until the first [`Members::set`]).
+    pub(crate) fn new(own_id: NodeId, initial: Option<BTreeSet<NodeId>>) -> Members {
         Members {
             own_id,
-            ids: RwLock::new(None),
+            ids: RwLock::new(initial),
             refused: AtomicU64::new(0),
             log: Mutex::new(None),
         }
@@ -167,8 +173,11 @@ impl Members {
             return Err(format!("peer presents this node's own identity ({id})"));
         }
         match &*self.ids.read().unwrap_or_else(|e| e.into_inner()) {
+            None => Err(format!(
+                "membership not known yet: node {id} cannot be admitted before the member list is set"
+            )),
             Some(ids) if !ids.contains(&id) => Err(format!("node {id} is not a member of the cluster")),
-            _ => Ok(()),
+            Some(_) => Ok(()),
         }
     }
 
@@ -373,4 +382,32 @@ pub(crate) fn build_crypto(tls: &TlsConfig, members: &Arc<Members>) -> Result<Cr
         client_snapshots: client(ALPN_SNAPSHOTS)?,
         server,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nobody_is_admitted_before_the_membership_is_known() {
+        let members = Members::new(1, None);
+        let err = members.admits(2).unwrap_err();
+        assert!(err.contains("membership not known yet"), "{err}");
+        assert!(members.admits(1).is_err(), "never its own identity");
+    }
+
+    #[test]
+    fn only_listed_members_are_admitted() {
+        let members = Members::new(1, Some(BTreeSet::from([1, 2])));
+        assert_eq!(members.admits(2), Ok(()));
+        let err = members.admits(3).unwrap_err();
+        assert!(err.contains("not a member"), "{err}");
+        // A removed member is refused from the moment the new list is set.
+        members.set(BTreeSet::from([1, 3]));
+        assert!(members.admits(2).is_err());
+        assert_eq!(members.admits(3), Ok(()));
+        // An empty list is a known membership that admits nobody.
+        members.set(BTreeSet::new());
+        assert!(members.admits(3).unwrap_err().contains("not a member"));
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -13,11 +13,12 @@ use quinn::{Connection, Endpoint};
 use raft_core::{Message, NodeId};
 use raft_runtime::{Inbox, SendError, Transport, TransportError, TransportMetrics, WireMessage};
 use rustls::pki_types::CertificateDer;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backoff::Jitter;
+use crate::backoff::{Jitter, LogLimiter};
+use crate::budget::MemoryBudget;
 use crate::codec::{MESSAGE_MAGIC, encode_greeting};
 use crate::config::{Limits, QuicConfig, Tuning};
 use crate::endpoint::{self, close};
@@ -48,6 +49,18 @@ pub struct QuicStats {
     pub snapshots_received: u64,
     /// Snapshot transfers that resumed from a partial copy instead of starting over.
     pub snapshot_resumes: u64,
+    /// Incoming connection attempts turned away (answered with a QUIC Retry, or refused)
+    /// because [`Limits::max_concurrent_handshakes`] handshakes were in progress.
+    pub handshakes_turned_away: u64,
+    /// Connections closed because their peer held more than
+    /// [`Limits::max_connections_per_peer`] connections to this node.
+    pub excess_connections_closed: u64,
+    /// Message connections closed because the peer stopped reading
+    /// ([`Tuning::write_timeout`](crate::Tuning::write_timeout)).
+    pub write_timeouts: u64,
+    /// Bytes of the snapshot memory budget ([`Limits::snapshot_memory_budget`]) reserved
+    /// now, by receptions in progress and partial copies kept for resumption.
+    pub snapshot_memory_in_use: u64,
 }
 
 /// How a node is connected to a peer right now.
@@ -74,6 +87,9 @@ pub(crate) struct Counters {
     pub(crate) snapshots_sent: AtomicU64,
     pub(crate) snapshots_received: AtomicU64,
     pub(crate) snapshot_resumes: AtomicU64,
+    pub(crate) handshakes_turned_away: AtomicU64,
+    pub(crate) excess_connections_closed: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -100,8 +116,14 @@ pub(crate) struct Peer {
     address: Mutex<Option<String>>,
     has_address: AtomicBool,
     pub(crate) connected: AtomicBool,
+    /// The `stable_id` of the message connection the link uses ([`NO_CONNECTION`] if
+    /// none): the one connection from this peer never closed to make room for another.
+    pub(crate) designated: AtomicUsize,
     pub(crate) state: watch::Sender<LinkState>,
 }
+
+/// [`Peer::designated`] when the link has no connection.
+pub(crate) const NO_CONNECTION: usize = usize::MAX;
 
 impl Peer {
     pub(crate) fn address(&self) -> Option<String> {
@@ -142,9 +164,17 @@ pub(crate) struct Shared {
     /// The runtime the transport was bound in: every task runs there, whichever thread
     /// calls `set_peers`.
     pub(crate) runtime: tokio::runtime::Handle,
+    /// Partial snapshots kept for resumption, at most one per peer.
     pub(crate) partial_snapshots: Mutex<HashMap<NodeId, PartialSnapshot>>,
+    /// Memory for snapshot receptions and partial copies, node-wide.
+    pub(crate) snapshot_budget: Arc<MemoryBudget>,
     /// One snapshot reception at a time per peer.
     pub(crate) receive_slots: Mutex<HashMap<NodeId, Arc<ReceiveSlot>>>,
+    /// The connections each peer opened to this node and that may still be open, oldest
+    /// first; at most `max_connections_per_peer` each.
+    incoming: Mutex<HashMap<NodeId, Vec<Connection>>>,
+    /// Incoming handshakes in progress, at most `max_concurrent_handshakes`.
+    handshakes: Arc<Semaphore>,
     /// Test hook: the receiver drops a snapshot connection after this many bytes, once.
     #[cfg(test)]
     pub(crate) snapshot_fault: AtomicU64,
@@ -181,6 +211,7 @@ impl Shared {
             has_address: AtomicBool::new(address.is_some()),
             address: Mutex::new(address),
             connected: AtomicBool::new(false),
+            designated: AtomicUsize::new(NO_CONNECTION),
             state: watch::Sender::new(LinkState::default()),
         });
         self.spawn(link::run(self.clone(), peer.clone(), queue_rx, control_rx));
@@ -200,6 +231,123 @@ impl Shared {
                 .or_insert_with(|| self.spawn_peer(id, None))
                 .clone(),
         )
+    }
+
+    /// Replaces the membership: admits only `peers`, stops the links of peers no longer
+    /// listed, and creates or readdresses the others.
+    pub(crate) fn set_peers(self: &Arc<Self>, peers: BTreeMap<NodeId, Bytes>) {
+        let shared = self;
+        let ids: BTreeSet<NodeId> = peers.keys().copied().collect();
+        shared.members.set(ids.clone());
+        shared
+            .partial_snapshots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| ids.contains(id));
+        // Snapshot transfers and not yet adopted connections of removed peers; their
+        // message connections close with their links below.
+        shared
+            .incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, connections| {
+                let keep = ids.contains(id);
+                if !keep {
+                    for conn in connections.drain(..) {
+                        conn.close(close::NOT_MEMBER, b"not a member");
+                    }
+                }
+                keep
+            });
+        let mut map = shared.peers.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|id, peer| {
+            let keep = ids.contains(id);
+            if !keep {
+                tracing::info!(
+                    node = shared.node_id,
+                    peer = id,
+                    "peer removed from membership; disconnecting"
+                );
+                peer.control(Control::Stop);
+            }
+            keep
+        });
+        for (id, raw) in peers {
+            if id == shared.node_id || id == 0 {
+                continue;
+            }
+            let address = match std::str::from_utf8(&raw) {
+                Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                Ok(_) => None,
+                Err(_) => {
+                    tracing::warn!(
+                        node = shared.node_id,
+                        peer = id,
+                        "peer address is not UTF-8; ignoring it"
+                    );
+                    None
+                }
+            };
+            match map.get(&id) {
+                Some(peer) => peer.set_address(address),
+                None if !shared.shutdown.is_cancelled() => {
+                    let peer = shared.spawn_peer(id, address);
+                    map.insert(id, peer);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Registers a connection `peer` opened to this node. If the peer now holds more than
+    /// `max_connections_per_peer`, closes its oldest connections until it does not, sparing
+    /// the message connection its link uses.
+    fn track_incoming(&self, peer: NodeId, conn: &Connection) {
+        let designated = self
+            .peer(peer)
+            .map_or(NO_CONNECTION, |p| p.designated.load(Ordering::Acquire));
+        let limit = self.limits.max_connections_per_peer;
+        let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        let connections = incoming.entry(peer).or_default();
+        connections.retain(|c| c.close_reason().is_none());
+        connections.push(conn.clone());
+        let mut excess = connections.len().saturating_sub(limit);
+        let mut closed = 0;
+        let mut i = 0;
+        while excess > 0 && i < connections.len() {
+            if connections[i].stable_id() == designated {
+                i += 1;
+                continue;
+            }
+            let oldest = connections.remove(i);
+            oldest.close(
+                close::TOO_MANY_CONNECTIONS,
+                b"too many connections from this node",
+            );
+            excess -= 1;
+            closed += 1;
+        }
+        drop(incoming);
+        if closed > 0 {
+            Counters::add(&self.counters.excess_connections_closed, closed);
+            tracing::debug!(
+                node = self.node_id,
+                peer,
+                closed,
+                "closed connections past the per-peer limit of {limit}"
+            );
+        }
+    }
+
+    /// Forgets a connection `peer` opened, once it is closed.
+    fn untrack_incoming(&self, peer: NodeId, conn: &Connection) {
+        let mut incoming = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(connections) = incoming.get_mut(&peer) {
+            connections.retain(|c| c.stable_id() != conn.stable_id());
+            if connections.is_empty() {
+                incoming.remove(&peer);
+            }
+        }
     }
 
     pub(crate) fn logical_drop(&self, n: u64) {
@@ -255,9 +403,15 @@ impl QuicTransport {
                 config.node_id
             )));
         }
-        let members = Arc::new(Members::new(config.node_id));
+        let initial_members = config
+            .initial_peers
+            .as_ref()
+            .map(|peers| peers.keys().copied().collect::<BTreeSet<NodeId>>());
+        let members = Arc::new(Members::new(config.node_id, initial_members));
         let crypto = build_crypto(&config.tls, &members)?;
         let endpoints = endpoint::build(config.listen_addr, &config.tuning, crypto)?;
+        let snapshot_budget = MemoryBudget::new(config.limits.snapshot_memory_budget);
+        let handshakes = Arc::new(Semaphore::new(config.limits.max_concurrent_handshakes));
         let shared = Arc::new(Shared {
             node_id: config.node_id,
             incarnation: Jitter::new(config.node_id).next_u64(),
@@ -275,7 +429,10 @@ impl QuicTransport {
             tasks: TaskTracker::new(),
             runtime: tokio::runtime::Handle::current(),
             partial_snapshots: Mutex::new(HashMap::new()),
+            snapshot_budget,
             receive_slots: Mutex::new(HashMap::new()),
+            incoming: Mutex::new(HashMap::new()),
+            handshakes,
             #[cfg(test)]
             snapshot_fault: AtomicU64::new(0),
             #[cfg(test)]
@@ -283,6 +440,9 @@ impl QuicTransport {
             #[cfg(test)]
             stalled: Mutex::new(Vec::new()),
         });
+        if let Some(peers) = config.initial_peers {
+            shared.set_peers(peers);
+        }
         shared.spawn(accept_loop(shared.clone()));
         tracing::info!(node = config.node_id, addr = ?shared.endpoint.local_addr().ok(), "QUIC transport listening");
         Ok(QuicTransport { shared })
@@ -364,6 +524,10 @@ impl QuicTransport {
             snapshots_sent: get(&c.snapshots_sent),
             snapshots_received: get(&c.snapshots_received),
             snapshot_resumes: get(&c.snapshot_resumes),
+            handshakes_turned_away: get(&c.handshakes_turned_away),
+            excess_connections_closed: get(&c.excess_connections_closed),
+            write_timeouts: get(&c.write_timeouts),
+            snapshot_memory_in_use: self.shared.snapshot_budget.used(),
         }
     }
 
@@ -402,47 +566,7 @@ impl Transport for QuicTransport {
     }
 
     fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>) {
-        let shared = &self.shared;
-        let ids: BTreeSet<NodeId> = peers.keys().copied().collect();
-        shared.members.set(ids.clone());
-        let mut map = shared.peers.write().unwrap_or_else(|e| e.into_inner());
-        map.retain(|id, peer| {
-            let keep = ids.contains(id);
-            if !keep {
-                tracing::info!(
-                    node = shared.node_id,
-                    peer = id,
-                    "peer removed from membership; disconnecting"
-                );
-                peer.control(Control::Stop);
-            }
-            keep
-        });
-        for (id, raw) in peers {
-            if id == shared.node_id || id == 0 {
-                continue;
-            }
-            let address = match std::str::from_utf8(&raw) {
-                Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-                Ok(_) => None,
-                Err(_) => {
-                    tracing::warn!(
-                        node = shared.node_id,
-                        peer = id,
-                        "peer address is not UTF-8; ignoring it"
-                    );
-                    None
-                }
-            };
-            match map.get(&id) {
-                Some(peer) => peer.set_address(address),
-                None if !shared.shutdown.is_cancelled() => {
-                    let peer = shared.spawn_peer(id, address);
-                    map.insert(id, peer);
-                }
-                None => {}
-            }
-        }
+        self.shared.set_peers(peers);
     }
 
     fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError> {
@@ -516,6 +640,7 @@ impl Transport for QuicTransport {
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
+    let mut busy_log = LogLimiter::new(Duration::from_secs(10));
     loop {
         let incoming = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -524,17 +649,55 @@ async fn accept_loop(shared: Arc<Shared>) {
                 None => return,
             },
         };
+        let Ok(permit) = shared.handshakes.clone().try_acquire_owned() else {
+            turn_away(&shared, incoming, &mut busy_log);
+            continue;
+        };
         let task_shared = shared.clone();
         shared.spawn(async move {
             tokio::select! {
                 _ = task_shared.shutdown.cancelled() => {}
-                _ = handle_incoming(task_shared.clone(), incoming) => {}
+                _ = handle_incoming(task_shared.clone(), incoming, permit) => {}
             }
         });
     }
 }
 
-async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
+/// Answers a connection attempt that finds every handshake slot taken, without a key
+/// exchange: a Retry if the client's address is not validated yet, otherwise a refusal.
+/// See [`Limits::max_concurrent_handshakes`] for why.
+fn turn_away(shared: &Shared, incoming: quinn::Incoming, log: &mut LogLimiter) {
+    Counters::add(&shared.counters.handshakes_turned_away, 1);
+    let remote = incoming.remote_address();
+    let answer = if incoming.remote_address_validated() {
+        incoming.refuse();
+        "refused"
+    } else {
+        match incoming.retry() {
+            Ok(()) => "asked to retry",
+            Err(e) => {
+                e.into_incoming().refuse();
+                "refused"
+            }
+        }
+    };
+    let limit = shared.limits.max_concurrent_handshakes;
+    match log.allow() {
+        Some(suppressed) => tracing::warn!(
+            node = shared.node_id,
+            %remote,
+            suppressed,
+            "{limit} handshakes in progress: connection attempt {answer}"
+        ),
+        None => tracing::debug!(
+            node = shared.node_id,
+            %remote,
+            "{limit} handshakes in progress: connection attempt {answer}"
+        ),
+    }
+}
+
+async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming, permit: OwnedSemaphorePermit) {
     let remote = incoming.remote_address();
     let conn = match tokio::time::timeout(shared.tuning.handshake_timeout, incoming).await {
         Ok(Ok(conn)) => conn,
@@ -547,14 +710,26 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
+    // The key exchange is over: the slot is free for the next handshake.
+    drop(permit);
     let Some(peer_id) = peer_id_of(&conn) else {
         // The verifier guarantees a node name; this is only reachable on a bug.
         conn.close(close::PROTOCOL, b"no node identity");
         return;
     };
+    shared.track_incoming(peer_id, &conn);
+    // The membership may have changed since the verifier admitted the peer.
+    if shared.members.admits(peer_id).is_err() {
+        conn.close(close::NOT_MEMBER, b"not a member");
+        return;
+    }
     match alpn_of(&conn).as_deref() {
         Some(ALPN_MESSAGES) => accept_messages(shared, conn, peer_id).await,
-        Some(ALPN_SNAPSHOTS) => snapshot::receive(shared, conn, peer_id).await,
+        Some(ALPN_SNAPSHOTS) => {
+            snapshot::receive(shared.clone(), conn.clone(), peer_id).await;
+            conn.close(close::SNAPSHOT_DONE, b"transfer over");
+            shared.untrack_incoming(peer_id, &conn);
+        }
         _ => conn.close(close::PROTOCOL, b"unknown application protocol"),
     }
 }

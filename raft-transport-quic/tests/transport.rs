@@ -39,9 +39,20 @@ fn addresses(nodes: &[&QuicTransport]) -> BTreeMap<NodeId, Bytes> {
 
 /// Binds nodes that all know each other, each with a registered inbox.
 async fn cluster(ca: &DevCa, ids: &[NodeId]) -> Vec<(Arc<QuicTransport>, InboxReceiver)> {
+    cluster_with(ca, ids, |_| {}).await
+}
+
+/// [`cluster`], with each node's configuration adjusted by `adjust`.
+async fn cluster_with(
+    ca: &DevCa,
+    ids: &[NodeId],
+    adjust: impl Fn(&mut QuicConfig),
+) -> Vec<(Arc<QuicTransport>, InboxReceiver)> {
     let mut nodes = Vec::new();
     for &id in ids {
-        let t = Arc::new(bind(ca, id).await);
+        let mut cfg = config(id, ca.node_tls(id).unwrap());
+        adjust(&mut cfg);
+        let t = Arc::new(QuicTransport::bind(cfg).await.unwrap());
         let (inbox, rx) = Inbox::channel(1 << 16);
         t.register(inbox);
         nodes.push((t, rx));
@@ -504,12 +515,92 @@ async fn valid_certificates_naming_non_members_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joining_node_answers_peers_it_has_no_address_for() {
+async fn nobody_is_admitted_before_the_first_member_list() {
     let ca = DevCa::generate().unwrap();
-    // Node 4 waits to join: it has never been told the membership.
+    // Node 4 has been told nothing yet: not even the leader that will add it is admitted.
     let joining = bind(&ca, 4).await;
     let (inbox, mut j_rx) = Inbox::channel(16);
     joining.register(inbox);
+    let leader = bind(&ca, 1).await;
+    leader.set_peers(addresses(&[&leader, &joining]));
+    let err = leader.connect(4).await.unwrap_err();
+    assert!(
+        matches!(err, TransportError::Unreachable { peer: 4, .. }),
+        "{err}"
+    );
+    wait_for("node 4 to refuse", || joining.stats().refused_handshakes >= 1).await;
+    assert!(joining.peer_connection(1).is_none());
+    // A raw client with a valid cluster certificate is refused the same way.
+    let refused = joining.stats().refused_handshakes;
+    assert!(raw_connect_refused(&ca, 1, joining.local_addr(), 4).await);
+    wait_for("node 4 to refuse the raw client", || {
+        joining.stats().refused_handshakes > refused
+    })
+    .await;
+    assert!(
+        j_rx.try_recv().is_none(),
+        "nothing delivered before the member list"
+    );
+    wait_for("the refused connections to be gone", || {
+        joining.open_connections() == 0
+    })
+    .await;
+
+    // Once told its members, it admits them.
+    joining.set_peers(BTreeMap::from([(1, Bytes::new()), (4, Bytes::new())]));
+    leader.connect(4).await.unwrap();
+    leader.shutdown().await;
+    joining.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_member_list_admits_members_from_the_start() {
+    let ca = DevCa::generate().unwrap();
+    let a = bind(&ca, 1).await;
+    let stranger = bind(&ca, 3).await;
+    // Node 2 knows its members at bind time and is never given set_peers.
+    let b = QuicTransport::bind(
+        config(2, ca.node_tls(2).unwrap()).with_initial_peers(BTreeMap::from([
+            (1, Bytes::from(a.local_addr().to_string())),
+            (2, Bytes::new()),
+        ])),
+    )
+    .await
+    .unwrap();
+    let (inbox, mut b_rx) = Inbox::channel(16);
+    b.register(inbox);
+    a.set_peers(addresses(&[&a, &b]));
+    send_retrying(&a, 2, vec![forward(1)]).await;
+    assert!(matches!(
+        next_incoming(&mut b_rx).await,
+        Incoming::Messages { from: 1, .. }
+    ));
+    // It dials the members it has an address for.
+    let (inbox, mut a_rx) = Inbox::channel(16);
+    a.register(inbox);
+    send_retrying(&b, 1, vec![forward(2)]).await;
+    assert!(matches!(
+        next_incoming(&mut a_rx).await,
+        Incoming::Messages { from: 2, .. }
+    ));
+    // A node the CA vouches for but the list does not name is refused.
+    stranger.set_peers(addresses(&[&b, &stranger]));
+    assert!(stranger.connect(2).await.is_err());
+    wait_for("node 2 to refuse node 3", || b.stats().refused_handshakes >= 1).await;
+    assert!(b.peer_connection(3).is_none());
+    for t in [a, b, stranger] {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_answers_peers_it_has_no_address_for() {
+    let ca = DevCa::generate().unwrap();
+    // Node 4 joins: it was told its members (the leader among them) but no addresses.
+    let joining = bind(&ca, 4).await;
+    let (inbox, mut j_rx) = Inbox::channel(16);
+    joining.register(inbox);
+    joining.set_peers(BTreeMap::from([(1, Bytes::new()), (4, Bytes::new())]));
     let leader = bind(&ca, 1).await;
     let (inbox, mut l_rx) = Inbox::channel(16);
     leader.register(inbox);
@@ -553,7 +644,49 @@ async fn a_joining_node_answers_peers_it_has_no_address_for() {
     joining.shutdown().await;
 }
 
-/// A hand-made QUIC client with a valid cluster certificate, to send raw bytes.
+/// A hand-made QUIC client endpoint presenting a valid cluster certificate for `id`, to
+/// behave as a hostile member would.
+fn raw_client(ca: &DevCa, id: NodeId, alpn: &[u8]) -> quinn::Endpoint {
+    let tls = ca.node_tls(id).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(tls.ca_certs[0].clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(tls.cert_chain, tls.key)
+        .unwrap();
+    crypto.alpn_protocols = vec![alpn.to_vec()];
+    let client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
+    ));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    endpoint
+}
+
+/// Whether the node `server_id` refuses a raw client presenting a valid cluster
+/// certificate for `id`: the handshake fails, or (since in TLS 1.3 the server checks the
+/// client's certificate after the client considers the handshake done) the connection is
+/// closed with a transport error right after it.
+async fn raw_connect_refused(ca: &DevCa, id: NodeId, server: SocketAddr, server_id: NodeId) -> bool {
+    let endpoint = raw_client(ca, id, b"raft-msg/1");
+    let name = raft_transport_quic::identity::node_name(server_id);
+    let conn = match endpoint.connect(server, &name).unwrap().await {
+        Ok(conn) => conn,
+        Err(_) => return true,
+    };
+    // The server never answers a greeting it did not get: a kept connection stays open
+    // until this deadline.
+    match tokio::time::timeout(DEADLINE, conn.closed()).await {
+        Ok(quinn::ConnectionError::ConnectionClosed(_)) => true,
+        Ok(other) => panic!("unexpected close {other}"),
+        Err(_) => false,
+    }
+}
+
+/// A raw client's message stream to the node `server_id`.
 async fn raw_stream(
     ca: &DevCa,
     id: NodeId,
@@ -565,22 +698,7 @@ async fn raw_stream(
     quinn::SendStream,
     quinn::RecvStream,
 ) {
-    let tls = ca.node_tls(id).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(tls.ca_certs[0].clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(tls.cert_chain, tls.key)
-        .unwrap();
-    crypto.alpn_protocols = vec![b"raft-msg/1".to_vec()];
-    let client = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap(),
-    ));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(client);
+    let endpoint = raw_client(ca, id, b"raft-msg/1");
     let name = raft_transport_quic::identity::node_name(server_id);
     let conn = endpoint.connect(server, &name).unwrap().await.unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();
@@ -700,7 +818,12 @@ async fn a_1_gib_snapshot_arrives_intact_while_heartbeats_flow() {
 async fn snapshot_while_heartbeats_flow(size: usize) {
     const HEARTBEATS_DURING: usize = 20;
     let ca = DevCa::generate().unwrap();
-    let mut nodes = cluster(&ca, &[1, 2]).await;
+    let mut nodes = cluster_with(&ca, &[1, 2], |cfg| {
+        let limits = &mut cfg.limits;
+        limits.snapshot_memory_budget = limits.snapshot_memory_budget.max(size as u64);
+        limits.max_snapshot_size = limits.snapshot_memory_budget;
+    })
+    .await;
     settle(&nodes).await;
     let (b, mut b_rx) = nodes.pop().unwrap();
     let (a, mut a_rx) = nodes.pop().unwrap();
@@ -900,6 +1023,92 @@ async fn failed_snapshots_are_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_past_the_memory_budget_are_refused_while_others_proceed() {
+    const MIB: usize = 1 << 20;
+    let ca = DevCa::generate().unwrap();
+    let mut nodes = cluster_with(&ca, &[1, 2, 3, 4, 5], |cfg| {
+        cfg.limits.snapshot_memory_budget = 16 << 20;
+        cfg.limits.max_snapshot_size = 16 << 20;
+    })
+    .await;
+    let receiver = nodes[1].0.clone();
+    let mut rx = std::mem::replace(&mut nodes[1].1, Inbox::channel(1).1);
+    let senders: BTreeMap<NodeId, Arc<QuicTransport>> =
+        nodes.iter().map(|(t, _)| (t.node_id(), t.clone())).collect();
+
+    // Node 2's runtime takes every snapshot at once, except node 3's, which it holds until
+    // told: node 3's 10 MiB stay reserved meanwhile.
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let runtime = tokio::spawn({
+        let taken = taken.clone();
+        async move {
+            let mut release = Some((release_rx, held_tx));
+            while let Some(incoming) = rx.recv().await {
+                if let Incoming::Snapshot { from, data, ack, .. } = incoming {
+                    taken.lock().unwrap().push((from, data.len()));
+                    if from == 3 {
+                        let (release_rx, held_tx) = release.take().expect("one snapshot from node 3");
+                        held_tx.send(()).unwrap();
+                        tokio::spawn(async move {
+                            let _ = release_rx.await;
+                            ack.send(Ok(())).unwrap();
+                        });
+                    } else {
+                        ack.send(Ok(())).unwrap();
+                    }
+                }
+            }
+        }
+    });
+    let send = |from: NodeId, len: usize| {
+        let t = senders[&from].clone();
+        async move {
+            let data = Bytes::from(garbage(from, len));
+            t.send_snapshot(2, snapshot_message(from, 2), data).await
+        }
+    };
+
+    let held = tokio::spawn(send(3, 10 * MIB));
+    tokio::time::timeout(DEADLINE, held_rx).await.unwrap().unwrap();
+    assert!(receiver.stats().snapshot_memory_in_use >= 10 << 20);
+    // Two more transfers of 10 MiB at once: neither fits next to node 3's.
+    let (four, five) = tokio::join!(send(4, 10 * MIB), send(5, 10 * MIB));
+    for (sender, result) in [(4, four), (5, five)] {
+        match result {
+            Err(TransportError::Refused { peer: 2, reason }) => {
+                assert!(reason.contains("memory budget"), "{reason}");
+            }
+            other => panic!("node {sender}: expected a refusal, got {other:?}"),
+        }
+    }
+    // A transfer that fits goes through meanwhile.
+    send(1, 4 * MIB).await.unwrap();
+    release_tx.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, held)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    wait_for("the budget to be given back", || {
+        receiver.stats().snapshot_memory_in_use == 0
+    })
+    .await;
+    // With the memory back, node 4's snapshot fits.
+    send(4, 10 * MIB).await.unwrap();
+    assert_eq!(receiver.stats().snapshots_received, 3);
+    assert_eq!(
+        *taken.lock().unwrap(),
+        vec![(3, 10 * MIB), (1, 4 * MIB), (4, 10 * MIB)]
+    );
+    for (t, _) in &nodes {
+        t.shutdown().await;
+    }
+    runtime.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_holds_an_idle_connection_open() {
     let ca = DevCa::generate().unwrap();
     let mut nodes = Vec::new();
@@ -996,4 +1205,215 @@ async fn configuration_errors_name_what_is_wrong() {
     let twin = ca.issue_with_names(1, &[1, 2]).unwrap();
     let tls = TlsConfig::from_pem(ca.ca_cert_pem(), &twin.cert_pem, &twin.key_pem).unwrap();
     assert!(matches!(tls.node_id(), Err(QuicError::Identity(_))));
+}
+
+/// A peer (node 3, a listed member) dialled by a raw client that greets and then never
+/// reads: the node's writes to it block on flow control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_cut_off_without_stalling_the_others() {
+    let ca = DevCa::generate().unwrap();
+    let mut nodes = cluster_with(&ca, &[1, 2], |cfg| {
+        cfg.tuning.write_timeout = Duration::from_secs(2);
+    })
+    .await;
+    settle(&nodes).await;
+    let server = nodes[1].0.clone();
+    let mut peers = addresses(&[&nodes[0].0, &server]);
+    peers.insert(3, Bytes::new());
+    server.set_peers(peers);
+
+    let (_ep, conn, mut send, mut recv) = raw_stream(&ca, 3, server.local_addr(), 2).await;
+    send.write_all(&greeting()).await.unwrap();
+    let mut reply = [0u8; 12];
+    recv.read_exact(&mut reply).await.unwrap();
+    wait_for("node 2 to adopt the connection", || {
+        server.peer_connection(3).is_some()
+    })
+    .await;
+
+    // Far more than the client's receive window, which it never opens again.
+    let big = Bytes::from(vec![9u8; 64 << 10]);
+    for id in 0..200 {
+        let batch = vec![WireMessage::Forward {
+            id,
+            command: big.clone(),
+        }];
+        let _ = server.send(3, batch);
+    }
+    // Node 2's link to node 3 is stuck; its link to node 1 is not.
+    send_retrying(&server, 1, vec![forward(77)]).await;
+    let rx = &mut nodes[0].1;
+    loop {
+        if let Incoming::Messages { from: 2, messages } = next_incoming(rx).await {
+            if messages.contains(&forward(77)) {
+                break;
+            }
+        }
+    }
+    // The stuck link gives up: it closes the connection and drops what was queued.
+    let (code, reason) = closed_with(&conn).await;
+    assert_eq!(code, 8, "write timeout: {reason}");
+    assert!(reason.contains("stopped reading"), "{reason}");
+    assert_eq!(server.stats().write_timeouts, 1);
+    wait_for("node 2 to forget the connection", || {
+        server.peer_connection(3).is_none()
+    })
+    .await;
+    assert!(server.metrics().dropped > 0);
+    // And node 1 is still served.
+    send_retrying(&server, 1, vec![forward(78)]).await;
+    loop {
+        if let Incoming::Messages { from: 2, messages } = next_incoming(rx).await {
+            if messages.contains(&forward(78)) {
+                break;
+            }
+        }
+    }
+    for (t, _) in &nodes {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_opening_many_connections_keeps_only_a_bounded_number() {
+    let ca = DevCa::generate().unwrap();
+    let mut cfg = config(2, ca.node_tls(2).unwrap());
+    // Long enough that no connection is closed for not greeting during the test.
+    cfg.tuning.handshake_timeout = Duration::from_secs(120);
+    let limit = cfg.limits.max_connections_per_peer;
+    let server =
+        QuicTransport::bind(cfg.with_initial_peers(BTreeMap::from([(2, Bytes::new()), (3, Bytes::new())])))
+            .await
+            .unwrap();
+    let (inbox, _rx) = Inbox::channel(16);
+    server.register(inbox);
+    let addr = server.local_addr();
+
+    // Node 3's message connection, in use.
+    let endpoint = raw_client(&ca, 3, b"raft-msg/1");
+    let name = raft_transport_quic::identity::node_name(2);
+    let designated = endpoint.connect(addr, &name).unwrap().await.unwrap();
+    let (mut send, mut recv) = designated.open_bi().await.unwrap();
+    send.write_all(&greeting()).await.unwrap();
+    let mut reply = [0u8; 12];
+    recv.read_exact(&mut reply).await.unwrap();
+    wait_for("node 2 to adopt the connection", || {
+        server.peer_connection(3).is_some()
+    })
+    .await;
+
+    // The protocol's one stream per connection is all a peer may open.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), designated.open_bi())
+            .await
+            .is_err(),
+        "a second stream was granted"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), designated.open_uni())
+            .await
+            .is_err(),
+        "a unidirectional stream was granted"
+    );
+
+    // Ten more connections that never greet.
+    let mut extra = Vec::new();
+    for _ in 0..10 {
+        extra.push(endpoint.connect(addr, &name).unwrap().await.unwrap());
+    }
+    wait_for("the extra connections to be closed", || {
+        extra.iter().filter(|c| c.close_reason().is_none()).count() < limit
+    })
+    .await;
+    assert!(
+        designated.close_reason().is_none(),
+        "the connection in use survives"
+    );
+    assert!(server.peer_connection(3).is_some());
+    assert!(server.stats().excess_connections_closed >= (10 + 1 - limit) as u64);
+    for conn in extra.iter().take(10 + 1 - limit) {
+        let (code, reason) = closed_with(conn).await;
+        assert_eq!(code, 7, "{reason}");
+    }
+    // The message connection still works: node 2 writes a frame on it.
+    server.send(3, vec![forward(1)]).unwrap();
+    let mut prefix = [0u8; 4];
+    tokio::time::timeout(DEADLINE, recv.read_exact(&mut prefix))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(u32::from_le_bytes(prefix) > 0);
+    server.shutdown().await;
+}
+
+/// Forwards datagrams from its own address to `server` and drops every answer, so the
+/// handshakes of clients dialling it never complete. Clearing the flag cuts it entirely.
+async fn one_way_relay(server: SocketAddr) -> (SocketAddr, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let open = Arc::new(AtomicBool::new(true));
+    let task = tokio::spawn({
+        let open = open.clone();
+        async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, _)) = front.recv_from(&mut buf).await {
+                if open.load(Ordering::Relaxed) {
+                    let _ = upstream.send_to(&buf[..n], server).await;
+                }
+            }
+        }
+    });
+    (addr, open, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_flood_is_capped() {
+    const CAP: usize = 2;
+    let ca = DevCa::generate().unwrap();
+    let a = bind(&ca, 1).await;
+    let mut cfg = config(2, ca.node_tls(2).unwrap());
+    cfg.limits.max_concurrent_handshakes = CAP;
+    cfg.tuning.handshake_timeout = Duration::from_secs(2);
+    let server = QuicTransport::bind(cfg).await.unwrap();
+    let mut peers = addresses(&[&a, &server]);
+    peers.insert(3, Bytes::new());
+    server.set_peers(peers.clone());
+    a.set_peers(peers);
+
+    // Eight handshakes that never complete, from a member's valid certificate.
+    let (relay, open, relay_task) = one_way_relay(server.local_addr()).await;
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        let endpoint = raw_client(&ca, 3, b"raft-msg/1");
+        let connecting = endpoint
+            .connect(relay, &raft_transport_quic::identity::node_name(2))
+            .unwrap();
+        flood.push((endpoint, tokio::spawn(connecting)));
+    }
+    wait_for("the attempts past the cap to be turned away", || {
+        server.stats().handshakes_turned_away >= 8 - CAP as u64
+    })
+    .await;
+    assert!(
+        server.open_connections() <= CAP,
+        "{} handshakes in progress",
+        server.open_connections()
+    );
+
+    // Once the flood stops and its handshakes time out, a member connects.
+    open.store(false, Ordering::Relaxed);
+    let start = Instant::now();
+    while a.connect(2).await.is_err() {
+        assert!(start.elapsed() < DEADLINE, "node 1 never got through");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(server.peer_connection(1).is_some() || a.peer_connection(2).is_some());
+    for (endpoint, task) in flood {
+        task.abort();
+        endpoint.close(0u32.into(), b"");
+    }
+    relay_task.abort();
+    a.shutdown().await;
+    server.shutdown().await;
 }
