@@ -143,7 +143,16 @@ impl AdminToken {
         let mut file = tempfile::NamedTempFile::new_in(dir).map_err(write_error)?;
         writeln!(file, "{}", self.0).map_err(write_error)?;
         file.as_file().sync_all().map_err(write_error)?;
-        file.persist(path).map_err(|e| write_error(e.error))?;
+        let persisted = if force {
+            file.persist(path)
+        } else {
+            // Checked above, but another process may have written one since.
+            file.persist_noclobber(path)
+        };
+        persisted.map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => TokenError::Exists(path.to_path_buf()),
+            _ => write_error(e.error),
+        })?;
         Ok(())
     }
 
