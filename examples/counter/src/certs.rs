@@ -1,11 +1,14 @@
 //! Where a node's certificates live: `ca.pem`, `node-<id>.pem` and `node-<id>.key` in one
 //! directory, the layout that [`DevCa::write_node_files`] writes and `counter node --certs`
-//! reads.
+//! reads; and, next to them, the cluster's admin token (`admin.token`, see
+//! [`crate::admin_token`]).
 
 use std::path::{Path, PathBuf};
 
 use raft_runtime::raft_core::NodeId;
 use raft_transport_quic::{DevCa, NodeFiles, QuicError, TlsConfig};
+
+use crate::admin_token::{AdminToken, TokenError};
 
 /// The files of node `id` in `dir`.
 pub fn node_files(dir: &Path, id: NodeId) -> NodeFiles {
@@ -14,6 +17,11 @@ pub fn node_files(dir: &Path, id: NodeId) -> NodeFiles {
         cert: dir.join(format!("node-{id}.pem")),
         key: dir.join(format!("node-{id}.key")),
     }
+}
+
+/// The admin token's file in `dir`.
+pub fn admin_token_file(dir: &Path) -> PathBuf {
+    dir.join("admin.token")
 }
 
 /// Loads node `id`'s TLS identity from `dir`. Errors name the missing or bad file.
@@ -31,10 +39,14 @@ pub enum CertsError {
     /// Generating or writing failed.
     #[error(transparent)]
     Quic(#[from] QuicError),
+    /// Generating or writing the admin token failed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 /// Generates a development CA and a certificate for each of `ids`, and writes them as PEM
-/// into `dir` (created if missing; keys readable by their owner only).
+/// into `dir` (created if missing; keys readable by their owner only), with a new admin
+/// token (readable by its owner only) in [`admin_token_file`].
 ///
 /// The CA's own key is never written: it cannot issue more certificates later, so list
 /// every id the cluster may ever use (nodes that will join later included).
@@ -48,6 +60,8 @@ pub fn write(dir: &Path, ids: &[NodeId], force: bool) -> Result<Vec<NodeFiles>, 
     for &id in ids {
         written.push(ca.write_node_files(dir, id)?);
     }
+    // A new CA is a new cluster: it gets a new token too (`force` was checked above).
+    AdminToken::generate()?.write(&admin_token_file(dir), true)?;
     Ok(written)
 }
 
@@ -65,6 +79,14 @@ mod tests {
         let again = write(dir.path(), &[1], false).unwrap_err();
         assert!(again.to_string().contains("--force"), "{again}");
         write(dir.path(), &[1], true).unwrap();
+
+        let token = AdminToken::load(&admin_token_file(dir.path())).unwrap();
+        write(dir.path(), &[1], true).unwrap();
+        let replaced = AdminToken::load(&admin_token_file(dir.path())).unwrap();
+        assert!(
+            !replaced.matches(token.authorization().trim_start_matches("Bearer ").as_bytes()),
+            "a new CA comes with a new admin token"
+        );
 
         let missing = load(dir.path(), 3).unwrap_err();
         assert!(missing.to_string().contains("node-3.pem"), "{missing}");

@@ -15,9 +15,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
+use crate::admin_token::AdminToken;
 use crate::api::{
     AddRequest, ErrorResponse, IncrRequest, RemoveRequest, StatusResponse, TransferRequest, ValueResponse,
 };
+
+/// How long an idle connection is kept for reuse: less than the servers' default
+/// header-read timeout (10 s), which also closes idle connections, so that the client
+/// lets a connection go before the server does rather than send on one being closed.
+const POOL_IDLE: Duration = Duration::from_secs(5);
 
 /// The least time a request is given, however close the deadline: cutting an increment
 /// short only turns its outcome from known into unknown.
@@ -68,6 +74,8 @@ pub struct Client {
     deadline: Duration,
     /// The node that answered last: tried first next time.
     preferred: AtomicUsize,
+    /// Sent with admin requests.
+    admin_token: Option<AdminToken>,
 }
 
 impl Client {
@@ -89,6 +97,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(POOL_IDLE)
             .build()
             .expect("a plain HTTP client always builds");
         Client {
@@ -96,7 +105,15 @@ impl Client {
             http,
             deadline: Duration::from_secs(30),
             preferred: AtomicUsize::new(0),
+            admin_token: None,
         }
+    }
+
+    /// Sends `token` with admin requests (add, remove, transfer), which the nodes refuse
+    /// (`401`) without the cluster's admin token.
+    pub fn with_admin_token(mut self, token: AdminToken) -> Client {
+        self.admin_token = Some(token);
+        self
     }
 
     /// Gives up on a request after trying for `deadline` (each round tries every node).
@@ -224,6 +241,13 @@ impl Client {
             .timeout(time_left.max(MIN_REQUEST_TIME));
         if let Some(body) = body {
             request = request.json(body);
+        }
+        if let Some(token) = &self.admin_token
+            && path.starts_with("/admin/")
+        {
+            // Only where it is needed: a token sent with every request is a token
+            // exposed to every request's logs and proxies.
+            request = request.header(reqwest::header::AUTHORIZATION, token.authorization());
         }
         let response = match request.send().await {
             Ok(r) => r,

@@ -17,12 +17,13 @@
 //! - [`http`]: the HTTP API every node serves; [`api`]: its JSON bodies and statuses.
 //! - [`client`]: a client that tries the nodes in turn and never retries an increment
 //!   whose outcome is unknown.
-//! - [`peers`], [`certs`], [`shutdown`]: command-line membership, certificate files and
-//!   signals.
+//! - [`peers`], [`certs`], [`admin_token`], [`shutdown`]: command-line membership,
+//!   certificate files, the secret that admin requests need, and signals.
 //! - [`cmd`]: one file per subcommand of the `counter` binary, including the demo.
-//! - [`bench`]: `counter bench`, which measures clusters of this service and of the bare
+//! - [`bench`](mod@bench): `counter bench`, which measures clusters of this service and of the bare
 //!   runtime (throughput, latency, fsyncs, bytes on the wire, CPU, memory).
 
+pub mod admin_token;
 pub mod api;
 pub mod bench;
 pub mod certs;

@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::admin_token::AdminToken;
+use crate::http::HttpLimits;
 use crate::state_machine::Counter;
 
 /// How long stopping waits for each part (the HTTP server's open requests, the last users
@@ -38,6 +40,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The cluster CA, and this node's certificate and key.
     pub tls: TlsConfig,
+    /// The token admin requests must carry (the same on every node of the cluster).
+    pub admin_token: AdminToken,
+    /// What one HTTP client may cost the node.
+    pub http_limits: HttpLimits,
     /// The runtime's settings; start from [`NodeConfig::raft_defaults`].
     pub raft: Config,
 }
@@ -132,22 +138,24 @@ impl BoundNode {
         let raft_addr = self.raft_addr();
         let http_addr = self.http_addr();
         let admin_timeout = self.config.raft.admin_timeout;
+        let admin_token = self.config.admin_token;
+        let http_limits = self.config.http_limits;
         let store: Arc<dyn LogStore> = self.store.clone();
         let transport: Arc<dyn Transport> = self.transport;
         let raft =
             RaftNode::start(self.config.raft, Counter::default(), store, transport, membership).await?;
 
         // A forwarded admin request may take as long as the change itself, plus the hop.
-        let router = crate::http::router(raft.clone(), admin_timeout + Duration::from_secs(5));
+        let router = crate::http::router(
+            raft.clone(),
+            admin_timeout + Duration::from_secs(5),
+            admin_token,
+            http_limits,
+        );
         let (stop_http, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(self.http, router).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "the HTTP server failed");
-            }
-        });
+        let server = tokio::spawn(crate::http::serve(self.http, router, http_limits, async {
+            let _ = stopped.await;
+        }));
         tracing::info!(node = raft.id(), %raft_addr, %http_addr, "node serving");
         Ok(Node {
             raft,

@@ -95,8 +95,11 @@ async fn one_node_serves_the_api_and_resumes_after_a_restart() {
     let r = http.get(format!("{base}/no-such-thing")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    // Admin requests carry the admin token (tests/admin_auth.rs: without it, 401).
+    let authorization = cluster.admin_token().authorization();
     let r = http
         .post(format!("{base}/admin/remove"))
+        .header("authorization", &authorization)
         .json(&json!({"id": 9}))
         .send()
         .await
@@ -109,6 +112,7 @@ async fn one_node_serves_the_api_and_resumes_after_a_restart() {
     // A transfer to the node that already leads is done already.
     let r = http
         .post(format!("{base}/admin/transfer"))
+        .header("authorization", &authorization)
         .json(&json!({"to": 1}))
         .send()
         .await

@@ -20,6 +20,8 @@ async fn nodes_join_take_over_and_leave_through_any_node() {
     cluster.start(4, &join);
     let leader = cluster.wait_for_leader(&[1, 2, 3]).await;
     let follower = (1..=3).find(|&id| id != leader).unwrap();
+    // The admin commands read the admin token from the certificates directory.
+    let certs = cluster.certs_arg();
     for _ in 0..5 {
         cluster.client(&[1, 2, 3]).incr(1).await.expect("increment");
     }
@@ -31,7 +33,9 @@ async fn nodes_join_take_over_and_leave_through_any_node() {
     let requests = [
         http.post(format!("{node4}/incr")),
         http.get(format!("{node4}/value")),
-        http.post(format!("{node4}/admin/transfer")).body(r#"{"to": 1}"#),
+        http.post(format!("{node4}/admin/transfer"))
+            .header("authorization", cluster.admin_token().authorization())
+            .body(r#"{"to": 1}"#),
     ];
     for request in requests {
         let response = request.send().await.expect("node 4 answers");
@@ -51,6 +55,8 @@ async fn nodes_join_take_over_and_leave_through_any_node() {
     let node4_raft = cluster.specs[&4].raft.to_string();
     let out = run_counter(&[
         "add-node",
+        "--certs",
+        &certs,
         "--cluster",
         &cluster.http(follower),
         "--id",
@@ -80,6 +86,8 @@ async fn nodes_join_take_over_and_leave_through_any_node() {
     // Hand leadership to node 4, again through a follower.
     let out = run_counter(&[
         "transfer-leader",
+        "--certs",
+        &certs,
         "--cluster",
         &cluster.http(follower),
         "--to",
@@ -98,6 +106,8 @@ async fn nodes_join_take_over_and_leave_through_any_node() {
     // Remove a follower, asking that very node: it passes the request on to node 4.
     let out = run_counter(&[
         "remove-node",
+        "--certs",
+        &certs,
         "--cluster",
         &cluster.http(follower),
         "--id",
@@ -121,6 +131,8 @@ async fn nodes_join_take_over_and_leave_through_any_node() {
     let follower_raft = cluster.specs[&follower].raft.to_string();
     let out = run_counter(&[
         "add-node",
+        "--certs",
+        &certs,
         "--cluster",
         &cluster.cluster_arg(&remaining),
         "--id",

@@ -87,6 +87,39 @@ async fn misuse_fails_with_one_clear_line() {
     .await;
     assert!(line.contains("cannot read") && line.contains("ca.pem"), "{line}");
 
+    // Certificates without the admin token (a directory made before tokens existed):
+    // the line names the file and how to add one.
+    let no_token = dir.join("no-token");
+    std::fs::create_dir(&no_token).unwrap();
+    for file in ["ca.pem", "node-1.pem", "node-1.key"] {
+        std::fs::copy(cluster.certs.join(file), no_token.join(file)).unwrap();
+    }
+    let line = fails(&node_args(
+        1,
+        &free_raft,
+        &free_http,
+        &dir.join("a"),
+        &no_token,
+        &peers,
+    ))
+    .await;
+    assert!(
+        line.contains("cannot read the admin token")
+            && line.contains("admin.token")
+            && line.contains("counter token"),
+        "{line}"
+    );
+    // A token file that holds no token.
+    let short = dir.join("short.token");
+    std::fs::write(&short, "secret\n").unwrap();
+    let mut args = node_args(1, &free_raft, &free_http, &dir.join("a"), &cluster.certs, &peers);
+    args.extend(["--admin-token-file".into(), short.display().to_string()]);
+    let line = fails(&args).await;
+    assert!(
+        line.contains("short.token is not an admin token") && line.contains("fewer than the 32"),
+        "{line}"
+    );
+
     // An id that --peers does not list.
     let line = fails(&node_args(
         2,

@@ -298,7 +298,7 @@ fn progress_bar(prefix: &str) -> ProgressBar {
 pub const CHILD_FLAG: &str = "--child-run-json";
 
 /// Runs the one run of `plan` in this process and writes its figures to `json` (what a
-/// child started by [`run_in_child`] does).
+/// child started by `run_in_child` does).
 pub async fn run_as_child(plan: Plan, json: &std::path::Path) -> Result<(), Error> {
     let (&[setup], &[clients], &[payload]) = (&plan.setups[..], &plan.clients[..], &plan.payloads[..]) else {
         return Err(format!("{CHILD_FLAG} runs exactly one configuration, client count and payload").into());
@@ -426,7 +426,7 @@ async fn run_one(
             measure(cluster, spec, plan, bar).await
         }
         (Setup::C, _) => {
-            let cluster = procs::Processes::start(payload, every, &plan.data_dir).await?;
+            let cluster = procs::Processes::start(payload, clients, every, &plan.data_dir).await?;
             measure(cluster, spec, plan, bar).await
         }
     }

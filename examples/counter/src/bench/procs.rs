@@ -26,6 +26,7 @@ use super::workload::{Client, Outcome};
 use super::{Counters, Target, Usage};
 use crate::Error;
 use crate::api::{IncrRequest, StatusResponse};
+use crate::http::{HttpLimits, MAX_INCR_BODY_LIMIT};
 
 /// How long the processes may take to start and elect a leader that commits.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -108,7 +109,28 @@ fn peer_list(addrs: &[SocketAddr]) -> String {
 impl Processes {
     /// Starts three nodes with their data under a new directory in `parent`, waits for a
     /// stable leader, and prepares the request body for `payload` bytes of padding.
-    pub async fn start(payload: usize, snapshot_every: u64, parent: &Path) -> Result<Processes, Error> {
+    /// `clients` is how many connections the load will hold open at once.
+    pub async fn start(
+        payload: usize,
+        clients: usize,
+        snapshot_every: u64,
+        parent: &Path,
+    ) -> Result<Processes, Error> {
+        let body = serde_json::to_vec(&IncrRequest {
+            by: 1,
+            padding: "x".repeat(payload),
+        })?;
+        // The nodes' HTTP limits, raised to what this load needs: every client's
+        // connection served at once (plus a few for status and metrics), and increments
+        // as large as the padded body.
+        if body.len() > MAX_INCR_BODY_LIMIT {
+            return Err(format!(
+                "configuration c sends the payload as an increment's padding, which a node takes up to {MAX_INCR_BODY_LIMIT} bytes (with the JSON around it); {payload} B is too large"
+            )
+            .into());
+        }
+        let max_incr_body = body.len().max(HttpLimits::default().max_incr_body);
+        let max_connections = clients.saturating_add(16);
         let dir = tempfile::Builder::new().prefix("nodes-c-").tempdir_in(parent)?;
         let certs = dir.path().join("certs");
         crate::certs::write(&certs, &[1, 2, 3], false)?;
@@ -133,6 +155,8 @@ impl Processes {
                 .args(["--peers", &peer_list(&raft)])
                 .args(["--peers-http", &peer_list(&http)])
                 .args(["--snapshot-every", &snapshot_every.to_string()])
+                .args(["--max-incr-body", &max_incr_body.to_string()])
+                .args(["--http-max-connections", &max_connections.to_string()])
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
@@ -151,10 +175,6 @@ impl Processes {
             .tcp_nodelay(true)
             .timeout(REQUEST_TIMEOUT)
             .build()?;
-        let body = serde_json::to_vec(&IncrRequest {
-            by: 1,
-            padding: "x".repeat(payload),
-        })?;
         let mut processes = Processes {
             leader: nodes[0].http,
             nodes,

@@ -2,8 +2,8 @@
 
 use raft_runtime::raft_core::NodeId;
 
-use super::ClusterArgs;
 use super::status::print_members;
+use super::{ClusterArgs, TokenArgs};
 use crate::Error;
 use crate::api::AddRequest;
 
@@ -12,6 +12,8 @@ use crate::api::AddRequest;
 pub struct Args {
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    token: TokenArgs,
     /// The new node's id (never one that was removed before).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     id: NodeId,
@@ -31,7 +33,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
         raft_addr: args.raft_addr,
         http_addr: args.http_addr,
     };
-    let status = args.cluster.client().add_node(&request).await?;
+    let status = args
+        .cluster
+        .client()
+        .with_admin_token(args.token.load()?)
+        .add_node(&request)
+        .await?;
     println!("node {} is a voter", args.id);
     print_members(&status);
     Ok(())

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{parse_duration, parse_size};
 use crate::Error;
 use crate::bench::workload::Stop;
 use crate::bench::{Plan, Setup};
@@ -84,62 +85,5 @@ pub async fn run(args: Args) -> Result<(), Error> {
     match args.child_run_json {
         Some(json) => crate::bench::run_as_child(plan, &json).await,
         None => crate::bench::run(plan).await.map(|_| ()),
-    }
-}
-
-/// `16`, `256B`, `4k`, `4KiB`, `1MiB`.
-fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: usize = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (16, 256B, 4KiB)"))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => return Err(format!("`{s}`: unknown unit (B, KiB, MiB)")),
-    };
-    Ok(n * scale)
-}
-
-/// `500ms`, `3s`, `5m`, `1h`, or plain seconds (`3`, `0.5`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (500ms, 3s, 5m)"))?;
-    let seconds = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_sizes_and_durations() {
-        assert_eq!(parse_size("16"), Ok(16));
-        assert_eq!(parse_size("256B"), Ok(256));
-        assert_eq!(parse_size("4KiB"), Ok(4096));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert!(parse_size("4 parsecs").is_err());
-        assert!(parse_size("KiB").is_err());
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("soon").is_err());
     }
 }

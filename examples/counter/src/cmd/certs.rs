@@ -21,7 +21,7 @@ pub struct Args {
     force: bool,
 }
 
-/// Writes `ca.pem` and `node-<id>.pem` / `node-<id>.key` for each node.
+/// Writes `ca.pem`, `node-<id>.pem` / `node-<id>.key` for each node, and `admin.token`.
 pub fn run(args: Args) -> Result<(), Error> {
     let written = crate::certs::write(&args.out, &args.nodes, args.force)?;
     if let Some(first) = written.first() {
@@ -30,5 +30,9 @@ pub fn run(args: Args) -> Result<(), Error> {
     for files in &written {
         println!("wrote {} and {}", files.cert.display(), files.key.display());
     }
+    println!(
+        "wrote {} (admin requests need it; keep it as secret as the keys)",
+        crate::certs::admin_token_file(&args.out).display()
+    );
     Ok(())
 }

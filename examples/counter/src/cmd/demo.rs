@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::admin_token::AdminToken;
 use crate::client::{Client, ClientError};
+use crate::http::HttpLimits;
 use crate::node::{BoundNode, Node, NodeConfig, NodeError};
 use crate::peers::{self, PeerAddr};
 
@@ -77,7 +79,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let certs = dir.join("certs");
     crate::certs::write(&certs, &[1, 2, 3], false)?;
     let text = format!(
-        "a development CA and certificates for nodes 1, 2, 3 in {}",
+        "a development CA, certificates for nodes 1, 2, 3 and an admin token in {}",
         certs.display()
     );
     step(1, "certificates", &text);
@@ -226,6 +228,8 @@ impl Cluster {
                 http_addr: any_port,
                 data_dir: dir.join(format!("node-{id}")),
                 tls: crate::certs::load(certs, id)?,
+                admin_token: AdminToken::load(&crate::certs::admin_token_file(certs))?,
+                http_limits: HttpLimits::default(),
                 raft,
             };
             let node = BoundNode::bind(config.clone()).await?;

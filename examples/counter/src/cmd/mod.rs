@@ -9,13 +9,16 @@ pub mod incr;
 pub mod node;
 pub mod remove_node;
 pub mod status;
+pub mod token;
 pub mod transfer_leader;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use crate::Error;
+use crate::admin_token::AdminToken;
 use crate::client::Client;
 
 /// A replicated counter on Raft: a demo, a node, and clients of its HTTP API.
@@ -32,8 +35,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a 3-node cluster in this process, stop its leader, restart it, and check the count.
     Demo(demo::Args),
-    /// Write a development CA and node certificates as PEM files.
+    /// Write a development CA and node certificates as PEM files, and an admin token.
     Certs(certs::Args),
+    /// Write a new admin token (to add one to an existing directory, or to replace one).
+    Token(token::Args),
     /// Run one node until SIGINT or SIGTERM.
     Node(node::Args),
     /// Add to the counter (default 1) and print the value right after.
@@ -69,6 +74,7 @@ impl Command {
         match self {
             Command::Demo(args) => demo::run(args).await,
             Command::Certs(args) => certs::run(args),
+            Command::Token(args) => token::run(args),
             Command::Node(args) => node::run(args).await,
             Command::Incr(args) => incr::run(args).await,
             Command::Get(args) => get::run(args).await,
@@ -96,5 +102,88 @@ impl ClusterArgs {
     /// A client of these nodes.
     pub fn client(&self) -> Client {
         Client::new(&self.cluster).with_deadline(Duration::from_secs(self.timeout))
+    }
+}
+
+/// Where the admin commands find the admin token: the certificates directory (as
+/// `counter certs` wrote it) or a file of its own.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct TokenArgs {
+    /// The directory `counter certs` wrote; the token is its admin.token.
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
+    /// The file holding the admin token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    /// Loads the token from where the arguments say.
+    pub fn load(&self) -> Result<AdminToken, Error> {
+        let path = match (&self.token_file, &self.certs) {
+            (Some(file), _) => file.clone(),
+            (None, Some(dir)) => crate::certs::admin_token_file(dir),
+            (None, None) => return Err("pass --certs DIR or --token-file FILE".into()),
+        };
+        Ok(AdminToken::load(&path)?)
+    }
+}
+
+/// `16`, `256B`, `4k`, `4KiB`, `1MiB`.
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (16, 256B, 4KiB)"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(format!("`{s}`: unknown unit (B, KiB, MiB)")),
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// `500ms`, `3s`, `5m`, `1h`, or plain seconds (`3`, `0.5`).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (500ms, 3s, 5m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{s}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_and_durations() {
+        assert_eq!(parse_size("16"), Ok(16));
+        assert_eq!(parse_size("256B"), Ok(256));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("KiB").is_err());
+        assert!(parse_size(&format!("{}MiB", usize::MAX)).is_err());
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("soon").is_err());
     }
 }

@@ -2,10 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use raft_runtime::raft_core::NodeId;
 
+use super::{parse_duration, parse_size};
 use crate::Error;
+use crate::admin_token::AdminToken;
+use crate::http::{HttpLimits, MAX_INCR_BODY_LIMIT};
 use crate::node::{BoundNode, NodeConfig};
 use crate::peers::{self, PeerAddr};
 use crate::shutdown::Signals;
@@ -48,9 +52,47 @@ pub struct Args {
     /// Take a snapshot of the counter and compact the log every this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// The file holding the admin token that admin requests must carry. Default:
+    /// admin.token in the --certs directory (`counter certs` writes it).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Close a connection whose request head (request line and headers) has not arrived
+    /// within this long, counted from the connection's start or the previous answer: also
+    /// how long a kept-alive connection may sit idle (500ms, 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    http_header_timeout: Duration,
+    /// Answer 408 and close the connection when a request body has not arrived within
+    /// this long after its head.
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
+    http_body_timeout: Duration,
+    /// Serve at most this many HTTP connections at once; more wait, unaccepted, until one
+    /// closes. Keep it well below the open-file limit (`ulimit -n`).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    http_max_connections: u32,
+    /// The largest `POST /incr` body (413 beyond it): bytes, or with a unit (4KiB). Other
+    /// routes take at most 4 KiB. Raise it only for increments padded to size log entries
+    /// (`counter bench` does); at most 1 MiB.
+    #[arg(long, default_value = "4KiB", value_parser = parse_incr_body_limit)]
+    max_incr_body: usize,
 }
 
-/// Runs the node. Misuse (a missing certificate, a locked or unusable data directory, an
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_incr_body_limit(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n > MAX_INCR_BODY_LIMIT {
+        return Err(format!("at most {MAX_INCR_BODY_LIMIT} bytes (1 MiB)"));
+    }
+    Ok(n)
+}
+
+/// Runs the node. Misuse (a missing certificate or admin token, a locked or unusable data directory, an
 /// id missing from `--peers`, a busy port) fails before the node starts, with one line
 /// that names what is wrong.
 pub async fn run(args: Args) -> Result<(), Error> {
@@ -61,6 +103,17 @@ pub async fn run(args: Args) -> Result<(), Error> {
     };
     let mut signals = Signals::install()?;
     let tls = crate::certs::load(&args.certs, args.id)?;
+    let token_file = args
+        .admin_token_file
+        .unwrap_or_else(|| crate::certs::admin_token_file(&args.certs));
+    let admin_token = AdminToken::load(&token_file)?;
+    let http_limits = HttpLimits {
+        header_timeout: args.http_header_timeout,
+        body_timeout: args.http_body_timeout,
+        max_connections: args.http_max_connections as usize,
+        max_incr_body: args.max_incr_body,
+        ..HttpLimits::default()
+    };
     let mut raft = NodeConfig::raft_defaults(args.id);
     raft.snapshot_every = args.snapshot_every;
     let config = NodeConfig {
@@ -69,6 +122,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
         http_addr: args.http_addr,
         data_dir: args.data_dir,
         tls,
+        admin_token,
+        http_limits,
         raft,
     };
     let node = BoundNode::bind(config).await?.start(membership).await?;

@@ -2,8 +2,8 @@
 
 use raft_runtime::raft_core::NodeId;
 
-use super::ClusterArgs;
 use super::status::print_members;
+use super::{ClusterArgs, TokenArgs};
 use crate::Error;
 
 /// Arguments of `counter remove-node`.
@@ -11,6 +11,8 @@ use crate::Error;
 pub struct Args {
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    token: TokenArgs,
     /// The node to remove. Its id can never be used again: a machine that rejoins later
     /// does so under a new id.
     #[arg(long)]
@@ -19,7 +21,12 @@ pub struct Args {
 
 /// Removes the node and prints the membership.
 pub async fn run(args: Args) -> Result<(), Error> {
-    let status = args.cluster.client().remove_node(args.id).await?;
+    let status = args
+        .cluster
+        .client()
+        .with_admin_token(args.token.load()?)
+        .remove_node(args.id)
+        .await?;
     println!("node {} is removed", args.id);
     print_members(&status);
     Ok(())

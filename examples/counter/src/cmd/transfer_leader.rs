@@ -2,7 +2,7 @@
 
 use raft_runtime::raft_core::NodeId;
 
-use super::ClusterArgs;
+use super::{ClusterArgs, TokenArgs};
 use crate::Error;
 
 /// Arguments of `counter transfer-leader`.
@@ -10,6 +10,8 @@ use crate::Error;
 pub struct Args {
     #[command(flatten)]
     cluster: ClusterArgs,
+    #[command(flatten)]
+    token: TokenArgs,
     /// The voter that should lead.
     #[arg(long)]
     to: NodeId,
@@ -17,7 +19,12 @@ pub struct Args {
 
 /// Hands leadership over and waits until the new leader has taken over.
 pub async fn run(args: Args) -> Result<(), Error> {
-    let status = args.cluster.client().transfer_leader(args.to).await?;
+    let status = args
+        .cluster
+        .client()
+        .with_admin_token(args.token.load()?)
+        .transfer_leader(args.to)
+        .await?;
     println!("node {} leads (term {})", args.to, status.term);
     Ok(())
 }

@@ -2,23 +2,29 @@
 //!
 //! The runtime takes these only on the leader. Any node accepts them anyway: a node that
 //! does not lead passes the request, byte for byte, to the leader's HTTP API ([`proxy`]).
+//! Only requests with the admin token get here (`auth.rs` checks it first).
 
 use std::future::Future;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use raft_runtime::raft_core::Role;
 use raft_runtime::{AdminError, MemberInfo, RaftHandle};
 
 use super::status::status_of;
-use super::{ApiError, AppState, parse_body, proxy};
+use super::{ApiError, AppState, body, parse_body, proxy};
 use crate::api::{AddRequest, FORWARDED_HEADER, HTTP_ATTRIBUTE, RemoveRequest, TransferRequest};
 use crate::state_machine::Counter;
 
-pub(super) async fn add(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn add(State(state): State<AppState>, request: Request) -> Response {
+    let (head, body) = match body::read(request, state.limits.max_body, state.limits.body_timeout).await {
+        Ok(read) => read,
+        Err(e) => return e.into_response(),
+    };
+    let headers = head.headers;
     let request: AddRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -35,7 +41,12 @@ pub(super) async fn add(State(state): State<AppState>, headers: HeaderMap, body:
     .await
 }
 
-pub(super) async fn remove(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn remove(State(state): State<AppState>, request: Request) -> Response {
+    let (head, body) = match body::read(request, state.limits.max_body, state.limits.body_timeout).await {
+        Ok(read) => read,
+        Err(e) => return e.into_response(),
+    };
+    let headers = head.headers;
     let request: RemoveRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -46,7 +57,12 @@ pub(super) async fn remove(State(state): State<AppState>, headers: HeaderMap, bo
     .await
 }
 
-pub(super) async fn transfer(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn transfer(State(state): State<AppState>, request: Request) -> Response {
+    let (head, body) = match body::read(request, state.limits.max_body, state.limits.body_timeout).await {
+        Ok(read) => read,
+        Err(e) => return e.into_response(),
+    };
+    let headers = head.headers;
     let request: TransferRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),

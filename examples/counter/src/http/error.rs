@@ -5,7 +5,7 @@
 //! answer intact on the way out: `503` when nothing happened, `504` when something may have.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use raft_runtime::{AdminError, ProposeError, ReadError};
 
@@ -17,9 +17,18 @@ pub enum ApiError {
     /// `400`: the request is malformed or asks for something invalid; retrying cannot help.
     #[error("{0}")]
     BadRequest(String),
+    /// `401`: an admin request without the cluster's admin token (see `auth.rs`).
+    #[error("{0}")]
+    Unauthorized(String),
     /// `404`: no such route.
     #[error("no such route")]
     NotFound,
+    /// `408`: the body did not arrive within the body timeout (see `body.rs`).
+    #[error("{0}")]
+    BodyTimeout(String),
+    /// `413`: the body is larger than the route accepts (see `body.rs`).
+    #[error("{0}")]
+    TooLarge(String),
     /// `503`: definitely not applied; safe to retry, here or on another node.
     #[error("{0}")]
     NotApplied(String),
@@ -32,7 +41,10 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotApplied(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unknown(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -44,7 +56,21 @@ impl IntoResponse for ApiError {
         let body = ErrorResponse {
             error: self.to_string(),
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let ApiError::Unauthorized(_) = self {
+            // RFC 6750: a 401 names the scheme the server expects.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::BodyTimeout(_) | ApiError::TooLarge(_) = self {
+            // The rest of the body was not read, so the connection cannot carry another
+            // request; say so rather than leave the client to find out.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

@@ -3,9 +3,12 @@
 //! The Raft transport knows where the leader's *Raft* endpoint is; its HTTP address is an
 //! attribute that each node registers with the membership ([`HTTP_ATTRIBUTE`]), replicated
 //! like the rest of the configuration, so every node can look it up.
+//!
+//! The leader checks the admin token too, so the request goes on with it: this node's own
+//! copy, which is the one the client's matched (every node of a cluster loads the same).
 
 use axum::body::Bytes;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState};
@@ -38,6 +41,7 @@ pub(super) async fn to_leader(state: &AppState, path: &str, body: Bytes) -> Resp
         .post(&url)
         .header(header::CONTENT_TYPE, "application/json")
         .header(FORWARDED_HEADER, state.raft.id().to_string())
+        .header(header::AUTHORIZATION, state.admin_token.authorization())
         .body(body)
         .send()
         .await;
@@ -61,6 +65,13 @@ pub(super) async fn to_leader(state: &AppState, path: &str, body: Bytes) -> Resp
         }
     };
     let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        // The client's token was this node's; the leader holds another one.
+        return ApiError::Unauthorized(format!(
+            "the leader, node {leader}, refused the admin token this node passed the request on with: every node must load the same admin token (admin.token)"
+        ))
+        .into_response();
+    }
     match response.bytes().await {
         Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
+use counter::admin_token::AdminToken;
 use counter::api::StatusResponse;
 use counter::client::Client;
 use tempfile::TempDir;
@@ -245,6 +246,17 @@ impl Cluster {
     /// A client that tries `ids` in turn.
     pub fn client(&self, ids: &[u64]) -> Client {
         Client::new(ids.iter().map(|&id| self.http(id)))
+    }
+
+    /// The cluster's admin token, as `counter certs` wrote it.
+    pub fn admin_token(&self) -> AdminToken {
+        AdminToken::load(&counter::certs::admin_token_file(&self.certs)).expect("the admin token")
+    }
+
+    /// The `--certs` argument of the admin commands (add-node, remove-node,
+    /// transfer-leader), which read the token from there.
+    pub fn certs_arg(&self) -> String {
+        self.certs.display().to_string()
     }
 
     /// The status of node `id`, or `None` if it does not answer.
