@@ -392,6 +392,7 @@ pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
                     rejected: 9,
                     hint_index: 6,
                     hint_term: 1,
+                    round: 3,
                 }),
             ),
         ),

@@ -218,7 +218,11 @@ async fn the_log_is_compacted_by_bytes_as_well_as_by_entries() {
         .wait_for(Duration::from_secs(30), |m| m.snapshots_taken >= 1)
         .await
         .expect("a snapshot was taken by bytes");
-    assert!(m.snapshot_index > 0 && m.snapshot_index < 40, "{}", m.snapshot_index);
+    assert!(
+        m.snapshot_index > 0 && m.snapshot_index < 40,
+        "{}",
+        m.snapshot_index
+    );
     c.shutdown().await;
 }
 

@@ -214,6 +214,9 @@ impl Cluster {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(4))
                 .pool_max_idle_per_host(8)
+                // Let go of idle connections before the nodes close them (after 10 s), so
+                // that no increment is sent on a connection being closed.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .map_err(|e| e.to_string())?,
             firewall,
@@ -285,6 +288,10 @@ impl Cluster {
     /// Sends an admin request to the nodes in turn until one answers 200 (or 400: it would
     /// fail again). Returns the last status line.
     async fn admin(&self, path: &str, body: Value, timeout: Duration) -> Result<(), String> {
+        // Admin requests carry the cluster's admin token, which `counter certs` wrote.
+        let token = std::fs::read_to_string(self.certs.join("admin.token"))
+            .map_err(|e| format!("reading the admin token: {e}"))?;
+        let bearer = format!("Bearer {}", token.trim());
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
@@ -297,6 +304,7 @@ impl Cluster {
                 match self
                     .http
                     .post(url)
+                    .header("authorization", &bearer)
                     .json(&body)
                     .timeout(Duration::from_secs(20))
                     .send()

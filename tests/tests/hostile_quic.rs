@@ -77,7 +77,10 @@ async fn assert_healthy(c: &RealCluster, real: &[NodeId], max_term: u64) {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !real.iter().all(|id| c.values[id].get().ends_with(&[77, 78])) {
-        assert!(tokio::time::Instant::now() < deadline, "not every node applied both");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every node applied both"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -116,7 +119,10 @@ async fn a_member_sending_hostile_messages_over_quic_stops_no_node() {
                 leader_transfer: true,
             });
             send_until_refused(&c, &hostile, to, raft(4, to, t, vote)).await;
-            let heartbeat = MessageBody::Heartbeat(Heartbeat { commit: u64::MAX, round: u64::MAX });
+            let heartbeat = MessageBody::Heartbeat(Heartbeat {
+                commit: u64::MAX,
+                round: u64::MAX,
+            });
             send_until_refused(&c, &hostile, to, raft(4, to, t, heartbeat)).await;
         }
         let append = MessageBody::Append(Append {

@@ -15,7 +15,9 @@ async fn admin_requests_without_the_token_are_refused_and_change_nothing() {
     let mut cluster = Cluster::new(&[1, 2]).await;
     let boot = cluster.bootstrap_args(&[1]);
     cluster.start(1, &boot);
-    cluster.start(2, &["--join".to_string()]);
+    let mut join = vec!["--join".to_string()];
+    join.extend(cluster.bootstrap_args(&[1]).into_iter().take(2));
+    cluster.start(2, &join);
     assert_eq!(cluster.wait_for_leader(&[1]).await, 1);
     let before = cluster.status(1).await.expect("node 1 status");
 
