@@ -16,7 +16,7 @@ use crate::shutdown::Signals;
 
 /// Arguments of `counter node`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("membership").required(true).args(["peers", "join"])))]
+#[command(group(clap::ArgGroup::new("membership").required(true).multiple(true).args(["peers", "join"])))]
 pub struct Args {
     /// This node's id.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
