@@ -1331,10 +1331,15 @@ async fn a_peer_opening_many_connections_keeps_only_a_bounded_number() {
     );
     assert!(server.peer_connection(3).is_some());
     assert!(server.stats().excess_connections_closed >= (10 + 1 - limit) as u64);
-    for conn in extra.iter().take(10 + 1 - limit) {
-        let (code, reason) = closed_with(conn).await;
-        assert_eq!(code, 7, "{reason}");
+    let mut closed = 0;
+    for conn in &extra {
+        if conn.close_reason().is_some() {
+            let (code, reason) = closed_with(conn).await;
+            assert_eq!(code, 7, "{reason}");
+            closed += 1;
+        }
     }
+    assert!(closed > 10 - limit, "{closed} closed");
     // The message connection still works: node 2 writes a frame on it.
     server.send(3, vec![forward(1)]).unwrap();
     let mut prefix = [0u8; 4];
@@ -1374,7 +1379,9 @@ async fn a_handshake_flood_is_capped() {
     let a = bind(&ca, 1).await;
     let mut cfg = config(2, ca.node_tls(2).unwrap());
     cfg.limits.max_concurrent_handshakes = CAP;
-    cfg.tuning.handshake_timeout = Duration::from_secs(2);
+    // The flood's handshakes hold their slots this long (their connections linger a little
+    // longer, closing, once it has passed).
+    cfg.tuning.handshake_timeout = Duration::from_secs(4);
     let server = QuicTransport::bind(cfg).await.unwrap();
     let mut peers = addresses(&[&a, &server]);
     peers.insert(3, Bytes::new());
