@@ -138,11 +138,21 @@ pub(crate) enum BufferError {
 
 /// The bytes of one snapshot being received, charged to the node's budget for the whole
 /// announced size, allocated only as data arrives.
-#[derive(Debug)]
 pub(crate) struct SnapshotBuffer {
     data: Vec<u8>,
     total: usize,
     reservation: Reservation,
+}
+
+impl std::fmt::Debug for SnapshotBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotBuffer")
+            .field("len", &self.data.len())
+            .field("capacity", &self.data.capacity())
+            .field("total", &self.total)
+            .field("charged", &self.reservation.bytes)
+            .finish()
+    }
 }
 
 impl SnapshotBuffer {
