@@ -144,10 +144,21 @@ impl Replay {
             self.log_first = index;
         } else {
             let last = self.log_first + self.locs.len() as u64 - 1;
-            if index > last + 1 {
+            // The restart rule (see `recover`) discards a log that a snapshot at `s`
+            // supersedes: one that ends before `s`, or disagrees with the snapshot's term
+            // at `s`. Entries written since continue right after the snapshot, so an entry
+            // after such a snapshot starts the log afresh, as it did in memory.
+            let superseded = self.snapshot.as_ref().is_some_and(|(snap, _)| {
+                let s = snap.meta.index;
+                let disagrees = s >= self.log_first
+                    && s <= last
+                    && self.locs[(s - self.log_first) as usize].term != snap.meta.term;
+                index <= s + 1 && (s > last || (index == s + 1 && disagrees))
+            });
+            if index > last + 1 && !superseded {
                 return Err(CorruptKind::LogGap { index, last });
             }
-            if index < self.log_first {
+            if index < self.log_first || superseded {
                 self.locs.clear();
                 self.log_first = index;
             } else {
