@@ -302,6 +302,17 @@ fn scan_segment(
         if let Some((at, _)) = pending.first() {
             return Err(corrupt_at(path, *at, CorruptKind::UncommittedTail, committed));
         }
+        // A segment's header is written with its checkpoint and first batch; a closed
+        // segment without them would let compaction delete the older segments that hold
+        // the only copy of the hard state.
+        if committed == HEADER_LEN {
+            return Err(corrupt_at(
+                path,
+                HEADER_LEN,
+                CorruptKind::MissingCheckpoint,
+                committed,
+            ));
+        }
         return Ok(ScanEnd { committed });
     }
     if let Some((at, kind)) = stop
