@@ -77,6 +77,10 @@ pub(crate) struct Recovery {
     /// Discarded segments of full size, fit for reuse.
     pub reusable: Vec<PathBuf>,
     pub stats: RecoveryStats,
+    /// The restart rule discarded entries that stay in the segments: the store must make
+    /// that durable (see `FileLogStore::open`) before segments are cleaned up, or a replay
+    /// of the segments left would bring the discarded entries back.
+    pub discarded: bool,
 }
 
 /// Where a repair cuts the log: the segment at `seg` (index into the list of segments
@@ -513,6 +517,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
         next_batch,
         ..
     } = replay;
+    let mut discarded = false;
     let (first, base_term) = match &snapshot {
         Some((snap, _)) => {
             let s = snap.meta.index;
@@ -538,6 +543,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
                     "the stored snapshot disagrees with the log at its index; discarding the log"
                 );
                 locs.clear();
+                discarded = true;
             } else if !locs.is_empty() {
                 let drop = ((s + 1).saturating_sub(log_first) as usize).min(locs.len());
                 locs.drain(..drop);
@@ -603,6 +609,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
         remove,
         reusable,
         stats,
+        discarded,
     })
 }
 
