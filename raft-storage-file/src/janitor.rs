@@ -59,12 +59,14 @@ const MAX_FREE: usize = 2;
 const ZERO_FILL_SYNC: u64 = 4 << 20;
 
 impl Janitor {
-    pub(crate) fn new(free: Vec<PathBuf>) -> Self {
+    /// A janitor that prepares the first segment at once, and cleans up at once if
+    /// `cleanup` (otherwise on the first request).
+    pub(crate) fn new(free: Vec<PathBuf>, cleanup: bool) -> Self {
         Janitor {
             tasks: Mutex::new(Tasks {
                 free,
                 want_prepare: true,
-                want_cleanup: true,
+                want_cleanup: cleanup,
                 ..Tasks::default()
             }),
             cv: Condvar::new(),

@@ -77,6 +77,10 @@ pub(crate) struct Recovery {
     /// Discarded segments of full size, fit for reuse.
     pub reusable: Vec<PathBuf>,
     pub stats: RecoveryStats,
+    /// The restart rule discarded entries that stay in the segments: the store must make
+    /// that durable (see `FileLogStore::open`) before segments are cleaned up, or a replay
+    /// of the segments left would bring the discarded entries back.
+    pub discarded: bool,
 }
 
 /// Where a repair cuts the log: the segment at `seg` (index into the list of segments
@@ -144,10 +148,21 @@ impl Replay {
             self.log_first = index;
         } else {
             let last = self.log_first + self.locs.len() as u64 - 1;
-            if index > last + 1 {
+            // The restart rule (see `recover`) discards a log that a snapshot at `s`
+            // supersedes: one that ends before `s`, or disagrees with the snapshot's term
+            // at `s`. Entries written since continue right after the snapshot, so an entry
+            // after such a snapshot starts the log afresh, as it did in memory.
+            let superseded = self.snapshot.as_ref().is_some_and(|(snap, _)| {
+                let s = snap.meta.index;
+                let disagrees = s >= self.log_first
+                    && s <= last
+                    && self.locs[(s - self.log_first) as usize].term != snap.meta.term;
+                index <= s + 1 && (s > last || (index == s + 1 && disagrees))
+            });
+            if index > last + 1 && !superseded {
                 return Err(CorruptKind::LogGap { index, last });
             }
-            if index < self.log_first {
+            if index < self.log_first || superseded {
                 self.locs.clear();
                 self.log_first = index;
             } else {
@@ -290,6 +305,17 @@ fn scan_segment(
         }
         if let Some((at, _)) = pending.first() {
             return Err(corrupt_at(path, *at, CorruptKind::UncommittedTail, committed));
+        }
+        // A segment's header is written with its checkpoint and first batch; a closed
+        // segment without them would let compaction delete the older segments that hold
+        // the only copy of the hard state.
+        if committed == HEADER_LEN {
+            return Err(corrupt_at(
+                path,
+                HEADER_LEN,
+                CorruptKind::MissingCheckpoint,
+                committed,
+            ));
         }
         return Ok(ScanEnd { committed });
     }
@@ -491,6 +517,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
         next_batch,
         ..
     } = replay;
+    let mut discarded = false;
     let (first, base_term) = match &snapshot {
         Some((snap, _)) => {
             let s = snap.meta.index;
@@ -516,6 +543,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
                     "the stored snapshot disagrees with the log at its index; discarding the log"
                 );
                 locs.clear();
+                discarded = true;
             } else if !locs.is_empty() {
                 let drop = ((s + 1).saturating_sub(log_first) as usize).min(locs.len());
                 locs.drain(..drop);
@@ -581,6 +609,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
         remove,
         reusable,
         stats,
+        discarded,
     })
 }
 

@@ -192,6 +192,8 @@ impl FileLogStore {
         let dir_file = open_ro(&dir)?;
         let lock = DirLock::acquire(&io, &dir, &dir_file)?;
         let recovery = recover(&io, &dir, options.segment_size).map_err(|f| f.error)?;
+        let discarded = recovery.discarded;
+        let reinstall = recovery.snapshot.clone().filter(|_| discarded);
         let free = housekeeping(&io, &dir, &dir_file, &recovery)?;
 
         let mut state = LogState::new(options.cache_bytes);
@@ -234,7 +236,7 @@ impl FileLogStore {
             options,
             state: RwLock::new(state),
             queue: Queue::default(),
-            janitor: Janitor::new(free),
+            janitor: Janitor::new(free, !discarded),
             metrics: Metrics::default(),
             next_gen: AtomicU64::new(recovery.next_gen),
             next_seq: AtomicU64::new(recovery.next_seq),
@@ -259,11 +261,35 @@ impl FileLogStore {
                 return Err(WalError::io("spawn writer thread", &shared.dir, e));
             }
         };
-        Ok(FileLogStore {
+        let store = FileLogStore {
             shared,
             writer: Mutex::new(Some(writer)),
             janitor: Mutex::new(Some(janitor)),
-        })
+        };
+        if let Some(snap) = reinstall {
+            // The restart rule discarded entries that are still in the segments; a
+            // snapshot-install record makes the discard durable before any segment is
+            // cleaned up (otherwise replaying the segments left could revive them).
+            let (tx, rx) = std::sync::mpsc::channel();
+            let done: Completion = Box::new(move |result| {
+                let _ = tx.send(result);
+            });
+            if let Some(Op::Reinstall(_, done)) = store.shared.queue.push(Op::Reinstall(snap, done)) {
+                done(Err(StoreError::new(WalError::Closed)));
+            }
+            let written = rx
+                .recv()
+                .unwrap_or_else(|_| Err(StoreError::new(WalError::Closed)));
+            if let Err(err) = written {
+                store.shutdown();
+                return Err(match err.backend().downcast_ref::<WalError>() {
+                    Some(wal) => wal.clone(),
+                    None => WalError::Closed,
+                });
+            }
+            store.shared.janitor.request_cleanup();
+        }
+        Ok(store)
     }
 
     /// The log directory.

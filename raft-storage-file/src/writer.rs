@@ -42,6 +42,9 @@ pub(crate) enum Op {
     SaveSnapshot(SnapRef, Reply),
     /// Answer once everything before is durable.
     Flush(Reply),
+    /// Writes a snapshot-install record for the stored snapshot (whose file exists), so
+    /// that a replay discards the log before it as the last recovery did.
+    Reinstall(SnapRef, Completion),
 }
 
 impl Op {
@@ -55,6 +58,7 @@ impl Op {
             Op::Flush(reply) => {
                 let _ = reply.send(Err(err));
             }
+            Op::Reinstall(_, done) => done(Err(err)),
         }
     }
 }
@@ -413,6 +417,22 @@ impl Writer {
                 done: Done::Reply(reply),
                 result: Ok(()),
             }),
+            Op::Reinstall(snap, done) => {
+                self.mirror_last = snap.meta.index;
+                self.mirror_snapshot = Some(snap.clone());
+                group.bound += snap_ref_bound(&snap) + padded(COMMIT_LEN as usize);
+                group.records = true;
+                group.items.push(Item {
+                    body: Body::Write {
+                        snapshot: Some(snap),
+                        entries: Vec::new(),
+                        hard_state: None,
+                        locs: Vec::new(),
+                    },
+                    done: Done::Completion(done),
+                    result: Ok(()),
+                });
+            }
         }
     }
 
@@ -591,7 +611,14 @@ impl Writer {
                         locs,
                     } => {
                         if let Some(snap) = snapshot.take() {
-                            replaced.extend(state.snapshot.as_ref().map(|s| s.generation));
+                            // A reinstall names the stored file: keep it.
+                            replaced.extend(
+                                state
+                                    .snapshot
+                                    .as_ref()
+                                    .map(|s| s.generation)
+                                    .filter(|&g| g != snap.generation),
+                            );
                             state.install(snap);
                         }
                         if let Some(first) = entries.first() {

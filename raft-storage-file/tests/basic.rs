@@ -343,6 +343,33 @@ fn restart_discards_the_log_when_the_snapshot_term_differs() {
     assert_eq!(store.term(5).unwrap(), 2);
 }
 
+/// The entries the restart rule discards stay in their segments; once the older segments
+/// are cleaned up, a replay of the newest one alone must not bring them back.
+#[test]
+fn entries_discarded_on_restart_stay_discarded_after_cleanup() {
+    let dir = fast_tempdir();
+    {
+        let store = open(dir.path(), Options::default());
+        append_sync(&store, write(ents(1, 1, 5, 10), None)).unwrap();
+    }
+    let oldest = segment_files(dir.path())[0].clone();
+    {
+        // Every open writes in a new segment: entries 6..10 and the snapshot go there.
+        let store = open(dir.path(), Options::default());
+        append_sync(&store, write(ents(1, 6, 10, 10), None)).unwrap();
+        store.save_snapshot_blocking(snapshot(5, 2, 10)).unwrap();
+    }
+    {
+        let store = open(dir.path(), Options::default());
+        assert_eq!((store.first_index(), store.last_index()), (6, 5));
+        // Nothing is left in the oldest segment, so the janitor removes it.
+        wait_for("the oldest segment to be cleaned up", || !oldest.exists());
+    }
+    let store = open(dir.path(), Options::default());
+    assert_eq!((store.first_index(), store.last_index()), (6, 5));
+    assert_eq!(store.term(5).unwrap(), 2);
+}
+
 #[test]
 fn restart_keeps_entries_after_an_agreeing_snapshot() {
     let dir = tempfile::tempdir().unwrap();

@@ -268,6 +268,29 @@ fn numbers_beyond_any_log_are_corrupt() {
     assert!(out_of_range(kind), "{kind}");
 }
 
+/// A closed segment with nothing in it (not even the checkpoint every segment starts with)
+/// is corrupt: accepted, it would let cleanup delete the older segment that holds the only
+/// copy of the hard state, and a later open would forget the vote.
+#[test]
+fn a_closed_segment_without_a_checkpoint_is_corrupt() {
+    let dir = fast_tempdir();
+    let mut first = header(1, 0, 0);
+    record(&mut first, 1, CHECKPOINT, &EMPTY_CHECKPOINT);
+    record(&mut first, 1, HARD_STATE, &[3, 1, 1, 0]);
+    record(&mut first, 1, COMMIT, &commit_body(0, 1));
+    let empty = header(2, 1, first.len() as u64);
+    let mut last = header(3, 2, 64);
+    record(&mut last, 3, CHECKPOINT, &[3, 1, 1, 0, 0]);
+    record(&mut last, 3, COMMIT, &commit_body(0, 2));
+    std::fs::write(dir.path().join(segment_name(1)), first).unwrap();
+    std::fs::write(dir.path().join(segment_name(2)), empty).unwrap();
+    std::fs::write(dir.path().join(segment_name(3)), last).unwrap();
+    assert_eq!(
+        open_corrupt(dir.path()),
+        (segment_name(2), 64, CorruptKind::MissingCheckpoint)
+    );
+}
+
 /// A log at the last segment or batch number the format allows opens, refuses writes
 /// (which would need a number beyond it) and still opens afterwards.
 #[test]
