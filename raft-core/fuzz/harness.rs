@@ -101,6 +101,8 @@ pub const MAX_STEPS: usize = 300;
 pub const MAX_QUEUE: usize = 128;
 /// Most deliveries, driver passes and writes in one "settle" action.
 const SETTLE_BUDGET: usize = 96;
+/// Ticks the liveness phase allows for a stable leader to commit and apply a proposal.
+const LIVENESS_TICKS: usize = 300;
 /// Most entries in a hostile append.
 const MAX_HOSTILE_ENTRIES: usize = 5;
 /// The honest nodes.
@@ -329,6 +331,10 @@ struct Harness {
     read_taint: bool,
     /// Some honest conf change was accepted.
     conf_changed: bool,
+    /// The largest term increase a hostile message caused at once.
+    max_hostile_jump: u64,
+    /// The liveness phase ran: the input is over.
+    healed: bool,
     // Safety bookkeeping (as in the simulator).
     leaders: BTreeMap<Term, NodeId>,
     chain: HashMap<(Index, Term), u64>,
@@ -404,6 +410,8 @@ impl Harness {
             election_taint: false,
             read_taint: false,
             conf_changed: false,
+            max_hostile_jump: 0,
+            healed: false,
             leaders: BTreeMap::new(),
             chain: HashMap::new(),
             committed: BTreeMap::new(),
@@ -500,7 +508,7 @@ impl Harness {
     // The schedule.
 
     fn run(&mut self, u: &mut Unstructured) {
-        while !u.is_empty() && self.step_no < MAX_STEPS {
+        while !u.is_empty() && self.step_no < MAX_STEPS && !self.healed {
             self.step_no += 1;
             self.action(u);
             self.check_all();
@@ -589,7 +597,11 @@ impl Harness {
             }
             22 => self.compact(id),
             23 => self.driver_report(id, u),
-            24..=27 => self.settle(u),
+            24..=26 => {
+                let budget = 8 + below(u, SETTLE_BUDGET);
+                self.settle(budget);
+            }
+            31 => self.heal(),
             _ => self.hostile(u),
         }
     }
@@ -604,8 +616,7 @@ impl Harness {
 
     /// A bounded number of driver passes, writes and deliveries, in a fixed order: what a
     /// healthy stretch of time does.
-    fn settle(&mut self, u: &mut Unstructured) {
-        let budget = 8 + below(u, SETTLE_BUDGET);
+    fn settle(&mut self, budget: usize) {
         self.log(|| format!("settle ({budget})"));
         let mut done = 0;
         while done < budget {
@@ -641,6 +652,93 @@ impl Harness {
                 break;
             }
         }
+    }
+
+    /// Liveness: once faults and lies stop and every node is up, a stable leader commits a
+    /// new proposal and every honest member applies it within [`LIVENESS_TICKS`]. Asserted
+    /// only while agreement is (a liar's accepted leader claim can leave honest logs that no
+    /// honest leader may repair), and while honest voters form a quorum of every voter set.
+    fn heal(&mut self) {
+        self.healed = true;
+        self.log(|| "heal: faults and lies stop".into());
+        for id in HONEST {
+            if !self.up(id) {
+                self.restart(id);
+            }
+        }
+        let honest_quorums = HONEST.iter().all(|&id| {
+            let cs = self.nodes[Self::idx(id)].raw.as_ref().expect("up").conf_state();
+            [&cs.voters, &cs.voters_outgoing].iter().all(|set| {
+                set.is_empty() || set.iter().filter(|v| Self::is_honest(**v)).count() > set.len() / 2
+            })
+        });
+        let assert = !self.log_taint && !self.election_taint && honest_quorums;
+        if !assert || (skip_known_open() && self.max_hostile_jump > 1 << 20) {
+            return;
+        }
+        let mut outstanding: Option<(NodeId, Index, Term)> = None;
+        for _ in 0..LIVENESS_TICKS {
+            self.settle(4000);
+            if let Some((leader, index, term)) = outstanding {
+                let members = self.nodes[Self::idx(leader)]
+                    .raw
+                    .as_ref()
+                    .expect("up")
+                    .conf_state()
+                    .members();
+                let done = members.iter().filter(|m| Self::is_honest(**m)).all(|&m| {
+                    let n = &self.nodes[Self::idx(m)];
+                    n.sm.applied >= index && n.raw.as_ref().expect("up").term_at(index).ok() == Some(term)
+                });
+                if done {
+                    self.log(|| format!("live: entry {index}@{term} applied on every honest member"));
+                    return;
+                }
+            }
+            if let Some(leader) = self.stable_leader() {
+                let stale = outstanding.is_none_or(|(l, index, term)| {
+                    l != leader || self.raw(leader).term_at(index).is_ok_and(|t| t != term)
+                });
+                if stale {
+                    let term = self.raw(leader).term();
+                    match self.raw(leader).propose(Bytes::from_static(b"liveness")) {
+                        Ok(index) => outstanding = Some((leader, index, term)),
+                        Err(Error::UncommittedLimit { .. } | Error::TransferInProgress { .. }) => {}
+                        Err(e) => self.fail(format!(
+                            "liveness: stable leader {leader} refused a proposal: {e}"
+                        )),
+                    }
+                }
+            }
+            for id in HONEST {
+                self.raw(id).tick();
+            }
+        }
+        self.fail(format!(
+            "liveness: no proposal committed and applied on every honest member within {LIVENESS_TICKS} ticks of healing (outstanding {outstanding:?})"
+        ));
+    }
+
+    /// The honest leader of the highest term, if every honest member of its configuration
+    /// follows it in that term.
+    fn stable_leader(&self) -> Option<NodeId> {
+        let (leader, raw) = HONEST
+            .iter()
+            .filter_map(|&id| Some((id, self.nodes[Self::idx(id)].raw.as_ref()?)))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .max_by_key(|(_, r)| r.term())?;
+        let term = raw.term();
+        raw.conf_state()
+            .members()
+            .iter()
+            .filter(|m| Self::is_honest(**m))
+            .all(|&m| {
+                self.nodes[Self::idx(m)]
+                    .raw
+                    .as_ref()
+                    .is_some_and(|r| r.term() == term && r.leader() == Some(leader))
+            })
+            .then_some(leader)
     }
 
     // -----------------------------------------------------------------------------------
@@ -761,16 +859,33 @@ impl Harness {
             self.nodes[Self::idx(to)].staged.insert(meta.index, data);
         }
         // A snapshot travels with its data, which the driver holds by now.
+        let before = self.raw(to).status();
         let res = if is_snapshot {
             self.raw(to).step_snapshot(m)
         } else {
             self.raw(to).step(m)
         };
+        self.refusal_changed_nothing(to, &before, &res);
         self.step_result(to, Origin::Honest, res);
         if is_snapshot && self.up(from) {
             self.raw(from).report_snapshot(to, SnapshotStatus::Finished);
         }
         self.check_node(to);
+    }
+
+    /// A refused message has no effect (the error docs say so), but for the one refusal
+    /// documented to act: a follower that shows it lost acknowledged entries.
+    fn refusal_changed_nothing(&self, to: NodeId, before: &raft_core::Status, res: &Result<(), Error>) {
+        let Err(e) = res else { return };
+        if matches!(e, Error::PeerLostLog { .. }) || is_fatal(e) {
+            return;
+        }
+        let after = self.nodes[Self::idx(to)].raw.as_ref().expect("up").status();
+        if after != *before {
+            self.fail(format!(
+                "node {to} refused a message ({e}) but its state changed:\nbefore {before:?}\nafter  {after:?}"
+            ));
+        }
     }
 
     fn step_result(&mut self, to: NodeId, origin: Origin, res: Result<(), Error>) {
@@ -1242,6 +1357,7 @@ impl Harness {
         // and `step_snapshot` respectively, which must refuse them.
         let is_snapshot = matches!(msg.body, MessageBody::Snapshot(_));
         let with_data = if is_snapshot { data.is_some() } else { byte(u) == 1 };
+        let before = self.raw(to).status();
         if let (MessageBody::Snapshot(meta), Some(d)) = (&msg.body, data) {
             self.nodes[Self::idx(to)].staged.insert(meta.index, d);
         }
@@ -1260,7 +1376,10 @@ impl Harness {
             )),
             _ => {}
         }
+        self.refusal_changed_nothing(to, &before, &res);
         self.step_result(to, Origin::Hostile, res);
+        let jump = self.raw(to).term().saturating_sub(my_term);
+        self.max_hostile_jump = self.max_hostile_jump.max(jump);
         self.check_node(to);
     }
 
