@@ -17,11 +17,18 @@ use std::path::PathBuf;
 /// Reproducers of findings that are reported and not fixed yet, with what they show. They
 /// are left out of the replay, and each must still fail: once a fix lands,
 /// `open_findings_still_reproduce` fails and the file comes off this list.
-const OPEN: &[(&str, &str)] = &[(
-    "open-hostile-term-jump-isolates-honest-node",
-    "a member may raise an honest node's term by up to MAX_TERM_GAP; the node's peers then refuse \
-     everything it sends as 'term too far ahead', so it is cut off for good",
-)];
+const OPEN: &[(&str, &str)] = &[
+    (
+        "open-hostile-term-jump-isolates-honest-node",
+        "one message from a member raises an honest node's term by MAX_TERM_GAP; its next vote \
+         request is refused by its honest peers as 'term too far ahead'",
+    ),
+    (
+        "open-hostile-term-jumps-wedge-cluster",
+        "four such messages leave every two honest nodes more than MAX_TERM_GAP apart: no honest \
+         node accepts another's messages, and no leader is ever elected again",
+    ),
+];
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
