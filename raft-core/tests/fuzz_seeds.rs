@@ -28,6 +28,12 @@ const OPEN: &[(&str, &str)] = &[
         "four such messages leave every two honest nodes more than MAX_TERM_GAP apart: no honest \
          node accepts another's messages, and no leader is ever elected again",
     ),
+    (
+        "open-snapshot-restore-leaves-ack-of-replaced-entries",
+        "a follower's acknowledgement of entries up to 2 is still queued when a snapshot at 1 \
+         whose term differs replaces its log; handle_snapshot retracts only acknowledgements above \
+         the durable index, so the acknowledgement leaves once only the snapshot is durable",
+    ),
 ];
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
