@@ -81,15 +81,7 @@ pub enum PeersError {
 /// configuration), which is why the HTTP addresses come from a shared list too rather than
 /// each node adding only its own.
 pub fn bootstrap(me: NodeId, raft: &[PeerAddr], http: &[PeerAddr]) -> Result<Membership, PeersError> {
-    let mut members = BTreeMap::new();
-    for peer in raft {
-        if members
-            .insert(peer.id, MemberInfo::new(peer.addr.clone()))
-            .is_some()
-        {
-            return Err(PeersError::Duplicate(peer.id));
-        }
-    }
+    let mut members = listed(raft)?;
     if !members.contains_key(&me) {
         let listed = members
             .keys()
@@ -112,6 +104,11 @@ pub fn bootstrap(me: NodeId, raft: &[PeerAddr], http: &[PeerAddr]) -> Result<Mem
 /// members. Until the node learns the configuration from the leader, its transport admits
 /// only them.
 pub fn join(raft: &[PeerAddr]) -> Result<Membership, PeersError> {
+    Ok(Membership::Join(listed(raft)?))
+}
+
+/// The members `--peers` lists, each once.
+fn listed(raft: &[PeerAddr]) -> Result<BTreeMap<NodeId, MemberInfo>, PeersError> {
     let mut members = BTreeMap::new();
     for peer in raft {
         if members
@@ -121,7 +118,7 @@ pub fn join(raft: &[PeerAddr]) -> Result<Membership, PeersError> {
             return Err(PeersError::Duplicate(peer.id));
         }
     }
-    Ok(Membership::Join(members))
+    Ok(members)
 }
 
 #[cfg(test)]
