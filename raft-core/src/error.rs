@@ -97,6 +97,24 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A message's term is further ahead of this node's than peers may raise it within one
+    /// election timeout ([`crate::MAX_TERM_GAP`]). The message was not acted upon; the node
+    /// raised its own term to `raised_to` (as a follower that knows no leader) to move
+    /// toward it, so a correct peer that far ahead is reached within a few timeouts.
+    #[error(
+        "{kind} message from node {from} at term {term} is too far ahead of this node's term; \
+         raised this node's term to {raised_to} toward it"
+    )]
+    TermTooFarAhead {
+        /// The message kind.
+        kind: &'static str,
+        /// The sender.
+        from: NodeId,
+        /// The message's term.
+        term: Term,
+        /// This node's term after the refusal.
+        raised_to: Term,
+    },
     /// A response came from a node this leader does not replicate to.
     #[error("response from unknown peer {id}")]
     UnknownPeer {

@@ -74,6 +74,10 @@ pub(crate) struct Raft<S> {
     pub(crate) randomized_election_timeout: u32,
     /// Ticks since the node started: the protocol's only clock.
     pub(crate) ticks: u64,
+    /// How much further peers may raise this node's term in the current window of
+    /// `election_tick` ticks (see `spend_term_allowance`), and when that window began.
+    pub(crate) term_allowance: Term,
+    pub(crate) term_allowance_since: u64,
     /// Until one election timeout has passed after a restart, a node with check-quorum
     /// behaves as if it had just heard from a leader, protecting a lease it may have granted
     /// before it restarted. A brand-new node (term 0) never granted one.
@@ -156,6 +160,8 @@ impl<S: LogStorage> Raft<S> {
             heartbeat_elapsed: 0,
             randomized_election_timeout: cfg.min_election_tick,
             ticks: 0,
+            term_allowance: MAX_TERM_GAP,
+            term_allowance_since: 0,
             just_started: hs.term > 0,
             rng,
             heartbeat_round: 0,
@@ -377,9 +383,9 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub(crate) fn campaign(&mut self, kind: Campaign) {
-        // Peers refuse terms above MAX_TERM, and MAX_TERM_GAP keeps any one message from
-        // bringing a node near it; should it ever be reached, the node stops campaigning
-        // rather than wrap around to a smaller term.
+        // Peers refuse terms above MAX_TERM, and MAX_TERM_GAP bounds how fast peers can
+        // raise a node's term toward it; should it ever be reached, the node stops
+        // campaigning rather than wrap around to a smaller term.
         if !self.promotable() || self.term >= MAX_TERM {
             return;
         }
@@ -443,6 +449,13 @@ impl<S: LogStorage> Raft<S> {
                     return Ok(());
                 }
             }
+            // A pre-vote and its grant name a term nobody holds yet; everything else makes
+            // this node adopt the message's term, as far as the term allowance reaches.
+            let adopts = !matches!(&m.body, MessageBody::RequestVote(rv) if rv.pre_vote)
+                && !matches!(&m.body, MessageBody::VoteResponse(vr) if vr.pre_vote && vr.granted);
+            if adopts {
+                self.spend_term_allowance(&m)?;
+            }
             match &m.body {
                 MessageBody::RequestVote(rv) if rv.pre_vote => {}
                 MessageBody::VoteResponse(vr) if vr.pre_vote && vr.granted => {}
@@ -489,6 +502,37 @@ impl<S: LogStorage> Raft<S> {
             Role::Candidate | Role::PreCandidate => self.step_candidate(m),
             Role::Follower => self.step_follower(m),
         }
+    }
+
+    /// A message at term `m.term` (above this node's) is about to make this node adopt it.
+    /// Peers may raise this node's term by at most [`MAX_TERM_GAP`] per election timeout
+    /// (`election_tick` ticks). A message further ahead than what remains is refused, and
+    /// the node raises its own term by what remains instead, as a follower that knows no
+    /// leader: a node any distance behind its peers catches up within a bounded number of
+    /// timeouts, while no member can push terms toward [`MAX_TERM`] faster than that.
+    fn spend_term_allowance(&mut self, m: &Message) -> Result<(), Error> {
+        let window = u64::from(self.cfg.election_tick);
+        if self.ticks.saturating_sub(self.term_allowance_since) >= window {
+            self.term_allowance = MAX_TERM_GAP;
+            self.term_allowance_since = self.ticks;
+        }
+        let rise = m.term.saturating_sub(self.term);
+        if rise <= self.term_allowance {
+            self.term_allowance -= rise;
+            return Ok(());
+        }
+        // `m.term` is at most MAX_TERM (validated) and above `raised_to`, so no overflow.
+        let raised_to = self.term.saturating_add(self.term_allowance);
+        if raised_to > self.term {
+            self.term_allowance = 0;
+            self.become_follower(raised_to, None);
+        }
+        Err(Error::TermTooFarAhead {
+            kind: m.kind(),
+            from: m.from,
+            term: m.term,
+            raised_to,
+        })
     }
 
     /// Messages only a leader sends must come from the one leader of this term that this
@@ -545,9 +589,6 @@ impl<S: LogStorage> Raft<S> {
         if m.term > MAX_TERM {
             return Err(malformed("term above the largest term a peer may send"));
         }
-        if m.term > self.term.saturating_add(MAX_TERM_GAP) {
-            return Err(malformed("term too far ahead of this node's term"));
-        }
         let index = |i: Index| {
             if i > MAX_INDEX {
                 Err(malformed("index above the largest index a peer may send"))
@@ -566,6 +607,9 @@ impl<S: LogStorage> Raft<S> {
                 if meta.index == 0 {
                     return Err(malformed("snapshot at index 0"));
                 }
+                if meta.term == 0 {
+                    return Err(malformed("snapshot with term 0"));
+                }
                 if meta.term > m.term {
                     return Err(malformed("snapshot term above the message term"));
                 }
@@ -574,6 +618,9 @@ impl<S: LogStorage> Raft<S> {
                 index(rv.last_index)?;
                 if rv.last_term > m.term {
                     return Err(malformed("last log term above the election term"));
+                }
+                if rv.last_index > 0 && rv.last_term == 0 {
+                    return Err(malformed("last log entry above index 0 with term 0"));
                 }
             }
             MessageBody::AppendResponse(AppendResponse::Accepted { index: i }) => index(*i)?,
@@ -589,6 +636,9 @@ impl<S: LogStorage> Raft<S> {
                 }
                 if *hint_term > m.term {
                     return Err(malformed("rejection hint term above the message term"));
+                }
+                if *hint_index > 0 && *hint_term == 0 {
+                    return Err(malformed("rejection hint above index 0 with term 0"));
                 }
             }
             MessageBody::Heartbeat(h) => index(h.commit)?,
@@ -771,6 +821,10 @@ fn validate_append(term: Term, a: &Append) -> Result<(), &'static str> {
     if a.prev_term > term {
         return Err("previous entry's term above the message term");
     }
+    // Every entry above index 0 was created by a leader, whose term is at least 1.
+    if a.prev_index > 0 && a.prev_term == 0 {
+        return Err("previous entry above index 0 with term 0");
+    }
     let count = u64::try_from(a.entries.len()).unwrap_or(u64::MAX);
     if a.prev_index
         .checked_add(count)
@@ -785,6 +839,9 @@ fn validate_append(term: Term, a: &Append) -> Result<(), &'static str> {
         }
         if e.term > term {
             return Err("entry term above the message term");
+        }
+        if e.term == 0 {
+            return Err("entry with term 0");
         }
         if e.term < prev_term {
             return Err("entry terms decrease");

@@ -426,9 +426,12 @@ impl<S: LogStorage> Raft<S> {
             // We hold the snapshot's last entry already: fast-forward the commit index only.
             self.log.commit_to(index);
         } else {
+            // The log is replaced: queued acknowledgements of entries above the snapshot
+            // vouch for entries this node no longer holds, durable or not (the ones up to
+            // it stay true once the snapshot is durable, which they wait for).
             let durable = self.log.persisted;
             self.log.restore(meta.clone());
-            self.retract_acks_from(durable + 1);
+            self.retract_acks_from(durable.min(meta.index).saturating_add(1));
             self.restore_membership(&meta);
         }
         self.send(
@@ -437,8 +440,8 @@ impl<S: LogStorage> Raft<S> {
         );
     }
 
-    /// Entries from `from` on were replaced before they became durable: acknowledgements of
-    /// them still waiting to leave would vouch for entries this node no longer has.
+    /// Entries from `from` on were replaced: acknowledgements of them still waiting to
+    /// leave would vouch for entries this node no longer has.
     fn retract_acks_from(&mut self, from: Index) {
         self.msgs.retain(|m| {
             !matches!(m.body, MessageBody::AppendResponse(AppendResponse::Accepted { index }) if index >= from)

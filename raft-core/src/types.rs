@@ -26,11 +26,14 @@ pub const MAX_TERM: Term = (1 << 63) - 1;
 /// hint). Messages naming a higher index are refused before any arithmetic is done with it.
 pub const MAX_INDEX: Index = (1 << 63) - 1;
 
-/// How far ahead of the receiver's own term a message's term may be. A correct peer's term
-/// runs ahead by the number of elections it saw that the receiver did not: even a node
-/// partitioned for years without pre-vote stays far below this gap. It keeps a single
-/// malformed or malicious message from pushing every node's term to [`MAX_TERM`], where no
-/// node could campaign again.
+/// How far peers may raise a node's term within one election timeout (`election_tick`
+/// ticks). A correct peer's term runs ahead by the number of elections it saw that the
+/// receiver did not: even a node partitioned for years stays far below this. A message
+/// further ahead than what remains of the allowance is refused
+/// ([`crate::Error::TermTooFarAhead`]) and the receiver raises its own term by what remains
+/// instead, so nodes any distance apart converge, one allowance per timeout. No member,
+/// however it lies, can raise a node's term faster than that: exhausting the term space up
+/// to [`MAX_TERM`] would take 2^31 election timeouts.
 pub const MAX_TERM_GAP: Term = 1 << 32;
 
 /// Fixed per-entry overhead counted by [`Entry::size`], so that a flood of empty entries

@@ -4,9 +4,10 @@
 //! what it drives and asserts, and the README for how to fuzz.
 //!
 //! Seed names say what they hold: `known-*` reproduce crashes reported before fuzzing began
-//! (now refused), `seed-*` are inputs the fuzzer found that reach a feature (snapshots,
-//! membership changes, restarts, transfers, reads, hostile appends...), and `open-*`
-//! reproduce findings not fixed yet, listed in [`OPEN`].
+//! (now refused), `found-*` reproduce findings of the fuzzer (now fixed), `seed-*` are
+//! inputs the fuzzer found that reach a feature (snapshots, membership changes, restarts,
+//! transfers, reads, hostile appends...), and `open-*` reproduce findings not fixed yet,
+//! listed in [`OPEN`].
 
 #[path = "../fuzz/harness.rs"]
 mod harness;
@@ -17,24 +18,7 @@ use std::path::PathBuf;
 /// Reproducers of findings that are reported and not fixed yet, with what they show. They
 /// are left out of the replay, and each must still fail: once a fix lands,
 /// `open_findings_still_reproduce` fails and the file comes off this list.
-const OPEN: &[(&str, &str)] = &[
-    (
-        "open-hostile-term-jump-isolates-honest-node",
-        "one message from a member raises an honest node's term by MAX_TERM_GAP; its next vote \
-         request is refused by its honest peers as 'term too far ahead'",
-    ),
-    (
-        "open-hostile-term-jumps-wedge-cluster",
-        "four such messages leave every two honest nodes more than MAX_TERM_GAP apart: no honest \
-         node accepts another's messages, and no leader is ever elected again",
-    ),
-    (
-        "open-snapshot-restore-leaves-ack-of-replaced-entries",
-        "a follower's acknowledgement of entries up to 2 is still queued when a snapshot at 1 \
-         whose term differs replaces its log; handle_snapshot retracts only acknowledgements above \
-         the durable index, so the acknowledgement leaves once only the snapshot is durable",
-    ),
-];
+const OPEN: &[(&str, &str)] = &[];
 
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

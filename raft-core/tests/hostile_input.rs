@@ -6,8 +6,9 @@ mod common;
 
 use common::{Network, data, msg};
 use raft_core::{
-    Append, AppendResponse, ConfState, Entry, EntryPayload, Error, HardState, Heartbeat, MAX_INDEX, MAX_TERM,
-    MAX_TERM_GAP, MemStorage, Message, MessageBody, RawNode, RequestVote, Role, SnapshotMeta,
+    Append, AppendResponse, ConfState, Entry, EntryPayload, Error, HardState, Heartbeat, HeartbeatResponse,
+    MAX_INDEX, MAX_TERM, MAX_TERM_GAP, MemStorage, Message, MessageBody, RawNode, RequestVote, Role,
+    SnapshotMeta,
 };
 
 fn append(prev_index: u64, prev_term: u64, entries: Vec<Entry>, commit: u64) -> MessageBody {
@@ -83,18 +84,159 @@ fn term_at_the_top_of_u64_is_refused_and_the_cluster_keeps_electing() {
 }
 
 #[test]
-fn a_term_far_ahead_of_the_receiver_is_refused() {
+fn a_term_far_ahead_is_refused_and_the_receiver_climbs_toward_it() {
     let mut net = Network::new(3);
     net.elect(1);
     let term = net.term(2);
-    let jump = term + MAX_TERM_GAP + 1;
-    assert_malformed(net.raw(2).step(msg(3, 2, jump, vote(false, 0, 0))), "vote");
-    assert_eq!(net.term(2), term);
-    // Within the gap, a higher term is ordinary Raft: the node follows it.
+    let far = term + MAX_TERM_GAP + 1;
+    // The node spent a little of this timeout's allowance following the election.
+    let raised = match net.raw(2).step(msg(3, 2, far, vote(false, 0, 0))) {
+        Err(Error::TermTooFarAhead {
+            term: t,
+            raised_to,
+            from: 3,
+            ..
+        }) => {
+            assert_eq!(t, far);
+            assert!(raised_to > term + MAX_TERM_GAP - 10, "raised to {raised_to} only");
+            raised_to
+        }
+        other => panic!("expected TermTooFarAhead, got {other:?}"),
+    };
+    // The node moved by the whole allowance, as a follower that knows no leader, and did
+    // not vote.
+    assert_eq!(net.term(2), raised);
+    assert_eq!(net.role(2), Role::Follower);
+    assert_eq!(net.raw(2).leader(), None);
+    assert_eq!(net.raw(2).status().hard_state.vote, None);
+    // The allowance is spent for this election timeout: even a rise of one is refused, and
+    // the term stays put.
+    assert!(matches!(
+        net.raw(2).step(msg(3, 2, raised + 1, vote(false, 0, 0))),
+        Err(Error::TermTooFarAhead { raised_to, .. }) if raised_to == raised
+    ));
+    assert_eq!(net.term(2), raised);
+    // One election timeout later the allowance is back, and a rise within it is ordinary
+    // Raft: the node follows the term.
+    net.tick(2, common::config(2).election_tick);
+    net.raw(2).step(msg(3, 2, far, vote(true, 0, 0))).unwrap();
+    assert_eq!(net.term(2), raised, "a pre-vote names a term nobody holds");
     net.raw(2)
-        .step(msg(3, 2, term + MAX_TERM_GAP, vote(true, 0, 0)))
+        .step(msg(
+            3,
+            2,
+            far,
+            MessageBody::HeartbeatResponse(HeartbeatResponse { round: 0 }),
+        ))
         .unwrap();
-    assert_cluster_recovers(&mut net, term);
+    assert_eq!(net.term(2), far);
+}
+
+#[test]
+fn a_liar_raises_terms_by_at_most_one_allowance_per_election_timeout() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let start = net.term(2);
+    let timeout = common::config(2).election_tick;
+    let windows = 5u64;
+    for _ in 0..windows {
+        // A burst of messages, each as far ahead as the receiver's term allows at once.
+        for _ in 0..50 {
+            let now = net.term(2);
+            let _ = net.raw(2).step(msg(
+                3,
+                2,
+                (now + MAX_TERM_GAP).min(MAX_TERM),
+                MessageBody::HeartbeatResponse(HeartbeatResponse { round: 0 }),
+            ));
+            let _ = net.raw(2).step(msg(
+                3,
+                2,
+                MAX_TERM,
+                MessageBody::HeartbeatResponse(HeartbeatResponse { round: 0 }),
+            ));
+        }
+        net.tick(2, timeout);
+    }
+    let risen = net.term(2) - start;
+    assert!(
+        risen <= windows * MAX_TERM_GAP,
+        "the term rose by {risen} in {windows} election timeouts"
+    );
+    assert!(
+        risen >= MAX_TERM_GAP,
+        "the allowance was not used at all: {risen}"
+    );
+    assert!(net.raw(2).fatal().is_none());
+}
+
+/// A liar pushes one honest node's term far ahead of the others, again and again, while
+/// that node hears nothing from them: once the lies stop and the network heals, the nodes
+/// behind climb toward it one allowance per election timeout, and the cluster elects a
+/// leader and commits again.
+#[test]
+fn honest_nodes_pushed_far_apart_converge_and_elect_a_leader() {
+    for pre_vote in [false, true] {
+        let mut net = Network::with(&[1, 2, 3], &[], |id| {
+            let mut c = common::config(id);
+            c.pre_vote = pre_vote;
+            c.check_quorum = pre_vote;
+            c
+        });
+        net.term_refusals = Some(0);
+        net.elect(1);
+        net.propose_ok(1, "before");
+        let timeout = common::config(3).election_tick;
+        net.isolate(3);
+        // The liar forges node 1's id: node 3 cannot tell the lie from the truth.
+        for _ in 0..6 {
+            let now = net.term(3);
+            let pushed = net.raw(3).step(msg(
+                1,
+                3,
+                now + MAX_TERM_GAP,
+                MessageBody::HeartbeatResponse(HeartbeatResponse { round: 0 }),
+            ));
+            assert!(
+                matches!(pushed, Ok(()) | Err(Error::TermTooFarAhead { .. })),
+                "{pushed:?}"
+            );
+            net.tick(3, timeout);
+            net.stabilize();
+        }
+        assert!(net.term(3) > net.term(1) + 5 * MAX_TERM_GAP);
+        net.heal();
+        let mut elected = None;
+        for _ in 0..2_000 {
+            net.run_ticks(1);
+            if let Some(leader) = net.leader()
+                && (1..=3).all(|id| net.term(id) == net.term(leader))
+            {
+                elected = Some(leader);
+                break;
+            }
+        }
+        let leader = elected.unwrap_or_else(|| {
+            panic!(
+                "pre_vote {pre_vote}: no common leader; terms {:?}",
+                (1..=3).map(|id| net.term(id)).collect::<Vec<_>>()
+            )
+        });
+        assert!(
+            net.term_refusals.unwrap() > 0,
+            "the scenario never put nodes out of reach"
+        );
+        let index = net.propose_ok(leader, "after");
+        for id in 1..=3 {
+            assert!(
+                net.commit(id) >= index,
+                "pre_vote {pre_vote}: node {id} committed {}",
+                net.commit(id)
+            );
+            assert!(net.raw(id).fatal().is_none());
+        }
+        net.assert_consistent_logs();
+    }
 }
 
 #[test]
@@ -283,4 +425,52 @@ fn a_refused_message_leaves_no_output() {
     });
     assert!(!net.raw(2).has_ready(), "nothing to send or persist");
     assert_eq!(net.term(2), term);
+}
+
+#[test]
+fn log_positions_above_zero_with_term_zero_are_refused() {
+    // Every entry above index 0 was created by a leader of some term >= 1: a peer naming one
+    // with term 0 is not a correct peer.
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.propose_ok(1, "a");
+    let term = net.term(2);
+    let before = net.raw(2).status();
+    let zero_entry = Entry::new(0, 3, EntryPayload::Normal(data("zero")));
+    assert_malformed(
+        net.raw(2).step(msg(1, 2, term, append(2, 0, vec![], 2))),
+        "prev_term 0 above index 0",
+    );
+    assert_malformed(
+        net.raw(2)
+            .step(msg(1, 2, term, append(2, term, vec![zero_entry], 2))),
+        "entry with term 0",
+    );
+    assert_malformed(
+        net.raw(2).step(msg(3, 2, term + 1, vote(false, 5, 0))),
+        "vote last_term 0 above index 0",
+    );
+    let meta = SnapshotMeta {
+        index: 2,
+        term: 0,
+        conf_state: ConfState::with_voters([1, 2, 3]),
+    };
+    assert_malformed(
+        net.raw(2)
+            .step_snapshot(msg(1, 2, term, MessageBody::Snapshot(Box::new(meta)))),
+        "snapshot term 0",
+    );
+    assert_eq!(net.raw(2).status(), before, "a refused message changed the node");
+    let rejection = AppendResponse::Rejected {
+        rejected: 2,
+        hint_index: 1,
+        hint_term: 0,
+        round: 0,
+    };
+    assert_malformed(
+        net.raw(1)
+            .step(msg(2, 1, term, MessageBody::AppendResponse(rejection))),
+        "hint_term 0 above index 0",
+    );
+    assert_cluster_recovers(&mut net, term);
 }

@@ -333,3 +333,56 @@ fn leadership_lost_before_its_term_was_durable_was_never_seen() {
         .any(|m| matches!(m.body, MessageBody::VoteResponse(r) if r.granted));
     assert!(granted);
 }
+
+/// Found by the fuzzer: a follower holds entries 1 and 2 of term 1, durable, and a repeated
+/// append queues a fresh acknowledgement of 2. Before it leaves, a leader of term 2 sends a
+/// snapshot at index 1 whose term differs, which replaces the whole log. The acknowledgement
+/// must not leave with the snapshot's batch: once only the snapshot is durable, the node no
+/// longer holds entry 2.
+#[test]
+fn a_snapshot_that_replaces_the_log_retracts_queued_acks_above_it() {
+    let cs = ConfState::with_voters([1, 2, 3]);
+    let mut node = RawNode::new(config(2), MemStorage::new_with_conf_state(cs.clone()), 0).unwrap();
+    let first = append(1, 1, (0, 0), vec![entry(1, 1), entry(1, 2)], 0);
+    node.step(first.clone()).unwrap();
+    let mut ready = node.ready().unwrap();
+    let batch = ready.persist.take().expect("entries to persist");
+    node.storage_mut().persist(&batch).unwrap();
+    node.on_persisted(batch.token).unwrap();
+    assert_eq!(node.status().persisted, 2);
+
+    node.step(first).unwrap();
+    node.step_snapshot(Message {
+        from: 3,
+        to: 2,
+        term: 2,
+        body: MessageBody::Snapshot(Box::new(raft_core::SnapshotMeta {
+            index: 1,
+            term: 2,
+            conf_state: cs,
+        })),
+    })
+    .unwrap();
+
+    let ready = node.ready().unwrap();
+    let leaving: Vec<&Message> = ready
+        .messages
+        .iter()
+        .chain(ready.persist.iter().flat_map(|p| p.messages.iter()))
+        .collect();
+    for m in &leaving {
+        if let MessageBody::AppendResponse(AppendResponse::Accepted { index }) = m.body {
+            assert!(
+                index <= 1,
+                "an acknowledgement of {index} leaves after the log was replaced by a snapshot at 1: {leaving:?}"
+            );
+        }
+    }
+    assert!(
+        leaving.iter().any(|m| matches!(
+            m.body,
+            MessageBody::AppendResponse(AppendResponse::Accepted { index: 1 })
+        )),
+        "the snapshot is acknowledged: {leaving:?}"
+    );
+}

@@ -59,6 +59,9 @@ pub struct Network {
     pub drop_kinds: BTreeSet<&'static str>,
     /// Messages dropped so far.
     pub dropped: Vec<Message>,
+    /// Accept `Error::TermTooFarAhead` refusals of messages between nodes (a scenario where
+    /// a liar pushed honest terms apart) instead of failing; counted here.
+    pub term_refusals: Option<usize>,
 }
 
 pub fn data(s: &str) -> Bytes {
@@ -98,6 +101,7 @@ impl Network {
             cut: BTreeSet::new(),
             drop_kinds: BTreeSet::new(),
             dropped: Vec::new(),
+            term_refusals: None,
         }
     }
 
@@ -243,6 +247,9 @@ impl Network {
         // peer the leader no longer tracks is the one refusal that is part of normal life.
         match result {
             Ok(()) | Err(raft_core::Error::UnknownPeer { .. }) => {}
+            Err(raft_core::Error::TermTooFarAhead { .. }) if self.term_refusals.is_some() => {
+                *self.term_refusals.as_mut().expect("checked") += 1;
+            }
             Err(e) => panic!("node {to} refused a message from node {from}: {e}"),
         }
         if is_snapshot && let Some(leader) = self.nodes.get_mut(&from) {
