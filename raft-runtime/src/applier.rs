@@ -5,8 +5,6 @@
 //! read queries. Because all of these travel through one queue, a read query sent after
 //! the entries up to its read index runs against a state that includes them.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, Index, NodeId};
 use tokio::sync::{mpsc, oneshot};
@@ -15,7 +13,7 @@ use crate::codec;
 use crate::error::{ProposeError, ReadError, StateMachineError};
 use crate::state_machine::{Applied, StateMachine};
 use crate::store::Snapshot;
-use crate::transport::{Transport, WireMessage};
+use crate::transport::ForwardError;
 
 /// Where the outcome of a proposal goes.
 pub(crate) enum Responder<SM: StateMachine> {
@@ -30,33 +28,39 @@ pub(crate) enum Responder<SM: StateMachine> {
     },
 }
 
+/// The answer to a proposal a follower forwarded, for the group task to send.
+pub(crate) struct RemoteReply {
+    /// The follower.
+    pub(crate) peer: NodeId,
+    /// Its request id.
+    pub(crate) id: u64,
+    /// The encoded response, or why the proposal failed.
+    pub(crate) result: Result<Bytes, ForwardError>,
+}
+
 impl<SM: StateMachine> Responder<SM> {
-    /// Reports a failure.
-    pub(crate) fn fail(self, err: ProposeError, transport: &dyn Transport) {
+    /// Reports a failure: to a local caller at once, to a follower through `remote`.
+    pub(crate) fn fail(self, err: ProposeError, remote: &mut Vec<RemoteReply>) {
         match self {
             Responder::Local(tx) => {
                 let _ = tx.send(Err(err));
             }
-            Responder::Remote { peer, id } => {
-                let _ = transport.send(
-                    peer,
-                    vec![WireMessage::ForwardReply {
-                        id,
-                        result: Err(err.to_forward()),
-                    }],
-                );
-            }
+            Responder::Remote { peer, id } => remote.push(RemoteReply {
+                peer,
+                id,
+                result: Err(err.to_forward()),
+            }),
         }
     }
 
-    fn succeed(self, response: SM::Response, transport: &dyn Transport) {
+    fn succeed(self, response: SM::Response, remote: &mut Vec<RemoteReply>) {
         match self {
             Responder::Local(tx) => {
                 let _ = tx.send(Ok(response));
             }
             Responder::Remote { peer, id } => {
                 let result = codec::encode(&response).map_err(|e| ProposeError::Encode(e).to_forward());
-                let _ = transport.send(peer, vec![WireMessage::ForwardReply { id, result }]);
+                remote.push(RemoteReply { peer, id, result });
             }
         }
     }
@@ -87,6 +91,8 @@ pub(crate) enum ApplierEvent {
     Installed { index: Index },
     /// A snapshot of the state at `index` was taken.
     SnapshotBuilt { index: Index, data: Bytes },
+    /// Answers to forwarded proposals, for the group task to send.
+    Replies(Vec<RemoteReply>),
     /// The state machine failed: the node must stop.
     Fatal(String),
 }
@@ -99,7 +105,6 @@ pub(crate) async fn run<SM: StateMachine>(
     mut applied: Index,
     mut rx: mpsc::UnboundedReceiver<ApplyMsg<SM>>,
     events: mpsc::UnboundedSender<ApplierEvent>,
-    transport: Arc<dyn Transport>,
 ) {
     let mut next: Option<ApplyMsg<SM>> = None;
     loop {
@@ -123,7 +128,12 @@ pub(crate) async fn run<SM: StateMachine>(
                         Err(_) => break,
                     }
                 }
-                apply_batch(&mut sm, &mut applied, batch, &*transport, &events).await
+                let mut replies = Vec::new();
+                let result = apply_batch(&mut sm, &mut applied, batch, &mut replies, &events).await;
+                if !replies.is_empty() {
+                    let _ = events.send(ApplierEvent::Replies(replies));
+                }
+                result
             }
             ApplyMsg::Restore(snapshot) => {
                 let index = snapshot.meta.index;
@@ -156,30 +166,35 @@ pub(crate) async fn run<SM: StateMachine>(
         if let Err(e) = result {
             let _ = events.send(ApplierEvent::Fatal(e.to_string()));
             // Fail everything still queued; the node is stopping.
+            let mut replies = Vec::new();
             while let Ok(msg) = rx.try_recv() {
-                fail(msg, &*transport, &e);
+                fail(msg, &mut replies, &e);
             }
+            let _ = events.send(ApplierEvent::Replies(std::mem::take(&mut replies)));
             // Keep answering until the node drops the queue.
             while let Some(msg) = rx.recv().await {
                 if let ApplyMsg::Stop(reply) = msg {
                     let _ = reply.send(sm);
                     return;
                 }
-                fail(msg, &*transport, &e);
+                fail(msg, &mut replies, &e);
+                if !replies.is_empty() {
+                    let _ = events.send(ApplierEvent::Replies(std::mem::take(&mut replies)));
+                }
             }
             return;
         }
     }
 }
 
-fn fail<SM: StateMachine>(msg: ApplyMsg<SM>, transport: &dyn Transport, e: &StateMachineError) {
+fn fail<SM: StateMachine>(msg: ApplyMsg<SM>, remote: &mut Vec<RemoteReply>, e: &StateMachineError) {
     match msg {
         ApplyMsg::Entries(batch) => {
             for (_, r) in batch {
                 if let Some(r) = r {
                     r.fail(
                         ProposeError::Unknown(format!("state machine failed: {e}")),
-                        transport,
+                        remote,
                     );
                 }
             }
@@ -193,7 +208,7 @@ async fn apply_batch<SM: StateMachine>(
     sm: &mut SM,
     applied: &mut Index,
     batch: Vec<(Entry, Option<Responder<SM>>)>,
-    transport: &dyn Transport,
+    remote: &mut Vec<RemoteReply>,
     events: &mpsc::UnboundedSender<ApplierEvent>,
 ) -> Result<(), StateMachineError> {
     let Some(last) = batch.last().map(|(e, _)| e.index) else {
@@ -206,10 +221,7 @@ async fn apply_batch<SM: StateMachine>(
         if entry.index <= *applied {
             // Already in the state (a snapshot installed meanwhile covers it).
             if let Some(r) = responder {
-                r.fail(
-                    ProposeError::Unknown("superseded by a snapshot".into()),
-                    transport,
-                );
+                r.fail(ProposeError::Unknown("superseded by a snapshot".into()), remote);
             }
             continue;
         }
@@ -226,13 +238,13 @@ async fn apply_batch<SM: StateMachine>(
                     // Every node fails to decode it alike, so skipping keeps them equal.
                     tracing::warn!(index = entry.index, error = %e, "skipping an undecodable command");
                     if let Some(r) = responder {
-                        r.fail(ProposeError::Encode(e), transport);
+                        r.fail(ProposeError::Encode(e), remote);
                     }
                 }
             },
             EntryPayload::Empty | EntryPayload::Membership(_) => {
                 if let Some(r) = responder {
-                    r.fail(ProposeError::Dropped, transport);
+                    r.fail(ProposeError::Dropped, remote);
                 }
             }
         }
@@ -248,7 +260,7 @@ async fn apply_batch<SM: StateMachine>(
         }
         for (response, responder) in responses.into_iter().zip(responders) {
             if let Some(r) = responder {
-                r.succeed(response, transport);
+                r.succeed(response, remote);
             }
         }
     }

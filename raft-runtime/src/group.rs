@@ -7,7 +7,7 @@
 //! waiters. Nothing in here blocks: the store, the transport and the applier all report
 //! back through channels.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use raft_core::{
     ChangeKind, ConfChange, ConfState, Entry, EntryPayload, Index, MemberChange, Message, MessageBody,
-    NodeId, Persist, PersistToken, RawNode, ReadCtx, ReadState, Role, SnapshotStatus, SoftState, Term,
+    NodeId, Persist, RawNode, ReadCtx, ReadState, Role, SnapshotStatus, SoftState, Term,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
@@ -23,15 +23,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::adapter::StoreReader;
-use crate::applier::{ApplierEvent, ApplyMsg, Query, Responder};
+use crate::applier::{ApplierEvent, ApplyMsg, Query, RemoteReply, Responder};
 use crate::codec;
 use crate::config::Config;
 use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
 use crate::metrics::{Member, MemberInfo, Metrics};
 use crate::peers::PeerSet;
+use crate::persist::{Begin, Pipeline};
+use crate::snapshot_policy::SnapshotPolicy;
 use crate::state_machine::StateMachine;
-use crate::store::{LogStore, LogWrite, Snapshot, StoreError};
+use crate::store::{LogStore, Snapshot, StoreError};
 use crate::transport::{ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage};
+use crate::waiting::Waiting;
 
 /// A membership request.
 pub(crate) enum ConfRequest {
@@ -91,39 +94,36 @@ struct Pending<SM: StateMachine> {
     responder: Responder<SM>,
 }
 
-struct InflightWrite {
-    token: u64,
-    /// The token to report when this write is durable: later empty batches ride on it.
-    report: u64,
-    messages: Vec<Message>,
-    restore: Option<Snapshot>,
-}
-
+/// A membership change waiting for its entry (and, if asked, the final configuration) to
+/// be applied; keyed by the index of its entry.
 struct ConfWaiter {
-    index: Index,
     term: Term,
     wait_final: bool,
     /// The change's own entry was applied; waiting for the final configuration.
     entered: bool,
-    deadline: Instant,
     reply: oneshot::Sender<Result<(), AdminError>>,
 }
 
-struct TransferWaiter {
-    to: NodeId,
-    deadline: Instant,
-    reply: oneshot::Sender<Result<(), AdminError>>,
-}
+/// Where an administrative request's outcome goes.
+type AdminReply = oneshot::Sender<Result<(), AdminError>>;
 
 struct Stopping {
     deadline: Instant,
     replies: Vec<oneshot::Sender<()>>,
 }
 
+/// What woke the loop.
+enum Input<SM: StateMachine> {
+    Tick,
+    Applier(ApplierEvent),
+    Event(Event),
+    Peer(Incoming),
+    /// A request from a handle, or `None` once every handle is gone.
+    Request(Option<Request<SM>>),
+}
+
 /// Most requests, and most batches of peer traffic, handled per loop iteration.
 const DRAIN: usize = 4_096;
-/// Snapshot data received from leaders kept while the protocol decides on it.
-const STAGED: usize = 2;
 /// How often a refused peer message is logged as a warning (the rest go to debug).
 const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -145,39 +145,43 @@ pub(crate) struct Group<SM: StateMachine> {
     pub(crate) rng: ChaCha8Rng,
     pub(crate) applied: Index,
     pub(crate) emitted: Index,
-    pub(crate) last_snapshot: Index,
     pub(crate) last_conf_index: Option<Index>,
     /// The peers the transport is told of (the members, and removed ones for a while).
     peers: PeerSet,
-    proposals: HashMap<Index, Pending<SM>>,
-    proposal_deadlines: VecDeque<(Instant, Index, Term)>,
-    /// Proposals forwarded to a leader: deadline, the leader, and where the outcome goes.
-    forwards: HashMap<u64, (Instant, NodeId, ProposalReply<SM>)>,
+    // Work waiting for the protocol, one registry per kind (see waiting.rs).
+    /// Local and forwarded proposals this leader appended, by index.
+    proposals: Waiting<Index, Pending<SM>>,
+    /// Proposals forwarded to a leader, by request id: the leader, and where the outcome goes.
+    forwards: Waiting<u64, (NodeId, ProposalReply<SM>)>,
     next_forward: u64,
-    inflight: VecDeque<InflightWrite>,
-    staged: BTreeMap<Index, Bytes>,
-    reads: HashMap<ReadCtx, (Instant, Query<SM>)>,
-    /// Confirmed reads waiting for their index to be applied, with their deadlines.
-    parked_reads: BTreeMap<Index, Vec<(Instant, Query<SM>)>>,
+    /// Reads waiting for the protocol to confirm them, by context.
+    reads: Waiting<ReadCtx, Query<SM>>,
+    /// Confirmed reads waiting for their index to be applied, by (index, arrival).
+    parked_reads: Waiting<(Index, u64), Query<SM>>,
+    next_parked: u64,
+    /// Membership changes, by the index of their entry.
+    conf_waiters: Waiting<Index, ConfWaiter>,
+    /// The leader transfer in progress, by target (at most one).
+    transfer: Waiting<NodeId, AdminReply>,
+    /// Answers to forwarded proposals, sent once per loop turn.
+    remote_replies: Vec<RemoteReply>,
+    /// Write batches on their way to the store.
+    pipeline: Pipeline,
+    snapshots: SnapshotPolicy,
     /// One permit per read in the node, from its arrival until it is answered wherever
     /// that happens (here or in the applier): bounds the reads a node holds.
     read_permits: Arc<tokio::sync::Semaphore>,
-    /// Bytes of entries applied since the last snapshot was started.
-    bytes_since_snapshot: u64,
     /// When a refused peer message was last logged above debug level.
     refused_logged: Option<Instant>,
     /// The members a joining node was told of, admitted until it is in its configuration.
     seeds: BTreeMap<NodeId, Bytes>,
-    conf_waiters: Vec<ConfWaiter>,
-    transfer: Option<TransferWaiter>,
-    snapshot_in_progress: bool,
     sending_snapshots: BTreeSet<NodeId>,
     stopping: Option<Stopping>,
     fatal: Option<String>,
     unreachable_logged: HashMap<NodeId, Instant>,
     /// The last leadership (term, leader) counted in the metrics.
     last_leadership: Option<(Term, NodeId)>,
-    /// The time at the start of the current loop iteration (one clock read per batch).
+    /// The time at the start of the current loop turn: the one clock read of the turn.
     now: Instant,
     request_buf: Vec<Request<SM>>,
     incoming_buf: Vec<Incoming>,
@@ -201,7 +205,11 @@ impl<SM: StateMachine> Group<SM> {
         seeds: BTreeMap<NodeId, Bytes>,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let last_snapshot = store.first_index().saturating_sub(1);
+        let snapshots = SnapshotPolicy::new(
+            cfg.snapshot_every,
+            cfg.snapshot_every_bytes,
+            store.first_index().saturating_sub(1),
+        );
         // Removed peers stay reachable two election timeouts after their removal commits:
         // the leader goes on replicating to them for up to one.
         let peers = PeerSet::new(2 * u64::from(cfg.protocol.election_tick));
@@ -224,24 +232,22 @@ impl<SM: StateMachine> Group<SM> {
             rng,
             applied,
             emitted: applied,
-            last_snapshot,
             last_conf_index: None,
             peers,
-            proposals: HashMap::new(),
-            proposal_deadlines: VecDeque::new(),
-            forwards: HashMap::new(),
+            proposals: Waiting::default(),
+            forwards: Waiting::default(),
             next_forward: 1,
-            inflight: VecDeque::new(),
-            staged: BTreeMap::new(),
-            reads: HashMap::new(),
-            parked_reads: BTreeMap::new(),
+            reads: Waiting::default(),
+            parked_reads: Waiting::default(),
+            next_parked: 0,
+            conf_waiters: Waiting::default(),
+            transfer: Waiting::default(),
+            remote_replies: Vec::new(),
+            pipeline: Pipeline::default(),
+            snapshots,
             read_permits,
             seeds,
-            bytes_since_snapshot: 0,
             refused_logged: None,
-            conf_waiters: Vec::new(),
-            transfer: None,
-            snapshot_in_progress: false,
             sending_snapshots: BTreeSet::new(),
             stopping: None,
             fatal: None,
@@ -261,18 +267,23 @@ impl<SM: StateMachine> Group<SM> {
         self.sync_membership();
         self.publish_metrics(true);
         loop {
-            tokio::select! {
+            let input = tokio::select! {
                 biased;
-                _ = ticker.tick() => self.on_tick(),
-                Some(ev) = self.applier_rx.recv() => self.on_applier(ev),
-                Some(ev) = self.events_rx.recv() => self.on_event(ev),
-                Some(inc) = self.inbox.recv() => self.on_incoming(inc),
-                req = self.requests.recv() => match req {
-                    Some(r) => self.on_request(r),
-                    None => self.begin_stop(None),
-                },
-            }
+                _ = ticker.tick() => Input::Tick,
+                Some(ev) = self.applier_rx.recv() => Input::Applier(ev),
+                Some(ev) = self.events_rx.recv() => Input::Event(ev),
+                Some(inc) = self.inbox.recv() => Input::Peer(inc),
+                req = self.requests.recv() => Input::Request(req),
+            };
             self.now = Instant::now();
+            match input {
+                Input::Tick => self.on_tick(),
+                Input::Applier(ev) => self.on_applier(ev),
+                Input::Event(ev) => self.on_event(ev),
+                Input::Peer(inc) => self.on_incoming(inc),
+                Input::Request(Some(r)) => self.on_request(r),
+                Input::Request(None) => self.begin_stop(None),
+            }
             self.drain();
             self.handle_ready();
             if let Some(invariant) = self.node.fatal() {
@@ -280,12 +291,35 @@ impl<SM: StateMachine> Group<SM> {
                 self.set_fatal(format!("safety invariant violated: {invariant}"));
             }
             self.check_transfer();
+            self.send_remote_replies();
             self.publish_metrics(false);
             if self.finished() {
                 break;
             }
         }
         self.finish().await;
+    }
+
+    /// Sends the answers to forwarded proposals gathered this turn, one batch per peer.
+    fn send_remote_replies(&mut self) {
+        if self.remote_replies.is_empty() {
+            return;
+        }
+        let mut batches: BTreeMap<NodeId, Vec<WireMessage>> = BTreeMap::new();
+        for r in self.remote_replies.drain(..) {
+            batches
+                .entry(r.peer)
+                .or_default()
+                .push(WireMessage::ForwardReply {
+                    id: r.id,
+                    result: r.result,
+                });
+        }
+        for (peer, batch) in batches {
+            if let Err(e) = self.transport.send(peer, batch) {
+                tracing::debug!(peer, error = %e, "answering forwarded proposals failed");
+            }
+        }
     }
 
     fn drain(&mut self) {
@@ -341,7 +375,7 @@ impl<SM: StateMachine> Group<SM> {
         if self.proposals.len() >= self.cfg.max_pending_proposals {
             return Some(BusyReason::PendingProposals);
         }
-        if self.inflight.len() >= self.cfg.max_inflight_writes {
+        if self.pipeline.len() >= self.cfg.max_inflight_writes {
             return Some(BusyReason::Disk);
         }
         if self.node.commit_index().saturating_sub(self.applied) >= self.cfg.max_apply_lag {
@@ -352,10 +386,10 @@ impl<SM: StateMachine> Group<SM> {
 
     fn propose(&mut self, command: Bytes, responder: Responder<SM>) {
         if self.stopping.is_some() || self.fatal.is_some() {
-            return responder.fail(ProposeError::ShuttingDown, &*self.transport);
+            return responder.fail(ProposeError::ShuttingDown, &mut self.remote_replies);
         }
         if let Some(reason) = self.busy() {
-            return responder.fail(ProposeError::Busy(reason), &*self.transport);
+            return responder.fail(ProposeError::Busy(reason), &mut self.remote_replies);
         }
         if self.node.role() != Role::Leader {
             let leader = self.node.leader();
@@ -363,27 +397,37 @@ impl<SM: StateMachine> Group<SM> {
                 (Responder::Local(reply), Some(leader)) if self.cfg.forward_proposals => {
                     self.forward(leader, command, reply)
                 }
-                (responder, _) => responder.fail(ProposeError::NotLeader { leader }, &*self.transport),
+                (responder, _) => {
+                    responder.fail(ProposeError::NotLeader { leader }, &mut self.remote_replies)
+                }
             };
         }
         match self.node.propose(command) {
             Ok(index) => {
                 let term = self.node.term();
                 self.metrics.proposals += 1;
-                self.proposal_deadlines
-                    .push_back((self.now + self.cfg.propose_timeout, index, term));
-                self.proposals.insert(index, Pending { term, responder });
+                let deadline = self.now + self.cfg.propose_timeout;
+                if let Some(old) = self
+                    .proposals
+                    .insert(index, deadline, Pending { term, responder })
+                {
+                    // The protocol never hands out an index twice in a term; an entry of an
+                    // earlier term at this index was overwritten.
+                    old.responder
+                        .fail(ProposeError::Dropped, &mut self.remote_replies);
+                }
             }
             Err(raft_core::Error::NotLeader { leader }) => {
-                responder.fail(ProposeError::NotLeader { leader }, &*self.transport)
+                responder.fail(ProposeError::NotLeader { leader }, &mut self.remote_replies)
             }
-            Err(raft_core::Error::UncommittedLimit { .. }) => {
-                responder.fail(ProposeError::Busy(BusyReason::Uncommitted), &*self.transport)
-            }
+            Err(raft_core::Error::UncommittedLimit { .. }) => responder.fail(
+                ProposeError::Busy(BusyReason::Uncommitted),
+                &mut self.remote_replies,
+            ),
             Err(raft_core::Error::TransferInProgress { .. }) => {
-                responder.fail(ProposeError::Busy(BusyReason::Transfer), &*self.transport)
+                responder.fail(ProposeError::Busy(BusyReason::Transfer), &mut self.remote_replies)
             }
-            Err(e) => responder.fail(ProposeError::Unknown(e.to_string()), &*self.transport),
+            Err(e) => responder.fail(ProposeError::Unknown(e.to_string()), &mut self.remote_replies),
         }
     }
 
@@ -396,7 +440,7 @@ impl<SM: StateMachine> Group<SM> {
         {
             Ok(()) => {
                 self.forwards
-                    .insert(id, (self.now + self.cfg.propose_timeout, leader, reply));
+                    .insert(id, self.now + self.cfg.propose_timeout, (leader, reply));
             }
             Err(SendError::Full(_)) => {
                 let _ = reply.send(Err(ProposeError::Busy(BusyReason::Forward)));
@@ -411,13 +455,11 @@ impl<SM: StateMachine> Group<SM> {
         // A forwarded proposal is never forwarded again.
         if !self.cfg.forward_proposals && self.node.role() != Role::Leader {
             let leader = self.node.leader();
-            let _ = self.transport.send(
-                from,
-                vec![WireMessage::ForwardReply {
-                    id,
-                    result: Err(ForwardError::NotLeader { leader }),
-                }],
-            );
+            self.remote_replies.push(RemoteReply {
+                peer: from,
+                id,
+                result: Err(ForwardError::NotLeader { leader }),
+            });
             return;
         }
         self.propose(command, Responder::Remote { peer: from, id });
@@ -425,15 +467,11 @@ impl<SM: StateMachine> Group<SM> {
 
     fn on_forward_reply(&mut self, from: NodeId, id: u64, result: Result<Bytes, ForwardError>) {
         // Only the node the proposal went to can answer it.
-        if self
-            .forwards
-            .get(&id)
-            .is_none_or(|&(_, leader, _)| leader != from)
-        {
+        if self.forwards.get(&id).is_none_or(|&(leader, _)| leader != from) {
             self.refused(from, "an answer to a proposal that was not forwarded to it");
             return;
         }
-        let Some((_, _, reply)) = self.forwards.remove(&id) else {
+        let Some((_, reply)) = self.forwards.remove(&id) else {
             return;
         };
         let outcome = match result {
@@ -464,8 +502,7 @@ impl<SM: StateMachine> Group<SM> {
         };
         match result {
             Ok(()) => {
-                self.reads
-                    .insert(ctx, (Instant::now() + self.cfg.read_timeout, query));
+                self.reads.insert(ctx, self.now + self.cfg.read_timeout, query);
             }
             Err(raft_core::Error::NotLeader { leader }) => query(Err(ReadError::NotLeader { leader })),
             Err(raft_core::Error::TooManyPendingReads { .. }) => {
@@ -476,31 +513,27 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     fn on_read_state(&mut self, rs: ReadState) {
-        let Some((deadline, query)) = self.reads.remove(&rs.ctx) else {
+        let Some(deadline) = self.reads.deadline(&rs.ctx) else {
             return;
         };
+        let query = self.reads.remove(&rs.ctx).expect("checked");
         match rs.result {
             Ok(index) if index <= self.emitted => {
                 let _ = self.applier_tx.send(ApplyMsg::Query(query));
             }
-            Ok(index) => self
-                .parked_reads
-                .entry(index)
-                .or_default()
-                .push((deadline, query)),
+            Ok(index) => {
+                self.next_parked += 1;
+                self.parked_reads
+                    .insert((index, self.next_parked), deadline, query);
+            }
             Err(_) => query(Err(ReadError::LeadershipLost)),
         }
     }
 
     /// Sends the queries of reads whose index has been handed to the applier.
     fn release_parked_reads(&mut self) {
-        while let Some(entry) = self.parked_reads.first_entry() {
-            if *entry.key() > self.emitted {
-                break;
-            }
-            for (_, query) in entry.remove() {
-                let _ = self.applier_tx.send(ApplyMsg::Query(query));
-            }
+        for (_, query) in self.parked_reads.take_through((self.emitted, u64::MAX)) {
+            let _ = self.applier_tx.send(ApplyMsg::Query(query));
         }
     }
 
@@ -525,37 +558,35 @@ impl<SM: StateMachine> Group<SM> {
             },
         };
         match self.node.propose_conf_change(change) {
-            Ok(index) => self.conf_waiters.push(ConfWaiter {
-                index,
-                term: self.node.term(),
-                wait_final,
-                entered: false,
-                deadline: Instant::now() + self.cfg.admin_timeout,
-                reply,
-            }),
+            Ok(index) => {
+                let waiter = ConfWaiter {
+                    term: self.node.term(),
+                    wait_final,
+                    entered: false,
+                    reply,
+                };
+                let deadline = self.now + self.cfg.admin_timeout;
+                if let Some(old) = self.conf_waiters.insert(index, deadline, waiter) {
+                    let _ = old.reply.send(Err(AdminError::LeadershipLost));
+                }
+            }
             Err(e) => {
                 let _ = reply.send(Err(admin_error(e)));
             }
         }
     }
 
-    fn start_transfer(&mut self, to: NodeId, reply: oneshot::Sender<Result<(), AdminError>>) {
+    fn start_transfer(&mut self, to: NodeId, reply: AdminReply) {
         if self.node.role() == Role::Follower && self.node.leader() == Some(to) {
             let _ = reply.send(Ok(()));
             return;
         }
         match self.node.transfer_leader(to) {
             Ok(()) => {
-                if let Some(old) = self.transfer.take() {
-                    let _ = old
-                        .reply
-                        .send(Err(AdminError::TransferAborted { target: old.to }));
+                for (target, old) in self.transfer.drain() {
+                    let _ = old.send(Err(AdminError::TransferAborted { target }));
                 }
-                self.transfer = Some(TransferWaiter {
-                    to,
-                    deadline: Instant::now() + self.cfg.admin_timeout,
-                    reply,
-                });
+                self.transfer.insert(to, self.now + self.cfg.admin_timeout, reply);
             }
             Err(e) => {
                 let _ = reply.send(Err(admin_error(e)));
@@ -564,23 +595,21 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     fn check_transfer(&mut self) {
-        let Some(t) = &self.transfer else {
+        let Some((&to, _)) = self.transfer.first() else {
             return;
         };
-        let outcome = if self.node.leader() == Some(t.to) {
-            Some(Ok(()))
+        let outcome = if self.node.leader() == Some(to) {
+            Ok(())
         } else if self.node.role() == Role::Leader && self.node.status().lead_transferee.is_none() {
-            Some(Err(AdminError::TransferAborted { target: t.to }))
+            Err(AdminError::TransferAborted { target: to })
         } else if self.node.role() != Role::Leader && self.node.leader().is_some() {
-            Some(Err(AdminError::LeadershipLost))
-        } else if Instant::now() >= t.deadline {
-            Some(Err(AdminError::Timeout))
+            Err(AdminError::LeadershipLost)
         } else {
-            None
+            // Still under way: it ends here, or expires with the other waiting work.
+            return;
         };
-        if let Some(outcome) = outcome {
-            let t = self.transfer.take().expect("checked");
-            let _ = t.reply.send(outcome);
+        if let Some(reply) = self.transfer.remove(&to) {
+            let _ = reply.send(outcome);
         }
     }
 
@@ -612,10 +641,7 @@ impl<SM: StateMachine> Group<SM> {
                     self.refused(from, "a snapshot with a forged sender");
                     return;
                 }
-                self.staged.insert(meta.index, data);
-                while self.staged.len() > STAGED {
-                    self.staged.pop_first();
-                }
+                self.pipeline.stage(meta.index, data);
                 self.step(from, *message, true);
                 let _ = ack.send(Ok(()));
             }
@@ -704,18 +730,11 @@ impl<SM: StateMachine> Group<SM> {
             tracing::info!(node = self.id, term, role = ?ss.role, leader = ?ss.leader, "leadership changed");
             // Proposals forwarded to a former leader may or may not have been appended there;
             // say so now rather than when they time out.
-            let stale: Vec<u64> = self
-                .forwards
-                .iter()
-                .filter(|(_, (_, to, _))| Some(*to) != ss.leader)
-                .map(|(&id, _)| id)
-                .collect();
-            for id in stale {
-                if let Some((_, to, reply)) = self.forwards.remove(&id) {
-                    let _ = reply.send(Err(ProposeError::Unknown(format!(
-                        "leader {to} changed while the forwarded command was in flight"
-                    ))));
-                }
+            let stale = self.forwards.take_where(|_, (to, _)| Some(*to) != ss.leader);
+            for (_, (to, reply)) in stale {
+                let _ = reply.send(Err(ProposeError::Unknown(format!(
+                    "leader {to} changed while the forwarded command was in flight"
+                ))));
             }
         }
         if let Some(leader) = ss.leader
@@ -746,7 +765,7 @@ impl<SM: StateMachine> Group<SM> {
         for (to, batch) in batches {
             if let Err(e) = self.transport.send(to, batch) {
                 self.node.report_unreachable(to);
-                let now = Instant::now();
+                let now = self.now;
                 let last = self.unreachable_logged.get(&to).copied();
                 if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
                     self.unreachable_logged.insert(to, now);
@@ -788,74 +807,44 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     fn persist(&mut self, p: Persist) {
-        let token = p.token.0;
-        if p.is_empty() {
-            // Nothing to write: its messages follow the latest write still in flight.
-            match self.inflight.back_mut() {
-                Some(last) => {
-                    last.messages.extend(p.messages);
-                    last.report = token;
-                }
-                None => {
-                    if let Err(e) = self.node.on_persisted(p.token) {
-                        return self.set_fatal(format!("persist bookkeeping: {e}"));
-                    }
-                    self.send_messages(p.messages);
-                }
+        match self.pipeline.begin(p) {
+            Ok(Begin::Write { token, write }) => {
+                let events = self.events_tx.clone();
+                self.store.append(
+                    write,
+                    Box::new(move |result| {
+                        let _ = events.send(Event::Persisted { token, result });
+                    }),
+                );
             }
-            return;
-        }
-        let snapshot = match p.snapshot {
-            Some(meta) => match self.staged.remove(&meta.index) {
-                Some(data) => Some(Snapshot { meta, data }),
-                None => {
-                    return self.set_fatal(format!("snapshot {} accepted without its data", meta.index));
+            Ok(Begin::Durable { token, messages }) => {
+                if let Err(e) = self.node.on_persisted(token) {
+                    return self.set_fatal(format!("persist bookkeeping: {e}"));
                 }
-            },
-            None => None,
-        };
-        let write = LogWrite {
-            snapshot: snapshot.clone(),
-            entries: p.entries,
-            hard_state: p.hard_state,
-        };
-        self.inflight.push_back(InflightWrite {
-            token,
-            report: token,
-            messages: p.messages,
-            restore: snapshot,
-        });
-        let events = self.events_tx.clone();
-        self.store.append(
-            write,
-            Box::new(move |result| {
-                let _ = events.send(Event::Persisted { token, result });
-            }),
-        );
+                self.send_messages(messages);
+            }
+            Ok(Begin::RidesAlong) => {}
+            Err(e) => self.set_fatal(e.to_string()),
+        }
     }
 
     fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>) {
         if let Err(e) = result {
             return self.set_fatal(format!("log store write failed: {e}"));
         }
-        let Some(w) = self.inflight.pop_front() else {
-            return self.set_fatal(format!("completion for unknown write {token}"));
+        let done = match self.pipeline.complete(token) {
+            Ok(done) => done,
+            Err(e) => return self.set_fatal(e.to_string()),
         };
-        if w.token != token {
-            return self.set_fatal(format!(
-                "writes completed out of order ({token} before {})",
-                w.token
-            ));
-        }
-        if let Some(s) = w.restore {
+        if let Some(s) = done.restore {
             self.emitted = self.emitted.max(s.meta.index);
             let _ = self.applier_tx.send(ApplyMsg::Restore(s));
             self.metrics.snapshots_installed += 1;
         }
-        if let Err(e) = self.node.on_persisted(PersistToken(w.report)) {
+        if let Err(e) = self.node.on_persisted(done.report) {
             return self.set_fatal(format!("persist bookkeeping: {e}"));
         }
-        self.send_messages(w.messages);
+        self.send_messages(done.messages);
         self.release_parked_reads();
     }
 
@@ -866,7 +855,7 @@ impl<SM: StateMachine> Group<SM> {
                 Some(p) if p.term == e.term => Some(p.responder),
                 Some(p) => {
                     // Another leader's entry took this position: the proposal is gone.
-                    p.responder.fail(ProposeError::Dropped, &*self.transport);
+                    p.responder.fail(ProposeError::Dropped, &mut self.remote_replies);
                     None
                 }
                 None => None,
@@ -875,7 +864,7 @@ impl<SM: StateMachine> Group<SM> {
                 self.on_conf_applied(e.index, e.term, cs.is_joint());
             }
             self.emitted = self.emitted.max(e.index);
-            self.bytes_since_snapshot = self.bytes_since_snapshot.saturating_add(e.size());
+            self.snapshots.entries_applied(e.size());
             batch.push((e, responder));
         }
         let _ = self.applier_tx.send(ApplyMsg::Entries(batch));
@@ -883,29 +872,27 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     fn on_conf_applied(&mut self, index: Index, term: Term, joint: bool) {
-        let mut i = 0;
-        while i < self.conf_waiters.len() {
-            let w = &mut self.conf_waiters[i];
-            let done = if !w.entered && w.index == index {
-                if w.term != term {
-                    Some(Err(AdminError::LeadershipLost))
-                } else if w.wait_final && joint {
-                    w.entered = true;
-                    None
-                } else {
-                    Some(Ok(()))
-                }
-            } else if w.entered && index > w.index && !joint {
-                Some(Ok(()))
+        // The change's own entry: done, lost to another leader, or entering the joint
+        // configuration on the way to the final one.
+        if let Some(w) = self.conf_waiters.get_mut(&index)
+            && !w.entered
+        {
+            if w.term == term && w.wait_final && joint {
+                w.entered = true;
             } else {
-                None
-            };
-            match done {
-                Some(outcome) => {
-                    let w = self.conf_waiters.swap_remove(i);
-                    let _ = w.reply.send(outcome);
-                }
-                None => i += 1,
+                let outcome = if w.term == term {
+                    Ok(())
+                } else {
+                    Err(AdminError::LeadershipLost)
+                };
+                let w = self.conf_waiters.remove(&index).expect("checked");
+                let _ = w.reply.send(outcome);
+            }
+        }
+        // Changes that entered a joint configuration finish with the final one after it.
+        if !joint {
+            for (_, w) in self.conf_waiters.take_where(|&at, w| w.entered && index > at) {
+                let _ = w.reply.send(Ok(()));
             }
         }
     }
@@ -946,16 +933,16 @@ impl<SM: StateMachine> Group<SM> {
                 };
                 self.node.report_snapshot(to, status);
             }
-            Event::SnapshotSaved { index, result } => {
-                self.snapshot_in_progress = false;
-                match result {
-                    Ok(()) => {
-                        self.last_snapshot = self.last_snapshot.max(index);
-                        self.metrics.snapshots_taken += 1;
-                    }
-                    Err(e) => self.set_fatal(format!("saving a snapshot failed: {e}")),
+            Event::SnapshotSaved { index, result } => match result {
+                Ok(()) => {
+                    self.snapshots.finished(Some(index));
+                    self.metrics.snapshots_taken += 1;
                 }
-            }
+                Err(e) => {
+                    self.snapshots.finished(None);
+                    self.set_fatal(format!("saving a snapshot failed: {e}"));
+                }
+            },
         }
     }
 
@@ -971,9 +958,8 @@ impl<SM: StateMachine> Group<SM> {
                 }
                 self.maybe_snapshot();
             }
-            ApplierEvent::Installed { index } => {
-                self.last_snapshot = self.last_snapshot.max(index);
-            }
+            ApplierEvent::Installed { index } => self.snapshots.installed(index),
+            ApplierEvent::Replies(replies) => self.remote_replies.extend(replies),
             ApplierEvent::SnapshotBuilt { index, data } => match self.node.snapshot_meta_at(index) {
                 Ok(meta) => {
                     let store = self.store.clone();
@@ -988,7 +974,7 @@ impl<SM: StateMachine> Group<SM> {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "snapshot skipped");
-                    self.snapshot_in_progress = false;
+                    self.snapshots.finished(None);
                 }
             },
             ApplierEvent::Fatal(e) => self.set_fatal(format!("state machine failed: {e}")),
@@ -998,15 +984,7 @@ impl<SM: StateMachine> Group<SM> {
     /// Starts a snapshot (which compacts the log) once enough entries, or enough bytes of
     /// entries, were applied since the last one.
     fn maybe_snapshot(&mut self) {
-        if self.snapshot_in_progress || self.stopping.is_some() {
-            return;
-        }
-        let (every, every_bytes) = (self.cfg.snapshot_every, self.cfg.snapshot_every_bytes);
-        let by_count = every > 0 && self.applied.saturating_sub(self.last_snapshot) >= every;
-        let by_bytes = every_bytes > 0 && self.bytes_since_snapshot >= every_bytes;
-        if by_count || by_bytes {
-            self.snapshot_in_progress = true;
-            self.bytes_since_snapshot = 0;
+        if self.stopping.is_none() && self.snapshots.start_if_due(self.applied) {
             let _ = self.applier_tx.send(ApplyMsg::BuildSnapshot);
         }
     }
@@ -1018,58 +996,56 @@ impl<SM: StateMachine> Group<SM> {
         if let Some(addresses) = self.peers.tick(self.node.commit_index()) {
             self.transport.set_peers(addresses);
         }
-        let now = Instant::now();
-        let proposals = &self.proposals;
-        let expired = expire_deadlines(&mut self.proposal_deadlines, now, |index, term| {
-            proposals.get(&index).is_some_and(|p| p.term == term)
-        });
-        for index in expired {
-            let p = self.proposals.remove(&index).expect("pending");
-            p.responder.fail(ProposeError::Timeout, &*self.transport);
-        }
-        let expired: Vec<u64> = self
-            .forwards
-            .iter()
-            .filter(|(_, (d, _, _))| *d <= now)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in expired {
-            if let Some((_, _, reply)) = self.forwards.remove(&id) {
-                let _ = reply.send(Err(ProposeError::Timeout));
-            }
-        }
-        let expired: Vec<ReadCtx> = self
-            .reads
-            .iter()
-            .filter(|(_, (d, _))| *d <= now)
-            .map(|(&c, _)| c)
-            .collect();
-        for ctx in expired {
-            if let Some((_, query)) = self.reads.remove(&ctx) {
-                query(Err(ReadError::Timeout));
-            }
-        }
-        // Confirmed reads whose index the applier has not reached in time.
-        self.parked_reads.retain(|_, queries| {
-            let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(queries)
-                .into_iter()
-                .partition(|(deadline, _)| *deadline <= now);
-            *queries = kept;
-            for (_, query) in expired {
-                query(Err(ReadError::Timeout));
-            }
-            !queries.is_empty()
-        });
-        let mut i = 0;
-        while i < self.conf_waiters.len() {
-            if self.conf_waiters[i].deadline <= now {
-                let w = self.conf_waiters.swap_remove(i);
-                let _ = w.reply.send(Err(AdminError::Timeout));
-            } else {
-                i += 1;
-            }
-        }
+        self.expire_waiting();
         self.publish_metrics(true);
+    }
+
+    /// Answers every waiting request whose deadline passed.
+    fn expire_waiting(&mut self) {
+        let now = self.now;
+        for (_, p) in self.proposals.expire(now) {
+            p.responder.fail(ProposeError::Timeout, &mut self.remote_replies);
+        }
+        for (_, (_, reply)) in self.forwards.expire(now) {
+            let _ = reply.send(Err(ProposeError::Timeout));
+        }
+        // Reads not confirmed in time, and confirmed ones the applier did not reach in time.
+        for (_, query) in self.reads.expire(now) {
+            query(Err(ReadError::Timeout));
+        }
+        for (_, query) in self.parked_reads.expire(now) {
+            query(Err(ReadError::Timeout));
+        }
+        for (_, w) in self.conf_waiters.expire(now) {
+            let _ = w.reply.send(Err(AdminError::Timeout));
+        }
+        for (_, reply) in self.transfer.expire(now) {
+            let _ = reply.send(Err(AdminError::Timeout));
+        }
+    }
+
+    /// Answers everything still waiting: the node is stopping.
+    fn fail_waiting(&mut self, reason: &str) {
+        for (_, p) in self.proposals.drain() {
+            p.responder
+                .fail(ProposeError::Unknown(reason.to_owned()), &mut self.remote_replies);
+        }
+        for (_, (_, reply)) in self.forwards.drain() {
+            let _ = reply.send(Err(ProposeError::Unknown(reason.to_owned())));
+        }
+        for (_, query) in self.reads.drain() {
+            query(Err(ReadError::ShuttingDown));
+        }
+        for (_, query) in self.parked_reads.drain() {
+            query(Err(ReadError::ShuttingDown));
+        }
+        for (_, w) in self.conf_waiters.drain() {
+            let _ = w.reply.send(Err(AdminError::ShuttingDown));
+        }
+        for (_, reply) in self.transfer.drain() {
+            let _ = reply.send(Err(AdminError::ShuttingDown));
+        }
+        self.send_remote_replies();
     }
 
     // ---------------------------------------------------------------- metrics
@@ -1095,7 +1071,7 @@ impl<SM: StateMachine> Group<SM> {
         m.commit = self.node.commit_index();
         m.applied = self.applied;
         m.last_log_index = self.node.last_index();
-        m.snapshot_index = self.last_snapshot;
+        m.snapshot_index = self.snapshots.last();
         if full {
             m.store = self.store.metrics();
             m.transport = self.transport.metrics();
@@ -1126,7 +1102,7 @@ impl<SM: StateMachine> Group<SM> {
     fn begin_stop(&mut self, reply: Option<oneshot::Sender<()>>) {
         let grace = self.cfg.propose_timeout.min(Duration::from_secs(3));
         let stopping = self.stopping.get_or_insert_with(|| Stopping {
-            deadline: Instant::now() + grace,
+            deadline: self.now + grace,
             replies: Vec::new(),
         });
         stopping.replies.extend(reply);
@@ -1147,35 +1123,15 @@ impl<SM: StateMachine> Group<SM> {
         match &self.stopping {
             None => false,
             Some(s) => {
-                (self.proposals.is_empty() && self.forwards.is_empty() && self.inflight.is_empty())
-                    || Instant::now() >= s.deadline
+                (self.proposals.is_empty() && self.forwards.is_empty() && self.pipeline.is_empty())
+                    || self.now >= s.deadline
             }
         }
     }
 
     async fn finish(mut self) {
         let reason = self.fatal.clone().unwrap_or_else(|| "the node shut down".into());
-        for (_, p) in self.proposals.drain() {
-            p.responder
-                .fail(ProposeError::Unknown(reason.clone()), &*self.transport);
-        }
-        for (_, (_, _, reply)) in self.forwards.drain() {
-            let _ = reply.send(Err(ProposeError::Unknown(reason.clone())));
-        }
-        for (_, (_, query)) in self.reads.drain() {
-            query(Err(ReadError::ShuttingDown));
-        }
-        for (_, queries) in std::mem::take(&mut self.parked_reads) {
-            for (_, q) in queries {
-                q(Err(ReadError::ShuttingDown));
-            }
-        }
-        for w in self.conf_waiters.drain(..) {
-            let _ = w.reply.send(Err(AdminError::ShuttingDown));
-        }
-        if let Some(t) = self.transfer.take() {
-            let _ = t.reply.send(Err(AdminError::ShuttingDown));
-        }
+        self.fail_waiting(&reason);
         // Let writes in flight land (their completions are no longer needed), stop the
         // applier once it has applied what it was given, then close the transport.
         if self.fatal.is_none()
@@ -1271,47 +1227,4 @@ fn members(cs: &ConfState) -> BTreeMap<NodeId, Member> {
             )
         })
         .collect()
-}
-
-/// Pops the deadlines at the front of `queue` (kept in proposal order) that have passed or
-/// whose proposal is no longer pending, and returns the pending ones that passed.
-/// Dropping answered proposals' deadlines keeps the queue about as long as the number of
-/// proposals in flight, instead of `propose_timeout` worth of throughput.
-fn expire_deadlines(
-    queue: &mut VecDeque<(Instant, Index, Term)>,
-    now: Instant,
-    pending: impl Fn(Index, Term) -> bool,
-) -> Vec<Index> {
-    let mut expired = Vec::new();
-    while let Some(&(deadline, index, term)) = queue.front() {
-        let still_pending = pending(index, term);
-        if still_pending && deadline > now {
-            break;
-        }
-        queue.pop_front();
-        if still_pending {
-            expired.push(index);
-        }
-    }
-    expired
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answered_deadlines_are_dropped_and_pending_ones_expire_on_time() {
-        let start = Instant::now();
-        let later = start + Duration::from_secs(10);
-        let mut queue: VecDeque<_> = (1..=1000).map(|i| (later, i, 1)).collect();
-        // Everything up to 990 was answered; 991 onwards is still pending.
-        let expired = expire_deadlines(&mut queue, start, |i, _| i > 990);
-        assert!(expired.is_empty());
-        assert_eq!(queue.len(), 10, "answered proposals' deadlines must not linger");
-        // Only 996 onwards of term 1 are still pending when their deadline passes.
-        let expired = expire_deadlines(&mut queue, later, |i, t| i > 995 && t == 1);
-        assert_eq!(expired, vec![996, 997, 998, 999, 1000]);
-        assert!(queue.is_empty());
-    }
 }

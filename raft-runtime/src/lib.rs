@@ -104,9 +104,12 @@ pub mod mem_transport;
 pub mod metrics;
 mod node;
 mod peers;
+mod persist;
+mod snapshot_policy;
 pub mod state_machine;
 pub mod store;
 pub mod transport;
+mod waiting;
 
 pub use config::{Config, ConfigError};
 pub use error::{AdminError, BusyReason, ProposeError, ReadError, StartError, StateMachineError};
