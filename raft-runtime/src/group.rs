@@ -176,6 +176,11 @@ pub(crate) struct Group<SM: StateMachine> {
     /// The members a joining node was told of, admitted until it is in its configuration.
     seeds: BTreeMap<NodeId, Bytes>,
     sending_snapshots: BTreeSet<NodeId>,
+    /// Tasks streaming snapshots to followers: aborted at stop.
+    snapshot_sends: tokio::task::JoinSet<()>,
+    /// Tasks saving a snapshot and compacting the log: awaited at stop, so that nothing
+    /// holds the store once the node has stopped.
+    snapshot_saves: tokio::task::JoinSet<()>,
     stopping: Option<Stopping>,
     fatal: Option<String>,
     unreachable_logged: HashMap<NodeId, Instant>,
@@ -249,6 +254,8 @@ impl<SM: StateMachine> Group<SM> {
             seeds,
             refused_logged: None,
             sending_snapshots: BTreeSet::new(),
+            snapshot_sends: tokio::task::JoinSet::new(),
+            snapshot_saves: tokio::task::JoinSet::new(),
             stopping: None,
             fatal: None,
             unreachable_logged: HashMap::new(),
@@ -787,7 +794,7 @@ impl<SM: StateMachine> Group<SM> {
         let store = self.store.clone();
         let transport = self.transport.clone();
         let events = self.events_tx.clone();
-        tokio::spawn(async move {
+        self.snapshot_sends.spawn(async move {
             let ok = match store.load_snapshot().await {
                 Ok(Some(s)) if s.meta.index == index => match transport.send_snapshot(to, m, s.data).await {
                     Ok(()) => true,
@@ -922,6 +929,9 @@ impl<SM: StateMachine> Group<SM> {
     // ---------------------------------------------------------------- completions
 
     fn on_event(&mut self, ev: Event) {
+        // Reap the background tasks that ended (each reports before it ends).
+        while self.snapshot_sends.try_join_next().is_some() {}
+        while self.snapshot_saves.try_join_next().is_some() {}
         match ev {
             Event::Persisted { token, result } => self.on_persisted(token, result),
             Event::SnapshotSent { to, ok } => {
@@ -964,7 +974,7 @@ impl<SM: StateMachine> Group<SM> {
                 Ok(meta) => {
                     let store = self.store.clone();
                     let events = self.events_tx.clone();
-                    tokio::spawn(async move {
+                    self.snapshot_saves.spawn(async move {
                         let result = match store.save_snapshot(Snapshot { meta, data }).await {
                             Ok(()) => store.compact(index),
                             Err(e) => Err(e),
@@ -1132,6 +1142,11 @@ impl<SM: StateMachine> Group<SM> {
     async fn finish(mut self) {
         let reason = self.fatal.clone().unwrap_or_else(|| "the node shut down".into());
         self.fail_waiting(&reason);
+        // Snapshot streams stop; a snapshot being saved is finished, so that the store is
+        // whole and no longer referenced when the node reports it has stopped.
+        self.snapshot_sends.abort_all();
+        while self.snapshot_sends.join_next().await.is_some() {}
+        while self.snapshot_saves.join_next().await.is_some() {}
         // Let writes in flight land (their completions are no longer needed), stop the
         // applier once it has applied what it was given, then close the transport.
         if self.fatal.is_none()

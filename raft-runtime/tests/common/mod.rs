@@ -106,6 +106,8 @@ pub struct Cluster {
     pub stores: BTreeMap<NodeId, MemLogStore>,
     pub sms: BTreeMap<NodeId, Log>,
     pub nodes: BTreeMap<NodeId, RaftHandle<Log>>,
+    /// The store each running node was given, to check it lets go of it when it stops.
+    pub given: BTreeMap<NodeId, std::sync::Weak<MemLogStore>>,
     pub members: BTreeMap<NodeId, MemberInfo>,
     pub configure: fn(&mut Config),
     pub durable_sm: bool,
@@ -137,6 +139,7 @@ impl Cluster {
             stores: BTreeMap::new(),
             sms: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            given: BTreeMap::new(),
             members: members.clone(),
             configure,
             durable_sm,
@@ -160,21 +163,25 @@ impl Cluster {
         };
         let mut config = fast_config(id);
         (self.configure)(&mut config);
-        let handle = RaftNode::start(
-            config,
-            sm,
-            Arc::new(store),
-            Arc::new(self.net.transport(id)),
-            membership,
-        )
-        .await
-        .expect("node starts");
+        let store = Arc::new(store);
+        self.given.insert(id, Arc::downgrade(&store));
+        let handle = RaftNode::start(config, sm, store, Arc::new(self.net.transport(id)), membership)
+            .await
+            .expect("node starts");
         self.nodes.insert(id, handle);
     }
 
     pub async fn stop(&mut self, id: NodeId) {
         if let Some(h) = self.nodes.remove(&id) {
             h.shutdown().await;
+            // Once stopped, the node (and every task it started) holds no reference to
+            // its store: it can be reopened at once.
+            if let Some(store) = self.given.remove(&id) {
+                assert!(
+                    store.upgrade().is_none(),
+                    "node {id} still holds its log store after shutdown"
+                );
+            }
         }
     }
 
