@@ -37,12 +37,14 @@ pub struct Config {
     pub snapshot_every_bytes: u64,
     /// How long a proposal may wait for its outcome before it fails with an unknown outcome.
     pub propose_timeout: Duration,
-    /// How long a read may take, from the request to its answer.
+    /// How long a read may take, from the request to its answer, waiting for a leader
+    /// included.
     pub read_timeout: Duration,
     /// Reads a node holds at once (waiting for confirmation, for the applier, or being
     /// served); beyond this, reads get a busy error.
     pub max_pending_reads: usize,
-    /// How long a membership change or leadership transfer may take.
+    /// How long a membership change or leadership transfer may take, all its steps and
+    /// retries included (`add_voter`'s learner step and promotion share it).
     pub admin_timeout: Duration,
     /// Forward proposals made on a follower to the leader instead of refusing them.
     pub forward_proposals: bool,

@@ -59,10 +59,14 @@ pub(crate) enum Request<SM: StateMachine> {
         request: ConfRequest,
         /// Resolve only once the final (non-joint) configuration is applied.
         wait_final: bool,
+        /// When the caller stops waiting: the change fails with a timeout then.
+        deadline: Instant,
         reply: oneshot::Sender<Result<(), AdminError>>,
     },
     Transfer {
         to: NodeId,
+        /// When the caller stops waiting.
+        deadline: Instant,
         reply: oneshot::Sender<Result<(), AdminError>>,
     },
     Shutdown {
@@ -371,9 +375,10 @@ impl<SM: StateMachine> Group<SM> {
             Request::Membership {
                 request,
                 wait_final,
+                deadline,
                 reply,
-            } => self.membership(request, wait_final, reply),
-            Request::Transfer { to, reply } => self.start_transfer(to, reply),
+            } => self.membership(request, wait_final, deadline, reply),
+            Request::Transfer { to, deadline, reply } => self.start_transfer(to, deadline, reply),
             Request::Shutdown { reply } => self.begin_stop(Some(reply)),
         }
     }
@@ -548,6 +553,7 @@ impl<SM: StateMachine> Group<SM> {
         &mut self,
         request: ConfRequest,
         wait_final: bool,
+        deadline: Instant,
         reply: oneshot::Sender<Result<(), AdminError>>,
     ) {
         if self.stopping.is_some() || self.fatal.is_some() {
@@ -572,7 +578,6 @@ impl<SM: StateMachine> Group<SM> {
                     entered: false,
                     reply,
                 };
-                let deadline = self.now + self.cfg.admin_timeout;
                 if let Some(old) = self.conf_waiters.insert(index, deadline, waiter) {
                     let _ = old.reply.send(Err(AdminError::LeadershipLost));
                 }
@@ -583,7 +588,7 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
-    fn start_transfer(&mut self, to: NodeId, reply: AdminReply) {
+    fn start_transfer(&mut self, to: NodeId, deadline: Instant, reply: AdminReply) {
         if self.node.role() == Role::Follower && self.node.leader() == Some(to) {
             let _ = reply.send(Ok(()));
             return;
@@ -593,7 +598,7 @@ impl<SM: StateMachine> Group<SM> {
                 for (target, old) in self.transfer.drain() {
                     let _ = old.send(Err(AdminError::TransferAborted { target }));
                 }
-                self.transfer.insert(to, self.now + self.cfg.admin_timeout, reply);
+                self.transfer.insert(to, deadline, reply);
             }
             Err(e) => {
                 let _ = reply.send(Err(admin_error(e)));

@@ -91,7 +91,10 @@ impl<SM: StateMachine> RaftHandle<SM> {
 
     /// A linearizable read (ReadIndex): once the leader has confirmed its leadership and the
     /// local state machine has applied everything committed before the read began, runs `f`
-    /// against the state machine and returns its result.
+    /// against the state machine and returns its result. During an election (no leader
+    /// known, or leadership moving before the read is confirmed) it waits for the next
+    /// leader; the whole read takes at most [`Config::read_timeout`](crate::Config), after
+    /// which it fails with [`ReadError::Timeout`]. `f` runs at most once.
     pub async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&SM) -> R + Send + 'static,
@@ -114,36 +117,74 @@ impl<SM: StateMachine> RaftHandle<SM> {
         lease: bool,
         f: impl FnOnce(&SM) -> R + Send + 'static,
     ) -> Result<R, ReadError> {
-        let (tx, rx) = oneshot::channel();
-        let query: Query<SM> = Box::new(move |sm: Result<&SM, ReadError>| {
-            let _ = tx.send(sm.map(f));
-        });
-        if let Err((_, full)) = self.enqueue(Request::Read { lease, query }) {
-            return Err(if full {
-                ReadError::Busy(BusyReason::Mailbox)
-            } else {
-                ReadError::ShuttingDown
+        // One deadline for the whole read. The node expires reads it holds; this also
+        // bounds the wait for one queued behind a slow apply.
+        let deadline = Instant::now() + self.inner.config.read_timeout;
+        // The query runs at most once: it is handed back when an attempt fails before
+        // running it, for the next attempt.
+        let mut f = Some(f);
+        loop {
+            let (tx, rx) = oneshot::channel();
+            let (give_back, take_back) = oneshot::channel();
+            let f_now = f.take().expect("the query is back before each attempt");
+            let query: Query<SM> = Box::new(move |sm: Result<&SM, ReadError>| match sm {
+                Ok(sm) => {
+                    let _ = tx.send(Ok(f_now(sm)));
+                }
+                Err(e) => {
+                    let _ = give_back.send(f_now);
+                    let _ = tx.send(Err(e));
+                }
             });
+            if let Err((_, full)) = self.enqueue(Request::Read { lease, query }) {
+                return Err(if full {
+                    ReadError::Busy(BusyReason::Mailbox)
+                } else {
+                    ReadError::ShuttingDown
+                });
+            }
+            let answer = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(answer) => answer.unwrap_or(Err(ReadError::ShuttingDown)),
+                Err(_) => return Err(ReadError::Timeout),
+            };
+            match answer {
+                // No leader yet (an election), or leadership moved before the read was
+                // confirmed: reads have no effect, so wait for the next leader while the
+                // read's time lasts.
+                Err(ReadError::NotLeader { leader: None } | ReadError::LeadershipLost) => {
+                    let pause = self.inner.config.tick_interval * 2;
+                    if Instant::now() + pause >= deadline {
+                        return Err(ReadError::Timeout);
+                    }
+                    match take_back.await {
+                        Ok(back) => f = Some(back),
+                        Err(_) => return Err(ReadError::ShuttingDown),
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
         }
-        // The node expires reads it holds; this also bounds the wait for one that is queued
-        // behind a slow apply.
-        match tokio::time::timeout(self.inner.config.read_timeout, rx).await {
-            Ok(answer) => answer.unwrap_or(Err(ReadError::ShuttingDown)),
-            Err(_) => Err(ReadError::Timeout),
-        }
+    }
+
+    /// The deadline of an administrative call made now: one `admin_timeout` for the
+    /// whole call, however many attempts and steps it takes.
+    fn admin_deadline(&self) -> Instant {
+        Instant::now() + self.inner.config.admin_timeout
     }
 
     async fn membership(
         &self,
         request: impl Fn() -> ConfRequest,
         wait_final: bool,
+        deadline: Instant,
     ) -> Result<(), AdminError> {
-        let deadline = Instant::now() + self.inner.config.admin_timeout;
         loop {
             let (reply, rx) = oneshot::channel();
             let req = Request::Membership {
                 request: request(),
                 wait_final,
+                deadline,
                 reply,
             };
             if let Err((_, full)) = self.enqueue(req) {
@@ -156,7 +197,9 @@ impl<SM: StateMachine> RaftHandle<SM> {
             match rx.await.unwrap_or(Err(AdminError::ShuttingDown)) {
                 // Retry what clears up by itself: another change finishing, a new leader
                 // committing its first entry, a learner catching up.
-                Err(AdminError::Pending | AdminError::NotCaughtUp { .. }) if Instant::now() < deadline => {
+                Err(AdminError::Pending | AdminError::NotCaughtUp { .. })
+                    if Instant::now() + self.inner.config.tick_interval * 2 < deadline =>
+                {
                     tokio::time::sleep(self.inner.config.tick_interval * 2).await;
                 }
                 Err(AdminError::Pending) => return Err(AdminError::Timeout),
@@ -170,7 +213,17 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// restart knows them). Resolves once the change is applied here. Must be called on the
     /// leader.
     pub async fn add_learner(&self, node: NodeId, info: impl Into<MemberInfo>) -> Result<(), AdminError> {
-        let meta = info.into().encode();
+        self.add_learner_until(node, info.into(), self.admin_deadline())
+            .await
+    }
+
+    async fn add_learner_until(
+        &self,
+        node: NodeId,
+        info: MemberInfo,
+        deadline: Instant,
+    ) -> Result<(), AdminError> {
+        let meta = info.encode();
         self.membership(
             || {
                 ConfRequest::Change(ConfChange::new([
@@ -178,6 +231,7 @@ impl<SM: StateMachine> RaftHandle<SM> {
                 ]))
             },
             false,
+            deadline,
         )
         .await
     }
@@ -185,15 +239,18 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// Adds `node` as a voter: as a learner first, then, once it has caught up, promoted.
     /// Resolves once the final configuration is applied here. Must be called on the leader.
     pub async fn add_voter(&self, node: NodeId, info: impl Into<MemberInfo>) -> Result<(), AdminError> {
+        // Both steps share one deadline.
+        let deadline = self.admin_deadline();
         let members = self.metrics().borrow().members.clone();
         match members.get(&node) {
             Some(m) if m.voter => return Ok(()),
             Some(_) => {}
-            None => self.add_learner(node, info).await?,
+            None => self.add_learner_until(node, info.into(), deadline).await?,
         }
         self.membership(
             || ConfRequest::Change(ConfChange::new([MemberChange::add_voter(node)])),
             true,
+            deadline,
         )
         .await
     }
@@ -202,8 +259,12 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// voter changes: listed learners are promoted, voters not listed are removed. Resolves
     /// once the final configuration is applied here. Must be called on the leader.
     pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<(), AdminError> {
-        self.membership(|| ConfRequest::SetVoters(voters.clone()), true)
-            .await
+        self.membership(
+            || ConfRequest::SetVoters(voters.clone()),
+            true,
+            self.admin_deadline(),
+        )
+        .await
     }
 
     /// Removes `node` (voter or learner). Its id can never be used again. Resolves once the
@@ -212,6 +273,7 @@ impl<SM: StateMachine> RaftHandle<SM> {
         self.membership(
             || ConfRequest::Change(ConfChange::new([MemberChange::remove(node)])),
             true,
+            self.admin_deadline(),
         )
         .await
     }
@@ -220,7 +282,8 @@ impl<SM: StateMachine> RaftHandle<SM> {
     /// leader. Proposals are refused (busy) while the transfer is in progress.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), AdminError> {
         let (reply, rx) = oneshot::channel();
-        if let Err((_, full)) = self.enqueue(Request::Transfer { to, reply }) {
+        let deadline = self.admin_deadline();
+        if let Err((_, full)) = self.enqueue(Request::Transfer { to, deadline, reply }) {
             return Err(if full {
                 AdminError::Busy(BusyReason::Mailbox)
             } else {

@@ -343,6 +343,26 @@ async fn lease_reads_are_served_by_the_leader() {
     c.shutdown().await;
 }
 
+/// A read that arrives while there is no leader (the leader just stopped) waits for the
+/// next one within its timeout, instead of failing at once and leaving every caller to
+/// write a retry loop.
+#[tokio::test(start_paused = true)]
+async fn reads_wait_for_a_new_leader_within_their_timeout() {
+    let mut c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    c.node(leader).propose(5).await.unwrap();
+    c.stop(leader).await;
+    for id in (1..=3).filter(|&id| id != leader) {
+        let values = c
+            .node(id)
+            .read(|l: &Log| l.values())
+            .await
+            .unwrap_or_else(|e| panic!("node {id}: read failed instead of waiting for a leader: {e}"));
+        assert_eq!(values, vec![5]);
+    }
+    c.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn leadership_is_transferred() {
     let c = Cluster::new(3).await;
