@@ -1,0 +1,85 @@
+//! Traffic from peers: protocol messages, snapshots with their data, forwarded
+//! proposals and the answers to ours.
+
+use super::*;
+
+impl<SM: StateMachine> Group<SM> {
+    pub(super) fn on_incoming(&mut self, inc: Incoming) {
+        match inc {
+            Incoming::Messages { from, messages } => {
+                for w in messages {
+                    match w {
+                        WireMessage::Raft(m) => self.step(from, m, false),
+                        WireMessage::Forward { id, command } => self.on_forward(from, id, command),
+                        WireMessage::ForwardReply { id, result } => self.on_forward_reply(from, id, result),
+                    }
+                }
+            }
+            Incoming::Snapshot {
+                from,
+                message,
+                data,
+                ack,
+            } => {
+                let MessageBody::Snapshot(meta) = &message.body else {
+                    let _ = ack.send(Err("not a snapshot message".into()));
+                    return;
+                };
+                if message.from != from {
+                    let _ = ack.send(Err(format!("sender {} claims to be {}", from, message.from)));
+                    self.refused(from, "a snapshot with a forged sender");
+                    return;
+                }
+                self.pipeline.stage(meta.index, data);
+                self.step(from, *message, true);
+                let _ = ack.send(Ok(()));
+            }
+        }
+    }
+
+    /// Steps a peer's message; `with_data` says it came with its snapshot's data.
+    pub(super) fn step(&mut self, from: NodeId, m: Message, with_data: bool) {
+        if m.from != from {
+            tracing::warn!(
+                peer = from,
+                claimed = m.from,
+                "dropping a message with a forged sender"
+            );
+            return;
+        }
+        let result = if with_data {
+            self.node.step_snapshot(m)
+        } else {
+            self.node.step(m)
+        };
+        if let Err(e) = result {
+            match e {
+                raft_core::Error::Fatal(_) => self.set_fatal(e.to_string()),
+                raft_core::Error::PeerLostLog { .. } => {
+                    tracing::error!(error = %e, "a follower lost its log")
+                }
+                e => self.refused(from, e),
+            }
+        }
+    }
+
+    /// Counts a peer message that was refused, and logs it: at most one warning every few
+    /// seconds, so that a peer sending garbage cannot flood the log.
+    pub(super) fn refused(&mut self, peer: NodeId, why: impl std::fmt::Display) {
+        self.metrics.refused_messages += 1;
+        let now = self.now;
+        if self
+            .refused_logged
+            .is_none_or(|t| now.duration_since(t) >= REFUSED_LOG_INTERVAL)
+        {
+            self.refused_logged = Some(now);
+            tracing::warn!(
+                peer,
+                refused = self.metrics.refused_messages,
+                "refused a peer message: {why}"
+            );
+        } else {
+            tracing::debug!(peer, "refused a peer message: {why}");
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The group task: the one task that owns a node's protocol state.
+//!
+//! It loops: wait for input (a tick, a request from a handle, traffic from peers, a write
+//! that became durable, news from the applier), drain everything else already queued, feed
+//! it all to the protocol, then dispatch the protocol's output: messages to the transport,
+//! writes to the log store, committed entries to the applier, read confirmations to their
+//! waiters. Nothing in here blocks: the store, the transport and the applier all report
+//! back through channels.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use raft_core::{
+    ChangeKind, ConfChange, ConfState, Entry, EntryPayload, Index, MemberChange, Message, MessageBody,
+    NodeId, Persist, RawNode, ReadCtx, ReadState, Role, SnapshotStatus, SoftState, Term,
+};
+use rand_chacha::ChaCha8Rng;
+use rand_core::Rng;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::adapter::StoreReader;
+use crate::applier::{ApplierEvent, ApplyMsg, Query, RemoteReply, Responder};
+use crate::codec;
+use crate::config::Config;
+use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
+use crate::metrics::{Member, MemberInfo, Metrics};
+use crate::peers::PeerSet;
+use crate::persist::{Begin, Pipeline};
+use crate::snapshot_policy::SnapshotPolicy;
+use crate::state_machine::StateMachine;
+use crate::store::{LogStore, Snapshot, StoreError};
+use crate::transport::{ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage};
+use crate::waiting::Waiting;
+
+mod inbound;
+mod lifecycle;
+mod output;
+mod requests;
+
+/// A membership request.
+pub(crate) enum ConfRequest {
+    /// A change as given.
+    Change(ConfChange),
+    /// Make exactly these nodes the voters (current learners are promoted, voters not
+    /// listed are removed).
+    SetVoters(BTreeSet<NodeId>),
+}
+
+/// What a handle asks of the group task.
+pub(crate) enum Request<SM: StateMachine> {
+    Propose {
+        command: Bytes,
+        reply: oneshot::Sender<Result<SM::Response, ProposeError>>,
+    },
+    Read {
+        lease: bool,
+        query: Query<SM>,
+    },
+    Membership {
+        request: ConfRequest,
+        /// Resolve only once the final (non-joint) configuration is applied.
+        wait_final: bool,
+        /// When the caller stops waiting: the change fails with a timeout then.
+        deadline: Instant,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    Transfer {
+        to: NodeId,
+        /// When the caller stops waiting.
+        deadline: Instant,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Completions reported by the store and background tasks.
+pub(crate) enum Event {
+    Persisted {
+        token: u64,
+        result: Result<(), StoreError>,
+    },
+    SnapshotSent {
+        to: NodeId,
+        ok: bool,
+    },
+    SnapshotSaved {
+        index: Index,
+        result: Result<(), StoreError>,
+    },
+}
+
+/// Where a local proposal's outcome goes.
+type ProposalReply<SM> = oneshot::Sender<Result<<SM as StateMachine>::Response, ProposeError>>;
+
+struct Pending<SM: StateMachine> {
+    term: Term,
+    responder: Responder<SM>,
+}
+
+/// A membership change waiting for its entry (and, if asked, the final configuration) to
+/// be applied; keyed by the index of its entry.
+struct ConfWaiter {
+    term: Term,
+    wait_final: bool,
+    /// The change's own entry was applied; waiting for the final configuration.
+    entered: bool,
+    reply: oneshot::Sender<Result<(), AdminError>>,
+}
+
+/// Where an administrative request's outcome goes.
+type AdminReply = oneshot::Sender<Result<(), AdminError>>;
+
+struct Stopping {
+    deadline: Instant,
+    replies: Vec<oneshot::Sender<()>>,
+}
+
+/// What woke the loop.
+enum Input<SM: StateMachine> {
+    Tick,
+    Applier(ApplierEvent),
+    Event(Event),
+    Peer(Incoming),
+    /// A request from a handle, or `None` once every handle is gone.
+    Request(Option<Request<SM>>),
+}
+
+/// Most requests, and most batches of peer traffic, handled per loop iteration.
+const DRAIN: usize = 4_096;
+/// How often a refused peer message is logged as a warning (the rest go to debug).
+const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+pub(crate) struct Group<SM: StateMachine> {
+    pub(crate) id: NodeId,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) node: RawNode<StoreReader>,
+    pub(crate) store: Arc<dyn LogStore>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) requests: mpsc::Receiver<Request<SM>>,
+    pub(crate) inbox: InboxReceiver,
+    pub(crate) events_tx: mpsc::UnboundedSender<Event>,
+    pub(crate) events_rx: mpsc::UnboundedReceiver<Event>,
+    pub(crate) applier_tx: mpsc::UnboundedSender<ApplyMsg<SM>>,
+    pub(crate) applier_rx: mpsc::UnboundedReceiver<ApplierEvent>,
+    pub(crate) applier_task: Option<tokio::task::JoinHandle<()>>,
+    pub(crate) metrics_tx: watch::Sender<Metrics>,
+    pub(crate) metrics: Metrics,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) applied: Index,
+    pub(crate) emitted: Index,
+    pub(crate) last_conf_index: Option<Index>,
+    /// The peers the transport is told of (the members, and removed ones for a while).
+    peers: PeerSet,
+    // Work waiting for the protocol, one registry per kind (see waiting.rs).
+    /// Local and forwarded proposals this leader appended, by index.
+    proposals: Waiting<Index, Pending<SM>>,
+    /// Proposals forwarded to a leader, by request id: the leader, and where the outcome goes.
+    forwards: Waiting<u64, (NodeId, ProposalReply<SM>)>,
+    next_forward: u64,
+    /// Reads waiting for the protocol to confirm them, by context.
+    reads: Waiting<ReadCtx, Query<SM>>,
+    /// Confirmed reads waiting for their index to be applied, by (index, arrival).
+    parked_reads: Waiting<(Index, u64), Query<SM>>,
+    next_parked: u64,
+    /// Membership changes, by the index of their entry.
+    conf_waiters: Waiting<Index, ConfWaiter>,
+    /// The leader transfer in progress, by target (at most one).
+    transfer: Waiting<NodeId, AdminReply>,
+    /// Answers to forwarded proposals, sent once per loop turn.
+    remote_replies: Vec<RemoteReply>,
+    /// Write batches on their way to the store.
+    pipeline: Pipeline,
+    snapshots: SnapshotPolicy,
+    /// One permit per read in the node, from its arrival until it is answered wherever
+    /// that happens (here or in the applier): bounds the reads a node holds.
+    read_permits: Arc<tokio::sync::Semaphore>,
+    /// When a refused peer message was last logged above debug level.
+    refused_logged: Option<Instant>,
+    /// The members a joining node was told of, admitted until it is in its configuration.
+    seeds: BTreeMap<NodeId, Bytes>,
+    sending_snapshots: BTreeSet<NodeId>,
+    /// Tasks streaming snapshots to followers: aborted at stop.
+    snapshot_sends: tokio::task::JoinSet<()>,
+    /// Tasks saving a snapshot and compacting the log: awaited at stop, so that nothing
+    /// holds the store once the node has stopped.
+    snapshot_saves: tokio::task::JoinSet<()>,
+    stopping: Option<Stopping>,
+    fatal: Option<String>,
+    unreachable_logged: HashMap<NodeId, Instant>,
+    /// The last leadership (term, leader) counted in the metrics.
+    last_leadership: Option<(Term, NodeId)>,
+    /// The time at the start of the current loop turn: the one clock read of the turn.
+    now: Instant,
+    request_buf: Vec<Request<SM>>,
+    incoming_buf: Vec<Incoming>,
+}
+
+impl<SM: StateMachine> Group<SM> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        node: RawNode<StoreReader>,
+        store: Arc<dyn LogStore>,
+        transport: Arc<dyn Transport>,
+        requests: mpsc::Receiver<Request<SM>>,
+        inbox: InboxReceiver,
+        applier_tx: mpsc::UnboundedSender<ApplyMsg<SM>>,
+        applier_rx: mpsc::UnboundedReceiver<ApplierEvent>,
+        applier_task: tokio::task::JoinHandle<()>,
+        metrics_tx: watch::Sender<Metrics>,
+        rng: ChaCha8Rng,
+        applied: Index,
+        seeds: BTreeMap<NodeId, Bytes>,
+    ) -> Self {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let snapshots = SnapshotPolicy::new(
+            cfg.snapshot_every,
+            cfg.snapshot_every_bytes,
+            store.first_index().saturating_sub(1),
+        );
+        // Removed peers stay reachable two election timeouts after their removal commits:
+        // the leader goes on replicating to them for up to one.
+        let peers = PeerSet::new(2 * u64::from(cfg.protocol.election_tick));
+        let read_permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_pending_reads));
+        Group {
+            id: cfg.id,
+            metrics: Metrics::new(cfg.id),
+            cfg,
+            node,
+            store,
+            transport,
+            requests,
+            inbox,
+            events_tx,
+            events_rx,
+            applier_tx,
+            applier_rx,
+            applier_task: Some(applier_task),
+            metrics_tx,
+            rng,
+            applied,
+            emitted: applied,
+            last_conf_index: None,
+            peers,
+            proposals: Waiting::default(),
+            forwards: Waiting::default(),
+            next_forward: 1,
+            reads: Waiting::default(),
+            parked_reads: Waiting::default(),
+            next_parked: 0,
+            conf_waiters: Waiting::default(),
+            transfer: Waiting::default(),
+            remote_replies: Vec::new(),
+            pipeline: Pipeline::default(),
+            snapshots,
+            read_permits,
+            seeds,
+            refused_logged: None,
+            sending_snapshots: BTreeSet::new(),
+            snapshot_sends: tokio::task::JoinSet::new(),
+            snapshot_saves: tokio::task::JoinSet::new(),
+            stopping: None,
+            fatal: None,
+            unreachable_logged: HashMap::new(),
+            last_leadership: None,
+            now: Instant::now(),
+            request_buf: Vec::new(),
+            incoming_buf: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut ticker = tokio::time::interval(self.cfg.tick_interval);
+        // After a pause, missed ticks fire at once: the protocol's clock (and its lease)
+        // catches up before anything else is served.
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        self.sync_membership();
+        self.publish_metrics(true);
+        loop {
+            let input = tokio::select! {
+                biased;
+                _ = ticker.tick() => Input::Tick,
+                Some(ev) = self.applier_rx.recv() => Input::Applier(ev),
+                Some(ev) = self.events_rx.recv() => Input::Event(ev),
+                Some(inc) = self.inbox.recv() => Input::Peer(inc),
+                req = self.requests.recv() => Input::Request(req),
+            };
+            self.now = Instant::now();
+            match input {
+                Input::Tick => self.on_tick(),
+                Input::Applier(ev) => self.on_applier(ev),
+                Input::Event(ev) => self.on_event(ev),
+                Input::Peer(inc) => self.on_incoming(inc),
+                Input::Request(Some(r)) => self.on_request(r),
+                Input::Request(None) => self.begin_stop(None),
+            }
+            self.drain();
+            self.handle_ready();
+            if let Some(invariant) = self.node.fatal() {
+                // Whatever input it came from, a broken invariant stops the node.
+                self.set_fatal(format!("safety invariant violated: {invariant}"));
+            }
+            self.check_transfer();
+            self.send_remote_replies();
+            self.publish_metrics(false);
+            if self.finished() {
+                break;
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Sends the answers to forwarded proposals gathered this turn, one batch per peer.
+    fn send_remote_replies(&mut self) {
+        if self.remote_replies.is_empty() {
+            return;
+        }
+        let mut batches: BTreeMap<NodeId, Vec<WireMessage>> = BTreeMap::new();
+        for r in self.remote_replies.drain(..) {
+            batches
+                .entry(r.peer)
+                .or_default()
+                .push(WireMessage::ForwardReply {
+                    id: r.id,
+                    result: r.result,
+                });
+        }
+        for (peer, batch) in batches {
+            if let Err(e) = self.transport.send(peer, batch) {
+                tracing::debug!(peer, error = %e, "answering forwarded proposals failed");
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Ok(ev) = self.applier_rx.try_recv() {
+            self.on_applier(ev);
+        }
+        while let Ok(ev) = self.events_rx.try_recv() {
+            self.on_event(ev);
+        }
+        let mut incoming = std::mem::take(&mut self.incoming_buf);
+        if self
+            .inbox
+            .recv_many(&mut incoming, DRAIN)
+            .now_or_never()
+            .is_some()
+        {
+            for inc in incoming.drain(..) {
+                self.on_incoming(inc);
+            }
+        }
+        self.incoming_buf = incoming;
+        let mut requests = std::mem::take(&mut self.request_buf);
+        if self
+            .requests
+            .recv_many(&mut requests, DRAIN)
+            .now_or_never()
+            .is_some()
+        {
+            for r in requests.drain(..) {
+                self.on_request(r);
+            }
+        }
+        self.request_buf = requests;
+    }
+
+    // ---------------------------------------------------------------- time
+
+    pub(super) fn on_tick(&mut self) {
+        self.node.tick();
+        if let Some(addresses) = self.peers.tick(self.node.commit_index()) {
+            self.transport.set_peers(addresses);
+        }
+        self.expire_waiting();
+        self.publish_metrics(true);
+    }
+
+    /// Answers every waiting request whose deadline passed.
+    pub(super) fn expire_waiting(&mut self) {
+        let now = self.now;
+        for (_, p) in self.proposals.expire(now) {
+            p.responder.fail(ProposeError::Timeout, &mut self.remote_replies);
+        }
+        for (_, (_, reply)) in self.forwards.expire(now) {
+            let _ = reply.send(Err(ProposeError::Timeout));
+        }
+        // Reads not confirmed in time, and confirmed ones the applier did not reach in time.
+        for (_, query) in self.reads.expire(now) {
+            query(Err(ReadError::Timeout));
+        }
+        for (_, query) in self.parked_reads.expire(now) {
+            query(Err(ReadError::Timeout));
+        }
+        for (_, w) in self.conf_waiters.expire(now) {
+            let _ = w.reply.send(Err(AdminError::Timeout));
+        }
+        for (_, reply) in self.transfer.expire(now) {
+            let _ = reply.send(Err(AdminError::Timeout));
+        }
+    }
+
+    /// Answers everything still waiting: the node is stopping.
+    pub(super) fn fail_waiting(&mut self, reason: &str) {
+        for (_, p) in self.proposals.drain() {
+            p.responder
+                .fail(ProposeError::Unknown(reason.to_owned()), &mut self.remote_replies);
+        }
+        for (_, (_, reply)) in self.forwards.drain() {
+            let _ = reply.send(Err(ProposeError::Unknown(reason.to_owned())));
+        }
+        for (_, query) in self.reads.drain() {
+            query(Err(ReadError::ShuttingDown));
+        }
+        for (_, query) in self.parked_reads.drain() {
+            query(Err(ReadError::ShuttingDown));
+        }
+        for (_, w) in self.conf_waiters.drain() {
+            let _ = w.reply.send(Err(AdminError::ShuttingDown));
+        }
+        for (_, reply) in self.transfer.drain() {
+            let _ = reply.send(Err(AdminError::ShuttingDown));
+        }
+        self.send_remote_replies();
+    }
+}

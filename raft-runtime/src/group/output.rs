@@ -1,0 +1,302 @@
+//! The protocol's output (messages, writes, committed entries, read confirmations) and
+//! the completions that come back (durable writes, sent and saved snapshots, the applier).
+
+use super::*;
+
+impl<SM: StateMachine> Group<SM> {
+    pub(super) fn handle_ready(&mut self) {
+        // Bounded: a leader that owes appends it cannot build yet must not spin.
+        for _ in 0..64 {
+            if self.fatal.is_some() || !self.node.has_ready() {
+                return;
+            }
+            let ready = match self.node.ready() {
+                Ok(r) => r,
+                Err(e @ raft_core::Error::Fatal(_)) => return self.set_fatal(e.to_string()),
+                Err(e) => return self.set_fatal(format!("reading the log failed: {e}")),
+            };
+            if let Some(ss) = ready.soft_state {
+                self.on_soft_state(ss);
+            }
+            self.send_messages(ready.messages);
+            if let Some(p) = ready.persist {
+                self.persist(p);
+            }
+            if !ready.committed_entries.is_empty() {
+                self.apply(ready.committed_entries);
+            }
+            for rs in ready.read_states {
+                self.on_read_state(rs);
+            }
+            self.sync_membership();
+        }
+    }
+
+    pub(super) fn on_soft_state(&mut self, ss: SoftState) {
+        let term = self.node.term();
+        if ss.leader != self.metrics.leader {
+            tracing::info!(node = self.id, term, role = ?ss.role, leader = ?ss.leader, "leadership changed");
+            // Proposals forwarded to a former leader may or may not have been appended there;
+            // say so now rather than when they time out.
+            let stale = self.forwards.take_where(|_, (to, _)| Some(*to) != ss.leader);
+            for (_, (to, reply)) in stale {
+                let _ = reply.send(Err(ProposeError::Unknown(format!(
+                    "leader {to} changed while the forwarded command was in flight"
+                ))));
+            }
+        }
+        if let Some(leader) = ss.leader
+            && self.last_leadership != Some((term, leader))
+        {
+            self.last_leadership = Some((term, leader));
+            self.metrics.leader_changes += 1;
+            if leader == self.id {
+                self.metrics.elections_won += 1;
+            }
+        }
+        self.metrics.role = ss.role;
+        self.metrics.leader = ss.leader;
+    }
+
+    pub(super) fn send_messages(&mut self, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut batches: BTreeMap<NodeId, Vec<WireMessage>> = BTreeMap::new();
+        for m in messages {
+            if let MessageBody::Snapshot(_) = m.body {
+                self.send_snapshot(m);
+            } else {
+                batches.entry(m.to).or_default().push(WireMessage::Raft(m));
+            }
+        }
+        for (to, batch) in batches {
+            if let Err(e) = self.transport.send(to, batch) {
+                self.node.report_unreachable(to);
+                let now = self.now;
+                let last = self.unreachable_logged.get(&to).copied();
+                if last.is_none_or(|t| now.duration_since(t) > Duration::from_secs(10)) {
+                    self.unreachable_logged.insert(to, now);
+                    tracing::warn!(peer = to, error = %e, "peer unreachable");
+                }
+            }
+        }
+    }
+
+    pub(super) fn send_snapshot(&mut self, m: Message) {
+        let to = m.to;
+        if !self.sending_snapshots.insert(to) {
+            return;
+        }
+        let MessageBody::Snapshot(meta) = &m.body else {
+            return;
+        };
+        let index = meta.index;
+        let store = self.store.clone();
+        let transport = self.transport.clone();
+        let events = self.events_tx.clone();
+        self.snapshot_sends.spawn(async move {
+            let ok = match store.load_snapshot().await {
+                Ok(Some(s)) if s.meta.index == index => match transport.send_snapshot(to, m, s.data).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(peer = to, error = %e, "sending a snapshot failed");
+                        false
+                    }
+                },
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::error!(error = %e, "loading the snapshot to send failed");
+                    false
+                }
+            };
+            let _ = events.send(Event::SnapshotSent { to, ok });
+        });
+    }
+
+    pub(super) fn persist(&mut self, p: Persist) {
+        match self.pipeline.begin(p) {
+            Ok(Begin::Write { token, write }) => {
+                let events = self.events_tx.clone();
+                self.store.append(
+                    write,
+                    Box::new(move |result| {
+                        let _ = events.send(Event::Persisted { token, result });
+                    }),
+                );
+            }
+            Ok(Begin::Durable { token, messages }) => {
+                if let Err(e) = self.node.on_persisted(token) {
+                    return self.set_fatal(format!("persist bookkeeping: {e}"));
+                }
+                self.send_messages(messages);
+            }
+            Ok(Begin::RidesAlong) => {}
+            Err(e) => self.set_fatal(e.to_string()),
+        }
+    }
+
+    pub(super) fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>) {
+        if let Err(e) = result {
+            return self.set_fatal(format!("log store write failed: {e}"));
+        }
+        let done = match self.pipeline.complete(token) {
+            Ok(done) => done,
+            Err(e) => return self.set_fatal(e.to_string()),
+        };
+        if let Some(s) = done.restore {
+            self.emitted = self.emitted.max(s.meta.index);
+            let _ = self.applier_tx.send(ApplyMsg::Restore(s));
+            self.metrics.snapshots_installed += 1;
+        }
+        if let Err(e) = self.node.on_persisted(done.report) {
+            return self.set_fatal(format!("persist bookkeeping: {e}"));
+        }
+        self.send_messages(done.messages);
+        self.release_parked_reads();
+    }
+
+    pub(super) fn apply(&mut self, entries: Vec<Entry>) {
+        let mut batch = Vec::with_capacity(entries.len());
+        for e in entries {
+            let responder = match self.proposals.remove(&e.index) {
+                Some(p) if p.term == e.term => Some(p.responder),
+                Some(p) => {
+                    // Another leader's entry took this position: the proposal is gone.
+                    p.responder.fail(ProposeError::Dropped, &mut self.remote_replies);
+                    None
+                }
+                None => None,
+            };
+            if let EntryPayload::Membership(cs) = &e.payload {
+                self.on_conf_applied(e.index, e.term, cs.is_joint());
+            }
+            self.emitted = self.emitted.max(e.index);
+            self.snapshots.entries_applied(e.size());
+            batch.push((e, responder));
+        }
+        let _ = self.applier_tx.send(ApplyMsg::Entries(batch));
+        self.release_parked_reads();
+    }
+
+    pub(super) fn on_conf_applied(&mut self, index: Index, term: Term, joint: bool) {
+        // The change's own entry: done, lost to another leader, or entering the joint
+        // configuration on the way to the final one.
+        if let Some(w) = self.conf_waiters.get_mut(&index)
+            && !w.entered
+        {
+            if w.term == term && w.wait_final && joint {
+                w.entered = true;
+            } else {
+                let outcome = if w.term == term {
+                    Ok(())
+                } else {
+                    Err(AdminError::LeadershipLost)
+                };
+                let w = self.conf_waiters.remove(&index).expect("checked");
+                let _ = w.reply.send(outcome);
+            }
+        }
+        // Changes that entered a joint configuration finish with the final one after it.
+        if !joint {
+            for (_, w) in self.conf_waiters.take_where(|&at, w| w.entered && index > at) {
+                let _ = w.reply.send(Ok(()));
+            }
+        }
+    }
+
+    /// Tells the transport the members' addresses whenever the configuration changes, and
+    /// refreshes the membership in the metrics.
+    pub(crate) fn sync_membership(&mut self) {
+        let index = self.node.conf_index();
+        if self.last_conf_index == Some(index) {
+            return;
+        }
+        self.last_conf_index = Some(index);
+        let cs = self.node.conf_state().clone();
+        self.metrics.members = super::lifecycle::members(&cs);
+        self.metrics.joint = cs.is_joint();
+        let Some(addresses) = crate::node::announced_peers(self.id, &cs, &self.seeds) else {
+            return;
+        };
+        if cs.contains(self.id) {
+            // In the cluster for good: the configuration alone says whom to admit now.
+            self.seeds.clear();
+        }
+        let addresses = self.peers.set_config(index, addresses);
+        self.transport.set_peers(addresses);
+    }
+
+    // ---------------------------------------------------------------- completions
+
+    pub(super) fn on_event(&mut self, ev: Event) {
+        // Reap the background tasks that ended (each reports before it ends).
+        while self.snapshot_sends.try_join_next().is_some() {}
+        while self.snapshot_saves.try_join_next().is_some() {}
+        match ev {
+            Event::Persisted { token, result } => self.on_persisted(token, result),
+            Event::SnapshotSent { to, ok } => {
+                self.sending_snapshots.remove(&to);
+                let status = if ok {
+                    SnapshotStatus::Finished
+                } else {
+                    SnapshotStatus::Failed
+                };
+                self.node.report_snapshot(to, status);
+            }
+            Event::SnapshotSaved { index, result } => match result {
+                Ok(()) => {
+                    self.snapshots.finished(Some(index));
+                    self.metrics.snapshots_taken += 1;
+                }
+                Err(e) => {
+                    self.snapshots.finished(None);
+                    self.set_fatal(format!("saving a snapshot failed: {e}"));
+                }
+            },
+        }
+    }
+
+    pub(super) fn on_applier(&mut self, ev: ApplierEvent) {
+        match ev {
+            ApplierEvent::Applied { index, entries } => {
+                if index > self.applied {
+                    self.applied = index;
+                    self.metrics.applied_entries += entries;
+                    if let Err(e) = self.node.on_applied(index) {
+                        tracing::debug!(error = %e, "applied index refused");
+                    }
+                }
+                self.maybe_snapshot();
+            }
+            ApplierEvent::Installed { index } => self.snapshots.installed(index),
+            ApplierEvent::Replies(replies) => self.remote_replies.extend(replies),
+            ApplierEvent::SnapshotBuilt { index, data } => match self.node.snapshot_meta_at(index) {
+                Ok(meta) => {
+                    let store = self.store.clone();
+                    let events = self.events_tx.clone();
+                    self.snapshot_saves.spawn(async move {
+                        let result = match store.save_snapshot(Snapshot { meta, data }).await {
+                            Ok(()) => store.compact(index),
+                            Err(e) => Err(e),
+                        };
+                        let _ = events.send(Event::SnapshotSaved { index, result });
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "snapshot skipped");
+                    self.snapshots.finished(None);
+                }
+            },
+            ApplierEvent::Fatal(e) => self.set_fatal(format!("state machine failed: {e}")),
+        }
+    }
+
+    /// Starts a snapshot (which compacts the log) once enough entries, or enough bytes of
+    /// entries, were applied since the last one.
+    pub(super) fn maybe_snapshot(&mut self) {
+        if self.stopping.is_none() && self.snapshots.start_if_due(self.applied) {
+            let _ = self.applier_tx.send(ApplyMsg::BuildSnapshot);
+        }
+    }
+}
