@@ -79,7 +79,7 @@ pub(crate) enum ApplyMsg<SM: StateMachine> {
     Query(Query<SM>),
     /// Take a snapshot of the state.
     BuildSnapshot,
-    /// Stop and hand the state machine back.
+    /// Stop and hand the state machine back (the group returns it from shutdown).
     Stop(oneshot::Sender<SM>),
 }
 

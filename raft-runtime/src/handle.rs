@@ -17,6 +17,9 @@ use crate::metrics::{MemberInfo, Metrics};
 use crate::state_machine::StateMachine;
 
 /// A handle to a running node. Cheap to clone; every clone talks to the same node.
+///
+/// The node runs until [`RaftHandle::shutdown`] is called or its last handle is dropped
+/// (then it stops as if shut down, and what it leaves is dropped with it).
 pub struct RaftHandle<SM: StateMachine> {
     inner: Arc<Inner<SM>>,
 }
@@ -26,7 +29,20 @@ struct Inner<SM: StateMachine> {
     config: Arc<Config>,
     tx: mpsc::Sender<Request<SM>>,
     metrics: watch::Receiver<Metrics>,
-    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Stopped<SM>>>>,
+}
+
+/// What a node leaves when it stops: the state machine, handed back, and the fatal error
+/// that stopped it, if one did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Stopped<SM> {
+    /// The state machine, with everything the node applied. `None` only if the applier
+    /// task did not survive (it panicked).
+    pub state_machine: Option<SM>,
+    /// Why the node stopped on its own (a failed disk, a failed state machine, a broken
+    /// safety invariant), if it did; `None` after an ordinary shutdown.
+    pub fatal: Option<String>,
 }
 
 impl<SM: StateMachine> Clone for RaftHandle<SM> {
@@ -47,7 +63,7 @@ impl<SM: StateMachine> RaftHandle<SM> {
         config: Arc<Config>,
         tx: mpsc::Sender<Request<SM>>,
         metrics: watch::Receiver<Metrics>,
-        task: tokio::task::JoinHandle<()>,
+        task: tokio::task::JoinHandle<Stopped<SM>>,
     ) -> Self {
         RaftHandle {
             inner: Arc::new(Inner {
@@ -329,16 +345,41 @@ impl<SM: StateMachine> RaftHandle<SM> {
             .unwrap_or(Err(WaitTimeout))
     }
 
+    /// The metrics as of now: unlike [`RaftHandle::metrics`], whose commit and applied
+    /// indexes are refreshed once per tick, this asks the node, so the figures are those of
+    /// the moment it answers. Fails only if the node is stopped or its mailbox is full.
+    pub async fn current_metrics(&self) -> Result<Metrics, ReadError> {
+        let (reply, rx) = oneshot::channel();
+        if let Err((_, full)) = self.enqueue(Request::Metrics { reply }) {
+            return Err(if full {
+                ReadError::Busy(BusyReason::Mailbox)
+            } else {
+                ReadError::ShuttingDown
+            });
+        }
+        rx.await.map_err(|_| ReadError::ShuttingDown)
+    }
+
     /// Stops the node: it stops accepting work, gives proposals in flight a short grace to
     /// finish, flushes the log store, stops applying and closes the transport. Returns once
-    /// the node has stopped (at once if it already had).
-    pub async fn shutdown(&self) {
+    /// the node has stopped (at once if it already had): by then no task of the node runs,
+    /// and the node no longer references its log store or transport, so both can be
+    /// reopened at once.
+    ///
+    /// The first call to return gets what the node left ([`Stopped`]: the state machine
+    /// and the fatal error, if any); every other call gets `None`.
+    pub async fn shutdown(&self) -> Option<Stopped<SM>> {
         let (reply, rx) = oneshot::channel();
         if self.inner.tx.send(Request::Shutdown { reply }).await.is_ok() {
             let _ = rx.await;
         }
-        if let Some(task) = self.inner.task.lock().await.take() {
-            let _ = task.await;
+        let task = self.inner.task.lock().await.take()?;
+        match task.await {
+            Ok(stopped) => Some(stopped),
+            Err(e) => {
+                tracing::error!(error = %e, "the node's task failed");
+                None
+            }
         }
     }
 }

@@ -113,7 +113,7 @@ mod waiting;
 
 pub use config::{Config, ConfigError};
 pub use error::{AdminError, BusyReason, ProposeError, ReadError, StartError, StateMachineError};
-pub use handle::{RaftHandle, WaitTimeout};
+pub use handle::{RaftHandle, Stopped, WaitTimeout};
 pub use mem_store::MemLogStore;
 pub use mem_transport::{MemNetwork, MemTransport};
 pub use metrics::{Member, MemberInfo, Metrics};

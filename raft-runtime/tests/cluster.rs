@@ -363,6 +363,33 @@ async fn reads_wait_for_a_new_leader_within_their_timeout() {
     c.shutdown().await;
 }
 
+/// Shutdown hands the state machine back (to the first caller), and current metrics are
+/// those of the moment they are asked for, not of the last tick.
+#[tokio::test(start_paused = true)]
+async fn shutdown_returns_the_state_machine_and_metrics_are_current() {
+    let mut c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let h = c.node(leader).clone();
+    for v in 1..=5 {
+        h.propose(v).await.unwrap();
+    }
+    // The proposals were applied on the leader before they were answered.
+    let now = h.current_metrics().await.unwrap();
+    assert!(now.applied >= 6 && now.commit >= 6, "{now:?}");
+    c.nodes.remove(&leader);
+    c.given.remove(&leader);
+    let stopped = h
+        .shutdown()
+        .await
+        .expect("the first shutdown gets what the node left");
+    assert!(stopped.fatal.is_none());
+    let sm = stopped.state_machine.expect("the state machine");
+    assert_eq!(sm.values(), vec![1, 2, 3, 4, 5]);
+    assert!(h.shutdown().await.is_none(), "only the first caller gets it");
+    assert!(h.current_metrics().await.is_err());
+    c.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn leadership_is_transferred() {
     let c = Cluster::new(3).await;

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 use raft_core::{
     AppendResponse, ConfChange, ConfState, Config, Entry, EntryPayload, Index, MemStorage, MemberChange,
-    Message, MessageBody, NodeId, Persist, RawNode, ReadFailure, Role, SnapshotMeta, SnapshotStatus, Term,
+    Message, MessageBody, NodeId, Persist, RawNode, Role, SnapshotMeta, SnapshotStatus, Term,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
@@ -1489,7 +1489,3 @@ fn short(m: &Message) -> String {
         other => format!("{other:?}"),
     }
 }
-
-// Silence unused-import warnings for items the extensions use.
-#[allow(unused)]
-fn _unused(_: ConfChange, _: MemberChange, _: ReadFailure) {}

@@ -80,7 +80,7 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
-    pub(super) async fn finish(mut self) {
+    pub(super) async fn finish(mut self) -> Stopped<SM> {
         let reason = self.fatal.clone().unwrap_or_else(|| "the node shut down".into());
         self.fail_waiting(&reason);
         // Snapshot streams stop; a snapshot being saved is finished, so that the store is
@@ -96,9 +96,10 @@ impl<SM: StateMachine> Group<SM> {
             tracing::error!(error = %e, "flushing the log store failed");
         }
         let (tx, rx) = oneshot::channel();
-        if self.applier_tx.send(ApplyMsg::Stop(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        let state_machine = match self.applier_tx.send(ApplyMsg::Stop(tx)) {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
         if let Some(task) = self.applier_task.take() {
             let _ = task.await;
         }
@@ -120,6 +121,9 @@ impl<SM: StateMachine> Group<SM> {
                 Request::Shutdown { reply } => {
                     let _ = reply.send(());
                 }
+                Request::Metrics { reply } => {
+                    let _ = reply.send(self.metrics.clone());
+                }
             }
         }
         if let Some(s) = self.stopping.take() {
@@ -128,6 +132,10 @@ impl<SM: StateMachine> Group<SM> {
             }
         }
         tracing::info!(node = self.id, "stopped");
+        Stopped {
+            state_machine,
+            fatal: self.fatal.take(),
+        }
     }
 }
 

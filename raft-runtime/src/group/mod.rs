@@ -27,6 +27,7 @@ use crate::applier::{ApplierEvent, ApplyMsg, Query, RemoteReply, Responder};
 use crate::codec;
 use crate::config::Config;
 use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
+use crate::handle::Stopped;
 use crate::metrics::{Member, MemberInfo, Metrics};
 use crate::peers::PeerSet;
 use crate::persist::{Begin, Pipeline};
@@ -76,6 +77,10 @@ pub(crate) enum Request<SM: StateMachine> {
     },
     Shutdown {
         reply: oneshot::Sender<()>,
+    },
+    /// The metrics as of now.
+    Metrics {
+        reply: oneshot::Sender<Metrics>,
     },
 }
 
@@ -275,7 +280,7 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
-    pub(crate) async fn run(mut self) {
+    pub(crate) async fn run(mut self) -> Stopped<SM> {
         let mut ticker = tokio::time::interval(self.cfg.tick_interval);
         // After a pause, missed ticks fire at once: the protocol's clock (and its lease)
         // catches up before anything else is served.
@@ -313,7 +318,7 @@ impl<SM: StateMachine> Group<SM> {
                 break;
             }
         }
-        self.finish().await;
+        self.finish().await
     }
 
     /// Sends the answers to forwarded proposals gathered this turn, one batch per peer.

@@ -16,6 +16,10 @@ impl<SM: StateMachine> Group<SM> {
             } => self.membership(request, wait_final, deadline, reply),
             Request::Transfer { to, deadline, reply } => self.start_transfer(to, deadline, reply),
             Request::Shutdown { reply } => self.begin_stop(Some(reply)),
+            Request::Metrics { reply } => {
+                self.publish_metrics(true);
+                let _ = reply.send(self.metrics.clone());
+            }
         }
     }
 
