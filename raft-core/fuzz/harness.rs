@@ -551,6 +551,13 @@ impl Harness {
                     let i = below(u, self.net.len());
                     let env = self.net.remove(i).expect("in range");
                     self.log(|| format!("drop {} {}->{}", env.msg.kind(), env.msg.from, env.msg.to));
+                    // A driver learns that a snapshot transfer broke (its stream fails) and
+                    // reports it, as the `report_snapshot` contract asks; a lost snapshot is
+                    // never silent.
+                    if matches!(env.msg.body, MessageBody::Snapshot(_)) && self.up(env.msg.from) {
+                        self.raw(env.msg.from)
+                            .report_snapshot(env.msg.to, SnapshotStatus::Failed);
+                    }
                 }
             }
             11 => {

@@ -307,6 +307,11 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Tells a leader how sending a snapshot to `peer` ended.
+    ///
+    /// A driver must report every [`MessageBody::Snapshot`](crate::MessageBody::Snapshot) it
+    /// was handed, once its transfer ends either way: until then the leader keeps `peer` in
+    /// snapshot state and sends it nothing but heartbeats, so a transfer lost without a report
+    /// leaves that follower behind for as long as this node leads.
     pub fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus) {
         let _ = self.guard(|raft| {
             raft.report_snapshot(peer, status);
