@@ -3,7 +3,7 @@
 //!
 //! | request | body | success |
 //! |---|---|---|
-//! | `POST /incr` | [`IncrRequest`], optional (`by` defaults to 1; `padding` is ignored but replicated) | `200` [`ValueResponse`] |
+//! | `POST /incr` | [`IncrRequest`], optional (`by` defaults to 1) | `200` [`ValueResponse`] |
 //! | `GET /value` | | `200` [`ValueResponse`] |
 //! | `GET /status` | | `200` [`StatusResponse`] |
 //! | `GET /metrics` | | `200` Prometheus (OpenMetrics) text |
@@ -33,15 +33,11 @@ pub const HTTP_ATTRIBUTE: &str = "http";
 pub const FORWARDED_HEADER: &str = "x-counter-forwarded";
 
 /// `POST /incr`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncrRequest {
     /// How much to add.
     #[serde(default = "one")]
     pub by: u64,
-    /// Optional text that the counter ignores but replicates with the increment, so that
-    /// a benchmark can choose the size of each log entry (`counter bench --payloads`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub padding: String,
 }
 
 fn one() -> u64 {
@@ -50,10 +46,7 @@ fn one() -> u64 {
 
 impl Default for IncrRequest {
     fn default() -> Self {
-        IncrRequest {
-            by: one(),
-            padding: String::new(),
-        }
+        IncrRequest { by: one() }
     }
 }
 

@@ -129,10 +129,7 @@ impl Client {
 
     /// Adds `by` to the counter; returns the value right after this increment.
     pub async fn incr(&self, by: u64) -> Result<u64, ClientError> {
-        let body = IncrRequest {
-            by,
-            padding: String::new(),
-        };
+        let body = IncrRequest { by };
         let r: ValueResponse = self
             .call(Method::POST, "/incr", Some(&body), Retry::IfNotApplied)
             .await?;

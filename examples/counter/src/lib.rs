@@ -20,12 +20,12 @@
 //! - [`peers`], [`certs`], [`admin_token`], [`shutdown`]: command-line membership,
 //!   certificate files, the secret that admin requests need, and signals.
 //! - [`cmd`]: one file per subcommand of the `counter` binary, including the demo.
-//! - [`bench`](mod@bench): `counter bench`, which measures clusters of this service and of the bare
-//!   runtime (throughput, latency, fsyncs, bytes on the wire, CPU, memory).
+//!
+//! The benchmark of the runtime is a package of its own, `raft-bench` (`benchmarks/` at the
+//! top of the repository).
 
 pub mod admin_token;
 pub mod api;
-pub mod bench;
 pub mod certs;
 pub mod client;
 pub mod cmd;

@@ -19,15 +19,6 @@ pub enum Command {
         /// How much to add.
         by: u64,
     },
-    /// The same increment, carrying `padding` that the counter ignores. The padding is
-    /// replicated and logged like any command, which lets `counter bench` size the log
-    /// entries of a real cluster (see `POST /incr`'s `padding` field).
-    PaddedIncrement {
-        /// How much to add.
-        by: u64,
-        /// Bytes that only take up room in the log and on the wire.
-        padding: Bytes,
-    },
 }
 
 /// The counter. It lives in memory only: on start the runtime restores it from the
@@ -52,9 +43,7 @@ impl Counter {
             // Saturating rather than wrapping: a counter that jumps back to 0 would break
             // every client that reasons about its values increasing. Reaching u64::MAX
             // needs adversarial increments; the value then stays there.
-            Command::Increment { by } | Command::PaddedIncrement { by, .. } => {
-                self.value = self.value.saturating_add(by)
-            }
+            Command::Increment { by } => self.value = self.value.saturating_add(by),
         }
         self.value
     }
@@ -115,19 +104,6 @@ mod tests {
         let responses = counter.apply(increments(&[1, 2, 3])).await.unwrap();
         assert_eq!(responses, vec![1, 3, 6]);
         assert_eq!(counter.value(), 6);
-    }
-
-    #[tokio::test]
-    async fn padding_is_ignored() {
-        let mut counter = Counter::default();
-        let padded = Applied {
-            index: 1,
-            command: Command::PaddedIncrement {
-                by: 2,
-                padding: Bytes::from_static(&[0; 64]),
-            },
-        };
-        assert_eq!(counter.apply(vec![padded]).await.unwrap(), vec![2]);
     }
 
     #[tokio::test]

@@ -1,7 +1,6 @@
 //! The command line: one file per subcommand, each an argument struct and a `run`.
 
 pub mod add_node;
-pub mod bench;
 pub mod certs;
 pub mod demo;
 pub mod get;
@@ -53,18 +52,16 @@ pub enum Command {
     RemoveNode(remove_node::Args),
     /// Hand leadership to another voter.
     TransferLeader(transfer_leader::Args),
-    /// Measure throughput, latency, fsyncs, bytes, CPU and memory of 3-node clusters.
-    Bench(bench::Args),
 }
 
 impl Command {
     /// The log level when `RUST_LOG` is not set: a node logs what it does; the demo and
-    /// the clients print their own output and log only what went wrong. The demo and the
-    /// benchmark stop nodes on purpose, so the warnings that causes are not shown.
+    /// the clients print their own output and log only what went wrong. The demo stops
+    /// nodes on purpose, so the warnings that causes are not shown.
     pub fn default_log_filter(&self) -> &'static str {
         match self {
             Command::Node(_) => "info",
-            Command::Demo(_) | Command::Bench(_) => "error",
+            Command::Demo(_) => "error",
             _ => "warn",
         }
     }
@@ -82,7 +79,6 @@ impl Command {
             Command::AddNode(args) => add_node::run(args).await,
             Command::RemoveNode(args) => remove_node::run(args).await,
             Command::TransferLeader(args) => transfer_leader::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
         }
     }
 }
@@ -130,23 +126,6 @@ impl TokenArgs {
     }
 }
 
-/// `16`, `256B`, `4k`, `4KiB`, `1MiB`.
-pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: usize = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (16, 256B, 4KiB)"))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => return Err(format!("`{s}`: unknown unit (B, KiB, MiB)")),
-    };
-    n.checked_mul(scale).ok_or_else(|| format!("`{s}` is too large"))
-}
-
 /// `500ms`, `3s`, `5m`, `1h`, or plain seconds (`3`, `0.5`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
@@ -172,14 +151,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_sizes_and_durations() {
-        assert_eq!(parse_size("16"), Ok(16));
-        assert_eq!(parse_size("256B"), Ok(256));
-        assert_eq!(parse_size("4KiB"), Ok(4096));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert!(parse_size("4 parsecs").is_err());
-        assert!(parse_size("KiB").is_err());
-        assert!(parse_size(&format!("{}MiB", usize::MAX)).is_err());
+    fn parses_durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));

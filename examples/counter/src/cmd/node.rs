@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use raft_runtime::raft_core::NodeId;
 
-use super::{parse_duration, parse_size};
+use super::parse_duration;
 use crate::Error;
 use crate::admin_token::AdminToken;
-use crate::http::{HttpLimits, MAX_INCR_BODY_LIMIT};
+use crate::http::HttpLimits;
 use crate::node::{BoundNode, NodeConfig};
 use crate::peers::{self, PeerAddr};
 use crate::shutdown::Signals;
@@ -69,11 +69,6 @@ pub struct Args {
     /// closes. Keep it well below the open-file limit (`ulimit -n`).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     http_max_connections: u32,
-    /// The largest `POST /incr` body (413 beyond it): bytes, or with a unit (4KiB). Other
-    /// routes take at most 4 KiB. Raise it only for increments padded to size log entries
-    /// (`counter bench` does); at most 1 MiB.
-    #[arg(long, default_value = "4KiB", value_parser = parse_incr_body_limit)]
-    max_incr_body: usize,
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
@@ -82,14 +77,6 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
         return Err("must be more than zero".into());
     }
     Ok(d)
-}
-
-fn parse_incr_body_limit(s: &str) -> Result<usize, String> {
-    let n = parse_size(s)?;
-    if n > MAX_INCR_BODY_LIMIT {
-        return Err(format!("at most {MAX_INCR_BODY_LIMIT} bytes (1 MiB)"));
-    }
-    Ok(n)
 }
 
 /// Runs the node. Misuse (a missing certificate or admin token, a locked or unusable data directory, an
@@ -111,7 +98,6 @@ pub async fn run(args: Args) -> Result<(), Error> {
         header_timeout: args.http_header_timeout,
         body_timeout: args.http_body_timeout,
         max_connections: args.http_max_connections as usize,
-        max_incr_body: args.max_incr_body,
         ..HttpLimits::default()
     };
     let mut raft = NodeConfig::raft_defaults(args.id);

@@ -3,10 +3,7 @@
 //!
 //! Every body this API takes is a few dozen bytes of JSON, so every route accepts at most
 //! `HttpLimits::max_body` (4 KiB by default); without a limit, each request could make the
-//! node hold (and, for `/incr`, replicate to every node's disk) whatever a client sends.
-//! `/incr` alone has a limit of its own, `HttpLimits::max_incr_body`, because its
-//! `padding` is how the benchmark sizes log entries; it is bounded too
-//! ([`MAX_INCR_BODY_LIMIT`]).
+//! node hold whatever a client sends.
 //!
 //! The header-read timeout (see `server.rs`) does not cover the body, so the body has its
 //! own: a client that sends headers and then trickles the body, or stops, is answered
@@ -21,10 +18,6 @@ use axum::http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::ApiError;
-
-/// The highest `--max-incr-body` a node accepts: 1 MiB, enough for the benchmark's largest
-/// padding, small enough that a burst of such requests cannot exhaust the node's memory.
-pub const MAX_INCR_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Reads the body of `request` whole: at most `limit` bytes (`413` otherwise), within
 /// `timeout` (`408` otherwise). Answers the request's head and its body.

@@ -11,8 +11,7 @@ pub(super) async fn handle(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<ValueResponse>, ApiError> {
-    // `/incr` has a limit of its own: the benchmark pads increments to size log entries.
-    let (_, body) = body::read(request, state.limits.max_incr_body, state.limits.body_timeout).await?;
+    let (_, body) = body::read(request, state.limits.max_body, state.limits.body_timeout).await?;
     // `curl -X POST host/incr` with no body means "add one".
     let request: IncrRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IncrRequest::default()
@@ -21,14 +20,6 @@ pub(super) async fn handle(
     };
     // On a follower the runtime forwards the command to the leader and relays the answer
     // (`Config::forward_proposals`), so this is the same call on every node.
-    let command = if request.padding.is_empty() {
-        Command::Increment { by: request.by }
-    } else {
-        Command::PaddedIncrement {
-            by: request.by,
-            padding: request.padding.into(),
-        }
-    };
-    let value = state.raft.propose(command).await?;
+    let value = state.raft.propose(Command::Increment { by: request.by }).await?;
     Ok(Json(ValueResponse { value }))
 }

@@ -33,7 +33,6 @@ use raft_runtime::RaftHandle;
 use crate::admin_token::AdminToken;
 use crate::state_machine::Counter;
 
-pub use body::MAX_INCR_BODY_LIMIT;
 pub use error::ApiError;
 pub use server::MAX_HEAD;
 pub(crate) use server::serve;
@@ -54,13 +53,9 @@ pub struct HttpLimits {
     /// until one closes. Keep it well below the process's open-file limit (`ulimit -n`):
     /// the write-ahead log needs descriptors too. Default 512.
     pub max_connections: usize,
-    /// The largest request body any route but `/incr` accepts (`413` otherwise). Every
-    /// such body is a few dozen bytes of JSON. Default 4 KiB.
+    /// The largest request body any route accepts (`413` otherwise). Every body of this
+    /// API is a few dozen bytes of JSON. Default 4 KiB.
     pub max_body: usize,
-    /// The largest `/incr` body (`413` otherwise). An increment is a few dozen bytes; the
-    /// benchmark's `padding` is what may need more. At most [`MAX_INCR_BODY_LIMIT`].
-    /// Default 4 KiB.
-    pub max_incr_body: usize,
 }
 
 impl Default for HttpLimits {
@@ -70,7 +65,6 @@ impl Default for HttpLimits {
             body_timeout: Duration::from_secs(10),
             max_connections: 512,
             max_body: 4096,
-            max_incr_body: 4096,
         }
     }
 }

@@ -1,15 +1,16 @@
-//! The state machine of the in-process configurations (`a` and `b`): it replicates a
-//! payload of the requested size and does nothing with it.
+//! The state machine of every configuration: it replicates a payload of the requested
+//! size and does nothing with it.
 //!
-//! The command is the payload itself: [`Bytes`] of the requested size, or `()` for a
-//! payload of 0 bytes, which encodes to nothing at all (the command of the runtime's own
-//! `cluster` benchmark).
+//! The command is the payload itself: [`Bytes`] of the requested size, or, in the
+//! in-process configurations `a` and `b`, `()` for a payload of 0 bytes, which encodes to
+//! nothing at all (the command of openraft's `benchmarks/minimal`, and of
+//! `cargo bench -p raft-bench`). Configuration `c`'s nodes take the body of each request
+//! as the command, so they always replicate [`Bytes`] (empty for a payload of 0 bytes,
+//! one byte once encoded).
 //!
 //! This is the "empty state machine" of openraft's `benchmarks/minimal`, so that the
 //! figures measure the runtime (proposal, log, replication, commit, apply, response) and
 //! not a service. It counts what it applies, so that a snapshot has something to say.
-//! Configuration `c` runs the real counter instead, its increments padded to the same
-//! sizes (`POST /incr` with `padding`).
 
 use std::marker::PhantomData;
 

@@ -11,9 +11,9 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::Setup;
-use super::report::{Run, bytes};
 use crate::Error;
+use crate::Setup;
+use crate::report::{Run, bytes};
 
 const FONT: &str = "sans-serif";
 const WIDTH: u32 = 1400;
@@ -77,7 +77,7 @@ pub fn write_png(runs: &[Run], path: &Path) -> Result<(), Error> {
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(
-        "counter bench: 3-node clusters (a: in-memory, b: QUIC + file WAL, c: processes over HTTP)",
+        "raft-bench: 3-node clusters (a: in-memory, b: QUIC + file WAL, c: processes over HTTP)",
         (FONT, 24),
     )?;
     let panels = root.split_evenly((2, 2));

@@ -20,11 +20,10 @@ use raft_transport_quic::{DevCa, QuicConfig, QuicTransport};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use super::machine::{Payload, Sink};
-use super::usage;
-use super::workload::{Client, Outcome};
-use super::{Counters, Target, Usage};
-use crate::Error;
+use crate::machine::{Payload, Sink};
+use crate::usage;
+use crate::workload::{Client, Outcome};
+use crate::{Counters, Error, Target, Usage};
 
 /// How long the cluster may take to elect a leader that commits.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -186,7 +185,9 @@ impl<P: Payload> Target for InProcess<P> {
         drop(self.nodes);
         drop(self.leader);
         for (id, store) in ids.into_iter().zip(self.stores) {
-            crate::node::close_store(id, store).await?;
+            crate::node::close_store(store)
+                .await
+                .map_err(|e| format!("node {id}: {e}"))?;
         }
         Ok(())
     }

@@ -1,5 +1,5 @@
 //! What the operating system says a run cost: CPU time and memory, of this process and of
-//! the `counter node` processes it started, plus the machine's load.
+//! the `raft-bench node` processes it started, plus the machine's load.
 //!
 //! Everything here reads Linux's `/proc` or calls `getrusage`; on another system the
 //! figures come out as zero rather than failing the benchmark.
@@ -132,7 +132,7 @@ pub fn load_average() -> Option<[f64; 3]> {
 }
 
 /// Raises this process's open-file limit to its hard limit: 4096 clients over HTTP need
-/// 4096 connections, and the `counter node` processes inherit the limit.
+/// 4096 connections, and the `raft-bench node` processes inherit the limit.
 pub fn raise_open_files_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

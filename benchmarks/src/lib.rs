@@ -1,4 +1,4 @@
-//! `counter bench`: what the runtime does on this machine, as a table, JSON and a plot.
+//! `raft-bench`: what the runtime does on this machine, as a table, JSON and a plot.
 //!
 //! Each run starts a fresh three-node cluster in one of three configurations, waits for a
 //! stable leader, puts it under a closed-loop load of `clients` concurrent clients (each
@@ -9,25 +9,29 @@
 //! |---|---|---|---|---|---|
 //! | `a` | 3 in this process | in memory (no fsync) | in-process channels | [`machine::Sink`] | `RaftHandle::propose` on the leader |
 //! | `b` | 3 in this process | file WAL, `fdatasync` per group commit | QUIC + mutual TLS on 127.0.0.1 | [`machine::Sink`] | `RaftHandle::propose` on the leader |
-//! | `c` | 3 `counter node` processes | file WAL | QUIC + mutual TLS on 127.0.0.1 | the counter | `POST /incr` on the leader, HTTP/1.1 keep-alive |
+//! | `c` | 3 `raft-bench node` processes ([`node`]) | file WAL | QUIC + mutual TLS on 127.0.0.1 | [`machine::Sink`] of `Bytes` | `POST /propose` on the leader, HTTP/1.1 keep-alive |
 //!
-//! Configuration `a` reproduces the conditions of openraft's `benchmarks/minimal`; `b` is
-//! the same cluster on the real storage and network; `c` is the service as deployed.
+//! Configuration `a` reproduces the conditions of openraft's `benchmarks/minimal` (and is
+//! what `cargo bench -p raft-bench` runs); `b` is the same cluster on the real storage and
+//! network; `c` is a service as deployed: separate processes, each with an HTTP API, the
+//! payload sent as each request's body.
 //!
 //! Per run: operations per second; latency percentiles from an HDR histogram; fsyncs and
 //! bytes sent between nodes per committed entry (from the nodes' metrics); CPU seconds per
 //! 1000 operations (`getrusage`, `/proc/<pid>/stat`); peak resident memory (`VmHWM`).
 //!
-//! A run of `a` or `b` happens in a fresh `counter bench` process of its own (started with
+//! A run of `a` or `b` happens in a fresh `raft-bench` process of its own (started with
 //! a hidden option, [`CHILD_FLAG`]), so that its peak memory and its allocator owe nothing
 //! to the runs before; `c`'s nodes are fresh processes anyway.
 //!
 //! The pieces: [`workload`] drives the clients and records latencies; `inproc` (a, b) and
-//! `procs` (c) start and stop the clusters, `http1` is c's load generator; `usage` asks
-//! the OS for CPU and memory; [`report`] holds the figures and prints them, and `plot`
-//! draws them.
+//! `procs` (c) start and stop the clusters, [`node`] is c's node process and `http1` c's
+//! load generator; `usage` asks the OS for CPU and memory; [`report`] holds the figures
+//! and prints them, and `plot` draws them; [`cli`] is the command line.
 
+pub mod cli;
 pub mod machine;
+pub mod node;
 pub mod report;
 pub mod workload;
 
@@ -46,10 +50,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::Error;
 use inproc::InProcess;
 use report::{Report, Run, Sample};
 use workload::{Client, Load, Stop};
+
+/// The error of the benchmark: any error, reported to the user as one line.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// One of the three cluster configurations.
 #[derive(
@@ -61,7 +67,7 @@ pub enum Setup {
     A,
     /// 3 nodes in this process: file WAL (fsync on) and QUIC over loopback.
     B,
-    /// 3 `counter node` processes driven over their HTTP API.
+    /// 3 `raft-bench node` processes driven over their HTTP API.
     C,
 }
 
@@ -85,7 +91,7 @@ impl Setup {
                 "3 nodes in one process, file WAL (fdatasync per group commit), QUIC with mutual TLS over 127.0.0.1, empty state machine"
             }
             Setup::C => {
-                "3 `counter node` processes (file WAL, QUIC over 127.0.0.1), POST /incr to the leader over HTTP/1.1 keep-alive"
+                "3 `raft-bench node` processes (file WAL, QUIC with mutual TLS over 127.0.0.1, empty state machine), POST /propose to the leader over HTTP/1.1 keep-alive"
             }
         }
     }
@@ -116,6 +122,10 @@ pub struct Plan {
     /// process gives each run its own peak memory and a clean allocator; this process is
     /// quicker to start and easier to profile.
     pub same_process: bool,
+    /// The `raft-bench` executable, which runs c's nodes (`raft-bench node`) and, unless
+    /// [`Plan::same_process`], each run of a and b. The binary passes itself; a cargo
+    /// bench or test passes `env!("CARGO_BIN_EXE_raft-bench")`.
+    pub exe: PathBuf,
 }
 
 impl Plan {
@@ -179,7 +189,7 @@ pub async fn run(plan: Plan) -> Result<Report, Error> {
     std::fs::create_dir_all(&plan.out)?;
     std::fs::create_dir_all(&plan.data_dir)?;
     let mut report = Report {
-        tool: format!("counter bench {}", env!("CARGO_PKG_VERSION")),
+        tool: format!("raft-bench {}", env!("CARGO_PKG_VERSION")),
         started_unix_seconds: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -209,7 +219,7 @@ pub async fn run(plan: Plan) -> Result<Report, Error> {
         format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
     });
     println!(
-        "counter bench: {} runs, {} CPUs, load average {load}",
+        "raft-bench: {} runs, {} CPUs, load average {load}",
         plan.runs(),
         report.machine.cpus
     );
@@ -293,7 +303,7 @@ fn progress_bar(prefix: &str) -> ProgressBar {
     bar
 }
 
-/// The hidden option of `counter bench` that makes it a child running one run of a plan
+/// The hidden option of `raft-bench` that makes it a child running one run of a plan
 /// and writing the run's figures as JSON to the file it names.
 pub const CHILD_FLAG: &str = "--child-run-json";
 
@@ -309,8 +319,8 @@ pub async fn run_as_child(plan: Plan, json: &std::path::Path) -> Result<(), Erro
     Ok(())
 }
 
-/// Runs one run of configuration a or b in a fresh `counter bench` process, so that its
-/// peak memory and its allocator are its own, and reads back its figures.
+/// Runs one run of configuration a or b in a fresh `raft-bench` process (this executable),
+/// so that its peak memory and its allocator are its own, and reads back its figures.
 async fn run_in_child(
     setup: Setup,
     clients: usize,
@@ -323,9 +333,8 @@ async fn run_in_child(
         .suffix(".json")
         .tempfile_in(&plan.data_dir)?;
     let ms = |d: Duration| format!("{}ms", d.as_millis());
-    let mut command = std::process::Command::new(std::env::current_exe()?);
+    let mut command = std::process::Command::new(&plan.exe);
     command
-        .arg("bench")
         .args(["--configs", setup.name()])
         .args(["--clients", &clients.to_string()])
         .args(["--payloads", &payload.to_string()])
@@ -426,7 +435,7 @@ async fn run_one(
             measure(cluster, spec, plan, bar).await
         }
         (Setup::C, _) => {
-            let cluster = procs::Processes::start(payload, clients, every, &plan.data_dir).await?;
+            let cluster = procs::Processes::start(&plan.exe, payload, clients, every, &plan.data_dir).await?;
             measure(cluster, spec, plan, bar).await
         }
     }

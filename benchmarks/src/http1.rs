@@ -1,12 +1,14 @@
 //! A minimal HTTP/1.1 client that sends one fixed request over and over on a kept-alive
-//! connection: configuration `c`'s load generator.
+//! connection: configuration `c`'s load generator, and how the benchmark asks c's nodes
+//! for their status.
 //!
 //! A general client (reqwest) spends most of a core on its own machinery at tens of
 //! thousands of requests per second (a task per connection, channels between them, URL
 //! parsing per request), and on a 2-core machine that CPU is taken from the nodes being
 //! measured. This one writes the prepared bytes, reads the answer in the same task, and
-//! keeps nothing but a buffer. It understands exactly what the counter's server sends:
-//! a status line, headers with `Content-Length`, and that many bytes of body.
+//! keeps nothing but a buffer. It understands exactly what c's nodes send (see
+//! [`crate::node`]): a status line, headers with `Content-Length`, and that many bytes of
+//! body.
 
 use std::net::SocketAddr;
 
@@ -36,14 +38,24 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A client that will `POST` `body` as JSON to `path` on `addr`.
-    pub fn post_json(addr: SocketAddr, path: &str, body: &[u8]) -> Connection {
+    /// A client that will `POST` `body` (raw bytes) to `path` on `addr`.
+    pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Connection {
         let mut request = format!(
-            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();
         request.extend_from_slice(body);
+        Connection::with_request(addr, request)
+    }
+
+    /// A client that will `GET` `path` on `addr`.
+    pub fn get(addr: SocketAddr, path: &str) -> Connection {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes();
+        Connection::with_request(addr, request)
+    }
+
+    fn with_request(addr: SocketAddr, request: Vec<u8>) -> Connection {
         Connection {
             addr,
             request,
@@ -161,8 +173,8 @@ mod tests {
                     let n = socket.read(&mut chunk).await.unwrap();
                     request.extend_from_slice(&chunk[..n]);
                 }
-                assert!(request.starts_with(b"POST /incr HTTP/1.1\r\n"));
-                assert!(request.ends_with(b"{\"by\":1}"));
+                assert!(request.starts_with(b"POST /propose HTTP/1.1\r\n"));
+                assert!(request.ends_with(b"payload"));
                 // Split the answer, to exercise partial reads.
                 let (a, b) = answer.split_at(answer.len() / 2);
                 socket.write_all(a.as_bytes()).await.unwrap();
@@ -176,18 +188,15 @@ mod tests {
     #[tokio::test]
     async fn keeps_the_connection_and_reads_status_and_body() {
         let addr = server(vec![
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 11\r\n\r\n{\"value\":1}",
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 12\r\n\r\n{\"error\":\"\"}",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 4\r\n\r\nbusy",
         ])
         .await;
-        let mut c = Connection::post_json(addr, "/incr", b"{\"by\":1}");
+        let mut c = Connection::post(addr, "/propose", b"payload");
         let first = c.send().await.unwrap();
-        assert_eq!(
-            (first.status, first.body.as_slice()),
-            (200, &b"{\"value\":1}"[..])
-        );
+        assert_eq!((first.status, first.body.as_slice()), (200, &b""[..]));
         let second = c.send().await.unwrap();
-        assert_eq!(second.status, 503);
+        assert_eq!((second.status, second.body.as_slice()), (503, &b"busy"[..]));
         // The server is gone after two answers: the next exchange fails, and says so.
         assert!(c.send().await.is_err());
     }

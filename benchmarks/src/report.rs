@@ -7,12 +7,12 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::Setup;
+use crate::Setup;
 
-/// Everything one `counter bench` invocation measured.
+/// Everything one `raft-bench` invocation measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// `counter bench` and the crate's version.
+    /// `raft-bench` and the crate's version.
     pub tool: String,
     /// When the benchmark started, in seconds since the Unix epoch.
     pub started_unix_seconds: u64,

@@ -1,8 +1,8 @@
-//! Configuration `c`: three `counter node` processes (this very executable), each with its
+//! Configuration `c`: three `raft-bench node` processes ([`crate::node`]), each with its
 //! own write-ahead log and QUIC endpoint on 127.0.0.1, driven over the leader's HTTP API
-//! with `POST /incr`, the padding sized to the payload (none for a payload of 0 bytes).
-//! Each client has its own kept-alive connection ([`Connection`]); reqwest serves the few
-//! other requests (status, metrics).
+//! with `POST /propose`, the payload as the request's body. Each client has its own
+//! kept-alive connection ([`Connection`]); the few other requests (`GET /status`) use one
+//! of their own.
 //!
 //! The processes are started for one run and stopped after it. Whatever happens, every
 //! process started here is killed and reaped: [`NodeProcess`] does it when dropped, and
@@ -17,16 +17,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use raft_runtime::raft_core::Role;
+use raft_transport_quic::DevCa;
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use super::http1::Connection;
-use super::usage;
-use super::workload::{Client, Outcome};
-use super::{Counters, Target, Usage};
-use crate::Error;
-use crate::api::{IncrRequest, StatusResponse};
-use crate::http::{HttpLimits, MAX_INCR_BODY_LIMIT};
+use crate::http1::Connection;
+use crate::node::{MAX_PAYLOAD, NodeStatus};
+use crate::usage;
+use crate::workload::{Client, Outcome};
+use crate::{Counters, Error, Target, Usage};
 
 /// How long the processes may take to start and elect a leader that commits.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -35,7 +35,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long one HTTP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One `counter node` child process.
+/// One `raft-bench node` child process.
 struct NodeProcess {
     id: u64,
     http: SocketAddr,
@@ -59,12 +59,11 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Three `counter node` processes.
+/// Three `raft-bench node` processes.
 pub struct Processes {
     nodes: Vec<NodeProcess>,
-    http: reqwest::Client,
     leader: SocketAddr,
-    body: Bytes,
+    payload: Bytes,
     /// Certificates and write-ahead logs, removed when dropped (after the processes).
     _dir: TempDir,
 }
@@ -72,7 +71,7 @@ pub struct Processes {
 /// Makes the process that `command` starts die with this one, even if this one is
 /// killed (`PR_SET_PDEATHSIG`; it fires when the thread that spawned the child exits, so
 /// spawn from a thread that lives as long as the benchmark).
-pub(super) fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     // SAFETY: the closure runs in the child between fork and exec and only makes one
     // async-signal-safe system call.
     unsafe {
@@ -107,34 +106,32 @@ fn peer_list(addrs: &[SocketAddr]) -> String {
 }
 
 impl Processes {
-    /// Starts three nodes with their data under a new directory in `parent`, waits for a
-    /// stable leader, and prepares the request body for `payload` bytes of padding.
-    /// `clients` is how many connections the load will hold open at once.
+    /// Starts three nodes of `exe` (`raft-bench node`) with their data under a new
+    /// directory in `parent`, waits for a stable leader, and prepares a payload of
+    /// `payload` bytes. `clients` is how many connections the load will hold open at once.
     pub async fn start(
+        exe: &Path,
         payload: usize,
         clients: usize,
         snapshot_every: u64,
         parent: &Path,
     ) -> Result<Processes, Error> {
-        let body = serde_json::to_vec(&IncrRequest {
-            by: 1,
-            padding: "x".repeat(payload),
-        })?;
-        // The nodes' HTTP limits, raised to what this load needs: every client's
-        // connection served at once (plus a few for status and metrics), and increments
-        // as large as the padded body.
-        if body.len() > MAX_INCR_BODY_LIMIT {
+        if payload > MAX_PAYLOAD {
             return Err(format!(
-                "configuration c sends the payload as an increment's padding, which a node takes up to {MAX_INCR_BODY_LIMIT} bytes (with the JSON around it); {payload} B is too large"
+                "configuration c sends the payload as a request body, which a node takes up to {MAX_PAYLOAD} bytes; {payload} B is too large"
             )
             .into());
         }
-        let max_incr_body = body.len().max(HttpLimits::default().max_incr_body);
+        // What this load needs of the nodes' HTTP servers: every client's connection
+        // served at once (plus a few for the status requests), and bodies of the payload's
+        // size.
         let max_connections = clients.saturating_add(16);
         let dir = tempfile::Builder::new().prefix("nodes-c-").tempdir_in(parent)?;
         let certs = dir.path().join("certs");
-        crate::certs::write(&certs, &[1, 2, 3], false)?;
-        let exe = std::env::current_exe()?;
+        let ca = DevCa::generate()?;
+        for id in 1..=3 {
+            ca.write_node_files(&certs, id)?;
+        }
         let ports = free_ports(3)?;
         let raft: Vec<SocketAddr> = ports.iter().map(|p| p.0).collect();
         let http: Vec<SocketAddr> = ports.iter().map(|p| p.1).collect();
@@ -142,7 +139,7 @@ impl Processes {
         for id in 1..=3u64 {
             let log = dir.path().join(format!("node-{id}.log"));
             let out = File::create(&log)?;
-            let mut command = Command::new(&exe);
+            let mut command = Command::new(exe);
             command
                 .arg("node")
                 .args(["--id", &id.to_string()])
@@ -153,10 +150,9 @@ impl Processes {
                 .arg("--certs")
                 .arg(&certs)
                 .args(["--peers", &peer_list(&raft)])
-                .args(["--peers-http", &peer_list(&http)])
                 .args(["--snapshot-every", &snapshot_every.to_string()])
-                .args(["--max-incr-body", &max_incr_body.to_string()])
-                .args(["--http-max-connections", &max_connections.to_string()])
+                .args(["--max-payload", &payload.to_string()])
+                .args(["--max-connections", &max_connections.to_string()])
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
@@ -170,32 +166,29 @@ impl Processes {
                 child,
             });
         }
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
         let mut processes = Processes {
             leader: nodes[0].http,
             nodes,
-            http: client,
-            body: body.into(),
+            payload: Bytes::from(vec![b'x'; payload]),
             _dir: dir,
         };
         processes.settle().await?;
         Ok(processes)
     }
 
-    /// Waits until the three nodes agree on a leader and 100 increments in a row succeed
+    /// Waits until the three nodes agree on a leader and 100 proposals in a row succeed
     /// through it.
     async fn settle(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + SETTLE;
         loop {
             for node in &mut self.nodes {
                 if let Some(status) = node.child.try_wait()? {
-                    return Err(
-                        format!("counter node {} exited ({status}):\n{}", node.id, node.log_tail()).into(),
-                    );
+                    return Err(format!(
+                        "raft-bench node {} exited ({status}):\n{}",
+                        node.id,
+                        node.log_tail()
+                    )
+                    .into());
                 }
             }
             if let Some(leader) = self.agreed_leader().await {
@@ -219,7 +212,7 @@ impl Processes {
                     .map(|n| format!("node {}:\n{}", n.id, n.log_tail()))
                     .collect();
                 return Err(format!(
-                    "the counter nodes agreed on no stable leader within {SETTLE:?}\n{}",
+                    "the nodes agreed on no stable leader within {SETTLE:?}\n{}",
                     logs.join("\n")
                 )
                 .into());
@@ -232,22 +225,20 @@ impl Processes {
     async fn agreed_leader(&self) -> Option<SocketAddr> {
         let mut views = Vec::new();
         for node in &self.nodes {
-            let url = format!("http://{}/status", node.http);
-            let status: StatusResponse = self.http.get(url).send().await.ok()?.json().await.ok()?;
-            views.push(status);
+            views.push(status(node.http).await.ok()?);
         }
         let leader = views[0].leader?;
         let agreed = views
             .iter()
             .all(|v| v.leader == Some(leader) && v.term == views[0].term);
-        let leads = views.iter().any(|v| v.id == leader && v.role == "leader");
+        let leads = views.iter().any(|v| v.id == leader && v.role == Role::Leader);
         let node = self.nodes.iter().find(|n| n.id == leader)?;
         (agreed && leads).then_some(node.http)
     }
 
     fn client(&self) -> HttpClient {
         HttpClient {
-            connection: Connection::post_json(self.leader, "/incr", &self.body),
+            connection: Connection::post(self.leader, "/propose", &self.payload),
             leader: self.leader,
         }
     }
@@ -295,14 +286,22 @@ impl Processes {
     }
 }
 
-/// Reads `name`'s value from Prometheus text.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse::<f64>().ok())?
-        })
-        .map_or(0, |v| v as u64)
+/// A node's `GET /status`, on a connection of its own.
+async fn status(addr: SocketAddr) -> Result<NodeStatus, Error> {
+    let mut connection = Connection::get(addr, "/status");
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, connection.send())
+        .await
+        .map_err(|_| format!("GET http://{addr}/status: no answer within {REQUEST_TIMEOUT:?}"))?
+        .map_err(|e| format!("GET http://{addr}/status: {e}"))?;
+    if response.status != 200 {
+        return Err(format!(
+            "GET http://{addr}/status: {} {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        )
+        .into());
+    }
+    Ok(serde_json::from_slice(&response.body)?)
 }
 
 impl Target for Processes {
@@ -315,20 +314,12 @@ impl Target for Processes {
     async fn counters(&self) -> Result<Counters, Error> {
         let mut counters = Counters::default();
         for node in &self.nodes {
-            let url = format!("http://{}/metrics", node.http);
-            let text = self
-                .http
-                .get(url)
-                .send()
-                .await?
-                .error_for_status()?
-                .text()
-                .await?;
-            counters.fsyncs += metric(&text, "raft_store_fsyncs_total");
-            counters.log_writes += metric(&text, "raft_store_writes_total");
-            counters.wire_bytes += metric(&text, "raft_transport_bytes_sent_total");
+            let status = status(node.http).await?;
+            counters.fsyncs += status.fsyncs;
+            counters.log_writes += status.log_writes;
+            counters.wire_bytes += status.wire_bytes;
             if node.http == self.leader {
-                counters.committed = metric(&text, "raft_commit_index");
+                counters.committed = status.commit;
             }
         }
         Ok(counters)
@@ -353,7 +344,8 @@ impl Target for Processes {
     }
 }
 
-/// A client that sends `POST /incr` to the leader, on a kept-alive connection of its own.
+/// A client that sends `POST /propose` to the leader, on a kept-alive connection of its
+/// own.
 pub struct HttpClient {
     connection: Connection,
     leader: SocketAddr,
@@ -367,30 +359,16 @@ impl Client for HttpClient {
                 200 => Outcome::Done,
                 503 => Outcome::Rejected(String::from_utf8_lossy(&response.body).into_owned()),
                 status => Outcome::Failed(format!(
-                    "POST http://{}/incr: {status} {}",
+                    "POST http://{}/propose: {status} {}",
                     self.leader,
                     String::from_utf8_lossy(&response.body)
                 )),
             },
-            Ok(Err(e)) => Outcome::Failed(format!("POST http://{}/incr: {e}", self.leader)),
+            Ok(Err(e)) => Outcome::Failed(format!("POST http://{}/propose: {e}", self.leader)),
             Err(_) => Outcome::Failed(format!(
-                "POST http://{}/incr: no answer within {REQUEST_TIMEOUT:?}",
+                "POST http://{}/propose: no answer within {REQUEST_TIMEOUT:?}",
                 self.leader
             )),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_counters_from_prometheus_text() {
-        let text =
-            "# TYPE raft_store_fsyncs counter\nraft_store_fsyncs_total 42\nraft_commit_index 7\n# EOF\n";
-        assert_eq!(metric(text, "raft_store_fsyncs_total"), 42);
-        assert_eq!(metric(text, "raft_commit_index"), 7);
-        assert_eq!(metric(text, "raft_transport_bytes_sent_total"), 0);
     }
 }
