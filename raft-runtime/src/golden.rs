@@ -32,7 +32,7 @@ pub type Section = (String, Vec<u8>);
 /// A versioned format whose encoding is pinned by a golden file.
 #[derive(Debug, Clone)]
 pub struct Golden {
-    /// What the file pins, for messages ("the WAL segment and snapshot file format").
+    /// What the file pins, for messages ("the log directory (segments and snapshot files)").
     pub format: &'static str,
     /// The version constant and where it is declared ("FORMAT_VERSION in src/format.rs").
     pub constant: &'static str,

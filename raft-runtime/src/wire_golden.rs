@@ -15,7 +15,7 @@ use crate::transport::{ForwardError, WIRE_VERSION, WireMessage};
 
 fn golden() -> Golden {
     Golden {
-        format: "the wire encoding of WireMessage",
+        format: "WireMessage (bincode standard over serde)",
         constant: "WIRE_VERSION in raft-runtime/src/transport.rs",
         version: WIRE_VERSION,
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),

@@ -28,7 +28,7 @@ use crate::store::FileLogStore;
 
 fn golden() -> Golden {
     Golden {
-        format: "the log directory format (segments and snapshot files)",
+        format: "the log directory (segments and snapshot files)",
         constant: "FORMAT_VERSION in raft-storage-file/src/format.rs",
         version: FORMAT_VERSION,
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),

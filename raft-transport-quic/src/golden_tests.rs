@@ -21,7 +21,7 @@ use crate::codec::{
 
 fn golden() -> Golden {
     Golden {
-        format: "the QUIC stream formats (greetings, frames, snapshot control values)",
+        format: "the QUIC streams (greetings, frames, snapshot control values)",
         constant: "STREAM_VERSION in raft-transport-quic/src/codec.rs",
         version: u32::from(STREAM_VERSION),
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
