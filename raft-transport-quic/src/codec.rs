@@ -116,7 +116,7 @@ pub enum FrameError {
     UnsupportedVersion {
         /// The version the peer's greeting names.
         found: u8,
-        /// This node's version ([`STREAM_VERSION`]).
+        /// This node's version (`STREAM_VERSION` in `src/codec.rs`).
         expected: u8,
     },
     /// The payload does not decode.
