@@ -97,6 +97,8 @@ pub mod config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+#[doc(hidden)]
+pub mod golden;
 mod group;
 mod handle;
 pub mod mem_store;
@@ -110,6 +112,8 @@ pub mod state_machine;
 pub mod store;
 pub mod transport;
 mod waiting;
+#[cfg(test)]
+mod wire_golden;
 
 pub use config::{Config, ConfigError};
 pub use error::{AdminError, BusyReason, ProposeError, ReadError, StartError, StateMachineError};
@@ -122,7 +126,7 @@ pub use state_machine::{Applied, StateMachine};
 pub use store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
 pub use transport::{
     DeliverError, ForwardError, Inbox, InboxReceiver, Incoming, SendError, Transport, TransportError,
-    TransportMetrics, WireMessage,
+    TransportMetrics, WIRE_VERSION, WireMessage,
 };
 
 /// The protocol crate, re-exported so that users and plug-ins name one version of it.

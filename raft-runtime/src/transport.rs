@@ -17,6 +17,19 @@ use raft_core::{Message, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+/// The version of the serialized form of [`WireMessage`]: its serde data model and that of
+/// every raft-core type it carries ([`Message`], entries, configurations, snapshot
+/// metadata), laid out by bincode 2's standard configuration (little endian,
+/// variable-length integers), as the QUIC transport sends them.
+///
+/// A node can only decode messages of its own version, so a transport that serializes
+/// [`WireMessage`]s names this version in its handshake, refusing peers of another. Bump it
+/// with any change to those types that changes their bytes (a field added, removed,
+/// reordered or retyped, a variant inserted): the golden test `wire_golden` fails until it
+/// is bumped and its golden file regenerated
+/// (`UPDATE_GOLDEN=1 cargo test -p raft-runtime --lib golden`).
+pub const WIRE_VERSION: u32 = 1;
+
 /// What travels between the runtimes of two nodes: protocol messages, and proposals that a
 /// follower forwards to the leader together with their answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,8 @@ mod fault;
 mod format;
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(test)]
+mod golden_tests;
 mod janitor;
 mod lock;
 mod options;

@@ -41,12 +41,43 @@ use raft_runtime::WireMessage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Greeting that opens each direction of a message stream (version 1).
-pub(crate) const MESSAGE_MAGIC: [u8; 4] = *b"RQM1";
+/// The version of the stream formats: the greetings, the framing, the snapshot control
+/// values, and the encoding of the [`WireMessage`]s the frames carry
+/// ([`raft_runtime::WIRE_VERSION`]). It is the last byte of each greeting, as an ASCII
+/// digit, and a peer whose greeting names another version is refused with
+/// [`FrameError::UnsupportedVersion`].
+///
+/// Bump it with any change to these formats' bytes, including every bump of
+/// `raft_runtime::WIRE_VERSION`: the golden test `golden_tests` fails until it is bumped and
+/// its golden file regenerated
+/// (`UPDATE_GOLDEN=1 cargo test -p raft-transport-quic --lib golden`).
+pub(crate) const STREAM_VERSION: u8 = 1;
+
+/// The [`raft_runtime::WIRE_VERSION`] that [`STREAM_VERSION`] carries.
+const CARRIED_WIRE_VERSION: u32 = 1;
+
+const _: () = assert!(
+    CARRIED_WIRE_VERSION == raft_runtime::WIRE_VERSION,
+    "raft_runtime::WIRE_VERSION changed: bump STREAM_VERSION in raft-transport-quic/src/codec.rs, \
+     set CARRIED_WIRE_VERSION to the new wire version, and regenerate the golden bytes with \
+     `UPDATE_GOLDEN=1 cargo test -p raft-transport-quic --lib golden`"
+);
+const _: () = assert!(
+    STREAM_VERSION >= 1 && STREAM_VERSION <= 9,
+    "a greeting carries the stream version as one ASCII digit"
+);
+
+/// The greeting of a stream of kind `kind` (`M` messages, `S` snapshots).
+const fn greeting_magic(kind: u8) -> [u8; 4] {
+    [b'R', b'Q', kind, b'0' + STREAM_VERSION]
+}
+
+/// Greeting that opens each direction of a message stream (`RQM1` for version 1).
+pub(crate) const MESSAGE_MAGIC: [u8; 4] = greeting_magic(b'M');
 /// Length of the greeting.
 pub(crate) const GREETING_LEN: usize = 12;
-/// Greeting that opens a snapshot stream (version 1).
-pub(crate) const SNAPSHOT_MAGIC: [u8; 4] = *b"RQS1";
+/// Greeting that opens a snapshot stream (`RQS1` for version 1).
+pub(crate) const SNAPSHOT_MAGIC: [u8; 4] = greeting_magic(b'S');
 /// The hard ceiling on a configured maximum frame size (256 MiB).
 pub(crate) const MAX_FRAME_LIMIT: usize = 256 << 20;
 /// The largest snapshot control frame (header or reply).
@@ -80,6 +111,14 @@ pub enum FrameError {
     /// The greeting is not this protocol's.
     #[error("bad greeting {0:02x?}")]
     BadGreeting(Vec<u8>),
+    /// The greeting is this protocol's, of another version of the stream formats.
+    #[error("the peer speaks stream format version {found}, this node version {expected}")]
+    UnsupportedVersion {
+        /// The version the peer's greeting names.
+        found: u8,
+        /// This node's version (`STREAM_VERSION` in `src/codec.rs`).
+        expected: u8,
+    },
     /// The payload does not decode.
     #[error("malformed frame: {0}")]
     Malformed(String),
@@ -96,14 +135,33 @@ pub(crate) fn encode_greeting(magic: [u8; 4], incarnation: u64) -> [u8; GREETING
     out
 }
 
+/// Checks a greeting's magic against `expected`: the same kind of stream of another
+/// version is [`FrameError::UnsupportedVersion`], anything else [`FrameError::BadGreeting`].
+fn check_magic(magic: &[u8; 4], expected: [u8; 4]) -> Result<(), FrameError> {
+    if *magic == expected {
+        return Ok(());
+    }
+    if magic[..3] == expected[..3] && magic[3].is_ascii_digit() {
+        return Err(FrameError::UnsupportedVersion {
+            found: magic[3] - b'0',
+            expected: STREAM_VERSION,
+        });
+    }
+    Err(FrameError::BadGreeting(magic.to_vec()))
+}
+
 /// Decodes a message stream greeting into the sender's incarnation.
 pub(crate) fn decode_greeting(bytes: &[u8; GREETING_LEN]) -> Result<u64, FrameError> {
-    if bytes[..4] != MESSAGE_MAGIC {
-        return Err(FrameError::BadGreeting(bytes[..4].to_vec()));
-    }
+    let magic: &[u8; 4] = bytes[..4].try_into().expect("a greeting starts with four bytes");
+    check_magic(magic, MESSAGE_MAGIC)?;
     let mut incarnation = [0; 8];
     incarnation.copy_from_slice(&bytes[4..]);
     Ok(u64::from_le_bytes(incarnation))
+}
+
+/// Checks the greeting that opens a snapshot stream.
+pub(crate) fn decode_snapshot_greeting(magic: &[u8; 4]) -> Result<(), FrameError> {
+    check_magic(magic, SNAPSHOT_MAGIC)
 }
 
 /// Payloads at least this large are spliced into the output by reference instead of
@@ -809,6 +867,37 @@ mod tests {
         assert_eq!(decode_greeting(&g), Ok(0xDEAD_BEEF));
         let bad = encode_greeting(*b"HTTP", 1);
         assert!(matches!(decode_greeting(&bad), Err(FrameError::BadGreeting(_))));
+        assert_eq!(MESSAGE_MAGIC, *b"RQM1", "version 1 greets as it always did");
+        assert_eq!(SNAPSHOT_MAGIC, *b"RQS1");
+        let newer = encode_greeting(*b"RQM2", 1);
+        let err = decode_greeting(&newer).unwrap_err();
+        assert_eq!(
+            err,
+            FrameError::UnsupportedVersion {
+                found: 2,
+                expected: STREAM_VERSION
+            }
+        );
+        assert!(
+            err.to_string().contains("version 2, this node version 1"),
+            "{err}"
+        );
+        assert_eq!(decode_snapshot_greeting(&SNAPSHOT_MAGIC), Ok(()));
+        assert_eq!(
+            decode_snapshot_greeting(b"RQS7"),
+            Err(FrameError::UnsupportedVersion {
+                found: 7,
+                expected: STREAM_VERSION
+            })
+        );
+        assert!(matches!(
+            decode_snapshot_greeting(b"RQM1"),
+            Err(FrameError::BadGreeting(_))
+        ));
+        assert!(matches!(
+            decode_greeting(&encode_greeting(*b"RQMx", 1)),
+            Err(FrameError::BadGreeting(_))
+        ));
 
         let reply = SnapshotReply::Refused { reason: "no".into() };
         let frame = encode_control(&reply);

@@ -258,7 +258,15 @@ fn greeting(input: &[u8]) {
     let bytes: &[u8; GREETING_LEN] = bytes.try_into().expect("a greeting's length");
     match decode_greeting(bytes) {
         Ok(incarnation) => assert_eq!(&encode_greeting(MESSAGE_MAGIC, incarnation), bytes),
-        Err(FrameError::BadGreeting(magic)) => assert_ne!(magic, MESSAGE_MAGIC),
+        Err(FrameError::BadGreeting(magic)) => {
+            assert_eq!(magic, bytes[..4]);
+            assert!(magic[..3] != MESSAGE_MAGIC[..3] || !magic[3].is_ascii_digit());
+        }
+        Err(FrameError::UnsupportedVersion { found, expected }) => {
+            assert_eq!(bytes[..3], MESSAGE_MAGIC[..3]);
+            assert_eq!(bytes[3], b'0' + found);
+            assert_ne!(found, expected);
+        }
         Err(e) => panic!("unexpected greeting error {e}"),
     }
 }

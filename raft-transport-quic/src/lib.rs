@@ -70,6 +70,8 @@ mod endpoint;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(test)]
+mod golden_tests;
 pub mod identity;
 mod link;
 mod snapshot;

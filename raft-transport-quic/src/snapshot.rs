@@ -33,7 +33,7 @@ use crate::backoff::{Backoff, Jitter};
 use crate::budget::SnapshotBuffer;
 use crate::codec::{
     FrameDecoder, MAX_CONTROL_FRAME, SNAPSHOT_MAGIC, SnapshotHeader, SnapshotReply, decode_control,
-    encode_control,
+    decode_snapshot_greeting, encode_control,
 };
 use crate::endpoint::close;
 use crate::identity::node_name;
@@ -371,9 +371,10 @@ async fn receive_inner(
         .await
         .map_err(|_| "no snapshot greeting in time".to_string())?
         .map_err(|e| e.to_string())?;
-    if magic != SNAPSHOT_MAGIC {
-        conn.close(close::PROTOCOL, b"bad greeting");
-        return Err(format!("bad snapshot greeting {magic:02x?}"));
+    if let Err(e) = decode_snapshot_greeting(&magic) {
+        let reason = format!("snapshot stream: {e}");
+        conn.close(close::PROTOCOL, reason.as_bytes());
+        return Err(reason);
     }
     let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
     let payload = match timeout(handshake, read_frame(&mut recv, &mut decoder)).await {

@@ -754,7 +754,10 @@ async fn accept_messages(shared: Arc<Shared>, conn: Connection, peer_id: NodeId)
                     peer = peer_id,
                     "message stream greeting failed: {e}"
                 );
-                conn.close(close::PROTOCOL, b"bad greeting");
+                // The reason reaches the dialling peer: a version mismatch says so there.
+                let mut reason = e;
+                reason.truncate(200);
+                conn.close(close::PROTOCOL, reason.as_bytes());
                 return;
             }
             Err(_) => {

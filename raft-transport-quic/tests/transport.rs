@@ -775,6 +775,14 @@ async fn oversize_and_random_frames_close_only_that_connection() {
     let (_ep, conn, mut send, _recv) = raw_stream(&ca, 3, addr, 2).await;
     let _ = send.write_all(&garbage(99, 4096)).await;
     assert_eq!(closed_with(&conn).await.0, 5);
+    // A greeting of another stream format version: refused, and the reason names both.
+    let (_ep, conn, mut send, _recv) = raw_stream(&ca, 3, addr, 2).await;
+    let mut newer = b"RQM2".to_vec();
+    newer.extend_from_slice(&42u64.to_le_bytes());
+    let _ = send.write_all(&newer).await;
+    let (code, reason) = closed_with(&conn).await;
+    assert_eq!(code, 5, "{reason}");
+    assert!(reason.contains("version 2, this node version 1"), "{reason}");
 
     assert_eq!(server.stats().malformed_frames, 22);
     // The node still serves its real peer.

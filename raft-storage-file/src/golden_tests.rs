@@ -1,0 +1,228 @@
+//! Golden bytes of the on-disk format ([`FORMAT_VERSION`]): a segment holding every record
+//! type and entry kind, and a snapshot file, encoded and compared with
+//! `tests/golden/wal-v<N>.hex`; then decoded record by record, and recovered as a real log
+//! directory by [`FileLogStore::open`].
+//!
+//! There is no hard-state file: the hard state lives in the segments, in checkpoint and
+//! hard-state records, both pinned here.
+//!
+//! Regenerate (only for a new version):
+//! `UPDATE_GOLDEN=1 cargo test -p raft-storage-file --lib golden`.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use raft_core::{ConfState, Entry, HardState, SnapshotMeta};
+use raft_runtime::golden::{Golden, Section, samples};
+use raft_runtime::{LogStore, Snapshot};
+
+use crate::format::{
+    Checkpoint, FORMAT_VERSION, HEADER_LEN, RECORD_HEADER, SegmentHeader, SnapRef, decode_checkpoint,
+    decode_commit, decode_entry, decode_hard_state, decode_snap_ref, encode_checkpoint, encode_commit,
+    encode_entry, encode_hard_state, encode_snap_ref, frame, parse_record, rtype, segment_name,
+    snapshot_name,
+};
+use crate::options::Options;
+use crate::snapshot::file_bytes;
+use crate::store::FileLogStore;
+
+fn golden() -> Golden {
+    Golden {
+        format: "the log directory (segments and snapshot files)",
+        constant: "FORMAT_VERSION in raft-storage-file/src/format.rs",
+        version: FORMAT_VERSION,
+        dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
+        stem: "wal",
+        regenerate: "UPDATE_GOLDEN=1 cargo test -p raft-storage-file --lib golden",
+    }
+}
+
+const SEQ: u64 = 7;
+const HEADER: SegmentHeader = SegmentHeader {
+    seq: SEQ,
+    prev_seq: 6,
+    prev_end: 12_345,
+};
+
+/// One record of the golden segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Record {
+    Checkpoint(Checkpoint),
+    Install(SnapRef),
+    Entry(Entry),
+    HardState(HardState),
+    Saved(SnapRef),
+    /// A commit record; its group start is filled in while encoding.
+    Commit {
+        batch: u64,
+    },
+}
+
+/// The snapshot the log ends with, whose file is part of the golden bytes.
+fn stored_snapshot() -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            index: 69_999,
+            term: 298,
+            conf_state: ConfState::with_voters([1, 2, 5]).and_learners([4]),
+        },
+        data: Bytes::from_static(b"the state machine at 69999"),
+    }
+}
+
+const SNAPSHOT_GENERATION: u64 = 3;
+
+/// The log: a checkpoint naming an older snapshot, a snapshot installed from a leader,
+/// entries of every kind and a hard state, then a snapshot taken locally; three batches.
+fn records() -> Vec<Record> {
+    let snap_ref = |generation, meta| SnapRef {
+        generation,
+        meta,
+        data_len: 1_000 + generation,
+        data_crc: 0x1234_5600 + generation as u32,
+    };
+    let (_, saved) = file_bytes(SNAPSHOT_GENERATION, &stored_snapshot());
+    let mut records = vec![
+        Record::Checkpoint(Checkpoint {
+            hard_state: HardState {
+                term: 297,
+                vote: None,
+                commit: 5,
+            },
+            snapshot: Some(snap_ref(1, samples::snapshot_meta(69_990, 297))),
+        }),
+        Record::Install(snap_ref(2, samples::snapshot_meta(69_999, 298))),
+        Record::Commit { batch: 41 },
+    ];
+    records.extend(samples::entries(70_000, 299).into_iter().map(Record::Entry));
+    records.extend([
+        Record::HardState(samples::hard_state()),
+        Record::Commit { batch: 42 },
+        Record::Saved(saved),
+        Record::Commit { batch: 43 },
+    ]);
+    records
+}
+
+fn name(record: &Record) -> String {
+    match record {
+        Record::Checkpoint(_) => "record: checkpoint".into(),
+        Record::Install(_) => "record: snapshot installed".into(),
+        Record::Entry(e) => format!("record: entry {} ({})", e.index, kind(e)),
+        Record::HardState(_) => "record: hard state".into(),
+        Record::Saved(_) => "record: snapshot saved".into(),
+        Record::Commit { batch } => format!("record: commit of batch {batch}"),
+    }
+}
+
+fn kind(entry: &Entry) -> &'static str {
+    match &entry.payload {
+        raft_core::EntryPayload::Empty => "empty",
+        raft_core::EntryPayload::Normal(_) => "normal",
+        raft_core::EntryPayload::Membership(cs) if cs.is_joint() => "joint configuration",
+        raft_core::EntryPayload::Membership(_) => "configuration",
+    }
+}
+
+/// The golden sections: the segment header, each record as framed on disk (padding
+/// included), and the snapshot file.
+fn encoded() -> Vec<Section> {
+    let mut sections = vec![("segment header".to_string(), HEADER.encode().to_vec())];
+    let mut offset = HEADER_LEN;
+    let mut group_start = offset;
+    for record in records() {
+        let mut buf = Vec::new();
+        frame(&mut buf, SEQ, |b| match &record {
+            Record::Checkpoint(cp) => encode_checkpoint(b, cp),
+            Record::Install(snap) => encode_snap_ref(b, rtype::SNAPSHOT_INSTALL, snap),
+            Record::Entry(e) => encode_entry(b, e),
+            Record::HardState(hs) => encode_hard_state(b, hs),
+            Record::Saved(snap) => encode_snap_ref(b, rtype::SNAPSHOT_SAVED, snap),
+            Record::Commit { batch } => encode_commit(b, group_start, *batch),
+        });
+        offset += buf.len() as u64;
+        if matches!(record, Record::Commit { .. }) {
+            group_start = offset;
+        }
+        sections.push((name(&record), buf));
+    }
+    let (file, _) = file_bytes(SNAPSHOT_GENERATION, &stored_snapshot());
+    sections.push((format!("snapshot file, generation {SNAPSHOT_GENERATION}"), file));
+    sections
+}
+
+/// Decodes one framed record section.
+fn decode(bytes: &[u8]) -> (Record, Option<u64>) {
+    let rec = parse_record(bytes, 0, SEQ).expect("a valid record");
+    assert_eq!(rec.padded_len, bytes.len(), "the section is one padded record");
+    match rec.rtype {
+        rtype::CHECKPOINT => (Record::Checkpoint(decode_checkpoint(rec.body).unwrap()), None),
+        rtype::SNAPSHOT_INSTALL => (Record::Install(decode_snap_ref(rec.body).unwrap()), None),
+        rtype::SNAPSHOT_SAVED => (Record::Saved(decode_snap_ref(rec.body).unwrap()), None),
+        rtype::HARD_STATE => (Record::HardState(decode_hard_state(rec.body).unwrap()), None),
+        rtype::ENTRY => {
+            let record = Bytes::copy_from_slice(&bytes[..rec.len as usize]);
+            (
+                Record::Entry(decode_entry(&record, RECORD_HEADER + 1).unwrap()),
+                None,
+            )
+        }
+        rtype::COMMIT => {
+            let (group_start, batch) = decode_commit(rec.body).unwrap();
+            (Record::Commit { batch }, Some(group_start))
+        }
+        other => panic!("unknown record type {other}"),
+    }
+}
+
+#[test]
+fn wal_golden_bytes() {
+    let golden = golden().check(&encoded());
+    let records = records();
+    assert_eq!(golden.len(), records.len() + 2);
+
+    // Record by record.
+    assert_eq!(SegmentHeader::decode(&golden[0].1), Ok(HEADER));
+    let mut offset = HEADER_LEN;
+    let mut group_start = offset;
+    for ((name, bytes), expected) in golden[1..].iter().zip(&records) {
+        let (record, start) = decode(bytes);
+        assert_eq!(&record, expected, "[{name}] decodes to another value");
+        if let Some(start) = start {
+            assert_eq!(start, group_start, "[{name}] names another group start");
+        }
+        offset += bytes.len() as u64;
+        if start.is_some() {
+            group_start = offset;
+        }
+    }
+
+    // As a log directory.
+    let dir = tempfile::tempdir().unwrap();
+    let segment: Vec<u8> = golden[..=records.len()]
+        .iter()
+        .flat_map(|(_, b)| b.clone())
+        .collect();
+    std::fs::write(dir.path().join(segment_name(SEQ)), segment).unwrap();
+    std::fs::write(
+        dir.path().join(snapshot_name(SNAPSHOT_GENERATION)),
+        &golden[records.len() + 1].1,
+    )
+    .unwrap();
+    let options = Options {
+        segment_size: 64 << 10,
+        ..Options::default()
+    };
+    let store = FileLogStore::open(dir.path(), options).expect("the golden log opens");
+    let snapshot = stored_snapshot();
+    let initial = store.initial_state().unwrap();
+    assert_eq!(initial.hard_state, samples::hard_state());
+    assert_eq!(initial.conf_state, snapshot.meta.conf_state);
+    assert_eq!(store.snapshot_meta(), Some(snapshot.meta.clone()));
+    assert_eq!(store.load_snapshot_blocking().unwrap(), Some(snapshot));
+    let entries = samples::entries(70_000, 299);
+    assert_eq!(store.first_index(), 70_000);
+    assert_eq!(store.last_index(), 70_003);
+    assert_eq!(store.entries(70_000, 70_004, u64::MAX).unwrap(), entries);
+    store.close().unwrap();
+}
