@@ -1,5 +1,5 @@
 //! Configurations `a` and `b`: three nodes in this process, driven through the leader's
-//! [`RaftHandle`], with the [`Sink`] state machine.
+//! [`Raft`], with the [`Sink`] state machine.
 //!
 //! - `a`: the in-memory log store and network the runtime ships for tests (no fsync, no
 //!   serialization between nodes), the conditions of openraft's `benchmarks/minimal`.
@@ -12,9 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_runtime::{
-    Config, LogStore, MemLogStore, MemNetwork, MemberInfo, Membership, RaftHandle, RaftNode, Transport,
-};
+use raft_runtime::{Config, MemLogStore, MemNetwork, MemberInfo, Raft};
 use raft_storage_file::{FileLogStore, Options};
 use raft_transport_quic::{DevCa, QuicConfig, QuicTransport};
 use tempfile::TempDir;
@@ -30,8 +28,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 /// Three nodes in this process.
 pub struct InProcess<P: Payload> {
-    nodes: Vec<RaftHandle<Sink<P>>>,
-    leader: RaftHandle<Sink<P>>,
+    nodes: Vec<Raft<Sink<P>>>,
+    leader: Raft<Sink<P>>,
     /// The file stores of configuration `b`, closed after the nodes stop.
     stores: Vec<Arc<FileLogStore>>,
     payload: P,
@@ -39,10 +37,11 @@ pub struct InProcess<P: Payload> {
     _dir: Option<TempDir>,
 }
 
-fn raft_config(id: u64, snapshot_every: u64) -> Config {
-    let mut config = Config::new(id);
-    config.snapshot_every = snapshot_every;
-    config
+fn raft_config(snapshot_every: u64) -> Config {
+    Config {
+        snapshot_every,
+        ..Config::default()
+    }
 }
 
 impl<P: Payload> InProcess<P> {
@@ -54,11 +53,15 @@ impl<P: Payload> InProcess<P> {
             .collect();
         let mut nodes = Vec::new();
         for id in 1..=3 {
-            let store: Arc<dyn LogStore> = Arc::new(MemLogStore::new());
-            let transport: Arc<dyn Transport> = Arc::new(network.transport(id));
-            let membership = Membership::Bootstrap(members.clone());
-            let config = raft_config(id, snapshot_every);
-            nodes.push(RaftNode::start(config, Sink::default(), store, transport, membership).await?);
+            let node = Raft::builder(id)
+                .config(raft_config(snapshot_every))
+                .state_machine(Sink::default())
+                .log_store(MemLogStore::new())
+                .transport(network.transport(id))
+                .bootstrap(members.clone())
+                .start()
+                .await?;
+            nodes.push(node);
         }
         InProcess::settle(nodes, Vec::new(), payload, None).await
     }
@@ -81,7 +84,7 @@ impl<P: Payload> InProcess<P> {
                 .expect("opening a log store panicked")?;
             stores.push(Arc::new(store));
             let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let quic = QuicConfig::new(id, listen, ca.node_tls(id)?);
+            let quic = QuicConfig::new(listen, ca.node_tls(id)?);
             transports.push(Arc::new(QuicTransport::bind(quic).await?));
         }
         let members: BTreeMap<u64, MemberInfo> = transports
@@ -90,19 +93,22 @@ impl<P: Payload> InProcess<P> {
             .collect();
         let mut nodes = Vec::new();
         for (store, transport) in stores.iter().zip(transports) {
-            let id = transport.node_id();
-            let store: Arc<dyn LogStore> = store.clone();
-            let transport: Arc<dyn Transport> = transport;
-            let membership = Membership::Bootstrap(members.clone());
-            let config = raft_config(id, snapshot_every);
-            nodes.push(RaftNode::start(config, Sink::default(), store, transport, membership).await?);
+            let node = Raft::builder(transport.node_id())
+                .config(raft_config(snapshot_every))
+                .state_machine(Sink::default())
+                .log_store(store.clone())
+                .transport(transport)
+                .bootstrap(members.clone())
+                .start()
+                .await?;
+            nodes.push(node);
         }
         InProcess::settle(nodes, stores, payload, Some(dir)).await
     }
 
     /// Waits for a stable leader: one through which 100 proposals in a row succeed.
     async fn settle(
-        nodes: Vec<RaftHandle<Sink<P>>>,
+        nodes: Vec<Raft<Sink<P>>>,
         stores: Vec<Arc<FileLogStore>>,
         payload: usize,
         dir: Option<TempDir>,
@@ -195,7 +201,7 @@ impl<P: Payload> Target for InProcess<P> {
 
 /// A client that proposes a payload to the leader through its handle.
 pub struct Proposer<P: Payload> {
-    leader: RaftHandle<Sink<P>>,
+    leader: Raft<Sink<P>>,
     payload: P,
 }
 

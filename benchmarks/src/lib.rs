@@ -7,8 +7,8 @@
 //!
 //! | config | nodes | log store | transport | state machine | clients call |
 //! |---|---|---|---|---|---|
-//! | `a` | 3 in this process | in memory (no fsync) | in-process channels | [`machine::Sink`] | `RaftHandle::propose` on the leader |
-//! | `b` | 3 in this process | file WAL, `fdatasync` per group commit | QUIC + mutual TLS on 127.0.0.1 | [`machine::Sink`] | `RaftHandle::propose` on the leader |
+//! | `a` | 3 in this process | in memory (no fsync) | in-process channels | [`machine::Sink`] | `Raft::propose` on the leader |
+//! | `b` | 3 in this process | file WAL, `fdatasync` per group commit | QUIC + mutual TLS on 127.0.0.1 | [`machine::Sink`] | `Raft::propose` on the leader |
 //! | `c` | 3 `raft-bench node` processes ([`node`]) | file WAL | QUIC + mutual TLS on 127.0.0.1 | [`machine::Sink`] of `Bytes` | `POST /propose` on the leader, HTTP/1.1 keep-alive |
 //!
 //! Configuration `a` reproduces the conditions of openraft's `benchmarks/minimal` (and is

@@ -39,7 +39,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use raft_runtime::raft_core::{NodeId, Role};
-use raft_runtime::{Config, LogStore, MemberInfo, Membership, RaftHandle, RaftNode, Transport};
+use raft_runtime::{Config, MemberInfo, Raft};
 use raft_storage_file::{FileLogStore, Options};
 use raft_transport_quic::{QuicConfig, QuicTransport, TlsConfig};
 use serde::{Deserialize, Serialize};
@@ -183,21 +183,21 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let listener = TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| format!("cannot bind HTTP on {}: {e}", args.http_addr))?;
-    let transport = QuicTransport::bind(QuicConfig::new(args.id, args.raft_addr, tls)).await?;
+    let transport = QuicTransport::bind(QuicConfig::new(args.raft_addr, tls)).await?;
 
-    let mut config = Config::new(args.id);
-    config.snapshot_every = args.snapshot_every;
-    config.forward_proposals = true;
-    let log: Arc<dyn LogStore> = store.clone();
-    let transport: Arc<dyn Transport> = Arc::new(transport);
-    let raft = RaftNode::start(
-        config,
-        Sink::<Bytes>::default(),
-        log,
-        transport,
-        Membership::Bootstrap(members),
-    )
-    .await?;
+    let config = Config {
+        snapshot_every: args.snapshot_every,
+        forward_proposals: true,
+        ..Config::default()
+    };
+    let raft = Raft::builder(args.id)
+        .config(config)
+        .state_machine(Sink::<Bytes>::default())
+        .log_store(store.clone())
+        .transport(transport)
+        .bootstrap(members)
+        .start()
+        .await?;
 
     let limits = Limits {
         max_payload: args.max_payload,
@@ -228,7 +228,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
 }
 
 /// Resolves if the node stops by itself after a fatal error, with the reason.
-async fn failed(raft: &RaftHandle<Sink<Bytes>>) -> String {
+async fn failed(raft: &Raft<Sink<Bytes>>) -> String {
     let mut metrics = raft.metrics();
     loop {
         if let Some(reason) = metrics.borrow_and_update().fatal.clone() {
@@ -269,7 +269,7 @@ pub async fn close_store(mut store: Arc<FileLogStore>) -> Result<(), Error> {
 /// once its request in flight is answered, and returns when they have.
 async fn serve(
     listener: TcpListener,
-    raft: RaftHandle<Sink<Bytes>>,
+    raft: Raft<Sink<Bytes>>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -327,7 +327,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 async fn handle(
     request: Request<Incoming>,
-    raft: RaftHandle<Sink<Bytes>>,
+    raft: Raft<Sink<Bytes>>,
     limits: Limits,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match (request.method(), request.uri().path()) {
@@ -343,7 +343,7 @@ async fn handle(
 /// `POST /propose`: replicates the body and answers once it is applied.
 async fn propose(
     request: Request<Incoming>,
-    raft: &RaftHandle<Sink<Bytes>>,
+    raft: &Raft<Sink<Bytes>>,
     limits: Limits,
 ) -> Response<Full<Bytes>> {
     let too_large = || {
@@ -382,7 +382,7 @@ async fn propose(
 }
 
 /// `GET /status`.
-fn status(raft: &RaftHandle<Sink<Bytes>>) -> Response<Full<Bytes>> {
+fn status(raft: &Raft<Sink<Bytes>>) -> Response<Full<Bytes>> {
     let status = {
         let metrics = raft.metrics();
         let m = metrics.borrow();

@@ -4,16 +4,15 @@ use std::time::Duration;
 
 use raft_core::NodeId;
 
-/// The settings of one node. Start from [`Config::new`] and adjust; [`Config::validate`] (run
-/// by [`crate::RaftNode::start`]) names the first invalid field.
+/// The settings of one node. Start from [`Config::default`] and adjust; [`Config::validate`]
+/// (run by [`Builder::start`](crate::Builder::start)) names the first invalid field.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The protocol settings (election and heartbeat ticks, pre-vote, check-quorum, flow
-    /// control, limits). Its `id` is overwritten by [`Config::id`]; its `seed` is drawn at
-    /// random at start unless [`Config::deterministic_seed`] is set.
+    /// control, limits). Its `id` is replaced by the id the node is built with
+    /// ([`Raft::builder`](crate::Raft::builder)); its `seed` is drawn at random at start
+    /// unless [`Config::deterministic_seed`] is set.
     pub protocol: raft_core::Config,
-    /// This node's id.
-    pub id: NodeId,
     /// Real time per protocol tick.
     pub tick_interval: Duration,
     /// Capacity of the node's request mailbox; requests beyond it get a busy error.
@@ -68,15 +67,15 @@ pub enum ConfigError {
     Protocol(#[from] raft_core::ConfigError),
 }
 
-impl Config {
-    /// Defaults for node `id`: a 20 ms tick, elections after 300 to 600 ms, heartbeats every
-    /// 60 ms, a snapshot every 10,000 entries, proposals refused (not forwarded) on followers.
-    pub fn new(id: NodeId) -> Self {
-        let mut protocol = raft_core::Config::new(id).with_election_tick(15);
+impl Default for Config {
+    /// A 20 ms tick, elections after 300 to 600 ms, heartbeats every 60 ms, a snapshot every
+    /// 10,000 entries, proposals refused (not forwarded) on followers.
+    fn default() -> Self {
+        // The protocol's id is the node's, set at start.
+        let mut protocol = raft_core::Config::new(PLACEHOLDER_ID).with_election_tick(15);
         protocol.heartbeat_tick = 3;
         Config {
             protocol,
-            id,
             tick_interval: Duration::from_millis(20),
             mailbox_capacity: 65_536,
             inbox_capacity: 4_096,
@@ -93,8 +92,15 @@ impl Config {
             deterministic_seed: false,
         }
     }
+}
 
-    /// Checks every field, naming the first invalid one.
+/// Stands for the node's id in the protocol settings until the node is built: the id is
+/// given once, to the builder, which checks it.
+const PLACEHOLDER_ID: NodeId = 1;
+
+impl Config {
+    /// Checks every field, naming the first invalid one. (The node id is not part of the
+    /// configuration: the builder checks it.)
     pub fn validate(&self) -> Result<(), ConfigError> {
         fn bad(field: &'static str, reason: &str) -> Result<(), ConfigError> {
             Err(ConfigError::Field {
@@ -103,7 +109,7 @@ impl Config {
             })
         }
         let mut protocol = self.protocol.clone();
-        protocol.id = self.id;
+        protocol.id = PLACEHOLDER_ID;
         protocol.validate()?;
         if self.tick_interval.is_zero() {
             return bad("tick_interval", "must be positive");
@@ -141,19 +147,21 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_errors_name_fields() {
-        Config::new(1).validate().unwrap();
-        let mut c = Config::new(1);
-        c.max_inflight_writes = 0;
+        Config::default().validate().unwrap();
+        let c = Config {
+            max_inflight_writes: 0,
+            ..Config::default()
+        };
         assert!(
             c.validate()
                 .unwrap_err()
                 .to_string()
                 .contains("max_inflight_writes")
         );
-        let mut c = Config::new(0);
-        c.tick_interval = Duration::from_millis(1);
-        assert!(matches!(c.validate(), Err(ConfigError::Protocol(e)) if e.field == "id"));
-        let mut c = Config::new(1);
+        let mut c = Config::default();
+        c.protocol.max_inflight_msgs = 0;
+        assert!(matches!(c.validate(), Err(ConfigError::Protocol(e)) if e.field == "max_inflight_msgs"));
+        let mut c = Config::default();
         c.protocol.heartbeat_tick = 100;
         assert!(c.validate().unwrap_err().to_string().contains("election_tick"));
     }

@@ -185,6 +185,15 @@ pub enum StartError {
     /// The bootstrap membership is invalid.
     #[error("invalid bootstrap membership: {0}")]
     Bootstrap(String),
+    /// The log store is empty and the builder was told neither to bootstrap a cluster nor
+    /// to join one.
+    #[error(
+        "the log store is empty: call `bootstrap` (a new cluster) or `join` (an existing one) on the builder"
+    )]
+    Uninitialized,
+    /// The transport refused the node: it serves another id, or already serves a node.
+    #[error("the transport refused the node: {0}")]
+    Register(#[from] crate::transport::RegisterError),
 }
 
 /// A state machine failure. Fatal for the node: a state machine that cannot apply a

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec;
-use crate::metrics::MemberInfo;
+use crate::member::MemberInfo;
 use crate::transport::WireMessage;
 
 /// A global allocator (over [`System`]) that keeps, per thread, the bytes allocated and not

@@ -335,7 +335,7 @@ pub mod samples {
         Message, MessageBody, ReadIndexRequest, ReadIndexResponse, RequestVote, SnapshotMeta, VoteResponse,
     };
 
-    use crate::metrics::MemberInfo;
+    use crate::member::MemberInfo;
     use crate::transport::{ForwardError, WireMessage};
 
     /// A member's metadata as the runtime stores it in a configuration.

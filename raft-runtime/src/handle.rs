@@ -1,4 +1,4 @@
-//! [`RaftHandle`]: the cloneable handle through which an application talks to its node.
+//! [`Raft`]: the cloneable handle through which an application talks to its node.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,14 +13,15 @@ use crate::codec;
 use crate::config::Config;
 use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
 use crate::group::{ConfRequest, Request};
-use crate::metrics::{MemberInfo, Metrics};
+use crate::member::MemberInfo;
+use crate::metrics::Metrics;
 use crate::state_machine::StateMachine;
 
 /// A handle to a running node. Cheap to clone; every clone talks to the same node.
 ///
-/// The node runs until [`RaftHandle::shutdown`] is called or its last handle is dropped
+/// The node runs until [`Raft::shutdown`] is called or its last handle is dropped
 /// (then it stops as if shut down, and what it leaves is dropped with it).
-pub struct RaftHandle<SM: StateMachine> {
+pub struct Raft<SM: StateMachine> {
     inner: Arc<Inner<SM>>,
 }
 
@@ -45,11 +46,19 @@ pub struct Stopped<SM> {
     pub fatal: Option<String>,
 }
 
-impl<SM: StateMachine> Clone for RaftHandle<SM> {
+impl<SM: StateMachine> Clone for Raft<SM> {
     fn clone(&self) -> Self {
-        RaftHandle {
+        Raft {
             inner: self.inner.clone(),
         }
+    }
+}
+
+impl<SM: StateMachine> std::fmt::Debug for Raft<SM> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -58,16 +67,17 @@ impl<SM: StateMachine> Clone for RaftHandle<SM> {
 #[error("timed out waiting for the node's metrics to satisfy the condition")]
 pub struct WaitTimeout;
 
-impl<SM: StateMachine> RaftHandle<SM> {
+impl<SM: StateMachine> Raft<SM> {
     pub(crate) fn new(
+        id: NodeId,
         config: Arc<Config>,
         tx: mpsc::Sender<Request<SM>>,
         metrics: watch::Receiver<Metrics>,
         task: tokio::task::JoinHandle<Stopped<SM>>,
     ) -> Self {
-        RaftHandle {
+        Raft {
             inner: Arc::new(Inner {
-                id: config.id,
+                id,
                 config,
                 tx,
                 metrics,
@@ -118,7 +128,7 @@ impl<SM: StateMachine> RaftHandle<SM> {
         self.read_inner(false, f).await
     }
 
-    /// Like [`RaftHandle::read`], but served from the leader's lease when it holds one (no
+    /// Like [`Raft::read`], but served from the leader's lease when it holds one (no
     /// round trip to a quorum). Falls back to ReadIndex otherwise. Needs check-quorum, and
     /// trusts that nodes' clocks tick at rates within the configured drift margin.
     pub async fn lease_read<R: Send + 'static>(
@@ -345,7 +355,7 @@ impl<SM: StateMachine> RaftHandle<SM> {
             .unwrap_or(Err(WaitTimeout))
     }
 
-    /// The metrics as of now: unlike [`RaftHandle::metrics`], whose commit and applied
+    /// The metrics as of now: unlike [`Raft::metrics`], whose commit and applied
     /// indexes are refreshed once per tick, this asks the node, so the figures are those of
     /// the moment it answers. Fails only if the node is stopped or its mailbox is full.
     pub async fn current_metrics(&self) -> Result<Metrics, ReadError> {

@@ -2,8 +2,8 @@
 //!
 //! You implement one async trait, [`StateMachine`], pick a [`LogStore`] and a
 //! [`Transport`] (the `raft-storage-file` and `raft-transport-quic` crates, or the in-memory
-//! [`MemLogStore`] and [`MemNetwork`] shipped here for tests), and [`RaftNode::start`] gives
-//! you a cloneable [`RaftHandle`] with `propose`, linearizable reads, membership changes,
+//! [`MemLogStore`] and [`MemNetwork`] shipped here for tests), and [`Raft::builder`]
+//! assembles and starts a node and gives you its cloneable [`Raft`] handle with `propose`, linearizable reads, membership changes,
 //! leadership transfer, metrics and shutdown.
 //!
 //! # Architecture
@@ -25,13 +25,9 @@
 //! # Example
 //!
 //! ```
-//! # use std::collections::BTreeMap;
-//! # use std::sync::Arc;
-//! use async_trait::async_trait;
-//! use bytes::Bytes;
 //! use raft_runtime::{
-//!     Applied, Config, MemLogStore, MemNetwork, MemberInfo, Membership, RaftNode, StateMachine,
-//!     StateMachineError,
+//!     Applied, Bytes, Config, MemLogStore, MemNetwork, MemberInfo, Raft, StateMachine,
+//!     StateMachineError, async_trait,
 //! };
 //!
 //! /// A replicated counter.
@@ -58,20 +54,20 @@
 //!
 //! # tokio_test_block_on(async {
 //! let network = MemNetwork::new();
-//! let members: BTreeMap<u64, MemberInfo> = (1..=3).map(|id| (id, format!("node-{id}").into())).collect();
+//! let members: Vec<(u64, MemberInfo)> = (1..=3).map(|id| (id, format!("node-{id}").into())).collect();
+//! let mut config = Config::default();
+//! config.tick_interval = std::time::Duration::from_millis(5);
 //! let mut nodes = Vec::new();
 //! for id in 1..=3 {
-//!     let mut config = Config::new(id);
-//!     config.tick_interval = std::time::Duration::from_millis(5);
-//!     let node = RaftNode::start(
-//!         config,
-//!         Counter::default(),
-//!         Arc::new(MemLogStore::new()),
-//!         Arc::new(network.transport(id)),
-//!         Membership::Bootstrap(members.clone()),
-//!     )
-//!     .await
-//!     .unwrap();
+//!     let node = Raft::builder(id)
+//!         .config(config.clone())
+//!         .state_machine(Counter::default())
+//!         .log_store(MemLogStore::new())
+//!         .transport(network.transport(id))
+//!         .bootstrap(members.clone())
+//!         .start()
+//!         .await
+//!         .unwrap();
 //!     nodes.push(node);
 //! }
 //! // Wait for a leader, then increment through it.
@@ -93,41 +89,51 @@
 mod adapter;
 mod applier;
 mod codec;
-pub mod config;
-pub mod error;
+mod config;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 #[doc(hidden)]
 pub mod golden;
 mod group;
 mod handle;
-pub mod mem_store;
-pub mod mem_transport;
-pub mod metrics;
+mod mem_store;
+mod mem_transport;
+mod member;
+mod metrics;
 mod node;
 mod peers;
 mod persist;
 mod snapshot_policy;
-pub mod state_machine;
-pub mod store;
-pub mod transport;
+mod state_machine;
+mod store;
+mod transport;
 mod waiting;
 #[cfg(test)]
 mod wire_golden;
 
 pub use config::{Config, ConfigError};
 pub use error::{AdminError, BusyReason, ProposeError, ReadError, StartError, StateMachineError};
-pub use handle::{RaftHandle, Stopped, WaitTimeout};
-pub use mem_store::MemLogStore;
+pub use handle::{Raft, Stopped, WaitTimeout};
+pub use mem_store::{MemLogStore, MemStoreError};
 pub use mem_transport::{MemNetwork, MemTransport};
-pub use metrics::{Member, MemberInfo, Metrics};
-pub use node::{Membership, RaftNode};
+pub use member::MemberInfo;
+pub use metrics::{Member, Metrics};
+pub use node::{Builder, Unset};
 pub use state_machine::{Applied, StateMachine};
 pub use store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
 pub use transport::{
-    DeliverError, ForwardError, Inbox, InboxReceiver, Incoming, SendError, Transport, TransportError,
-    TransportMetrics, WIRE_VERSION, WireMessage,
+    DeliverError, ForwardError, Inbox, InboxReceiver, Incoming, RegisterError, SendError, Transport,
+    TransportError, TransportMetrics, WIRE_VERSION, WireMessage,
 };
+
+/// The attribute that implements the async traits ([`StateMachine`], [`LogStore`],
+/// [`Transport`]), re-exported so that an implementation needs no dependency of its own.
+pub use async_trait::async_trait;
+/// The byte buffer commands, snapshots and addresses travel in.
+pub use bytes::Bytes;
+/// Protocol types that appear in this crate's API.
+pub use raft_core::{Index, NodeId, Role, Term};
 
 /// The protocol crate, re-exported so that users and plug-ins name one version of it.
 pub use raft_core;

@@ -15,7 +15,9 @@ use raft_core::{Message, NodeId};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::transport::{Inbox, SendError, Transport, TransportError, TransportMetrics, WireMessage};
+use crate::transport::{
+    Inbox, RegisterError, SendError, Transport, TransportError, TransportMetrics, WireMessage,
+};
 
 struct Held {
     from: NodeId,
@@ -228,8 +230,21 @@ pub struct MemTransport {
 
 #[async_trait]
 impl Transport for MemTransport {
-    fn register(&self, inbox: Inbox) {
-        self.net.lock().inboxes.insert(self.id, inbox);
+    /// Refuses another id than the one the transport was made for, and a second node while
+    /// one runs; once the node has stopped, a node may register again (a restart).
+    fn register(&self, id: NodeId, inbox: Inbox) -> Result<(), RegisterError> {
+        if id != self.id {
+            return Err(RegisterError::WrongNode {
+                transport: self.id,
+                node: id,
+            });
+        }
+        let mut net = self.net.lock();
+        if net.inboxes.get(&self.id).is_some_and(|i| !i.is_closed()) {
+            return Err(RegisterError::AlreadyRegistered(self.id));
+        }
+        net.inboxes.insert(self.id, inbox);
+        Ok(())
     }
 
     fn set_peers(&self, _peers: BTreeMap<NodeId, Bytes>) {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,156 +18,319 @@ use crate::applier;
 use crate::config::Config;
 use crate::error::StartError;
 use crate::group::Group;
-use crate::handle::RaftHandle;
-use crate::metrics::{MemberInfo, Metrics};
+use crate::handle::Raft;
+use crate::member::MemberInfo;
+use crate::metrics::Metrics;
 use crate::state_machine::StateMachine;
 use crate::store::{LogStore, Snapshot};
 use crate::transport::{Inbox, Transport};
 
-/// How a node joins its cluster on its very first start.
+/// How a node with an empty log store joins its cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Membership {
-    /// Bootstrap a new cluster with these voters (the same map on every initial member).
-    /// Ignored when the log store already holds state: a restart resumes.
+enum StartMode {
+    /// Bootstrap a new cluster with these voters.
     Bootstrap(BTreeMap<NodeId, MemberInfo>),
-    /// Start empty and wait to be added by the cluster's leader. The map names the
-    /// cluster's current members (at least the leader that will add this node): until the
-    /// node learns the configuration from its log, its transport admits only these peers.
-    /// Ignored when the log store already holds state.
+    /// Start empty and wait to be added by the cluster's leader.
     Join(BTreeMap<NodeId, MemberInfo>),
 }
 
-/// Starts nodes.
-pub struct RaftNode;
+/// A builder part not given yet. [`Builder::start`] needs a state machine, a log store and a
+/// transport; a builder that lacks one does not compile (`Unset: LogStore` or
+/// `Unset: Transport` is not satisfied, or `start` is not found when the state machine is
+/// missing).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unset;
 
-impl RaftNode {
-    /// Recovers a node from `store` (or bootstraps it), starts its tasks on the current tokio
+/// Assembles and starts a node: the one way to stand one up. Made by [`Raft::builder`].
+///
+/// ```
+/// # use std::collections::BTreeMap;
+/// # use raft_runtime::{async_trait, Applied, Bytes, Config, MemLogStore, MemNetwork, MemberInfo, Raft, StateMachine, StateMachineError};
+/// # #[derive(Default)] struct Counter(u64);
+/// # #[async_trait]
+/// # impl StateMachine for Counter {
+/// #     type Command = u64;
+/// #     type Response = u64;
+/// #     async fn apply(&mut self, batch: Vec<Applied<u64>>) -> Result<Vec<u64>, StateMachineError> {
+/// #         Ok(batch.into_iter().map(|c| { self.0 += c.command; self.0 }).collect())
+/// #     }
+/// #     async fn applied_index(&self) -> Result<u64, StateMachineError> { Ok(0) }
+/// #     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> { Ok(Bytes::new()) }
+/// #     async fn restore(&mut self, _: u64, _: Bytes) -> Result<(), StateMachineError> { Ok(()) }
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let network = MemNetwork::new();
+/// let raft = Raft::builder(1)
+///     .config(Config::default())
+///     .state_machine(Counter::default())
+///     .log_store(MemLogStore::new())
+///     .transport(network.transport(1))
+///     .bootstrap([(1, MemberInfo::new("node-1"))])
+///     .start()
+///     .await
+///     .unwrap();
+/// raft.wait_for(std::time::Duration::from_secs(10), |m| m.leader == Some(1)).await.unwrap();
+/// assert_eq!(raft.propose(2).await.unwrap(), 2);
+/// raft.shutdown().await;
+/// # });
+/// ```
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct Builder<SM, M = Unset, S = Unset, T = Unset> {
+    id: NodeId,
+    config: Config,
+    state_machine: M,
+    store: S,
+    transport: T,
+    mode: Option<StartMode>,
+    _sm: PhantomData<fn() -> SM>,
+}
+
+impl<SM: StateMachine> Raft<SM> {
+    /// Starts assembling node `id`: give it a state machine, a log store and a transport,
+    /// how to join on a first start ([`Builder::bootstrap`] or [`Builder::join`]), optionally
+    /// a [`Config`], then [`Builder::start`] it.
+    ///
+    /// The id is given here only: the transport is asked to confirm it (a QUIC transport
+    /// reads its id from its certificate), and a transport that serves another id, or
+    /// already serves a node, fails the start with [`StartError::Register`].
+    pub fn builder(id: NodeId) -> Builder<SM> {
+        Builder {
+            id,
+            config: Config::default(),
+            state_machine: Unset,
+            store: Unset,
+            transport: Unset,
+            mode: None,
+            _sm: PhantomData,
+        }
+    }
+}
+
+impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
+    /// The runtime settings (defaults: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The application's state machine, which the node applies committed commands to and
+    /// hands back at [`Raft::shutdown`].
+    pub fn state_machine(self, state_machine: SM) -> Builder<SM, SM, S, T> {
+        Builder {
+            id: self.id,
+            config: self.config,
+            state_machine,
+            store: self.store,
+            transport: self.transport,
+            mode: self.mode,
+            _sm: PhantomData,
+        }
+    }
+
+    /// Where the log, the hard state and snapshots live. An `Arc<L>` works as well as an
+    /// `L`, for callers that keep a reference (to close the store after shutdown).
+    pub fn log_store<L: LogStore>(self, store: L) -> Builder<SM, M, L, T> {
+        Builder {
+            id: self.id,
+            config: self.config,
+            state_machine: self.state_machine,
+            store,
+            transport: self.transport,
+            mode: self.mode,
+            _sm: PhantomData,
+        }
+    }
+
+    /// How the node reaches its peers. An `Arc<X>` works as well as an `X`.
+    pub fn transport<X: Transport>(self, transport: X) -> Builder<SM, M, S, X> {
+        Builder {
+            id: self.id,
+            config: self.config,
+            state_machine: self.state_machine,
+            store: self.store,
+            transport,
+            mode: self.mode,
+            _sm: PhantomData,
+        }
+    }
+
+    /// On a first start (an empty log store), bootstraps a new cluster with these voters,
+    /// each with the address its transport listens on. Every initial member must be given
+    /// the same map, this node included. Ignored when the store holds state: a restart
+    /// resumes from it.
+    pub fn bootstrap(mut self, members: impl IntoIterator<Item = (NodeId, MemberInfo)>) -> Self {
+        self.mode = Some(StartMode::Bootstrap(members.into_iter().collect()));
+        self
+    }
+
+    /// On a first start (an empty log store), starts empty and waits to be added by the
+    /// cluster's leader. `members` names the cluster's current members (at least the leader
+    /// that will add this node): until the node learns the configuration from its log, its
+    /// transport admits only these peers. Ignored when the store holds state.
+    pub fn join(mut self, members: impl IntoIterator<Item = (NodeId, MemberInfo)>) -> Self {
+        self.mode = Some(StartMode::Join(members.into_iter().collect()));
+        self
+    }
+}
+
+impl<SM: StateMachine, S: LogStore, T: Transport> Builder<SM, SM, S, T> {
+    /// Recovers the node from its log store (or bootstraps or joins as told, when the store
+    /// is empty), registers it with its transport, starts its tasks on the current tokio
     /// runtime, and returns its handle.
-    pub async fn start<SM: StateMachine>(
-        config: Config,
-        mut state_machine: SM,
-        store: Arc<dyn LogStore>,
-        transport: Arc<dyn Transport>,
-        membership: Membership,
-    ) -> Result<RaftHandle<SM>, StartError> {
-        config.validate()?;
-        let id = config.id;
-        if let Membership::Join(members) = &membership {
-            if members.is_empty() {
-                return Err(StartError::Bootstrap(
-                    "a joining node needs the cluster's current members".into(),
-                ));
-            }
-            if members.contains_key(&0) {
-                return Err(StartError::Bootstrap("node id 0 is reserved".into()));
-            }
-        }
-        let span = tracing::info_span!("raft", node = id);
+    ///
+    /// Fails, with no task started and nothing registered with the transport, on an
+    /// invalid id or configuration, an empty store with neither [`Builder::bootstrap`] nor
+    /// [`Builder::join`], a bootstrap map without this node, a store or state machine that
+    /// cannot recover, and a transport that belongs to another node or already serves one
+    /// ([`StartError::Register`], checked last: a bootstrap may have been written to the
+    /// store by then, which a corrected retry resumes from).
+    pub async fn start(self) -> Result<Raft<SM>, StartError> {
+        start(
+            self.id,
+            self.config,
+            self.state_machine,
+            Arc::new(self.store),
+            Arc::new(self.transport),
+            self.mode,
+        )
+        .await
+    }
+}
 
-        let pristine = {
-            let init = store.initial_state()?;
-            init.hard_state == Default::default()
-                && store.last_index() == 0
-                && store
-                    .snapshot_meta()
-                    .is_none_or(|m| m.index == 0 && m.conf_state == ConfState::default())
-        };
-        if let (Membership::Bootstrap(members), true) = (&membership, pristine) {
-            if !members.contains_key(&id) {
-                return Err(StartError::Bootstrap(format!(
-                    "node {id} is not among the initial members {:?}",
-                    members.keys().collect::<Vec<_>>()
-                )));
-            }
-            if members.contains_key(&0) {
-                return Err(StartError::Bootstrap("node id 0 is reserved".into()));
-            }
-            let mut conf_state = ConfState::with_voters(members.keys().copied());
-            conf_state.node_meta = members.iter().map(|(&n, info)| (n, info.encode())).collect();
-            let data = state_machine.snapshot().await.map_err(StartError::StateMachine)?;
-            store
-                .save_snapshot(Snapshot {
-                    meta: SnapshotMeta {
-                        index: 0,
-                        term: 0,
-                        conf_state,
-                    },
-                    data,
-                })
-                .await?;
-            tracing::info!(parent: &span, members = ?members.keys().collect::<Vec<_>>(), "bootstrapped a new cluster");
+async fn start<SM: StateMachine>(
+    id: NodeId,
+    config: Config,
+    mut state_machine: SM,
+    store: Arc<dyn LogStore>,
+    transport: Arc<dyn Transport>,
+    mode: Option<StartMode>,
+) -> Result<Raft<SM>, StartError> {
+    if id == 0 {
+        return Err(StartError::Bootstrap("node id 0 is reserved".into()));
+    }
+    config.validate()?;
+    match &mode {
+        Some(StartMode::Join(members)) if members.is_empty() => {
+            return Err(StartError::Bootstrap(
+                "a joining node needs the cluster's current members".into(),
+            ));
         }
+        Some(StartMode::Join(members) | StartMode::Bootstrap(members)) if members.contains_key(&0) => {
+            return Err(StartError::Bootstrap("node id 0 is reserved".into()));
+        }
+        _ => {}
+    }
+    let span = tracing::info_span!("raft", node = id);
 
-        // Bring the state machine to at least the snapshot the log starts from.
-        let snapshot_index = store.first_index().saturating_sub(1);
-        let mut applied = state_machine
-            .applied_index()
+    let pristine = {
+        let init = store.initial_state()?;
+        init.hard_state == Default::default()
+            && store.last_index() == 0
+            && store
+                .snapshot_meta()
+                .is_none_or(|m| m.index == 0 && m.conf_state == ConfState::default())
+    };
+    if pristine {
+        match &mode {
+            None => return Err(StartError::Uninitialized),
+            Some(StartMode::Bootstrap(members)) => {
+                if !members.contains_key(&id) {
+                    return Err(StartError::Bootstrap(format!(
+                        "node {id} is not among the initial members {:?}",
+                        members.keys().collect::<Vec<_>>()
+                    )));
+                }
+                let mut conf_state = ConfState::with_voters(members.keys().copied());
+                conf_state.node_meta = members.iter().map(|(&n, info)| (n, info.encode())).collect();
+                let data = state_machine.snapshot().await.map_err(StartError::StateMachine)?;
+                store
+                    .save_snapshot(Snapshot {
+                        meta: SnapshotMeta {
+                            index: 0,
+                            term: 0,
+                            conf_state,
+                        },
+                        data,
+                    })
+                    .await?;
+                tracing::info!(parent: &span, members = ?members.keys().collect::<Vec<_>>(), "bootstrapped a new cluster");
+            }
+            Some(StartMode::Join(_)) => {}
+        }
+    }
+
+    // Bring the state machine to at least the snapshot the log starts from.
+    let snapshot_index = store.first_index().saturating_sub(1);
+    let mut applied = state_machine
+        .applied_index()
+        .await
+        .map_err(StartError::StateMachine)?;
+    if applied < snapshot_index {
+        let snapshot = store.load_snapshot().await?.ok_or_else(|| {
+            StartError::Bootstrap(format!(
+                "the log starts after {snapshot_index} but no snapshot is stored"
+            ))
+        })?;
+        state_machine
+            .restore(snapshot.meta.index, snapshot.data)
             .await
             .map_err(StartError::StateMachine)?;
-        if applied < snapshot_index {
-            let snapshot = store.load_snapshot().await?.ok_or_else(|| {
-                StartError::Bootstrap(format!(
-                    "the log starts after {snapshot_index} but no snapshot is stored"
-                ))
-            })?;
-            state_machine
-                .restore(snapshot.meta.index, snapshot.data)
-                .await
-                .map_err(StartError::StateMachine)?;
-            applied = snapshot.meta.index;
-        }
-
-        let mut protocol = config.protocol.clone();
-        protocol.id = id;
-        if !config.deterministic_seed {
-            protocol.seed = random_seed();
-        }
-        let node = RawNode::new(protocol, StoreReader(store.clone()), applied)?;
-        tracing::info!(parent: &span, term = node.term(), applied, last = node.last_index(), "recovered");
-
-        let config = Arc::new(config);
-        // The transport learns whom to admit before it delivers anything: the members of
-        // the recovered configuration, or, for a node not (yet) in it, also the cluster it
-        // was told to join.
-        let seeds: BTreeMap<NodeId, Bytes> = match &membership {
-            Membership::Join(members) => members
-                .iter()
-                .filter(|&(&n, _)| n != id)
-                .map(|(&n, info)| (n, Bytes::from(info.address.clone().into_bytes())))
-                .collect(),
-            Membership::Bootstrap(_) => BTreeMap::new(),
-        };
-        if let Some(peers) = announced_peers(id, node.conf_state(), &seeds) {
-            transport.set_peers(peers);
-        }
-        let (inbox, inbox_rx) = Inbox::channel(config.inbox_capacity);
-        transport.register(inbox);
-        let (req_tx, req_rx) = mpsc::channel(config.mailbox_capacity);
-        let (metrics_tx, metrics_rx) = watch::channel(Metrics::new(id));
-        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
-        let (applier_events_tx, applier_events_rx) = mpsc::unbounded_channel();
-        let applier_task = tokio::spawn(
-            applier::run(state_machine, applied, apply_rx, applier_events_tx).instrument(span.clone()),
-        );
-        let rng = ChaCha8Rng::seed_from_u64(random_seed());
-        let group = Group::new(
-            config.clone(),
-            node,
-            store,
-            transport,
-            req_rx,
-            inbox_rx,
-            apply_tx,
-            applier_events_rx,
-            applier_task,
-            metrics_tx,
-            rng,
-            applied,
-            seeds,
-        );
-        let task = tokio::spawn(group.run().instrument(span));
-        Ok(RaftHandle::new(config, req_tx, metrics_rx, task))
+        applied = snapshot.meta.index;
     }
+
+    let mut protocol = config.protocol.clone();
+    protocol.id = id;
+    if !config.deterministic_seed {
+        protocol.seed = random_seed();
+    }
+    let node = RawNode::new(protocol, StoreReader(store.clone()), applied)?;
+    tracing::info!(parent: &span, term = node.term(), applied, last = node.last_index(), "recovered");
+
+    // The last step that can fail: the transport confirms the id and takes the inbox.
+    let (inbox, inbox_rx) = Inbox::channel(config.inbox_capacity);
+    transport.register(id, inbox)?;
+    // The transport learns whom to admit before the node sends anything: the members of
+    // the recovered configuration, or, for a node not (yet) in it, also the cluster it was
+    // told to join.
+    let seeds: BTreeMap<NodeId, Bytes> = match &mode {
+        Some(StartMode::Join(members)) => members
+            .iter()
+            .filter(|&(&n, _)| n != id)
+            .map(|(&n, info)| (n, Bytes::from(info.address.clone().into_bytes())))
+            .collect(),
+        Some(StartMode::Bootstrap(_)) | None => BTreeMap::new(),
+    };
+    if let Some(peers) = announced_peers(id, node.conf_state(), &seeds) {
+        transport.set_peers(peers);
+    }
+
+    let config = Arc::new(config);
+    let (req_tx, req_rx) = mpsc::channel(config.mailbox_capacity);
+    let (metrics_tx, metrics_rx) = watch::channel(Metrics::new(id));
+    let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+    let (applier_events_tx, applier_events_rx) = mpsc::unbounded_channel();
+    let applier_task = tokio::spawn(
+        applier::run(state_machine, applied, apply_rx, applier_events_tx).instrument(span.clone()),
+    );
+    let rng = ChaCha8Rng::seed_from_u64(random_seed());
+    let group = Group::new(
+        id,
+        config.clone(),
+        node,
+        store,
+        transport,
+        req_rx,
+        inbox_rx,
+        apply_tx,
+        applier_events_rx,
+        applier_task,
+        metrics_tx,
+        rng,
+        applied,
+        seeds,
+    );
+    let task = tokio::spawn(group.run().instrument(span));
+    Ok(Raft::new(id, config, req_tx, metrics_rx, task))
 }
 
 /// The peers a node's transport admits for configuration `cs`: its members, when the node

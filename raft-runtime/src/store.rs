@@ -140,3 +140,56 @@ pub trait LogStore: Send + Sync + 'static {
         StoreMetrics::default()
     }
 }
+
+/// A shared store is a store: the builder takes an `Arc<L>` as well as an `L`, for callers
+/// that keep a reference (to close the store once the node has stopped).
+#[async_trait]
+impl<L: LogStore + ?Sized> LogStore for Arc<L> {
+    fn initial_state(&self) -> Result<InitialState, StoreError> {
+        (**self).initial_state()
+    }
+
+    fn first_index(&self) -> Index {
+        (**self).first_index()
+    }
+
+    fn last_index(&self) -> Index {
+        (**self).last_index()
+    }
+
+    fn term(&self, index: Index) -> Result<Term, StorageError> {
+        (**self).term(index)
+    }
+
+    fn entries(&self, low: Index, high: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+        (**self).entries(low, high, max_bytes)
+    }
+
+    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        (**self).snapshot_meta()
+    }
+
+    fn append(&self, write: LogWrite, done: Completion) {
+        (**self).append(write, done)
+    }
+
+    fn compact(&self, index: Index) -> Result<(), StoreError> {
+        (**self).compact(index)
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        (**self).save_snapshot(snapshot).await
+    }
+
+    async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        (**self).load_snapshot().await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        (**self).flush().await
+    }
+
+    fn metrics(&self) -> StoreMetrics {
+        (**self).metrics()
+    }
+}

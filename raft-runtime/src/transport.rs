@@ -230,6 +230,11 @@ impl Inbox {
         )
     }
 
+    /// Whether the node this inbox delivers to has stopped (its receiver is gone).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Delivers a batch of messages without waiting; drops it if the sender's share of the
     /// inbox is full.
     pub fn deliver(&self, from: NodeId, messages: Vec<WireMessage>) -> Result<(), DeliverError> {
@@ -286,6 +291,26 @@ impl InboxReceiver {
     }
 }
 
+/// Why [`Transport::register`] refused a node. The node does not start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The transport serves another node id (a QUIC transport's id is the one its
+    /// certificate names).
+    #[error("the transport is node {transport}'s, but node {node} was built on it")]
+    WrongNode {
+        /// The id the transport serves.
+        transport: NodeId,
+        /// The id the node was built with.
+        node: NodeId,
+    },
+    /// The transport already delivers to a node (each transport serves one node at a time).
+    #[error("the transport already delivers to node {0}")]
+    AlreadyRegistered(NodeId),
+    /// The transport is shut down.
+    #[error("transport is shut down")]
+    Closed,
+}
+
 /// Counters a transport keeps for metrics and benchmarks. Totals since it started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TransportMetrics {
@@ -304,12 +329,17 @@ pub struct TransportMetrics {
 /// Moves messages and snapshots between nodes.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    /// Starts delivering traffic addressed to this node into `inbox`. Called once, when the
-    /// node starts, after the first [`Transport::set_peers`].
-    fn register(&self, inbox: Inbox);
+    /// Starts delivering traffic addressed to node `id` into `inbox`. Called once, when the
+    /// node starts, before the first [`Transport::set_peers`]. A transport that knows its
+    /// own id (from its certificate, say) refuses another with
+    /// [`RegisterError::WrongNode`]; a transport that already delivers to a running node
+    /// refuses with [`RegisterError::AlreadyRegistered`], so that a misassembled node fails
+    /// at start instead of running deaf. (A transport may serve a node again after
+    /// [`Transport::shutdown`] only if it says so in its docs.)
+    fn register(&self, id: NodeId, inbox: Inbox) -> Result<(), RegisterError>;
 
     /// The members' addresses, from the replicated configuration (the bytes each member
-    /// registered, typically `host:port`). Called at start, before [`Transport::register`],
+    /// registered, typically `host:port`). Called at start, after [`Transport::register`],
     /// and whenever the configuration changes; never with an empty map. Members a change
     /// removes stay listed until the change has committed and two election timeouts have
     /// passed, since the protocol still needs to reach them (a leader that removes itself
@@ -331,6 +361,34 @@ pub trait Transport: Send + Sync + 'static {
     /// Counters for metrics.
     fn metrics(&self) -> TransportMetrics {
         TransportMetrics::default()
+    }
+}
+
+/// A shared transport is a transport: the builder takes an `Arc<X>` as well as an `X`.
+#[async_trait]
+impl<X: Transport + ?Sized> Transport for Arc<X> {
+    fn register(&self, id: NodeId, inbox: Inbox) -> Result<(), RegisterError> {
+        (**self).register(id, inbox)
+    }
+
+    fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>) {
+        (**self).set_peers(peers)
+    }
+
+    fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError> {
+        (**self).send(to, messages)
+    }
+
+    async fn send_snapshot(&self, to: NodeId, message: Message, data: Bytes) -> Result<(), TransportError> {
+        (**self).send_snapshot(to, message, data).await
+    }
+
+    async fn shutdown(&self) {
+        (**self).shutdown().await
+    }
+
+    fn metrics(&self) -> TransportMetrics {
+        (**self).metrics()
     }
 }
 

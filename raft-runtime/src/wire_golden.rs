@@ -10,7 +10,7 @@ use std::path::Path;
 use raft_core::{AppendResponse, EntryPayload, MessageBody};
 
 use crate::golden::{Golden, Section, samples};
-use crate::metrics::MemberInfo;
+use crate::member::MemberInfo;
 use crate::transport::{ForwardError, WIRE_VERSION, WireMessage};
 
 fn golden() -> Golden {

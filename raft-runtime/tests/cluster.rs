@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Cluster, Log};
 use raft_runtime::raft_core::Role;
-use raft_runtime::{AdminError, BusyReason, Membership, ProposeError, ReadError};
+use raft_runtime::{AdminError, BusyReason, ProposeError, ReadError};
 
 #[tokio::test(start_paused = true)]
 async fn three_nodes_elect_a_leader_and_replicate() {
@@ -257,7 +257,7 @@ async fn members_are_added_and_removed_under_load() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    c.start(4, Membership::Join(common::members(&[1, 2, 3]))).await;
+    c.start(4, common::Mode::Join(common::members(&[1, 2, 3]))).await;
     let leader = c.leader_among(&[1, 2, 3], Duration::from_secs(30)).await;
     c.node(leader)
         .add_voter(
@@ -550,24 +550,26 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
     use async_trait::async_trait;
     use bytes::Bytes;
     use raft_runtime::raft_core::Message;
-    use raft_runtime::{Inbox, MemTransport, SendError, Transport, TransportError, WireMessage};
+    use raft_runtime::{
+        Inbox, MemTransport, RegisterError, SendError, Transport, TransportError, WireMessage,
+    };
 
     struct Recording(MemTransport, Arc<Mutex<Vec<Vec<u64>>>>);
 
     #[async_trait]
     impl Transport for Recording {
-        fn register(&self, inbox: Inbox) {
-            assert!(
-                !self.1.lock().unwrap().is_empty(),
-                "members announced before traffic flows"
-            );
-            self.0.register(inbox)
+        fn register(&self, id: u64, inbox: Inbox) -> Result<(), RegisterError> {
+            self.0.register(id, inbox)
         }
         fn set_peers(&self, peers: BTreeMap<u64, Bytes>) {
             self.1.lock().unwrap().push(peers.keys().copied().collect());
             self.0.set_peers(peers)
         }
         fn send(&self, to: u64, messages: Vec<WireMessage>) -> Result<(), SendError> {
+            assert!(
+                !self.1.lock().unwrap().is_empty(),
+                "members announced before traffic flows"
+            );
             self.0.send(to, messages)
         }
         async fn send_snapshot(&self, to: u64, message: Message, data: Bytes) -> Result<(), TransportError> {
@@ -580,15 +582,15 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
 
     let c = Cluster::new(3).await;
     let announced = Arc::new(Mutex::new(Vec::new()));
-    let joiner = raft_runtime::RaftNode::start(
-        common::fast_config(4),
-        Log::new(false),
-        Arc::new(raft_runtime::MemLogStore::new()),
-        Arc::new(Recording(c.net.transport(4), announced.clone())),
-        Membership::Join(common::members(&[1, 2, 3])),
-    )
-    .await
-    .unwrap();
+    let joiner = raft_runtime::Raft::builder(4)
+        .config(common::fast_config())
+        .state_machine(Log::new(false))
+        .log_store(raft_runtime::MemLogStore::new())
+        .transport(Recording(c.net.transport(4), announced.clone()))
+        .join(common::members(&[1, 2, 3]))
+        .start()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = announced.lock().unwrap().clone();
     assert!(
@@ -606,4 +608,94 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
     assert_eq!(seen.last().unwrap(), &vec![1, 2, 3, 4], "{seen:?}");
     joiner.shutdown().await;
     c.shutdown().await;
+}
+
+/// A node assembled wrongly fails at start with an error that says what disagrees, instead
+/// of running deaf; a corrected retry starts.
+#[tokio::test(start_paused = true)]
+async fn a_misassembled_node_fails_at_start_and_says_why() {
+    use raft_runtime::{MemLogStore, MemNetwork, Raft, RegisterError, StartError};
+
+    let net = MemNetwork::new();
+    let members = common::members(&[1]);
+    let build = |id: u64, transport: raft_runtime::MemTransport, store: MemLogStore| {
+        Raft::builder(id)
+            .config(common::fast_config())
+            .state_machine(Log::new(false))
+            .log_store(store)
+            .transport(transport)
+    };
+
+    // The transport is node 2's.
+    let store = MemLogStore::new();
+    let err = build(1, net.transport(2), store.clone())
+        .bootstrap(members.clone())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StartError::Register(RegisterError::WrongNode {
+                transport: 2,
+                node: 1
+            })
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("node 2") && err.to_string().contains("node 1"),
+        "{err}"
+    );
+
+    // An empty store, told neither to bootstrap nor to join.
+    let err = build(1, net.transport(1), MemLogStore::new())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Uninitialized), "{err}");
+    assert!(err.to_string().contains("bootstrap"), "{err}");
+
+    // Id 0 is reserved.
+    let err = build(0, net.transport(0), MemLogStore::new())
+        .bootstrap(members.clone())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("0"), "{err}");
+
+    // The corrected retry on the same store starts and leads.
+    let node = build(1, net.transport(1), store.clone())
+        .bootstrap(members.clone())
+        .start()
+        .await
+        .unwrap();
+    node.wait_for(Duration::from_secs(10), |m| m.leader == Some(1))
+        .await
+        .unwrap();
+
+    // A second node on a transport that already serves a running node.
+    let err = build(1, net.transport(1), MemLogStore::new())
+        .bootstrap(members.clone())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StartError::Register(RegisterError::AlreadyRegistered(1))),
+        "{err}"
+    );
+    // The first node was not disturbed.
+    assert_eq!(node.propose(7).await.unwrap(), 1, "the first command applied");
+    node.shutdown().await;
+
+    // Once it stopped, a node may start on the transport again (a restart).
+    let node = build(1, net.transport(1), store)
+        .bootstrap(members)
+        .start()
+        .await
+        .unwrap();
+    node.wait_for(Duration::from_secs(10), |m| m.leader == Some(1))
+        .await
+        .unwrap();
+    node.shutdown().await;
 }

@@ -113,12 +113,12 @@ struct Pair {
 }
 
 async fn node(ca: Arc<DevCa>, id: u64, tuning: Tuning) -> (Arc<QuicTransport>, InboxReceiver) {
-    let mut config = QuicConfig::new(id, "127.0.0.1:0".parse().unwrap(), ca.node_tls(id).unwrap());
+    let mut config = QuicConfig::new("127.0.0.1:0".parse().unwrap(), ca.node_tls(id).unwrap());
     config.tuning = tuning;
     config.limits.peer_queue_capacity = 4096;
     let t = Arc::new(QuicTransport::bind(config).await.unwrap());
     let (inbox, rx) = Inbox::channel(1 << 16);
-    t.register(inbox);
+    t.register(t.node_id(), inbox).unwrap();
     (t, rx)
 }
 

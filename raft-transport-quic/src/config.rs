@@ -11,11 +11,11 @@ use raft_core::NodeId;
 use crate::error::QuicError;
 use crate::tls::TlsConfig;
 
-/// Everything [`QuicTransport::bind`](crate::QuicTransport::bind) needs.
+/// Everything [`QuicTransport::bind`](crate::QuicTransport::bind) needs. The node's id is
+/// not part of it: the transport serves the node its certificate names (see
+/// [`crate::identity`]), and refuses to register a node of another id.
 #[derive(Clone, Debug)]
 pub struct QuicConfig {
-    /// This node's id; its certificate must name it (see [`crate::identity`]).
-    pub node_id: NodeId,
     /// The UDP address to listen on (port 0 picks a free port; see
     /// [`QuicTransport::local_addr`](crate::QuicTransport::local_addr)).
     pub listen_addr: SocketAddr,
@@ -34,9 +34,8 @@ pub struct QuicConfig {
 
 impl QuicConfig {
     /// A configuration with default [`Limits`] and [`Tuning`].
-    pub fn new(node_id: NodeId, listen_addr: SocketAddr, tls: TlsConfig) -> Self {
+    pub fn new(listen_addr: SocketAddr, tls: TlsConfig) -> Self {
         QuicConfig {
-            node_id,
             listen_addr,
             tls,
             limits: Limits::default(),
@@ -61,7 +60,7 @@ impl QuicConfig {
     /// # use std::collections::BTreeMap;
     /// # use raft_transport_quic::{DevCa, QuicConfig};
     /// # let tls = DevCa::generate().unwrap().node_tls(1).unwrap();
-    /// let config = QuicConfig::new(1, "127.0.0.1:7001".parse().unwrap(), tls).with_initial_peers(
+    /// let config = QuicConfig::new("127.0.0.1:7001".parse().unwrap(), tls).with_initial_peers(
     ///     BTreeMap::from([
     ///         (1, "127.0.0.1:7001".into()),
     ///         (2, "127.0.0.1:7002".into()),
@@ -79,9 +78,6 @@ impl QuicConfig {
         let bad = |what: &str| Err(QuicError::Config(what.to_string()));
         let l = &self.limits;
         let t = &self.tuning;
-        if self.node_id == 0 {
-            return bad("node id 0 is reserved");
-        }
         if l.max_frame_size < 1024 || l.max_frame_size > crate::codec::MAX_FRAME_LIMIT {
             return bad("max_frame_size must be between 1 KiB and 256 MiB");
         }

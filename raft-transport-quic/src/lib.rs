@@ -28,30 +28,49 @@
 //!
 //! # Use
 //!
+//! Bind the transport, then hand it to the node's builder, which registers the node with it
+//! (the node's id must be the one the certificate names) and keeps its member list current.
+//!
 //! ```no_run
+//! # use raft_runtime::{async_trait, Applied, Bytes, StateMachine, StateMachineError};
+//! # struct Kv;
+//! # #[async_trait]
+//! # impl StateMachine for Kv {
+//! #     type Command = u64;
+//! #     type Response = u64;
+//! #     async fn apply(&mut self, b: Vec<Applied<u64>>) -> Result<Vec<u64>, StateMachineError> { Ok(vec![0; b.len()]) }
+//! #     async fn applied_index(&self) -> Result<u64, StateMachineError> { Ok(0) }
+//! #     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> { Ok(Bytes::new()) }
+//! #     async fn restore(&mut self, _: u64, _: Bytes) -> Result<(), StateMachineError> { Ok(()) }
+//! # }
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::collections::BTreeMap;
-//! use raft_runtime::{Inbox, Transport};
+//! use raft_runtime::{MemLogStore, MemberInfo, Raft};
 //! use raft_transport_quic::{DevCa, QuicConfig, QuicTransport, TlsConfig};
 //!
 //! // Production: PEM files from your cluster CA.
 //! // let tls = TlsConfig::from_pem_files("ca.pem", "node-1.pem", "node-1.key")?;
 //! let ca = DevCa::generate()?; // development only
 //! let tls = ca.node_tls(1)?;
-//! let members = BTreeMap::from([
-//!     (1, "127.0.0.1:7001".into()),
-//!     (2, "127.0.0.1:7002".into()),
-//! ]);
-//! // The members known at bind time are admitted from the first moment; without them, the
-//! // transport refuses every peer until the runtime's first `set_peers`.
-//! let config = QuicConfig::new(1, "127.0.0.1:7001".parse()?, tls).with_initial_peers(members.clone());
-//! let transport = QuicTransport::bind(config).await?;
-//! let (inbox, mut received) = Inbox::channel(1024);
-//! transport.register(inbox);
-//! // The runtime calls this at start and on every membership change.
-//! transport.set_peers(members);
+//! let members = [
+//!     (1, MemberInfo::new("127.0.0.1:7001")),
+//!     (2, MemberInfo::new("127.0.0.1:7002")),
+//!     (3, MemberInfo::new("127.0.0.1:7003")),
+//! ];
+//! let transport = QuicTransport::bind(QuicConfig::new("127.0.0.1:7001".parse()?, tls)).await?;
+//! let raft = Raft::builder(1)
+//!     .state_machine(Kv)
+//!     .log_store(MemLogStore::new()) // raft-storage-file's FileLogStore in production
+//!     .transport(transport)
+//!     .bootstrap(members)
+//!     .start()
+//!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Until the node starts, the transport refuses every peer, unless it is given the members
+//! at bind time with [`QuicConfig::with_initial_peers`]. With port 0, bind every node's
+//! transport first and read [`QuicTransport::local_addr`]: the member map needs the real
+//! ports.
 //!
 //! [`WireMessage`]: raft_runtime::WireMessage
 //! [`Transport::send`]: raft_runtime::Transport::send

@@ -601,7 +601,7 @@ mod tests {
         let ca = DevCa::generate().unwrap();
         let mut nodes = Vec::new();
         for id in [1, 2] {
-            let mut config = QuicConfig::new(id, "127.0.0.1:0".parse().unwrap(), ca.node_tls(id).unwrap());
+            let mut config = QuicConfig::new("127.0.0.1:0".parse().unwrap(), ca.node_tls(id).unwrap());
             config.limits.snapshot_chunk_size = 64 << 10;
             config.tuning.reconnect_initial = std::time::Duration::from_millis(10);
             nodes.push(QuicTransport::bind(config).await.unwrap());
@@ -614,7 +614,7 @@ mod tests {
             n.set_peers(peers.clone());
         }
         let (inbox, mut rx) = Inbox::channel(16);
-        nodes[1].register(inbox);
+        nodes[1].register(nodes[1].node_id(), inbox).unwrap();
         let receiver = tokio::spawn(async move {
             loop {
                 match rx.recv().await.expect("inbox open") {

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use quinn::{Connection, Endpoint};
 use raft_core::{Message, NodeId};
-use raft_runtime::{Inbox, SendError, Transport, TransportError, TransportMetrics, WireMessage};
+use raft_runtime::{
+    Inbox, RegisterError, SendError, Transport, TransportError, TransportMetrics, WireMessage,
+};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -392,29 +394,25 @@ impl QuicTransport {
     /// Validates the configuration, binds the UDP sockets and starts accepting peers.
     /// Must be called inside a tokio runtime; the transport's tasks run on that runtime.
     ///
+    /// The transport serves the node its certificate names ([`QuicTransport::node_id`]).
+    ///
     /// Fails with [`QuicError::Bind`] naming the address if it cannot be bound, and with
-    /// [`QuicError::Identity`] if the certificate does not name `config.node_id`.
+    /// [`QuicError::Identity`] if the certificate names no node or several.
     pub async fn bind(config: QuicConfig) -> Result<QuicTransport, QuicError> {
         config.validate()?;
-        let named = config.tls.node_id()?;
-        if named != config.node_id {
-            return Err(QuicError::Identity(format!(
-                "the certificate names node {named}, but this is node {}",
-                config.node_id
-            )));
-        }
+        let node_id = config.tls.node_id()?;
         let initial_members = config
             .initial_peers
             .as_ref()
             .map(|peers| peers.keys().copied().collect::<BTreeSet<NodeId>>());
-        let members = Arc::new(Members::new(config.node_id, initial_members));
+        let members = Arc::new(Members::new(node_id, initial_members));
         let crypto = build_crypto(&config.tls, &members)?;
         let endpoints = endpoint::build(config.listen_addr, &config.tuning, crypto)?;
         let snapshot_budget = MemoryBudget::new(config.limits.snapshot_memory_budget);
         let handshakes = Arc::new(Semaphore::new(config.limits.max_concurrent_handshakes));
         let shared = Arc::new(Shared {
-            node_id: config.node_id,
-            incarnation: Jitter::new(config.node_id).next_u64(),
+            node_id,
+            incarnation: Jitter::new(node_id).next_u64(),
             limits: config.limits,
             tuning: config.tuning,
             endpoint: endpoints.main,
@@ -444,7 +442,7 @@ impl QuicTransport {
             shared.set_peers(peers);
         }
         shared.spawn(accept_loop(shared.clone()));
-        tracing::info!(node = config.node_id, addr = ?shared.endpoint.local_addr().ok(), "QUIC transport listening");
+        tracing::info!(node = node_id, addr = ?shared.endpoint.local_addr().ok(), "QUIC transport listening");
         Ok(QuicTransport { shared })
     }
 
@@ -456,7 +454,7 @@ impl QuicTransport {
             .expect("a bound endpoint has a local address")
     }
 
-    /// This node's id.
+    /// The id of the node this transport serves: the one its certificate names.
     pub fn node_id(&self) -> NodeId {
         self.shared.node_id
     }
@@ -556,13 +554,24 @@ impl Drop for QuicTransport {
 
 #[async_trait]
 impl Transport for QuicTransport {
-    fn register(&self, inbox: Inbox) {
-        if self.shared.inbox.set(inbox).is_err() {
-            tracing::warn!(
-                node = self.shared.node_id,
-                "register called twice; keeping the first inbox"
-            );
+    /// Refuses a node of another id than its certificate's, a second node (a transport
+    /// serves one node for its whole life: bind a new one to restart a node in-process),
+    /// and any node once shut down.
+    fn register(&self, id: NodeId, inbox: Inbox) -> Result<(), RegisterError> {
+        let shared = &self.shared;
+        if id != shared.node_id {
+            return Err(RegisterError::WrongNode {
+                transport: shared.node_id,
+                node: id,
+            });
         }
+        if shared.shutdown.is_cancelled() {
+            return Err(RegisterError::Closed);
+        }
+        shared
+            .inbox
+            .set(inbox)
+            .map_err(|_| RegisterError::AlreadyRegistered(shared.node_id))
     }
 
     fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>) {

@@ -10,14 +10,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft_core::{ConfState, Heartbeat, HeartbeatResponse, Message, MessageBody, NodeId, SnapshotMeta};
-use raft_runtime::{Inbox, InboxReceiver, Incoming, SendError, Transport, TransportError, WireMessage};
+use raft_runtime::{
+    Inbox, InboxReceiver, Incoming, RegisterError, SendError, Transport, TransportError, WireMessage,
+};
 use raft_transport_quic::{DevCa, QuicConfig, QuicError, QuicTransport, TlsConfig};
 
 /// Generous: this is a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn config(id: NodeId, tls: TlsConfig) -> QuicConfig {
-    let mut config = QuicConfig::new(id, "127.0.0.1:0".parse().unwrap(), tls);
+fn config(tls: TlsConfig) -> QuicConfig {
+    let mut config = QuicConfig::new("127.0.0.1:0".parse().unwrap(), tls);
     config.tuning.reconnect_initial = Duration::from_millis(10);
     config.tuning.reconnect_max = Duration::from_millis(200);
     config.tuning.handshake_timeout = Duration::from_secs(3);
@@ -25,7 +27,7 @@ fn config(id: NodeId, tls: TlsConfig) -> QuicConfig {
 }
 
 async fn bind(ca: &DevCa, id: NodeId) -> QuicTransport {
-    QuicTransport::bind(config(id, ca.node_tls(id).unwrap()))
+    QuicTransport::bind(config(ca.node_tls(id).unwrap()))
         .await
         .unwrap()
 }
@@ -50,11 +52,11 @@ async fn cluster_with(
 ) -> Vec<(Arc<QuicTransport>, InboxReceiver)> {
     let mut nodes = Vec::new();
     for &id in ids {
-        let mut cfg = config(id, ca.node_tls(id).unwrap());
+        let mut cfg = config(ca.node_tls(id).unwrap());
         adjust(&mut cfg);
         let t = Arc::new(QuicTransport::bind(cfg).await.unwrap());
         let (inbox, rx) = Inbox::channel(1 << 16);
-        t.register(inbox);
+        t.register(t.node_id(), inbox).unwrap();
         nodes.push((t, rx));
     }
     let peers = addresses(&nodes.iter().map(|(t, _)| &**t).collect::<Vec<_>>());
@@ -272,7 +274,7 @@ async fn a_restarted_peer_is_reconnected() {
     // Restart node 2 on the same address (the old socket may take a moment to close).
     let start = Instant::now();
     let b = loop {
-        let mut cfg = config(2, ca.node_tls(2).unwrap());
+        let mut cfg = config(ca.node_tls(2).unwrap());
         cfg.listen_addr = b_addr;
         match QuicTransport::bind(cfg).await {
             Ok(t) => break t,
@@ -283,7 +285,7 @@ async fn a_restarted_peer_is_reconnected() {
         }
     };
     let (inbox, mut b_rx) = Inbox::channel(1024);
-    b.register(inbox);
+    b.register(b.node_id(), inbox).unwrap();
     b.set_peers(addresses(&[&a, &b]));
 
     // Keep sending until the restarted node hears from node 1.
@@ -325,7 +327,7 @@ async fn unknown_peers_full_queues_and_shutdown_are_reported() {
     let ca = DevCa::generate().unwrap();
     // Something that never answers QUIC: a bound but unread UDP socket.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut cfg = config(1, ca.node_tls(1).unwrap());
+    let mut cfg = config(ca.node_tls(1).unwrap());
     cfg.limits.peer_queue_capacity = 4;
     let a = QuicTransport::bind(cfg).await.unwrap();
     let mut peers = addresses(&[&a]);
@@ -389,10 +391,10 @@ async fn a_down_peer_is_logged_once_per_interval_not_per_message() {
     let ca = DevCa::generate().unwrap();
     let other = DevCa::generate_named("another CA").unwrap();
     // Node 9's address answers with a certificate from another CA: every attempt fails fast.
-    let impostor = QuicTransport::bind(config(9, other.node_tls(9).unwrap()))
+    let impostor = QuicTransport::bind(config(other.node_tls(9).unwrap()))
         .await
         .unwrap();
-    let mut cfg = config(1, ca.node_tls(1).unwrap());
+    let mut cfg = config(ca.node_tls(1).unwrap());
     cfg.tuning.reconnect_max = Duration::from_millis(20);
     cfg.tuning.unreachable_log_interval = Duration::from_secs(3600);
     let a = QuicTransport::bind(cfg).await.unwrap();
@@ -425,10 +427,10 @@ async fn certificates_from_another_ca_are_refused_in_both_directions() {
     // A client whose certificate another CA signed (it trusts the cluster CA).
     let b = bind(&ca, 2).await;
     let (inbox, mut b_rx) = Inbox::channel(16);
-    b.register(inbox);
+    b.register(b.node_id(), inbox).unwrap();
     let foreign = other.issue(1).unwrap();
     let a_tls = TlsConfig::from_pem(ca.ca_cert_pem(), &foreign.cert_pem, &foreign.key_pem).unwrap();
-    let a = QuicTransport::bind(config(1, a_tls)).await.unwrap();
+    let a = QuicTransport::bind(config(a_tls)).await.unwrap();
     let peers = addresses(&[&a, &b]);
     a.set_peers(peers.clone());
     b.set_peers(peers);
@@ -442,7 +444,7 @@ async fn certificates_from_another_ca_are_refused_in_both_directions() {
     assert!(b_rx.try_recv().is_none(), "nothing delivered from a refused peer");
 
     // A server whose certificate another CA signed: the client refuses it.
-    let c = QuicTransport::bind(config(3, {
+    let c = QuicTransport::bind(config({
         let n = other.issue(3).unwrap();
         TlsConfig::from_pem(ca.ca_cert_pem(), &n.cert_pem, &n.key_pem).unwrap()
     }))
@@ -471,7 +473,7 @@ async fn valid_certificates_naming_non_members_are_refused() {
     let b = bind(&ca, 2).await;
     let c = bind(&ca, 3).await;
     let (inbox, mut b_rx) = Inbox::channel(16);
-    b.register(inbox);
+    b.register(b.node_id(), inbox).unwrap();
     b.set_peers(addresses(&[&a, &b]));
 
     // Node 3 has a valid cluster certificate but is not a member of node 2's cluster.
@@ -520,7 +522,7 @@ async fn nobody_is_admitted_before_the_first_member_list() {
     // Node 4 has been told nothing yet: not even the leader that will add it is admitted.
     let joining = bind(&ca, 4).await;
     let (inbox, mut j_rx) = Inbox::channel(16);
-    joining.register(inbox);
+    joining.register(joining.node_id(), inbox).unwrap();
     let leader = bind(&ca, 1).await;
     leader.set_peers(addresses(&[&leader, &joining]));
     let err = leader.connect(4).await.unwrap_err();
@@ -560,7 +562,7 @@ async fn an_initial_member_list_admits_members_from_the_start() {
     let stranger = bind(&ca, 3).await;
     // Node 2 knows its members at bind time and is never given set_peers.
     let b = QuicTransport::bind(
-        config(2, ca.node_tls(2).unwrap()).with_initial_peers(BTreeMap::from([
+        config(ca.node_tls(2).unwrap()).with_initial_peers(BTreeMap::from([
             (1, Bytes::from(a.local_addr().to_string())),
             (2, Bytes::new()),
         ])),
@@ -568,7 +570,7 @@ async fn an_initial_member_list_admits_members_from_the_start() {
     .await
     .unwrap();
     let (inbox, mut b_rx) = Inbox::channel(16);
-    b.register(inbox);
+    b.register(b.node_id(), inbox).unwrap();
     a.set_peers(addresses(&[&a, &b]));
     send_retrying(&a, 2, vec![forward(1)]).await;
     assert!(matches!(
@@ -577,7 +579,7 @@ async fn an_initial_member_list_admits_members_from_the_start() {
     ));
     // It dials the members it has an address for.
     let (inbox, mut a_rx) = Inbox::channel(16);
-    a.register(inbox);
+    a.register(a.node_id(), inbox).unwrap();
     send_retrying(&b, 1, vec![forward(2)]).await;
     assert!(matches!(
         next_incoming(&mut a_rx).await,
@@ -599,11 +601,11 @@ async fn a_joining_node_answers_peers_it_has_no_address_for() {
     // Node 4 joins: it was told its members (the leader among them) but no addresses.
     let joining = bind(&ca, 4).await;
     let (inbox, mut j_rx) = Inbox::channel(16);
-    joining.register(inbox);
+    joining.register(joining.node_id(), inbox).unwrap();
     joining.set_peers(BTreeMap::from([(1, Bytes::new()), (4, Bytes::new())]));
     let leader = bind(&ca, 1).await;
     let (inbox, mut l_rx) = Inbox::channel(16);
-    leader.register(inbox);
+    leader.register(leader.node_id(), inbox).unwrap();
     leader.set_peers(addresses(&[&leader, &joining]));
 
     assert_eq!(joining.send(1, vec![forward(0)]), Err(SendError::UnknownPeer(1)));
@@ -962,7 +964,7 @@ async fn snapshot_while_heartbeats_flow(size: usize) {
 async fn failed_snapshots_are_reported() {
     let ca = DevCa::generate().unwrap();
     let a = bind(&ca, 1).await;
-    let mut cfg = config(2, ca.node_tls(2).unwrap());
+    let mut cfg = config(ca.node_tls(2).unwrap());
     cfg.limits.max_snapshot_size = 1 << 20;
     let b = QuicTransport::bind(cfg).await.unwrap();
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -971,7 +973,7 @@ async fn failed_snapshots_are_reported() {
     a.set_peers(peers.clone());
     b.set_peers(peers);
     let (inbox, mut b_rx) = Inbox::channel(16);
-    b.register(inbox);
+    b.register(b.node_id(), inbox).unwrap();
     // Node 2's runtime refuses every snapshot.
     let refuser = tokio::spawn(async move {
         while let Some(incoming) = b_rx.recv().await {
@@ -1009,7 +1011,7 @@ async fn failed_snapshots_are_reported() {
     assert!(matches!(err, TransportError::Refused { .. }), "{err}");
 
     // A peer that never answers: every attempt times out, and the caller is told.
-    let mut cfg = config(4, ca.node_tls(4).unwrap());
+    let mut cfg = config(ca.node_tls(4).unwrap());
     cfg.tuning.handshake_timeout = Duration::from_millis(300);
     cfg.limits.snapshot_attempts = 2;
     let c = QuicTransport::bind(cfg).await.unwrap();
@@ -1121,7 +1123,7 @@ async fn keep_alive_holds_an_idle_connection_open() {
     let ca = DevCa::generate().unwrap();
     let mut nodes = Vec::new();
     for id in [1, 2] {
-        let mut cfg = config(id, ca.node_tls(id).unwrap());
+        let mut cfg = config(ca.node_tls(id).unwrap());
         cfg.tuning.idle_timeout = Duration::from_secs(2);
         cfg.tuning.keep_alive_interval = Duration::from_millis(250);
         nodes.push(QuicTransport::bind(cfg).await.unwrap());
@@ -1157,7 +1159,7 @@ async fn configuration_errors_name_what_is_wrong() {
     // A busy port.
     let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap();
-    let mut cfg = config(1, ca.node_tls(1).unwrap());
+    let mut cfg = config(ca.node_tls(1).unwrap());
     cfg.listen_addr = addr;
     let err = QuicTransport::bind(cfg).await.unwrap_err();
     assert!(
@@ -1166,14 +1168,41 @@ async fn configuration_errors_name_what_is_wrong() {
     );
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 
-    // A certificate for another node.
-    let err = QuicTransport::bind(config(1, ca.node_tls(2).unwrap()))
+    // The transport serves the node its certificate names: another id is refused at
+    // registration, as is a second node, and any node once the transport is shut down.
+    let t = QuicTransport::bind(config(ca.node_tls(2).unwrap()))
         .await
-        .unwrap_err();
-    assert!(matches!(err, QuicError::Identity(_)), "{err}");
+        .unwrap();
+    assert_eq!(t.node_id(), 2);
+    let err = t.register(1, Inbox::channel(8).0).unwrap_err();
+    assert_eq!(
+        err,
+        RegisterError::WrongNode {
+            transport: 2,
+            node: 1
+        }
+    );
+    assert!(
+        err.to_string().contains("node 2") && err.to_string().contains("node 1"),
+        "{err}"
+    );
+    t.register(2, Inbox::channel(8).0).unwrap();
+    assert_eq!(
+        t.register(2, Inbox::channel(8).0).unwrap_err(),
+        RegisterError::AlreadyRegistered(2)
+    );
+    t.shutdown().await;
+    let t = QuicTransport::bind(config(ca.node_tls(2).unwrap()))
+        .await
+        .unwrap();
+    t.shutdown().await;
+    assert_eq!(
+        t.register(2, Inbox::channel(8).0).unwrap_err(),
+        RegisterError::Closed
+    );
 
     // Keep-alive not below the idle timeout.
-    let mut cfg = config(1, ca.node_tls(1).unwrap());
+    let mut cfg = config(ca.node_tls(1).unwrap());
     cfg.tuning.keep_alive_interval = cfg.tuning.idle_timeout;
     assert!(matches!(
         QuicTransport::bind(cfg).await.unwrap_err(),
@@ -1185,7 +1214,7 @@ async fn configuration_errors_name_what_is_wrong() {
     let files = ca.write_node_files(dir.path(), 1).unwrap();
     let tls = TlsConfig::from_pem_files(&files.ca, &files.cert, &files.key).unwrap();
     assert_eq!(tls.node_id().unwrap(), 1);
-    let t = QuicTransport::bind(config(1, tls)).await.unwrap();
+    let t = QuicTransport::bind(config(tls)).await.unwrap();
     t.shutdown().await;
 
     let missing = dir.path().join("missing.pem");
@@ -1285,7 +1314,7 @@ async fn a_peer_that_stops_reading_is_cut_off_without_stalling_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_opening_many_connections_keeps_only_a_bounded_number() {
     let ca = DevCa::generate().unwrap();
-    let mut cfg = config(2, ca.node_tls(2).unwrap());
+    let mut cfg = config(ca.node_tls(2).unwrap());
     // Long enough that no connection is closed for not greeting during the test.
     cfg.tuning.handshake_timeout = Duration::from_secs(120);
     let limit = cfg.limits.max_connections_per_peer;
@@ -1294,7 +1323,7 @@ async fn a_peer_opening_many_connections_keeps_only_a_bounded_number() {
             .await
             .unwrap();
     let (inbox, _rx) = Inbox::channel(16);
-    server.register(inbox);
+    server.register(server.node_id(), inbox).unwrap();
     let addr = server.local_addr();
 
     // Node 3's message connection, in use.
@@ -1385,7 +1414,7 @@ async fn a_handshake_flood_is_capped() {
     const CAP: usize = 2;
     let ca = DevCa::generate().unwrap();
     let a = bind(&ca, 1).await;
-    let mut cfg = config(2, ca.node_tls(2).unwrap());
+    let mut cfg = config(ca.node_tls(2).unwrap());
     cfg.limits.max_concurrent_handshakes = CAP;
     // The flood's handshakes hold their slots this long (their connections linger a little
     // longer, closing, once it has passed).

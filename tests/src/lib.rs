@@ -10,9 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use raft_runtime::raft_core::{Index, NodeId, Role};
-use raft_runtime::{
-    Applied, Config, MemberInfo, Membership, Metrics, RaftHandle, RaftNode, StateMachine, StateMachineError,
-};
+use raft_runtime::{Applied, Config, MemberInfo, Metrics, Raft, StateMachine, StateMachineError};
 use raft_storage_file::{FileLogStore, Options};
 use raft_transport_quic::{DevCa, QuicConfig, QuicTransport};
 
@@ -75,7 +73,7 @@ pub struct RealCluster {
     /// Each node's raft address.
     pub addrs: BTreeMap<NodeId, SocketAddr>,
     /// Running nodes.
-    pub nodes: BTreeMap<NodeId, RaftHandle<Values>>,
+    pub nodes: BTreeMap<NodeId, Raft<Values>>,
     /// Each node's current state machine.
     pub values: BTreeMap<NodeId, Values>,
     /// Applied to every node's configuration.
@@ -112,7 +110,7 @@ impl RealCluster {
         let tls = self.ca.node_tls(id).expect("node certificate");
         // A restarted node reuses its port; give the old socket a moment to go away.
         for attempt in 0..50 {
-            match QuicTransport::bind(QuicConfig::new(id, addr, tls.clone())).await {
+            match QuicTransport::bind(QuicConfig::new(addr, tls.clone())).await {
                 Ok(t) => return t,
                 Err(e) if attempt < 49 => {
                     let _ = e;
@@ -131,23 +129,25 @@ impl RealCluster {
     async fn launch(&mut self, id: NodeId, transport: QuicTransport) {
         let store = FileLogStore::open(self.dir(id), Options::default()).expect("open the WAL");
         let values = Values::default();
-        let mut config = Config::new(id);
-        config.tick_interval = Duration::from_millis(10);
+        let mut config = Config {
+            tick_interval: Duration::from_millis(10),
+            ..Config::default()
+        };
         (self.configure)(&mut config);
         let members: BTreeMap<NodeId, MemberInfo> = self
             .addrs
             .iter()
             .map(|(&i, a)| (i, MemberInfo::new(a.to_string())))
             .collect();
-        let handle = RaftNode::start(
-            config,
-            values.clone(),
-            Arc::new(store),
-            Arc::new(transport),
-            Membership::Bootstrap(members),
-        )
-        .await
-        .expect("node starts");
+        let handle = Raft::builder(id)
+            .config(config)
+            .state_machine(values.clone())
+            .log_store(store)
+            .transport(transport)
+            .bootstrap(members)
+            .start()
+            .await
+            .expect("node starts");
         self.nodes.insert(id, handle);
         self.values.insert(id, values);
     }

@@ -19,7 +19,7 @@ async fn impersonate(c: &mut RealCluster, id: NodeId) -> QuicTransport {
     let tls = c.ca.node_tls(id).expect("certificate");
     let mut transport = None;
     for _ in 0..50 {
-        match QuicTransport::bind(QuicConfig::new(id, c.addrs[&id], tls.clone())).await {
+        match QuicTransport::bind(QuicConfig::new(c.addrs[&id], tls.clone())).await {
             Ok(t) => {
                 transport = Some(t);
                 break;
@@ -37,7 +37,7 @@ async fn impersonate(c: &mut RealCluster, id: NodeId) -> QuicTransport {
     transport.set_peers(peers);
     // What the cluster sends it is read and dropped.
     let (inbox, mut rx) = Inbox::channel(1024);
-    transport.register(inbox);
+    transport.register(transport.node_id(), inbox).unwrap();
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     transport
 }

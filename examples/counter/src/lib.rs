@@ -4,7 +4,7 @@
 //! # How the pieces fit
 //!
 //! ```text
-//!  client ──HTTP──> http ──propose / read──> RaftHandle ──> StateMachine (Counter)
+//!  client ──HTTP──> http ──propose / read──> Raft ──> StateMachine (Counter)
 //!  (client.rs)     (http/)   admin: proxy to leader   │
 //!                                                     ├── FileLogStore (write-ahead log)
 //!                                                     └── QuicTransport (peers, mutual TLS)

@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_runtime::raft_core::NodeId;
-use raft_runtime::{Config, LogStore, Membership, RaftHandle, RaftNode, StartError, StoreError, Transport};
+use raft_runtime::{Config, NodeId, Raft, StartError, StoreError};
 use raft_storage_file::{FileLogStore, Options, WalError};
 use raft_transport_quic::{QuicConfig, QuicError, QuicTransport, TlsConfig};
 use tokio::net::TcpListener;
@@ -21,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin_token::AdminToken;
 use crate::http::HttpLimits;
+use crate::peers::StartMode;
 use crate::state_machine::Counter;
 
 /// How long stopping waits for each part (the HTTP server's open requests, the last users
@@ -52,10 +52,11 @@ impl NodeConfig {
     /// The runtime settings this service uses: the library's defaults, except that a
     /// follower forwards increments to the leader rather than refusing them, so that every
     /// node can serve `POST /incr`.
-    pub fn raft_defaults(id: NodeId) -> Config {
-        let mut config = Config::new(id);
-        config.forward_proposals = true;
-        config
+    pub fn raft_defaults() -> Config {
+        Config {
+            forward_proposals: true,
+            ..Config::default()
+        }
     }
 }
 
@@ -112,7 +113,7 @@ impl BoundNode {
                 addr: config.http_addr,
                 source,
             })?;
-        let quic = QuicConfig::new(config.id, config.raft_addr, config.tls.clone());
+        let quic = QuicConfig::new(config.raft_addr, config.tls.clone());
         let transport = QuicTransport::bind(quic).await?;
         Ok(BoundNode {
             config,
@@ -133,17 +134,24 @@ impl BoundNode {
     }
 
     /// Starts Raft (recovering from the log, or bootstrapping or waiting to join as
-    /// `membership` says on a first start) and then serves the HTTP API.
-    pub async fn start(self, membership: Membership) -> Result<Node, NodeError> {
+    /// `mode` says on a first start) and then serves the HTTP API.
+    pub async fn start(self, mode: StartMode) -> Result<Node, NodeError> {
         let raft_addr = self.raft_addr();
         let http_addr = self.http_addr();
         let admin_timeout = self.config.raft.admin_timeout;
         let admin_token = self.config.admin_token;
         let http_limits = self.config.http_limits;
-        let store: Arc<dyn LogStore> = self.store.clone();
-        let transport: Arc<dyn Transport> = self.transport;
-        let raft =
-            RaftNode::start(self.config.raft, Counter::default(), store, transport, membership).await?;
+        let builder = Raft::builder(self.config.id)
+            .config(self.config.raft)
+            .state_machine(Counter::default())
+            .log_store(self.store.clone())
+            .transport(self.transport);
+        let raft = match mode {
+            StartMode::Bootstrap(members) => builder.bootstrap(members),
+            StartMode::Join(members) => builder.join(members),
+        }
+        .start()
+        .await?;
 
         // A forwarded admin request may take as long as the change itself, plus the hop.
         let router = crate::http::router(
@@ -170,7 +178,7 @@ impl BoundNode {
 
 /// A running node.
 pub struct Node {
-    raft: RaftHandle<Counter>,
+    raft: Raft<Counter>,
     raft_addr: SocketAddr,
     http_addr: SocketAddr,
     store: Arc<FileLogStore>,
@@ -185,7 +193,7 @@ impl Node {
     }
 
     /// The Raft handle, for talking to the node in-process (the demo watches its metrics).
-    pub fn raft(&self) -> &RaftHandle<Counter> {
+    pub fn raft(&self) -> &Raft<Counter> {
         &self.raft
     }
 

@@ -5,10 +5,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use raft_runtime::raft_core::NodeId;
-use raft_runtime::{MemberInfo, Membership};
+use raft_runtime::{MemberInfo, NodeId};
 
 use crate::api::HTTP_ATTRIBUTE;
+
+/// How a node with an empty log joins its cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartMode {
+    /// Bootstrap a new cluster with these members (the same map on every initial member).
+    Bootstrap(BTreeMap<NodeId, MemberInfo>),
+    /// Wait to be added to the running cluster of these members.
+    Join(BTreeMap<NodeId, MemberInfo>),
+}
 
 /// One `ID=HOST:PORT` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +88,7 @@ pub enum PeersError {
 /// Every initial member must bootstrap from the *same* map (it becomes the replicated
 /// configuration), which is why the HTTP addresses come from a shared list too rather than
 /// each node adding only its own.
-pub fn bootstrap(me: NodeId, raft: &[PeerAddr], http: &[PeerAddr]) -> Result<Membership, PeersError> {
+pub fn bootstrap(me: NodeId, raft: &[PeerAddr], http: &[PeerAddr]) -> Result<StartMode, PeersError> {
     let mut members = listed(raft)?;
     if !members.contains_key(&me) {
         let listed = members
@@ -97,14 +105,14 @@ pub fn bootstrap(me: NodeId, raft: &[PeerAddr], http: &[PeerAddr]) -> Result<Mem
         info.attributes
             .insert(HTTP_ATTRIBUTE.to_string(), peer.addr.clone());
     }
-    Ok(Membership::Bootstrap(members))
+    Ok(StartMode::Bootstrap(members))
 }
 
 /// The membership for a node joining a running cluster: `raft` lists the cluster's current
 /// members. Until the node learns the configuration from the leader, its transport admits
 /// only them.
-pub fn join(raft: &[PeerAddr]) -> Result<Membership, PeersError> {
-    Ok(Membership::Join(listed(raft)?))
+pub fn join(raft: &[PeerAddr]) -> Result<StartMode, PeersError> {
+    Ok(StartMode::Join(listed(raft)?))
 }
 
 /// The members `--peers` lists, each once.
@@ -146,7 +154,7 @@ mod tests {
     fn bootstrap_map_carries_http_addresses() {
         let raft = peers("1=a:1,2=b:2");
         let http = peers("1=a:11,2=b:22");
-        let Membership::Bootstrap(members) = bootstrap(2, &raft, &http).unwrap() else {
+        let StartMode::Bootstrap(members) = bootstrap(2, &raft, &http).unwrap() else {
             panic!("expected a bootstrap membership");
         };
         assert_eq!(members[&1].address, "a:1");

@@ -28,7 +28,8 @@ use crate::codec;
 use crate::config::Config;
 use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
 use crate::handle::Stopped;
-use crate::metrics::{Member, MemberInfo, Metrics};
+use crate::member::MemberInfo;
+use crate::metrics::{Member, Metrics};
 use crate::peers::PeerSet;
 use crate::persist::{Begin, Pipeline};
 use crate::snapshot_policy::SnapshotPolicy;
@@ -209,6 +210,7 @@ pub(crate) struct Group<SM: StateMachine> {
 impl<SM: StateMachine> Group<SM> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        id: NodeId,
         cfg: Arc<Config>,
         node: RawNode<StoreReader>,
         store: Arc<dyn LogStore>,
@@ -234,8 +236,8 @@ impl<SM: StateMachine> Group<SM> {
         let peers = PeerSet::new(2 * u64::from(cfg.protocol.election_tick));
         let read_permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_pending_reads));
         Group {
-            id: cfg.id,
-            metrics: Metrics::new(cfg.id),
+            id,
+            metrics: Metrics::new(id),
             cfg,
             node,
             store,

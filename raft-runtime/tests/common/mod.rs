@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use raft_runtime::raft_core::{Index, NodeId, Role};
 use raft_runtime::{
-    Applied, Config, MemLogStore, MemNetwork, MemberInfo, Membership, Metrics, RaftHandle, RaftNode,
-    StateMachine, StateMachineError,
+    Applied, Config, MemLogStore, MemNetwork, MemberInfo, Metrics, Raft, StateMachine, StateMachineError,
 };
 
 /// The state: every value applied, in order.
@@ -105,7 +104,7 @@ pub struct Cluster {
     pub net: MemNetwork,
     pub stores: BTreeMap<NodeId, MemLogStore>,
     pub sms: BTreeMap<NodeId, Log>,
-    pub nodes: BTreeMap<NodeId, RaftHandle<Log>>,
+    pub nodes: BTreeMap<NodeId, Raft<Log>>,
     /// The store each running node was given, to check it lets go of it when it stops.
     pub given: BTreeMap<NodeId, std::sync::Weak<MemLogStore>>,
     pub members: BTreeMap<NodeId, MemberInfo>,
@@ -113,13 +112,23 @@ pub struct Cluster {
     pub durable_sm: bool,
 }
 
-pub fn fast_config(id: NodeId) -> Config {
-    let mut c = Config::new(id);
-    c.tick_interval = Duration::from_millis(10);
-    c.propose_timeout = Duration::from_secs(5);
-    c.read_timeout = Duration::from_secs(3);
-    c.admin_timeout = Duration::from_secs(20);
-    c
+/// How a node of a test cluster starts on an empty store.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// With the cluster's initial members.
+    Bootstrap(BTreeMap<NodeId, MemberInfo>),
+    /// Joining the cluster of these members.
+    Join(BTreeMap<NodeId, MemberInfo>),
+}
+
+pub fn fast_config() -> Config {
+    Config {
+        tick_interval: Duration::from_millis(10),
+        propose_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(3),
+        admin_timeout: Duration::from_secs(20),
+        ..Config::default()
+    }
 }
 
 /// The members map of an in-memory cluster with these ids.
@@ -145,13 +154,13 @@ impl Cluster {
             durable_sm,
         };
         for id in 1..=n {
-            c.start(id, Membership::Bootstrap(members.clone())).await;
+            c.start(id, Mode::Bootstrap(members.clone())).await;
         }
         c
     }
 
     /// Starts (or restarts over its existing store) node `id`.
-    pub async fn start(&mut self, id: NodeId, membership: Membership) {
+    pub async fn start(&mut self, id: NodeId, mode: Mode) {
         let store = self.stores.entry(id).or_default().clone();
         let sm = match self.sms.get(&id) {
             Some(sm) if self.durable_sm => sm.clone(),
@@ -161,13 +170,20 @@ impl Cluster {
                 sm
             }
         };
-        let mut config = fast_config(id);
+        let mut config = fast_config();
         (self.configure)(&mut config);
         let store = Arc::new(store);
         self.given.insert(id, Arc::downgrade(&store));
-        let handle = RaftNode::start(config, sm, store, Arc::new(self.net.transport(id)), membership)
-            .await
-            .expect("node starts");
+        let builder = Raft::builder(id)
+            .config(config)
+            .state_machine(sm)
+            .log_store(store)
+            .transport(self.net.transport(id));
+        let builder = match mode {
+            Mode::Bootstrap(members) => builder.bootstrap(members),
+            Mode::Join(members) => builder.join(members),
+        };
+        let handle = builder.start().await.expect("node starts");
         self.nodes.insert(id, handle);
     }
 
@@ -188,10 +204,10 @@ impl Cluster {
     pub async fn restart(&mut self, id: NodeId) {
         self.stop(id).await;
         let members = self.members.clone();
-        self.start(id, Membership::Bootstrap(members)).await;
+        self.start(id, Mode::Bootstrap(members)).await;
     }
 
-    pub fn node(&self, id: NodeId) -> &RaftHandle<Log> {
+    pub fn node(&self, id: NodeId) -> &Raft<Log> {
         &self.nodes[&id]
     }
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use raft_runtime::Metrics;
 use raft_runtime::raft_core::{NodeId, Role};
-use raft_runtime::{Membership, Metrics};
 use raft_transport_quic::QuicError;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -220,7 +220,7 @@ impl Cluster {
         let mut bound = Vec::new();
         for id in 1..=3 {
             let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let mut raft = NodeConfig::raft_defaults(id);
+            let mut raft = NodeConfig::raft_defaults();
             raft.snapshot_every = SNAPSHOT_EVERY;
             let config = NodeConfig {
                 id,
@@ -258,13 +258,13 @@ impl Cluster {
             nodes: BTreeMap::new(),
         };
         for (id, node) in bound {
-            let node = node.start(cluster.membership(id)?).await?;
+            let node = node.start(cluster.start_mode(id)?).await?;
             cluster.nodes.insert(id, node);
         }
         Ok(cluster)
     }
 
-    fn membership(&self, id: NodeId) -> Result<Membership, Error> {
+    fn start_mode(&self, id: NodeId) -> Result<peers::StartMode, Error> {
         Ok(peers::bootstrap(id, &self.raft_peers, &self.http_peers)?)
     }
 
@@ -323,7 +323,7 @@ impl Cluster {
                 Err(e) => return Err(e.into()),
             }
         };
-        let node = bound.start(self.membership(id)?).await?;
+        let node = bound.start(self.start_mode(id)?).await?;
         let recovered = node.raft().metrics().borrow().clone();
         self.nodes.insert(id, node);
         Ok(recovered)

@@ -83,7 +83,7 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 /// id missing from `--peers`, a busy port) fails before the node starts, with one line
 /// that names what is wrong.
 pub async fn run(args: Args) -> Result<(), Error> {
-    let membership = if args.join {
+    let mode = if args.join {
         peers::join(&args.peers)?
     } else {
         peers::bootstrap(args.id, &args.peers, &args.peers_http)?
@@ -100,7 +100,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         max_connections: args.http_max_connections as usize,
         ..HttpLimits::default()
     };
-    let mut raft = NodeConfig::raft_defaults(args.id);
+    let mut raft = NodeConfig::raft_defaults();
     raft.snapshot_every = args.snapshot_every;
     let config = NodeConfig {
         id: args.id,
@@ -112,7 +112,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         http_limits,
         raft,
     };
-    let node = BoundNode::bind(config).await?.start(membership).await?;
+    let node = BoundNode::bind(config).await?.start(mode).await?;
 
     enum Stop {
         Signal(&'static str),

@@ -12,7 +12,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use raft_runtime::raft_core::Role;
-use raft_runtime::{AdminError, MemberInfo, RaftHandle};
+use raft_runtime::{AdminError, MemberInfo, Raft};
 
 use super::status::status_of;
 use super::{ApiError, AppState, body, parse_body, proxy};
@@ -94,7 +94,7 @@ async fn on_leader<F, Fut>(
     change: F,
 ) -> Response
 where
-    F: FnOnce(RaftHandle<Counter>) -> Fut,
+    F: FnOnce(Raft<Counter>) -> Fut,
     Fut: Future<Output = Result<(), AdminError>>,
 {
     if state.raft.metrics().borrow().role != Role::Leader {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post};
-use raft_runtime::RaftHandle;
+use raft_runtime::Raft;
 
 use crate::admin_token::AdminToken;
 use crate::state_machine::Counter;
@@ -73,7 +73,7 @@ impl Default for HttpLimits {
 /// requests on to the leader, the admin token, and the limits.
 #[derive(Clone)]
 struct AppState {
-    raft: RaftHandle<Counter>,
+    raft: Raft<Counter>,
     leader_client: reqwest::Client,
     metrics: Arc<metrics::Exporter>,
     admin_token: AdminToken,
@@ -85,7 +85,7 @@ struct AppState {
 /// may take (it should exceed the runtime's own `Config::admin_timeout`); admin requests
 /// must carry `admin_token`; bodies are read within `limits`.
 pub fn router(
-    raft: RaftHandle<Counter>,
+    raft: Raft<Counter>,
     admin_timeout: Duration,
     admin_token: AdminToken,
     limits: HttpLimits,
