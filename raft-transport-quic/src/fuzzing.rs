@@ -130,12 +130,12 @@ const MAX_FRAMES: [usize; 4] = [64, 1 << 10, 64 << 10, 16 << 20];
 ///
 /// - `0`: a message stream. The next byte picks the maximum frame size (64 B to 16 MiB)
 ///   and how the stream is cut into chunks (deterministically, from 1 byte to 4 KiB at a
-///   time); the rest is the stream, fed chunk by chunk to a [`FrameDecoder`], every frame
-///   decoded with [`decode_batch`], until an error (which closes a real connection).
-/// - `1`: one message frame's payload, decoded with [`decode_batch`].
-/// - `2`: a snapshot header frame payload, decoded with [`decode_control`].
-/// - `3`: a snapshot reply frame payload, decoded with [`decode_control`].
-/// - `4`: a message stream greeting, decoded with [`decode_greeting`].
+///   time); the rest is the stream, fed chunk by chunk to a `FrameDecoder`, every frame
+///   decoded with `decode_batch`, until an error (which closes a real connection).
+/// - `1`: one message frame's payload, decoded with `decode_batch`.
+/// - `2`: a snapshot header frame payload, decoded with `decode_control`.
+/// - `3`: a snapshot reply frame payload, decoded with `decode_control`.
+/// - `4`: a message stream greeting, decoded with `decode_greeting`.
 ///
 /// Properties: no panic; errors are values; a frame longer than the limit is refused from
 /// its length prefix (the decoder never holds more than one frame's worth of bytes beyond

@@ -18,7 +18,7 @@
 //!   `node-<id>.raft` (see [`identity`]). Both sides verify the chain and the name, and
 //!   admit only listed members: until the transport is given the member list (by
 //!   [`QuicConfig::with_initial_peers`] or the first [`Transport::set_peers`]) it refuses
-//!   every peer (see [`tls`]).
+//!   every peer (see [`TlsConfig`]).
 //! * **Snapshots on their own connection**, in acknowledged chunks, resumable after a
 //!   broken connection, checked with CRC-32C, with a size limit; a transfer that cannot
 //!   be completed makes [`Transport::send_snapshot`] return an error.
@@ -95,7 +95,7 @@ pub mod identity;
 mod link;
 mod snapshot;
 mod stream;
-pub mod tls;
+mod tls;
 mod transport;
 
 pub use config::{Limits, QuicConfig, Tuning};

@@ -45,6 +45,23 @@ pub(crate) const ALPN_MESSAGES: &[u8] = b"raft-msg/1";
 pub(crate) const ALPN_SNAPSHOTS: &[u8] = b"raft-snap/1";
 
 /// A node's TLS material: the cluster CA it trusts, and its own certificate chain and key.
+///
+/// Both ends of every connection verify each other:
+///
+/// * the certificate chain must lead to the cluster CA (rustls' WebPKI verifiers do that);
+/// * the certificate must name exactly one node (see [`crate::identity`]);
+/// * that node must be a member: listed in the last
+///   [`Transport::set_peers`](raft_runtime::Transport::set_peers) call, or in
+///   [`QuicConfig::with_initial_peers`](crate::QuicConfig::with_initial_peers) before the
+///   first such call. Until the transport knows the membership, **every** peer is refused
+///   ("membership not known yet"): a certificate from the cluster CA is necessary, never
+///   sufficient, so a removed node or one from another cluster under the same CA is never
+///   admitted, not even in the moments after a restart.
+///
+/// A client also checks that the server is the node it dialled: it passes `node-<id>.raft`
+/// as the TLS server name, and the name must be in the certificate. TLS session resumption
+/// is disabled on both sides: a resumed session skips certificate verification, and with it
+/// the membership check.
 pub struct TlsConfig {
     /// The cluster CA certificate(s): the trust roots for peers' certificates.
     pub ca_certs: Vec<CertificateDer<'static>>,
