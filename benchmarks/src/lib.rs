@@ -419,19 +419,19 @@ async fn run_one(
     // A payload of 0 bytes is no payload at all: the command is `()`.
     match (setup, payload) {
         (Setup::A, 0) => {
-            let cluster = InProcess::<()>::start_in_memory(payload, every).await?;
+            let cluster = InProcess::<(), _>::start_in_memory(payload, every).await?;
             measure(cluster, spec, plan, bar).await
         }
         (Setup::A, _) => {
-            let cluster = InProcess::<Bytes>::start_in_memory(payload, every).await?;
+            let cluster = InProcess::<Bytes, _>::start_in_memory(payload, every).await?;
             measure(cluster, spec, plan, bar).await
         }
         (Setup::B, 0) => {
-            let cluster = InProcess::<()>::start_durable(payload, every, &plan.data_dir).await?;
+            let cluster = InProcess::<(), _>::start_durable(payload, every, &plan.data_dir).await?;
             measure(cluster, spec, plan, bar).await
         }
         (Setup::B, _) => {
-            let cluster = InProcess::<Bytes>::start_durable(payload, every, &plan.data_dir).await?;
+            let cluster = InProcess::<Bytes, _>::start_durable(payload, every, &plan.data_dir).await?;
             measure(cluster, spec, plan, bar).await
         }
         (Setup::C, _) => {

@@ -13,6 +13,8 @@
 //! not a service. It counts what it applies, so that a snapshot has something to say.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -40,17 +42,26 @@ impl Payload for Bytes {
     }
 }
 
-/// Applies payloads by counting them.
+/// Applies payloads by counting them. Clones share the count.
 #[derive(Debug)]
 pub struct Sink<P> {
-    applied: u64,
+    applied: Arc<AtomicU64>,
     payload: PhantomData<fn() -> P>,
 }
 
 impl<P> Default for Sink<P> {
     fn default() -> Self {
         Sink {
-            applied: 0,
+            applied: Arc::new(AtomicU64::new(0)),
+            payload: PhantomData,
+        }
+    }
+}
+
+impl<P> Clone for Sink<P> {
+    fn clone(&self) -> Self {
+        Sink {
+            applied: self.applied.clone(),
             payload: PhantomData,
         }
     }
@@ -63,7 +74,7 @@ impl<P: Payload> StateMachine for Sink<P> {
     type Response = ();
 
     async fn apply(&mut self, batch: Vec<Applied<P>>) -> Result<Vec<()>, StateMachineError> {
-        self.applied += batch.len() as u64;
+        self.applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(vec![(); batch.len()])
     }
 
@@ -72,7 +83,9 @@ impl<P: Payload> StateMachine for Sink<P> {
     }
 
     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        Ok(Bytes::copy_from_slice(&self.applied.to_le_bytes()))
+        Ok(Bytes::copy_from_slice(
+            &self.applied.load(Ordering::Relaxed).to_le_bytes(),
+        ))
     }
 
     async fn restore(&mut self, _index: Index, data: Bytes) -> Result<(), StateMachineError> {
@@ -80,7 +93,7 @@ impl<P: Payload> StateMachine for Sink<P> {
             .as_ref()
             .try_into()
             .map_err(|_| StateMachineError::msg("a sink snapshot is 8 bytes"))?;
-        self.applied = u64::from_le_bytes(bytes);
+        self.applied.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
         Ok(())
     }
 }

@@ -6,13 +6,13 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{Cluster, Log};
+use common::Log;
 use raft_runtime::raft_core::Role;
 use raft_runtime::{AdminError, BusyReason, ProposeError, ReadError};
 
 #[tokio::test(start_paused = true)]
 async fn three_nodes_elect_a_leader_and_replicate() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let leader = c.leader().await;
     for v in 1..=20 {
         assert_eq!(c.node(leader).propose(v).await.unwrap(), v);
@@ -25,7 +25,7 @@ async fn three_nodes_elect_a_leader_and_replicate() {
 
 #[tokio::test(start_paused = true)]
 async fn five_nodes_elect_a_leader_and_replicate() {
-    let c = Cluster::new(5).await;
+    let c = common::cluster(5).await;
     for v in 1..=10 {
         c.propose(v).await;
     }
@@ -35,7 +35,7 @@ async fn five_nodes_elect_a_leader_and_replicate() {
 
 #[tokio::test(start_paused = true)]
 async fn follower_refuses_with_a_leader_hint() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let leader = c.leader().await;
     let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
     let err = c.node(follower).propose(1).await.unwrap_err();
@@ -46,7 +46,7 @@ async fn follower_refuses_with_a_leader_hint() {
 
 #[tokio::test(start_paused = true)]
 async fn followers_forward_proposals_when_configured() {
-    let c = Cluster::with(3, |cfg| cfg.forward_proposals = true, false).await;
+    let c = common::cluster_with(3, |cfg| cfg.forward_proposals = true, false).await;
     let leader = c.leader().await;
     let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
     assert_eq!(c.node(follower).propose(7).await.unwrap(), 1);
@@ -57,7 +57,7 @@ async fn followers_forward_proposals_when_configured() {
 
 #[tokio::test(start_paused = true)]
 async fn leader_crash_and_restart() {
-    let mut c = Cluster::new(3).await;
+    let mut c = common::cluster(3).await;
     for v in 1..=5 {
         c.propose(v).await;
     }
@@ -76,12 +76,12 @@ async fn leader_crash_and_restart() {
 
 #[tokio::test(start_paused = true)]
 async fn partitioned_minority_leader_cannot_commit() {
-    let c = Cluster::new(5).await;
+    let c = common::cluster(5).await;
     c.propose(1).await;
     let old = c.leader().await;
     let buddy = if old == 1 { 2 } else { 1 };
     let majority: Vec<u64> = (1..=5).filter(|&id| id != old && id != buddy).collect();
-    c.net.partition(&[old, buddy], &majority);
+    c.plugins.net.partition(&[old, buddy], &majority);
     // The old leader accepts the proposal but can never commit it.
     let stuck = {
         let h = c.node(old).clone();
@@ -90,7 +90,7 @@ async fn partitioned_minority_leader_cannot_commit() {
     let new = c.leader_among(&majority, Duration::from_secs(30)).await;
     assert!(majority.contains(&new));
     assert_eq!(c.node(new).propose(2).await.unwrap(), 2);
-    c.net.heal();
+    c.plugins.net.heal();
     let outcome = stuck.await.unwrap();
     assert!(
         matches!(outcome, Err(ProposeError::Dropped) | Err(ProposeError::Timeout)),
@@ -103,9 +103,10 @@ async fn partitioned_minority_leader_cannot_commit() {
 
 #[tokio::test(start_paused = true)]
 async fn every_proposal_resolves_exactly_once_under_faults() {
-    let c = Cluster::with(3, |_| {}, true).await;
-    c.net.set_drop_rate(0.05, 7);
-    c.net
+    let c = common::cluster_with(3, |_| {}, true).await;
+    c.plugins.net.set_drop_rate(0.05, 7);
+    c.plugins
+        .net
         .set_delay(Some((Duration::from_micros(100), Duration::from_millis(3))));
     let mut clients = Vec::new();
     for client in 0..8u64 {
@@ -133,16 +134,16 @@ async fn every_proposal_resolves_exactly_once_under_faults() {
     for round in 0..6u64 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let victim = 1 + round % 3;
-        c.net.isolate(victim, &[1, 2, 3]);
+        c.plugins.net.isolate(victim, &[1, 2, 3]);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        c.net.heal();
-        c.net.set_drop_rate(0.05, round);
+        c.plugins.net.heal();
+        c.plugins.net.set_drop_rate(0.05, round);
     }
     let mut attempts = Vec::new();
     for cl in clients {
         attempts.extend(cl.await.unwrap());
     }
-    c.net.heal();
+    c.plugins.net.heal();
     let values = c.converged().await;
     let counts: BTreeMap<u64, usize> = values.iter().fold(BTreeMap::new(), |mut m, v| {
         *m.entry(*v).or_default() += 1;
@@ -178,7 +179,7 @@ async fn every_proposal_resolves_exactly_once_under_faults() {
 
 #[tokio::test(start_paused = true)]
 async fn follower_down_during_compaction_catches_up_by_snapshot() {
-    let mut c = Cluster::with(3, |cfg| cfg.snapshot_every = 20, false).await;
+    let mut c = common::cluster_with(3, |cfg| cfg.snapshot_every = 20, false).await;
     let leader = c.leader().await;
     let down = if leader == 3 { 2 } else { 3 };
     c.stop(down).await;
@@ -207,7 +208,7 @@ async fn the_log_is_compacted_by_bytes_as_well_as_by_entries() {
         cfg.snapshot_every = 0;
         cfg.snapshot_every_bytes = 500;
     }
-    let c = Cluster::with(3, by_bytes, false).await;
+    let c = common::cluster_with(3, by_bytes, false).await;
     let leader = c.leader().await;
     // About 17 bytes an entry as counted (16 of overhead): 60 entries pass the threshold.
     for v in 1..=60 {
@@ -225,7 +226,7 @@ async fn the_log_is_compacted_by_bytes_as_well_as_by_entries() {
 
 #[tokio::test(start_paused = true)]
 async fn members_are_added_and_removed_under_load() {
-    let mut c = Cluster::new(3).await;
+    let mut c = common::cluster(3).await;
     let load = {
         let handles: Vec<_> = c.nodes.values().cloned().collect();
         tokio::spawn(async move {
@@ -257,7 +258,8 @@ async fn members_are_added_and_removed_under_load() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    c.start(4, common::Mode::Join(common::members(&[1, 2, 3]))).await;
+    c.start_node(4, common::Mode::Join(common::members(&[1, 2, 3])))
+        .await;
     let leader = c.leader_among(&[1, 2, 3], Duration::from_secs(30)).await;
     c.node(leader)
         .add_voter(
@@ -289,7 +291,7 @@ async fn members_are_added_and_removed_under_load() {
 
 #[tokio::test(start_paused = true)]
 async fn removed_ids_cannot_be_reused() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let leader = c.leader().await;
     let victim = if leader == 3 { 2 } else { 3 };
     c.node(leader).remove_node(victim).await.unwrap();
@@ -300,11 +302,11 @@ async fn removed_ids_cannot_be_reused() {
 
 #[tokio::test(start_paused = true)]
 async fn reads_during_partitions_never_return_stale_state() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     c.propose(1).await;
     let old = c.leader().await;
     let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
-    c.net.isolate(old, &[1, 2, 3]);
+    c.plugins.net.isolate(old, &[1, 2, 3]);
     let new = c.leader_among(&others, Duration::from_secs(30)).await;
     c.node(new).propose(2).await.unwrap();
     // The isolated old leader cannot confirm a read: it must not answer with [1].
@@ -319,7 +321,7 @@ async fn reads_during_partitions_never_return_stale_state() {
     for &id in &others {
         assert_eq!(c.node(id).read(|l: &Log| l.values()).await.unwrap(), vec![1, 2]);
     }
-    c.net.heal();
+    c.plugins.net.heal();
     // Once healed, a read anywhere sees the write.
     let healed = loop {
         match c.node(old).read(|l: &Log| l.values()).await {
@@ -333,7 +335,7 @@ async fn reads_during_partitions_never_return_stale_state() {
 
 #[tokio::test(start_paused = true)]
 async fn lease_reads_are_served_by_the_leader() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let leader = c.leader().await;
     c.node(leader).propose(5).await.unwrap();
     assert_eq!(
@@ -348,7 +350,7 @@ async fn lease_reads_are_served_by_the_leader() {
 /// write a retry loop.
 #[tokio::test(start_paused = true)]
 async fn reads_wait_for_a_new_leader_within_their_timeout() {
-    let mut c = Cluster::new(3).await;
+    let mut c = common::cluster(3).await;
     let leader = c.leader().await;
     c.node(leader).propose(5).await.unwrap();
     c.stop(leader).await;
@@ -367,7 +369,7 @@ async fn reads_wait_for_a_new_leader_within_their_timeout() {
 /// those of the moment they are asked for, not of the last tick.
 #[tokio::test(start_paused = true)]
 async fn shutdown_returns_the_state_machine_and_metrics_are_current() {
-    let mut c = Cluster::new(3).await;
+    let mut c = common::cluster(3).await;
     let leader = c.leader().await;
     let h = c.node(leader).clone();
     for v in 1..=5 {
@@ -377,7 +379,6 @@ async fn shutdown_returns_the_state_machine_and_metrics_are_current() {
     let now = h.current_metrics().await.unwrap();
     assert!(now.applied >= 6 && now.commit >= 6, "{now:?}");
     c.nodes.remove(&leader);
-    c.given.remove(&leader);
     let stopped = h
         .shutdown()
         .await
@@ -392,7 +393,7 @@ async fn shutdown_returns_the_state_machine_and_metrics_are_current() {
 
 #[tokio::test(start_paused = true)]
 async fn leadership_is_transferred() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let leader = c.leader().await;
     let target = if leader == 3 { 1 } else { 3 };
     c.node(leader).transfer_leader(target).await.unwrap();
@@ -404,7 +405,7 @@ async fn leadership_is_transferred() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_in_flight_work() {
-    let mut c = Cluster::with(3, |_| {}, true).await;
+    let mut c = common::cluster_with(3, |_| {}, true).await;
     let leader = c.leader().await;
     let h = c.node(leader).clone();
     let mut tasks = Vec::new();
@@ -444,9 +445,9 @@ async fn shutdown_drains_in_flight_work() {
 
 #[tokio::test(start_paused = true)]
 async fn overload_is_refused_with_busy() {
-    let c = Cluster::with(3, |cfg| cfg.max_pending_proposals = 4, false).await;
+    let c = common::cluster_with(3, |cfg| cfg.max_pending_proposals = 4, false).await;
     let leader = c.leader().await;
-    c.net.isolate(leader, &[1, 2, 3]);
+    c.plugins.net.isolate(leader, &[1, 2, 3]);
     let mut tasks = Vec::new();
     for v in 0..10u64 {
         let h = c.node(leader).clone();
@@ -459,13 +460,13 @@ async fn overload_is_refused_with_busy() {
         }
     }
     assert!(busy >= 6, "{busy} refused");
-    c.net.heal();
+    c.plugins.net.heal();
     c.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn restart_does_not_apply_twice() {
-    let mut c = Cluster::with(3, |_| {}, true).await;
+    let mut c = common::cluster_with(3, |_| {}, true).await;
     for v in 1..=30 {
         c.propose(v).await;
     }
@@ -480,9 +481,9 @@ async fn restart_does_not_apply_twice() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_disk_stops_the_node() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let leader = c.leader().await;
-    c.stores[&leader].fail_writes("injected: device error");
+    c.plugins.stores[&leader].fail_writes("injected: device error");
     let err = c.node(leader).propose(1).await.unwrap_err();
     assert!(
         !err.is_definitely_not_applied() || err == ProposeError::ShuttingDown,
@@ -505,7 +506,7 @@ async fn a_failing_disk_stops_the_node() {
 /// appliers and clients run in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_on_a_multi_threaded_runtime() {
-    let c = Cluster::with(3, |cfg| cfg.forward_proposals = true, true).await;
+    let c = common::cluster_with(3, |cfg| cfg.forward_proposals = true, true).await;
     let mut tasks = Vec::new();
     for client in 0..16u64 {
         let h = c.node(1 + client % 3).clone();
@@ -580,13 +581,13 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
         }
     }
 
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let announced = Arc::new(Mutex::new(Vec::new()));
     let joiner = raft_runtime::Raft::builder(4)
         .config(common::fast_config())
         .state_machine(Log::new(false))
         .log_store(raft_runtime::MemLogStore::new())
-        .transport(Recording(c.net.transport(4), announced.clone()))
+        .transport(Recording(c.plugins.net.transport(4), announced.clone()))
         .join(common::members(&[1, 2, 3]))
         .start()
         .await

@@ -16,7 +16,8 @@ use raft_runtime::{ForwardError, ReadError, Transport, WireMessage};
 /// Sends `body` to `to` as member `from` would, at `term`.
 fn send_as(c: &Cluster, from: NodeId, to: NodeId, term: u64, body: MessageBody) {
     let message = Message { from, to, term, body };
-    c.net
+    c.plugins
+        .net
         .transport(from)
         .send(to, vec![WireMessage::Raft(message)])
         .unwrap();
@@ -45,7 +46,7 @@ async fn refused(c: &Cluster, id: NodeId) -> u64 {
 
 #[tokio::test]
 async fn a_snapshot_on_the_message_stream_does_not_stop_the_node() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let leader = c.leader().await;
     let term = c.metrics(leader).term;
     let victim = if leader == 1 { 2 } else { 1 };
@@ -71,7 +72,7 @@ async fn a_snapshot_on_the_message_stream_does_not_stop_the_node() {
 
 #[tokio::test]
 async fn extreme_terms_and_indexes_neither_stop_nor_wedge_the_cluster() {
-    let c = Cluster::new(3).await;
+    let c = common::cluster(3).await;
     let leader = c.leader().await;
     let term = c.metrics(leader).term;
     let hostile = if leader == 3 { 2 } else { 3 };
@@ -116,18 +117,19 @@ async fn extreme_terms_and_indexes_neither_stop_nor_wedge_the_cluster() {
 
 #[tokio::test]
 async fn only_the_node_a_proposal_was_forwarded_to_can_answer_it() {
-    let c = Cluster::with(3, |cfg| cfg.forward_proposals = true, false).await;
+    let c = common::cluster_with(3, |cfg| cfg.forward_proposals = true, false).await;
     let leader = c.leader().await;
     let follower = if leader == 1 { 2 } else { 1 };
     let other = 6 - leader - follower;
     // The leader's traffic is held for a moment, so its answer cannot come first.
-    c.net.pause(leader);
+    c.plugins.net.pause(leader);
     let handle = c.node(follower).clone();
     let proposal = tokio::spawn(async move { handle.propose(7).await });
     tokio::time::sleep(Duration::from_millis(20)).await;
     // Another member answers forward 1 (the follower's first) with a made-up outcome.
     for result in [Err(ForwardError::Busy), Ok(Bytes::from_static(&[99]))] {
-        c.net
+        c.plugins
+            .net
             .transport(other)
             .send(follower, vec![WireMessage::ForwardReply { id: 1, result }])
             .unwrap();
@@ -136,7 +138,7 @@ async fn only_the_node_a_proposal_was_forwarded_to_can_answer_it() {
     if proposal.is_finished() {
         panic!("a made-up answer was taken: {:?}", proposal.await.unwrap());
     }
-    c.net.resume(leader);
+    c.plugins.net.resume(leader);
     // The leader's own answer: the command's position in the log.
     let value = proposal.await.unwrap().expect("the leader answers");
     assert_ne!(value, 99);
@@ -146,7 +148,7 @@ async fn only_the_node_a_proposal_was_forwarded_to_can_answer_it() {
 
 #[tokio::test]
 async fn reads_a_node_holds_are_bounded_and_expire() {
-    let c = Cluster::with(
+    let c = common::cluster_with(
         3,
         |cfg| {
             cfg.max_pending_reads = 2;
@@ -158,7 +160,7 @@ async fn reads_a_node_holds_are_bounded_and_expire() {
     let leader = c.leader().await;
     // A leader cut off from its followers cannot confirm reads: they wait.
     let others: Vec<NodeId> = (1..=3).filter(|&n| n != leader).collect();
-    c.net.isolate(leader, &others);
+    c.plugins.net.isolate(leader, &others);
     let waiting: Vec<_> = (0..2)
         .map(|_| {
             let h = c.node(leader).clone();
@@ -178,7 +180,7 @@ async fn reads_a_node_holds_are_bounded_and_expire() {
             "{r:?}"
         );
     }
-    c.net.heal();
+    c.plugins.net.heal();
     let leader = c.leader().await;
     // The places were given back.
     let mut ok = 0;

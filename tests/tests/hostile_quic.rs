@@ -16,10 +16,10 @@ use raft_transport_quic::{QuicConfig, QuicTransport};
 /// Node `id` of `c`, stopped and replaced by a bare transport under its identity.
 async fn impersonate(c: &mut RealCluster, id: NodeId) -> QuicTransport {
     c.stop(id).await;
-    let tls = c.ca.node_tls(id).expect("certificate");
+    let tls = c.plugins.ca.node_tls(id).expect("certificate");
     let mut transport = None;
     for _ in 0..50 {
-        match QuicTransport::bind(QuicConfig::new(c.addrs[&id], tls.clone())).await {
+        match QuicTransport::bind(QuicConfig::new(c.plugins.addrs[&id], tls.clone())).await {
             Ok(t) => {
                 transport = Some(t);
                 break;
@@ -29,6 +29,7 @@ async fn impersonate(c: &mut RealCluster, id: NodeId) -> QuicTransport {
     }
     let transport = transport.expect("bind the impersonated node's address");
     let peers: BTreeMap<NodeId, bytes::Bytes> = c
+        .plugins
         .addrs
         .iter()
         .filter(|&(&n, _)| n != id)
@@ -76,7 +77,10 @@ async fn assert_healthy(c: &RealCluster, real: &[NodeId], max_term: u64) {
         assert!(m.term <= max_term, "node {id} term {}", m.term);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !real.iter().all(|id| c.values[id].get().ends_with(&[77, 78])) {
+    while !real
+        .iter()
+        .all(|id| c.state_machines[id].values().ends_with(&[77, 78]))
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "not every node applied both"
@@ -87,7 +91,7 @@ async fn assert_healthy(c: &RealCluster, real: &[NodeId], max_term: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_sending_hostile_messages_over_quic_stops_no_node() {
-    let mut c = RealCluster::start(4, |cfg| cfg.forward_proposals = true).await;
+    let mut c = raft_tests::real_cluster(4, |cfg| cfg.forward_proposals = true).await;
     c.propose(1).await;
     let hostile = impersonate(&mut c, 4).await;
     let real = [1, 2, 3];

@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use raft_tests::RealCluster;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_and_survives_a_leader_restart() {
-    let mut c = RealCluster::start(3, |_| {}).await;
+    let mut c = raft_tests::real_cluster(3, |_| {}).await;
     for v in 0..100 {
         c.propose(v).await;
     }
@@ -22,7 +20,7 @@ async fn replicates_and_survives_a_leader_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_was_down_catches_up_by_snapshot_over_quic() {
-    let mut c = RealCluster::start(3, |cfg| cfg.snapshot_every = 50).await;
+    let mut c = raft_tests::real_cluster(3, |cfg| cfg.snapshot_every = 50).await;
     let leader = c.leader().await;
     let down = if leader == 3 { 2 } else { 3 };
     c.stop(down).await;
@@ -45,7 +43,7 @@ async fn a_node_that_was_down_catches_up_by_snapshot_over_quic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_cluster_restart_recovers_everything_from_disk() {
-    let mut c = RealCluster::start(3, |cfg| cfg.snapshot_every = 40).await;
+    let mut c = raft_tests::real_cluster(3, |cfg| cfg.snapshot_every = 40).await;
     for v in 0..120 {
         c.propose(v).await;
     }
@@ -66,7 +64,7 @@ async fn a_full_cluster_restart_recovers_everything_from_disk() {
 /// outside the cluster. The removed node stays reachable until the change commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_removes_itself_over_quic() {
-    let mut c = RealCluster::start(3, |_| {}).await;
+    let mut c = raft_tests::real_cluster(3, |_| {}).await;
     for v in 0..20 {
         c.propose(v).await;
     }

@@ -1,0 +1,28 @@
+//! Clusters for tests and benchmarks: in-process nodes assembled with
+//! [`Raft::builder`](raft_runtime::Raft::builder) from pluggable parts.
+//!
+//! A [`Cluster`] runs nodes of one state machine type on [`Plugins`], which hand each node
+//! its log store and transport at every start (and may check, after a stop, that the node
+//! let go of them). Two come with the kit:
+//!
+//! * [`InMemory`]: `MemLogStore`s that outlive restarts, on one `MemNetwork` whose faults
+//!   (partitions, drops, pauses) the test controls;
+//! * `OnDisk` (feature `durable`): a file write-ahead log per node in a temporary directory
+//!   and QUIC with mutual TLS on 127.0.0.1, certificates from a fresh development CA.
+//!
+//! [`Log`] is a state machine that records every value it applies, for checking that nodes
+//! agree.
+//!
+//! Not published; shared by the runtime's tests, the cross-crate tests and the benchmark.
+
+mod cluster;
+mod log;
+mod mem;
+#[cfg(feature = "durable")]
+mod on_disk;
+
+pub use cluster::{Cluster, Plugins, StartMode};
+pub use log::{Log, LogState};
+pub use mem::InMemory;
+#[cfg(feature = "durable")]
+pub use on_disk::OnDisk;
