@@ -604,6 +604,9 @@ impl<S: LogStorage> Raft<S> {
             }
             MessageBody::Snapshot(meta) => {
                 index(meta.index)?;
+                if let Some(reason) = meta.conf_state.malformation() {
+                    return Err(malformed(reason));
+                }
                 if meta.index == 0 {
                     return Err(malformed("snapshot at index 0"));
                 }
@@ -845,6 +848,11 @@ fn validate_append(term: Term, a: &Append) -> Result<(), &'static str> {
         }
         if e.term < prev_term {
             return Err("entry terms decrease");
+        }
+        if let EntryPayload::Membership(cs) = &e.payload
+            && let Some(reason) = cs.malformation()
+        {
+            return Err(reason);
         }
         prev_term = e.term;
     }

@@ -126,6 +126,52 @@ pub struct ConfState {
 }
 
 impl ConfState {
+    /// What makes this a configuration no correct leader writes, if anything: id 0, no
+    /// voters, a node in two roles at once (voter and learner; learner and outgoing voter),
+    /// a next learner that is not an outgoing voter or is an incoming voter, automatic
+    /// leave outside a joint configuration, a removed id that is still an incoming voter or
+    /// a learner, or metadata of a non-member.
+    pub(crate) fn malformation(&self) -> Option<&'static str> {
+        let sets = [
+            &self.voters,
+            &self.learners,
+            &self.voters_outgoing,
+            &self.learners_next,
+            &self.removed,
+        ];
+        if sets.iter().any(|s| s.contains(&0)) {
+            return Some("configuration names node id 0");
+        }
+        if self.voters.is_empty() {
+            return Some("configuration without voters");
+        }
+        if !self.voters.is_disjoint(&self.learners) {
+            return Some("configuration has a node that is both voter and learner");
+        }
+        if !self.learners.is_disjoint(&self.voters_outgoing) {
+            return Some("configuration has a learner that is an outgoing voter");
+        }
+        if !self.learners_next.is_subset(&self.voters_outgoing) {
+            return Some("configuration has a next learner that is not an outgoing voter");
+        }
+        if !self.learners_next.is_disjoint(&self.voters) {
+            return Some("configuration has a next learner that is an incoming voter");
+        }
+        if self.auto_leave && self.voters_outgoing.is_empty() {
+            return Some("configuration leaves a joint configuration it is not in");
+        }
+        if !self.removed.is_disjoint(&self.voters)
+            || !self.removed.is_disjoint(&self.learners)
+            || !self.removed.is_disjoint(&self.learners_next)
+        {
+            return Some("configuration has a removed node as a member");
+        }
+        if self.node_meta.keys().any(|id| !self.contains(*id)) {
+            return Some("configuration has metadata of a non-member");
+        }
+        None
+    }
+
     /// A plain (non-joint) configuration with the given voters and no learners.
     pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
         ConfState {

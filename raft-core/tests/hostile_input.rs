@@ -474,3 +474,79 @@ fn log_positions_above_zero_with_term_zero_are_refused() {
     );
     assert_cluster_recovers(&mut net, term);
 }
+
+/// A configuration no correct leader writes, in an append or a snapshot, is refused as
+/// malformed and changes nothing.
+#[test]
+fn configurations_no_leader_writes_are_refused() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.propose_ok(1, "a");
+    let term = net.term(1);
+    let last = net.raw(2).last_index();
+    let commit = net.commit(2);
+    let valid = ConfState::with_voters([1, 2, 3]);
+    let joint = {
+        let mut cs = ConfState::with_voters([1, 2, 4]);
+        cs.voters_outgoing = [1, 2, 3].into();
+        cs
+    };
+    let mut bad = Vec::new();
+    let mut push = |what: &'static str, f: &dyn Fn(&mut ConfState)| {
+        for base in [&valid, &joint] {
+            let mut cs = base.clone();
+            f(&mut cs);
+            bad.push((what, cs));
+        }
+    };
+    push("node id 0", &|cs| {
+        cs.learners.insert(0);
+    });
+    push("no voters", &|cs| {
+        cs.voters.clear();
+    });
+    push("voter and learner", &|cs| {
+        cs.learners.insert(1);
+    });
+    push("metadata of a non-member", &|cs| {
+        cs.node_meta.insert(9, bytes::Bytes::from_static(b"x"));
+    });
+    push("a removed voter", &|cs| {
+        cs.removed.insert(2);
+    });
+    push("auto leave outside joint", &|cs| {
+        if cs.voters_outgoing.is_empty() {
+            cs.auto_leave = true;
+        } else {
+            cs.learners_next.insert(4);
+        }
+    });
+    push("next learner that is not an outgoing voter", &|cs| {
+        cs.learners_next.insert(5);
+    });
+    let mut learner_outgoing = joint.clone();
+    learner_outgoing.learners.insert(3);
+    bad.push(("learner that is an outgoing voter", learner_outgoing));
+
+    for (what, cs) in bad {
+        let before = net.raw(2).status();
+        let entry = Entry::new(term, last + 1, EntryPayload::Membership(Box::new(cs.clone())));
+        assert_malformed(
+            net.raw(2)
+                .step(msg(1, 2, term, append(last, term, vec![entry], commit))),
+            what,
+        );
+        let meta = SnapshotMeta {
+            index: last + 5,
+            term,
+            conf_state: cs,
+        };
+        assert_malformed(
+            net.raw(2)
+                .step_snapshot(msg(1, 2, term, MessageBody::Snapshot(Box::new(meta)))),
+            what,
+        );
+        assert_eq!(net.raw(2).status(), before, "{what}");
+    }
+    assert_cluster_recovers(&mut net, term);
+}

@@ -280,14 +280,28 @@ impl FileLogStore {
             let written = rx
                 .recv()
                 .unwrap_or_else(|_| Err(StoreError::new(WalError::Closed)));
-            if let Err(err) = written {
-                store.shutdown();
-                return Err(match err.backend().downcast_ref::<WalError>() {
-                    Some(wal) => wal.clone(),
-                    None => WalError::Closed,
-                });
+            match written {
+                Ok(()) => store.shared.janitor.request_cleanup(),
+                // A log at the end of its numbers cannot take the record; it opens as any
+                // such log does, readable and refusing writes (the writer has failed). The
+                // discard stays in memory only, and no segment is cleaned up, so every
+                // later open applies the same rule to the same files.
+                Err(err)
+                    if matches!(
+                        err.backend().downcast_ref::<WalError>(),
+                        Some(WalError::Exhausted { .. })
+                    ) =>
+                {
+                    tracing::warn!(%err, "the log has run out of numbers: open for reading only");
+                }
+                Err(err) => {
+                    store.shutdown();
+                    return Err(match err.backend().downcast_ref::<WalError>() {
+                        Some(wal) => wal.clone(),
+                        None => WalError::Closed,
+                    });
+                }
             }
-            store.shared.janitor.request_cleanup();
         }
         Ok(store)
     }
