@@ -240,27 +240,18 @@ async fn failed(raft: &Raft<Sink<Bytes>>) -> String {
     }
 }
 
-/// Closes the store once the runtime's last reference to it is gone (a snapshot transfer
-/// started just before shutdown may hold one for a moment). If it is still in use after
-/// a grace period, whoever holds it last closes it on drop.
-pub async fn close_store(mut store: Arc<FileLogStore>) -> Result<(), Error> {
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    loop {
-        match Arc::try_unwrap(store) {
-            Ok(store) => {
-                return tokio::task::spawn_blocking(move || store.close())
-                    .await
-                    .expect("closing the log store panicked")
-                    .map_err(|e| format!("closing the write-ahead log: {e}").into());
-            }
-            Err(shared) if tokio::time::Instant::now() < deadline => {
-                store = shared;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(_) => {
-                tracing::warn!("the log store is still in use; it will close when released");
-                return Ok(());
-            }
+/// Closes the store: flushes it and releases its directory lock. A stopped node holds no
+/// reference to its store (its shutdown awaits every task it started), so this is the last
+/// one; should anything else still hold it, it closes when that lets go.
+async fn close_store(store: Arc<FileLogStore>) -> Result<(), Error> {
+    match Arc::try_unwrap(store) {
+        Ok(store) => tokio::task::spawn_blocking(move || store.close())
+            .await
+            .expect("closing the log store panicked")
+            .map_err(|e| format!("closing the write-ahead log: {e}").into()),
+        Err(_) => {
+            tracing::warn!("the log store is still referenced after shutdown; it closes when released");
+            Ok(())
         }
     }
 }

@@ -245,30 +245,21 @@ impl Node {
     }
 }
 
-/// Closes the store once the runtime's last reference to it is gone. A snapshot transfer
-/// started just before shutdown may hold one for a moment.
-pub(crate) async fn close_store(id: NodeId, mut store: Arc<FileLogStore>) -> Result<(), NodeError> {
-    let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    loop {
-        match Arc::try_unwrap(store) {
-            Ok(store) => {
-                return tokio::task::spawn_blocking(move || store.close())
-                    .await
-                    .expect("closing the log store panicked")
-                    .map_err(NodeError::Close);
-            }
-            Err(shared) if tokio::time::Instant::now() < deadline => {
-                store = shared;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(_) => {
-                // Whoever holds it last closes it when it lets go (the store closes on drop).
-                tracing::warn!(
-                    node = id,
-                    "the log store is still in use; it will close when released"
-                );
-                return Ok(());
-            }
+/// Closes the store: flushes it and releases its directory lock. A stopped node holds no
+/// reference to its store (its shutdown awaits every task it started), so this is the last
+/// one; should anything else still hold it, it closes when that lets go.
+pub(crate) async fn close_store(id: NodeId, store: Arc<FileLogStore>) -> Result<(), NodeError> {
+    match Arc::try_unwrap(store) {
+        Ok(store) => tokio::task::spawn_blocking(move || store.close())
+            .await
+            .expect("closing the log store panicked")
+            .map_err(NodeError::Close),
+        Err(_) => {
+            tracing::warn!(
+                node = id,
+                "the log store is still referenced after shutdown; it closes when released"
+            );
+            Ok(())
         }
     }
 }
