@@ -358,7 +358,7 @@ async fn run_in_child(
             limit
         }
     };
-    procs::die_with_parent(&mut command);
+    raft_testkit::process::die_with_parent(&mut command);
     let started = Instant::now();
     let mut child = ChildProcess(command.spawn()?);
     bar.set_length(length.as_millis() as u64);

@@ -5,19 +5,16 @@
 //! of their own.
 //!
 //! The processes are started for one run and stopped after it. Whatever happens, every
-//! process started here is killed and reaped: [`NodeProcess`] does it when dropped, and
+//! process started here is killed and reaped: the test kit's `NodeProcess` does it when dropped, and
 //! the kernel does it if this process dies first (`PR_SET_PDEATHSIG`).
 
-use std::collections::HashSet;
-use std::fs::File;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use raft_runtime::raft_core::Role;
+use raft_testkit::process::{NodeProcess, Ports};
 use raft_transport_quic::DevCa;
 use tempfile::TempDir;
 use tokio::time::Instant;
@@ -36,64 +33,19 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One `raft-bench node` child process.
-struct NodeProcess {
+struct Node {
     id: u64,
     http: SocketAddr,
-    log: PathBuf,
-    child: Child,
-}
-
-impl NodeProcess {
-    /// The last lines of the node's log, to explain a failure.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    process: NodeProcess,
 }
 
 /// Three `raft-bench node` processes.
 pub struct Processes {
-    nodes: Vec<NodeProcess>,
+    nodes: Vec<Node>,
     leader: SocketAddr,
     payload: Bytes,
     /// Certificates and write-ahead logs, removed when dropped (after the processes).
     _dir: TempDir,
-}
-
-/// Makes the process that `command` starts die with this one, even if this one is
-/// killed (`PR_SET_PDEATHSIG`; it fires when the thread that spawned the child exits, so
-/// spawn from a thread that lives as long as the benchmark).
-pub(crate) fn die_with_parent(command: &mut Command) {
-    // SAFETY: the closure runs in the child between fork and exec and only makes one
-    // async-signal-safe system call.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-/// Ports that were free a moment ago (bound to port 0, then released).
-fn free_ports(n: usize) -> std::io::Result<Vec<(SocketAddr, SocketAddr)>> {
-    let mut taken = HashSet::new();
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let udp = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
-        let tcp = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        if udp.port() != tcp.port() && taken.insert(udp.port()) && taken.insert(tcp.port()) {
-            ports.push((udp, tcp));
-        }
-    }
-    Ok(ports)
 }
 
 fn peer_list(addrs: &[SocketAddr]) -> String {
@@ -132,38 +84,42 @@ impl Processes {
         for id in 1..=3 {
             ca.write_node_files(&certs, id)?;
         }
-        let ports = free_ports(3)?;
-        let raft: Vec<SocketAddr> = ports.iter().map(|p| p.0).collect();
-        let http: Vec<SocketAddr> = ports.iter().map(|p| p.1).collect();
+        let mut ports = Ports::new();
+        let mut raft = Vec::new();
+        let mut http = Vec::new();
+        for _ in 0..3 {
+            raft.push(ports.udp()?);
+            http.push(ports.tcp()?);
+        }
         let mut nodes = Vec::new();
         for id in 1..=3u64 {
             let log = dir.path().join(format!("node-{id}.log"));
-            let out = File::create(&log)?;
-            let mut command = Command::new(exe);
-            command
-                .arg("node")
-                .args(["--id", &id.to_string()])
-                .args(["--raft-addr", &raft[id as usize - 1].to_string()])
-                .args(["--http-addr", &http[id as usize - 1].to_string()])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("node-{id}")))
-                .arg("--certs")
-                .arg(&certs)
-                .args(["--peers", &peer_list(&raft)])
-                .args(["--snapshot-every", &snapshot_every.to_string()])
-                .args(["--max-payload", &payload.to_string()])
-                .args(["--max-connections", &max_connections.to_string()])
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out);
-            die_with_parent(&mut command);
-            let child = command.spawn()?;
-            nodes.push(NodeProcess {
+            let data = dir.path().join(format!("node-{id}"));
+            let args: Vec<String> = vec![
+                "node".into(),
+                "--id".into(),
+                id.to_string(),
+                "--raft-addr".into(),
+                raft[id as usize - 1].to_string(),
+                "--http-addr".into(),
+                http[id as usize - 1].to_string(),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--certs".into(),
+                certs.display().to_string(),
+                "--peers".into(),
+                peer_list(&raft),
+                "--snapshot-every".into(),
+                snapshot_every.to_string(),
+                "--max-payload".into(),
+                payload.to_string(),
+                "--max-connections".into(),
+                max_connections.to_string(),
+            ];
+            nodes.push(Node {
                 id,
                 http: http[id as usize - 1],
-                log,
-                child,
+                process: NodeProcess::start(exe, args, log, "warn")?,
             });
         }
         let mut processes = Processes {
@@ -182,11 +138,11 @@ impl Processes {
         let deadline = Instant::now() + SETTLE;
         loop {
             for node in &mut self.nodes {
-                if let Some(status) = node.child.try_wait()? {
+                if let Some(status) = node.process.try_wait() {
                     return Err(format!(
                         "raft-bench node {} exited ({status}):\n{}",
                         node.id,
-                        node.log_tail()
+                        node.process.log_tail(10)
                     )
                     .into());
                 }
@@ -209,7 +165,7 @@ impl Processes {
                 let logs: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|n| format!("node {}:\n{}", n.id, n.log_tail()))
+                    .map(|n| format!("node {}:\n{}", n.id, n.process.log_tail(10)))
                     .collect();
                 return Err(format!(
                     "the nodes agreed on no stable leader within {SETTLE:?}\n{}",
@@ -245,37 +201,24 @@ impl Processes {
 
     /// Sends SIGTERM to every node and waits for it to stop; kills the ones that do not.
     async fn stop(&mut self) -> Result<(), Error> {
-        for node in &self.nodes {
-            // SAFETY: kill has no memory-safety preconditions; the pid is our child's and
-            // it has not been reaped yet.
-            unsafe {
-                libc::kill(node.child.id() as libc::pid_t, libc::SIGTERM);
-            }
-        }
         let deadline = Instant::now() + STOP_GRACE;
         let mut failures = Vec::new();
         for node in &mut self.nodes {
-            loop {
-                if let Some(status) = node.child.try_wait()? {
-                    if !status.success() {
-                        failures.push(format!(
-                            "node {} exited with {status}:\n{}",
-                            node.id,
-                            node.log_tail()
-                        ));
-                    }
-                    break;
-                }
-                if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match node.process.terminate_within(left).await {
+                Some(status) if status.success() => {}
+                Some(status) => failures.push(format!(
+                    "node {} exited with {status}:\n{}",
+                    node.id,
+                    node.process.log_tail(10)
+                )),
+                None => {
                     failures.push(format!(
                         "node {} did not stop within {STOP_GRACE:?}; killed",
                         node.id
                     ));
-                    let _ = node.child.kill();
-                    let _ = node.child.wait();
-                    break;
+                    node.process.kill();
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         if failures.is_empty() {
@@ -329,8 +272,10 @@ impl Target for Processes {
         let mut nodes_cpu = Duration::ZERO;
         let mut memory = usage::Memory::default();
         for node in &self.nodes {
-            nodes_cpu += usage::process_cpu(node.child.id());
-            memory = memory + usage::memory(Some(node.child.id()));
+            if let Some(pid) = node.process.pid() {
+                nodes_cpu += usage::process_cpu(pid);
+                memory = memory + usage::memory(Some(pid));
+            }
         }
         Usage {
             cpu: nodes_cpu + usage::self_cpu(),

@@ -10,6 +10,9 @@
 //! * `OnDisk` (feature `durable`): a file write-ahead log per node in a temporary directory
 //!   and QUIC with mutual TLS on 127.0.0.1, certificates from a fresh development CA.
 //!
+//! With feature `process`, [`process`] runs nodes as child processes and [`netns`] puts
+//! them in network namespaces with packet filters, for end-to-end fault tests.
+//!
 //! [`Log`] is a state machine that records every value it applies, for checking that nodes
 //! agree.
 //!
@@ -18,8 +21,12 @@
 mod cluster;
 mod log;
 mod mem;
+#[cfg(feature = "process")]
+pub mod netns;
 #[cfg(feature = "durable")]
 mod on_disk;
+#[cfg(feature = "process")]
+pub mod process;
 
 pub use cluster::{Cluster, Plugins, StartMode};
 pub use log::{Log, LogState};

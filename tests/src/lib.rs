@@ -23,5 +23,6 @@ pub async fn real_cluster(n: u64, configure: fn(&mut Config)) -> RealCluster {
 }
 
 pub mod linearizability;
-pub mod netns;
+/// Network namespaces and packet filters, from the test kit.
+pub use raft_testkit::netns;
 pub mod process;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use raft_tests::linearizability::{self, Op, Operation, Verdict};
 use raft_tests::netns::{self, Firewall, Namespace};
-use raft_tests::process::{NodeProcess, counter_binary};
+use raft_tests::process::{NodeProcess, counter_binary, start_counter};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -232,7 +232,7 @@ impl Cluster {
                 peers_http.join(","),
             ]);
             let log = c.dir.join(format!("node-{}.log", c.slots[i].id));
-            c.slots[i].process = Some(NodeProcess::start(args, log));
+            c.slots[i].process = Some(start_counter(args, log));
         }
         for i in 0..n {
             c.wait_serving(i, Duration::from_secs(60)).await?;
@@ -473,7 +473,7 @@ async fn inject(c: &mut Cluster, seed: u64, length: Duration) -> Result<usize, S
                 tokio::time::sleep(hold).await;
                 c.note(&format!("restart node {}", c.slots[victim].id));
                 if let Some(p) = c.slots[victim].process.as_mut() {
-                    p.restart();
+                    p.restart().expect("restarting a counter node");
                 }
             }
             1 => {
@@ -580,7 +580,7 @@ async fn replace(c: &mut Cluster, slot: usize) -> Result<(), String> {
     c.note(&format!(
         "start node {new} empty in node {old}'s place and add it"
     ));
-    c.slots[slot].process = Some(NodeProcess::start(args, log));
+    c.slots[slot].process = Some(start_counter(args, log));
     c.wait_serving(slot, Duration::from_secs(30)).await?;
     let body =
         json!({ "id": new, "raft_addr": c.slots[slot].raft_addr(), "http_addr": c.slots[slot].http_addr() });
@@ -601,7 +601,7 @@ async fn heal(c: &mut Cluster) -> Result<Vec<(usize, u64, u64, u64)>, String> {
         if let Some(p) = s.process.as_mut() {
             p.resume();
             if !p.is_running() {
-                p.restart();
+                p.restart().expect("restarting a counter node");
             }
         }
     }

@@ -71,7 +71,10 @@ async fn misuse_fails_with_one_clear_line() {
     let peers = format!("1={raft}");
     let dir = cluster.dir.path().to_path_buf();
     let mut ports = Ports::new();
-    let (free_raft, free_http) = (ports.udp().to_string(), ports.tcp().to_string());
+    let (free_raft, free_http) = (
+        ports.udp().expect("a free UDP port").to_string(),
+        ports.tcp().expect("a free TCP port").to_string(),
+    );
 
     // A missing certificate names the file.
     let empty = dir.join("no-certs");

@@ -5,9 +5,9 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use std::time::Duration;
 use counter::admin_token::AdminToken;
 use counter::api::StatusResponse;
 use counter::client::Client;
+pub use raft_testkit::process::{NodeProcess, Ports};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
@@ -65,44 +66,6 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Ports that were free a moment ago. Bound to port 0 and released: another process could
-/// take one in between, which on loopback in a test run is rare enough.
-pub struct Ports {
-    taken: HashSet<u16>,
-}
-
-impl Ports {
-    pub fn new() -> Ports {
-        Ports {
-            taken: HashSet::new(),
-        }
-    }
-
-    /// A free UDP port (for QUIC) on 127.0.0.1.
-    pub fn udp(&mut self) -> SocketAddr {
-        loop {
-            let addr = UdpSocket::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .expect("bind a UDP port");
-            if self.taken.insert(addr.port()) {
-                return addr;
-            }
-        }
-    }
-
-    /// A free TCP port (for HTTP) on 127.0.0.1.
-    pub fn tcp(&mut self) -> SocketAddr {
-        loop {
-            let addr = TcpListener::bind("127.0.0.1:0")
-                .and_then(|s| s.local_addr())
-                .expect("bind a TCP port");
-            if self.taken.insert(addr.port()) {
-                return addr;
-            }
-        }
-    }
-}
-
 /// One node's fixed identity: its ports and its data directory stay the same across
 /// restarts, as they would on a real machine.
 #[derive(Clone, Debug)]
@@ -122,7 +85,7 @@ pub struct Cluster {
     pub certs: PathBuf,
     pub specs: BTreeMap<u64, NodeSpec>,
     ports: Ports,
-    running: BTreeMap<u64, ChildGuard>,
+    running: BTreeMap<u64, NodeProcess>,
 }
 
 impl Cluster {
@@ -146,8 +109,8 @@ impl Cluster {
         for &id in ids {
             let spec = NodeSpec {
                 id,
-                raft: cluster.ports.udp(),
-                http: cluster.ports.tcp(),
+                raft: cluster.ports.udp().expect("a free UDP port"),
+                http: cluster.ports.tcp().expect("a free TCP port"),
                 data_dir: cluster.dir.path().join(format!("node-{id}")),
                 log: cluster.dir.path().join(format!("node-{id}.log")),
             };
@@ -178,58 +141,38 @@ impl Cluster {
     pub fn start(&mut self, id: u64, extra: &[String]) {
         assert!(!self.running.contains_key(&id), "node {id} is already running");
         let spec = &self.specs[&id];
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log)
-            .expect("open log");
-        let child = Command::new(COUNTER)
-            .arg("node")
-            .args(["--id", &id.to_string()])
-            .args(["--raft-addr", &spec.raft.to_string()])
-            .args(["--http-addr", &spec.http.to_string()])
-            .arg("--data-dir")
-            .arg(&spec.data_dir)
-            .arg("--certs")
-            .arg(&self.certs)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn counter node");
-        self.running.insert(id, ChildGuard(Some(child)));
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--id".into(),
+            id.to_string(),
+            "--raft-addr".into(),
+            spec.raft.to_string(),
+            "--http-addr".into(),
+            spec.http.to_string(),
+            "--data-dir".into(),
+            spec.data_dir.display().to_string(),
+            "--certs".into(),
+            self.certs.display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let process =
+            NodeProcess::start(COUNTER, args, spec.log.clone(), "info").expect("spawn counter node");
+        self.running.insert(id, process);
     }
 
     /// Kills node `id` with SIGKILL (no chance to flush or say goodbye) and reaps it.
     pub fn kill(&mut self, id: u64) {
-        let mut guard = self.running.remove(&id).expect("node is running");
-        let mut child = guard.0.take().expect("guard holds the child");
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        let mut process = self.running.remove(&id).expect("node is running");
+        process.kill();
     }
 
     /// Stops node `id` with SIGTERM and waits for it to exit; returns its exit status.
     pub async fn terminate(&mut self, id: u64) -> ExitStatus {
-        let mut guard = self.running.remove(&id).expect("node is running");
-        let mut child = guard.0.take().expect("guard holds the child");
-        let pid = child.id() as libc::pid_t;
-        // SAFETY: sends a signal to a process this test started and has not reaped yet,
-        // so the pid still names that process.
-        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(sent, 0, "kill(SIGTERM) failed");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                // Put it back, so the guard kills it.
-                self.running.insert(id, ChildGuard(Some(child)));
-                panic!("node {id} did not exit within {DEADLINE:?} of SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut process = self.running.remove(&id).expect("node is running");
+        match process.terminate_within(DEADLINE).await {
+            Some(status) => status,
+            // Dropping the process kills it.
+            None => panic!("node {id} did not exit within {DEADLINE:?} of SIGTERM"),
         }
     }
 
