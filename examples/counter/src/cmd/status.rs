@@ -31,6 +31,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
                     status.commit,
                     status.applied,
                 )?;
+                if let Some(why) = &status.stale {
+                    outln!("         (last published figures, not current: {why})")?;
+                }
                 answers.push(status);
             }
             Err(e) => outln!("no answer: {}", e.detail())?,
