@@ -231,7 +231,10 @@ pub struct Tuning {
     pub reconnect_initial: Duration,
     /// The cap on the reconnect delay. Default 5 s.
     pub reconnect_max: Duration,
-    /// Minimum interval between two "peer unreachable" log lines for one peer. Default 30 s.
+    /// Minimum interval between two "peer unreachable" log lines for one peer. A peer that
+    /// shut down (closing its connections with the shutdown code) is reported unreachable
+    /// only once it has been away this long, so that a restart goes unremarked; a peer that
+    /// vanished without a word is reported at the first failed attempt. Default 30 s.
     pub unreachable_log_interval: Duration,
     /// Requested UDP send buffer (`SO_SNDBUF`), bytes; the kernel may cap it. Default 4 MiB.
     pub udp_send_buffer: usize,
