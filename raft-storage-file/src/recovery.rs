@@ -371,6 +371,87 @@ fn read_file<'a>(io: &Io, path: &Path, len: u64, buf: &'a mut Vec<u8>) -> Result
     Ok(&buf[..len])
 }
 
+/// How much of a segment's tail [`scan_tail`] and [`data_end`] read at a time.
+const TAIL_CHUNK: usize = 1 << 20;
+
+/// The index of the last non-zero byte of `buf`. Whole blocks are OR-folded (which
+/// compiles to vector instructions) and only a non-zero block is searched byte by byte:
+/// a segment's pre-allocated tail is zeros, and this is most of what recovery looks at in
+/// a log that holds little.
+fn last_nonzero(buf: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 256;
+    let whole = buf.len() - buf.len() % BLOCK;
+    if let Some(p) = buf[whole..].iter().rposition(|&b| b != 0) {
+        return Some(whole + p);
+    }
+    let blocks = buf[..whole].chunks_exact(BLOCK).enumerate().rev();
+    for (i, block) in blocks {
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return block.iter().rposition(|&b| b != 0).map(|p| i * BLOCK + p);
+        }
+    }
+    None
+}
+
+/// One past the last non-zero byte of the file's first `len` bytes at or after `from`
+/// (`from` if they are all zero). Reads backwards in chunks through `chunk` and stops at
+/// the first chunk that holds data: a zero-filled tail is read once, without a buffer of
+/// its size; a recycled segment's tail, which holds stale data, stops it at once.
+fn data_end(io: &Io, path: &Path, from: u64, len: u64, chunk: &mut Vec<u8>) -> Result<u64, WalError> {
+    let file = open_ro(path)?;
+    chunk.resize(TAIL_CHUNK, 0);
+    let mut end = len;
+    while end > from {
+        let start = end.saturating_sub(TAIL_CHUNK as u64).max(from);
+        let part = &mut chunk[..(end - start) as usize];
+        io.read_exact_at(&file, path, part, start)?;
+        if let Some(p) = last_nonzero(part) {
+            return Ok(start + p as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
+}
+
+/// Whether a valid commit record of this segment (`seq`) for a group write that started
+/// after `committed` lies in the file's first `len` bytes at or after the 8-aligned
+/// offset `from` ([`durable_behind`] on the whole file), reading it in chunks through
+/// `chunk`; chunks of zeros are skipped without looking for records.
+fn durable_in_file(
+    io: &Io,
+    path: &Path,
+    len: u64,
+    seq: u64,
+    committed: u64,
+    from: u64,
+    chunk: &mut Vec<u8>,
+) -> Result<bool, WalError> {
+    debug_assert_eq!(from % ALIGN as u64, 0);
+    let file = open_ro(path)?;
+    // Each chunk also reads the length of a commit record beyond its share of the
+    // positions, so that a record across the boundary is seen whole.
+    let overlap = padded(COMMIT_LEN as usize);
+    chunk.resize(TAIL_CHUNK + overlap, 0);
+    let mut at = from;
+    while at < len {
+        let n = ((len - at) as usize).min(TAIL_CHUNK + overlap);
+        let part = &mut chunk[..n];
+        io.read_exact_at(&file, path, part, at)?;
+        let share = n.min(TAIL_CHUNK);
+        if last_nonzero(part).is_some() {
+            let mut p = 0;
+            while p < share {
+                if commit_at(part, p, seq).is_some_and(|group_start| group_start > committed) {
+                    return Ok(true);
+                }
+                p += ALIGN;
+            }
+        }
+        at += share as u64;
+    }
+    Ok(false)
+}
+
 /// Reads the directory and rebuilds the state, without changing anything on disk.
 pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery, Failure> {
     let started = Instant::now();
@@ -432,12 +513,15 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
     }
 
     let mut buf = Vec::new();
+    let mut chunk = Vec::new();
     let mut reusable = Vec::new();
-    // Rule 3: a newest segment without a valid header was never durably started.
+    // Rule 3: a newest segment without a valid header was never durably started. This is
+    // usually the segment the janitor prepared ahead of the writer, full size and zeros
+    // (or stale data): it is read once, a chunk at a time, to prove that it holds no
+    // commit record of its own.
     while let Some(last) = segs.last() {
         let Err(err) = last.header else { break };
-        let data = read_file(io, &last.path, last.len, &mut buf)?;
-        if durable_behind(data, last.seq, 0, HEADER_LEN as usize) {
+        if durable_in_file(io, &last.path, last.len, last.seq, 0, HEADER_LEN, &mut chunk)? {
             return Err(corrupt_at(&last.path, 0, header_kind(err), 0));
         }
         let last = segs.pop().expect("checked above");
@@ -477,7 +561,13 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
         let limit = if closed {
             segs[i + 1].header.expect("validated").prev_end
         } else {
-            seg.len
+            // The newest segment is full size after a crash (pre-allocated), but holds
+            // data only up to its last non-zero byte: zeros hold no record, so it is read
+            // and scanned only that far, plus the length of a commit record, whose last
+            // bytes may be zeros. What lies beyond is zeros, as the scan would have found.
+            let end = data_end(io, &seg.path, HEADER_LEN, seg.len, &mut chunk)?;
+            let overlap = padded(COMMIT_LEN as usize) as u64;
+            (end.div_ceil(ALIGN as u64) * ALIGN as u64 + overlap).min(seg.len)
         };
         let data = read_file(io, &seg.path, limit.min(seg.len), &mut buf)?;
         stats.bytes += data.len() as u64;
@@ -487,7 +577,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
             return Err(corrupt_at(&seg.path, seg.len, kind, end.committed));
         }
         if !closed {
-            let data_end = data.iter().rposition(|&b| b != 0).map_or(0, |p| p as u64 + 1);
+            let data_end = last_nonzero(data).map_or(0, |p| p as u64 + 1);
             stats.torn_bytes = data_end.saturating_sub(end.committed);
         }
         segments.push(RecoveredSegment {
@@ -619,4 +709,93 @@ fn segment_path(segments: &[RecoveredSegment], seq: u64) -> PathBuf {
         .find(|s| s.seq == seq)
         .map(|s| s.path.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{encode_commit, frame};
+
+    /// A file of `len` zeros with `records` (offset, bytes) written over them.
+    fn file_with(dir: &Path, len: usize, records: &[(usize, &[u8])]) -> PathBuf {
+        let mut data = vec![0u8; len];
+        for (at, bytes) in records {
+            data[*at..*at + bytes.len()].copy_from_slice(bytes);
+        }
+        let path = dir.join("segment");
+        std::fs::write(&path, &data).unwrap();
+        path
+    }
+
+    fn commit_record(seq: u64, group_start: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        frame(&mut buf, seq, |b| encode_commit(b, group_start, 1));
+        buf
+    }
+
+    #[test]
+    fn last_nonzero_finds_the_last_data_byte_in_any_block() {
+        assert_eq!(last_nonzero(&[]), None);
+        assert_eq!(last_nonzero(&[0; 1000]), None);
+        for len in [1, 255, 256, 257, 1000, 4096] {
+            for at in [0, len / 2, len - 1] {
+                let mut buf = vec![0u8; len];
+                buf[at] = 7;
+                if at > 0 {
+                    buf[0] = 1;
+                }
+                assert_eq!(last_nonzero(&buf), Some(at), "len {len}, at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn data_end_reads_back_to_the_last_data_byte_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::new(None);
+        let mut chunk = Vec::new();
+        let len = 3 * TAIL_CHUNK + 100;
+        for at in [70, TAIL_CHUNK - 1, TAIL_CHUNK, 2 * TAIL_CHUNK + 5, len - 1] {
+            let path = file_with(dir.path(), len, &[(at, &[9])]);
+            let end = data_end(&io, &path, HEADER_LEN, len as u64, &mut chunk).unwrap();
+            assert_eq!(end, at as u64 + 1, "data at {at}");
+        }
+        let path = file_with(dir.path(), len, &[(10, &[9])]);
+        let end = data_end(&io, &path, HEADER_LEN, len as u64, &mut chunk).unwrap();
+        assert_eq!(end, HEADER_LEN, "nothing at or after the header");
+    }
+
+    #[test]
+    fn a_commit_record_is_found_anywhere_in_the_file_even_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Io::new(None);
+        let mut chunk = Vec::new();
+        let seq = 5;
+        let record = commit_record(seq, 4096);
+        let len = 3 * TAIL_CHUNK;
+        let from = HEADER_LEN;
+        // Chunks start at `from`. Wholly inside a chunk, straddling a chunk boundary, just
+        // after one, at the very end.
+        let boundary = from as usize + TAIL_CHUNK;
+        for at in [
+            from as usize,
+            boundary - 32,
+            boundary - 16,
+            boundary - 8,
+            boundary,
+            boundary + TAIL_CHUNK - 24,
+            len - record.len(),
+        ] {
+            let path = file_with(dir.path(), len, &[(at, &record)]);
+            assert!(
+                durable_in_file(&io, &path, len as u64, seq, 0, from, &mut chunk).unwrap(),
+                "commit record at {at}"
+            );
+            // Not this segment's, or of a group that was already counted.
+            assert!(!durable_in_file(&io, &path, len as u64, seq + 1, 0, from, &mut chunk).unwrap());
+            assert!(!durable_in_file(&io, &path, len as u64, seq, 4096, from, &mut chunk).unwrap());
+        }
+        let zeros = file_with(dir.path(), len, &[]);
+        assert!(!durable_in_file(&io, &zeros, len as u64, seq, 0, from, &mut chunk).unwrap());
+    }
 }

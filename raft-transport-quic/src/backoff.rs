@@ -99,6 +99,12 @@ impl LogLimiter {
         Some(std::mem::take(&mut self.suppressed))
     }
 
+    /// Starts an interval without logging a line: lines are held back until it is over.
+    pub(crate) fn hold(&mut self) {
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+
     /// Starts over, so the next line is logged at once (after a recovery).
     pub(crate) fn reset(&mut self) {
         self.last = None;
@@ -150,6 +156,9 @@ mod tests {
         }
         l.reset();
         assert_eq!(l.allow(), Some(0));
+        l.reset();
+        l.hold();
+        assert_eq!(l.allow(), None, "held back");
         let mut l = LogLimiter::new(Duration::ZERO);
         assert_eq!(l.allow(), Some(0));
         assert_eq!(l.allow(), Some(0));

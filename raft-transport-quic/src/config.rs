@@ -137,7 +137,8 @@ impl QuicConfig {
 pub struct Limits {
     /// The largest message frame accepted or sent, in bytes (the length prefix is checked
     /// against it before any buffer is allocated). A larger frame from a peer closes its
-    /// connection; a larger single message to send is dropped and logged. Default 16 MiB.
+    /// connection; a larger single message to send is dropped and logged. Between 1 KiB
+    /// and 256 MiB ([`QuicConfig::validate`] refuses anything else). Default 16 MiB.
     pub max_frame_size: usize,
     /// Queued batches are merged into frames of about this many bytes. Default 1 MiB.
     pub coalesce_bytes: usize,
@@ -231,7 +232,10 @@ pub struct Tuning {
     pub reconnect_initial: Duration,
     /// The cap on the reconnect delay. Default 5 s.
     pub reconnect_max: Duration,
-    /// Minimum interval between two "peer unreachable" log lines for one peer. Default 30 s.
+    /// Minimum interval between two "peer unreachable" log lines for one peer. A peer that
+    /// shut down (closing its connections with the shutdown code) is reported unreachable
+    /// only once it has been away this long, so that a restart goes unremarked; a peer that
+    /// vanished without a word is reported at the first failed attempt. Default 30 s.
     pub unreachable_log_interval: Duration,
     /// Requested UDP send buffer (`SO_SNDBUF`), bytes; the kernel may cap it. Default 4 MiB.
     pub udp_send_buffer: usize,
@@ -270,6 +274,34 @@ impl Default for Tuning {
             stream_window: 8 << 20,
             connection_window: 16 << 20,
             send_window: 16 << 20,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DevCa;
+
+    #[test]
+    fn the_frame_size_is_checked_against_the_documented_range() {
+        let tls = DevCa::generate().unwrap().node_tls(1).unwrap();
+        let config = QuicConfig::new("127.0.0.1:0".parse().unwrap(), tls);
+        let with_frame = |size: usize| {
+            let mut c = config.clone();
+            c.limits.max_frame_size = size;
+            c.limits.coalesce_bytes = c.limits.coalesce_bytes.min(size);
+            c.validate()
+        };
+        for ok in [1 << 10, 16 << 20, 256 << 20] {
+            assert!(with_frame(ok).is_ok(), "{ok} is in range");
+        }
+        for bad in [0, (1 << 10) - 1, (256 << 20) + 1, 1 << 30] {
+            let err = with_frame(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("between 1 KiB and 256 MiB"),
+                "{bad}: {err}"
+            );
         }
     }
 }

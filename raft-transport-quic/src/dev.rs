@@ -1,14 +1,7 @@
 //! Development certificates: a throw-away cluster CA and node certificates made with rcgen,
 //! so that the example and the tests run with no setup. Nothing generated here is meant
 //! for production, and no certificate or key is ever committed: generate them at run time.
-//!
-//! ```
-//! use raft_transport_quic::DevCa;
-//!
-//! let ca = DevCa::generate().unwrap();
-//! let tls = ca.node_tls(1).unwrap();
-//! assert_eq!(tls.node_id().unwrap(), 1);
-//! ```
+//! The example is on [`DevCa`], the public face of this module.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +15,36 @@ use crate::error::QuicError;
 use crate::identity::node_name;
 use crate::tls::TlsConfig;
 
-/// A generated cluster CA that can issue node certificates.
+/// A generated cluster CA that can issue node certificates, for development and tests
+/// only: its key lives in memory and is gone with it, so every certificate a cluster
+/// needs must be issued from the one `DevCa`. Production clusters load PEM files from
+/// their own CA with [`TlsConfig::from_pem_files`].
+///
+/// # Example
+///
+/// ```
+/// use raft_transport_quic::{DevCa, TlsConfig};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = DevCa::generate()?;
+///
+/// // In process: a ready TLS configuration for node 1, trusting this CA.
+/// let tls = ca.node_tls(1)?;
+/// assert_eq!(tls.node_id()?, 1);
+///
+/// // For separate processes: PEM files for node 2, loaded the way production loads its own.
+/// let dir = tempfile::tempdir()?;
+/// let files = ca.write_node_files(dir.path(), 2)?;
+/// let tls = TlsConfig::from_pem_files(&files.ca, &files.cert, &files.key)?;
+/// assert_eq!(tls.node_id()?, 2);
+///
+/// // Or the PEM text itself.
+/// let node = ca.issue(3)?;
+/// let tls = TlsConfig::from_pem(ca.ca_cert_pem(), &node.cert_pem, &node.key_pem)?;
+/// assert_eq!(tls.node_id()?, 3);
+/// # Ok(())
+/// # }
+/// ```
 pub struct DevCa {
     params: CertificateParams,
     key: KeyPair,

@@ -36,6 +36,22 @@ pub(crate) mod close {
     pub(crate) const TOO_MANY_CONNECTIONS: VarInt = VarInt::from_u32(7);
     /// The peer stopped reading: a write made no progress for the write timeout.
     pub(crate) const WRITE_TIMEOUT: VarInt = VarInt::from_u32(8);
+
+    /// Whether a connection ended the way connections end in a cluster's ordinary life, to
+    /// be logged at debug rather than as a warning: this node closed it; the peer closed a
+    /// duplicate, or shut down (`SHUTDOWN`); the peer went away without a word (the
+    /// connection timed out: its process exited, or its machine is down) or restarted
+    /// (reset). If the peer stays away, the next attempt to reach it says so, as a
+    /// warning ("peer unreachable"). Any other end (a refusal, a protocol error, a peer
+    /// that stopped reading) is a real error.
+    pub(crate) fn is_expected_end(error: &quinn::ConnectionError) -> bool {
+        use quinn::ConnectionError as E;
+        match error {
+            E::LocallyClosed | E::TimedOut | E::Reset => true,
+            E::ApplicationClosed(c) => c.error_code == SHUTDOWN || c.error_code == DUPLICATE,
+            E::VersionMismatch | E::TransportError(_) | E::ConnectionClosed(_) | E::CidsExhausted => false,
+        }
+    }
 }
 
 /// Creates and binds a UDP socket with the requested buffer sizes. Buffer sizes are best

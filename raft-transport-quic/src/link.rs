@@ -470,17 +470,19 @@ impl Link {
     fn lost(&mut self, error: ConnectionError) {
         self.current = None;
         self.set_connection(None);
-        let quiet = match &error {
-            ConnectionError::LocallyClosed => true,
-            ConnectionError::ApplicationClosed(c) => c.error_code == close::DUPLICATE,
-            _ => false,
-        };
-        if quiet {
+        if close::is_expected_end(&error) {
             tracing::debug!(
                 node = self.shared.node_id,
                 peer = self.peer.id,
                 "connection closed: {error}"
             );
+            if matches!(&error, ConnectionError::ApplicationClosed(c) if c.error_code == close::SHUTDOWN) {
+                // The peer shut down on purpose, and is likely to be back soon (a restart):
+                // attempts to reach it meanwhile fail (refused while it closes, then timed
+                // out), which is no news. Only if it stays away for a whole interval is it
+                // reported unreachable.
+                self.down_log.hold();
+            }
         } else {
             match self.down_log.allow() {
                 Some(suppressed) => tracing::warn!(

@@ -127,6 +127,10 @@ pub(crate) struct Peer {
 /// [`Peer::designated`] when the link has no connection.
 pub(crate) const NO_CONNECTION: usize = usize::MAX;
 
+/// How long [`Transport::shutdown`] lets the endpoints repeat their closes before it
+/// returns (see there).
+const CLOSE_LINGER: Duration = Duration::from_millis(200);
+
 impl Peer {
     pub(crate) fn address(&self) -> Option<String> {
         self.address.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -376,7 +380,9 @@ fn alpn_of(conn: &Connection) -> Option<Vec<u8>> {
 /// A Raft transport over QUIC with mutual TLS. See the crate documentation.
 ///
 /// Dropping it stops its tasks and closes its connections; [`Transport::shutdown`] does
-/// the same and waits for them.
+/// the same and waits for them: it closes every connection with the shutdown code (so
+/// peers log it as an ordinary end), waits for the transport's tasks, and gives the close
+/// packets at most 200 ms to go out, so that it returns promptly even when peers are down.
 pub struct QuicTransport {
     shared: Arc<Shared>,
 }
@@ -629,7 +635,15 @@ impl Transport for QuicTransport {
         {
             tracing::warn!(node = shared.node_id, "transport tasks did not stop within 5 s");
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // Every connection now has its CONNECTION_CLOSE (code `SHUTDOWN`) queued; the
+        // endpoints send it within moments. `wait_idle` would then wait out each closing
+        // connection's closing period, three probe timeouts, which serves only to repeat
+        // the close to a peer that missed it: about 80 ms to a peer on a LAN, but seconds
+        // for a connection to a peer that is down (whose handshake never completed, or
+        // whose round-trip time is unknown). So it is bounded: a peer that missed the close
+        // times the connection out (`idle_timeout`), as it would anyway had this process
+        // exited.
+        let _ = tokio::time::timeout(CLOSE_LINGER, async {
             tokio::join!(shared.endpoint.wait_idle(), shared.snapshot_endpoint.wait_idle())
         })
         .await;

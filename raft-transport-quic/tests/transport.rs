@@ -1511,3 +1511,186 @@ async fn a_removed_peer_loses_its_snapshot_transfer_too() {
         t.shutdown().await;
     }
 }
+
+/// Collects the warnings logged on this thread.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() > tracing::Level::WARN {
+            return;
+        }
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        self.0.lock().unwrap().push(text.0);
+    }
+}
+
+/// A UDP relay in front of a node's address, which can be cut: a peer that reaches the
+/// node only through it sees the node vanish as a killed process would (no close, no
+/// answer, no ICMP error: the relay's sockets stay open and drop everything).
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn new(to: SocketAddr) -> Relay {
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        back.connect(to).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let cut = cut.clone();
+            async move {
+                let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+                let mut client = None;
+                loop {
+                    tokio::select! {
+                        Ok((n, from)) = front.recv_from(&mut up) => {
+                            client = Some(from);
+                            if !cut.load(Ordering::Relaxed) {
+                                let _ = back.send(&up[..n]).await;
+                            }
+                        }
+                        Ok(n) = back.recv(&mut down) => {
+                            if let (Some(client), false) = (client, cut.load(Ordering::Relaxed)) {
+                                let _ = front.send_to(&down[..n], client).await;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Relay { addr, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Node 1 reaches node 2 through a relay; node 2 never dials node 1 (it sends nothing).
+async fn pair_through_relay(ca: &DevCa) -> (QuicTransport, QuicTransport, Relay) {
+    let quick_timeout = |cfg: &mut QuicConfig| {
+        cfg.tuning.idle_timeout = Duration::from_millis(1500);
+        cfg.tuning.keep_alive_interval = Duration::from_millis(300);
+    };
+    let mut cfg = config(ca.node_tls(1).unwrap());
+    quick_timeout(&mut cfg);
+    let a = QuicTransport::bind(cfg).await.unwrap();
+    let mut cfg = config(ca.node_tls(2).unwrap());
+    quick_timeout(&mut cfg);
+    let b = QuicTransport::bind(cfg).await.unwrap();
+    let relay = Relay::new(b.local_addr()).await;
+    let mut peers = addresses(&[&a, &b]);
+    b.set_peers(peers.clone());
+    peers.insert(2, Bytes::from(relay.addr.to_string()));
+    a.set_peers(peers);
+    a.connect(2).await.unwrap();
+    (a, b, relay)
+}
+
+/// Shuts `t` down, checking that it returns within a generous bound; returns how long it
+/// took.
+async fn timed_shutdown(t: &QuicTransport) -> Duration {
+    let start = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), t.shutdown())
+        .await
+        .expect("shutdown returns within 5 s");
+    start.elapsed()
+}
+
+// Current-thread runtimes, so that the thread-local log subscriber sees every task.
+#[tokio::test]
+async fn a_peer_that_shuts_down_is_not_a_warning_and_shutdown_is_prompt() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let warnings = Warnings::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let ca = DevCa::generate().unwrap();
+
+    // Node 2 shuts down: node 1 sees its connection closed with the shutdown code.
+    let (a, b, _relay) = pair_through_relay(&ca).await;
+    let took = timed_shutdown(&b).await;
+    eprintln!("shutdown with the peer up: {took:?}");
+    wait_for("node 1 to see the connection end", || {
+        a.peer_connection(2).is_none()
+    })
+    .await;
+    assert_eq!(
+        warnings.take(),
+        Vec::<String>::new(),
+        "a peer's shutdown was logged as a warning"
+    );
+    // Node 1 tries to reach node 2 meanwhile (refused by its closed endpoint): a peer that shut down is not reported unreachable before it has
+    // been away for `unreachable_log_interval` (30 s), so a restart goes unremarked.
+    for _ in 0..3 {
+        let refused = a.connect(2).await;
+        assert!(
+            matches!(refused, Err(TransportError::Unreachable { peer: 2, .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        warnings.take(),
+        Vec::<String>::new(),
+        "a stopped peer was reported at once"
+    );
+    let took = timed_shutdown(&a).await;
+    eprintln!("shutdown after dialling a stopped peer: {took:?}");
+
+    // Node 2 vanishes without a word: node 1's connection times out.
+    let (a, b, relay) = pair_through_relay(&ca).await;
+    relay.cut();
+    wait_for("node 1's connection to time out", || {
+        a.peer_connection(2).is_none()
+    })
+    .await;
+    assert_eq!(
+        warnings.take(),
+        Vec::<String>::new(),
+        "a vanished peer's timeout was logged as a warning"
+    );
+    let took = timed_shutdown(&a).await;
+    eprintln!("shutdown after the peer vanished: {took:?}");
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_while_a_peer_does_not_answer() {
+    let ca = DevCa::generate().unwrap();
+    // Something that never answers QUIC: a bound but unread UDP socket. Sending to it
+    // starts a handshake that cannot complete.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let a = bind(&ca, 1).await;
+    let mut peers = addresses(&[&a]);
+    peers.insert(9, Bytes::from(silent.local_addr().unwrap().to_string()));
+    a.set_peers(peers);
+    let _ = a.send(9, vec![forward(0)]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let took = timed_shutdown(&a).await;
+    eprintln!("shutdown while dialling a silent peer: {took:?}");
+}

@@ -81,6 +81,12 @@ pub struct StatusResponse {
     pub joint: bool,
     /// The members of the configuration in effect, by id.
     pub members: Vec<MemberStatus>,
+    /// Absent when the figures are as of the request. Otherwise why they are not: the node
+    /// could not be asked (it is stopped, or too busy to answer), and the figures are the
+    /// last it published, whose commit and applied indexes may be a tick old, or date from
+    /// when it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
 }
 
 /// One member of the configuration.

@@ -19,7 +19,8 @@
 //!   whose outcome is unknown.
 //! - [`peers`], [`certs`], [`admin_token`], [`shutdown`]: command-line membership,
 //!   certificate files, the secret that admin requests need, and signals.
-//! - [`cmd`]: one file per subcommand of the `counter` binary, including the demo.
+//! - [`cmd`]: one file per subcommand of the `counter` binary, including the demo;
+//!   [`output`]: how they print, so that `counter status | head -3` ends quietly.
 //!
 //! The benchmark of the runtime is a package of its own, `raft-bench` (`benchmarks/` at the
 //! top of the repository).
@@ -31,6 +32,7 @@ pub mod client;
 pub mod cmd;
 pub mod http;
 pub mod node;
+pub mod output;
 pub mod peers;
 pub mod shutdown;
 pub mod state_machine;

@@ -6,6 +6,7 @@ use super::status::print_members;
 use super::{ClusterArgs, TokenArgs};
 use crate::Error;
 use crate::api::AddRequest;
+use crate::outln;
 
 /// Arguments of `counter add-node`.
 #[derive(Debug, clap::Args)]
@@ -39,7 +40,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         .with_admin_token(args.token.load()?)
         .add_node(&request)
         .await?;
-    println!("node {} is a voter", args.id);
-    print_members(&status);
+    outln!("node {} is a voter", args.id)?;
+    print_members(&status)?;
     Ok(())
 }

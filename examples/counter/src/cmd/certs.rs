@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use raft_runtime::raft_core::NodeId;
 
 use crate::Error;
+use crate::outln;
 
 /// Arguments of `counter certs`.
 #[derive(Debug, clap::Args)]
@@ -25,14 +26,14 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), Error> {
     let written = crate::certs::write(&args.out, &args.nodes, args.force)?;
     if let Some(first) = written.first() {
-        println!("wrote {}", first.ca.display());
+        outln!("wrote {}", first.ca.display())?;
     }
     for files in &written {
-        println!("wrote {} and {}", files.cert.display(), files.key.display());
+        outln!("wrote {} and {}", files.cert.display(), files.key.display())?;
     }
-    println!(
+    outln!(
         "wrote {} (admin requests need it; keep it as secret as the keys)",
         crate::certs::admin_token_file(&args.out).display()
-    );
+    )?;
     Ok(())
 }

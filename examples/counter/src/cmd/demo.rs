@@ -24,6 +24,8 @@ use crate::admin_token::AdminToken;
 use crate::client::{Client, ClientError};
 use crate::http::HttpLimits;
 use crate::node::{BoundNode, Node, NodeConfig, NodeError};
+use crate::outln;
+use crate::output::OutputError;
 use crate::peers::{self, PeerAddr};
 
 /// Increments before the leader is stopped, spread over the three nodes.
@@ -70,9 +72,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
             temp.path().to_path_buf()
         }
     };
-    println!("counter demo: a 3-node cluster in this process, on QUIC with mutual TLS over 127.0.0.1");
-    println!("data: {}", dir.display());
-    println!();
+    outln!("counter demo: a 3-node cluster in this process, on QUIC with mutual TLS over 127.0.0.1")?;
+    outln!("data: {}", dir.display())?;
+    outln!()?;
 
     // Certificates, written the way `counter certs` writes them and read back the way
     // `counter node` reads them.
@@ -82,7 +84,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "a development CA, certificates for nodes 1, 2, 3 and an admin token in {}",
         certs.display()
     );
-    step(1, "certificates", &text);
+    step(1, "certificates", &text)?;
 
     let mut cluster = Cluster::start(&dir, &certs).await?;
     for (i, c) in cluster.configs.values().enumerate() {
@@ -94,9 +96,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
             c.data_dir.display()
         );
         if i == 0 {
-            step(2, "start", &text)
+            step(2, "start", &text)?
         } else {
-            more(&text)
+            more(&text)?
         }
     }
 
@@ -106,7 +108,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         3,
         "election",
         &format!("node {leader} leads (term {term}), elected in {:.1} s", secs(t)),
-    );
+    )?;
 
     // Through every node in turn: followers forward the increments to the leader.
     let mut expected = 0;
@@ -124,26 +126,26 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "{FIRST_INCREMENTS} increments over HTTP, {} through each node: value = {expected}",
         FIRST_INCREMENTS / 3
     );
-    step(4, "increments", &text);
+    step(4, "increments", &text)?;
 
     let stopped = leader;
     let last_index = cluster.stop(stopped).await?;
     let text =
         format!("stopped node {stopped}: its Raft tasks, write-ahead log, QUIC endpoint and HTTP server");
-    step(5, "stop leader", &text);
+    step(5, "stop leader", &text)?;
     let t = Instant::now();
     let (leader, term) = cluster.wait_for_leader(Some(stopped)).await?;
     let leader_changes = 1;
     more(&format!(
         "node {leader} leads (term {term}), elected in {:.1} s",
         secs(t)
-    ));
+    ))?;
     let survivors: Vec<NodeId> = cluster.nodes.keys().copied().collect();
     let value = cluster.client(&survivors).get().await?;
     check(value, expected, "the value after the election")?;
     more(&format!(
         "value read through the survivors: {value} (nothing lost)"
-    ));
+    ))?;
 
     let done = increment_concurrently(cluster.client(&survivors)).await?;
     expected += done;
@@ -153,7 +155,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "{done} more increments through nodes {} and {}, {CONCURRENCY} at a time: value = {value}",
         survivors[0], survivors[1]
     );
-    step(6, "while down", &text);
+    step(6, "while down", &text)?;
     let compacted = cluster.nodes[&leader]
         .raft()
         .wait_for(STEP_TIMEOUT, |m| m.snapshot_index > last_index)
@@ -162,7 +164,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         more(&format!(
             "node {leader} snapshotted the counter at index {} and dropped the log before it",
             m.snapshot_index
-        ));
+        ))?;
     }
 
     let recovered = cluster.restart(stopped).await?;
@@ -170,7 +172,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "node {stopped} reopened its write-ahead log: term {}, log up to index {}",
         recovered.term, recovered.last_log_index
     );
-    step(7, "restart", &text);
+    step(7, "restart", &text)?;
     let target = cluster.nodes[&leader].raft().metrics().borrow().commit;
     let caught_up = cluster.nodes[&stopped]
         .raft()
@@ -185,22 +187,22 @@ pub async fn run(args: Args) -> Result<(), Error> {
     more(&format!(
         "node {stopped} caught up: {how}; applied up to index {}",
         caught_up.applied
-    ));
+    ))?;
     let value = cluster.client(&[stopped]).get().await?;
-    more(&format!("value read through node {stopped}: {value}"));
+    more(&format!("value read through node {stopped}: {value}"))?;
 
     for id in 1..=3 {
         let value = cluster.client(&[id]).get().await?;
         check(value, expected, &format!("the value read through node {id}"))?;
     }
-    step(8, "agreement", &format!("all 3 nodes read value = {expected}"));
+    step(8, "agreement", &format!("all 3 nodes read value = {expected}"))?;
 
     cluster.shutdown().await?;
-    println!();
-    println!(
+    outln!()?;
+    outln!(
         "demo ok: value={expected} leader_changes={leader_changes} ({:.1} s)",
         secs(started)
-    );
+    )?;
     Ok(())
 }
 
@@ -365,12 +367,12 @@ fn check(value: u64, expected: u64, what: &str) -> Result<(), Error> {
     }
 }
 
-fn step(n: u32, title: &str, text: &str) {
-    println!("{n}. {title:<14}{text}");
+fn step(n: u32, title: &str, text: &str) -> Result<(), OutputError> {
+    outln!("{n}. {title:<14}{text}")
 }
 
-fn more(text: &str) {
-    println!("{:17}{text}", "");
+fn more(text: &str) -> Result<(), OutputError> {
+    outln!("{:17}{text}", "")
 }
 
 fn secs(since: Instant) -> f64 {

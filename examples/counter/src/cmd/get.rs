@@ -2,6 +2,7 @@
 
 use super::ClusterArgs;
 use crate::Error;
+use crate::outln;
 
 /// Arguments of `counter get`.
 #[derive(Debug, clap::Args)]
@@ -13,6 +14,6 @@ pub struct Args {
 /// Prints the value, read linearizably (through whichever node answers first).
 pub async fn run(args: Args) -> Result<(), Error> {
     let value = args.cluster.client().get().await?;
-    println!("{value}");
+    outln!("{value}")?;
     Ok(())
 }

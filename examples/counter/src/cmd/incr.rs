@@ -2,6 +2,7 @@
 
 use super::ClusterArgs;
 use crate::Error;
+use crate::outln;
 
 /// Arguments of `counter incr`.
 #[derive(Debug, clap::Args)]
@@ -17,6 +18,6 @@ pub struct Args {
 /// increment definitely was not applied, so it is never counted twice.
 pub async fn run(args: Args) -> Result<(), Error> {
     let value = args.cluster.client().incr(args.by).await?;
-    println!("{value}");
+    outln!("{value}")?;
     Ok(())
 }

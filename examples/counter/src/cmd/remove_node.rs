@@ -5,6 +5,7 @@ use raft_runtime::raft_core::NodeId;
 use super::status::print_members;
 use super::{ClusterArgs, TokenArgs};
 use crate::Error;
+use crate::outln;
 
 /// Arguments of `counter remove-node`.
 #[derive(Debug, clap::Args)]
@@ -27,7 +28,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         .with_admin_token(args.token.load()?)
         .remove_node(args.id)
         .await?;
-    println!("node {} is removed", args.id);
-    print_members(&status);
+    outln!("node {} is removed", args.id)?;
+    print_members(&status)?;
     Ok(())
 }

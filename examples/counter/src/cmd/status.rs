@@ -3,6 +3,8 @@
 use super::ClusterArgs;
 use crate::Error;
 use crate::api::StatusResponse;
+use crate::outln;
+use crate::output::OutputError;
 
 /// Arguments of `counter status`.
 #[derive(Debug, clap::Args)]
@@ -20,7 +22,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     for node in client.nodes() {
         match client.status_of(node).await {
             Ok(status) => {
-                println!(
+                outln!(
                     "node {:<3} {:<13} term {:<4} leader {:<4} commit {:<6} applied {:<6} ({node})",
                     status.id,
                     status.role,
@@ -28,29 +30,33 @@ pub async fn run(args: Args) -> Result<(), Error> {
                     status.leader.map_or("-".to_string(), |l| l.to_string()),
                     status.commit,
                     status.applied,
-                );
+                )?;
+                if let Some(why) = &status.stale {
+                    outln!("         (last published figures, not current: {why})")?;
+                }
                 answers.push(status);
             }
-            Err(e) => println!("no answer: {}", e.detail()),
+            Err(e) => outln!("no answer: {}", e.detail())?,
         }
     }
     let Some(view) = answers.iter().find(|s| s.role == "leader").or(answers.first()) else {
         return Err("no node answered".into());
     };
-    print_members(view);
+    print_members(view)?;
     Ok(())
 }
 
 /// Prints the members in `status`, one per line.
-pub(crate) fn print_members(status: &StatusResponse) {
-    println!("members (as node {} sees them):", status.id);
+pub(crate) fn print_members(status: &StatusResponse) -> Result<(), OutputError> {
+    outln!("members (as node {} sees them):", status.id)?;
     for m in &status.members {
-        println!(
+        outln!(
             "  node {:<3} {:<8} raft {:<21} http {}",
             m.id,
             if m.voter { "voter" } else { "learner" },
             m.raft_addr,
             m.http_addr.as_deref().unwrap_or("-"),
-        );
+        )?;
     }
+    Ok(())
 }

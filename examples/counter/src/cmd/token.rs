@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::Error;
 use crate::admin_token::AdminToken;
+use crate::outln;
 
 /// Arguments of `counter token`.
 #[derive(Debug, clap::Args)]
@@ -23,6 +24,6 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), Error> {
     let path = crate::certs::admin_token_file(&args.out);
     AdminToken::generate()?.write(&path, args.force)?;
-    println!("wrote {}", path.display());
+    outln!("wrote {}", path.display())?;
     Ok(())
 }

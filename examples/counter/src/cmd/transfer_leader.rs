@@ -4,6 +4,7 @@ use raft_runtime::raft_core::NodeId;
 
 use super::{ClusterArgs, TokenArgs};
 use crate::Error;
+use crate::outln;
 
 /// Arguments of `counter transfer-leader`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +26,6 @@ pub async fn run(args: Args) -> Result<(), Error> {
         .with_admin_token(args.token.load()?)
         .transfer_leader(args.to)
         .await?;
-    println!("node {} leads (term {})", args.to, status.term);
+    outln!("node {} leads (term {})", args.to, status.term)?;
     Ok(())
 }

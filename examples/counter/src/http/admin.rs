@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use raft_runtime::raft_core::Role;
 use raft_runtime::{AdminError, MemberInfo, Raft};
 
-use super::status::status_of;
+use super::status::current_status;
 use super::{ApiError, AppState, body, parse_body, proxy};
 use crate::api::{AddRequest, FORWARDED_HEADER, HTTP_ATTRIBUTE, RemoveRequest, TransferRequest};
 use crate::state_machine::Counter;
@@ -101,7 +101,7 @@ where
         return pass_on(state, headers, path, body).await;
     }
     match change(state.raft.clone()).await {
-        Ok(()) => Json(status_of(&state.raft.metrics().borrow())).into_response(),
+        Ok(()) => Json(current_status(&state.raft).await).into_response(),
         Err(AdminError::NotLeader { .. }) => pass_on(state, headers, path, body).await,
         Err(e) => ApiError::from(e).into_response(),
     }

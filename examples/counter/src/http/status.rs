@@ -1,19 +1,35 @@
-//! `GET /status`: what this node knows, straight from the runtime's metrics.
+//! `GET /status`: what this node knows, asked of the runtime at the time of the request.
 
 use axum::Json;
 use axum::extract::State;
-use raft_runtime::Metrics;
 use raft_runtime::raft_core::Role;
+use raft_runtime::{Metrics, Raft};
 
 use super::AppState;
 use crate::api::{HTTP_ATTRIBUTE, MemberStatus, StatusResponse};
+use crate::state_machine::Counter;
 
 pub(super) async fn handle(State(state): State<AppState>) -> Json<StatusResponse> {
-    Json(status_of(&state.raft.metrics().borrow()))
+    Json(current_status(&state.raft).await)
 }
 
-/// The status a node reports, from its metrics.
-pub(super) fn status_of(m: &Metrics) -> StatusResponse {
+/// The node's status as of now. The metrics watch (`Raft::metrics`) refreshes the
+/// commit and applied indexes only once per tick, so right after an increment it can show
+/// the index before it; `current_metrics` asks the node itself. A node that cannot answer
+/// (stopped, or its mailbox full) gets its last published figures, marked as such in
+/// [`StatusResponse::stale`].
+pub(super) async fn current_status(raft: &Raft<Counter>) -> StatusResponse {
+    match raft.current_metrics().await {
+        Ok(m) => status_of(&m, None),
+        Err(e) => {
+            let published = raft.metrics().borrow().clone();
+            status_of(&published, Some(format!("the node did not answer ({e})")))
+        }
+    }
+}
+
+/// The status a node reports, from its metrics; `stale` says why they are not current.
+fn status_of(m: &Metrics, stale: Option<String>) -> StatusResponse {
     StatusResponse {
         id: m.id,
         role: role_name(m.role).to_string(),
@@ -34,6 +50,7 @@ pub(super) fn status_of(m: &Metrics) -> StatusResponse {
                 http_addr: member.attributes.get(HTTP_ATTRIBUTE).cloned(),
             })
             .collect(),
+        stale,
     }
 }
 
