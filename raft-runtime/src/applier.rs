@@ -5,12 +5,14 @@
 //! read queries. Because all of these travel through one queue, a read query sent after
 //! the entries up to its read index runs against a state that includes them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, Index, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
-use crate::error::{ProposeError, ReadError, StateMachineError};
+use crate::error::{Fatal, ProposeError, ReadError, StateMachineError, UnknownOutcome};
 use crate::state_machine::{Applied, StateMachine};
 use crate::store::Snapshot;
 use crate::transport::ForwardError;
@@ -94,7 +96,7 @@ pub(crate) enum ApplierEvent {
     /// Answers to forwarded proposals, for the group task to send.
     Replies(Vec<RemoteReply>),
     /// The state machine failed: the node must stop.
-    Fatal(String),
+    Fatal(Arc<StateMachineError>),
 }
 
 /// Most commands handed to the state machine in one call.
@@ -164,7 +166,8 @@ pub(crate) async fn run<SM: StateMachine>(
             }
         };
         if let Err(e) = result {
-            let _ = events.send(ApplierEvent::Fatal(e.to_string()));
+            let e = Arc::new(e);
+            let _ = events.send(ApplierEvent::Fatal(e.clone()));
             // Fail everything still queued; the node is stopping.
             let mut replies = Vec::new();
             while let Ok(msg) = rx.try_recv() {
@@ -187,15 +190,13 @@ pub(crate) async fn run<SM: StateMachine>(
     }
 }
 
-fn fail<SM: StateMachine>(msg: ApplyMsg<SM>, remote: &mut Vec<RemoteReply>, e: &StateMachineError) {
+fn fail<SM: StateMachine>(msg: ApplyMsg<SM>, remote: &mut Vec<RemoteReply>, e: &Arc<StateMachineError>) {
     match msg {
         ApplyMsg::Entries(batch) => {
+            let reason = UnknownOutcome::NodeFailed(Fatal::StateMachine(e.clone()));
             for (_, r) in batch {
                 if let Some(r) = r {
-                    r.fail(
-                        ProposeError::Unknown(format!("state machine failed: {e}")),
-                        remote,
-                    );
+                    r.fail(ProposeError::Unknown(reason.clone()), remote);
                 }
             }
         }
@@ -221,7 +222,10 @@ async fn apply_batch<SM: StateMachine>(
         if entry.index <= *applied {
             // Already in the state (a snapshot installed meanwhile covers it).
             if let Some(r) = responder {
-                r.fail(ProposeError::Unknown("superseded by a snapshot".into()), remote);
+                r.fail(
+                    ProposeError::Unknown(UnknownOutcome::SupersededBySnapshot),
+                    remote,
+                );
             }
             continue;
         }
