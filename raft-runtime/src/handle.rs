@@ -188,7 +188,13 @@ impl<SM: StateMachine> Raft<SM> {
                     }
                     tokio::time::sleep(pause).await;
                 }
-                other => return other,
+                Ok(r) => return Ok(r),
+                Err(
+                    e @ (ReadError::NotLeader { leader: Some(_) }
+                    | ReadError::Busy(_)
+                    | ReadError::Timeout
+                    | ReadError::ShuttingDown),
+                ) => return Err(e),
             }
         }
     }
@@ -229,7 +235,18 @@ impl<SM: StateMachine> Raft<SM> {
                     tokio::time::sleep(self.inner.config.tick_interval * 2).await;
                 }
                 Err(AdminError::Pending) => return Err(AdminError::Timeout),
-                other => return other,
+                Ok(()) => return Ok(()),
+                Err(
+                    e @ (AdminError::NotLeader { .. }
+                    | AdminError::Invalid(_)
+                    | AdminError::InvalidTransfer(_)
+                    | AdminError::NotCaughtUp { .. }
+                    | AdminError::TransferAborted { .. }
+                    | AdminError::LeadershipLost
+                    | AdminError::Timeout
+                    | AdminError::Busy(_)
+                    | AdminError::ShuttingDown),
+                ) => return Err(e),
             }
         }
     }

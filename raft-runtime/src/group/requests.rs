@@ -93,8 +93,11 @@ impl<SM: StateMachine> Group<SM> {
             Err(SendError::Full(_)) => {
                 let _ = reply.send(Err(ProposeError::Busy(BusyReason::Forward)));
             }
-            Err(_) => {
+            Err(SendError::UnknownPeer(_)) => {
                 let _ = reply.send(Err(ProposeError::NotLeader { leader: Some(leader) }));
+            }
+            Err(SendError::Closed) => {
+                let _ = reply.send(Err(ProposeError::ShuttingDown));
             }
         }
     }
