@@ -1205,13 +1205,19 @@ async fn configuration_errors_name_what_is_wrong() {
         RegisterError::Closed
     );
 
-    // Keep-alive not below the idle timeout.
+    // Keep-alive not below the idle timeout: the error names the field, its value and the
+    // rule.
     let mut cfg = config(ca.node_tls(1).unwrap());
     cfg.tuning.keep_alive_interval = cfg.tuning.idle_timeout;
-    assert!(matches!(
-        QuicTransport::bind(cfg).await.unwrap_err(),
-        QuicError::Config(_)
-    ));
+    let err = QuicTransport::bind(cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, QuicError::Config(e) if e.field == "tuning.keep_alive_interval"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: `tuning.keep_alive_interval` = 10s: must be below idle_timeout (10s)"
+    );
 
     // PEM files: written by the dev helper, loaded back; errors name the file.
     let dir = tempfile::tempdir().unwrap();
