@@ -231,8 +231,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
 async fn failed(raft: &Raft<Sink<Bytes>>) -> String {
     let mut metrics = raft.metrics();
     loop {
-        if let Some(reason) = metrics.borrow_and_update().fatal.clone() {
-            return reason;
+        if let Some(fatal) = metrics.borrow_and_update().fatal.clone() {
+            return fatal.to_string();
         }
         if metrics.changed().await.is_err() {
             return "the node stopped".into();

@@ -65,8 +65,8 @@
 //!
 //! Whatever hostile input arrives, **each honest node on its own** must hold: no panic;
 //! every refusal is an error value, changes nothing the node's [`raft_core::Status`] shows
-//! (but for [`Error::PeerLostLog`], documented to act), and the node keeps working; no node
-//! ever stops with [`Error::Fatal`] (an invariant check firing is a bug, and no message may
+//! (but for [`StepError::PeerLostLog`], documented to act), and the node keeps working; no node
+//! ever stops with a `Fatal` error (an invariant check firing is a bug, and no message may
 //! stop a node); a snapshot body is refused by `step` and anything else by `step_snapshot`;
 //! the term never decreases within a run of the node and the durable term never decreases
 //! at all; a durable vote never changes within a term (never two votes in one term); the
@@ -88,8 +88,8 @@
 //!
 //! A liar may raise honest nodes' terms apart by up to `MAX_TERM_GAP` per election timeout
 //! each; an honest message further ahead than its receiver's allowance is then refused with
-//! [`Error::TermTooFarAhead`] (the one honest refusal a lie may cause, and the one refusal
-//! besides [`Error::PeerLostLog`] documented to change the node), and the liveness phase
+//! [`StepError::TermTooFarAhead`] (the one honest refusal a lie may cause, and the one refusal
+//! besides [`StepError::PeerLostLog`] documented to change the node), and the liveness phase
 //! gives honest nodes one election timeout per `MAX_TERM_GAP` of spread to converge.
 //! `RAFT_FUZZ_TRACE=1` prints the schedule an input decodes to.
 //!
@@ -105,10 +105,11 @@ use std::sync::OnceLock;
 use arbitrary::Unstructured;
 use bytes::Bytes;
 use raft_core::{
-    Append, AppendResponse, ConfChange, ConfChangeMode, ConfState, Config, Entry, EntryPayload, Error,
-    Heartbeat, HeartbeatResponse, Index, LogStorage, MAX_TERM_GAP, MemStorage, MemberChange, Message,
-    MessageBody, NodeId, Persist, RawNode, ReadIndexRequest, ReadIndexResponse, RequestVote, Role,
-    SnapshotMeta, SnapshotStatus, Term, VoteResponse,
+    Append, AppendResponse, CampaignError, ConfChange, ConfChangeMode, ConfState, Config, DriverError, Entry,
+    EntryPayload, Heartbeat, HeartbeatResponse, Index, LogStorage, MAX_TERM_GAP, MemStorage, MemberChange,
+    MembershipError, Message, MessageBody, NodeId, Persist, ProposeError, RawNode, ReadError,
+    ReadIndexRequest, ReadIndexResponse, RequestVote, Role, SnapshotMeta, SnapshotStatus, StepError, Term,
+    TransferError, VoteResponse,
 };
 
 /// Most actions one input runs.
@@ -247,16 +248,64 @@ enum Origin {
     Hostile,
 }
 
-/// Whether an error says the node stopped for good: an invariant broke, or its storage or
-/// persisted state failed.
-fn is_fatal(e: &Error) -> bool {
-    e.is_fatal() || matches!(e, Error::Storage(_) | Error::InconsistentState(_))
-}
-
 /// Errors an honest message may produce in a run without lies: the answer of a peer this
 /// leader no longer tracks (it was removed, or this node leads again after losing track).
-fn honest_refusal_expected(e: &Error) -> bool {
-    matches!(e, Error::UnknownPeer { .. })
+fn honest_refusal_expected(e: &StepError) -> bool {
+    match e {
+        StepError::UnknownPeer { .. } => true,
+        StepError::WrongRecipient { .. }
+        | StepError::Malformed { .. }
+        | StepError::TermTooFarAhead { .. }
+        | StepError::PeerLostLog { .. }
+        | StepError::SnapshotWithoutData { .. }
+        | StepError::Fatal(_) => false,
+    }
+}
+
+/// Refusals of the API calls the harness makes at random moments, with random arguments,
+/// that a correct node may answer with; anything else (above all a stopped node) is a
+/// finding. Each match lists every variant, so that a new one must be judged here.
+fn propose_refusal_expected(e: &ProposeError) -> bool {
+    match e {
+        ProposeError::NotLeader { .. }
+        | ProposeError::TransferInProgress { .. }
+        | ProposeError::UncommittedLimit { .. } => true,
+        ProposeError::Fatal(_) => false,
+    }
+}
+
+fn membership_refusal_expected(e: &MembershipError) -> bool {
+    match e {
+        MembershipError::NotLeader { .. }
+        | MembershipError::TransferInProgress { .. }
+        | MembershipError::Pending { .. }
+        | MembershipError::LeaderNotReady
+        | MembershipError::LearnerNotCaughtUp { .. }
+        | MembershipError::Invalid(_) => true,
+        MembershipError::Fatal(_) => false,
+    }
+}
+
+fn transfer_refusal_expected(e: &TransferError) -> bool {
+    match e {
+        TransferError::NotLeader { .. } | TransferError::ToSelf | TransferError::NotVoter { .. } => true,
+        TransferError::Fatal(_) => false,
+    }
+}
+
+/// Read contexts are unique here, as the API requires: a duplicate is a finding.
+fn read_refusal_expected(e: &ReadError) -> bool {
+    match e {
+        ReadError::NotLeader { .. } | ReadError::TooManyPending { .. } => true,
+        ReadError::DuplicateCtx { .. } | ReadError::Fatal(_) => false,
+    }
+}
+
+fn campaign_refusal_expected(e: &CampaignError) -> bool {
+    match e {
+        CampaignError::NotVoter => true,
+        CampaignError::Fatal(_) => false,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -591,14 +640,14 @@ impl Harness {
                 if self.up(id) {
                     let res = self.raw(id).transfer_leader(target);
                     self.log(|| format!("transfer {id} -> {target}: {res:?}"));
-                    self.api_result(id, "transfer_leader", res);
+                    self.api_result(id, "transfer_leader", res, transfer_refusal_expected);
                 }
             }
             21 => {
                 if self.up(id) {
                     let res = self.raw(id).campaign();
                     self.log(|| format!("campaign {id}: {res:?}"));
-                    self.api_result(id, "campaign", res);
+                    self.api_result(id, "campaign", res, campaign_refusal_expected);
                 }
             }
             22 => self.compact(id),
@@ -612,11 +661,17 @@ impl Harness {
         }
     }
 
-    fn api_result<T: std::fmt::Debug>(&self, id: NodeId, what: &str, res: Result<T, Error>) {
+    fn api_result<T, E: std::fmt::Display>(
+        &self,
+        id: NodeId,
+        what: &str,
+        res: Result<T, E>,
+        expected: fn(&E) -> bool,
+    ) {
         if let Err(e) = res
-            && is_fatal(&e)
+            && !expected(&e)
         {
-            self.fail(format!("node {id} {what} failed fatally: {e}"));
+            self.fail(format!("node {id} {what} failed unexpectedly: {e}"));
         }
     }
 
@@ -715,10 +770,12 @@ impl Harness {
                     let term = self.raw(leader).term();
                     match self.raw(leader).propose(Bytes::from_static(b"liveness")) {
                         Ok(index) => outstanding = Some((leader, index, term)),
-                        Err(Error::UncommittedLimit { .. } | Error::TransferInProgress { .. }) => {}
-                        Err(e) => self.fail(format!(
-                            "liveness: stable leader {leader} refused a proposal: {e}"
-                        )),
+                        Err(
+                            ProposeError::UncommittedLimit { .. } | ProposeError::TransferInProgress { .. },
+                        ) => {}
+                        Err(e @ (ProposeError::NotLeader { .. } | ProposeError::Fatal(_))) => self.fail(
+                            format!("liveness: stable leader {leader} refused a proposal: {e}"),
+                        ),
                     }
                 }
             }
@@ -887,10 +944,14 @@ impl Harness {
 
     /// A refused message has no effect (the error docs say so), but for the one refusal
     /// documented to act: a follower that shows it lost acknowledged entries.
-    fn refusal_changed_nothing(&self, to: NodeId, before: &raft_core::Status, res: &Result<(), Error>) {
+    fn refusal_changed_nothing(&self, to: NodeId, before: &raft_core::Status, res: &Result<(), StepError>) {
         let Err(e) = res else { return };
-        if matches!(e, Error::PeerLostLog { .. } | Error::TermTooFarAhead { .. }) || is_fatal(e) {
-            return;
+        match e {
+            StepError::PeerLostLog { .. } | StepError::TermTooFarAhead { .. } | StepError::Fatal(_) => return,
+            StepError::WrongRecipient { .. }
+            | StepError::Malformed { .. }
+            | StepError::UnknownPeer { .. }
+            | StepError::SnapshotWithoutData { .. } => {}
         }
         let after = self.nodes[Self::idx(to)].raw.as_ref().expect("up").status();
         if after != *before {
@@ -900,16 +961,16 @@ impl Harness {
         }
     }
 
-    fn step_result(&mut self, to: NodeId, origin: Origin, res: Result<(), Error>) {
+    fn step_result(&mut self, to: NodeId, origin: Origin, res: Result<(), StepError>) {
         let Err(e) = res else { return };
-        if let Error::PeerLostLog { peer, .. } = e {
+        if let StepError::PeerLostLog { peer, .. } = e {
             // The one documented way a leader's match index goes down: the follower showed
             // that it lost entries it had acknowledged (a wiped disk, or a liar saying so).
             if let Some((_, matched)) = self.nodes[Self::idx(to)].leader_matched.as_mut() {
                 matched.remove(&peer);
             }
         }
-        if is_fatal(&e) {
+        if e.is_fatal() {
             self.fail(format!("node {to} became fatal on a {origin:?} message: {e}"));
         }
         if origin == Origin::Honest
@@ -926,8 +987,8 @@ impl Harness {
 
     /// Whether a refusal of an honest message is one that earlier lies explain: honest
     /// nodes whose terms a liar pushed more than an allowance apart.
-    fn lies_explain(&self, e: &Error) -> bool {
-        matches!(e, Error::TermTooFarAhead { .. }) && self.hostile_rise >= MAX_TERM_GAP / 2
+    fn lies_explain(&self, e: &StepError) -> bool {
+        matches!(e, StepError::TermTooFarAhead { .. }) && self.hostile_rise >= MAX_TERM_GAP / 2
     }
 
     fn persist_one(&mut self, id: NodeId) {
@@ -1147,7 +1208,7 @@ impl Harness {
         }
         let res = self.raw(id).propose(Bytes::from(payload));
         self.log(|| format!("propose {cmd} at {id}: {res:?}"));
-        self.api_result(id, "propose", res);
+        self.api_result(id, "propose", res, propose_refusal_expected);
         self.check_node(id);
     }
 
@@ -1175,7 +1236,7 @@ impl Harness {
             }
             node.reads.insert(ctx, (!lease).then_some(required));
         }
-        self.api_result(id, "read", res);
+        self.api_result(id, "read", res, read_refusal_expected);
         self.check_node(id);
     }
 
@@ -1263,7 +1324,7 @@ impl Harness {
                 )),
             }
         }
-        self.api_result(id, "propose_conf_change", res);
+        self.api_result(id, "propose_conf_change", res, membership_refusal_expected);
         self.check_node(id);
     }
 
@@ -1279,7 +1340,7 @@ impl Harness {
         }
         let meta = match raw.snapshot_meta_at(applied) {
             Ok(m) => m,
-            Err(Error::SnapshotPending { .. }) => return,
+            Err(DriverError::SnapshotPending { .. }) => return,
             Err(e) => self.fail(format!("node {id} cannot snapshot at applied {applied}: {e}")),
         };
         if let Err(e) = raw.storage_mut().compact(meta) {
@@ -1385,8 +1446,8 @@ impl Harness {
             self.raw(to).step(msg)
         };
         match &res {
-            Err(Error::SnapshotWithoutData { .. }) if is_snapshot && !with_data => {}
-            Err(Error::MalformedMessage { .. }) if !is_snapshot && with_data => {}
+            Err(StepError::SnapshotWithoutData { .. }) if is_snapshot && !with_data => {}
+            Err(StepError::Malformed { .. }) if !is_snapshot && with_data => {}
             _ if is_snapshot != with_data => self.fail(format!(
                 "node {to} did not refuse a {} body through step{}: {res:?}",
                 if is_snapshot { "snapshot" } else { "non-snapshot" },

@@ -1,5 +1,8 @@
 //! Static configuration of one Raft node.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use crate::types::NodeId;
 
 /// The settings of one node. Build it with [`Config::new`], adjust fields, and let
@@ -34,7 +37,8 @@ pub struct Config {
     /// Maximum number of append messages in flight to one peer in the replicate state.
     pub max_inflight_msgs: usize,
     /// Maximum size in bytes of entries proposed by this leader and not yet committed;
-    /// further proposals are refused with [`Error::UncommittedLimit`](crate::Error).
+    /// further proposals are refused with
+    /// [`ProposeError::UncommittedLimit`](crate::ProposeError::UncommittedLimit).
     pub max_uncommitted_bytes: u64,
     /// Maximum size in bytes of the committed entries handed out in one `Ready` (at least
     /// one entry is always handed out).
@@ -50,14 +54,50 @@ pub struct Config {
     pub seed: u64,
 }
 
-/// A configuration value is invalid. `field` names it.
+/// A configuration value breaks a rule: which field, the value it was given, and the rule.
+///
+/// The one shape of configuration error in every crate of this workspace (the runtime's,
+/// the transport's and the log store's settings are checked into it too), so that a
+/// service assembling a node reports any of them alike:
+///
+/// ```
+/// let mut config = raft_core::Config::new(1);
+/// config.max_append_bytes = 0;
+/// let err = config.validate().unwrap_err();
+/// assert_eq!(err.field, "max_append_bytes");
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid configuration: `max_append_bytes` = 0: must be at least 1"
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid raft config: `{field}` {reason}")]
+#[error("invalid configuration: `{field}` = {value}: {rule}")]
 pub struct ConfigError {
-    /// The offending field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
+    /// The field, as a path from the configuration that was checked: `election_tick`, or
+    /// `protocol.election_tick` for the protocol settings inside the runtime's.
+    pub field: Cow<'static, str>,
+    /// The value it was given, as Rust's `Debug` prints it (`0`, `15`, `10ms`).
+    pub value: String,
+    /// The rule the value breaks, for people: "must be at least 1".
+    pub rule: Cow<'static, str>,
+}
+
+impl ConfigError {
+    /// `field` was given `value`, which breaks `rule`.
+    pub fn new(field: &'static str, value: impl fmt::Debug, rule: impl Into<Cow<'static, str>>) -> Self {
+        ConfigError {
+            field: Cow::Borrowed(field),
+            value: format!("{value:?}"),
+            rule: rule.into(),
+        }
+    }
+
+    /// The same error, for a field of the settings found at `section` of a larger
+    /// configuration: `election_tick` becomes `protocol.election_tick`.
+    pub fn within(mut self, section: &str) -> Self {
+        self.field = Cow::Owned(format!("{section}.{}", self.field));
+        self
+    }
 }
 
 impl Config {
@@ -93,68 +133,86 @@ impl Config {
 
     /// Checks every field, naming the first invalid one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(field: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
-            Err(ConfigError {
-                field,
-                reason: reason.into(),
-            })
+        fn check(
+            ok: bool,
+            field: &'static str,
+            value: impl fmt::Debug,
+            rule: impl Into<Cow<'static, str>>,
+        ) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::new(field, value, rule))
+            }
         }
-        if self.id == 0 {
-            return bad("id", "must not be 0 (reserved)");
-        }
-        if self.heartbeat_tick == 0 {
-            return bad("heartbeat_tick", "must be at least 1");
-        }
+        check(self.id != 0, "id", self.id, "must not be 0 (reserved)")?;
+        check(
+            self.heartbeat_tick > 0,
+            "heartbeat_tick",
+            self.heartbeat_tick,
+            "must be at least 1",
+        )?;
         if self.election_tick <= self.heartbeat_tick {
-            return bad(
+            return Err(ConfigError::new(
                 "election_tick",
-                format!(
-                    "({}) must be greater than heartbeat_tick ({})",
-                    self.election_tick, self.heartbeat_tick
-                ),
-            );
+                self.election_tick,
+                format!("must be greater than heartbeat_tick ({})", self.heartbeat_tick),
+            ));
         }
         if self.min_election_tick < self.election_tick {
-            return bad(
+            return Err(ConfigError::new(
                 "min_election_tick",
-                format!(
-                    "({}) must be at least election_tick ({})",
-                    self.min_election_tick, self.election_tick
-                ),
-            );
+                self.min_election_tick,
+                format!("must be at least election_tick ({})", self.election_tick),
+            ));
         }
         if self.max_election_tick <= self.min_election_tick {
-            return bad(
+            return Err(ConfigError::new(
                 "max_election_tick",
+                self.max_election_tick,
                 format!(
-                    "({}) must be greater than min_election_tick ({})",
-                    self.max_election_tick, self.min_election_tick
+                    "must be greater than min_election_tick ({})",
+                    self.min_election_tick
                 ),
-            );
+            ));
         }
-        if self.max_append_bytes == 0 {
-            return bad("max_append_bytes", "must be at least 1");
-        }
-        if self.max_inflight_msgs == 0 {
-            return bad("max_inflight_msgs", "must be at least 1");
-        }
-        if self.max_uncommitted_bytes == 0 {
-            return bad("max_uncommitted_bytes", "must be at least 1");
-        }
-        if self.max_apply_bytes == 0 {
-            return bad("max_apply_bytes", "must be at least 1");
-        }
-        if self.max_pending_reads == 0 {
-            return bad("max_pending_reads", "must be at least 1");
-        }
+        let at_least_one = "must be at least 1";
+        check(
+            self.max_append_bytes > 0,
+            "max_append_bytes",
+            self.max_append_bytes,
+            at_least_one,
+        )?;
+        check(
+            self.max_inflight_msgs > 0,
+            "max_inflight_msgs",
+            self.max_inflight_msgs,
+            at_least_one,
+        )?;
+        check(
+            self.max_uncommitted_bytes > 0,
+            "max_uncommitted_bytes",
+            self.max_uncommitted_bytes,
+            at_least_one,
+        )?;
+        check(
+            self.max_apply_bytes > 0,
+            "max_apply_bytes",
+            self.max_apply_bytes,
+            at_least_one,
+        )?;
+        check(
+            self.max_pending_reads > 0,
+            "max_pending_reads",
+            self.max_pending_reads,
+            at_least_one,
+        )?;
         if self.lease_drift_ticks >= self.election_tick {
-            return bad(
+            return Err(ConfigError::new(
                 "lease_drift_ticks",
-                format!(
-                    "({}) must be below election_tick ({})",
-                    self.lease_drift_ticks, self.election_tick
-                ),
-            );
+                self.lease_drift_ticks,
+                format!("must be below election_tick ({})", self.election_tick),
+            ));
         }
         Ok(())
     }
@@ -191,7 +249,26 @@ mod tests {
             mutate(&mut c);
             let err = c.validate().unwrap_err();
             assert_eq!(err.field, field, "{err}");
-            assert!(err.to_string().contains(field));
+            assert!(err.to_string().contains(&format!("`{field}` = ")), "{err}");
         }
+    }
+
+    #[test]
+    fn the_error_names_the_field_the_value_and_the_rule() {
+        let mut c = Config::new(1);
+        c.heartbeat_tick = 12;
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.field, "election_tick");
+        assert_eq!(err.value, "10");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: `election_tick` = 10: must be greater than heartbeat_tick (12)"
+        );
+        let err = err.within("protocol");
+        assert_eq!(err.field, "protocol.election_tick");
+        assert!(
+            err.to_string()
+                .starts_with("invalid configuration: `protocol.election_tick` = 10:")
+        );
     }
 }

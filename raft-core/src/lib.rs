@@ -132,7 +132,10 @@ mod storage;
 mod types;
 
 pub use config::{Config, ConfigError};
-pub use error::{ConfChangeError, Error, Invariant};
+pub use error::{
+    CampaignError, ConfChangeError, DriverError, Inconsistency, Invariant, MembershipError, ProposeError,
+    ReadError, RecoverError, StepError, TransferError,
+};
 pub use message::{
     Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, ReadIndexRequest,
     ReadIndexResponse, RequestVote, VoteResponse,

@@ -9,9 +9,9 @@
 //! Safety rests on three rules the leader enforces:
 //!
 //! 1. one change at a time: a change is refused while the latest configuration entry is
-//!    uncommitted ([`Error::ConfChangePending`]);
+//!    uncommitted ([`MembershipError::Pending`](crate::MembershipError::Pending));
 //! 2. a new leader changes nothing before it has committed an entry of its own term
-//!    ([`Error::LeaderNotReady`]), which closes the single-server-change hazard;
+//!    ([`MembershipError::LeaderNotReady`](crate::MembershipError::LeaderNotReady)), which closes the single-server-change hazard;
 //! 3. a change of more than one voter goes through a joint configuration, where every
 //!    decision needs a majority of both the old and the new voters.
 //!
@@ -21,7 +21,7 @@
 //! and stop campaigning.
 //!
 //! Two more rules protect votes. A voter must first join as a learner and catch up with the
-//! configuration ([`Error::LearnerNotCaughtUp`]), so that every voter knows the configuration
+//! configuration ([`MembershipError::LearnerNotCaughtUp`](crate::MembershipError::LearnerNotCaughtUp)), so that every voter knows the configuration
 //! that made it one. And a node that knows no configuration at all never grants a vote: a
 //! node re-added with a wiped data directory cannot vote a second time in a term its earlier
 //! incarnation voted in.
@@ -35,11 +35,11 @@
 use std::collections::BTreeSet;
 
 use crate::confchange;
-use crate::error::{ConfChangeError, Error};
+use crate::error::{ConfChangeError, DriverError, MembershipError, TransferError};
 use crate::message::MessageBody;
 use crate::progress::Progress;
 use crate::raft::Raft;
-use crate::storage::LogStorage;
+use crate::storage::{LogStorage, StorageError};
 use crate::types::{
     ChangeKind, ConfChange, ConfState, Entry, EntryPayload, Index, NodeId, Role, SnapshotMeta,
 };
@@ -49,7 +49,7 @@ const RECOVERY_SCAN_BYTES: u64 = 4 << 20;
 
 impl<S: LogStorage> Raft<S> {
     /// Rebuilds the configuration from the snapshot's plus the log's configuration entries.
-    pub(crate) fn recover_membership(&mut self) -> Result<(), Error> {
+    pub(crate) fn recover_membership(&mut self) -> Result<(), StorageError> {
         let last = self.log.last_index();
         let mut next = self.log.first_index();
         while next <= last {
@@ -215,15 +215,20 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Proposes a membership change. Returns the index of its configuration entry.
-    pub(crate) fn propose_conf_change(&mut self, cc: ConfChange) -> Result<Index, Error> {
-        self.check_can_propose()?;
+    pub(crate) fn propose_conf_change(&mut self, cc: ConfChange) -> Result<Index, MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader { leader: self.leader });
+        }
+        if let Some(target) = self.lead_transferee {
+            return Err(MembershipError::TransferInProgress { target });
+        }
         if self.conf_index > self.log.committed {
-            return Err(Error::ConfChangePending {
+            return Err(MembershipError::Pending {
                 index: self.conf_index,
             });
         }
         if !self.committed_in_term() {
-            return Err(Error::LeaderNotReady);
+            return Err(MembershipError::LeaderNotReady);
         }
         // A voter joins as a learner first and must have caught up with the configuration
         // before it votes: its vote may be needed as soon as the change is appended.
@@ -234,7 +239,7 @@ impl<S: LogStorage> Raft<S> {
                 }
                 let matched = self.progress.get(&ch.node).map_or(0, |p| p.matched);
                 if matched < self.conf_index {
-                    return Err(Error::LearnerNotCaughtUp {
+                    return Err(MembershipError::LearnerNotCaughtUp {
                         node: ch.node,
                         matched,
                         needed: self.conf_index,
@@ -258,13 +263,13 @@ impl<S: LogStorage> Raft<S> {
 
     /// Metadata for a snapshot of the state machine at `index` (at most the applied index);
     /// also forgets configuration history the snapshot makes unnecessary.
-    pub(crate) fn snapshot_meta_at(&mut self, index: Index) -> Result<SnapshotMeta, Error> {
+    pub(crate) fn snapshot_meta_at(&mut self, index: Index) -> Result<SnapshotMeta, DriverError> {
         if let Some(pending) = self.log.pending_snapshot() {
-            return Err(Error::SnapshotPending { index: pending });
+            return Err(DriverError::SnapshotPending { index: pending });
         }
         let low = self.log.first_index().saturating_sub(1);
         if index < low || index > self.log.applied {
-            return Err(Error::IndexOutOfRange {
+            return Err(DriverError::IndexOutOfRange {
                 index,
                 low,
                 high: self.log.applied,
@@ -286,15 +291,15 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Starts transferring leadership to `target`.
-    pub(crate) fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
+    pub(crate) fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
         if self.role != Role::Leader {
-            return Err(Error::NotLeader { leader: self.leader });
+            return Err(TransferError::NotLeader { leader: self.leader });
         }
         if target == self.id {
-            return Err(Error::TransferToSelf);
+            return Err(TransferError::ToSelf);
         }
         if !self.conf.voters.contains(&target) {
-            return Err(Error::TransferTargetNotVoter { target });
+            return Err(TransferError::NotVoter { target });
         }
         if self.lead_transferee == Some(target) {
             return Ok(());

@@ -5,12 +5,15 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::error::{Error, Invariant};
+use crate::error::{
+    CampaignError, DriverError, Halted, Invariant, MembershipError, ProposeError, ReadError, RecoverError,
+    StepError, TransferError,
+};
 use crate::message::{Message, MessageBody};
 use crate::progress::ProgressState;
 use crate::raft::Raft;
 use crate::replication::SnapshotStatus;
-use crate::storage::LogStorage;
+use crate::storage::{LogStorage, StorageError};
 use crate::types::{
     ConfChange, ConfState, Entry, HardState, Index, NodeId, ReadCtx, ReadState, Role, SnapshotMeta,
     SoftState, Term,
@@ -152,7 +155,7 @@ impl<S: LogStorage> RawNode<S> {
     /// Starts (or restarts) a node over `storage`. `applied` is the index up to which the
     /// state machine has applied entries (0 for a new node); committed entries after it will
     /// be handed out again.
-    pub fn new(config: Config, storage: S, applied: Index) -> Result<Self, Error> {
+    pub fn new(config: Config, storage: S, applied: Index) -> Result<Self, RecoverError> {
         let raft = Raft::new(config, storage, applied)?;
         let hs = raft.hard_state();
         Ok(RawNode {
@@ -173,7 +176,7 @@ impl<S: LogStorage> RawNode<S> {
         // A violation surfaces as an error from the next fallible call (`has_ready` is true).
         let _ = self.guard(|raft| {
             raft.tick();
-            Ok(())
+            Ok::<(), DriverError>(())
         });
         self.commit_flush_due = true;
     }
@@ -181,14 +184,14 @@ impl<S: LogStorage> RawNode<S> {
     /// Feeds a message received from a peer.
     ///
     /// A snapshot travels with its data, so a [`MessageBody::Snapshot`] is refused here with
-    /// [`Error::SnapshotWithoutData`]: give it to [`RawNode::step_snapshot`] once its data has
+    /// [`StepError::SnapshotWithoutData`]: give it to [`RawNode::step_snapshot`] once its data has
     /// arrived. Every message is checked against what a correct peer can send (terms and
     /// indexes within [`MAX_TERM`](crate::MAX_TERM) and [`MAX_INDEX`](crate::MAX_INDEX),
     /// leader-only messages from the leader of the term, ...); a refused message is an
     /// error value and has no effect.
-    pub fn step(&mut self, message: Message) -> Result<(), Error> {
+    pub fn step(&mut self, message: Message) -> Result<(), StepError> {
         if let MessageBody::Snapshot(_) = message.body {
-            return Err(Error::SnapshotWithoutData { from: message.from });
+            return Err(StepError::SnapshotWithoutData { from: message.from });
         }
         self.guard(|raft| raft.step(message))
     }
@@ -196,9 +199,9 @@ impl<S: LogStorage> RawNode<S> {
     /// Feeds a snapshot message whose data the driver has received in full and holds: if the
     /// node accepts it, the next [`Persist`] carries its metadata and the driver installs that
     /// data. Any other message is refused.
-    pub fn step_snapshot(&mut self, message: Message) -> Result<(), Error> {
+    pub fn step_snapshot(&mut self, message: Message) -> Result<(), StepError> {
         if !matches!(message.body, MessageBody::Snapshot(_)) {
-            return Err(Error::MalformedMessage {
+            return Err(StepError::Malformed {
                 kind: message.kind(),
                 from: message.from,
                 reason: "not a snapshot",
@@ -211,9 +214,9 @@ impl<S: LogStorage> RawNode<S> {
     /// invariants that every input must keep: terms and the commit index never decrease,
     /// and a leader's knowledge of what a follower holds never shrinks (but for a follower
     /// that reported losing entries). A violation stops the node for good.
-    fn guard<T>(&mut self, f: impl FnOnce(&mut Raft<S>) -> Result<T, Error>) -> Result<T, Error> {
+    fn guard<T, E: Halted>(&mut self, f: impl FnOnce(&mut Raft<S>) -> Result<T, E>) -> Result<T, E> {
         if let Some(invariant) = self.fatal {
-            return Err(Error::Fatal(invariant));
+            return Err(E::halted(invariant));
         }
         let term = self.raft.term;
         let commit = self.raft.log.committed;
@@ -241,10 +244,7 @@ impl<S: LogStorage> RawNode<S> {
             if !leading || raft.role != Role::Leader || raft.term != term {
                 return None;
             }
-            let lost = match &result {
-                Err(Error::PeerLostLog { peer, .. }) => Some(*peer),
-                _ => None,
-            };
+            let lost = result.as_ref().err().and_then(Halted::lost_log_of);
             self.matched_before.iter().find_map(|&(peer, before)| {
                 let now = raft.progress.get(&peer)?.matched;
                 (now < before && lost != Some(peer)).then_some(Invariant::MatchDecreased {
@@ -256,12 +256,13 @@ impl<S: LogStorage> RawNode<S> {
         });
         if let Some(invariant) = violation {
             self.fatal = Some(invariant);
-            return Err(Error::Fatal(invariant));
+            return Err(E::halted(invariant));
         }
         result
     }
 
-    /// The invariant whose violation stopped this node, if one did (see [`Error::Fatal`]).
+    /// The invariant whose violation stopped this node, if one did: every call that can fail
+    /// then fails with it (the `Fatal` variant of its error).
     pub fn fatal(&self) -> Option<Invariant> {
         self.fatal
     }
@@ -269,32 +270,33 @@ impl<S: LogStorage> RawNode<S> {
     /// Proposes an application command (possibly empty; an empty command is exempt from the
     /// uncommitted limit). Returns the index of its entry, whose term is [`RawNode::term`]:
     /// the command is applied iff the entry handed out at that index later has that term.
-    pub fn propose(&mut self, data: impl Into<Bytes>) -> Result<Index, Error> {
+    pub fn propose(&mut self, data: impl Into<Bytes>) -> Result<Index, ProposeError> {
         self.guard(|raft| raft.propose(data.into()))
     }
 
     /// Proposes a membership change. Returns the index of its configuration entry.
-    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, Error> {
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, MembershipError> {
         self.guard(|raft| raft.propose_conf_change(change))
     }
 
     /// Starts transferring leadership to `target`, a voter.
-    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), Error> {
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
         self.guard(|raft| raft.transfer_leader(target))
     }
 
     /// Requests a ReadIndex read with a unique context (see [`ReadCtx`]).
-    pub fn read_index(&mut self, ctx: ReadCtx) -> Result<(), Error> {
+    pub fn read_index(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
         self.guard(|raft| raft.read_index(ctx))
     }
 
     /// Requests a lease read; falls back to ReadIndex when no valid lease is held.
-    pub fn lease_read(&mut self, ctx: ReadCtx) -> Result<(), Error> {
+    pub fn lease_read(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
         self.guard(|raft| raft.lease_read(ctx))
     }
 
-    /// Starts an election now, without waiting for the election timeout.
-    pub fn campaign(&mut self) -> Result<(), Error> {
+    /// Starts an election now, without waiting for the election timeout (on a leader, does
+    /// nothing). Refused on a node that is not a voter.
+    pub fn campaign(&mut self) -> Result<(), CampaignError> {
         self.guard(|raft| raft.campaign_now())
     }
 
@@ -302,7 +304,7 @@ impl<S: LogStorage> RawNode<S> {
     pub fn report_unreachable(&mut self, peer: NodeId) {
         let _ = self.guard(|raft| {
             raft.report_unreachable(peer);
-            Ok(())
+            Ok::<(), DriverError>(())
         });
     }
 
@@ -315,7 +317,7 @@ impl<S: LogStorage> RawNode<S> {
     pub fn report_snapshot(&mut self, peer: NodeId, status: SnapshotStatus) {
         let _ = self.guard(|raft| {
             raft.report_snapshot(peer, status);
-            Ok(())
+            Ok::<(), DriverError>(())
         });
     }
 
@@ -343,11 +345,12 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Takes everything the node produced: messages, state to persist, entries to apply,
-    /// read outcomes. Fails only if storage fails.
-    pub fn ready(&mut self) -> Result<Ready, Error> {
+    /// read outcomes. Fails only if storage fails ([`DriverError::Storage`]) or the node
+    /// has stopped ([`DriverError::Fatal`]).
+    pub fn ready(&mut self) -> Result<Ready, DriverError> {
         self.guard(|raft| {
             raft.flush_reads();
-            raft.flush_appends()
+            raft.flush_appends().map_err(DriverError::Storage)
         })?;
 
         let mut ready = Ready::default();
@@ -406,13 +409,15 @@ impl<S: LogStorage> RawNode<S> {
         Ok(ready)
     }
 
-    /// Reports that the batch `token` (and every earlier one) is durable.
-    pub fn on_persisted(&mut self, token: PersistToken) -> Result<(), Error> {
+    /// Reports that the batch `token` (and every earlier one) is durable. A token that was
+    /// never handed out, or was reported already, is refused
+    /// ([`DriverError::UnknownPersistToken`]).
+    pub fn on_persisted(&mut self, token: PersistToken) -> Result<(), DriverError> {
         if let Some(invariant) = self.fatal {
-            return Err(Error::Fatal(invariant));
+            return Err(DriverError::Fatal(invariant));
         }
         if self.pending.front().is_none_or(|p| p.token > token.0) || token.0 >= self.next_token {
-            return Err(Error::UnknownPersistToken { token: token.0 });
+            return Err(DriverError::UnknownPersistToken { token: token.0 });
         }
         while self.pending.front().is_some_and(|p| p.token <= token.0) {
             let p = self.pending.pop_front().expect("checked");
@@ -433,11 +438,12 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Reports that the state machine applied every entry up to `index` (or installed a
-    /// snapshot at `index`).
-    pub fn on_applied(&mut self, index: Index) -> Result<(), Error> {
+    /// snapshot at `index`). An index beyond what was handed out is refused
+    /// ([`DriverError::IndexOutOfRange`]).
+    pub fn on_applied(&mut self, index: Index) -> Result<(), DriverError> {
         let log = &mut self.raft.log;
         if index > log.emitted {
-            return Err(Error::IndexOutOfRange {
+            return Err(DriverError::IndexOutOfRange {
                 index,
                 low: log.applied,
                 high: log.emitted,
@@ -449,8 +455,11 @@ impl<S: LogStorage> RawNode<S> {
 
     /// Metadata for a snapshot of the state machine taken at `index` (at most the applied
     /// index). After storing the snapshot, the driver may discard log entries up to `index`.
-    pub fn snapshot_meta_at(&mut self, index: Index) -> Result<SnapshotMeta, Error> {
-        self.raft.snapshot_meta_at(index)
+    /// Refused while a snapshot from the leader is being installed
+    /// ([`DriverError::SnapshotPending`]), and for an index outside the log or beyond the
+    /// applied index ([`DriverError::IndexOutOfRange`]).
+    pub fn snapshot_meta_at(&mut self, index: Index) -> Result<SnapshotMeta, DriverError> {
+        self.guard(|raft| raft.snapshot_meta_at(index))
     }
 
     /// This node's id.
@@ -494,13 +503,13 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Entries `[low, high)` of the log (for inspection and tests).
-    pub fn entries(&self, low: Index, high: Index) -> Result<Vec<Entry>, Error> {
-        Ok(self.raft.log.entries(low, high, u64::MAX)?)
+    pub fn entries(&self, low: Index, high: Index) -> Result<Vec<Entry>, StorageError> {
+        self.raft.log.entries(low, high, u64::MAX)
     }
 
     /// The term of the entry at `index`.
-    pub fn term_at(&self, index: Index) -> Result<Term, Error> {
-        Ok(self.raft.log.term(index)?)
+    pub fn term_at(&self, index: Index) -> Result<Term, StorageError> {
+        self.raft.log.term(index)
     }
 
     /// A full status report.
@@ -608,10 +617,19 @@ mod tests {
     fn assert_stopped(node: &mut RawNode<MemStorage>, invariant: Invariant) {
         assert_eq!(node.fatal(), Some(invariant));
         assert!(node.has_ready(), "the driver must call ready() to learn of it");
-        assert!(matches!(node.ready(), Err(Error::Fatal(i)) if i == invariant));
-        assert!(matches!(node.propose(Bytes::new()), Err(Error::Fatal(_))));
-        assert!(matches!(node.read_index(7), Err(Error::Fatal(_))));
-        assert!(matches!(node.on_persisted(PersistToken(1)), Err(Error::Fatal(_))));
+        assert!(matches!(node.ready(), Err(DriverError::Fatal(i)) if i == invariant));
+        assert!(matches!(node.propose(Bytes::new()), Err(ProposeError::Fatal(i)) if i == invariant));
+        assert!(matches!(node.read_index(7), Err(ReadError::Fatal(_))));
+        assert!(matches!(
+            node.on_persisted(PersistToken(1)),
+            Err(DriverError::Fatal(_))
+        ));
+        assert!(matches!(node.snapshot_meta_at(1), Err(DriverError::Fatal(_))));
+        assert!(matches!(node.campaign(), Err(CampaignError::Fatal(_))));
+        assert!(matches!(node.transfer_leader(2), Err(TransferError::Fatal(_))));
+        assert!(
+            matches!(node.propose_conf_change(ConfChange::new([crate::MemberChange::add_learner(2)])), Err(e) if e.is_fatal())
+        );
     }
 
     #[test]
@@ -624,7 +642,7 @@ mod tests {
             })
             .unwrap_err();
         let invariant = Invariant::TruncateCommitted { at: 2, commit: 2 };
-        assert!(matches!(err, Error::Fatal(i) if i == invariant), "{err}");
+        assert!(matches!(err, DriverError::Fatal(i) if i == invariant), "{err}");
         assert_eq!(node.term_at(2).unwrap(), 1, "the entry was not replaced");
         assert_stopped(&mut node, invariant);
     }
@@ -639,7 +657,10 @@ mod tests {
             })
             .unwrap_err();
         assert!(
-            matches!(err, Error::Fatal(Invariant::TermDecreased { from: 1, to: 0 })),
+            matches!(
+                err,
+                DriverError::Fatal(Invariant::TermDecreased { from: 1, to: 0 })
+            ),
             "{err}"
         );
         assert_eq!(node.term(), 1, "the term was kept");
@@ -658,7 +679,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                Error::Fatal(Invariant::CommitBeyondLog { commit: 50, last: 2 })
+                DriverError::Fatal(Invariant::CommitBeyondLog { commit: 50, last: 2 })
             ),
             "{err}"
         );
@@ -672,7 +693,10 @@ mod tests {
             })
             .unwrap_err();
         assert!(
-            matches!(err, Error::Fatal(Invariant::CommitRegressed { from: 2, to: 1 })),
+            matches!(
+                err,
+                DriverError::Fatal(Invariant::CommitRegressed { from: 2, to: 1 })
+            ),
             "{err}"
         );
     }
@@ -689,7 +713,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                Error::Fatal(Invariant::MatchDecreased {
+                DriverError::Fatal(Invariant::MatchDecreased {
                     peer: 1,
                     from: 2,
                     to: 1

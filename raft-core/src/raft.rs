@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::config::Config;
-use crate::error::{Error, Invariant};
+use crate::error::{CampaignError, Inconsistency, Invariant, RecoverError, StepError};
 use crate::log::RaftLog;
 use crate::message::{
     Append, AppendResponse, Heartbeat, HeartbeatResponse, Message, MessageBody, RequestVote, VoteResponse,
@@ -107,33 +107,33 @@ pub(crate) struct Raft<S> {
 
 impl<S: LogStorage> Raft<S> {
     /// Recovers a node from storage; the state machine has applied up to `applied`.
-    pub(crate) fn new(cfg: Config, store: S, applied: Index) -> Result<Self, Error> {
+    pub(crate) fn new(cfg: Config, store: S, applied: Index) -> Result<Self, RecoverError> {
         cfg.validate()?;
         let init = store.initial_state()?;
         let hs = init.hard_state;
         let snapshot_index = store.first_index() - 1;
         let last = store.last_index();
         if applied < snapshot_index {
-            return Err(Error::InconsistentState(format!(
-                "applied index {applied} is below the snapshot index {snapshot_index}; restore \
-                 the state machine from the snapshot first"
-            )));
+            return Err(Inconsistency::AppliedBelowSnapshot {
+                applied,
+                snapshot: snapshot_index,
+            }
+            .into());
         }
         if applied > last {
-            return Err(Error::InconsistentState(format!(
-                "applied index {applied} is beyond the last log index {last}"
-            )));
+            return Err(Inconsistency::AppliedBeyondLog { applied, last }.into());
         }
         if hs.commit > last {
-            return Err(Error::InconsistentState(format!(
-                "persisted commit index {} is beyond the last log index {last}",
-                hs.commit
-            )));
+            return Err(Inconsistency::CommitBeyondLog {
+                commit: hs.commit,
+                last,
+            }
+            .into());
         }
         if let Some(v) = hs.vote
             && v == 0
         {
-            return Err(Error::InconsistentState("persisted vote for node 0".into()));
+            return Err(Inconsistency::VoteForZero.into());
         }
         let committed = hs.commit.max(applied).max(snapshot_index);
         let log = RaftLog::new(store, committed, applied);
@@ -437,7 +437,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Feeds one message from a peer.
-    pub(crate) fn step(&mut self, m: Message) -> Result<(), Error> {
+    pub(crate) fn step(&mut self, m: Message) -> Result<(), StepError> {
         self.validate(&m)?;
         if m.term > self.term {
             if let MessageBody::RequestVote(rv) = &m.body {
@@ -510,7 +510,7 @@ impl<S: LogStorage> Raft<S> {
     /// the node raises its own term by what remains instead, as a follower that knows no
     /// leader: a node any distance behind its peers catches up within a bounded number of
     /// timeouts, while no member can push terms toward [`MAX_TERM`] faster than that.
-    fn spend_term_allowance(&mut self, m: &Message) -> Result<(), Error> {
+    fn spend_term_allowance(&mut self, m: &Message) -> Result<(), StepError> {
         let window = u64::from(self.cfg.election_tick);
         if self.ticks.saturating_sub(self.term_allowance_since) >= window {
             self.term_allowance = MAX_TERM_GAP;
@@ -527,7 +527,7 @@ impl<S: LogStorage> Raft<S> {
             self.term_allowance = 0;
             self.become_follower(raised_to, None);
         }
-        Err(Error::TermTooFarAhead {
+        Err(StepError::TermTooFarAhead {
             kind: m.kind(),
             from: m.from,
             term: m.term,
@@ -538,7 +538,7 @@ impl<S: LogStorage> Raft<S> {
     /// Messages only a leader sends must come from the one leader of this term that this
     /// follower knows: Raft elects at most one leader per term, so a second node claiming
     /// the term, or ordering a transfer, or answering reads, is not a correct peer.
-    fn check_leader_source(&self, m: &Message) -> Result<(), Error> {
+    fn check_leader_source(&self, m: &Message) -> Result<(), StepError> {
         if self.role != Role::Follower {
             return Ok(());
         }
@@ -558,21 +558,21 @@ impl<S: LogStorage> Raft<S> {
             Some(leader) if leader != m.from => {}
             _ => return Ok(()),
         }
-        Err(Error::MalformedMessage {
+        Err(StepError::Malformed {
             kind: m.kind(),
             from: m.from,
             reason,
         })
     }
 
-    fn validate(&self, m: &Message) -> Result<(), Error> {
-        let malformed = |reason| Error::MalformedMessage {
+    fn validate(&self, m: &Message) -> Result<(), StepError> {
+        let malformed = |reason| StepError::Malformed {
             kind: m.kind(),
             from: m.from,
             reason,
         };
         if m.to != self.id {
-            return Err(Error::WrongRecipient {
+            return Err(StepError::WrongRecipient {
                 to: m.to,
                 me: self.id,
             });
@@ -683,7 +683,7 @@ impl<S: LogStorage> Raft<S> {
         );
     }
 
-    fn step_candidate(&mut self, m: Message) -> Result<(), Error> {
+    fn step_candidate(&mut self, m: Message) -> Result<(), StepError> {
         match &m.body {
             MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::Snapshot(_) => {
                 // A leader of our term exists: follow it.
@@ -724,7 +724,7 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    fn step_follower(&mut self, m: Message) -> Result<(), Error> {
+    fn step_follower(&mut self, m: Message) -> Result<(), StepError> {
         match m.body {
             MessageBody::Append(a) => {
                 self.election_elapsed = 0;
@@ -764,7 +764,7 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    fn step_leader(&mut self, m: Message) -> Result<(), Error> {
+    fn step_leader(&mut self, m: Message) -> Result<(), StepError> {
         match m.body {
             MessageBody::AppendResponse(r) => self.handle_append_response(m.from, r),
             MessageBody::HeartbeatResponse(r) => self.handle_heartbeat_response(m.from, r),
@@ -773,7 +773,7 @@ impl<S: LogStorage> Raft<S> {
                 Ok(())
             }
             MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::Snapshot(_) => {
-                Err(Error::MalformedMessage {
+                Err(StepError::Malformed {
                     kind: m.kind(),
                     from: m.from,
                     reason: "a second leader claims this node's term",
@@ -795,12 +795,12 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Forces an election now (or a pre-vote round first, when enabled).
-    pub(crate) fn campaign_now(&mut self) -> Result<(), Error> {
+    pub(crate) fn campaign_now(&mut self) -> Result<(), CampaignError> {
         if self.role == Role::Leader {
             return Ok(());
         }
         if !self.promotable() {
-            return Err(Error::NotLeader { leader: self.leader });
+            return Err(CampaignError::NotVoter);
         }
         let kind = self.election_kind();
         self.campaign(kind);

@@ -16,7 +16,7 @@
 //! nodes. A leader transferring leadership, or one whose lease has lapsed, falls back to
 //! ReadIndex, because the transfer's election overrides followers' leases.
 
-use crate::error::Error;
+use crate::error::ReadError;
 use crate::message::{MessageBody, ReadIndexRequest, ReadIndexResponse};
 use crate::quorum::{VoteResult, joint_value, joint_vote};
 use crate::raft::Raft;
@@ -40,12 +40,12 @@ impl<S: LogStorage> Raft<S> {
         self.reads_waiting_commit.len() + self.reads_unsent.len() + self.reads_awaiting.len()
     }
 
-    fn register_local_read(&mut self, ctx: ReadCtx) -> Result<(), Error> {
+    fn register_local_read(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
         if self.local_reads.contains(&ctx) {
-            return Err(Error::DuplicateReadCtx { ctx });
+            return Err(ReadError::DuplicateCtx { ctx });
         }
         if self.local_reads.len().max(self.pending_read_count()) >= self.cfg.max_pending_reads {
-            return Err(Error::TooManyPendingReads {
+            return Err(ReadError::TooManyPending {
                 limit: self.cfg.max_pending_reads,
             });
         }
@@ -54,7 +54,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Requests a ReadIndex read; the outcome arrives in a later `Ready`.
-    pub(crate) fn read_index(&mut self, ctx: ReadCtx) -> Result<(), Error> {
+    pub(crate) fn read_index(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
         match (self.role, self.leader) {
             (Role::Leader, _) => {
                 self.register_local_read(ctx)?;
@@ -66,12 +66,12 @@ impl<S: LogStorage> Raft<S> {
                 self.send(leader, MessageBody::ReadIndex(ReadIndexRequest { ctx }));
                 Ok(())
             }
-            _ => Err(Error::NotLeader { leader: self.leader }),
+            _ => Err(ReadError::NotLeader { leader: self.leader }),
         }
     }
 
     /// Requests a lease read, falling back to ReadIndex when the lease cannot be trusted.
-    pub(crate) fn lease_read(&mut self, ctx: ReadCtx) -> Result<(), Error> {
+    pub(crate) fn lease_read(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
         if self.role == Role::Leader
             && self.cfg.check_quorum
             && self.lead_transferee.is_none()
@@ -79,7 +79,7 @@ impl<S: LogStorage> Raft<S> {
             && self.lease_valid()
         {
             if self.local_reads.contains(&ctx) {
-                return Err(Error::DuplicateReadCtx { ctx });
+                return Err(ReadError::DuplicateCtx { ctx });
             }
             self.read_states.push(ReadState {
                 ctx,

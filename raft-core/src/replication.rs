@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::error::Error;
+use crate::error::{ProposeError, StepError};
 use crate::message::{Append, AppendResponse, Heartbeat, HeartbeatResponse, MessageBody};
 use crate::progress::ProgressState;
 use crate::quorum::joint_value;
@@ -22,20 +22,15 @@ pub enum SnapshotStatus {
 }
 
 impl<S: LogStorage> Raft<S> {
-    /// Refuses proposals on a non-leader or during a leadership transfer.
-    pub(crate) fn check_can_propose(&self) -> Result<(), Error> {
+    /// Appends an application command. Returns its index. Refused on a non-leader and
+    /// during a leadership transfer.
+    pub(crate) fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
         if self.role != Role::Leader {
-            return Err(Error::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader { leader: self.leader });
         }
         if let Some(target) = self.lead_transferee {
-            return Err(Error::TransferInProgress { target });
+            return Err(ProposeError::TransferInProgress { target });
         }
-        Ok(())
-    }
-
-    /// Appends an application command. Returns its index.
-    pub(crate) fn propose(&mut self, data: Bytes) -> Result<Index, Error> {
-        self.check_can_propose()?;
         let empty = data.is_empty();
         let payload = EntryPayload::Normal(data);
         let size = Entry::new(0, 0, payload.clone()).size();
@@ -43,7 +38,7 @@ impl<S: LogStorage> Raft<S> {
         // Empty commands are always accepted, and so is one proposal when nothing is
         // uncommitted, however large, so that progress is always possible.
         if !empty && self.uncommitted_size > 0 && self.uncommitted_size.saturating_add(size) > limit {
-            return Err(Error::UncommittedLimit {
+            return Err(ProposeError::UncommittedLimit {
                 uncommitted: self.uncommitted_size,
                 size,
                 limit,
@@ -76,7 +71,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Sends every append this leader owes, within each follower's flow-control limits.
-    pub(crate) fn flush_appends(&mut self) -> Result<(), Error> {
+    pub(crate) fn flush_appends(&mut self) -> Result<(), StorageError> {
         if self.role != Role::Leader {
             return Ok(());
         }
@@ -86,7 +81,7 @@ impl<S: LogStorage> Raft<S> {
         Ok(())
     }
 
-    fn maybe_send_append(&mut self, to: NodeId) -> Result<(), Error> {
+    fn maybe_send_append(&mut self, to: NodeId) -> Result<(), StorageError> {
         loop {
             let last = self.log.last_index();
             let Some(pr) = self.progress.get(&to) else {
@@ -101,14 +96,14 @@ impl<S: LogStorage> Raft<S> {
                 Ok(t) => t,
                 Err(StorageError::Compacted { .. }) => return self.send_snapshot(to),
                 Err(StorageError::Unavailable { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             let entries = if next <= last {
                 match self.log.entries(next, last + 1, self.cfg.max_append_bytes) {
                     Ok(es) => es,
                     Err(StorageError::Compacted { .. }) => return self.send_snapshot(to),
                     Err(StorageError::Unavailable { .. }) => return Ok(()),
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             } else {
                 Vec::new()
@@ -133,12 +128,12 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    fn send_snapshot(&mut self, to: NodeId) -> Result<(), Error> {
+    fn send_snapshot(&mut self, to: NodeId) -> Result<(), StorageError> {
         let meta = match self.log.store.snapshot_meta() {
             Ok(meta) => meta,
             // Being built: try again at the next flush.
             Err(StorageError::SnapshotTemporarilyUnavailable) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         if meta.index == 0 {
             // Nothing was ever compacted; there is no snapshot to send.
@@ -153,11 +148,15 @@ impl<S: LogStorage> Raft<S> {
         Ok(())
     }
 
-    pub(crate) fn handle_append_response(&mut self, from: NodeId, r: AppendResponse) -> Result<(), Error> {
+    pub(crate) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        r: AppendResponse,
+    ) -> Result<(), StepError> {
         let last = self.log.last_index();
         let heartbeat_round = self.heartbeat_round;
         let Some(pr) = self.progress.get_mut(&from) else {
-            return Err(Error::UnknownPeer { id: from });
+            return Err(StepError::UnknownPeer { id: from });
         };
         pr.recent_active = true;
         match r {
@@ -167,7 +166,7 @@ impl<S: LogStorage> Raft<S> {
                 hint_term,
                 round,
             } => {
-                let malformed = |reason| Error::MalformedMessage {
+                let malformed = |reason| StepError::Malformed {
                     kind: "AppendResponse",
                     from,
                     reason,
@@ -202,7 +201,7 @@ impl<S: LogStorage> Raft<S> {
             }
             AppendResponse::Accepted { index } => {
                 if index > last {
-                    return Err(Error::MalformedMessage {
+                    return Err(StepError::Malformed {
                         kind: "AppendResponse",
                         from,
                         reason: "acknowledges an index beyond the leader's log",
@@ -238,15 +237,15 @@ impl<S: LogStorage> Raft<S> {
         &mut self,
         from: NodeId,
         r: HeartbeatResponse,
-    ) -> Result<(), Error> {
+    ) -> Result<(), StepError> {
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
-            return Err(Error::UnknownPeer { id: from });
+            return Err(StepError::UnknownPeer { id: from });
         };
         pr.recent_active = true;
         pr.probe_sent = false;
         if r.round > self.heartbeat_round {
-            return Err(Error::MalformedMessage {
+            return Err(StepError::Malformed {
                 kind: "HeartbeatResponse",
                 from,
                 reason: "acknowledges a heartbeat round never sent",
@@ -267,7 +266,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// A peer lost entries it had acknowledged. A removed peer is simply no longer
     /// replicated to; a member is repaired from what it still holds, and the loss reported.
-    fn handle_lost_log(&mut self, from: NodeId, holds: Index) -> Result<(), Error> {
+    fn handle_lost_log(&mut self, from: NodeId, holds: Index) -> Result<(), StepError> {
         if !self.conf.contains(from) {
             self.progress.remove(&from);
             return Ok(());
@@ -279,7 +278,7 @@ impl<S: LogStorage> Raft<S> {
         pr.matched_round = round;
         pr.become_probe();
         pr.pending_send = true;
-        Err(Error::PeerLostLog {
+        Err(StepError::PeerLostLog {
             peer: from,
             acknowledged,
             holds,
@@ -363,7 +362,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// A follower handles an append from the leader of its term.
-    pub(crate) fn handle_append(&mut self, from: NodeId, a: Append) -> Result<(), Error> {
+    pub(crate) fn handle_append(&mut self, from: NodeId, a: Append) -> Result<(), StepError> {
         if a.prev_index < self.log.committed {
             // Everything up to the commit index is known to match already.
             let index = self.log.committed;
@@ -402,7 +401,7 @@ impl<S: LogStorage> Raft<S> {
                 );
                 Ok(())
             }
-            Err(_) => Err(Error::MalformedMessage {
+            Err(_) => Err(StepError::Malformed {
                 kind: "Append",
                 from,
                 reason: "would overwrite a committed entry",

@@ -30,7 +30,7 @@ pub const MAX_INDEX: Index = (1 << 63) - 1;
 /// ticks). A correct peer's term runs ahead by the number of elections it saw that the
 /// receiver did not: even a node partitioned for years stays far below this. A message
 /// further ahead than what remains of the allowance is refused
-/// ([`crate::Error::TermTooFarAhead`]) and the receiver raises its own term by what remains
+/// ([`crate::StepError::TermTooFarAhead`]) and the receiver raises its own term by what remains
 /// instead, so nodes any distance apart converge, one allowance per timeout. No member,
 /// however it lies, can raise a node's term faster than that: exhausting the term space up
 /// to [`MAX_TERM`] would take 2^31 election timeouts.

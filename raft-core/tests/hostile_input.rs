@@ -6,9 +6,9 @@ mod common;
 
 use common::{Network, data, msg};
 use raft_core::{
-    Append, AppendResponse, ConfState, Entry, EntryPayload, Error, HardState, Heartbeat, HeartbeatResponse,
+    Append, AppendResponse, ConfState, Entry, EntryPayload, HardState, Heartbeat, HeartbeatResponse,
     MAX_INDEX, MAX_TERM, MAX_TERM_GAP, MemStorage, Message, MessageBody, RawNode, RequestVote, Role,
-    SnapshotMeta,
+    SnapshotMeta, StepError,
 };
 
 fn append(prev_index: u64, prev_term: u64, entries: Vec<Entry>, commit: u64) -> MessageBody {
@@ -29,9 +29,9 @@ fn vote(pre_vote: bool, last_index: u64, last_term: u64) -> MessageBody {
     })
 }
 
-fn assert_malformed(result: Result<(), Error>, what: &str) {
+fn assert_malformed(result: Result<(), StepError>, what: &str) {
     assert!(
-        matches!(result, Err(Error::MalformedMessage { .. })),
+        matches!(result, Err(StepError::Malformed { .. })),
         "{what}: {result:?}"
     );
 }
@@ -91,7 +91,7 @@ fn a_term_far_ahead_is_refused_and_the_receiver_climbs_toward_it() {
     let far = term + MAX_TERM_GAP + 1;
     // The node spent a little of this timeout's allowance following the election.
     let raised = match net.raw(2).step(msg(3, 2, far, vote(false, 0, 0))) {
-        Err(Error::TermTooFarAhead {
+        Err(StepError::TermTooFarAhead {
             term: t,
             raised_to,
             from: 3,
@@ -113,7 +113,7 @@ fn a_term_far_ahead_is_refused_and_the_receiver_climbs_toward_it() {
     // the term stays put.
     assert!(matches!(
         net.raw(2).step(msg(3, 2, raised + 1, vote(false, 0, 0))),
-        Err(Error::TermTooFarAhead { raised_to, .. }) if raised_to == raised
+        Err(StepError::TermTooFarAhead { raised_to, .. }) if raised_to == raised
     ));
     assert_eq!(net.term(2), raised);
     // One election timeout later the allowance is back, and a rise within it is ordinary
@@ -198,7 +198,7 @@ fn honest_nodes_pushed_far_apart_converge_and_elect_a_leader() {
                 MessageBody::HeartbeatResponse(HeartbeatResponse { round: 0 }),
             ));
             assert!(
-                matches!(pushed, Ok(()) | Err(Error::TermTooFarAhead { .. })),
+                matches!(pushed, Ok(()) | Err(StepError::TermTooFarAhead { .. })),
                 "{pushed:?}"
             );
             net.tick(3, timeout);
@@ -368,7 +368,7 @@ fn a_snapshot_on_the_message_path_is_refused_without_effect() {
             .raw(2)
             .step(msg(1, 2, term, MessageBody::Snapshot(Box::new(meta.clone()))))
             .unwrap_err();
-        assert!(matches!(err, Error::SnapshotWithoutData { from: 1 }), "{err}");
+        assert!(matches!(err, StepError::SnapshotWithoutData { from: 1 }), "{err}");
     }
     assert_eq!(net.raw(2).status(), before);
     assert!(!net.raw(2).has_ready() || net.raw(2).ready().unwrap().persist.is_none());

@@ -5,8 +5,8 @@ mod common;
 
 use common::{Network, config, data, msg};
 use raft_core::{
-    Append, AppendResponse, ConfState, Config, Entry, EntryPayload, Error, HeartbeatResponse, MemStorage,
-    MessageBody, RawNode, SnapshotMeta,
+    Append, AppendResponse, ConfState, Config, DriverError, Entry, EntryPayload, HeartbeatResponse,
+    MemStorage, MessageBody, RawNode, ReadError, RecoverError, SnapshotMeta, StepError,
 };
 
 fn append(prev: (u64, u64), entries: Vec<Entry>) -> MessageBody {
@@ -25,7 +25,7 @@ fn message_for_another_node_is_refused() {
         .raw(1)
         .step(msg(2, 3, 1, MessageBody::TimeoutNow))
         .unwrap_err();
-    assert!(matches!(err, Error::WrongRecipient { to: 3, me: 1 }), "{err}");
+    assert!(matches!(err, StepError::WrongRecipient { to: 3, me: 1 }), "{err}");
 }
 
 #[test]
@@ -33,11 +33,11 @@ fn message_from_self_or_node_zero_is_refused() {
     let mut net = Network::new(3);
     assert!(matches!(
         net.raw(1).step(msg(1, 1, 1, MessageBody::TimeoutNow)),
-        Err(Error::MalformedMessage { .. })
+        Err(StepError::Malformed { .. })
     ));
     assert!(matches!(
         net.raw(1).step(msg(0, 1, 1, MessageBody::TimeoutNow)),
-        Err(Error::MalformedMessage { .. })
+        Err(StepError::Malformed { .. })
     ));
     assert_eq!(net.term(1), 0, "nothing was acted upon");
 }
@@ -74,7 +74,7 @@ fn append_with_an_entry_term_above_the_message_term_is_refused() {
     let entries = vec![Entry::new(5, 1, EntryPayload::Empty)];
     assert!(matches!(
         net.raw(2).step(msg(1, 2, 1, append((0, 0), entries))),
-        Err(Error::MalformedMessage { .. })
+        Err(StepError::Malformed { .. })
     ));
 }
 
@@ -125,7 +125,7 @@ fn response_from_an_unknown_peer_is_refused() {
             MessageBody::AppendResponse(AppendResponse::Accepted { index: 1 }),
         ))
         .unwrap_err();
-    assert!(matches!(err, Error::UnknownPeer { id: 9 }));
+    assert!(matches!(err, StepError::UnknownPeer { id: 9 }));
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn acknowledgement_beyond_the_leader_log_is_refused() {
             1,
             MessageBody::AppendResponse(AppendResponse::Accepted { index: 99 })
         )),
-        Err(Error::MalformedMessage { .. })
+        Err(StepError::Malformed { .. })
     ));
     assert_eq!(net.commit(1), 1);
 }
@@ -181,7 +181,7 @@ fn applied_beyond_what_was_handed_out_is_refused() {
     net.elect(1);
     assert!(matches!(
         net.raw(1).on_applied(50),
-        Err(Error::IndexOutOfRange { .. })
+        Err(DriverError::IndexOutOfRange { .. })
     ));
 }
 
@@ -191,7 +191,7 @@ fn invalid_config_is_refused_naming_the_field() {
     cfg.heartbeat_tick = 20;
     let err = RawNode::new(cfg, MemStorage::new(), 0).err().unwrap();
     assert!(
-        matches!(&err, Error::Config(e) if e.field == "election_tick"),
+        matches!(&err, RecoverError::Config(e) if e.field == "election_tick"),
         "{err}"
     );
 }
@@ -203,6 +203,6 @@ fn duplicate_read_context_is_refused() {
     net.raw(1).read_index(7).unwrap();
     assert!(matches!(
         net.raw(1).read_index(7),
-        Err(Error::DuplicateReadCtx { ctx: 7 })
+        Err(ReadError::DuplicateCtx { ctx: 7 })
     ));
 }

@@ -5,10 +5,11 @@ mod common;
 
 use common::{Network, config, data, vote_request};
 use raft_core::{
-    ConfChange, ConfChangeError, ConfState, Error, MemStorage, MemberChange, MessageBody, Role, VoteResponse,
+    ConfChange, ConfChangeError, ConfState, MemStorage, MemberChange, MembershipError, MessageBody, Role,
+    VoteResponse,
 };
 
-fn change(net: &mut Network, leader: u64, cc: ConfChange) -> Result<u64, Error> {
+fn change(net: &mut Network, leader: u64, cc: ConfChange) -> Result<u64, MembershipError> {
     let r = net.raw(leader).propose_conf_change(cc);
     net.stabilize();
     r
@@ -83,7 +84,7 @@ fn a_second_pending_change_is_refused() {
         .propose_conf_change(ConfChange::new([MemberChange::add_learner(5)]))
         .unwrap_err();
     assert!(
-        matches!(err, Error::ConfChangePending { index: i } if i == index),
+        matches!(err, MembershipError::Pending { index: i } if i == index),
         "{err}"
     );
 }
@@ -317,7 +318,7 @@ fn new_leader_must_commit_in_its_term_before_changing_configuration() {
         .raw(1)
         .propose_conf_change(ConfChange::new([MemberChange::add_learner(4)]))
         .unwrap_err();
-    assert!(matches!(err, Error::LeaderNotReady), "{err}");
+    assert!(matches!(err, MembershipError::LeaderNotReady), "{err}");
 }
 
 #[test]
@@ -329,7 +330,7 @@ fn voter_must_join_as_a_learner_first() {
         .propose_conf_change(ConfChange::new([MemberChange::add_voter(4)]))
         .unwrap_err();
     assert!(
-        matches!(err, Error::ConfChange(ConfChangeError::NotLearner(4))),
+        matches!(err, MembershipError::Invalid(ConfChangeError::NotLearner(4))),
         "{err}"
     );
 }
@@ -345,7 +346,10 @@ fn learner_must_catch_up_before_promotion() {
         .raw(1)
         .propose_conf_change(ConfChange::new([MemberChange::add_voter(4)]))
         .unwrap_err();
-    assert!(matches!(err, Error::LearnerNotCaughtUp { node: 4, .. }), "{err}");
+    assert!(
+        matches!(err, MembershipError::LearnerNotCaughtUp { node: 4, .. }),
+        "{err}"
+    );
     net.heal();
     net.tick(1, 1);
     net.stabilize();
@@ -428,5 +432,5 @@ fn removing_the_last_voter_is_refused() {
         .raw(1)
         .propose_conf_change(ConfChange::new([MemberChange::remove(1)]))
         .unwrap_err();
-    assert!(matches!(err, Error::ConfChange(ConfChangeError::NoVoters)));
+    assert!(matches!(err, MembershipError::Invalid(ConfChangeError::NoVoters)));
 }

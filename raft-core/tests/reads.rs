@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Network, config, msg};
-use raft_core::{Error, MessageBody, ReadFailure, ReadIndexResponse, ReadState, Role};
+use raft_core::{MessageBody, ReadError, ReadFailure, ReadIndexResponse, ReadState, Role};
 
 fn lease_config(id: u64) -> raft_core::Config {
     let mut c = config(id);
@@ -188,7 +188,7 @@ fn too_many_pending_reads_are_refused() {
     }
     assert!(matches!(
         net.raw(1).read_index(3),
-        Err(Error::TooManyPendingReads { limit: 3 })
+        Err(ReadError::TooManyPending { limit: 3 })
     ));
 }
 

@@ -143,7 +143,7 @@ fn follower_that_lost_its_log_is_reported_and_repaired() {
     .unwrap();
     node.applied.clear();
     // Runs the network, keeping the leader's first refusal of a message from node 3.
-    fn pump(net: &mut Network, lost: &mut Option<raft_core::Error>) {
+    fn pump(net: &mut Network, lost: &mut Option<raft_core::StepError>) {
         for _ in 0..100 {
             for id in 1..=3 {
                 net.process(id);
@@ -178,7 +178,7 @@ fn follower_that_lost_its_log_is_reported_and_repaired() {
     assert!(
         matches!(
             lost,
-            Some(raft_core::Error::PeerLostLog {
+            Some(raft_core::StepError::PeerLostLog {
                 peer: 3,
                 acknowledged: 4,
                 holds: 0
@@ -248,7 +248,10 @@ fn removed_id_cannot_be_added_back() {
         .propose_conf_change(ConfChange::new([MemberChange::add_learner(3)]))
         .unwrap_err();
     assert!(
-        matches!(err, raft_core::Error::ConfChange(ConfChangeError::Retired(3))),
+        matches!(
+            err,
+            raft_core::MembershipError::Invalid(ConfChangeError::Retired(3))
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("new id"));

@@ -448,7 +448,7 @@ fn follower_refuses_proposals_with_a_leader_hint() {
     let mut net = Network::new(3);
     net.elect(2);
     match net.propose(1, "x") {
-        Err(raft_core::Error::NotLeader { leader }) => assert_eq!(leader, Some(2)),
+        Err(raft_core::ProposeError::NotLeader { leader }) => assert_eq!(leader, Some(2)),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -536,7 +536,7 @@ fn proposals_beyond_the_uncommitted_limit_are_refused() {
     };
     assert_eq!(accepted, 4, "4 x 50 bytes fit in 200");
     assert!(
-        matches!(err, raft_core::Error::UncommittedLimit { limit: 200, .. }),
+        matches!(err, raft_core::ProposeError::UncommittedLimit { limit: 200, .. }),
         "{err}"
     );
     assert!(

@@ -3,7 +3,10 @@
 mod common;
 
 use common::{Network, config, data, vote_request};
-use raft_core::{ConfState, Error, HardState, MemStorage, MessageBody, PersistToken, RawNode, Role};
+use raft_core::{
+    ConfState, DriverError, HardState, Inconsistency, MemStorage, MessageBody, PersistToken, RawNode,
+    RecoverError, Role,
+};
 
 #[test]
 fn restart_recovers_term_vote_and_log() {
@@ -64,7 +67,13 @@ fn crash_loses_what_was_not_reported_durable() {
 fn restart_with_applied_beyond_the_log_is_refused() {
     let storage = MemStorage::new_with_conf_state(ConfState::with_voters([1]));
     let err = RawNode::new(config(1), storage, 4).err().unwrap();
-    assert!(matches!(err, Error::InconsistentState(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            RecoverError::Inconsistent(Inconsistency::AppliedBeyondLog { applied: 4, last: 0 })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("applied index 4"));
 }
 
@@ -100,7 +109,10 @@ fn restart_with_commit_beyond_the_log_is_refused() {
     });
     assert!(matches!(
         RawNode::new(config(1), storage, 0),
-        Err(Error::InconsistentState(_))
+        Err(RecoverError::Inconsistent(Inconsistency::CommitBeyondLog {
+            commit: 9,
+            last: 0
+        }))
     ));
 }
 
@@ -126,7 +138,7 @@ fn persist_tokens_must_be_reported_in_order() {
     let token = ready.persist.unwrap().token;
     assert!(matches!(
         net.raw(1).on_persisted(PersistToken(token.0 + 5)),
-        Err(Error::UnknownPersistToken { .. })
+        Err(DriverError::UnknownPersistToken { .. })
     ));
     net.raw(1).on_persisted(token).unwrap();
     assert!(net.raw(1).on_persisted(token).is_err(), "reported twice");

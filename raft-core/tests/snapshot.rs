@@ -5,7 +5,8 @@ mod common;
 
 use common::{Network, data, msg};
 use raft_core::{
-    AppendResponse, ConfState, Error, LogStorage, MessageBody, ProgressState, SnapshotMeta, SnapshotStatus,
+    AppendResponse, ConfState, DriverError, LogStorage, MessageBody, ProgressState, SnapshotMeta,
+    SnapshotStatus,
 };
 
 /// A cluster where node 3 missed entries that the leader then compacted away.
@@ -243,7 +244,7 @@ fn snapshot_is_taken_only_at_an_applied_index() {
     let applied = net.node(1).applied_index();
     assert!(matches!(
         net.raw(1).snapshot_meta_at(applied + 1),
-        Err(Error::IndexOutOfRange { .. })
+        Err(DriverError::IndexOutOfRange { .. })
     ));
     let meta = net.raw(1).snapshot_meta_at(applied).unwrap();
     assert_eq!(meta.index, applied);

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Network, config};
-use raft_core::{Error, MessageBody, Role};
+use raft_core::{MembershipError, MessageBody, ProposeError, Role, TransferError};
 
 #[test]
 fn transfer_to_an_up_to_date_voter() {
@@ -73,13 +73,13 @@ fn proposals_are_refused_during_a_transfer() {
     net.raw(1).transfer_leader(3).unwrap();
     assert!(matches!(
         net.propose(1, "x"),
-        Err(Error::TransferInProgress { target: 3 })
+        Err(ProposeError::TransferInProgress { target: 3 })
     ));
     assert!(matches!(
         net.raw(1).propose_conf_change(raft_core::ConfChange::new([
             raft_core::MemberChange::add_learner(9)
         ])),
-        Err(Error::TransferInProgress { target: 3 })
+        Err(MembershipError::TransferInProgress { target: 3 })
     ));
 }
 
@@ -89,7 +89,7 @@ fn transfer_to_self_is_refused() {
     net.elect(1);
     assert!(matches!(
         net.raw(1).transfer_leader(1),
-        Err(Error::TransferToSelf)
+        Err(TransferError::ToSelf)
     ));
 }
 
@@ -99,7 +99,7 @@ fn transfer_to_a_learner_is_refused() {
     net.elect(1);
     assert!(matches!(
         net.raw(1).transfer_leader(4),
-        Err(Error::TransferTargetNotVoter { target: 4 })
+        Err(TransferError::NotVoter { target: 4 })
     ));
 }
 
@@ -109,7 +109,7 @@ fn transfer_to_a_non_member_is_refused() {
     net.elect(1);
     assert!(matches!(
         net.raw(1).transfer_leader(9),
-        Err(Error::TransferTargetNotVoter { target: 9 })
+        Err(TransferError::NotVoter { target: 9 })
     ));
 }
 
@@ -119,7 +119,7 @@ fn transfer_on_a_follower_is_refused_with_a_leader_hint() {
     net.elect(1);
     assert!(matches!(
         net.raw(2).transfer_leader(3),
-        Err(Error::NotLeader { leader: Some(1) })
+        Err(TransferError::NotLeader { leader: Some(1) })
     ));
 }
 

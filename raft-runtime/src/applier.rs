@@ -5,12 +5,14 @@
 //! read queries. Because all of these travel through one queue, a read query sent after
 //! the entries up to its read index runs against a state that includes them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, Index, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
-use crate::error::{ProposeError, ReadError, StateMachineError};
+use crate::error::{Fatal, ProposeError, ReadError, StateMachineError, UnknownOutcome};
 use crate::state_machine::{Applied, StateMachine};
 use crate::store::Snapshot;
 use crate::transport::ForwardError;
@@ -94,7 +96,7 @@ pub(crate) enum ApplierEvent {
     /// Answers to forwarded proposals, for the group task to send.
     Replies(Vec<RemoteReply>),
     /// The state machine failed: the node must stop.
-    Fatal(String),
+    Fatal(Arc<StateMachineError>),
 }
 
 /// Most commands handed to the state machine in one call.
@@ -144,7 +146,7 @@ pub(crate) async fn run<SM: StateMachine>(
                         let _ = events.send(ApplierEvent::Applied { index, entries: 0 });
                         Ok(())
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err(Arc::new(e)),
                 }
             }
             ApplyMsg::Query(query) => {
@@ -156,7 +158,7 @@ pub(crate) async fn run<SM: StateMachine>(
                     let _ = events.send(ApplierEvent::SnapshotBuilt { index: applied, data });
                     Ok(())
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(Arc::new(e)),
             },
             ApplyMsg::Stop(reply) => {
                 let _ = reply.send(sm);
@@ -164,43 +166,61 @@ pub(crate) async fn run<SM: StateMachine>(
             }
         };
         if let Err(e) = result {
-            let _ = events.send(ApplierEvent::Fatal(e.to_string()));
-            // Fail everything still queued; the node is stopping.
+            let _ = events.send(ApplierEvent::Fatal(e.clone()));
+            // The node is stopping: fail everything queued and everything still to come,
+            // until the node asks for the state machine back (which may be queued already)
+            // or drops the queue.
             let mut replies = Vec::new();
-            while let Ok(msg) = rx.try_recv() {
-                fail(msg, &mut replies, &e);
-            }
-            let _ = events.send(ApplierEvent::Replies(std::mem::take(&mut replies)));
-            // Keep answering until the node drops the queue.
-            while let Some(msg) = rx.recv().await {
-                if let ApplyMsg::Stop(reply) = msg {
+            loop {
+                // A message taken off the queue while coalescing comes first.
+                let msg = match next.take().map_or_else(|| rx.try_recv(), Ok) {
+                    Ok(msg) => msg,
+                    Err(_) => {
+                        if !replies.is_empty() {
+                            let _ = events.send(ApplierEvent::Replies(std::mem::take(&mut replies)));
+                        }
+                        match rx.recv().await {
+                            Some(msg) => msg,
+                            None => return,
+                        }
+                    }
+                };
+                if let Some(reply) = fail(msg, &mut replies, &e) {
+                    if !replies.is_empty() {
+                        let _ = events.send(ApplierEvent::Replies(replies));
+                    }
                     let _ = reply.send(sm);
                     return;
                 }
-                fail(msg, &mut replies, &e);
-                if !replies.is_empty() {
-                    let _ = events.send(ApplierEvent::Replies(std::mem::take(&mut replies)));
-                }
             }
-            return;
         }
     }
 }
 
-fn fail<SM: StateMachine>(msg: ApplyMsg<SM>, remote: &mut Vec<RemoteReply>, e: &StateMachineError) {
+/// Answers `msg` after the state machine failed with `e`; hands back the reply channel of a
+/// request to stop.
+fn fail<SM: StateMachine>(
+    msg: ApplyMsg<SM>,
+    remote: &mut Vec<RemoteReply>,
+    e: &Arc<StateMachineError>,
+) -> Option<oneshot::Sender<SM>> {
     match msg {
         ApplyMsg::Entries(batch) => {
+            let reason = UnknownOutcome::NodeFailed(Fatal::StateMachine(e.clone()));
             for (_, r) in batch {
                 if let Some(r) = r {
-                    r.fail(
-                        ProposeError::Unknown(format!("state machine failed: {e}")),
-                        remote,
-                    );
+                    r.fail(ProposeError::Unknown(reason.clone()), remote);
                 }
             }
+            None
         }
-        ApplyMsg::Query(q) => q(Err(ReadError::ShuttingDown)),
-        _ => {}
+        ApplyMsg::Query(q) => {
+            q(Err(ReadError::ShuttingDown));
+            None
+        }
+        // Nothing is installed or snapshotted any more.
+        ApplyMsg::Restore(_) | ApplyMsg::BuildSnapshot => None,
+        ApplyMsg::Stop(reply) => Some(reply),
     }
 }
 
@@ -210,7 +230,7 @@ async fn apply_batch<SM: StateMachine>(
     batch: Vec<(Entry, Option<Responder<SM>>)>,
     remote: &mut Vec<RemoteReply>,
     events: &mpsc::UnboundedSender<ApplierEvent>,
-) -> Result<(), StateMachineError> {
+) -> Result<(), Arc<StateMachineError>> {
     let Some(last) = batch.last().map(|(e, _)| e.index) else {
         return Ok(());
     };
@@ -221,7 +241,10 @@ async fn apply_batch<SM: StateMachine>(
         if entry.index <= *applied {
             // Already in the state (a snapshot installed meanwhile covers it).
             if let Some(r) = responder {
-                r.fail(ProposeError::Unknown("superseded by a snapshot".into()), remote);
+                r.fail(
+                    ProposeError::Unknown(UnknownOutcome::SupersededBySnapshot),
+                    remote,
+                );
             }
             continue;
         }
@@ -251,13 +274,26 @@ async fn apply_batch<SM: StateMachine>(
     }
     if !commands.is_empty() {
         let expected = commands.len();
-        let responses = sm.apply(commands).await?;
-        if responses.len() != expected {
-            return Err(StateMachineError::msg(format!(
+        let outcome = match sm.apply(commands).await {
+            Ok(responses) if responses.len() == expected => Ok(responses),
+            Ok(responses) => Err(StateMachineError::msg(format!(
                 "apply returned {} responses for {expected} commands",
                 responses.len()
-            )));
-        }
+            ))),
+            Err(e) => Err(e),
+        };
+        let responses = match outcome {
+            Ok(responses) => responses,
+            Err(e) => {
+                // Committed, and perhaps applied on other nodes: the outcome is unknown.
+                let e = Arc::new(e);
+                let reason = UnknownOutcome::NodeFailed(Fatal::StateMachine(e.clone()));
+                for r in responders.into_iter().flatten() {
+                    r.fail(ProposeError::Unknown(reason.clone()), remote);
+                }
+                return Err(e);
+            }
+        };
         for (response, responder) in responses.into_iter().zip(responders) {
             if let Some(r) = responder {
                 r.succeed(response, remote);
@@ -265,9 +301,84 @@ async fn apply_batch<SM: StateMachine>(
         }
     }
     if last > *applied {
-        sm.set_applied_index(last).await?;
+        sm.set_applied_index(last).await.map_err(Arc::new)?;
         *applied = last;
     }
     let _ = events.send(ApplierEvent::Applied { index: last, entries });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use raft_core::Term;
+
+    use super::*;
+
+    /// A state machine whose every `apply` fails.
+    struct Failing;
+
+    #[async_trait]
+    impl StateMachine for Failing {
+        type Command = u64;
+        type Response = u64;
+
+        async fn apply(&mut self, _batch: Vec<Applied<u64>>) -> Result<Vec<u64>, StateMachineError> {
+            Err(StateMachineError::msg("disk on fire"))
+        }
+        async fn applied_index(&self) -> Result<Index, StateMachineError> {
+            Ok(0)
+        }
+        async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
+            Ok(Bytes::new())
+        }
+        async fn restore(&mut self, _index: Index, _data: Bytes) -> Result<(), StateMachineError> {
+            Ok(())
+        }
+    }
+
+    fn command(term: Term, index: Index, value: u64) -> Entry {
+        Entry::new(term, index, EntryPayload::Normal(codec::encode(&value).unwrap()))
+    }
+
+    /// A state machine that fails hands itself back even when the request to stop was
+    /// queued behind the batch that failed; the proposals of that batch and of later ones
+    /// learn that their outcome is unknown because the node failed.
+    #[tokio::test]
+    async fn after_a_failure_the_queued_stop_still_gets_the_state_machine() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (first, first_rx) = oneshot::channel();
+        let (second, second_rx) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel();
+        tx.send(ApplyMsg::Entries(vec![(
+            command(1, 1, 7),
+            Some(Responder::Local(first)),
+        )]))
+        .unwrap();
+        tx.send(ApplyMsg::Entries(vec![(
+            command(1, 2, 8),
+            Some(Responder::Local(second)),
+        )]))
+        .unwrap();
+        tx.send(ApplyMsg::Stop(stop)).unwrap();
+        let task = tokio::spawn(run(Failing, 0, rx, events_tx));
+        let deadline = std::time::Duration::from_secs(30);
+        tokio::time::timeout(deadline, stopped)
+            .await
+            .expect("the state machine is handed back")
+            .expect("not dropped");
+        // The queue is still open: the applier ended because it was asked to.
+        tokio::time::timeout(deadline, task).await.unwrap().unwrap();
+        drop(tx);
+        for reply in [first_rx, second_rx] {
+            match reply.await.unwrap() {
+                Err(ProposeError::Unknown(UnknownOutcome::NodeFailed(Fatal::StateMachine(e)))) => {
+                    assert!(e.to_string().contains("disk on fire"), "{e}")
+                }
+                other => panic!("expected an unknown outcome, got {other:?}"),
+            }
+        }
+        assert!(matches!(events.recv().await, Some(ApplierEvent::Fatal(_))));
+    }
 }

@@ -51,21 +51,10 @@ pub struct Config {
     pub deterministic_seed: bool,
 }
 
-/// A runtime configuration value is invalid. `field` names it.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A runtime field is invalid.
-    #[error("invalid runtime config: `{field}` {reason}")]
-    Field {
-        /// The offending field.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A protocol field is invalid.
-    #[error(transparent)]
-    Protocol(#[from] raft_core::ConfigError),
-}
+/// A configuration value is invalid: the one shape of configuration error of every crate
+/// (see [`raft_core::ConfigError`]). Fields of [`Config::protocol`] are named
+/// `protocol.<field>`.
+pub use raft_core::ConfigError;
 
 impl Default for Config {
     /// A 20 ms tick, elections after 300 to 600 ms, heartbeats every 60 ms, a snapshot every
@@ -102,17 +91,15 @@ impl Config {
     /// Checks every field, naming the first invalid one. (The node id is not part of the
     /// configuration: the builder checks it.)
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn bad(field: &'static str, reason: &str) -> Result<(), ConfigError> {
-            Err(ConfigError::Field {
-                field,
-                reason: reason.to_string(),
-            })
-        }
         let mut protocol = self.protocol.clone();
         protocol.id = PLACEHOLDER_ID;
-        protocol.validate()?;
+        protocol.validate().map_err(|e| e.within("protocol"))?;
         if self.tick_interval.is_zero() {
-            return bad("tick_interval", "must be positive");
+            return Err(ConfigError::new(
+                "tick_interval",
+                self.tick_interval,
+                "must be positive",
+            ));
         }
         for (field, value) in [
             ("mailbox_capacity", self.mailbox_capacity),
@@ -122,11 +109,15 @@ impl Config {
             ("max_pending_reads", self.max_pending_reads),
         ] {
             if value == 0 {
-                return bad(field, "must be at least 1");
+                return Err(ConfigError::new(field, value, "must be at least 1"));
             }
         }
         if self.max_apply_lag == 0 {
-            return bad("max_apply_lag", "must be at least 1");
+            return Err(ConfigError::new(
+                "max_apply_lag",
+                self.max_apply_lag,
+                "must be at least 1",
+            ));
         }
         for (field, value) in [
             ("propose_timeout", self.propose_timeout),
@@ -134,7 +125,7 @@ impl Config {
             ("admin_timeout", self.admin_timeout),
         ] {
             if value.is_zero() {
-                return bad(field, "must be positive");
+                return Err(ConfigError::new(field, value, "must be positive"));
             }
         }
         Ok(())
@@ -152,17 +143,29 @@ mod tests {
             max_inflight_writes: 0,
             ..Config::default()
         };
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("max_inflight_writes")
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid configuration: `max_inflight_writes` = 0: must be at least 1"
         );
+        let c = Config {
+            tick_interval: Duration::ZERO,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid configuration: `tick_interval` = 0ns: must be positive"
+        );
+        // The protocol's settings are named by their path from the runtime's.
         let mut c = Config::default();
         c.protocol.max_inflight_msgs = 0;
-        assert!(matches!(c.validate(), Err(ConfigError::Protocol(e)) if e.field == "max_inflight_msgs"));
+        assert_eq!(c.validate().unwrap_err().field, "protocol.max_inflight_msgs");
         let mut c = Config::default();
         c.protocol.heartbeat_tick = 100;
-        assert!(c.validate().unwrap_err().to_string().contains("election_tick"));
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.field, "protocol.election_tick", "{err}");
+        assert_eq!(err.value, "15");
+        let mut c = Config::default();
+        c.protocol.max_pending_reads = 0;
+        assert_eq!(c.validate().unwrap_err().field, "protocol.max_pending_reads");
     }
 }

@@ -4,7 +4,9 @@
 //! to retry anywhere) or its **outcome is unknown** (it may have been applied; retrying may
 //! apply it twice). See [`ProposeError::is_definitely_not_applied`].
 
-use raft_core::NodeId;
+use std::sync::Arc;
+
+use raft_core::{Index, NodeId};
 
 use crate::store::StoreError;
 use crate::transport::ForwardError;
@@ -67,13 +69,49 @@ pub enum ProposeError {
     /// The command was accepted but its outcome cannot be known (leadership changed, the node
     /// shut down or failed): it may or may not be applied.
     #[error("outcome unknown: {0}")]
-    Unknown(String),
+    Unknown(UnknownOutcome),
+}
+
+/// Why the outcome of an accepted command cannot be known: it may or may not be applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownOutcome {
+    /// The node shut down before the outcome was known.
+    #[error("the node shut down before the outcome was known")]
+    ShutDown,
+    /// The node stopped after a fatal error before the outcome was known.
+    #[error("the node failed before the outcome was known: {0}")]
+    NodeFailed(Fatal),
+    /// A snapshot installed from the leader covers the command's index: the command may be
+    /// in it, or another leader's entry may have taken its place.
+    #[error("superseded by a snapshot covering its index")]
+    SupersededBySnapshot,
+    /// The command was forwarded to `leader`, which lost leadership while it was in flight.
+    #[error("leader {leader} changed while the forwarded command was in flight")]
+    LeaderChanged {
+        /// The node the command was forwarded to.
+        leader: NodeId,
+    },
+    /// The leader applied the forwarded command but its response could not be decoded here
+    /// (nodes of different versions of the state machine).
+    #[error("the leader's response could not be decoded")]
+    UndecodableResponse,
+    /// The leader a forwarded command went to could not tell its outcome; its reason, as it
+    /// sent it.
+    #[error("at the leader: {0}")]
+    AtLeader(String),
 }
 
 impl ProposeError {
     /// Whether the command was definitely not applied, so that retrying cannot apply it twice.
     pub fn is_definitely_not_applied(&self) -> bool {
-        !matches!(self, ProposeError::Timeout | ProposeError::Unknown(_))
+        match self {
+            ProposeError::Timeout | ProposeError::Unknown(_) => false,
+            ProposeError::NotLeader { .. }
+            | ProposeError::Busy(_)
+            | ProposeError::ShuttingDown
+            | ProposeError::Encode(_)
+            | ProposeError::Dropped => true,
+        }
     }
 
     pub(crate) fn from_forward(e: ForwardError) -> ProposeError {
@@ -82,7 +120,7 @@ impl ProposeError {
             ForwardError::Busy => ProposeError::Busy(BusyReason::Forward),
             ForwardError::ShuttingDown => ProposeError::ShuttingDown,
             ForwardError::Malformed(m) => ProposeError::Encode(m),
-            ForwardError::Unknown(m) => ProposeError::Unknown(m),
+            ForwardError::Unknown(m) => ProposeError::Unknown(UnknownOutcome::AtLeader(m)),
         }
     }
 
@@ -94,7 +132,8 @@ impl ProposeError {
             ProposeError::Encode(m) => ForwardError::Malformed(m.clone()),
             ProposeError::Dropped => ForwardError::NotLeader { leader: None },
             ProposeError::Timeout => ForwardError::Unknown("timed out at the leader".into()),
-            ProposeError::Unknown(m) => ForwardError::Unknown(m.clone()),
+            // The wire carries the reason as text.
+            ProposeError::Unknown(reason) => ForwardError::Unknown(reason.to_string()),
         }
     }
 }
@@ -134,9 +173,9 @@ pub enum AdminError {
     /// The change is invalid.
     #[error("invalid change: {0}")]
     Invalid(#[from] raft_core::ConfChangeError),
-    /// A leadership transfer was refused (to itself, to a non-voter).
+    /// A leadership transfer was refused: its target cannot take over.
     #[error("invalid transfer: {0}")]
-    InvalidTransfer(String),
+    InvalidTransfer(InvalidTransfer),
     /// A learner did not catch up in time to be promoted.
     #[error("node {node} did not catch up in time")]
     NotCaughtUp {
@@ -167,24 +206,128 @@ pub enum AdminError {
     ShuttingDown,
 }
 
+/// Why a leadership transfer's target cannot take over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTransfer {
+    /// The target is this node, which leads already.
+    #[error("node {target} is already the leader")]
+    AlreadyLeader {
+        /// The target.
+        target: NodeId,
+    },
+    /// The target is not a voter (a learner, or not a member): it cannot be elected.
+    #[error("node {target} is not a voter")]
+    NotVoter {
+        /// The target.
+        target: NodeId,
+    },
+}
+
+/// Why a node stopped on its own. Once it did, the node answers every request as shutting
+/// down; the reason is in [`Metrics::fatal`](crate::Metrics) and in what
+/// [`RaftHandle::shutdown`](crate::RaftHandle::shutdown) returns.
+///
+/// Cloneable, so that the metrics and the shutdown report can both carry it: the errors of
+/// the log store and the state machine inside are shared, and two values are equal when
+/// they carry the same failure (the same shared error, not merely the same message).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum Fatal {
+    /// A safety invariant of the protocol would have been broken: a bug in the protocol, the
+    /// runtime or the log store, never a peer's doing.
+    #[error("safety invariant violated: {0}")]
+    Invariant(raft_core::Invariant),
+    /// Driving the protocol failed: reading the log failed ([`raft_core::DriverError::Storage`]),
+    /// or the runtime reported something the protocol never handed out (a bug).
+    #[error("driving the protocol failed: {0}")]
+    Driver(Arc<raft_core::DriverError>),
+    /// The log store failed a write: after a failed write or sync, what is durable is unknown.
+    #[error("log store write failed: {0}")]
+    LogWrite(StoreError),
+    /// Saving a snapshot, or compacting the log after it, failed.
+    #[error("saving a snapshot failed: {0}")]
+    SnapshotSave(StoreError),
+    /// The state machine failed: it cannot stay consistent with the other nodes'.
+    #[error("state machine failed: {0}")]
+    StateMachine(Arc<StateMachineError>),
+    /// The writes between the protocol and the log store lost their order: a log store that
+    /// completed writes it was not given or out of order, or a bug in the runtime.
+    #[error("write pipeline: {0}")]
+    Pipeline(PipelineError),
+}
+
+impl From<raft_core::DriverError> for Fatal {
+    fn from(e: raft_core::DriverError) -> Self {
+        match e {
+            raft_core::DriverError::Fatal(invariant) => Fatal::Invariant(invariant),
+            e @ (raft_core::DriverError::Storage(_)
+            | raft_core::DriverError::UnknownPersistToken { .. }
+            | raft_core::DriverError::IndexOutOfRange { .. }
+            | raft_core::DriverError::SnapshotPending { .. }) => Fatal::Driver(Arc::new(e)),
+        }
+    }
+}
+
+impl PartialEq for Fatal {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Fatal::Invariant(a), Fatal::Invariant(b)) => a == b,
+            (Fatal::Driver(a), Fatal::Driver(b)) => Arc::ptr_eq(a, b),
+            (Fatal::LogWrite(a), Fatal::LogWrite(b)) | (Fatal::SnapshotSave(a), Fatal::SnapshotSave(b)) => {
+                a.ptr_eq(b)
+            }
+            (Fatal::StateMachine(a), Fatal::StateMachine(b)) => Arc::ptr_eq(a, b),
+            (Fatal::Pipeline(a), Fatal::Pipeline(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Fatal {}
+
+/// What broke in the writes between the protocol and the log store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// The protocol accepted a snapshot whose data never arrived.
+    #[error("snapshot {0} accepted without its data")]
+    SnapshotWithoutData(Index),
+    /// The store completed a write that is not in flight.
+    #[error("completion for unknown write {0}")]
+    UnknownWrite(u64),
+    /// The store completed writes out of order.
+    #[error("writes completed out of order ({got} before {expected})")]
+    OutOfOrder {
+        /// The write that completed.
+        got: u64,
+        /// The write that should have completed first.
+        expected: u64,
+    },
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration is invalid.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] raft_core::ConfigError),
     /// The log store failed while recovering.
     #[error("recovering the log store: {0}")]
     Store(#[from] StoreError),
     /// The persisted state is inconsistent with the state machine or itself.
     #[error("cannot start the protocol: {0}")]
-    Protocol(#[from] raft_core::Error),
+    Protocol(#[from] raft_core::RecoverError),
+    /// The log starts after a snapshot, but the store holds none to restore the state
+    /// machine from.
+    #[error("the log starts after index {index} but no snapshot is stored")]
+    MissingSnapshot {
+        /// The index of the snapshot the log starts from.
+        index: Index,
+    },
     /// The state machine failed to report or restore its state.
     #[error("state machine: {0}")]
     StateMachine(#[source] StateMachineError),
-    /// The bootstrap membership is invalid.
+    /// The members given to bootstrap or join a cluster are invalid.
     #[error("invalid bootstrap membership: {0}")]
-    Bootstrap(String),
+    Bootstrap(BootstrapError),
     /// The log store is empty and the builder was told neither to bootstrap a cluster nor
     /// to join one.
     #[error(
@@ -194,6 +337,25 @@ pub enum StartError {
     /// The transport refused the node: it serves another id, or already serves a node.
     #[error("the transport refused the node: {0}")]
     Register(#[from] crate::transport::RegisterError),
+}
+
+/// What is wrong with the members given to bootstrap or join a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BootstrapError {
+    /// A joining node was given no members to contact.
+    #[error("a joining node needs the cluster's current members")]
+    NoMembers,
+    /// Node id 0 is among the members; it is reserved.
+    #[error("node id 0 is reserved")]
+    ReservedId,
+    /// A node bootstrapping a cluster is not among its initial members.
+    #[error("node {id} is not among the initial members {members:?}")]
+    NotAMember {
+        /// This node.
+        id: NodeId,
+        /// The initial members given.
+        members: Vec<NodeId>,
+    },
 }
 
 /// A state machine failure. Fatal for the node: a state machine that cannot apply a

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::applier::Query;
 use crate::codec;
 use crate::config::Config;
-use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
+use crate::error::{AdminError, BusyReason, Fatal, ProposeError, ReadError, UnknownOutcome};
 use crate::group::{ConfRequest, Request};
 use crate::member::MemberInfo;
 use crate::metrics::Metrics;
@@ -43,7 +43,7 @@ pub struct Stopped<SM> {
     pub state_machine: Option<SM>,
     /// Why the node stopped on its own (a failed disk, a failed state machine, a broken
     /// safety invariant), if it did; `None` after an ordinary shutdown.
-    pub fatal: Option<String>,
+    pub fatal: Option<Fatal>,
 }
 
 impl<SM: StateMachine> Clone for Raft<SM> {
@@ -112,7 +112,7 @@ impl<SM: StateMachine> Raft<SM> {
             });
         }
         rx.await
-            .unwrap_or_else(|_| Err(ProposeError::Unknown("the node stopped".into())))
+            .unwrap_or_else(|_| Err(ProposeError::Unknown(UnknownOutcome::ShutDown)))
     }
 
     /// A linearizable read (ReadIndex): once the leader has confirmed its leadership and the
@@ -188,7 +188,13 @@ impl<SM: StateMachine> Raft<SM> {
                     }
                     tokio::time::sleep(pause).await;
                 }
-                other => return other,
+                Ok(r) => return Ok(r),
+                Err(
+                    e @ (ReadError::NotLeader { leader: Some(_) }
+                    | ReadError::Busy(_)
+                    | ReadError::Timeout
+                    | ReadError::ShuttingDown),
+                ) => return Err(e),
             }
         }
     }
@@ -229,7 +235,18 @@ impl<SM: StateMachine> Raft<SM> {
                     tokio::time::sleep(self.inner.config.tick_interval * 2).await;
                 }
                 Err(AdminError::Pending) => return Err(AdminError::Timeout),
-                other => return other,
+                Ok(()) => return Ok(()),
+                Err(
+                    e @ (AdminError::NotLeader { .. }
+                    | AdminError::Invalid(_)
+                    | AdminError::InvalidTransfer(_)
+                    | AdminError::NotCaughtUp { .. }
+                    | AdminError::TransferAborted { .. }
+                    | AdminError::LeadershipLost
+                    | AdminError::Timeout
+                    | AdminError::Busy(_)
+                    | AdminError::ShuttingDown),
+                ) => return Err(e),
             }
         }
     }

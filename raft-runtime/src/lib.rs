@@ -113,7 +113,10 @@ mod waiting;
 mod wire_golden;
 
 pub use config::{Config, ConfigError};
-pub use error::{AdminError, BusyReason, ProposeError, ReadError, StartError, StateMachineError};
+pub use error::{
+    AdminError, BootstrapError, BusyReason, Fatal, InvalidTransfer, PipelineError, ProposeError, ReadError,
+    StartError, StateMachineError, UnknownOutcome,
+};
 pub use handle::{Raft, Stopped, WaitTimeout};
 pub use mem_store::{MemLogStore, MemStoreError};
 pub use mem_transport::{MemNetwork, MemTransport};
@@ -123,8 +126,8 @@ pub use node::{Builder, Unset};
 pub use state_machine::{Applied, StateMachine};
 pub use store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
 pub use transport::{
-    DeliverError, ForwardError, Inbox, InboxReceiver, Incoming, RegisterError, SendError, Transport,
-    TransportError, TransportMetrics, WIRE_VERSION, WireMessage,
+    DeliverError, DeliverSnapshotError, ForwardError, Inbox, InboxReceiver, Incoming, RegisterError,
+    SendError, Transport, TransportError, TransportMetrics, WIRE_VERSION, WireMessage,
 };
 
 /// The attribute that implements the async traits ([`StateMachine`], [`LogStore`],

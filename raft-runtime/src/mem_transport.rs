@@ -272,7 +272,10 @@ impl Transport for MemTransport {
         inbox
             .deliver_snapshot(self.id, message, data)
             .await
-            .map_err(|reason| TransportError::Refused { peer: to, reason })
+            .map_err(|e| TransportError::Refused {
+                peer: to,
+                reason: e.to_string(),
+            })
     }
 
     async fn shutdown(&self) {

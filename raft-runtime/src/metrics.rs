@@ -59,8 +59,9 @@ pub struct Metrics {
     /// Peer messages refused: malformed, out of bounds, from a node that may not send them,
     /// or answering something this node never asked of that peer.
     pub refused_messages: u64,
-    /// Set when the node stopped because of a fatal error (storage or state machine).
-    pub fatal: Option<String>,
+    /// Set when the node stopped because of a fatal error (storage, state machine, or a
+    /// broken safety invariant).
+    pub fatal: Option<crate::error::Fatal>,
 }
 
 impl Metrics {

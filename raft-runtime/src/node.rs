@@ -16,7 +16,7 @@ use tracing::Instrument;
 use crate::adapter::StoreReader;
 use crate::applier;
 use crate::config::Config;
-use crate::error::StartError;
+use crate::error::{BootstrapError, StartError};
 use crate::group::Group;
 use crate::handle::Raft;
 use crate::member::MemberInfo;
@@ -206,17 +206,15 @@ async fn start<SM: StateMachine>(
     mode: Option<StartMode>,
 ) -> Result<Raft<SM>, StartError> {
     if id == 0 {
-        return Err(StartError::Bootstrap("node id 0 is reserved".into()));
+        return Err(StartError::Bootstrap(BootstrapError::ReservedId));
     }
     config.validate()?;
     match &mode {
         Some(StartMode::Join(members)) if members.is_empty() => {
-            return Err(StartError::Bootstrap(
-                "a joining node needs the cluster's current members".into(),
-            ));
+            return Err(StartError::Bootstrap(BootstrapError::NoMembers));
         }
         Some(StartMode::Join(members) | StartMode::Bootstrap(members)) if members.contains_key(&0) => {
-            return Err(StartError::Bootstrap("node id 0 is reserved".into()));
+            return Err(StartError::Bootstrap(BootstrapError::ReservedId));
         }
         _ => {}
     }
@@ -235,10 +233,10 @@ async fn start<SM: StateMachine>(
             None => return Err(StartError::Uninitialized),
             Some(StartMode::Bootstrap(members)) => {
                 if !members.contains_key(&id) {
-                    return Err(StartError::Bootstrap(format!(
-                        "node {id} is not among the initial members {:?}",
-                        members.keys().collect::<Vec<_>>()
-                    )));
+                    return Err(StartError::Bootstrap(BootstrapError::NotAMember {
+                        id,
+                        members: members.keys().copied().collect(),
+                    }));
                 }
                 let mut conf_state = ConfState::with_voters(members.keys().copied());
                 conf_state.node_meta = members.iter().map(|(&n, info)| (n, info.encode())).collect();
@@ -266,10 +264,8 @@ async fn start<SM: StateMachine>(
         .await
         .map_err(StartError::StateMachine)?;
     if applied < snapshot_index {
-        let snapshot = store.load_snapshot().await?.ok_or_else(|| {
-            StartError::Bootstrap(format!(
-                "the log starts after {snapshot_index} but no snapshot is stored"
-            ))
+        let snapshot = store.load_snapshot().await?.ok_or(StartError::MissingSnapshot {
+            index: snapshot_index,
         })?;
         state_machine
             .restore(snapshot.meta.index, snapshot.data)

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 use raft_core::{Index, Message, Persist, PersistToken};
 
+use crate::error::PipelineError;
 use crate::store::{LogWrite, Snapshot};
 
 /// Snapshot data received from leaders kept while the protocol decides on it.
@@ -50,20 +51,6 @@ pub(crate) struct Durable {
     pub(crate) messages: Vec<Message>,
     /// The snapshot it installed, for the state machine.
     pub(crate) restore: Option<Snapshot>,
-}
-
-/// A broken promise of the store or the protocol: the node must stop.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum PipelineError {
-    /// The protocol accepted a snapshot whose data never arrived.
-    #[error("snapshot {0} accepted without its data")]
-    SnapshotWithoutData(Index),
-    /// A completion came for a write that is not in flight.
-    #[error("completion for unknown write {0}")]
-    UnknownWrite(u64),
-    /// The store completed writes out of order.
-    #[error("writes completed out of order ({got} before {expected})")]
-    OutOfOrder { got: u64, expected: u64 },
 }
 
 /// The batches between the protocol and the store.

@@ -78,6 +78,11 @@ impl StoreError {
     pub fn backend(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
         &*self.0
     }
+
+    /// Whether both are the same failure (clones of one error).
+    pub(crate) fn ptr_eq(&self, other: &StoreError) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Called once a write is durable (or failed). Must not block: it runs on the store's

@@ -136,9 +136,9 @@ pub enum Incoming {
         message: Box<Message>,
         /// The snapshot's data.
         data: Bytes,
-        /// Answered by the runtime once it has taken the snapshot; the transport then
-        /// acknowledges the transfer to the sender.
-        ack: oneshot::Sender<Result<(), String>>,
+        /// Answered by the runtime once it has taken the snapshot (or refused it); the
+        /// transport then acknowledges the transfer to the sender, or passes the refusal on.
+        ack: oneshot::Sender<Result<(), DeliverSnapshotError>>,
     },
 }
 
@@ -213,6 +213,28 @@ pub enum DeliverError {
     Closed,
 }
 
+/// Why a node did not take a snapshot delivered to its [`Inbox`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliverSnapshotError {
+    /// The message delivered with the data is not a snapshot message.
+    #[error("not a snapshot message (a {kind} message)")]
+    NotASnapshot {
+        /// The message's kind.
+        kind: &'static str,
+    },
+    /// The message names a sender other than the authenticated peer that delivered it.
+    #[error("sender {from} claims to be {claimed}")]
+    ForgedSender {
+        /// The authenticated peer.
+        from: NodeId,
+        /// The sender the message names.
+        claimed: NodeId,
+    },
+    /// The node is gone.
+    #[error("node stopped")]
+    Closed,
+}
+
 impl Inbox {
     /// A new inbox holding at most `per_peer` message batches from each sender.
     pub fn channel(per_peer: usize) -> (Inbox, InboxReceiver) {
@@ -251,8 +273,14 @@ impl Inbox {
     }
 
     /// Delivers a complete snapshot, then waits for the node to take it. Returns the node's
-    /// verdict.
-    pub async fn deliver_snapshot(&self, from: NodeId, message: Message, data: Bytes) -> Result<(), String> {
+    /// verdict. A transport that must tell the sender why a snapshot was refused sends the
+    /// error's `Display` text.
+    pub async fn deliver_snapshot(
+        &self,
+        from: NodeId,
+        message: Message,
+        data: Bytes,
+    ) -> Result<(), DeliverSnapshotError> {
         let (ack, verdict) = oneshot::channel();
         self.tx
             .send(Incoming::Snapshot {
@@ -261,8 +289,8 @@ impl Inbox {
                 data,
                 ack,
             })
-            .map_err(|_| "node stopped".to_string())?;
-        verdict.await.map_err(|_| "node stopped".to_string())?
+            .map_err(|_| DeliverSnapshotError::Closed)?;
+        verdict.await.map_err(|_| DeliverSnapshotError::Closed)?
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::Log;
 use raft_runtime::raft_core::Role;
-use raft_runtime::{AdminError, BusyReason, ProposeError, ReadError};
+use raft_runtime::{AdminError, BusyReason, Fatal, InvalidTransfer, ProposeError, ReadError};
 
 #[tokio::test(start_paused = true)]
 async fn three_nodes_elect_a_leader_and_replicate() {
@@ -399,7 +399,25 @@ async fn leadership_is_transferred() {
     c.node(leader).transfer_leader(target).await.unwrap();
     assert_eq!(c.leader().await, target);
     let err = c.node(target).transfer_leader(target).await.unwrap_err();
-    assert!(matches!(err, AdminError::InvalidTransfer(_)), "{err}");
+    assert_eq!(
+        err,
+        AdminError::InvalidTransfer(InvalidTransfer::AlreadyLeader { target }),
+        "{err}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transfer_to_a_learner_is_refused_as_invalid() {
+    let c = common::cluster(3).await;
+    let leader = c.leader().await;
+    c.node(leader).add_learner(4, "mem-4").await.unwrap();
+    let err = c.node(leader).transfer_leader(4).await.unwrap_err();
+    assert_eq!(
+        err,
+        AdminError::InvalidTransfer(InvalidTransfer::NotVoter { target: 4 }),
+        "{err}"
+    );
     c.shutdown().await;
 }
 
@@ -494,7 +512,9 @@ async fn a_failing_disk_stops_the_node() {
         .wait_for(Duration::from_secs(10), |m| m.fatal.is_some())
         .await
         .unwrap();
-    assert!(m.fatal.unwrap().contains("device error"));
+    let fatal = m.fatal.unwrap();
+    assert!(matches!(fatal, Fatal::LogWrite(_)), "{fatal}");
+    assert!(fatal.to_string().contains("device error"), "{fatal}");
     let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
     let new = c.leader_among(&others, Duration::from_secs(30)).await;
     assert_ne!(new, leader);

@@ -89,9 +89,9 @@ pub enum WalError {
         /// Which numbers ran out.
         what: &'static str,
     },
-    /// The options are unusable.
-    #[error("invalid options: {0}")]
-    InvalidOptions(&'static str),
+    /// An option is out of range: which one, its value and the rule it breaks.
+    #[error(transparent)]
+    Config(#[from] raft_core::ConfigError),
     /// The store has been closed.
     #[error("the log store is closed")]
     Closed,

@@ -86,6 +86,8 @@ mod writer;
 pub use error::{CorruptKind, InvalidWrite, WalError};
 pub use fault::{DiskFull, Fault, FaultHook, IoOp};
 pub use options::Options;
+/// The configuration error of every crate of the workspace (see [`WalError::Config`]).
+pub use raft_core::ConfigError;
 pub use recovery::RecoveryStats;
 pub use repair::{RepairReport, SegmentReport, VerifyReport, repair, verify};
 pub use snapshot::SnapshotReader;

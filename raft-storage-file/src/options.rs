@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use raft_core::ConfigError;
+
 use crate::error::WalError;
 use crate::fault::FaultHook;
 
@@ -61,14 +63,20 @@ impl fmt::Debug for Options {
 }
 
 impl Options {
+    /// Checks every option, naming the first invalid one ([`WalError::Config`]).
     pub(crate) fn validate(&self) -> Result<(), WalError> {
-        if self.segment_size < 4096 || self.segment_size > (1 << 40) {
-            return Err(WalError::InvalidOptions(
-                "segment_size must be between 4 KiB and 1 TiB",
-            ));
+        if !(4096..=1 << 40).contains(&self.segment_size) {
+            return Err(ConfigError::new(
+                "segment_size",
+                self.segment_size,
+                "must be between 4 KiB and 1 TiB",
+            )
+            .into());
         }
         if self.max_group_bytes < 4096 {
-            return Err(WalError::InvalidOptions("max_group_bytes must be at least 4 KiB"));
+            return Err(
+                ConfigError::new("max_group_bytes", self.max_group_bytes, "must be at least 4 KiB").into(),
+            );
         }
         Ok(())
     }

@@ -581,7 +581,14 @@ fn invalid_options_are_refused() {
         },
     )
     .unwrap_err();
-    assert!(matches!(err, WalError::InvalidOptions(_)));
+    assert!(
+        matches!(&err, WalError::Config(e) if e.field == "segment_size"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: `segment_size` = 100: must be between 4 KiB and 1 TiB"
+    );
 }
 
 #[test]

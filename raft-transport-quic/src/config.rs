@@ -1,12 +1,13 @@
 //! What a transport needs to start: who it is, where it listens, its TLS identity, and the
 //! limits and tuning knobs (all with defaults measured on a small loopback machine).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use raft_core::NodeId;
+use raft_core::{ConfigError, NodeId};
 
 use crate::error::QuicError;
 use crate::tls::TlsConfig;
@@ -74,63 +75,161 @@ impl QuicConfig {
     }
 
     /// Checks that every value is in range and that the values agree with each other.
+    /// Fails with [`QuicError::Config`], naming the field by its path
+    /// (`limits.max_frame_size`, `tuning.idle_timeout`), its value and the rule it breaks.
     pub fn validate(&self) -> Result<(), QuicError> {
-        let bad = |what: &str| Err(QuicError::Config(what.to_string()));
+        self.check().map_err(QuicError::Config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        fn rule(
+            ok: bool,
+            field: &'static str,
+            value: impl std::fmt::Debug,
+            rule: impl Into<Cow<'static, str>>,
+        ) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::new(field, value, rule))
+            }
+        }
         let l = &self.limits;
         let t = &self.tuning;
-        if l.max_frame_size < 1024 || l.max_frame_size > crate::codec::MAX_FRAME_LIMIT {
-            return bad("max_frame_size must be between 1 KiB and 256 MiB");
-        }
-        if l.coalesce_bytes == 0 || l.coalesce_bytes > l.max_frame_size {
-            return bad("coalesce_bytes must be positive and not above max_frame_size");
-        }
-        if l.peer_queue_capacity == 0 {
-            return bad("peer_queue_capacity must be positive");
-        }
-        if l.snapshot_chunk_size < 1024 || l.snapshot_chunk_size > 64 << 20 {
-            return bad("snapshot_chunk_size must be between 1 KiB and 64 MiB");
-        }
-        if l.snapshot_memory_budget == 0 {
-            return bad("snapshot_memory_budget must be positive");
-        }
-        if l.max_snapshot_size > l.snapshot_memory_budget {
-            return bad(
-                "max_snapshot_size must not exceed snapshot_memory_budget (a larger snapshot could never be received)",
-            );
-        }
-        if l.snapshot_window_chunks == 0 {
-            return bad("snapshot_window_chunks must be positive");
-        }
-        if l.snapshot_attempts == 0 {
-            return bad("snapshot_attempts must be positive");
-        }
-        if l.max_concurrent_handshakes == 0 {
-            return bad("max_concurrent_handshakes must be positive");
-        }
-        if l.max_connections_per_peer < 2 {
-            return bad("max_connections_per_peer must be at least 2 (a message and a snapshot connection)");
-        }
-        if t.idle_timeout.is_zero() || t.keep_alive_interval >= t.idle_timeout {
-            return bad("keep_alive_interval must be below idle_timeout");
-        }
-        if t.keep_alive_interval.is_zero() {
-            return bad("keep_alive_interval must be positive");
-        }
-        if t.handshake_timeout.is_zero() {
-            return bad("handshake_timeout must be positive");
-        }
-        if t.write_timeout.is_zero() {
-            return bad("write_timeout must be positive");
-        }
-        if t.reconnect_initial.is_zero() || t.reconnect_max < t.reconnect_initial {
-            return bad("reconnect_initial must be positive and not above reconnect_max");
-        }
-        if t.initial_mtu < 1200 || t.max_mtu < t.initial_mtu {
-            return bad("initial_mtu must be at least 1200 and not above max_mtu");
-        }
+        let positive = "must be positive";
+        rule(
+            (1024..=crate::codec::MAX_FRAME_LIMIT).contains(&l.max_frame_size),
+            "limits.max_frame_size",
+            l.max_frame_size,
+            "must be between 1 KiB and 256 MiB",
+        )?;
+        rule(
+            l.coalesce_bytes > 0 && l.coalesce_bytes <= l.max_frame_size,
+            "limits.coalesce_bytes",
+            l.coalesce_bytes,
+            format!(
+                "must be positive and at most max_frame_size ({})",
+                l.max_frame_size
+            ),
+        )?;
+        rule(
+            l.peer_queue_capacity > 0,
+            "limits.peer_queue_capacity",
+            l.peer_queue_capacity,
+            positive,
+        )?;
+        rule(
+            (1024..=64 << 20).contains(&l.snapshot_chunk_size),
+            "limits.snapshot_chunk_size",
+            l.snapshot_chunk_size,
+            "must be between 1 KiB and 64 MiB",
+        )?;
+        rule(
+            l.snapshot_memory_budget > 0,
+            "limits.snapshot_memory_budget",
+            l.snapshot_memory_budget,
+            positive,
+        )?;
+        rule(
+            l.max_snapshot_size <= l.snapshot_memory_budget,
+            "limits.max_snapshot_size",
+            l.max_snapshot_size,
+            format!(
+                "must not exceed snapshot_memory_budget ({}): a larger snapshot could never be received",
+                l.snapshot_memory_budget
+            ),
+        )?;
+        rule(
+            l.snapshot_window_chunks > 0,
+            "limits.snapshot_window_chunks",
+            l.snapshot_window_chunks,
+            positive,
+        )?;
+        rule(
+            l.snapshot_attempts > 0,
+            "limits.snapshot_attempts",
+            l.snapshot_attempts,
+            positive,
+        )?;
+        rule(
+            l.max_concurrent_handshakes > 0,
+            "limits.max_concurrent_handshakes",
+            l.max_concurrent_handshakes,
+            positive,
+        )?;
+        rule(
+            l.max_connections_per_peer >= 2,
+            "limits.max_connections_per_peer",
+            l.max_connections_per_peer,
+            "must be at least 2 (a message and a snapshot connection)",
+        )?;
+        rule(
+            !t.idle_timeout.is_zero(),
+            "tuning.idle_timeout",
+            t.idle_timeout,
+            positive,
+        )?;
+        rule(
+            quinn::IdleTimeout::try_from(t.idle_timeout).is_ok(),
+            "tuning.idle_timeout",
+            t.idle_timeout,
+            IDLE_TIMEOUT_RULE,
+        )?;
+        rule(
+            !t.keep_alive_interval.is_zero(),
+            "tuning.keep_alive_interval",
+            t.keep_alive_interval,
+            positive,
+        )?;
+        rule(
+            t.keep_alive_interval < t.idle_timeout,
+            "tuning.keep_alive_interval",
+            t.keep_alive_interval,
+            format!("must be below idle_timeout ({:?})", t.idle_timeout),
+        )?;
+        rule(
+            !t.handshake_timeout.is_zero(),
+            "tuning.handshake_timeout",
+            t.handshake_timeout,
+            positive,
+        )?;
+        rule(
+            !t.write_timeout.is_zero(),
+            "tuning.write_timeout",
+            t.write_timeout,
+            positive,
+        )?;
+        rule(
+            !t.reconnect_initial.is_zero(),
+            "tuning.reconnect_initial",
+            t.reconnect_initial,
+            positive,
+        )?;
+        rule(
+            t.reconnect_max >= t.reconnect_initial,
+            "tuning.reconnect_max",
+            t.reconnect_max,
+            format!("must be at least reconnect_initial ({:?})", t.reconnect_initial),
+        )?;
+        rule(
+            t.initial_mtu >= 1200,
+            "tuning.initial_mtu",
+            t.initial_mtu,
+            "must be at least 1200",
+        )?;
+        rule(
+            t.max_mtu >= t.initial_mtu,
+            "tuning.max_mtu",
+            t.max_mtu,
+            format!("must be at least initial_mtu ({})", t.initial_mtu),
+        )?;
         Ok(())
     }
 }
+
+/// The rule of QUIC's idle timeout, which the protocol carries in milliseconds as a
+/// variable-length integer.
+pub(crate) const IDLE_TIMEOUT_RULE: &str = "must be below 2^62 milliseconds (QUIC's limit)";
 
 /// Limits that bound memory and work per peer. Every queue and buffer is bounded by one.
 #[derive(Clone, Debug)]
@@ -302,6 +401,97 @@ mod tests {
                 err.to_string().contains("between 1 KiB and 256 MiB"),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn each_invalid_field_is_named_by_its_path() {
+        let tls = DevCa::generate().unwrap().node_tls(1).unwrap();
+        let base = QuicConfig::new("127.0.0.1:0".parse().unwrap(), tls);
+        base.validate().unwrap();
+        type Mutation = Box<dyn Fn(&mut QuicConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
+            (
+                "limits.max_frame_size",
+                Box::new(|c| c.limits.max_frame_size = 512),
+            ),
+            ("limits.coalesce_bytes", Box::new(|c| c.limits.coalesce_bytes = 0)),
+            (
+                "limits.peer_queue_capacity",
+                Box::new(|c| c.limits.peer_queue_capacity = 0),
+            ),
+            (
+                "limits.snapshot_chunk_size",
+                Box::new(|c| c.limits.snapshot_chunk_size = 100),
+            ),
+            (
+                "limits.snapshot_memory_budget",
+                Box::new(|c| c.limits.snapshot_memory_budget = 0),
+            ),
+            (
+                "limits.max_snapshot_size",
+                Box::new(|c| c.limits.max_snapshot_size = u64::MAX),
+            ),
+            (
+                "limits.snapshot_window_chunks",
+                Box::new(|c| c.limits.snapshot_window_chunks = 0),
+            ),
+            (
+                "limits.snapshot_attempts",
+                Box::new(|c| c.limits.snapshot_attempts = 0),
+            ),
+            (
+                "limits.max_concurrent_handshakes",
+                Box::new(|c| c.limits.max_concurrent_handshakes = 0),
+            ),
+            (
+                "limits.max_connections_per_peer",
+                Box::new(|c| c.limits.max_connections_per_peer = 1),
+            ),
+            (
+                "tuning.idle_timeout",
+                Box::new(|c| c.tuning.idle_timeout = Duration::ZERO),
+            ),
+            (
+                "tuning.idle_timeout",
+                Box::new(|c| c.tuning.idle_timeout = Duration::MAX),
+            ),
+            (
+                "tuning.keep_alive_interval",
+                Box::new(|c| c.tuning.keep_alive_interval = Duration::ZERO),
+            ),
+            (
+                "tuning.handshake_timeout",
+                Box::new(|c| c.tuning.handshake_timeout = Duration::ZERO),
+            ),
+            (
+                "tuning.write_timeout",
+                Box::new(|c| c.tuning.write_timeout = Duration::ZERO),
+            ),
+            (
+                "tuning.reconnect_initial",
+                Box::new(|c| c.tuning.reconnect_initial = Duration::ZERO),
+            ),
+            (
+                "tuning.reconnect_max",
+                Box::new(|c| c.tuning.reconnect_max = Duration::from_millis(1)),
+            ),
+            ("tuning.initial_mtu", Box::new(|c| c.tuning.initial_mtu = 1000)),
+            ("tuning.max_mtu", Box::new(|c| c.tuning.max_mtu = 1199)),
+        ];
+        for (field, mutate) in cases {
+            let mut c = base.clone();
+            mutate(&mut c);
+            match c.validate() {
+                Err(QuicError::Config(e)) => {
+                    assert_eq!(e.field, field, "{e}");
+                    assert!(
+                        e.to_string()
+                            .starts_with(&format!("invalid configuration: `{field}` = "))
+                    );
+                }
+                other => panic!("{field}: expected a configuration error, got {other:?}"),
+            }
         }
     }
 }

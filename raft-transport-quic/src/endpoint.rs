@@ -91,8 +91,13 @@ pub(crate) fn bind_socket(addr: SocketAddr, tuning: &Tuning) -> Result<std::net:
 /// per connection, each with its own receive window.
 pub(crate) fn transport_config(tuning: &Tuning, accepting: bool) -> Result<Arc<TransportConfig>, QuicError> {
     let mut config = TransportConfig::default();
-    let idle = IdleTimeout::try_from(tuning.idle_timeout)
-        .map_err(|_| QuicError::Config("idle_timeout is too long".into()))?;
+    let idle = IdleTimeout::try_from(tuning.idle_timeout).map_err(|_| {
+        QuicError::Config(raft_core::ConfigError::new(
+            "tuning.idle_timeout",
+            tuning.idle_timeout,
+            crate::config::IDLE_TIMEOUT_RULE,
+        ))
+    })?;
     config
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(tuning.keep_alive_interval))
@@ -125,7 +130,7 @@ pub(crate) struct Endpoints {
 }
 
 pub(crate) fn build(listen: SocketAddr, tuning: &Tuning, crypto: Crypto) -> Result<Endpoints, QuicError> {
-    let no_suite = |_| QuicError::Config("the crypto provider has no QUIC initial cipher suite".into());
+    let no_suite = |_| QuicError::NoInitialCipherSuite;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from(crypto.server).map_err(no_suite)?,
     ));

@@ -53,7 +53,11 @@ pub enum QuicError {
     /// Certificate generation (development helper) failed.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
-    /// A configuration value is out of range.
-    #[error("invalid transport configuration: {0}")]
-    Config(String),
+    /// A configuration value is out of range, or disagrees with another.
+    #[error(transparent)]
+    Config(#[from] raft_core::ConfigError),
+    /// The TLS crypto provider offers no cipher suite a QUIC connection can start with
+    /// (`TLS_AES_128_GCM_SHA256`).
+    #[error("the TLS crypto provider has no QUIC initial cipher suite")]
+    NoInitialCipherSuite,
 }

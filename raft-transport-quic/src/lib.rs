@@ -101,5 +101,7 @@ mod transport;
 pub use config::{Limits, QuicConfig, Tuning};
 pub use dev::{DevCa, NodeCert, NodeFiles};
 pub use error::QuicError;
+/// The configuration error of every crate of the workspace (see [`QuicConfig::validate`]).
+pub use raft_core::ConfigError;
 pub use tls::TlsConfig;
 pub use transport::{PeerConnection, QuicStats, QuicTransport};

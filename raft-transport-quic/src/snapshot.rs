@@ -496,7 +496,8 @@ async fn receive_inner(
             let _ = send.finish();
             Ok(Received::Delivered)
         }
-        Err(reason) => refuse(&mut send, reason).await,
+        // The wire carries the node's reason as text.
+        Err(reason) => refuse(&mut send, reason.to_string()).await,
     }
 }
 

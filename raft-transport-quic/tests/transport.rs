@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use raft_core::{ConfState, Heartbeat, HeartbeatResponse, Message, MessageBody, NodeId, SnapshotMeta};
 use raft_runtime::{
-    Inbox, InboxReceiver, Incoming, RegisterError, SendError, Transport, TransportError, WireMessage,
+    DeliverSnapshotError, Inbox, InboxReceiver, Incoming, RegisterError, SendError, Transport,
+    TransportError, WireMessage,
 };
 use raft_transport_quic::{DevCa, QuicConfig, QuicError, QuicTransport, TlsConfig};
 
@@ -844,7 +845,10 @@ async fn snapshot_while_heartbeats_flow(size: usize) {
         let b = b.clone();
         tokio::spawn(async move {
             let mut answered = 0usize;
-            let mut pending: Option<(usize, tokio::sync::oneshot::Sender<Result<(), String>>)> = None;
+            let mut pending: Option<(
+                usize,
+                tokio::sync::oneshot::Sender<Result<(), DeliverSnapshotError>>,
+            )> = None;
             let mut received = None;
             loop {
                 match b_rx.recv().await {
@@ -974,11 +978,11 @@ async fn failed_snapshots_are_reported() {
     b.set_peers(peers);
     let (inbox, mut b_rx) = Inbox::channel(16);
     b.register(b.node_id(), inbox).unwrap();
-    // Node 2's runtime refuses every snapshot.
+    // Node 2's runtime refuses every snapshot; the sender gets its reason as text.
     let refuser = tokio::spawn(async move {
         while let Some(incoming) = b_rx.recv().await {
             if let Incoming::Snapshot { ack, .. } = incoming {
-                let _ = ack.send(Err("installing another snapshot".into()));
+                let _ = ack.send(Err(DeliverSnapshotError::ForgedSender { from: 2, claimed: 7 }));
             }
         }
     });
@@ -991,7 +995,7 @@ async fn failed_snapshots_are_reported() {
         err,
         TransportError::Refused {
             peer: 2,
-            reason: "installing another snapshot".into()
+            reason: "sender 2 claims to be 7".into()
         }
     );
     let err = a
@@ -1201,13 +1205,19 @@ async fn configuration_errors_name_what_is_wrong() {
         RegisterError::Closed
     );
 
-    // Keep-alive not below the idle timeout.
+    // Keep-alive not below the idle timeout: the error names the field, its value and the
+    // rule.
     let mut cfg = config(ca.node_tls(1).unwrap());
     cfg.tuning.keep_alive_interval = cfg.tuning.idle_timeout;
-    assert!(matches!(
-        QuicTransport::bind(cfg).await.unwrap_err(),
-        QuicError::Config(_)
-    ));
+    let err = QuicTransport::bind(cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, QuicError::Config(e) if e.field == "tuning.keep_alive_interval"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: `tuning.keep_alive_interval` = 10s: must be below idle_timeout (10s)"
+    );
 
     // PEM files: written by the dev helper, loaded back; errors name the file.
     let dir = tempfile::tempdir().unwrap();

@@ -213,8 +213,8 @@ impl Node {
     pub async fn failed(&self) -> String {
         let mut metrics = self.raft.metrics();
         loop {
-            if let Some(reason) = metrics.borrow_and_update().fatal.clone() {
-                return reason;
+            if let Some(fatal) = metrics.borrow_and_update().fatal.clone() {
+                return fatal.to_string();
             }
             if metrics.changed().await.is_err() {
                 return "the node stopped".into();

@@ -59,7 +59,7 @@ pub struct Network {
     pub drop_kinds: BTreeSet<&'static str>,
     /// Messages dropped so far.
     pub dropped: Vec<Message>,
-    /// Accept `Error::TermTooFarAhead` refusals of messages between nodes (a scenario where
+    /// Accept `StepError::TermTooFarAhead` refusals of messages between nodes (a scenario where
     /// a liar pushed honest terms apart) instead of failing; counted here.
     pub term_refusals: Option<usize>,
 }
@@ -246,8 +246,8 @@ impl Network {
         // Correct peers over a lossy network produce no other error: a response from a
         // peer the leader no longer tracks is the one refusal that is part of normal life.
         match result {
-            Ok(()) | Err(raft_core::Error::UnknownPeer { .. }) => {}
-            Err(raft_core::Error::TermTooFarAhead { .. }) if self.term_refusals.is_some() => {
+            Ok(()) | Err(raft_core::StepError::UnknownPeer { .. }) => {}
+            Err(raft_core::StepError::TermTooFarAhead { .. }) if self.term_refusals.is_some() => {
                 *self.term_refusals.as_mut().expect("checked") += 1;
             }
             Err(e) => panic!("node {to} refused a message from node {from}: {e}"),
@@ -319,7 +319,7 @@ impl Network {
         assert_eq!(self.role(id), Role::Leader, "node {id} should have won");
     }
 
-    pub fn propose(&mut self, id: NodeId, s: &str) -> Result<Index, raft_core::Error> {
+    pub fn propose(&mut self, id: NodeId, s: &str) -> Result<Index, raft_core::ProposeError> {
         self.raw(id).propose(data(s))
     }
 

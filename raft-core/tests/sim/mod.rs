@@ -461,7 +461,7 @@ impl Sim {
             Ok(()) => {}
             // A late response from a peer the leader no longer tracks (it was removed, or
             // the leadership it answered is over) is the one refusal correct peers cause.
-            Err(e @ raft_core::Error::UnknownPeer { .. }) => self.log(format!("node {to} refused: {e}")),
+            Err(e @ raft_core::StepError::UnknownPeer { .. }) => self.log(format!("node {to} refused: {e}")),
             // Anything else (a malformed message, a second leader, lost entries, a stopped
             // node) means a correct peer broke the protocol, or the receiver did.
             Err(e) => return Err(self.fail(format!("node {to} refused a message from {from}: {e}"))),
@@ -773,7 +773,7 @@ impl Sim {
         }
         let meta: SnapshotMeta = match raw.snapshot_meta_at(applied) {
             Ok(m) => m,
-            Err(raft_core::Error::SnapshotPending { .. }) => return Ok(()),
+            Err(raft_core::DriverError::SnapshotPending { .. }) => return Ok(()),
             Err(e) => return Err(self.fail(format!("node {id} cannot snapshot at applied {applied}: {e}"))),
         };
         raw.storage_mut()
@@ -1086,8 +1086,8 @@ impl Sim {
                         }
                         // The backlog must drain, and a transfer finish or abort, within the bound.
                         Err(
-                            raft_core::Error::UncommittedLimit { .. }
-                            | raft_core::Error::TransferInProgress { .. },
+                            raft_core::ProposeError::UncommittedLimit { .. }
+                            | raft_core::ProposeError::TransferInProgress { .. },
                         ) => {}
                         Err(e) => {
                             return Err(self.fail(format!(

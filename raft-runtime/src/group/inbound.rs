@@ -22,11 +22,14 @@ impl<SM: StateMachine> Group<SM> {
                 ack,
             } => {
                 let MessageBody::Snapshot(meta) = &message.body else {
-                    let _ = ack.send(Err("not a snapshot message".into()));
+                    let _ = ack.send(Err(DeliverSnapshotError::NotASnapshot { kind: message.kind() }));
                     return;
                 };
                 if message.from != from {
-                    let _ = ack.send(Err(format!("sender {} claims to be {}", from, message.from)));
+                    let _ = ack.send(Err(DeliverSnapshotError::ForgedSender {
+                        from,
+                        claimed: message.from,
+                    }));
                     self.refused(from, "a snapshot with a forged sender");
                     return;
                 }
@@ -52,14 +55,18 @@ impl<SM: StateMachine> Group<SM> {
         } else {
             self.node.step(m)
         };
-        if let Err(e) = result {
-            match e {
-                raft_core::Error::Fatal(_) => self.set_fatal(e.to_string()),
-                raft_core::Error::PeerLostLog { .. } => {
-                    tracing::error!(error = %e, "a follower lost its log")
-                }
-                e => self.refused(from, e),
-            }
+        let Err(e) = result else {
+            return;
+        };
+        match e {
+            StepError::Fatal(invariant) => self.set_fatal(Fatal::Invariant(invariant)),
+            // Acted upon (the leader repairs the follower), but an operator must look into it.
+            StepError::PeerLostLog { .. } => tracing::error!(error = %e, "a follower lost its log"),
+            StepError::WrongRecipient { .. }
+            | StepError::Malformed { .. }
+            | StepError::TermTooFarAhead { .. }
+            | StepError::UnknownPeer { .. }
+            | StepError::SnapshotWithoutData { .. } => self.refused(from, e),
         }
     }
 

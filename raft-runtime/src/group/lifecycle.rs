@@ -59,7 +59,7 @@ impl<SM: StateMachine> Group<SM> {
         stopping.replies.extend(reply);
     }
 
-    pub(super) fn set_fatal(&mut self, reason: String) {
+    pub(super) fn set_fatal(&mut self, reason: Fatal) {
         if self.fatal.is_none() {
             tracing::error!(node = self.id, reason = %reason, "node stopping after a fatal error");
             self.metrics.fatal = Some(reason.clone());
@@ -81,8 +81,11 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     pub(super) async fn finish(mut self) -> Stopped<SM> {
-        let reason = self.fatal.clone().unwrap_or_else(|| "the node shut down".into());
-        self.fail_waiting(&reason);
+        let reason = match self.fatal.clone() {
+            Some(fatal) => UnknownOutcome::NodeFailed(fatal),
+            None => UnknownOutcome::ShutDown,
+        };
+        self.fail_waiting(reason);
         // Snapshot streams stop; a snapshot being saved is finished, so that the store is
         // whole and no longer referenced when the node reports it has stopped.
         self.snapshot_sends.abort_all();

@@ -14,8 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use raft_core::{
-    ChangeKind, ConfChange, ConfState, Entry, EntryPayload, Index, MemberChange, Message, MessageBody,
-    NodeId, Persist, RawNode, ReadCtx, ReadState, Role, SnapshotStatus, SoftState, Term,
+    ChangeKind, ConfChange, ConfState, DriverError, Entry, EntryPayload, Index, MemberChange, Message,
+    MessageBody, NodeId, Persist, RawNode, ReadCtx, ReadFailure, ReadState, Role, SnapshotStatus, SoftState,
+    StepError, Term,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
@@ -26,7 +27,7 @@ use crate::adapter::StoreReader;
 use crate::applier::{ApplierEvent, ApplyMsg, Query, RemoteReply, Responder};
 use crate::codec;
 use crate::config::Config;
-use crate::error::{AdminError, BusyReason, ProposeError, ReadError};
+use crate::error::{AdminError, BusyReason, Fatal, InvalidTransfer, ProposeError, ReadError, UnknownOutcome};
 use crate::handle::Stopped;
 use crate::member::MemberInfo;
 use crate::metrics::{Member, Metrics};
@@ -35,7 +36,9 @@ use crate::persist::{Begin, Pipeline};
 use crate::snapshot_policy::SnapshotPolicy;
 use crate::state_machine::StateMachine;
 use crate::store::{LogStore, Snapshot, StoreError};
-use crate::transport::{ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage};
+use crate::transport::{
+    DeliverSnapshotError, ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage,
+};
 use crate::waiting::Waiting;
 
 mod inbound;
@@ -197,7 +200,7 @@ pub(crate) struct Group<SM: StateMachine> {
     /// holds the store once the node has stopped.
     snapshot_saves: tokio::task::JoinSet<()>,
     stopping: Option<Stopping>,
-    fatal: Option<String>,
+    fatal: Option<Fatal>,
     unreachable_logged: HashMap<NodeId, Instant>,
     /// The last leadership (term, leader) counted in the metrics.
     last_leadership: Option<(Term, NodeId)>,
@@ -311,7 +314,7 @@ impl<SM: StateMachine> Group<SM> {
             self.handle_ready();
             if let Some(invariant) = self.node.fatal() {
                 // Whatever input it came from, a broken invariant stops the node.
-                self.set_fatal(format!("safety invariant violated: {invariant}"));
+                self.set_fatal(Fatal::Invariant(invariant));
             }
             self.check_transfer();
             self.send_remote_replies();
@@ -413,14 +416,14 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
-    /// Answers everything still waiting: the node is stopping.
-    pub(super) fn fail_waiting(&mut self, reason: &str) {
+    /// Answers everything still waiting: the node is stopping, for `reason`.
+    pub(super) fn fail_waiting(&mut self, reason: UnknownOutcome) {
         for (_, p) in self.proposals.drain() {
             p.responder
-                .fail(ProposeError::Unknown(reason.to_owned()), &mut self.remote_replies);
+                .fail(ProposeError::Unknown(reason.clone()), &mut self.remote_replies);
         }
         for (_, (_, reply)) in self.forwards.drain() {
-            let _ = reply.send(Err(ProposeError::Unknown(reason.to_owned())));
+            let _ = reply.send(Err(ProposeError::Unknown(reason.clone())));
         }
         for (_, query) in self.reads.drain() {
             query(Err(ReadError::ShuttingDown));

@@ -12,8 +12,7 @@ impl<SM: StateMachine> Group<SM> {
             }
             let ready = match self.node.ready() {
                 Ok(r) => r,
-                Err(e @ raft_core::Error::Fatal(_)) => return self.set_fatal(e.to_string()),
-                Err(e) => return self.set_fatal(format!("reading the log failed: {e}")),
+                Err(e) => return self.set_fatal(Fatal::from(e)),
             };
             if let Some(ss) = ready.soft_state {
                 self.on_soft_state(ss);
@@ -40,9 +39,9 @@ impl<SM: StateMachine> Group<SM> {
             // say so now rather than when they time out.
             let stale = self.forwards.take_where(|_, (to, _)| Some(*to) != ss.leader);
             for (_, (to, reply)) in stale {
-                let _ = reply.send(Err(ProposeError::Unknown(format!(
-                    "leader {to} changed while the forwarded command was in flight"
-                ))));
+                let _ = reply.send(Err(ProposeError::Unknown(UnknownOutcome::LeaderChanged {
+                    leader: to,
+                })));
             }
         }
         if let Some(leader) = ss.leader
@@ -127,22 +126,22 @@ impl<SM: StateMachine> Group<SM> {
             }
             Ok(Begin::Durable { token, messages }) => {
                 if let Err(e) = self.node.on_persisted(token) {
-                    return self.set_fatal(format!("persist bookkeeping: {e}"));
+                    return self.set_fatal(Fatal::from(e));
                 }
                 self.send_messages(messages);
             }
             Ok(Begin::RidesAlong) => {}
-            Err(e) => self.set_fatal(e.to_string()),
+            Err(e) => self.set_fatal(Fatal::Pipeline(e)),
         }
     }
 
     pub(super) fn on_persisted(&mut self, token: u64, result: Result<(), StoreError>) {
         if let Err(e) = result {
-            return self.set_fatal(format!("log store write failed: {e}"));
+            return self.set_fatal(Fatal::LogWrite(e));
         }
         let done = match self.pipeline.complete(token) {
             Ok(done) => done,
-            Err(e) => return self.set_fatal(e.to_string()),
+            Err(e) => return self.set_fatal(Fatal::Pipeline(e)),
         };
         if let Some(s) = done.restore {
             self.emitted = self.emitted.max(s.meta.index);
@@ -150,7 +149,7 @@ impl<SM: StateMachine> Group<SM> {
             self.metrics.snapshots_installed += 1;
         }
         if let Err(e) = self.node.on_persisted(done.report) {
-            return self.set_fatal(format!("persist bookkeeping: {e}"));
+            return self.set_fatal(Fatal::from(e));
         }
         self.send_messages(done.messages);
         self.release_parked_reads();
@@ -251,7 +250,7 @@ impl<SM: StateMachine> Group<SM> {
                 }
                 Err(e) => {
                     self.snapshots.finished(None);
-                    self.set_fatal(format!("saving a snapshot failed: {e}"));
+                    self.set_fatal(Fatal::SnapshotSave(e));
                 }
             },
         }
@@ -263,8 +262,17 @@ impl<SM: StateMachine> Group<SM> {
                 if index > self.applied {
                     self.applied = index;
                     self.metrics.applied_entries += entries;
-                    if let Err(e) = self.node.on_applied(index) {
-                        tracing::debug!(error = %e, "applied index refused");
+                    match self.node.on_applied(index) {
+                        Ok(()) => {}
+                        Err(DriverError::Fatal(invariant)) => self.set_fatal(Fatal::Invariant(invariant)),
+                        // A snapshot installed from the leader moves the applied index
+                        // past what the protocol handed out; nothing to record.
+                        Err(
+                            e @ (DriverError::IndexOutOfRange { .. }
+                            | DriverError::Storage(_)
+                            | DriverError::UnknownPersistToken { .. }
+                            | DriverError::SnapshotPending { .. }),
+                        ) => tracing::debug!(error = %e, "applied index refused"),
                     }
                 }
                 self.maybe_snapshot();
@@ -283,12 +291,23 @@ impl<SM: StateMachine> Group<SM> {
                         let _ = events.send(Event::SnapshotSaved { index, result });
                     });
                 }
-                Err(e) => {
+                Err(DriverError::Fatal(invariant)) => {
+                    self.snapshots.finished(None);
+                    self.set_fatal(Fatal::Invariant(invariant));
+                }
+                // Not now (a snapshot from the leader is being installed and covers it, or
+                // a compaction moved the log past it): the next one is taken when due.
+                Err(
+                    e @ (DriverError::SnapshotPending { .. }
+                    | DriverError::IndexOutOfRange { .. }
+                    | DriverError::Storage(_)
+                    | DriverError::UnknownPersistToken { .. }),
+                ) => {
                     tracing::debug!(error = %e, "snapshot skipped");
                     self.snapshots.finished(None);
                 }
             },
-            ApplierEvent::Fatal(e) => self.set_fatal(format!("state machine failed: {e}")),
+            ApplierEvent::Fatal(e) => self.set_fatal(Fatal::StateMachine(e)),
         }
     }
 

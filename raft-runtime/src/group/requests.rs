@@ -69,17 +69,13 @@ impl<SM: StateMachine> Group<SM> {
                         .fail(ProposeError::Dropped, &mut self.remote_replies);
                 }
             }
-            Err(raft_core::Error::NotLeader { leader }) => {
-                responder.fail(ProposeError::NotLeader { leader }, &mut self.remote_replies)
+            // A refused command was not appended: definitely not applied.
+            Err(e) => {
+                if let raft_core::ProposeError::Fatal(invariant) = &e {
+                    self.set_fatal(Fatal::Invariant(*invariant));
+                }
+                responder.fail(refused_proposal(e), &mut self.remote_replies)
             }
-            Err(raft_core::Error::UncommittedLimit { .. }) => responder.fail(
-                ProposeError::Busy(BusyReason::Uncommitted),
-                &mut self.remote_replies,
-            ),
-            Err(raft_core::Error::TransferInProgress { .. }) => {
-                responder.fail(ProposeError::Busy(BusyReason::Transfer), &mut self.remote_replies)
-            }
-            Err(e) => responder.fail(ProposeError::Unknown(e.to_string()), &mut self.remote_replies),
         }
     }
 
@@ -97,8 +93,11 @@ impl<SM: StateMachine> Group<SM> {
             Err(SendError::Full(_)) => {
                 let _ = reply.send(Err(ProposeError::Busy(BusyReason::Forward)));
             }
-            Err(_) => {
+            Err(SendError::UnknownPeer(_)) => {
                 let _ = reply.send(Err(ProposeError::NotLeader { leader: Some(leader) }));
+            }
+            Err(SendError::Closed) => {
+                let _ = reply.send(Err(ProposeError::ShuttingDown));
             }
         }
     }
@@ -127,8 +126,10 @@ impl<SM: StateMachine> Group<SM> {
             return;
         };
         let outcome = match result {
-            Ok(bytes) => codec::decode::<SM::Response>(&bytes)
-                .map_err(|e| ProposeError::Unknown(format!("undecodable response from the leader: {e}"))),
+            Ok(bytes) => codec::decode::<SM::Response>(&bytes).map_err(|e| {
+                tracing::warn!(leader = from, error = %e, "undecodable response to a forwarded command");
+                ProposeError::Unknown(UnknownOutcome::UndecodableResponse)
+            }),
             Err(e) => Err(ProposeError::from_forward(e)),
         };
         let _ = reply.send(outcome);
@@ -146,21 +147,31 @@ impl<SM: StateMachine> Group<SM> {
             query(sm);
             drop(permit);
         });
-        let ctx = self.rng.next_u64();
-        let result = if lease {
-            self.node.lease_read(ctx)
-        } else {
-            self.node.read_index(ctx)
-        };
-        match result {
-            Ok(()) => {
-                self.reads.insert(ctx, self.now + self.cfg.read_timeout, query);
-            }
-            Err(raft_core::Error::NotLeader { leader }) => query(Err(ReadError::NotLeader { leader })),
-            Err(raft_core::Error::TooManyPendingReads { .. }) => {
-                query(Err(ReadError::Busy(BusyReason::Reads)))
-            }
-            Err(_) => query(Err(ReadError::LeadershipLost)),
+        loop {
+            let ctx = self.rng.next_u64();
+            let result = if lease {
+                self.node.lease_read(ctx)
+            } else {
+                self.node.read_index(ctx)
+            };
+            return match result {
+                Ok(()) => {
+                    self.reads.insert(ctx, self.now + self.cfg.read_timeout, query);
+                }
+                Err(raft_core::ReadError::NotLeader { leader }) => {
+                    query(Err(ReadError::NotLeader { leader }))
+                }
+                Err(raft_core::ReadError::TooManyPending { .. }) => {
+                    query(Err(ReadError::Busy(BusyReason::Reads)))
+                }
+                // A context drawn at random matched one still pending (a read this node
+                // stopped waiting for, still pending in the protocol): draw another.
+                Err(raft_core::ReadError::DuplicateCtx { .. }) => continue,
+                Err(raft_core::ReadError::Fatal(invariant)) => {
+                    self.set_fatal(Fatal::Invariant(invariant));
+                    query(Err(ReadError::ShuttingDown))
+                }
+            };
         }
     }
 
@@ -178,7 +189,7 @@ impl<SM: StateMachine> Group<SM> {
                 self.parked_reads
                     .insert((index, self.next_parked), deadline, query);
             }
-            Err(_) => query(Err(ReadError::LeadershipLost)),
+            Err(ReadFailure::LeadershipLost) => query(Err(ReadError::LeadershipLost)),
         }
     }
 
@@ -223,7 +234,10 @@ impl<SM: StateMachine> Group<SM> {
                 }
             }
             Err(e) => {
-                let _ = reply.send(Err(admin_error(e)));
+                if let raft_core::MembershipError::Fatal(invariant) = &e {
+                    self.set_fatal(Fatal::Invariant(*invariant));
+                }
+                let _ = reply.send(Err(refused_change(e)));
             }
         }
     }
@@ -241,7 +255,10 @@ impl<SM: StateMachine> Group<SM> {
                 self.transfer.insert(to, deadline, reply);
             }
             Err(e) => {
-                let _ = reply.send(Err(admin_error(e)));
+                if let raft_core::TransferError::Fatal(invariant) = &e {
+                    self.set_fatal(Fatal::Invariant(*invariant));
+                }
+                let _ = reply.send(Err(refused_transfer(e, self.id)));
             }
         }
     }
@@ -266,20 +283,44 @@ impl<SM: StateMachine> Group<SM> {
     }
 }
 
-fn admin_error(e: raft_core::Error) -> AdminError {
+/// A proposal the protocol refused: it appended nothing, so the command is definitely not
+/// applied, and the caller may retry.
+pub(super) fn refused_proposal(e: raft_core::ProposeError) -> ProposeError {
     match e {
-        raft_core::Error::NotLeader { leader } => AdminError::NotLeader { leader },
-        raft_core::Error::ConfChange(c) => AdminError::Invalid(c),
-        raft_core::Error::LearnerNotCaughtUp { node, .. } => AdminError::NotCaughtUp { node },
-        raft_core::Error::ConfChangePending { .. } | raft_core::Error::LeaderNotReady => AdminError::Pending,
-        raft_core::Error::TransferInProgress { .. } => AdminError::Busy(BusyReason::Transfer),
-        raft_core::Error::TransferToSelf => {
-            AdminError::InvalidTransfer("the node is already the leader".into())
+        raft_core::ProposeError::NotLeader { leader } => ProposeError::NotLeader { leader },
+        raft_core::ProposeError::UncommittedLimit { .. } => ProposeError::Busy(BusyReason::Uncommitted),
+        raft_core::ProposeError::TransferInProgress { .. } => ProposeError::Busy(BusyReason::Transfer),
+        // The node stopped; the group stops with it.
+        raft_core::ProposeError::Fatal(_) => ProposeError::ShuttingDown,
+    }
+}
+
+/// A membership change the protocol refused: nothing was appended.
+pub(super) fn refused_change(e: raft_core::MembershipError) -> AdminError {
+    match e {
+        raft_core::MembershipError::NotLeader { leader } => AdminError::NotLeader { leader },
+        raft_core::MembershipError::TransferInProgress { .. } => AdminError::Busy(BusyReason::Transfer),
+        raft_core::MembershipError::Pending { .. } | raft_core::MembershipError::LeaderNotReady => {
+            AdminError::Pending
         }
-        raft_core::Error::TransferTargetNotVoter { target } => {
-            AdminError::InvalidTransfer(format!("node {target} is not a voter"))
+        raft_core::MembershipError::LearnerNotCaughtUp { node, .. } => AdminError::NotCaughtUp { node },
+        raft_core::MembershipError::Invalid(c) => AdminError::Invalid(c),
+        raft_core::MembershipError::Fatal(_) => AdminError::ShuttingDown,
+    }
+}
+
+/// A leadership transfer the protocol refused to start.
+/// `me` is this node.
+pub(super) fn refused_transfer(e: raft_core::TransferError, me: NodeId) -> AdminError {
+    match e {
+        raft_core::TransferError::NotLeader { leader } => AdminError::NotLeader { leader },
+        raft_core::TransferError::ToSelf => {
+            AdminError::InvalidTransfer(InvalidTransfer::AlreadyLeader { target: me })
         }
-        other => AdminError::InvalidTransfer(other.to_string()),
+        raft_core::TransferError::NotVoter { target } => {
+            AdminError::InvalidTransfer(InvalidTransfer::NotVoter { target })
+        }
+        raft_core::TransferError::Fatal(_) => AdminError::ShuttingDown,
     }
 }
 
@@ -301,4 +342,166 @@ fn voters_change(cs: &ConfState, voters: &BTreeSet<NodeId>) -> Option<ConfChange
     }
     debug_assert!(changes.iter().all(|c| c.kind != ChangeKind::AddLearner));
     Some(ConfChange::new(changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use raft_core::{ConfChangeError, Config as CoreConfig, Invariant, MemStorage, RawNode};
+
+    use super::*;
+
+    /// A cluster of one voter, node 1, with `learners`; node 1 leads and has committed the
+    /// first entry of its term.
+    fn leader(config: CoreConfig, learners: &[NodeId]) -> RawNode<MemStorage> {
+        let mut cs = ConfState::with_voters([1]);
+        cs.learners.extend(learners);
+        let mut node = RawNode::new(config, MemStorage::new_with_conf_state(cs), 0).unwrap();
+        node.campaign().unwrap();
+        drive(&mut node);
+        assert_eq!(node.role(), Role::Leader);
+        node
+    }
+
+    fn follower() -> RawNode<MemStorage> {
+        let cs = ConfState::with_voters([1, 2]);
+        RawNode::new(CoreConfig::new(2), MemStorage::new_with_conf_state(cs), 0).unwrap()
+    }
+
+    fn drive(node: &mut RawNode<MemStorage>) {
+        while node.has_ready() {
+            let mut ready = node.ready().unwrap();
+            if let Some(p) = ready.persist.take() {
+                node.storage_mut().persist(&p).unwrap();
+                node.on_persisted(p.token).unwrap();
+            }
+            if let Some(last) = ready.committed_entries.last() {
+                node.on_applied(last.index).unwrap();
+            }
+        }
+    }
+
+    const BROKEN: Invariant = Invariant::TermDecreased { from: 2, to: 1 };
+
+    #[test]
+    fn a_refused_proposal_is_never_reported_as_possibly_applied() {
+        let refusals = [
+            raft_core::ProposeError::NotLeader { leader: Some(2) },
+            raft_core::ProposeError::TransferInProgress { target: 2 },
+            raft_core::ProposeError::UncommittedLimit {
+                uncommitted: 10,
+                size: 5,
+                limit: 12,
+            },
+            raft_core::ProposeError::Fatal(BROKEN),
+        ];
+        for e in refusals {
+            let mapped = refused_proposal(e.clone());
+            assert!(
+                mapped.is_definitely_not_applied() && !matches!(mapped, ProposeError::Unknown(_)),
+                "{e} became {mapped}, which says it may have been applied"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_proposals_keep_their_reason() {
+        let e = follower().propose(Bytes::from_static(b"x")).unwrap_err();
+        assert_eq!(refused_proposal(e), ProposeError::NotLeader { leader: None });
+
+        // Nothing is made durable, so nothing commits: the second proposal passes the limit.
+        let mut config = CoreConfig::new(1);
+        config.max_uncommitted_bytes = 64;
+        let mut node = leader(config, &[]);
+        node.propose(vec![1u8; 32]).unwrap();
+        let e = node.propose(vec![2u8; 64]).unwrap_err();
+        assert!(
+            matches!(e, raft_core::ProposeError::UncommittedLimit { .. }),
+            "{e}"
+        );
+        assert_eq!(refused_proposal(e), ProposeError::Busy(BusyReason::Uncommitted));
+
+        assert_eq!(
+            refused_proposal(raft_core::ProposeError::TransferInProgress { target: 3 }),
+            ProposeError::Busy(BusyReason::Transfer)
+        );
+        assert_eq!(
+            refused_proposal(raft_core::ProposeError::Fatal(BROKEN)),
+            ProposeError::ShuttingDown
+        );
+    }
+
+    #[test]
+    fn a_change_while_another_is_pending_is_pending() {
+        let mut node = leader(CoreConfig::new(1), &[]);
+        // Not made durable: the first change stays uncommitted.
+        node.propose_conf_change(ConfChange::new([MemberChange::add_learner(5)]))
+            .unwrap();
+        let e = node
+            .propose_conf_change(ConfChange::new([MemberChange::add_learner(6)]))
+            .unwrap_err();
+        assert!(matches!(e, raft_core::MembershipError::Pending { .. }), "{e}");
+        assert_eq!(refused_change(e), AdminError::Pending);
+    }
+
+    #[test]
+    fn refused_changes_keep_their_reason() {
+        let e = follower()
+            .propose_conf_change(ConfChange::new([MemberChange::add_learner(5)]))
+            .unwrap_err();
+        assert_eq!(refused_change(e), AdminError::NotLeader { leader: None });
+
+        // Learner 4 joins and never answers: it cannot have caught up.
+        let mut node = leader(CoreConfig::new(1), &[]);
+        node.propose_conf_change(ConfChange::new([MemberChange::add_learner(4)]))
+            .unwrap();
+        drive(&mut node);
+        let e = node
+            .propose_conf_change(ConfChange::new([MemberChange::add_voter(4)]))
+            .unwrap_err();
+        assert_eq!(refused_change(e), AdminError::NotCaughtUp { node: 4 });
+        let e = node
+            .propose_conf_change(ConfChange::new([MemberChange::remove(9)]))
+            .unwrap_err();
+        assert_eq!(
+            refused_change(e),
+            AdminError::Invalid(ConfChangeError::NotMember(9))
+        );
+
+        assert_eq!(
+            refused_change(raft_core::MembershipError::LeaderNotReady),
+            AdminError::Pending
+        );
+        assert_eq!(
+            refused_change(raft_core::MembershipError::TransferInProgress { target: 2 }),
+            AdminError::Busy(BusyReason::Transfer)
+        );
+        assert_eq!(
+            refused_change(raft_core::MembershipError::Fatal(BROKEN)),
+            AdminError::ShuttingDown
+        );
+    }
+
+    #[test]
+    fn a_transfer_to_a_non_voter_or_to_the_leader_is_invalid() {
+        let mut node = leader(CoreConfig::new(1), &[4]);
+        for target in [4, 9] {
+            let e = node.transfer_leader(target).unwrap_err();
+            assert_eq!(
+                refused_transfer(e, 1),
+                AdminError::InvalidTransfer(InvalidTransfer::NotVoter { target })
+            );
+        }
+        let e = node.transfer_leader(1).unwrap_err();
+        assert_eq!(
+            refused_transfer(e, 1),
+            AdminError::InvalidTransfer(InvalidTransfer::AlreadyLeader { target: 1 })
+        );
+        let e = follower().transfer_leader(1).unwrap_err();
+        assert_eq!(refused_transfer(e, 2), AdminError::NotLeader { leader: None });
+        assert_eq!(
+            refused_transfer(raft_core::TransferError::Fatal(BROKEN), 1),
+            AdminError::ShuttingDown
+        );
+    }
 }

@@ -112,7 +112,7 @@ impl From<AdminError> for ApiError {
 
 #[cfg(test)]
 mod tests {
-    use raft_runtime::BusyReason;
+    use raft_runtime::{BusyReason, InvalidTransfer, UnknownOutcome};
 
     use super::*;
 
@@ -126,7 +126,7 @@ mod tests {
         assert_eq!(stopping.status(), StatusCode::SERVICE_UNAVAILABLE);
         let timeout: ApiError = ProposeError::Timeout.into();
         assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
-        let unknown: ApiError = ProposeError::Unknown("leader lost".into()).into();
+        let unknown: ApiError = ProposeError::Unknown(UnknownOutcome::ShutDown).into();
         assert_eq!(unknown.status(), StatusCode::GATEWAY_TIMEOUT);
     }
 
@@ -140,7 +140,7 @@ mod tests {
     fn admin_errors_say_whether_the_change_may_have_happened() {
         let e: ApiError = AdminError::Timeout.into();
         assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
-        let e: ApiError = AdminError::InvalidTransfer("node 9 is not a voter".into()).into();
+        let e: ApiError = AdminError::InvalidTransfer(InvalidTransfer::NotVoter { target: 9 }).into();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         let e: ApiError = AdminError::NotCaughtUp { node: 4 }.into();
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
