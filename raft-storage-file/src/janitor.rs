@@ -2,7 +2,10 @@
 //!
 //! - It keeps one segment *prepared* ahead of the writer: a recycled segment file (whose
 //!   header is zeroed, so its stale records can never validate under its new number) or
-//!   a new zero-filled one, fsynced and renamed into place with directory fsyncs. Writes
+//!   a new zero-filled one, fsynced and renamed into place with directory fsyncs. Only
+//!   files this store wrote, or found holding nothing but zeros, are recycled: their stale
+//!   records are framed for older numbers than any it gives out. A file found on disk may
+//!   hold records framed for any number, so it is deleted instead. Writes
 //!   into a fully allocated file make `fdatasync` cheap, since no block allocation or file
 //!   size change has to be journalled.
 //! - After compaction it removes segments that no longer hold live entries, oldest first
@@ -269,6 +272,7 @@ fn cleanup(shared: &Shared) -> Result<(), WalError> {
         };
         let Some((seq, path)) = victim else { return Ok(()) };
         let reusable = shared.options.recycle_segments
+            && seq >= shared.own_from
             && std::fs::metadata(&path).is_ok_and(|m| m.len() == shared.options.segment_size);
         let keep = reusable && shared.janitor.lock().free.len() < MAX_FREE;
         if keep {

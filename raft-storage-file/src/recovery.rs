@@ -74,7 +74,10 @@ pub(crate) struct Recovery {
     pub next_gen: u64,
     /// Files to delete: temporaries, discarded segments, orphan snapshots.
     pub remove: Vec<PathBuf>,
-    /// Discarded segments of full size, fit for reuse.
+    /// Discarded segments of full size that hold nothing but zeros after their header,
+    /// fit for reuse. A file found on disk with data in it is removed instead: its records
+    /// may be framed for any segment number (the checksum seed), including the one it
+    /// would be reused under, and only zeros are proof that none is.
     pub reusable: Vec<PathBuf>,
     pub stats: RecoveryStats,
     /// The restart rule discarded entries that stay in the segments: the store must make
@@ -413,6 +416,17 @@ fn data_end(io: &Io, path: &Path, from: u64, len: u64, chunk: &mut Vec<u8>) -> R
     Ok(from)
 }
 
+/// What [`durable_in_file`] found in a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tail {
+    /// A valid commit record of the segment.
+    Commit,
+    /// Data, but no such commit record.
+    Data,
+    /// Nothing but zeros.
+    Zeros,
+}
+
 /// Whether a valid commit record of this segment (`seq`) for a group write that started
 /// after `committed` lies in the file's first `len` bytes at or after the 8-aligned
 /// offset `from` ([`durable_behind`] on the whole file), reading it in chunks through
@@ -425,7 +439,7 @@ fn durable_in_file(
     committed: u64,
     from: u64,
     chunk: &mut Vec<u8>,
-) -> Result<bool, WalError> {
+) -> Result<Tail, WalError> {
     debug_assert_eq!(from % ALIGN as u64, 0);
     let file = open_ro(path)?;
     // Each chunk also reads the length of a commit record beyond its share of the
@@ -433,23 +447,25 @@ fn durable_in_file(
     let overlap = padded(COMMIT_LEN as usize);
     chunk.resize(TAIL_CHUNK + overlap, 0);
     let mut at = from;
+    let mut found = Tail::Zeros;
     while at < len {
         let n = ((len - at) as usize).min(TAIL_CHUNK + overlap);
         let part = &mut chunk[..n];
         io.read_exact_at(&file, path, part, at)?;
         let share = n.min(TAIL_CHUNK);
         if last_nonzero(part).is_some() {
+            found = Tail::Data;
             let mut p = 0;
             while p < share {
                 if commit_at(part, p, seq).is_some_and(|group_start| group_start > committed) {
-                    return Ok(true);
+                    return Ok(Tail::Commit);
                 }
                 p += ALIGN;
             }
         }
         at += share as u64;
     }
-    Ok(false)
+    Ok(found)
 }
 
 /// Reads the directory and rebuilds the state, without changing anything on disk.
@@ -518,14 +534,15 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
     // Rule 3: a newest segment without a valid header was never durably started. This is
     // usually the segment the janitor prepared ahead of the writer, full size and zeros
     // (or stale data): it is read once, a chunk at a time, to prove that it holds no
-    // commit record of its own.
+    // commit record of its own. Only a file of zeros is kept for reuse.
     while let Some(last) = segs.last() {
         let Err(err) = last.header else { break };
-        if durable_in_file(io, &last.path, last.len, last.seq, 0, HEADER_LEN, &mut chunk)? {
+        let tail = durable_in_file(io, &last.path, last.len, last.seq, 0, HEADER_LEN, &mut chunk)?;
+        if tail == Tail::Commit {
             return Err(corrupt_at(&last.path, 0, header_kind(err), 0));
         }
         let last = segs.pop().expect("checked above");
-        if err == HeaderError::Zero && last.len == segment_size {
+        if err == HeaderError::Zero && tail == Tail::Zeros && last.len == segment_size {
             reusable.push(last.path);
         } else {
             remove.push(last.path);
@@ -589,10 +606,11 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
     }
     stats.segments = segments.len();
     // A newest segment with nothing committed in it is dropped; its predecessor's end is
-    // known from its header, which was validated above.
+    // known from its header, which was validated above. It is kept for reuse only if
+    // nothing but zeros follows the header.
     if segments.last().is_some_and(|s| s.end == HEADER_LEN) {
         let seg = segments.pop().expect("checked above");
-        if seg.file_len == segment_size {
+        if seg.file_len == segment_size && stats.torn_bytes == 0 {
             reusable.push(seg.path);
         } else {
             remove.push(seg.path);
@@ -787,15 +805,19 @@ mod tests {
             len - record.len(),
         ] {
             let path = file_with(dir.path(), len, &[(at, &record)]);
-            assert!(
+            assert_eq!(
                 durable_in_file(&io, &path, len as u64, seq, 0, from, &mut chunk).unwrap(),
+                Tail::Commit,
                 "commit record at {at}"
             );
             // Not this segment's, or of a group that was already counted.
-            assert!(!durable_in_file(&io, &path, len as u64, seq + 1, 0, from, &mut chunk).unwrap());
-            assert!(!durable_in_file(&io, &path, len as u64, seq, 4096, from, &mut chunk).unwrap());
+            let other = durable_in_file(&io, &path, len as u64, seq + 1, 0, from, &mut chunk).unwrap();
+            assert_eq!(other, Tail::Data, "commit record at {at}");
+            let counted = durable_in_file(&io, &path, len as u64, seq, 4096, from, &mut chunk).unwrap();
+            assert_eq!(counted, Tail::Data, "commit record at {at}");
         }
         let zeros = file_with(dir.path(), len, &[]);
-        assert!(!durable_in_file(&io, &zeros, len as u64, seq, 0, from, &mut chunk).unwrap());
+        let tail = durable_in_file(&io, &zeros, len as u64, seq, 0, from, &mut chunk).unwrap();
+        assert_eq!(tail, Tail::Zeros);
     }
 }

@@ -43,6 +43,10 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     pub next_gen: AtomicU64,
     pub next_seq: AtomicU64,
+    /// The first segment number this store gave out. Segments below it were found on
+    /// disk: they may hold records framed for any later number beyond their committed end,
+    /// so compaction deletes them rather than recycle them.
+    pub own_from: u64,
     /// The error that stopped the writer, if any.
     pub failure: Mutex<Option<StoreError>>,
     pub recovery: RecoveryStats,
@@ -240,6 +244,7 @@ impl FileLogStore {
             metrics: Metrics::default(),
             next_gen: AtomicU64::new(recovery.next_gen),
             next_seq: AtomicU64::new(recovery.next_seq),
+            own_from: recovery.next_seq,
             failure: Mutex::new(None),
             recovery: recovery.stats,
             _lock: lock,

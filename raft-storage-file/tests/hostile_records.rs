@@ -379,3 +379,125 @@ fn writes_beyond_the_format_range_are_refused() {
         "{err}"
     );
 }
+
+/// Options with the smallest segments, so that crafted files are full size.
+fn tiny_segments() -> Options {
+    Options {
+        segment_size: 4096,
+        ..Options::default()
+    }
+}
+
+/// Pads a crafted segment to the full size of [`tiny_segments`].
+fn full_size(mut buf: Vec<u8>) -> Vec<u8> {
+    assert!(buf.len() <= 4096, "the crafted segment does not fit");
+    buf.resize(4096, 0);
+    buf
+}
+
+/// Appends, at the next 8-aligned offset, a checkpoint and a commit record framed for each
+/// segment number in `seqs`: records a correct store never writes there, but that would
+/// validate in a file reused under one of those numbers.
+fn forge_commits(buf: &mut Vec<u8>, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        let group_start = record(buf, seq, CHECKPOINT, &EMPTY_CHECKPOINT);
+        record(buf, seq, COMMIT, &commit_body(group_start, 1));
+    }
+}
+
+/// Opens `dir`, waits until the janitor has prepared segment `prepared`, closes the store
+/// and checks that the log reopens (twice, the second time after a write) with `last`
+/// as its last index.
+fn reopens_after_preparing(dir: &Path, prepared: u64, last: u64) {
+    let store = open(dir, tiny_segments());
+    let name = dir.join(segment_name(prepared));
+    wait_for("the next segment to be prepared", || name.exists());
+    drop(store);
+    let store = FileLogStore::open(dir, tiny_segments())
+        .unwrap_or_else(|e| panic!("a log that opened does not reopen: {e}"));
+    assert_eq!(store.last_index(), last);
+    append_sync(&store, write(ents(1, last + 1, last + 1, 8), None)).unwrap();
+    drop(store);
+    let store = FileLogStore::open(dir, tiny_segments())
+        .unwrap_or_else(|e| panic!("a log does not reopen after a write: {e}"));
+    assert_eq!(store.last_index(), last + 1);
+}
+
+/// A newest segment with a valid header and nothing committed is dropped at open; if its
+/// tail holds records framed for the next segment number, it must not become that segment.
+#[test]
+fn a_dropped_segment_is_not_reused_when_it_holds_records_of_its_next_number() {
+    let dir = fast_tempdir();
+    let mut buf = header(1, 0, 0);
+    forge_commits(&mut buf, 2..=2);
+    std::fs::write(dir.path().join(segment_name(1)), full_size(buf)).unwrap();
+    reopens_after_preparing(dir.path(), 2, 0);
+}
+
+/// A newest segment with a zero header is dropped at open once it is proven to hold no
+/// commit record of its own; records framed for later numbers must not come back to life
+/// when it is reused.
+#[test]
+fn a_zero_headed_segment_is_not_reused_when_it_holds_records_of_later_numbers() {
+    let dir = fast_tempdir();
+    one_segment(dir.path(), &[(ENTRY, entry_body(1, 1, 1, b"x"))]);
+    let mut buf = vec![0u8; 64];
+    forge_commits(&mut buf, 3..=3);
+    std::fs::write(dir.path().join(segment_name(2)), full_size(buf)).unwrap();
+    reopens_after_preparing(dir.path(), 3, 1);
+}
+
+/// A closed segment found at open holds records framed for later numbers past its end,
+/// where recovery never reads; once compaction frees it, it must not be reused under one of
+/// those numbers.
+#[test]
+fn a_compacted_segment_found_at_open_is_not_reused_under_a_later_number() {
+    let dir = fast_tempdir();
+    let mut first = header(1, 0, 0);
+    record(&mut first, 1, CHECKPOINT, &EMPTY_CHECKPOINT);
+    record(&mut first, 1, ENTRY, &entry_body(1, 1, 1, b"x"));
+    record(&mut first, 1, COMMIT, &commit_body(64, 1));
+    let end = first.len() as u64;
+    forge_commits(&mut first, 3..=12);
+    std::fs::write(dir.path().join(segment_name(1)), full_size(first)).unwrap();
+    let mut second = header(2, 1, end);
+    record(&mut second, 2, CHECKPOINT, &EMPTY_CHECKPOINT);
+    record(&mut second, 2, ENTRY, &entry_body(1, 2, 1, b"y"));
+    record(&mut second, 2, COMMIT, &commit_body(64, 2));
+    std::fs::write(dir.path().join(segment_name(2)), second).unwrap();
+
+    let store = open(dir.path(), tiny_segments());
+    assert_eq!(store.last_index(), 2);
+    let snap = Snapshot {
+        meta: SnapshotMeta {
+            index: 1,
+            term: 1,
+            conf_state: ConfState::with_voters([1]),
+        },
+        data: bytes::Bytes::from_static(b"state"),
+    };
+    store.save_snapshot_blocking(snap).unwrap();
+    store.compact(1).unwrap();
+    let first = dir.path().join(segment_name(1));
+    wait_for("the compacted segment to be removed", || !first.exists());
+    // The newest segment on disk now is prepared ahead of the writer. Write until the
+    // writer starts it; the janitor then prepares the next one, where the file freed above
+    // would be reused. Nothing more is written, so that it stays as prepared.
+    let newest = segment_files(dir.path()).last().cloned().unwrap();
+    let started = || std::fs::read(&newest).unwrap().starts_with(b"RAFTWAL");
+    let mut next = 3;
+    while !started() {
+        append_sync(&store, write(ents(1, next, next, 200), None)).unwrap();
+        next += 1;
+        assert!(next < 100, "the writer never started {}", newest.display());
+    }
+    let name = newest.file_name().unwrap().to_str().unwrap();
+    let reuse = segment_name(u64::from_str_radix(&name[4..20], 16).unwrap() + 1);
+    wait_for("the next segment to be prepared", || {
+        dir.path().join(&reuse).exists()
+    });
+    drop(store);
+    let store = FileLogStore::open(dir.path(), tiny_segments())
+        .unwrap_or_else(|e| panic!("a log that opened does not reopen: {e}"));
+    assert_eq!((store.first_index(), store.last_index()), (2, next - 1));
+}
