@@ -73,7 +73,7 @@ impl<P: Payload> StateMachine for Sink<P> {
     type Command = P;
     type Response = ();
 
-    async fn apply(&mut self, batch: Vec<Applied<P>>) -> Result<Vec<()>, StateMachineError> {
+    async fn apply(&mut self, batch: Vec<Applied<P>>, _applied: Index) -> Result<Vec<()>, StateMachineError> {
         self.applied.fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(vec![(); batch.len()])
     }

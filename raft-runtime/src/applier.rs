@@ -272,38 +272,38 @@ async fn apply_batch<SM: StateMachine>(
             }
         }
     }
-    if !commands.is_empty() {
-        let expected = commands.len();
-        let outcome = match sm.apply(commands).await {
-            Ok(responses) if responses.len() == expected => Ok(responses),
-            Ok(responses) => Err(StateMachineError::msg(format!(
-                "apply returned {} responses for {expected} commands",
-                responses.len()
-            ))),
-            Err(e) => Err(e),
-        };
-        let responses = match outcome {
-            Ok(responses) => responses,
-            Err(e) => {
-                // Committed, and perhaps applied on other nodes: the outcome is unknown.
-                let e = Arc::new(e);
-                let reason = UnknownOutcome::NodeFailed(Fatal::StateMachine(e.clone()));
-                for r in responders.into_iter().flatten() {
-                    r.fail(ProposeError::Unknown(reason.clone()), remote);
-                }
-                return Err(e);
+    if last <= *applied {
+        // Every entry was covered by a snapshot installed meanwhile.
+        let _ = events.send(ApplierEvent::Applied { index: last, entries });
+        return Ok(());
+    }
+    let expected = commands.len();
+    let outcome = match sm.apply(commands, last).await {
+        Ok(responses) if responses.len() == expected => Ok(responses),
+        Ok(responses) => Err(StateMachineError::msg(format!(
+            "apply returned {} responses for {expected} commands",
+            responses.len()
+        ))),
+        Err(e) => Err(e),
+    };
+    let responses = match outcome {
+        Ok(responses) => responses,
+        Err(e) => {
+            // Committed, and perhaps applied on other nodes: the outcome is unknown.
+            let e = Arc::new(e);
+            let reason = UnknownOutcome::NodeFailed(Fatal::StateMachine(e.clone()));
+            for r in responders.into_iter().flatten() {
+                r.fail(ProposeError::Unknown(reason.clone()), remote);
             }
-        };
-        for (response, responder) in responses.into_iter().zip(responders) {
-            if let Some(r) = responder {
-                r.succeed(response, remote);
-            }
+            return Err(e);
+        }
+    };
+    for (response, responder) in responses.into_iter().zip(responders) {
+        if let Some(r) = responder {
+            r.succeed(response, remote);
         }
     }
-    if last > *applied {
-        sm.set_applied_index(last).await.map_err(Arc::new)?;
-        *applied = last;
-    }
+    *applied = last;
     let _ = events.send(ApplierEvent::Applied { index: last, entries });
     Ok(())
 }
@@ -323,7 +323,11 @@ mod tests {
         type Command = u64;
         type Response = u64;
 
-        async fn apply(&mut self, _batch: Vec<Applied<u64>>) -> Result<Vec<u64>, StateMachineError> {
+        async fn apply(
+            &mut self,
+            _batch: Vec<Applied<u64>>,
+            _applied: Index,
+        ) -> Result<Vec<u64>, StateMachineError> {
             Err(StateMachineError::msg("disk on fire"))
         }
         async fn applied_index(&self) -> Result<Index, StateMachineError> {

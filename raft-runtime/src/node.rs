@@ -51,7 +51,7 @@ pub struct Unset;
 /// # impl StateMachine for Counter {
 /// #     type Command = u64;
 /// #     type Response = u64;
-/// #     async fn apply(&mut self, batch: Vec<Applied<u64>>) -> Result<Vec<u64>, StateMachineError> {
+/// #     async fn apply(&mut self, batch: Vec<Applied<u64>>, _applied: u64) -> Result<Vec<u64>, StateMachineError> {
 /// #         Ok(batch.into_iter().map(|c| { self.0 += c.command; self.0 }).collect())
 /// #     }
 /// #     async fn applied_index(&self) -> Result<u64, StateMachineError> { Ok(0) }

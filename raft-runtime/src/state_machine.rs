@@ -19,12 +19,23 @@ pub struct Applied<C> {
 }
 
 /// The replicated state. The runtime calls it from one task, in log order: `apply` for
-/// every committed command, `snapshot` when it is time to compact the log, `restore` when
+/// every committed batch, `snapshot` when it is time to compact the log, `restore` when
 /// the node installs a snapshot from the leader.
 ///
 /// Every node applies the same commands in the same order, so `apply` must be deterministic:
 /// its effect and response may depend only on the state and the command (not on clocks,
 /// randomness or the local node).
+///
+/// # The applied index
+///
+/// The state covers the log up to an index, its *applied index*: [`StateMachine::apply`]
+/// receives it with every batch, [`StateMachine::restore`] with every snapshot, and
+/// [`StateMachine::applied_index`] reports it when the node starts. A state machine kept in
+/// memory starts empty and answers 0: the runtime restores the stored snapshot and replays
+/// the log after it. A state machine that keeps its state on disk commits the applied index
+/// in the same transaction as the batch's effects; after a crash it reports the index its
+/// state holds, and the runtime delivers only the committed entries after it, so no entry is
+/// applied twice or skipped.
 #[async_trait]
 pub trait StateMachine: Send + 'static {
     /// What clients propose.
@@ -32,30 +43,31 @@ pub trait StateMachine: Send + 'static {
     /// What applying a command answers, returned to the client that proposed it.
     type Response: Serialize + DeserializeOwned + Send + 'static;
 
-    /// Applies a batch of committed commands and returns one response per command, in order.
+    /// Applies the committed entries after the current applied index up to and including
+    /// `applied`, and returns one response per command, in order. `batch` holds their
+    /// commands in log order; entries that carry no command (a new leader's empty entry, a
+    /// membership change) advance the applied index all the same, so `batch` may be empty.
+    /// Once it returns, the state covers the log up to `applied`: a state machine that
+    /// persists its state commits `applied` with the batch's effects, atomically.
+    ///
     /// An error stops the node (its state can no longer be trusted).
     async fn apply(
         &mut self,
         batch: Vec<Applied<Self::Command>>,
+        applied: Index,
     ) -> Result<Vec<Self::Response>, StateMachineError>;
 
-    /// The index of the last entry whose effect the state holds, as of now; the runtime asks
-    /// once at start and re-delivers only committed entries after it. A state machine kept in
-    /// memory answers 0 (the runtime then restores it from the stored snapshot); one that
-    /// persists its state must persist this index with it. The runtime passes the index of
-    /// every applied entry, commands or not, to [`StateMachine::set_applied_index`].
+    /// The applied index of the state as of now: the runtime asks once at start and
+    /// delivers only committed entries after it. A state machine kept in memory answers 0
+    /// (the runtime then restores it from the stored snapshot); one that persists its state
+    /// answers the index it committed last with [`StateMachine::apply`] or
+    /// [`StateMachine::restore`].
     async fn applied_index(&self) -> Result<Index, StateMachineError>;
-
-    /// Records that every entry up to `index` has been applied, including entries that carry
-    /// no command. Durable state machines may persist it; the default does nothing.
-    async fn set_applied_index(&mut self, index: Index) -> Result<(), StateMachineError> {
-        let _ = index;
-        Ok(())
-    }
 
     /// Serializes the whole state as of the last applied entry.
     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError>;
 
-    /// Replaces the whole state by a snapshot taken at `index` (by this node or the leader).
+    /// Replaces the whole state by a snapshot taken at `index` (by this node or the leader);
+    /// `index` becomes the applied index, committed with the new state.
     async fn restore(&mut self, index: Index, data: Bytes) -> Result<(), StateMachineError>;
 }

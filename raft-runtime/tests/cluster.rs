@@ -497,6 +497,52 @@ async fn restart_does_not_apply_twice() {
     c.shutdown().await;
 }
 
+/// A durable state machine's applied index covers entries that carry no command (a new
+/// leader's empty entry): `apply` receives it, even for a batch without commands, so after
+/// a restart the runtime delivers nothing twice.
+#[tokio::test(start_paused = true)]
+async fn the_applied_index_given_to_apply_covers_entries_without_commands() {
+    let mut c = common::cluster_with(3, |_| {}, true).await;
+    for v in 1..=5 {
+        c.propose(v).await;
+    }
+    // A new leader's first entry carries no command: once it is committed, the commit
+    // index is past every command.
+    let old = c.leader().await;
+    let before = c.node(old).current_metrics().await.unwrap();
+    let last_command = c.state_machines[&old].state().applied;
+    assert_eq!(
+        before.last_log_index, last_command,
+        "nothing after the last command yet"
+    );
+    c.restart(old).await;
+    let commit = loop {
+        let leader = c.leader().await;
+        let m = c.node(leader).current_metrics().await.unwrap();
+        if m.term > before.term && m.commit > last_command {
+            break m.commit;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    c.wait_applied(commit).await;
+    for id in 1..=3 {
+        let state = c.state_machines[&id].state().clone();
+        assert_eq!(state.values, (1..=5).collect::<Vec<_>>(), "node {id}");
+        assert!(
+            state.applied >= commit,
+            "node {id}: the state machine holds entries up to {}, the commit index is {commit}",
+            state.applied
+        );
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    c.propose(6).await;
+    // The durable state machines asserted, as they applied, that no index came twice.
+    assert_eq!(c.converged().await, (1..=6).collect::<Vec<_>>());
+    c.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failing_disk_stops_the_node() {
     let c = common::cluster(3).await;

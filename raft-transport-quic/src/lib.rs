@@ -38,7 +38,7 @@
 //! # impl StateMachine for Kv {
 //! #     type Command = u64;
 //! #     type Response = u64;
-//! #     async fn apply(&mut self, b: Vec<Applied<u64>>) -> Result<Vec<u64>, StateMachineError> { Ok(vec![0; b.len()]) }
+//! #     async fn apply(&mut self, b: Vec<Applied<u64>>, _: u64) -> Result<Vec<u64>, StateMachineError> { Ok(vec![0; b.len()]) }
 //! #     async fn applied_index(&self) -> Result<u64, StateMachineError> { Ok(0) }
 //! #     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> { Ok(Bytes::new()) }
 //! #     async fn restore(&mut self, _: u64, _: Bytes) -> Result<(), StateMachineError> { Ok(()) }

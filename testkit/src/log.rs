@@ -55,11 +55,24 @@ impl StateMachine for Log {
     type Command = u64;
     type Response = u64;
 
-    async fn apply(&mut self, batch: Vec<Applied<u64>>) -> Result<Vec<u64>, StateMachineError> {
+    async fn apply(
+        &mut self,
+        batch: Vec<Applied<u64>>,
+        applied: Index,
+    ) -> Result<Vec<u64>, StateMachineError> {
         let mut s = self.state();
+        // Harness checks, not refusals: each is a runtime bug.
+        assert!(
+            applied > s.applied,
+            "entries up to {applied} applied again (applied {})",
+            s.applied
+        );
+        assert!(
+            batch.last().is_none_or(|c| c.index <= applied),
+            "a command after the applied index {applied}"
+        );
         let mut out = Vec::with_capacity(batch.len());
         for c in batch {
-            // A harness check, not a refusal: a double apply is a runtime bug.
             assert!(
                 c.index > s.applied,
                 "index {} applied twice (applied {})",
@@ -70,16 +83,14 @@ impl StateMachine for Log {
             s.applied = c.index;
             out.push(s.values.len() as u64);
         }
+        // The values and the index change together, as a durable state machine commits
+        // them in one transaction.
+        s.applied = applied;
         Ok(out)
     }
 
     async fn applied_index(&self) -> Result<Index, StateMachineError> {
         Ok(if self.durable { self.state().applied } else { 0 })
-    }
-
-    async fn set_applied_index(&mut self, index: Index) -> Result<(), StateMachineError> {
-        self.state().applied = index;
-        Ok(())
     }
 
     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {

@@ -54,7 +54,11 @@ impl StateMachine for Counter {
     type Command = Command;
     type Response = u64;
 
-    async fn apply(&mut self, batch: Vec<Applied<Command>>) -> Result<Vec<u64>, StateMachineError> {
+    async fn apply(
+        &mut self,
+        batch: Vec<Applied<Command>>,
+        _applied: Index,
+    ) -> Result<Vec<u64>, StateMachineError> {
         Ok(batch
             .into_iter()
             .map(|applied| self.apply_one(applied.command))
@@ -101,7 +105,7 @@ mod tests {
     #[tokio::test]
     async fn each_response_is_the_value_right_after_its_increment() {
         let mut counter = Counter::default();
-        let responses = counter.apply(increments(&[1, 2, 3])).await.unwrap();
+        let responses = counter.apply(increments(&[1, 2, 3]), 3).await.unwrap();
         assert_eq!(responses, vec![1, 3, 6]);
         assert_eq!(counter.value(), 6);
     }
@@ -109,14 +113,14 @@ mod tests {
     #[tokio::test]
     async fn increments_saturate_instead_of_wrapping() {
         let mut counter = Counter::default();
-        let responses = counter.apply(increments(&[u64::MAX - 1, 5])).await.unwrap();
+        let responses = counter.apply(increments(&[u64::MAX - 1, 5]), 2).await.unwrap();
         assert_eq!(responses, vec![u64::MAX - 1, u64::MAX]);
     }
 
     #[tokio::test]
     async fn snapshot_restores_the_value() {
         let mut counter = Counter::default();
-        counter.apply(increments(&[41, 1])).await.unwrap();
+        counter.apply(increments(&[41, 1]), 2).await.unwrap();
         let snapshot = counter.snapshot().await.unwrap();
         assert_eq!(snapshot.as_ref(), &42u64.to_le_bytes());
 
