@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use raft_runtime::raft_core::Index;
-use raft_runtime::{Applied, StateMachine, StateMachineError};
+use raft_runtime::{Applied, SnapshotStream, StateMachine, StateMachineError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -82,13 +82,13 @@ impl<P: Payload> StateMachine for Sink<P> {
         Ok(0)
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        Ok(Bytes::copy_from_slice(
-            &self.applied.load(Ordering::Relaxed).to_le_bytes(),
-        ))
+    async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> {
+        let applied = self.applied.load(Ordering::Relaxed);
+        Ok(SnapshotStream::from_bytes(applied.to_le_bytes().to_vec()))
     }
 
-    async fn restore(&mut self, _index: Index, data: Bytes) -> Result<(), StateMachineError> {
+    async fn restore(&mut self, _index: Index, data: SnapshotStream) -> Result<(), StateMachineError> {
+        let data = data.into_bytes(8).await.map_err(StateMachineError::new)?;
         let bytes: [u8; 8] = data
             .as_ref()
             .try_into()

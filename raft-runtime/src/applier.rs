@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
 use crate::error::{Fatal, ProposeError, ReadError, StateMachineError, UnknownOutcome};
+use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::{Applied, StateMachine};
 use crate::store::Snapshot;
 use crate::transport::ForwardError;
@@ -91,8 +92,8 @@ pub(crate) enum ApplierEvent {
     Applied { index: Index, entries: u64 },
     /// A snapshot was installed.
     Installed { index: Index },
-    /// A snapshot of the state at `index` was taken.
-    SnapshotBuilt { index: Index, data: Bytes },
+    /// A view of the state at `index` was taken, to be read while applying goes on.
+    SnapshotBuilt { index: Index, data: SnapshotStream },
     /// Answers to forwarded proposals, for the group task to send.
     Replies(Vec<RemoteReply>),
     /// The state machine failed: the node must stop.
@@ -139,7 +140,7 @@ pub(crate) async fn run<SM: StateMachine>(
             }
             ApplyMsg::Restore(snapshot) => {
                 let index = snapshot.meta.index;
-                match sm.restore(index, snapshot.data).await {
+                match sm.restore(index, SnapshotStream::from_bytes(snapshot.data)).await {
                     Ok(()) => {
                         applied = index;
                         let _ = events.send(ApplierEvent::Installed { index });
@@ -333,10 +334,10 @@ mod tests {
         async fn applied_index(&self) -> Result<Index, StateMachineError> {
             Ok(0)
         }
-        async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-            Ok(Bytes::new())
+        async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> {
+            Ok(SnapshotStream::from_bytes(Bytes::new()))
         }
-        async fn restore(&mut self, _index: Index, _data: Bytes) -> Result<(), StateMachineError> {
+        async fn restore(&mut self, _index: Index, _data: SnapshotStream) -> Result<(), StateMachineError> {
             Ok(())
         }
     }

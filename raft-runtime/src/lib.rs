@@ -26,7 +26,7 @@
 //!
 //! ```
 //! use raft_runtime::{
-//!     Applied, Bytes, Config, MemLogStore, MemNetwork, MemberInfo, Raft, StateMachine,
+//!     Applied, Config, MemLogStore, MemNetwork, MemberInfo, Raft, SnapshotStream, StateMachine,
 //!     StateMachineError, async_trait,
 //! };
 //!
@@ -43,11 +43,14 @@
 //!         Ok(batch.into_iter().map(|c| { self.0 += c.command; self.0 }).collect())
 //!     }
 //!     async fn applied_index(&self) -> Result<u64, StateMachineError> { Ok(0) }
-//!     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-//!         Ok(Bytes::copy_from_slice(&self.0.to_le_bytes()))
+//!     // A state this small is taken and read back in one buffer.
+//!     async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> {
+//!         Ok(SnapshotStream::from_bytes(self.0.to_le_bytes().to_vec()))
 //!     }
-//!     async fn restore(&mut self, _index: u64, data: Bytes) -> Result<(), StateMachineError> {
-//!         self.0 = u64::from_le_bytes(data[..8].try_into().map_err(|_| StateMachineError::msg("bad snapshot"))?);
+//!     async fn restore(&mut self, _index: u64, data: SnapshotStream) -> Result<(), StateMachineError> {
+//!         let data = data.into_bytes(8).await.map_err(StateMachineError::new)?;
+//!         let bytes = data.as_ref().try_into().map_err(|_| StateMachineError::msg("bad snapshot"))?;
+//!         self.0 = u64::from_le_bytes(bytes);
 //!         Ok(())
 //!     }
 //! }
@@ -105,6 +108,7 @@ mod node;
 mod peers;
 mod persist;
 mod snapshot_policy;
+mod snapshot_stream;
 mod state_machine;
 mod store;
 mod transport;
@@ -123,6 +127,7 @@ pub use mem_transport::{MemNetwork, MemTransport};
 pub use member::MemberInfo;
 pub use metrics::{Member, Metrics};
 pub use node::{Builder, Unset};
+pub use snapshot_stream::{READ_CHUNK, SnapshotStream};
 pub use state_machine::{Applied, StateMachine};
 pub use store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
 pub use transport::{

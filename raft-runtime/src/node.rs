@@ -16,11 +16,12 @@ use tracing::Instrument;
 use crate::adapter::StoreReader;
 use crate::applier;
 use crate::config::Config;
-use crate::error::{BootstrapError, StartError};
+use crate::error::{BootstrapError, StartError, StateMachineError};
 use crate::group::Group;
 use crate::handle::Raft;
 use crate::member::MemberInfo;
 use crate::metrics::Metrics;
+use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::StateMachine;
 use crate::store::{LogStore, Snapshot};
 use crate::transport::{Inbox, Transport};
@@ -45,7 +46,7 @@ pub struct Unset;
 ///
 /// ```
 /// # use std::collections::BTreeMap;
-/// # use raft_runtime::{async_trait, Applied, Bytes, Config, MemLogStore, MemNetwork, MemberInfo, Raft, StateMachine, StateMachineError};
+/// # use raft_runtime::{async_trait, Applied, Config, MemLogStore, MemNetwork, MemberInfo, Raft, SnapshotStream, StateMachine, StateMachineError};
 /// # #[derive(Default)] struct Counter(u64);
 /// # #[async_trait]
 /// # impl StateMachine for Counter {
@@ -55,8 +56,12 @@ pub struct Unset;
 /// #         Ok(batch.into_iter().map(|c| { self.0 += c.command; self.0 }).collect())
 /// #     }
 /// #     async fn applied_index(&self) -> Result<u64, StateMachineError> { Ok(0) }
-/// #     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> { Ok(Bytes::new()) }
-/// #     async fn restore(&mut self, _: u64, _: Bytes) -> Result<(), StateMachineError> { Ok(()) }
+/// #     async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> { Ok(SnapshotStream::from_bytes(self.0.to_le_bytes().to_vec())) }
+/// #     async fn restore(&mut self, _: u64, data: SnapshotStream) -> Result<(), StateMachineError> {
+/// #         let data = data.into_bytes(8).await.map_err(StateMachineError::new)?;
+/// #         self.0 = u64::from_le_bytes(data.as_ref().try_into().map_err(StateMachineError::new)?);
+/// #         Ok(())
+/// #     }
 /// # }
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let network = MemNetwork::new();
@@ -240,7 +245,13 @@ async fn start<SM: StateMachine>(
                 }
                 let mut conf_state = ConfState::with_voters(members.keys().copied());
                 conf_state.node_meta = members.iter().map(|(&n, info)| (n, info.encode())).collect();
-                let data = state_machine.snapshot().await.map_err(StartError::StateMachine)?;
+                let data = state_machine
+                    .snapshot()
+                    .await
+                    .map_err(StartError::StateMachine)?
+                    .into_bytes(u64::MAX)
+                    .await
+                    .map_err(|e| StartError::StateMachine(StateMachineError::new(e)))?;
                 store
                     .save_snapshot(Snapshot {
                         meta: SnapshotMeta {
@@ -268,7 +279,7 @@ async fn start<SM: StateMachine>(
             index: snapshot_index,
         })?;
         state_machine
-            .restore(snapshot.meta.index, snapshot.data)
+            .restore(snapshot.meta.index, SnapshotStream::from_bytes(snapshot.data))
             .await
             .map_err(StartError::StateMachine)?;
         applied = snapshot.meta.index;

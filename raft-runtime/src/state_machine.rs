@@ -1,12 +1,12 @@
 //! The state machine plug-in: the user's replicated state.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use raft_core::Index;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::StateMachineError;
+use crate::snapshot_stream::SnapshotStream;
 
 /// One committed command, in log order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,10 +64,21 @@ pub trait StateMachine: Send + 'static {
     /// [`StateMachine::restore`].
     async fn applied_index(&self) -> Result<Index, StateMachineError>;
 
-    /// Serializes the whole state as of the last applied entry.
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError>;
+    /// Takes a point-in-time view of the state as of the applied index, for the runtime to
+    /// read as a stream of chunks while `apply` goes on: the view must yield that state,
+    /// whatever is applied after this call returns. It should return quickly: an on-disk
+    /// engine opens a read transaction or writes a checkpoint, an in-memory state takes a
+    /// cheap clone (or a persistent structure's handle) and serializes it in the stream. A
+    /// small state may serialize itself here into one buffer
+    /// ([`SnapshotStream::from_bytes`]).
+    ///
+    /// An error, or an error the stream yields, stops the node.
+    async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError>;
 
-    /// Replaces the whole state by a snapshot taken at `index` (by this node or the leader);
-    /// `index` becomes the applied index, committed with the new state.
-    async fn restore(&mut self, index: Index, data: Bytes) -> Result<(), StateMachineError>;
+    /// Replaces the whole state by a snapshot taken at `index` (by this node or the leader),
+    /// read from `data` a chunk at a time; `index` becomes the applied index, committed with
+    /// the new state. A state machine on disk stages what it reads and swaps it in at once,
+    /// so that a failure or a crash part way leaves the old state whole. A small state may
+    /// read it into one buffer ([`SnapshotStream::into_bytes`]).
+    async fn restore(&mut self, index: Index, data: SnapshotStream) -> Result<(), StateMachineError>;
 }

@@ -200,6 +200,87 @@ async fn follower_down_during_compaction_catches_up_by_snapshot() {
     c.shutdown().await;
 }
 
+/// A snapshot is read while applying goes on: the state machine hands over a view of its
+/// state as of the applied index, which the runtime reads off the applier. Held back, it
+/// stops neither proposals nor their application; let go, it is saved with the state it
+/// was taken with, and a node that restarts from it converges without applying anything
+/// twice.
+#[tokio::test(start_paused = true)]
+async fn applying_goes_on_while_a_snapshot_is_read() {
+    let mut c = common::cluster_with(3, |cfg| cfg.snapshot_every = 20, false).await;
+    for id in 1..=3 {
+        c.state_machines[&id].pause_snapshots(true);
+    }
+    for v in 1..=60 {
+        c.propose(v).await;
+    }
+    let leader = c.leader().await;
+    let commit = c.node(leader).current_metrics().await.unwrap().commit;
+    c.wait_applied(commit).await;
+    for id in 1..=3 {
+        let m = c.node(id).current_metrics().await.unwrap();
+        assert_eq!(
+            (m.snapshots_taken, m.snapshot_index),
+            (0, 0),
+            "node {id}: a held snapshot was saved"
+        );
+        assert_eq!(c.state_machines[&id].values(), (1..=60).collect::<Vec<_>>());
+    }
+    for id in 1..=3 {
+        c.state_machines[&id].pause_snapshots(false);
+    }
+    for id in 1..=3 {
+        let m = c
+            .node(id)
+            .wait_for(Duration::from_secs(30), |m| m.snapshots_taken >= 1)
+            .await
+            .unwrap_or_else(|_| panic!("node {id} saved no snapshot"));
+        // Taken when 20 entries had been applied, long before the last.
+        assert!(
+            m.snapshot_index >= 20 && m.snapshot_index < commit,
+            "node {id}: {}",
+            m.snapshot_index
+        );
+    }
+    // A restarted node starts empty, restores the snapshot (the values as of its index,
+    // not as of when it was read) and replays the rest.
+    c.restart(1).await;
+    c.propose(61).await;
+    assert_eq!(c.converged().await, (1..=61).collect::<Vec<_>>());
+    c.shutdown().await;
+}
+
+/// A node stops while a snapshot is still being read from its state machine: the read is
+/// dropped rather than awaited, and nothing of it is saved.
+#[tokio::test(start_paused = true)]
+async fn a_node_stops_while_a_snapshot_is_being_read() {
+    let mut c = common::cluster_with(3, |cfg| cfg.snapshot_every = 10, false).await;
+    for id in 1..=3 {
+        c.state_machines[&id].pause_snapshots(true);
+    }
+    for v in 1..=15 {
+        c.propose(v).await;
+    }
+    let leader = c.leader().await;
+    let commit = c.node(leader).current_metrics().await.unwrap().commit;
+    c.wait_applied(commit).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = c.node(leader).current_metrics().await.unwrap();
+    assert_eq!(
+        (m.snapshots_taken, m.snapshot_index),
+        (0, 0),
+        "a held snapshot was saved"
+    );
+    let stopped = tokio::time::timeout(Duration::from_secs(60), c.stop(leader))
+        .await
+        .expect("the node stopped with a snapshot held back")
+        .expect("the node was running");
+    assert!(stopped.fatal.is_none(), "{:?}", stopped.fatal);
+    tokio::time::timeout(Duration::from_secs(60), c.shutdown())
+        .await
+        .expect("the other nodes stopped with a snapshot held back");
+}
+
 /// Large commands cannot fill the disk between snapshots: the log is also compacted once
 /// enough bytes were applied, however few the entries.
 #[tokio::test(start_paused = true)]

@@ -32,7 +32,7 @@
 //! (the node's id must be the one the certificate names) and keeps its member list current.
 //!
 //! ```no_run
-//! # use raft_runtime::{async_trait, Applied, Bytes, StateMachine, StateMachineError};
+//! # use raft_runtime::{async_trait, Applied, SnapshotStream, StateMachine, StateMachineError};
 //! # struct Kv;
 //! # #[async_trait]
 //! # impl StateMachine for Kv {
@@ -40,8 +40,8 @@
 //! #     type Response = u64;
 //! #     async fn apply(&mut self, b: Vec<Applied<u64>>, _: u64) -> Result<Vec<u64>, StateMachineError> { Ok(vec![0; b.len()]) }
 //! #     async fn applied_index(&self) -> Result<u64, StateMachineError> { Ok(0) }
-//! #     async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> { Ok(Bytes::new()) }
-//! #     async fn restore(&mut self, _: u64, _: Bytes) -> Result<(), StateMachineError> { Ok(()) }
+//! #     async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> { Ok(SnapshotStream::from_bytes(Vec::new())) }
+//! #     async fn restore(&mut self, _: u64, _: SnapshotStream) -> Result<(), StateMachineError> { Ok(()) }
 //! # }
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use raft_runtime::{MemLogStore, MemberInfo, Raft};

@@ -2,7 +2,13 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use raft_runtime::{Applied, Bytes, Index, StateMachine, StateMachineError, async_trait};
+use futures::StreamExt;
+use raft_runtime::{Applied, Bytes, Index, SnapshotStream, StateMachine, StateMachineError, async_trait};
+use tokio::sync::watch;
+
+/// Values per chunk of a snapshot: small, so that every snapshot a test takes is streamed in
+/// many chunks.
+const CHUNK_VALUES: usize = 64;
 
 /// The state: every value applied, in order, and the index of the last.
 #[derive(Clone, Debug, Default)]
@@ -19,10 +25,17 @@ pub struct LogState {
 /// With `durable`, the state outlives the node (like a state machine that persists itself)
 /// and reports its applied index at start; otherwise a restarted node starts empty and
 /// replays.
+///
+/// A snapshot is a copy of the values taken when the runtime asks, serialized
+/// 64 values to a chunk as the runtime reads it; restore stages the values it
+/// reads and swaps them in at the end. [`Log::pause_snapshots`] holds back the first chunk
+/// of every snapshot, to show what goes on while one is being read.
 #[derive(Clone, Debug)]
 pub struct Log {
     state: Arc<Mutex<LogState>>,
     durable: bool,
+    /// Open (`true`) unless snapshots are paused.
+    gate: Arc<watch::Sender<bool>>,
 }
 
 impl Log {
@@ -31,7 +44,14 @@ impl Log {
         Log {
             state: Arc::new(Mutex::new(LogState::default())),
             durable,
+            gate: Arc::new(watch::Sender::new(true)),
         }
+    }
+
+    /// Holds back (`true`) or lets go (`false`) the data of every snapshot taken, before and
+    /// after this call, until it is let go: the views stay as of when they were taken.
+    pub fn pause_snapshots(&self, paused: bool) {
+        self.gate.send_replace(!paused);
     }
 
     /// Whether the state outlives the node.
@@ -93,22 +113,47 @@ impl StateMachine for Log {
         Ok(if self.durable { self.state().applied } else { 0 })
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        let s = self.state();
-        Ok(Bytes::from(
-            s.values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-        ))
+    async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> {
+        // A point-in-time copy, serialized a chunk at a time as the runtime reads it.
+        let values = self.state().values.clone();
+        let chunks = values
+            .chunks(CHUNK_VALUES)
+            .map(|c| {
+                Ok(Bytes::from(
+                    c.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+                ))
+            })
+            .collect::<Vec<_>>();
+        let mut gate = self.gate.subscribe();
+        let opened = futures::stream::once(async move {
+            // A closed gate (every handle dropped) counts as open.
+            let _ = gate.wait_for(|open| *open).await;
+        })
+        .filter_map(|()| std::future::ready(None));
+        Ok(SnapshotStream::new(opened.chain(futures::stream::iter(chunks))))
     }
 
-    async fn restore(&mut self, index: Index, data: Bytes) -> Result<(), StateMachineError> {
-        if data.len() % 8 != 0 {
+    async fn restore(&mut self, index: Index, mut data: SnapshotStream) -> Result<(), StateMachineError> {
+        // Staged, then swapped in: a failure part way leaves the state as it was. Chunks
+        // may split a value anywhere.
+        let mut values = Vec::new();
+        let mut partial = Vec::with_capacity(8);
+        while let Some(chunk) = data.next_chunk().await.map_err(StateMachineError::new)? {
+            for &b in chunk.iter() {
+                partial.push(b);
+                if partial.len() == 8 {
+                    let mut v = [0u8; 8];
+                    v.copy_from_slice(&partial);
+                    values.push(u64::from_le_bytes(v));
+                    partial.clear();
+                }
+            }
+        }
+        if !partial.is_empty() {
             return Err(StateMachineError::msg("snapshot length is not a multiple of 8"));
         }
         let mut s = self.state();
-        s.values = data
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect();
+        s.values = values;
         s.applied = index;
         Ok(())
     }

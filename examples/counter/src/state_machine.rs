@@ -5,9 +5,8 @@
 //! command may depend only on the state and the command.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use raft_runtime::raft_core::Index;
-use raft_runtime::{Applied, StateMachine, StateMachineError};
+use raft_runtime::{Applied, SnapshotStream, StateMachine, StateMachineError};
 use serde::{Deserialize, Serialize};
 
 /// What clients ask the cluster to do. An enum, not a bare number, so that a service grown
@@ -71,11 +70,17 @@ impl StateMachine for Counter {
         Ok(0)
     }
 
-    async fn snapshot(&mut self) -> Result<Bytes, StateMachineError> {
-        Ok(Bytes::copy_from_slice(&self.value.to_le_bytes()))
+    async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> {
+        // Eight bytes: taken and read back in one buffer.
+        Ok(SnapshotStream::from_bytes(self.value.to_le_bytes().to_vec()))
     }
 
-    async fn restore(&mut self, _index: Index, data: Bytes) -> Result<(), StateMachineError> {
+    async fn restore(&mut self, _index: Index, data: SnapshotStream) -> Result<(), StateMachineError> {
+        // Anything longer than a counter's snapshot is refused before it is read whole.
+        let data = data
+            .into_bytes(SNAPSHOT_LEN as u64)
+            .await
+            .map_err(StateMachineError::new)?;
         let bytes: [u8; SNAPSHOT_LEN] = data.as_ref().try_into().map_err(|_| {
             StateMachineError::msg(format!(
                 "a counter snapshot is {SNAPSHOT_LEN} bytes, this one is {}",
@@ -89,6 +94,8 @@ impl StateMachine for Counter {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn increments(values: &[u64]) -> Vec<Applied<Command>> {
@@ -121,11 +128,14 @@ mod tests {
     async fn snapshot_restores_the_value() {
         let mut counter = Counter::default();
         counter.apply(increments(&[41, 1]), 2).await.unwrap();
-        let snapshot = counter.snapshot().await.unwrap();
+        let snapshot = counter.snapshot().await.unwrap().into_bytes(64).await.unwrap();
         assert_eq!(snapshot.as_ref(), &42u64.to_le_bytes());
 
         let mut restored = Counter::default();
-        restored.restore(2, snapshot).await.unwrap();
+        restored
+            .restore(2, SnapshotStream::from_bytes(snapshot))
+            .await
+            .unwrap();
         assert_eq!(restored.value(), 42);
     }
 
@@ -133,9 +143,14 @@ mod tests {
     async fn restore_refuses_a_snapshot_of_the_wrong_size() {
         let mut counter = Counter::default();
         let err = counter
-            .restore(1, Bytes::from_static(b"short"))
+            .restore(1, SnapshotStream::from_bytes(Bytes::from_static(b"short")))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("8 bytes"), "{err}");
+        let err = counter
+            .restore(1, SnapshotStream::from_bytes(vec![0u8; 9]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("larger than 8 bytes"), "{err}");
     }
 }

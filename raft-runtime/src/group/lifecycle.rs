@@ -90,6 +90,7 @@ impl<SM: StateMachine> Group<SM> {
         // whole and no longer referenced when the node reports it has stopped.
         self.snapshot_sends.abort_all();
         while self.snapshot_sends.join_next().await.is_some() {}
+        self.snapshot_reads.cancel();
         while self.snapshot_saves.join_next().await.is_some() {}
         // Let writes in flight land (their completions are no longer needed), stop the
         // applier once it has applied what it was given, then close the transport.

@@ -15,19 +15,23 @@ use bytes::Bytes;
 use futures::FutureExt;
 use raft_core::{
     ChangeKind, ConfChange, ConfState, DriverError, Entry, EntryPayload, Index, MemberChange, Message,
-    MessageBody, NodeId, Persist, RawNode, ReadCtx, ReadFailure, ReadState, Role, SnapshotStatus, SoftState,
-    StepError, Term,
+    MessageBody, NodeId, Persist, RawNode, ReadCtx, ReadFailure, ReadState, Role, SnapshotMeta,
+    SnapshotStatus, SoftState, StepError, Term,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
 use crate::adapter::StoreReader;
 use crate::applier::{ApplierEvent, ApplyMsg, Query, RemoteReply, Responder};
 use crate::codec;
 use crate::config::Config;
-use crate::error::{AdminError, BusyReason, Fatal, InvalidTransfer, ProposeError, ReadError, UnknownOutcome};
+use crate::error::{
+    AdminError, BusyReason, Fatal, InvalidTransfer, ProposeError, ReadError, StateMachineError,
+    UnknownOutcome,
+};
 use crate::handle::Stopped;
 use crate::member::MemberInfo;
 use crate::metrics::{Member, Metrics};
@@ -100,7 +104,7 @@ pub(crate) enum Event {
     },
     SnapshotSaved {
         index: Index,
-        result: Result<(), StoreError>,
+        result: Result<(), Fatal>,
     },
 }
 
@@ -199,6 +203,9 @@ pub(crate) struct Group<SM: StateMachine> {
     /// Tasks saving a snapshot and compacting the log: awaited at stop, so that nothing
     /// holds the store once the node has stopped.
     snapshot_saves: tokio::task::JoinSet<()>,
+    /// Cancelled at stop: a snapshot still being read from the state machine is dropped
+    /// (one being stored is awaited).
+    snapshot_reads: CancellationToken,
     stopping: Option<Stopping>,
     fatal: Option<Fatal>,
     unreachable_logged: HashMap<NodeId, Instant>,
@@ -275,6 +282,7 @@ impl<SM: StateMachine> Group<SM> {
             sending_snapshots: BTreeSet::new(),
             snapshot_sends: tokio::task::JoinSet::new(),
             snapshot_saves: tokio::task::JoinSet::new(),
+            snapshot_reads: CancellationToken::new(),
             stopping: None,
             fatal: None,
             unreachable_logged: HashMap::new(),

@@ -248,9 +248,9 @@ impl<SM: StateMachine> Group<SM> {
                     self.snapshots.finished(Some(index));
                     self.metrics.snapshots_taken += 1;
                 }
-                Err(e) => {
+                Err(fatal) => {
                     self.snapshots.finished(None);
-                    self.set_fatal(Fatal::SnapshotSave(e));
+                    self.set_fatal(fatal);
                 }
             },
         }
@@ -283,11 +283,15 @@ impl<SM: StateMachine> Group<SM> {
                 Ok(meta) => {
                     let store = self.store.clone();
                     let events = self.events_tx.clone();
+                    let cancel = self.snapshot_reads.clone();
                     self.snapshot_saves.spawn(async move {
-                        let result = match store.save_snapshot(Snapshot { meta, data }).await {
-                            Ok(()) => store.compact(index),
-                            Err(e) => Err(e),
+                        // The log store takes the snapshot whole, so it is gathered here.
+                        let data = tokio::select! {
+                            data = data.into_bytes(u64::MAX) => data,
+                            // The node is stopping: the snapshot is not needed any more.
+                            () = cancel.cancelled() => return,
                         };
+                        let result = save_snapshot(&*store, meta, data).await;
                         let _ = events.send(Event::SnapshotSaved { index, result });
                     });
                 }
@@ -318,4 +322,20 @@ impl<SM: StateMachine> Group<SM> {
             let _ = self.applier_tx.send(ApplyMsg::BuildSnapshot);
         }
     }
+}
+
+/// Stores the state at `meta.index` as read from the state machine's view (or the error
+/// reading it gave), and compacts the log up to it.
+async fn save_snapshot<L: LogStore + ?Sized>(
+    store: &L,
+    meta: SnapshotMeta,
+    data: std::io::Result<Bytes>,
+) -> Result<(), Fatal> {
+    let index = meta.index;
+    let data = data.map_err(|e| Fatal::StateMachine(Arc::new(StateMachineError::new(e))))?;
+    store
+        .save_snapshot(Snapshot { meta, data })
+        .await
+        .and_then(|()| store.compact(index))
+        .map_err(Fatal::SnapshotSave)
 }
