@@ -15,7 +15,8 @@ use raft_core::{
 };
 use tokio::sync::mpsc;
 
-use crate::store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
+use crate::snapshot_stream::SnapshotStream;
+use crate::store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics, StoredSnapshot};
 
 #[derive(Default)]
 struct Inner {
@@ -195,7 +196,12 @@ impl LogStore for MemLogStore {
         }
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    async fn save_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<(), StoreError> {
+        // Held in memory: this store is for tests.
+        let data = data.into_bytes(u64::MAX).await.map_err(|e| {
+            StoreError::new(MemStoreError(format!("reading the snapshot's data failed: {e}")))
+        })?;
+        let snapshot = Snapshot { meta, data };
         let mut s = self.lock();
         if let Some(reason) = &s.failed {
             return Err(StoreError::new(MemStoreError(reason.clone())));
@@ -215,14 +221,14 @@ impl LogStore for MemLogStore {
         Ok(())
     }
 
-    async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+    async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         let s = self.lock();
-        Ok(s.snapshot_data.as_ref().map(|data| Snapshot {
+        Ok(s.snapshot_data.as_ref().map(|data| StoredSnapshot {
             meta: s
                 .log
                 .snapshot_meta()
                 .expect("in-memory snapshots are always available"),
-            data: data.clone(),
+            data: SnapshotStream::from_bytes(data.clone()),
         }))
     }
 

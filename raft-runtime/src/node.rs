@@ -16,14 +16,13 @@ use tracing::Instrument;
 use crate::adapter::StoreReader;
 use crate::applier;
 use crate::config::Config;
-use crate::error::{BootstrapError, StartError, StateMachineError};
+use crate::error::{BootstrapError, StartError};
 use crate::group::Group;
 use crate::handle::Raft;
 use crate::member::MemberInfo;
 use crate::metrics::Metrics;
-use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::StateMachine;
-use crate::store::{LogStore, Snapshot};
+use crate::store::LogStore;
 use crate::transport::{Inbox, Transport};
 
 /// How a node with an empty log store joins its cluster.
@@ -245,23 +244,13 @@ async fn start<SM: StateMachine>(
                 }
                 let mut conf_state = ConfState::with_voters(members.keys().copied());
                 conf_state.node_meta = members.iter().map(|(&n, info)| (n, info.encode())).collect();
-                let data = state_machine
-                    .snapshot()
-                    .await
-                    .map_err(StartError::StateMachine)?
-                    .into_bytes(u64::MAX)
-                    .await
-                    .map_err(|e| StartError::StateMachine(StateMachineError::new(e)))?;
-                store
-                    .save_snapshot(Snapshot {
-                        meta: SnapshotMeta {
-                            index: 0,
-                            term: 0,
-                            conf_state,
-                        },
-                        data,
-                    })
-                    .await?;
+                let data = state_machine.snapshot().await.map_err(StartError::StateMachine)?;
+                let meta = SnapshotMeta {
+                    index: 0,
+                    term: 0,
+                    conf_state,
+                };
+                store.save_snapshot(meta, data).await?;
                 tracing::info!(parent: &span, members = ?members.keys().collect::<Vec<_>>(), "bootstrapped a new cluster");
             }
             Some(StartMode::Join(_)) => {}
@@ -279,7 +268,7 @@ async fn start<SM: StateMachine>(
             index: snapshot_index,
         })?;
         state_machine
-            .restore(snapshot.meta.index, SnapshotStream::from_bytes(snapshot.data))
+            .restore(snapshot.meta.index, snapshot.data)
             .await
             .map_err(StartError::StateMachine)?;
         applied = snapshot.meta.index;

@@ -34,6 +34,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use raft_core::{Entry, HardState, Index, InitialState, SnapshotMeta, StorageError, Term};
 
+use crate::snapshot_stream::SnapshotStream;
+
 /// A snapshot: its metadata and the state machine's serialized state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -41,6 +43,15 @@ pub struct Snapshot {
     pub meta: SnapshotMeta,
     /// The state machine's state at `meta.index`, as produced by the state machine.
     pub data: Bytes,
+}
+
+/// A stored snapshot, opened for reading by [`LogStore::load_snapshot`].
+#[derive(Debug)]
+pub struct StoredSnapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The state machine's state at `meta.index`, read as it is consumed.
+    pub data: SnapshotStream,
 }
 
 /// One write to make durable as a unit (see the module docs for the order).
@@ -131,11 +142,15 @@ pub trait LogStore: Send + Sync + 'static {
     /// the background; reads may see the old first index for a while.
     fn compact(&self, index: Index) -> Result<(), StoreError>;
 
-    /// Stores a snapshot taken locally, durably, replacing the stored one if older.
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+    /// Stores a snapshot taken locally at `meta.index`, durably, replacing the stored one if
+    /// older. `data` is read a chunk at a time and should not be gathered whole: a
+    /// snapshot may be larger than memory. If `data` ends in an error, nothing is stored
+    /// and the call fails; so does it if it is dropped before it returns.
+    async fn save_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<(), StoreError>;
 
-    /// Loads the stored snapshot with its data.
-    async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError>;
+    /// Opens the stored snapshot: its metadata, and its data read as it is consumed. A store
+    /// that keeps a checksum fails the stream's last read if the data does not match it.
+    async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError>;
 
     /// Waits until every write queued so far is durable (or failed).
     async fn flush(&self) -> Result<(), StoreError>;
@@ -182,11 +197,11 @@ impl<L: LogStore + ?Sized> LogStore for Arc<L> {
         (**self).compact(index)
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        (**self).save_snapshot(snapshot).await
+    async fn save_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<(), StoreError> {
+        (**self).save_snapshot(meta, data).await
     }
 
-    async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+    async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         (**self).load_snapshot().await
     }
 

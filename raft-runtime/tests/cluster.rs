@@ -281,6 +281,31 @@ async fn a_node_stops_while_a_snapshot_is_being_read() {
         .expect("the other nodes stopped with a snapshot held back");
 }
 
+/// A state machine whose snapshot data ends in an error stops its node with a state
+/// machine error (not a log store one), and the others go on.
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_that_fails_to_read_stops_the_node_as_a_state_machine_failure() {
+    let c = common::cluster_with(3, |cfg| cfg.snapshot_every = 10, false).await;
+    let leader = c.leader().await;
+    c.state_machines[&leader].fail_snapshots();
+    // The node stops once the snapshot is due: later proposals fail.
+    for v in 1..=15 {
+        let _ = c.node(leader).propose(v).await;
+    }
+    let m = c
+        .node(leader)
+        .wait_for(Duration::from_secs(30), |m| m.fatal.is_some())
+        .await
+        .expect("the node stopped");
+    let fatal = m.fatal.unwrap();
+    assert!(matches!(fatal, Fatal::StateMachine(_)), "{fatal}");
+    assert!(fatal.to_string().contains("injected"), "{fatal}");
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let new = c.leader_among(&others, Duration::from_secs(30)).await;
+    c.node(new).propose(16).await.unwrap();
+    c.shutdown().await;
+}
+
 /// Large commands cannot fill the disk between snapshots: the log is also compacted once
 /// enough bytes were applied, however few the entries.
 #[tokio::test(start_paused = true)]

@@ -92,6 +92,9 @@ pub enum WalError {
     /// An option is out of range: which one, its value and the rule it breaks.
     #[error(transparent)]
     Config(#[from] raft_core::ConfigError),
+    /// The data handed to `save_snapshot` ended in an error; nothing was stored.
+    #[error("reading the snapshot's data failed: {0}")]
+    SnapshotSource(Arc<io::Error>),
     /// The store has been closed.
     #[error("the log store is closed")]
     Closed,

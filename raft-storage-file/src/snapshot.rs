@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use raft_core::SnapshotMeta;
-use raft_runtime::Snapshot;
+use raft_runtime::{READ_CHUNK, Snapshot, SnapshotStream};
 
 use crate::error::WalError;
 use crate::fault::{Io, open_ro};
@@ -61,6 +61,21 @@ pub(crate) fn write_snapshot_file(
     generation: u64,
     snapshot: &Snapshot,
 ) -> Result<SnapRef, WalError> {
+    let mut data = Some(snapshot.data.clone());
+    stream_snapshot_file(io, dir, dir_file, generation, &snapshot.meta, || Ok(data.take()))
+}
+
+/// Writes the snapshot of `meta` as generation `generation`, durably, from the chunks
+/// `next` gives until it gives `None`, and returns the log's reference to it. Only one
+/// chunk at a time is held. If `next` fails, nothing is left behind.
+pub(crate) fn stream_snapshot_file(
+    io: &Io,
+    dir: &Path,
+    dir_file: &File,
+    generation: u64,
+    meta: &SnapshotMeta,
+    next: impl FnMut() -> Result<Option<Bytes>, WalError>,
+) -> Result<SnapRef, WalError> {
     // Recovery refuses a log that names a generation beyond MAX_VALUE: never write one.
     if generation > MAX_VALUE {
         return Err(WalError::Exhausted {
@@ -68,7 +83,7 @@ pub(crate) fn write_snapshot_file(
         });
     }
     let tmp = dir.join(snapshot_tmp_name(generation));
-    let result = write_tmp_and_rename(io, dir, dir_file, generation, snapshot, &tmp);
+    let result = write_tmp_and_rename(io, dir, dir_file, generation, meta, next, &tmp);
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -80,26 +95,35 @@ fn write_tmp_and_rename(
     dir: &Path,
     dir_file: &File,
     generation: u64,
-    snapshot: &Snapshot,
+    meta: &SnapshotMeta,
+    mut next: impl FnMut() -> Result<Option<Bytes>, WalError>,
     tmp: &Path,
 ) -> Result<SnapRef, WalError> {
-    let (head, snap) = file_head(generation, snapshot);
-    let data_len = snap.data_len;
+    let meta_bytes = encode_meta(meta);
+    let data_at = (SNAP_HEADER + meta_bytes.len()) as u64;
     let file = io.create(tmp)?;
     io.sync_dir(dir_file, dir)?;
-    io.write_all_at(&file, tmp, &head, 0)?;
-    io.write_all_at(&file, tmp, &snapshot.data, head.len() as u64)?;
-    io.write_all_at(
-        &file,
-        tmp,
-        &snap.data_crc.to_le_bytes(),
-        head.len() as u64 + data_len,
-    )?;
+    // The data's length is known only at its end: the header is written last.
+    io.write_all_at(&file, tmp, &meta_bytes, SNAP_HEADER as u64)?;
+    let mut crc = crc32c::crc32c(&meta_bytes);
+    let mut data_len = 0u64;
+    while let Some(chunk) = next()? {
+        io.write_all_at(&file, tmp, &chunk, data_at + data_len)?;
+        crc = crc32c::crc32c_append(crc, &chunk);
+        data_len += chunk.len() as u64;
+    }
+    io.write_all_at(&file, tmp, &crc.to_le_bytes(), data_at + data_len)?;
+    io.write_all_at(&file, tmp, &header(meta_bytes.len(), data_len), 0)?;
     io.sync_all(&file, tmp)?;
     let path = dir.join(snapshot_name(generation));
     io.rename(tmp, &path)?;
     io.sync_dir(dir_file, dir)?;
-    Ok(snap)
+    Ok(SnapRef {
+        generation,
+        meta: meta.clone(),
+        data_len,
+        data_crc: crc,
+    })
 }
 
 /// The header and metadata of the file of `snapshot`, and the log's reference to it. The
@@ -249,6 +273,31 @@ impl SnapshotReader {
     /// Bytes not read yet.
     pub fn remaining(&self) -> u64 {
         self.data_len - self.pos
+    }
+
+    /// The data as a [`SnapshotStream`], read [`READ_CHUNK`] bytes at a time on tokio's
+    /// blocking threads; a checksum mismatch is its last item, an error. Must be read on a
+    /// tokio runtime.
+    pub fn into_stream(self) -> SnapshotStream {
+        let chunks = futures::stream::try_unfold(Some(self), |reader| async move {
+            let Some(mut reader) = reader else {
+                return Ok(None);
+            };
+            let (reader, chunk) = tokio::task::spawn_blocking(move || {
+                // At the end, one more read verifies the checksum.
+                let mut buf = vec![0u8; (reader.remaining().clamp(1, READ_CHUNK as u64)) as usize];
+                let n = reader.read(&mut buf)?;
+                buf.truncate(n);
+                Ok::<_, io::Error>((reader, buf))
+            })
+            .await
+            .map_err(io::Error::other)??;
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((Bytes::from(chunk), Some(reader))))
+        });
+        SnapshotStream::new(chunks)
     }
 
     fn verify_trailer(&mut self) -> io::Result<()> {

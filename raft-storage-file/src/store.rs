@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use raft_core::{Entry, Index, InitialState, SnapshotMeta, StorageError, Term};
-use raft_runtime::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics};
-use tokio::sync::oneshot;
+use raft_runtime::{
+    Completion, LogStore, LogWrite, Snapshot, SnapshotStream, StoreError, StoreMetrics, StoredSnapshot,
+};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::WalError;
 use crate::fault::{Io, open_ro, open_rw};
@@ -19,7 +22,7 @@ use crate::janitor::{self, Janitor};
 use crate::lock::DirLock;
 use crate::options::Options;
 use crate::recovery::{Recovery, RecoveryStats, recover};
-use crate::snapshot::{SnapshotReader, read_snapshot, write_snapshot_file};
+use crate::snapshot::{SnapshotReader, read_snapshot, stream_snapshot_file, write_snapshot_file};
 use crate::state::{LogState, Segment, read_entries};
 use crate::writer::{Op, Queue, Writer, WriterInit};
 
@@ -29,6 +32,17 @@ pub(crate) struct Metrics {
     pub entries: AtomicU64,
     pub bytes: AtomicU64,
     pub fsyncs: AtomicU64,
+}
+
+/// Chunks of a snapshot's data queued between the task that reads them and the thread
+/// that writes them: with [`raft_runtime::READ_CHUNK`]-sized chunks, about 1 MiB.
+const SNAPSHOT_CHUNKS_QUEUED: usize = 16;
+
+/// What the task reading a snapshot's data passes to the thread writing it.
+enum Chunk {
+    Data(Bytes),
+    End,
+    Failed(io::Error),
 }
 
 /// Everything the store's threads share.
@@ -61,6 +75,30 @@ impl Shared {
     fn write_snapshot(&self, snapshot: &Snapshot) -> Result<SnapRef, WalError> {
         let generation = self.next_gen.fetch_add(1, Ordering::SeqCst);
         write_snapshot_file(&self.io, &self.dir, &self.dir_file, generation, snapshot)
+    }
+
+    /// Writes a snapshot from the chunks that arrive on `chunks`, holding one at a time.
+    fn stream_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        chunks: &mut mpsc::Receiver<Chunk>,
+    ) -> Result<SnapRef, WalError> {
+        let generation = self.next_gen.fetch_add(1, Ordering::SeqCst);
+        stream_snapshot_file(
+            &self.io,
+            &self.dir,
+            &self.dir_file,
+            generation,
+            meta,
+            || match chunks.blocking_recv() {
+                Some(Chunk::Data(data)) => Ok(Some(data)),
+                Some(Chunk::End) => Ok(None),
+                Some(Chunk::Failed(e)) => Err(WalError::SnapshotSource(Arc::new(e))),
+                None => Err(WalError::SnapshotSource(Arc::new(io::Error::other(
+                    "the snapshot's data stopped before its end",
+                )))),
+            },
+        )
     }
 
     /// Runs `f` on the current snapshot reference, retrying if a newer snapshot replaced
@@ -470,26 +508,45 @@ impl LogStore for FileLogStore {
         Ok(())
     }
 
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+    async fn save_snapshot(&self, meta: SnapshotMeta, mut data: SnapshotStream) -> Result<(), StoreError> {
+        // A blocking thread writes the file while this task reads the data: at most
+        // SNAPSHOT_CHUNKS_QUEUED chunks wait between them. The end is said explicitly, so
+        // that a caller that gives up part way leaves nothing behind.
+        let (tx, mut rx) = mpsc::channel(SNAPSHOT_CHUNKS_QUEUED);
         let shared = self.shared.clone();
-        let snap = tokio::task::spawn_blocking(move || shared.write_snapshot(&snapshot))
-            .await
-            .map_err(join_error)?
-            .map_err(StoreError::new)?;
+        let writer = tokio::task::spawn_blocking(move || shared.stream_snapshot(&meta, &mut rx));
+        loop {
+            let chunk = match data.next_chunk().await {
+                Ok(Some(data)) => Chunk::Data(data),
+                Ok(None) => Chunk::End,
+                Err(e) => Chunk::Failed(e),
+            };
+            let last = !matches!(chunk, Chunk::Data(_));
+            // A closed channel means the writer failed: its error comes back below.
+            if tx.send(chunk).await.is_err() || last {
+                break;
+            }
+        }
+        drop(tx);
+        let snap = writer.await.map_err(join_error)?.map_err(StoreError::new)?;
         let (tx, rx) = oneshot::channel();
         self.submit(Op::SaveSnapshot(snap, tx))?;
         rx.await
             .unwrap_or_else(|_| Err(StoreError::new(WalError::Closed)))
     }
 
-    async fn load_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+    async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            shared.with_snapshot(|snap| read_snapshot(&shared.io, &shared.dir, snap))
+        let reader = tokio::task::spawn_blocking(move || {
+            shared.with_snapshot(|snap| SnapshotReader::open(&shared.io, &shared.dir, snap))
         })
         .await
         .map_err(join_error)?
-        .map_err(StoreError::new)
+        .map_err(StoreError::new)?;
+        Ok(reader.map(|reader| StoredSnapshot {
+            meta: reader.meta().clone(),
+            data: reader.into_stream(),
+        }))
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 use common::*;
+use futures::StreamExt;
 use raft_core::{ConfState, EntryPayload, HardState, SnapshotMeta, StorageError};
 use raft_runtime::{LogStore, LogWrite, Snapshot};
 use raft_storage_file::{Fault, FaultHook, FileLogStore, InvalidWrite, IoOp, Options, WalError};
@@ -236,7 +237,7 @@ fn snapshot_install_replaces_the_log() {
     );
     let loaded = store.load_snapshot_blocking().unwrap().unwrap();
     assert_eq!(loaded, snapshot(20, 4, 5000));
-    assert_eq!(runtime().block_on(store.load_snapshot()).unwrap(), Some(loaded));
+    assert_eq!(runtime().block_on(load_whole(&store)).unwrap(), Some(loaded));
     // Only the current snapshot file is left.
     let snaps = std::fs::read_dir(dir.path())
         .unwrap()
@@ -287,12 +288,13 @@ fn save_snapshot_compact_and_restart() {
         }
         let segments_before = segment_files(dir.path()).len();
         assert!(segments_before > 5, "{segments_before} segments");
-        rt.block_on(store.save_snapshot(snapshot(150, 1, 3000))).unwrap();
+        rt.block_on(save_streamed(&store, snapshot(150, 1, 3000)))
+            .unwrap();
         // Saving does not touch the log.
         assert_eq!((store.first_index(), store.last_index()), (1, 200));
         assert_eq!(store.snapshot_meta(), Some(meta(150, 1)));
         // An older snapshot does not replace a newer one.
-        rt.block_on(store.save_snapshot(snapshot(100, 1, 10))).unwrap();
+        rt.block_on(save_streamed(&store, snapshot(100, 1, 10))).unwrap();
         assert_eq!(store.snapshot_meta(), Some(meta(150, 1)));
         // Compaction may lag the snapshot.
         store.compact(120).unwrap();
@@ -605,4 +607,71 @@ fn close_reports_and_releases_the_lock() {
     // Every open starts writing in a new segment.
     assert_ne!(after.segment, before.segment);
     assert!(after.offset > 64);
+}
+
+fn snap_meta(index: u64) -> SnapshotMeta {
+    SnapshotMeta {
+        index,
+        term: 1,
+        conf_state: ConfState::with_voters([1]),
+    }
+}
+
+/// Whether no snapshot file is being written in `dir`.
+fn no_temporary_files(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .all(|name| !(name.starts_with("snap-") && name.ends_with(".tmp")))
+}
+
+#[test]
+fn a_stream_that_fails_or_stops_part_way_stores_nothing() {
+    let dir = fast_tempdir();
+    let store = open(dir.path(), Options::default());
+    append_sync(&store, write(ents(1, 1, 10, 8), None)).unwrap();
+    let rt = runtime();
+    let first = raft_runtime::SnapshotStream::from_bytes(vec![7u8; 100]);
+    rt.block_on(store.save_snapshot(snap_meta(5), first)).unwrap();
+
+    // A stream that fails.
+    let failing = raft_runtime::SnapshotStream::new(futures::stream::iter(vec![
+        Ok(Bytes::from_static(b"some data")),
+        Err(std::io::Error::other("the state machine's disk is gone")),
+    ]));
+    let err = rt
+        .block_on(store.save_snapshot(snap_meta(8), failing))
+        .unwrap_err();
+    let wal = err.backend().downcast_ref::<WalError>().expect("a store error");
+    assert!(matches!(wal, WalError::SnapshotSource(_)), "{wal}");
+    assert!(wal.to_string().contains("disk is gone"), "{wal}");
+    assert_eq!(store.snapshot_meta(), Some(snap_meta(5)));
+    assert!(no_temporary_files(dir.path()));
+
+    // A save dropped part way (its stream never ends).
+    let endless = raft_runtime::SnapshotStream::new(
+        futures::stream::iter(0..)
+            .map(|_| Ok(Bytes::from_static(b"more")))
+            .then(|c| async move {
+                tokio::task::yield_now().await;
+                c
+            }),
+    );
+    rt.block_on(async {
+        let save = store.save_snapshot(snap_meta(9), endless);
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), save).await;
+    });
+    wait_for("the abandoned snapshot file to be removed", || {
+        no_temporary_files(dir.path())
+    });
+    assert_eq!(store.snapshot_meta(), Some(snap_meta(5)));
+
+    // The stored snapshot is still the first, whole.
+    drop(store);
+    let store = open(dir.path(), Options::default());
+    let loaded = rt.block_on(load_whole(&store)).unwrap().unwrap();
+    assert_eq!(
+        (loaded.meta, loaded.data),
+        (snap_meta(5), Bytes::from(vec![7u8; 100]))
+    );
 }

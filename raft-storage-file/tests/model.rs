@@ -310,7 +310,7 @@ fn run(options: Options, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     },
                     data: payload(7, s, (s % 5000) as usize),
                 };
-                rt.block_on(store.save_snapshot(snap.clone())).unwrap();
+                rt.block_on(save_streamed(&store, snap.clone())).unwrap();
                 model.snapshot = Some(snap);
             }
             Step::Compact { back } => {
@@ -325,7 +325,7 @@ fn run(options: Options, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 drop(store);
                 store = open(dir.path(), options.clone());
                 model.restart();
-                let loaded = rt.block_on(store.load_snapshot()).unwrap();
+                let loaded = rt.block_on(load_whole(&store)).unwrap();
                 prop_assert_eq!(loaded, model.snapshot.clone());
             }
         }

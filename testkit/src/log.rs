@@ -1,5 +1,6 @@
 //! A state machine that records every value it applies.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
@@ -36,6 +37,8 @@ pub struct Log {
     durable: bool,
     /// Open (`true`) unless snapshots are paused.
     gate: Arc<watch::Sender<bool>>,
+    /// When set, the data of every snapshot taken ends in an error.
+    failing: Arc<AtomicBool>,
 }
 
 impl Log {
@@ -45,7 +48,14 @@ impl Log {
             state: Arc::new(Mutex::new(LogState::default())),
             durable,
             gate: Arc::new(watch::Sender::new(true)),
+            failing: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Makes the data of every snapshot taken from now on end in an error (after its first
+    /// chunk), as a state machine whose disk fails while it is read would.
+    pub fn fail_snapshots(&self) {
+        self.failing.store(true, Ordering::SeqCst);
     }
 
     /// Holds back (`true`) or lets go (`false`) the data of every snapshot taken, before and
@@ -130,7 +140,16 @@ impl StateMachine for Log {
             let _ = gate.wait_for(|open| *open).await;
         })
         .filter_map(|()| std::future::ready(None));
-        Ok(SnapshotStream::new(opened.chain(futures::stream::iter(chunks))))
+        let failure = self
+            .failing
+            .load(Ordering::SeqCst)
+            .then(|| Err(std::io::Error::other("injected: reading the snapshot failed")));
+        let chunks = chunks
+            .into_iter()
+            .take(if failure.is_some() { 1 } else { usize::MAX });
+        Ok(SnapshotStream::new(
+            opened.chain(futures::stream::iter(chunks.chain(failure))),
+        ))
     }
 
     async fn restore(&mut self, index: Index, mut data: SnapshotStream) -> Result<(), StateMachineError> {

@@ -38,8 +38,9 @@ use crate::metrics::{Member, Metrics};
 use crate::peers::PeerSet;
 use crate::persist::{Begin, Pipeline};
 use crate::snapshot_policy::SnapshotPolicy;
+use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::StateMachine;
-use crate::store::{LogStore, Snapshot, StoreError};
+use crate::store::{LogStore, StoreError};
 use crate::transport::{
     DeliverSnapshotError, ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage,
 };

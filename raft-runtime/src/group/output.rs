@@ -96,10 +96,17 @@ impl<SM: StateMachine> Group<SM> {
         let events = self.events_tx.clone();
         self.snapshot_sends.spawn(async move {
             let ok = match store.load_snapshot().await {
-                Ok(Some(s)) if s.meta.index == index => match transport.send_snapshot(to, m, s.data).await {
-                    Ok(()) => true,
+                // The transport takes the snapshot whole, so it is gathered here.
+                Ok(Some(s)) if s.meta.index == index => match s.data.into_bytes(u64::MAX).await {
+                    Ok(data) => match transport.send_snapshot(to, m, data).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(peer = to, error = %e, "sending a snapshot failed");
+                            false
+                        }
+                    },
                     Err(e) => {
-                        tracing::warn!(peer = to, error = %e, "sending a snapshot failed");
+                        tracing::error!(error = %e, "reading the snapshot to send failed");
                         false
                     }
                 },
@@ -285,14 +292,9 @@ impl<SM: StateMachine> Group<SM> {
                     let events = self.events_tx.clone();
                     let cancel = self.snapshot_reads.clone();
                     self.snapshot_saves.spawn(async move {
-                        // The log store takes the snapshot whole, so it is gathered here.
-                        let data = tokio::select! {
-                            data = data.into_bytes(u64::MAX) => data,
-                            // The node is stopping: the snapshot is not needed any more.
-                            () = cancel.cancelled() => return,
-                        };
-                        let result = save_snapshot(&*store, meta, data).await;
-                        let _ = events.send(Event::SnapshotSaved { index, result });
+                        if let Some(result) = save_snapshot(&*store, meta, data, cancel).await {
+                            let _ = events.send(Event::SnapshotSaved { index, result });
+                        }
                     });
                 }
                 Err(DriverError::Fatal(invariant)) => {
@@ -324,18 +326,50 @@ impl<SM: StateMachine> Group<SM> {
     }
 }
 
-/// Stores the state at `meta.index` as read from the state machine's view (or the error
-/// reading it gave), and compacts the log up to it.
+/// Streams the state machine's view of its state at `meta.index` into the store while
+/// applying goes on, then compacts the log up to it. `None` if the node began to stop
+/// meanwhile: the stream then fails, so that the store keeps nothing of it, and the store's
+/// call is still awaited, so that nothing holds the store once the node has stopped.
 async fn save_snapshot<L: LogStore + ?Sized>(
     store: &L,
     meta: SnapshotMeta,
-    data: std::io::Result<Bytes>,
-) -> Result<(), Fatal> {
+    data: SnapshotStream,
+    cancel: CancellationToken,
+) -> Option<Result<(), Fatal>> {
     let index = meta.index;
-    let data = data.map_err(|e| Fatal::StateMachine(Arc::new(StateMachineError::new(e))))?;
-    store
-        .save_snapshot(Snapshot { meta, data })
-        .await
-        .and_then(|()| store.compact(index))
-        .map_err(Fatal::SnapshotSave)
+    // The state machine's own error, told apart from the store's.
+    let source_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
+    let seen = source_error.clone();
+    let stopping = cancel.clone();
+    let guarded = futures::stream::unfold(Some(data), move |data| {
+        let (seen, stopping) = (seen.clone(), stopping.clone());
+        async move {
+            let mut data = data?;
+            tokio::select! {
+                biased;
+                () = stopping.cancelled() => {
+                    Some((Err(std::io::Error::other("the node is stopping")), None))
+                }
+                item = data.next_chunk() => match item {
+                    Ok(Some(chunk)) => Some((Ok(chunk), Some(data))),
+                    Ok(None) => None,
+                    Err(e) => {
+                        let told = std::io::Error::new(e.kind(), e.to_string());
+                        *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        Some((Err(told), None))
+                    }
+                },
+            }
+        }
+    });
+    let saved = store.save_snapshot(meta, SnapshotStream::new(guarded)).await;
+    if cancel.is_cancelled() {
+        return None;
+    }
+    let source = source_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+    Some(match (saved, source) {
+        (_, Some(e)) => Err(Fatal::StateMachine(Arc::new(StateMachineError::new(e)))),
+        (Ok(()), None) => store.compact(index).map_err(Fatal::SnapshotSave),
+        (Err(e), None) => Err(Fatal::SnapshotSave(e)),
+    })
 }

@@ -127,3 +127,27 @@ pub fn fast_tempdir() -> tempfile::TempDir {
     }
     tempfile::tempdir().unwrap()
 }
+
+/// Saves `snapshot` through [`LogStore::save_snapshot`], its data streamed in chunks of at
+/// most 1000 bytes.
+pub async fn save_streamed(store: &FileLogStore, snapshot: raft_runtime::Snapshot) -> Result<(), StoreError> {
+    let chunks: Vec<std::io::Result<Bytes>> = snapshot
+        .data
+        .chunks(1000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let data = raft_runtime::SnapshotStream::new(futures::stream::iter(chunks));
+    store.save_snapshot(snapshot.meta, data).await
+}
+
+/// Loads the stored snapshot through [`LogStore::load_snapshot`] and reads its data whole.
+pub async fn load_whole(store: &FileLogStore) -> Result<Option<raft_runtime::Snapshot>, StoreError> {
+    let Some(stored) = store.load_snapshot().await? else {
+        return Ok(None);
+    };
+    let data = stored.data.into_bytes(u64::MAX).await.map_err(StoreError::new)?;
+    Ok(Some(raft_runtime::Snapshot {
+        meta: stored.meta,
+        data,
+    }))
+}
