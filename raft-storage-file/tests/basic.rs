@@ -609,14 +609,6 @@ fn close_reports_and_releases_the_lock() {
     assert!(after.offset > 64);
 }
 
-fn snap_meta(index: u64) -> SnapshotMeta {
-    SnapshotMeta {
-        index,
-        term: 1,
-        conf_state: ConfState::with_voters([1]),
-    }
-}
-
 /// Whether no snapshot file is being written in `dir`.
 fn no_temporary_files(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir)

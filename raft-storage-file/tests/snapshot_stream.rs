@@ -7,21 +7,12 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use futures::StreamExt;
-use raft_core::{ConfState, SnapshotMeta};
 use raft_runtime::{LogStore, SnapshotStream};
 use raft_storage_file::Options;
 
 /// 128 MiB, in chunks of 64 KiB.
 const CHUNKS: usize = 2048;
 const CHUNK: usize = 64 << 10;
-
-fn meta(index: u64) -> SnapshotMeta {
-    SnapshotMeta {
-        index,
-        term: 1,
-        conf_state: ConfState::with_voters([1]),
-    }
-}
 
 /// Chunk `i` of the large snapshot, made when it is read.
 fn chunk(i: usize) -> Bytes {
@@ -55,14 +46,14 @@ fn a_large_snapshot_is_saved_and_loaded_a_chunk_at_a_time() {
     let rt = runtime();
     let before = proc_status("VmRSS:");
     let data = SnapshotStream::new(futures::stream::iter(0..CHUNKS).map(|i| Ok(chunk(i))));
-    rt.block_on(store.save_snapshot(meta(10), data)).unwrap();
-    assert_eq!(store.snapshot_meta(), Some(meta(10)));
+    rt.block_on(store.save_snapshot(snap_meta(10), data)).unwrap();
+    assert_eq!(store.snapshot_meta(), Some(snap_meta(10)));
 
     let stored = rt
         .block_on(store.load_snapshot())
         .unwrap()
         .expect("a stored snapshot");
-    assert_eq!(stored.meta, meta(10));
+    assert_eq!(stored.meta, snap_meta(10));
     let mut data = stored.data;
     let mut read = 0usize;
     let mut expected = chunk(0);

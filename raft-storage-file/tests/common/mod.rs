@@ -151,3 +151,12 @@ pub async fn load_whole(store: &FileLogStore) -> Result<Option<raft_runtime::Sna
         data,
     }))
 }
+
+/// The metadata of a snapshot at `index`, term 1, of a one-voter cluster.
+pub fn snap_meta(index: u64) -> raft_core::SnapshotMeta {
+    raft_core::SnapshotMeta {
+        index,
+        term: 1,
+        conf_state: raft_core::ConfState::with_voters([1]),
+    }
+}
