@@ -225,7 +225,7 @@ pub enum InvalidTransfer {
 
 /// Why a node stopped on its own. Once it did, the node answers every request as shutting
 /// down; the reason is in [`Metrics::fatal`](crate::Metrics) and in what
-/// [`RaftHandle::shutdown`](crate::RaftHandle::shutdown) returns.
+/// [`Raft::shutdown`](crate::Raft::shutdown) returns.
 ///
 /// Cloneable, so that the metrics and the shutdown report can both carry it: the errors of
 /// the log store and the state machine inside are shared, and two values are equal when

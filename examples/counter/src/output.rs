@@ -30,7 +30,7 @@ pub enum OutputError {
     Io(#[source] io::Error),
 }
 
-/// Writes `args` and a newline to `out`; see [`line`].
+/// Writes `args` and a newline to `out`; see [`line()`](fn@line).
 pub fn line_to(out: &mut impl Write, args: fmt::Arguments<'_>) -> Result<(), OutputError> {
     out.write_fmt(args)
         .and_then(|()| out.write_all(b"\n"))
