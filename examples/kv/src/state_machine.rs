@@ -444,19 +444,24 @@ impl StateMachine for KvStore {
         applied: Index,
     ) -> Result<Vec<Response>, StateMachineError> {
         let db = self.db();
-        // One transaction: the batch's effects and the applied index commit together.
-        let txn = db.begin_write().map_err(sm_error)?;
-        let mut responses = Vec::with_capacity(batch.len());
-        {
-            let mut table = txn.open_table(DATA).map_err(sm_error)?;
-            for c in batch {
-                responses.push(apply_one(&mut table, c.command).map_err(sm_error)?);
+        // One transaction: the batch's effects and the applied index commit together. It
+        // ends in an fsync, so it runs on a blocking thread, not on the runtime's.
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(sm_error)?;
+            let mut responses = Vec::with_capacity(batch.len());
+            {
+                let mut table = txn.open_table(DATA).map_err(sm_error)?;
+                for c in batch {
+                    responses.push(apply_one(&mut table, c.command).map_err(sm_error)?);
+                }
+                let mut meta = txn.open_table(META).map_err(sm_error)?;
+                meta.insert(APPLIED, applied).map_err(sm_error)?;
             }
-            let mut meta = txn.open_table(META).map_err(sm_error)?;
-            meta.insert(APPLIED, applied).map_err(sm_error)?;
-        }
-        txn.commit().map_err(sm_error)?;
-        Ok(responses)
+            txn.commit().map_err(sm_error)?;
+            Ok(responses)
+        })
+        .await
+        .map_err(sm_error)?
     }
 
     async fn applied_index(&self) -> Result<Index, StateMachineError> {
