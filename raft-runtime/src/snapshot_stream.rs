@@ -71,15 +71,15 @@ impl SnapshotStream {
                     format!("the snapshot is larger than {limit} bytes"),
                 ));
             }
-            match first.take() {
-                // One chunk is passed on without a copy.
-                None if buf.is_empty() => first = Some(chunk),
-                None => buf.extend_from_slice(&chunk),
-                Some(f) => {
-                    buf.extend_from_slice(&f);
-                    buf.extend_from_slice(&chunk);
-                }
+            // A snapshot of one chunk is passed on without a copy.
+            if total == chunk.len() as u64 {
+                first = Some(chunk);
+                continue;
             }
+            if let Some(first) = first.take() {
+                buf.extend_from_slice(&first);
+            }
+            buf.extend_from_slice(&chunk);
         }
         Ok(first.unwrap_or_else(|| buf.freeze()))
     }

@@ -339,27 +339,24 @@ async fn save_snapshot<L: LogStore + ?Sized>(
     let index = meta.index;
     // The state machine's own error, told apart from the store's.
     let source_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
-    let seen = source_error.clone();
-    let stopping = cancel.clone();
-    let guarded = futures::stream::unfold(Some(data), move |data| {
-        let (seen, stopping) = (seen.clone(), stopping.clone());
-        async move {
-            let mut data = data?;
-            tokio::select! {
-                biased;
-                () = stopping.cancelled() => {
-                    Some((Err(std::io::Error::other("the node is stopping")), None))
-                }
-                item = data.next_chunk() => match item {
-                    Ok(Some(chunk)) => Some((Ok(chunk), Some(data))),
-                    Ok(None) => None,
-                    Err(e) => {
-                        let told = std::io::Error::new(e.kind(), e.to_string());
-                        *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        Some((Err(told), None))
-                    }
-                },
+    // The state travels from one chunk to the next; `None` once the stream has ended.
+    let state = Some((data, source_error.clone(), cancel.clone()));
+    let guarded = futures::stream::unfold(state, |state| async move {
+        let (mut data, seen, stopping) = state?;
+        tokio::select! {
+            biased;
+            () = stopping.cancelled() => {
+                Some((Err(std::io::Error::other("the node is stopping")), None))
             }
+            item = data.next_chunk() => match item {
+                Ok(Some(chunk)) => Some((Ok(chunk), Some((data, seen, stopping)))),
+                Ok(None) => None,
+                Err(e) => {
+                    let told = std::io::Error::new(e.kind(), e.to_string());
+                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    Some((Err(told), None))
+                }
+            },
         }
     });
     let saved = store.save_snapshot(meta, SnapshotStream::new(guarded)).await;
