@@ -264,7 +264,12 @@ async fn a_node_stops_while_a_snapshot_is_being_read() {
     let leader = c.leader().await;
     let commit = c.node(leader).current_metrics().await.unwrap().commit;
     c.wait_applied(commit).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The snapshot is due, and taken: the node stops while it is held.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while c.state_machines[&leader].views_taken() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot was taken");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let m = c.node(leader).current_metrics().await.unwrap();
     assert_eq!(
         (m.snapshots_taken, m.snapshot_index),

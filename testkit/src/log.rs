@@ -1,6 +1,6 @@
 //! A state machine that records every value it applies.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
@@ -39,6 +39,8 @@ pub struct Log {
     gate: Arc<watch::Sender<bool>>,
     /// When set, the data of every snapshot taken ends in an error.
     failing: Arc<AtomicBool>,
+    /// Snapshots taken (views handed to the runtime), read to the end or not.
+    views: Arc<AtomicU64>,
 }
 
 impl Log {
@@ -49,7 +51,14 @@ impl Log {
             durable,
             gate: Arc::new(watch::Sender::new(true)),
             failing: Arc::new(AtomicBool::new(false)),
+            views: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// How many snapshots the runtime has taken of this state machine (read to the end or
+    /// not), over every start that shared it.
+    pub fn views_taken(&self) -> u64 {
+        self.views.load(Ordering::SeqCst)
     }
 
     /// Makes the data of every snapshot taken from now on end in an error (after its first
@@ -124,31 +133,27 @@ impl StateMachine for Log {
     }
 
     async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> {
+        self.views.fetch_add(1, Ordering::SeqCst);
         // A point-in-time copy, serialized a chunk at a time as the runtime reads it.
         let values = self.state().values.clone();
-        let chunks = values
-            .chunks(CHUNK_VALUES)
-            .map(|c| {
-                Ok(Bytes::from(
-                    c.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-                ))
-            })
-            .collect::<Vec<_>>();
+        let failing = self.failing.load(Ordering::SeqCst);
+        let chunks = values.len().div_ceil(CHUNK_VALUES);
+        let chunks = if failing { chunks.min(1) } else { chunks };
+        let data = futures::stream::iter(0..chunks).map(move |i| {
+            let part = &values[i * CHUNK_VALUES..((i + 1) * CHUNK_VALUES).min(values.len())];
+            Ok(Bytes::from(
+                part.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+            ))
+        });
+        let failure = failing.then(|| Err(std::io::Error::other("injected: reading the snapshot failed")));
         let mut gate = self.gate.subscribe();
         let opened = futures::stream::once(async move {
             // A closed gate (every handle dropped) counts as open.
             let _ = gate.wait_for(|open| *open).await;
         })
         .filter_map(|()| std::future::ready(None));
-        let failure = self
-            .failing
-            .load(Ordering::SeqCst)
-            .then(|| Err(std::io::Error::other("injected: reading the snapshot failed")));
-        let chunks = chunks
-            .into_iter()
-            .take(if failure.is_some() { 1 } else { usize::MAX });
         Ok(SnapshotStream::new(
-            opened.chain(futures::stream::iter(chunks.chain(failure))),
+            opened.chain(data).chain(futures::stream::iter(failure)),
         ))
     }
 
@@ -156,19 +161,18 @@ impl StateMachine for Log {
         // Staged, then swapped in: a failure part way leaves the state as it was. Chunks
         // may split a value anywhere.
         let mut values = Vec::new();
-        let mut partial = Vec::with_capacity(8);
+        let mut pending = Vec::new();
         while let Some(chunk) = data.next_chunk().await.map_err(StateMachineError::new)? {
-            for &b in chunk.iter() {
-                partial.push(b);
-                if partial.len() == 8 {
-                    let mut v = [0u8; 8];
-                    v.copy_from_slice(&partial);
-                    values.push(u64::from_le_bytes(v));
-                    partial.clear();
-                }
-            }
+            pending.extend_from_slice(&chunk);
+            let whole = pending.len() - pending.len() % 8;
+            values.extend(
+                pending[..whole]
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("eight bytes"))),
+            );
+            pending.drain(..whole);
         }
-        if !partial.is_empty() {
+        if !pending.is_empty() {
             return Err(StateMachineError::msg("snapshot length is not a multiple of 8"));
         }
         let mut s = self.state();
