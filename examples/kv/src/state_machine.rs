@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use raft_runtime::{Applied, Index, SnapshotStream, StateMachine, StateMachineError};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -202,37 +203,45 @@ impl KvStore {
         self.lock().db.clone()
     }
 
+    /// Runs `f` in a read transaction of the current database; an error names its file.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, KvError> {
+        let (db, path) = {
+            let inner = self.lock();
+            (inner.db.clone(), inner.dir.join(DB_FILE))
+        };
+        db.begin_read()
+            .map_err(redb::Error::from)
+            .and_then(|txn| f(&txn))
+            .map_err(|e| db_error(&path, e))
+    }
+
     /// The value of `key` in the local state.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>, KvError> {
-        let db = self.db();
-        let path = self.lock().dir.join(DB_FILE);
-        let txn = db.begin_read().map_err(|e| db_error(&path, e))?;
-        let table = txn.open_table(DATA).map_err(|e| db_error(&path, e))?;
-        let value = table.get(key).map_err(|e| db_error(&path, e))?;
-        Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
+        self.read(|txn| {
+            let table = txn.open_table(DATA)?;
+            Ok(table.get(key)?.map(|v| Bytes::copy_from_slice(v.value())))
+        })
     }
 
     /// Up to `limit` keys from `from` (included) on, in order, with their values.
     pub fn range(&self, from: &str, limit: usize) -> Result<Vec<(String, Bytes)>, KvError> {
-        let db = self.db();
-        let path = self.lock().dir.join(DB_FILE);
-        let txn = db.begin_read().map_err(|e| db_error(&path, e))?;
-        let table = txn.open_table(DATA).map_err(|e| db_error(&path, e))?;
-        let mut out = Vec::new();
-        for item in table.range(from..).map_err(|e| db_error(&path, e))?.take(limit) {
-            let (k, v) = item.map_err(|e| db_error(&path, e))?;
-            out.push((k.value().to_string(), Bytes::copy_from_slice(v.value())));
-        }
-        Ok(out)
+        self.read(|txn| {
+            let table = txn.open_table(DATA)?;
+            let mut out = Vec::new();
+            for item in table.range(from..)?.take(limit) {
+                let (k, v) = item?;
+                out.push((k.value().to_string(), Bytes::copy_from_slice(v.value())));
+            }
+            Ok(out)
+        })
     }
 
     /// The number of keys in the local state.
     pub fn len(&self) -> Result<u64, KvError> {
-        let db = self.db();
-        let path = self.lock().dir.join(DB_FILE);
-        let txn = db.begin_read().map_err(|e| db_error(&path, e))?;
-        let table = txn.open_table(DATA).map_err(|e| db_error(&path, e))?;
-        redb::ReadableTableMetadata::len(&table).map_err(|e| db_error(&path, e))
+        self.read(|txn| Ok(redb::ReadableTableMetadata::len(&txn.open_table(DATA)?)?))
     }
 
     /// Whether the local state holds no key.
@@ -242,12 +251,7 @@ impl KvStore {
 
     /// The applied index as committed in the database.
     pub fn applied(&self) -> Result<Index, KvError> {
-        let db = self.db();
-        let path = self.lock().dir.join(DB_FILE);
-        let txn = db.begin_read().map_err(|e| db_error(&path, e))?;
-        let meta = txn.open_table(META).map_err(|e| db_error(&path, e))?;
-        let applied = meta.get(APPLIED).map_err(|e| db_error(&path, e))?;
-        Ok(applied.map_or(0, |v| v.value()))
+        self.read(|txn| Ok(txn.open_table(META)?.get(APPLIED)?.map_or(0, |v| v.value())))
     }
 }
 
@@ -404,7 +408,13 @@ fn write_batch(
 /// Writes the records of `data` into a new database at `path`, a transaction every few
 /// MiB on tokio's blocking threads, with `index` as its applied index; closes it.
 async fn restore_into(path: &Path, index: Index, mut data: SnapshotStream) -> Result<(), StateMachineError> {
-    let db = Arc::new(open_db(path).map_err(sm_error)?);
+    let db = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || open_db(&path))
+            .await
+            .map_err(sm_error)?
+    };
+    let db = Arc::new(db.map_err(sm_error)?);
     let mut reader = RecordReader::new();
     let mut batch: Vec<(String, Bytes)> = Vec::new();
     let mut batch_bytes = 0usize;
@@ -501,7 +511,6 @@ impl StateMachine for KvStore {
             }
             Ok(Some((Bytes::from(chunk), range)))
         });
-        use futures::StreamExt;
         Ok(SnapshotStream::new(
             futures::stream::once(async { Ok(first) }).chain(records),
         ))
@@ -519,10 +528,14 @@ impl StateMachine for KvStore {
             return Err(e);
         }
         // The new file replaces the current one at once; a view still being read keeps
-        // the old file open.
-        fs::rename(&staging, &current).map_err(sm_error)?;
-        sync_dir(&dir).map_err(sm_error)?;
-        let db = open_db(&current).map_err(sm_error)?;
+        // the old file open. Renaming, syncing and opening block: not on the runtime.
+        let db = tokio::task::spawn_blocking(move || {
+            fs::rename(&staging, &current).map_err(sm_error)?;
+            sync_dir(&dir).map_err(sm_error)?;
+            open_db(&current).map_err(sm_error)
+        })
+        .await
+        .map_err(sm_error)??;
         self.lock().db = Arc::new(db);
         Ok(())
     }
