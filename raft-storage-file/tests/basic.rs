@@ -651,7 +651,8 @@ fn a_stream_that_fails_or_stops_part_way_stores_nothing() {
     );
     rt.block_on(async {
         let save = store.save_snapshot(snap_meta(9), endless);
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), save).await;
+        let outcome = tokio::time::timeout(std::time::Duration::from_millis(50), save).await;
+        assert!(outcome.is_err(), "a save of an endless stream ended: {outcome:?}");
     });
     wait_for("the abandoned snapshot file to be removed", || {
         no_temporary_files(dir.path())
