@@ -13,9 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
 use crate::error::{Fatal, ProposeError, ReadError, StateMachineError, UnknownOutcome};
+use crate::persist::Restore;
 use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::{Applied, StateMachine};
-use crate::store::Snapshot;
 use crate::transport::ForwardError;
 
 /// Where the outcome of a proposal goes.
@@ -77,7 +77,7 @@ pub(crate) enum ApplyMsg<SM: StateMachine> {
     /// Committed entries, each with the responder of its proposal.
     Entries(Vec<(Entry, Option<Responder<SM>>)>),
     /// Install a snapshot.
-    Restore(Snapshot),
+    Restore(Restore),
     /// Run a read query against the state as of now.
     Query(Query<SM>),
     /// Take a snapshot of the state.
@@ -140,7 +140,7 @@ pub(crate) async fn run<SM: StateMachine>(
             }
             ApplyMsg::Restore(snapshot) => {
                 let index = snapshot.meta.index;
-                match sm.restore(index, SnapshotStream::from_bytes(snapshot.data)).await {
+                match sm.restore(index, snapshot.data).await {
                     Ok(()) => {
                         applied = index;
                         let _ = events.send(ApplierEvent::Installed { index });

@@ -129,7 +129,10 @@ pub use metrics::{Member, Metrics};
 pub use node::{Builder, Unset};
 pub use snapshot_stream::{READ_CHUNK, SnapshotStream};
 pub use state_machine::{Applied, StateMachine};
-pub use store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics, StoredSnapshot};
+pub use store::{
+    Completion, LogStore, LogWrite, Snapshot, Staged, StagedSnapshot, StoreError, StoreMetrics,
+    StoredSnapshot,
+};
 pub use transport::{
     DeliverError, DeliverSnapshotError, ForwardError, Inbox, InboxReceiver, Incoming, RegisterError,
     SendError, Transport, TransportError, TransportMetrics, WIRE_VERSION, WireMessage,

@@ -5,6 +5,7 @@
 //! then go through a writer task that, like a real store, coalesces every write queued
 //! while the previous one was "syncing" into one (group commit).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,9 @@ use raft_core::{
 use tokio::sync::mpsc;
 
 use crate::snapshot_stream::SnapshotStream;
-use crate::store::{Completion, LogStore, LogWrite, Snapshot, StoreError, StoreMetrics, StoredSnapshot};
+use crate::store::{
+    Completion, LogStore, LogWrite, Staged, StagedSnapshot, StoreError, StoreMetrics, StoredSnapshot,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -24,6 +27,9 @@ struct Inner {
     log: MemStorage,
     /// The stored snapshot's data.
     snapshot_data: Option<Bytes>,
+    /// Snapshots received and staged, not installed yet, by id.
+    staged: BTreeMap<u64, (SnapshotMeta, Bytes)>,
+    next_staged: u64,
     metrics: StoreMetrics,
     /// When set, every write fails from now on (an injected disk failure).
     failed: Option<String>,
@@ -38,9 +44,19 @@ impl Inner {
         if let Some(reason) = &self.failed {
             return Err(StoreError::new(MemStoreError(reason.clone())));
         }
-        if let Some(s) = w.snapshot {
-            self.log.apply_snapshot(s.meta);
-            self.snapshot_data = Some(s.data);
+        if let Some(staged) = w.snapshot {
+            let (meta, data) = self
+                .staged
+                .remove(&staged.id)
+                .filter(|(meta, _)| *meta == staged.meta)
+                .ok_or_else(|| {
+                    StoreError::new(MemStoreError(format!(
+                        "no snapshot staged as {} at index {}",
+                        staged.id, staged.meta.index
+                    )))
+                })?;
+            self.log.apply_snapshot(meta);
+            self.snapshot_data = Some(data);
         }
         if !w.entries.is_empty() {
             let bytes: u64 = w.entries.iter().map(Entry::size).sum();
@@ -201,24 +217,45 @@ impl LogStore for MemLogStore {
         let data = data.into_bytes(u64::MAX).await.map_err(|e| {
             StoreError::new(MemStoreError(format!("reading the snapshot's data failed: {e}")))
         })?;
-        let snapshot = Snapshot { meta, data };
         let mut s = self.lock();
         if let Some(reason) = &s.failed {
             return Err(StoreError::new(MemStoreError(reason.clone())));
         }
         let current = s.log.first_index() - 1;
-        if snapshot.meta.index == 0 && s.log.last_index() == 0 {
+        if meta.index == 0 && s.log.last_index() == 0 {
             // Bootstrapping: the initial configuration and state.
-            s.log.apply_snapshot(snapshot.meta);
-        } else if snapshot.meta.index > current {
+            s.log.apply_snapshot(meta);
+        } else if meta.index > current {
             s.log
-                .compact(snapshot.meta)
+                .compact(meta)
                 .map_err(|e| StoreError::new(MemStoreError(format!("snapshot outside the log: {e}"))))?;
         } else {
             return Ok(());
         }
-        s.snapshot_data = Some(snapshot.data);
+        s.snapshot_data = Some(data);
         Ok(())
+    }
+
+    async fn stage_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<Staged, StoreError> {
+        // Held in memory: this store is for tests.
+        let data = data.into_bytes(u64::MAX).await.map_err(|e| {
+            StoreError::new(MemStoreError(format!("reading the snapshot's data failed: {e}")))
+        })?;
+        let mut s = self.lock();
+        if let Some(reason) = &s.failed {
+            return Err(StoreError::new(MemStoreError(reason.clone())));
+        }
+        let id = s.next_staged;
+        s.next_staged += 1;
+        s.staged.insert(id, (meta.clone(), data.clone()));
+        Ok(Staged {
+            snapshot: StagedSnapshot { meta, id },
+            data: SnapshotStream::from_bytes(data),
+        })
+    }
+
+    fn discard_staged(&self, staged: &StagedSnapshot) {
+        self.lock().staged.remove(&staged.id);
     }
 
     async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {

@@ -15,6 +15,7 @@ use raft_core::{Message, NodeId};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::snapshot_stream::SnapshotStream;
 use crate::transport::{
     Inbox, RegisterError, SendError, Transport, TransportError, TransportMetrics, WireMessage,
 };
@@ -255,7 +256,12 @@ impl Transport for MemTransport {
         self.net.route(self.id, to, messages)
     }
 
-    async fn send_snapshot(&self, to: NodeId, message: Message, data: Bytes) -> Result<(), TransportError> {
+    async fn send_snapshot(
+        &self,
+        to: NodeId,
+        message: Message,
+        data: SnapshotStream,
+    ) -> Result<(), TransportError> {
         let inbox = {
             let n = self.net.lock();
             if n.cut.contains(&(self.id, to)) || n.paused.contains(&to) || n.paused.contains(&self.id) {

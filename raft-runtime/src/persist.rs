@@ -9,21 +9,29 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
-use raft_core::{Index, Message, Persist, PersistToken};
+use raft_core::{Index, Message, Persist, PersistToken, SnapshotMeta};
 
 use crate::error::PipelineError;
-use crate::store::{LogWrite, Snapshot};
+use crate::snapshot_stream::SnapshotStream;
+use crate::store::{LogWrite, Staged, StagedSnapshot};
 
-/// Snapshot data received from leaders kept while the protocol decides on it.
+/// Snapshots received from leaders and staged in the store, kept while the protocol
+/// decides on them.
 const STAGED: usize = 2;
+
+/// A snapshot the state machine restores once its write is durable: its metadata and the
+/// staged data, opened when it was staged.
+pub(crate) struct Restore {
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) data: SnapshotStream,
+}
 
 struct InflightWrite {
     token: u64,
     /// The token to report when this write is durable: later empty batches ride on it.
     report: u64,
     messages: Vec<Message>,
-    restore: Option<Snapshot>,
+    restore: Option<Restore>,
 }
 
 /// What to do with a batch the protocol handed out.
@@ -50,15 +58,15 @@ pub(crate) struct Durable {
     /// Messages that waited for it.
     pub(crate) messages: Vec<Message>,
     /// The snapshot it installed, for the state machine.
-    pub(crate) restore: Option<Snapshot>,
+    pub(crate) restore: Option<Restore>,
 }
 
 /// The batches between the protocol and the store.
 #[derive(Default)]
 pub(crate) struct Pipeline {
     inflight: VecDeque<InflightWrite>,
-    /// Snapshot data by index, from the snapshot stream, until the protocol installs one.
-    staged: BTreeMap<Index, Bytes>,
+    /// Staged snapshots by index, until the protocol installs one.
+    staged: BTreeMap<Index, Staged>,
 }
 
 impl Pipeline {
@@ -72,12 +80,27 @@ impl Pipeline {
         self.inflight.is_empty()
     }
 
-    /// Keeps a received snapshot's data until the protocol installs it (or a newer one).
-    pub(crate) fn stage(&mut self, index: Index, data: Bytes) {
-        self.staged.insert(index, data);
-        while self.staged.len() > STAGED {
-            self.staged.pop_first();
+    /// Keeps a staged snapshot until the protocol installs it (or a newer one). Returns the
+    /// staged snapshots given up to make room (or replaced), for the store to discard.
+    pub(crate) fn stage(&mut self, staged: Staged) -> Vec<StagedSnapshot> {
+        let mut given_up = Vec::new();
+        if let Some(old) = self.staged.insert(staged.snapshot.meta.index, staged) {
+            given_up.push(old.snapshot);
         }
+        while self.staged.len() > STAGED {
+            if let Some((_, old)) = self.staged.pop_first() {
+                given_up.push(old.snapshot);
+            }
+        }
+        given_up
+    }
+
+    /// Gives up every staged snapshot (the node stops), for the store to discard.
+    pub(crate) fn take_staged(&mut self) -> Vec<StagedSnapshot> {
+        std::mem::take(&mut self.staged)
+            .into_values()
+            .map(|s| s.snapshot)
+            .collect()
     }
 
     /// Takes a batch from the protocol.
@@ -96,21 +119,28 @@ impl Pipeline {
                 },
             });
         }
-        let snapshot = match p.snapshot {
+        let (snapshot, restore) = match p.snapshot {
             Some(meta) => {
-                let data = self
+                let staged = self
                     .staged
                     .remove(&meta.index)
+                    .filter(|s| s.snapshot.meta == meta)
                     .ok_or(PipelineError::SnapshotWithoutData(meta.index))?;
-                Some(Snapshot { meta, data })
+                (
+                    Some(staged.snapshot),
+                    Some(Restore {
+                        meta,
+                        data: staged.data,
+                    }),
+                )
             }
-            None => None,
+            None => (None, None),
         };
         self.inflight.push_back(InflightWrite {
             token,
             report: token,
             messages: p.messages,
-            restore: snapshot.clone(),
+            restore,
         });
         Ok(Begin::Write {
             token,
@@ -229,18 +259,31 @@ mod tests {
             }),
             messages: vec![],
         };
-        // Only the newest staged snapshots are kept.
-        for i in 1..=3 {
-            p.stage(i * 10, Bytes::from(vec![i as u8]));
-        }
+        let staged = |index: u64| Staged {
+            snapshot: StagedSnapshot {
+                meta: meta(index),
+                id: index / 10,
+            },
+            data: SnapshotStream::from_bytes(vec![(index / 10) as u8]),
+        };
+        // Only the newest staged snapshots are kept; the others are given up.
+        assert!(p.stage(staged(10)).is_empty());
+        assert!(p.stage(staged(20)).is_empty());
+        let given_up = p.stage(staged(30));
+        assert_eq!(given_up.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1]);
         assert_eq!(
             p.begin(with_snapshot(1, 10)).err(),
             Some(PipelineError::SnapshotWithoutData(10))
         );
-        assert!(matches!(p.begin(with_snapshot(2, 30)), Ok(Begin::Write { .. })));
+        match p.begin(with_snapshot(2, 30)) {
+            Ok(Begin::Write { write, .. }) => assert_eq!(write.snapshot.map(|s| s.id), Some(3)),
+            _ => panic!("expected a write"),
+        }
         let done = p.complete(2).unwrap();
         let restore = done.restore.expect("the snapshot to install");
         assert_eq!(restore.meta.index, 30);
-        assert_eq!(restore.data, Bytes::from(vec![3u8]));
+        let data = futures::executor::block_on(restore.data.into_bytes(16)).unwrap();
+        assert_eq!(&data[..], &[3u8]);
+        assert_eq!(p.take_staged().iter().map(|s| s.id).collect::<Vec<_>>(), vec![2]);
     }
 }

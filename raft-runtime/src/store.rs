@@ -18,6 +18,12 @@
 //!   hard state replaces the stored one. After a crash, either all of a completed write is
 //!   there or (for a write whose completion was never called) any prefix of the queued writes
 //!   may be there, but never a write without the writes queued before it.
+//! - A snapshot received from a leader arrives as a stream: [`LogStore::stage_snapshot`]
+//!   writes it durably beside the log without installing it, and a later [`LogWrite`]
+//!   installs it by naming it ([`StagedSnapshot`]), as one durable unit with the rest of
+//!   the write. The log's writes never wait for a snapshot's data to be written. A staged
+//!   snapshot that no write installs is given up with [`LogStore::discard_staged`] (or, after
+//!   a crash, when the store opens).
 //! - [`LogStore::save_snapshot`] stores a snapshot taken locally; it does not touch the log.
 //!   [`LogStore::compact`] then discards entries up to an index covered by the stored snapshot.
 //! - On restart, a store that finds a stored snapshot at index `s` whose term differs from
@@ -36,7 +42,9 @@ use raft_core::{Entry, HardState, Index, InitialState, SnapshotMeta, StorageErro
 
 use crate::snapshot_stream::SnapshotStream;
 
-/// A snapshot: its metadata and the state machine's serialized state.
+/// A snapshot held whole in memory: its metadata and the state machine's serialized state
+/// (for stores' blocking helpers and tests; the runtime itself moves snapshots as
+/// [`SnapshotStream`]s).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     /// What the snapshot covers.
@@ -54,11 +62,34 @@ pub struct StoredSnapshot {
     pub data: SnapshotStream,
 }
 
+/// A snapshot received from a leader and written durably by [`LogStore::stage_snapshot`],
+/// not installed yet. A [`LogWrite`] installs it by naming it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedSnapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The store's name for the staged data: unique among the snapshots the store has
+    /// staged since it opened.
+    pub id: u64,
+}
+
+/// What [`LogStore::stage_snapshot`] returns.
+#[derive(Debug)]
+pub struct Staged {
+    /// The handle a [`LogWrite`] names to install the snapshot.
+    pub snapshot: StagedSnapshot,
+    /// The staged data, opened for reading from its start: the state machine restores from
+    /// it once the snapshot is installed. It stays readable after the store discards or
+    /// replaces the staged copy.
+    pub data: SnapshotStream,
+}
+
 /// One write to make durable as a unit (see the module docs for the order).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogWrite {
-    /// A snapshot received from the leader: replaces the stored snapshot and the whole log.
-    pub snapshot: Option<Snapshot>,
+    /// A snapshot received from the leader, staged with [`LogStore::stage_snapshot`]:
+    /// replaces the stored snapshot and the whole log.
+    pub snapshot: Option<StagedSnapshot>,
     /// Entries to append, contiguous; stored entries at or after the first one's index are
     /// discarded first.
     pub entries: Vec<Entry>,
@@ -148,6 +179,18 @@ pub trait LogStore: Send + Sync + 'static {
     /// and the call fails; so does it if it is dropped before it returns.
     async fn save_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<(), StoreError>;
 
+    /// Writes a snapshot received from a leader durably, beside the log, without installing
+    /// it: the stored snapshot and the log stay as they are until a [`LogWrite`] names the
+    /// returned [`StagedSnapshot`]. `data` is read a chunk at a time and must not be
+    /// gathered whole. If `data` ends in an error, nothing is kept and the call fails; so
+    /// does it if it is dropped before it returns.
+    async fn stage_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<Staged, StoreError>;
+
+    /// Gives up a staged snapshot that no write will install. Returns at once; the store
+    /// may delete its data in the background. Discarding a snapshot already installed (or
+    /// unknown) does nothing.
+    fn discard_staged(&self, staged: &StagedSnapshot);
+
     /// Opens the stored snapshot: its metadata, and its data read as it is consumed. A store
     /// that keeps a checksum fails the stream's last read if the data does not match it.
     async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError>;
@@ -199,6 +242,14 @@ impl<L: LogStore + ?Sized> LogStore for Arc<L> {
 
     async fn save_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<(), StoreError> {
         (**self).save_snapshot(meta, data).await
+    }
+
+    async fn stage_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<Staged, StoreError> {
+        (**self).stage_snapshot(meta, data).await
+    }
+
+    fn discard_staged(&self, staged: &StagedSnapshot) {
+        (**self).discard_staged(staged)
     }
 
     async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {

@@ -17,6 +17,8 @@ use raft_core::{Message, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::snapshot_stream::SnapshotStream;
+
 /// The version of the serialized form of [`WireMessage`]: its serde data model and that of
 /// every raft-core type it carries ([`Message`], entries, configurations, snapshot
 /// metadata), laid out by bincode 2's standard configuration (little endian,
@@ -127,17 +129,21 @@ pub enum Incoming {
         /// The messages, in the order sent.
         messages: Vec<WireMessage>,
     },
-    /// A complete snapshot from an authenticated peer.
+    /// A snapshot from an authenticated peer, its data still arriving.
     Snapshot {
         /// The authenticated sender.
         from: NodeId,
         /// The protocol message announcing the snapshot (its body is
         /// [`raft_core::MessageBody::Snapshot`]).
         message: Box<Message>,
-        /// The snapshot's data.
-        data: Bytes,
-        /// Answered by the runtime once it has taken the snapshot (or refused it); the
-        /// transport then acknowledges the transfer to the sender, or passes the refusal on.
+        /// The snapshot's data, read as it arrives: the runtime writes it to its log store
+        /// a chunk at a time, so the transport holds no more of it than its flow control
+        /// lets in. A transfer that breaks, or data that fails the transport's checks,
+        /// ends the stream with an error.
+        data: SnapshotStream,
+        /// Answered by the runtime once it has read the whole stream and taken the
+        /// snapshot (or refused it); the transport then acknowledges the transfer to the
+        /// sender, or passes the refusal on.
         ack: oneshot::Sender<Result<(), DeliverSnapshotError>>,
     },
 }
@@ -230,6 +236,10 @@ pub enum DeliverSnapshotError {
         /// The sender the message names.
         claimed: NodeId,
     },
+    /// The snapshot's data could not be read to its end or stored (the transfer broke,
+    /// the data failed a check, the store failed); nothing of it was kept.
+    #[error("the snapshot's data was not stored: {0}")]
+    NotStored(String),
     /// The node is gone.
     #[error("node stopped")]
     Closed,
@@ -272,14 +282,14 @@ impl Inbox {
         })
     }
 
-    /// Delivers a complete snapshot, then waits for the node to take it. Returns the node's
-    /// verdict. A transport that must tell the sender why a snapshot was refused sends the
-    /// error's `Display` text.
+    /// Delivers a snapshot whose data the node reads from `data` as it arrives, then waits
+    /// for the node to take it. Returns the node's verdict. A transport that must tell the
+    /// sender why a snapshot was refused sends the error's `Display` text.
     pub async fn deliver_snapshot(
         &self,
         from: NodeId,
         message: Message,
-        data: Bytes,
+        data: SnapshotStream,
     ) -> Result<(), DeliverSnapshotError> {
         let (ack, verdict) = oneshot::channel();
         self.tx
@@ -380,8 +390,17 @@ pub trait Transport: Send + Sync + 'static {
     /// Queues a batch for `to`. Never blocks; drops the batch when the peer's queue is full.
     fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError>;
 
-    /// Streams a snapshot to `to` and returns once the peer took all of it.
-    async fn send_snapshot(&self, to: NodeId, message: Message, data: Bytes) -> Result<(), TransportError>;
+    /// Streams a snapshot to `to`, reading `data` a chunk at a time as the peer takes it
+    /// (never gathering it whole: a snapshot may be larger than memory), and returns once
+    /// the peer's node took all of it. An error reading `data` fails the transfer, and the
+    /// peer stores nothing of it. The runtime sends a failed snapshot again later with a
+    /// fresh stream; a transport need not retry on its own.
+    async fn send_snapshot(
+        &self,
+        to: NodeId,
+        message: Message,
+        data: SnapshotStream,
+    ) -> Result<(), TransportError>;
 
     /// Stops the transport: closes connections and stops delivering.
     async fn shutdown(&self);
@@ -407,7 +426,12 @@ impl<X: Transport + ?Sized> Transport for Arc<X> {
         (**self).send(to, messages)
     }
 
-    async fn send_snapshot(&self, to: NodeId, message: Message, data: Bytes) -> Result<(), TransportError> {
+    async fn send_snapshot(
+        &self,
+        to: NodeId,
+        message: Message,
+        data: SnapshotStream,
+    ) -> Result<(), TransportError> {
         (**self).send_snapshot(to, message, data).await
     }
 

@@ -729,7 +729,7 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
     use bytes::Bytes;
     use raft_runtime::raft_core::Message;
     use raft_runtime::{
-        Inbox, MemTransport, RegisterError, SendError, Transport, TransportError, WireMessage,
+        Inbox, MemTransport, RegisterError, SendError, SnapshotStream, Transport, TransportError, WireMessage,
     };
 
     struct Recording(MemTransport, Arc<Mutex<Vec<Vec<u64>>>>);
@@ -750,7 +750,12 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
             );
             self.0.send(to, messages)
         }
-        async fn send_snapshot(&self, to: u64, message: Message, data: Bytes) -> Result<(), TransportError> {
+        async fn send_snapshot(
+            &self,
+            to: u64,
+            message: Message,
+            data: SnapshotStream,
+        ) -> Result<(), TransportError> {
             self.0.send_snapshot(to, message, data).await
         }
         async fn shutdown(&self) {

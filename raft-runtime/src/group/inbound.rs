@@ -33,11 +33,47 @@ impl<SM: StateMachine> Group<SM> {
                     self.refused(from, "a snapshot with a forged sender");
                     return;
                 }
-                self.pipeline.stage(meta.index, data);
-                self.step(from, *message, true);
-                let _ = ack.send(Ok(()));
+                // The data is written to the store as it arrives, off this task; the
+                // protocol hears of the snapshot once it is staged durably.
+                let meta = (**meta).clone();
+                let store = self.store.clone();
+                let events = self.events_tx.clone();
+                self.snapshot_receives.spawn(async move {
+                    let result = store.stage_snapshot(meta, data).await;
+                    let _ = events.send(Event::SnapshotStaged {
+                        from,
+                        message,
+                        result,
+                        ack,
+                    });
+                });
             }
         }
+    }
+
+    /// A received snapshot is staged in the store (or failed to be): the protocol takes it.
+    pub(super) fn on_snapshot_staged(
+        &mut self,
+        from: NodeId,
+        message: Box<Message>,
+        result: Result<Staged, StoreError>,
+        ack: oneshot::Sender<Result<(), DeliverSnapshotError>>,
+    ) {
+        let staged = match result {
+            Ok(staged) => staged,
+            Err(e) => {
+                // The transfer broke, the data failed a check, or the store could not write
+                // it: nothing was kept, the log is untouched, and the leader sends it again.
+                tracing::warn!(peer = from, error = %e, "a received snapshot was not stored");
+                let _ = ack.send(Err(DeliverSnapshotError::NotStored(e.to_string())));
+                return;
+            }
+        };
+        for given_up in self.pipeline.stage(staged) {
+            self.store.discard_staged(&given_up);
+        }
+        self.step(from, *message, true);
+        let _ = ack.send(Ok(()));
     }
 
     /// Steps a peer's message; `with_data` says it came with its snapshot's data.

@@ -90,6 +90,13 @@ impl<SM: StateMachine> Group<SM> {
         // whole and no longer referenced when the node reports it has stopped.
         self.snapshot_sends.abort_all();
         while self.snapshot_sends.join_next().await.is_some() {}
+        // Snapshots being received stop (the store keeps nothing of them), and those staged
+        // but not installed are given up.
+        self.snapshot_receives.abort_all();
+        while self.snapshot_receives.join_next().await.is_some() {}
+        for staged in self.pipeline.take_staged() {
+            self.store.discard_staged(&staged);
+        }
         self.snapshot_reads.cancel();
         while self.snapshot_saves.join_next().await.is_some() {}
         // Let writes in flight land (their completions are no longer needed), stop the

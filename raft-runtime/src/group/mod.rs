@@ -40,7 +40,7 @@ use crate::persist::{Begin, Pipeline};
 use crate::snapshot_policy::SnapshotPolicy;
 use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::StateMachine;
-use crate::store::{LogStore, StoreError};
+use crate::store::{LogStore, Staged, StoreError};
 use crate::transport::{
     DeliverSnapshotError, ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage,
 };
@@ -106,6 +106,13 @@ pub(crate) enum Event {
     SnapshotSaved {
         index: Index,
         result: Result<(), Fatal>,
+    },
+    /// A snapshot received from a peer was written to the store's staging area.
+    SnapshotStaged {
+        from: NodeId,
+        message: Box<Message>,
+        result: Result<Staged, StoreError>,
+        ack: oneshot::Sender<Result<(), DeliverSnapshotError>>,
     },
 }
 
@@ -201,6 +208,8 @@ pub(crate) struct Group<SM: StateMachine> {
     sending_snapshots: BTreeSet<NodeId>,
     /// Tasks streaming snapshots to followers: aborted at stop.
     snapshot_sends: tokio::task::JoinSet<()>,
+    /// Snapshots received from peers, being written to the store's staging area.
+    snapshot_receives: tokio::task::JoinSet<()>,
     /// Tasks saving a snapshot and compacting the log: awaited at stop, so that nothing
     /// holds the store once the node has stopped.
     snapshot_saves: tokio::task::JoinSet<()>,
@@ -282,6 +291,7 @@ impl<SM: StateMachine> Group<SM> {
             refused_logged: None,
             sending_snapshots: BTreeSet::new(),
             snapshot_sends: tokio::task::JoinSet::new(),
+            snapshot_receives: tokio::task::JoinSet::new(),
             snapshot_saves: tokio::task::JoinSet::new(),
             snapshot_reads: CancellationToken::new(),
             stopping: None,

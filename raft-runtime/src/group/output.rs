@@ -96,20 +96,15 @@ impl<SM: StateMachine> Group<SM> {
         let events = self.events_tx.clone();
         self.snapshot_sends.spawn(async move {
             let ok = match store.load_snapshot().await {
-                // The transport takes the snapshot whole, so it is gathered here.
-                Ok(Some(s)) if s.meta.index == index => match s.data.into_bytes(u64::MAX).await {
-                    Ok(data) => match transport.send_snapshot(to, m, data).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(peer = to, error = %e, "sending a snapshot failed");
-                            false
-                        }
-                    },
+                // Read from the store as the transport sends it, never gathered whole.
+                Ok(Some(s)) if s.meta.index == index => match transport.send_snapshot(to, m, s.data).await {
+                    Ok(()) => true,
                     Err(e) => {
-                        tracing::error!(error = %e, "reading the snapshot to send failed");
+                        tracing::warn!(peer = to, error = %e, "sending a snapshot failed");
                         false
                     }
                 },
+                // A newer snapshot replaced it: the protocol asks again with that one.
                 Ok(_) => false,
                 Err(e) => {
                     tracing::error!(error = %e, "loading the snapshot to send failed");
@@ -238,6 +233,7 @@ impl<SM: StateMachine> Group<SM> {
     pub(super) fn on_event(&mut self, ev: Event) {
         // Reap the background tasks that ended (each reports before it ends).
         while self.snapshot_sends.try_join_next().is_some() {}
+        while self.snapshot_receives.try_join_next().is_some() {}
         while self.snapshot_saves.try_join_next().is_some() {}
         match ev {
             Event::Persisted { token, result } => self.on_persisted(token, result),
@@ -260,6 +256,12 @@ impl<SM: StateMachine> Group<SM> {
                     self.set_fatal(fatal);
                 }
             },
+            Event::SnapshotStaged {
+                from,
+                message,
+                result,
+                ack,
+            } => self.on_snapshot_staged(from, message, result, ack),
         }
     }
 
