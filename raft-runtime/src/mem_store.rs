@@ -145,6 +145,11 @@ impl MemLogStore {
         self.lock().log.hard_state()
     }
 
+    /// How many received snapshots are staged and not installed (or discarded) yet.
+    pub fn staged_snapshots(&self) -> usize {
+        self.lock().staged.len()
+    }
+
     /// Every stored entry after the snapshot.
     pub fn stored_entries(&self) -> Vec<Entry> {
         self.lock().log.all_entries().to_vec()

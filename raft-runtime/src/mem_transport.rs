@@ -37,6 +37,10 @@ struct NetInner {
     held: Vec<Held>,
     rng: ChaCha8Rng,
     metrics: HashMap<NodeId, TransportMetrics>,
+    /// Snapshot transfers still to break part way.
+    break_snapshots: u64,
+    /// Snapshot transfers broken so far.
+    snapshots_broken: u64,
 }
 
 /// A network of in-process nodes. Cloning shares it.
@@ -71,6 +75,8 @@ impl MemNetwork {
                 held: Vec::new(),
                 rng: ChaCha8Rng::seed_from_u64(0x5eed),
                 metrics: HashMap::new(),
+                break_snapshots: 0,
+                snapshots_broken: 0,
             })),
         }
     }
@@ -120,6 +126,17 @@ impl MemNetwork {
         };
         let rest: Vec<NodeId> = all.into_iter().filter(|&o| o != id).collect();
         self.partition(&[id], &rest);
+    }
+
+    /// Breaks the next `n` snapshot transfers part way: after the first chunk of data, the
+    /// receiver's stream ends in an error, as when a connection drops mid-transfer.
+    pub fn break_snapshots(&self, n: u64) {
+        self.lock().break_snapshots = n;
+    }
+
+    /// How many snapshot transfers [`MemNetwork::break_snapshots`] has broken so far.
+    pub fn snapshots_broken(&self) -> u64 {
+        self.lock().snapshots_broken
     }
 
     /// Restores every cut link and stops random drops (pauses and delays stay).
@@ -229,6 +246,19 @@ pub struct MemTransport {
     net: MemNetwork,
 }
 
+/// `data`'s first chunk, then an error in place of the rest.
+fn broken_after_first_chunk(data: SnapshotStream) -> SnapshotStream {
+    SnapshotStream::new(futures::stream::try_unfold(Some(data), |data| async move {
+        let Some(mut data) = data else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the transfer broke (injected)",
+            ));
+        };
+        Ok(data.next_chunk().await?.map(|chunk| (chunk, None)))
+    }))
+}
+
 #[async_trait]
 impl Transport for MemTransport {
     /// Refuses another id than the one the transport was made for, and a second node while
@@ -262,18 +292,26 @@ impl Transport for MemTransport {
         message: Message,
         data: SnapshotStream,
     ) -> Result<(), TransportError> {
-        let inbox = {
-            let n = self.net.lock();
+        let (inbox, data) = {
+            let mut n = self.net.lock();
             if n.cut.contains(&(self.id, to)) || n.paused.contains(&to) || n.paused.contains(&self.id) {
                 return Err(TransportError::Unreachable {
                     peer: to,
                     reason: "link cut".into(),
                 });
             }
-            match n.inboxes.get(&to) {
+            let inbox = match n.inboxes.get(&to) {
                 Some(i) => i.clone(),
                 None => return Err(TransportError::UnknownPeer(to)),
-            }
+            };
+            let data = if n.break_snapshots > 0 {
+                n.break_snapshots -= 1;
+                n.snapshots_broken += 1;
+                broken_after_first_chunk(data)
+            } else {
+                data
+            };
+            (inbox, data)
         };
         inbox
             .deliver_snapshot(self.id, message, data)

@@ -200,6 +200,37 @@ async fn follower_down_during_compaction_catches_up_by_snapshot() {
     c.shutdown().await;
 }
 
+/// A snapshot's data reaches the follower's store as it arrives. Transfers that break part
+/// way leave nothing staged and the follower's log untouched; the leader sends the
+/// snapshot again and the follower catches up.
+#[tokio::test(start_paused = true)]
+async fn snapshot_transfers_that_break_part_way_are_sent_again() {
+    let mut c = common::cluster_with(3, |cfg| cfg.snapshot_every = 20, false).await;
+    let leader = c.leader().await;
+    let down = if leader == 3 { 2 } else { 3 };
+    c.stop(down).await;
+    // More than one chunk of the Log's snapshot (64 values each).
+    for v in 1..=150 {
+        c.propose(v).await;
+    }
+    c.node(leader)
+        .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 100)
+        .await
+        .expect("the leader compacted its log");
+    c.plugins.net.break_snapshots(2);
+    c.restart(down).await;
+    assert_eq!(c.converged().await, (1..=150).collect::<Vec<_>>());
+    assert_eq!(c.plugins.net.snapshots_broken(), 2, "both transfers broke");
+    c.node(down)
+        .wait_for(Duration::from_secs(10), |m| m.snapshots_installed >= 1)
+        .await
+        .expect("caught up through a snapshot");
+    // Nothing of the broken transfers stayed staged.
+    let store = &c.plugins.stores[&down];
+    assert_eq!(store.staged_snapshots(), 0);
+    c.shutdown().await;
+}
+
 /// A snapshot is read while applying goes on: the state machine hands over a view of its
 /// state as of the applied index, which the runtime reads off the applier. Held back, it
 /// stops neither proposals nor their application; let go, it is saved with the state it

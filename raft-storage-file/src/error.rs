@@ -240,6 +240,15 @@ pub enum InvalidWrite {
         /// The entry's index.
         index: Index,
     },
+    /// The write installs a staged snapshot this store does not hold (never staged,
+    /// discarded, installed already, or staged with other metadata).
+    #[error("no snapshot at index {index} is staged as {id}")]
+    NotStaged {
+        /// The staged snapshot's id.
+        id: u64,
+        /// Its index.
+        index: Index,
+    },
 }
 
 impl WalError {

@@ -41,7 +41,9 @@
 //!   removed off the commit path. Each segment starts with a checkpoint of the hard state
 //!   and snapshot reference, so older segments can go once their entries are compacted.
 //! - **Snapshots** are written to a temporary file, fsynced, renamed and the directory
-//!   fsynced before the log refers to them.
+//!   fsynced before the log refers to them, streamed a chunk at a time: a local one by
+//!   `save_snapshot`, one received from a leader by `stage_snapshot` as it arrives, before
+//!   the write that installs it reaches the writer thread.
 //! - **Recovery** verifies every record's CRC-32C, replays committed batches only, cuts a
 //!   torn final write back to the last commit record, and reports any other damage as
 //!   [`WalError::Corrupt`] with the file and offset. [`repair`] is the explicit, lossy

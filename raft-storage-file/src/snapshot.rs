@@ -233,6 +233,7 @@ pub(crate) fn read_snapshot(io: &Io, dir: &Path, snap: &SnapRef) -> Result<Snaps
 #[derive(Debug)]
 pub struct SnapshotReader {
     file: File,
+    generation: u64,
     path: PathBuf,
     meta: SnapshotMeta,
     data_len: u64,
@@ -249,6 +250,7 @@ impl SnapshotReader {
         let (file, meta, data_at) = open_checked(io, &path, snap)?;
         Ok(SnapshotReader {
             file,
+            generation: snap.generation,
             path,
             meta: snap.meta.clone(),
             data_len: snap.data_len,
@@ -258,6 +260,11 @@ impl SnapshotReader {
             expected_crc: snap.data_crc,
             verified: false,
         })
+    }
+
+    /// The generation of the file it reads.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The snapshot's metadata.

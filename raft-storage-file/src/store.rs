@@ -1,5 +1,6 @@
 //! [`FileLogStore`]: opening a directory, and the [`LogStore`] implementation.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use raft_core::{Entry, Index, InitialState, SnapshotMeta, StorageError, Term};
 use raft_runtime::{
-    Completion, LogStore, LogWrite, Snapshot, SnapshotStream, StoreError, StoreMetrics, StoredSnapshot,
+    Completion, LogStore, LogWrite, Snapshot, SnapshotStream, Staged, StagedSnapshot, StoreError,
+    StoreMetrics, StoredSnapshot,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -63,6 +65,9 @@ pub(crate) struct Shared {
     pub own_from: u64,
     /// The error that stopped the writer, if any.
     pub failure: Mutex<Option<StoreError>>,
+    /// Snapshots received from a leader, their files durable but not referred to from the
+    /// log yet, by generation (their id).
+    pub staged: Mutex<HashMap<u64, SnapRef>>,
     pub recovery: RecoveryStats,
     _lock: DirLock,
 }
@@ -284,6 +289,7 @@ impl FileLogStore {
             next_seq: AtomicU64::new(recovery.next_seq),
             own_from: recovery.next_seq,
             failure: Mutex::new(None),
+            staged: Mutex::new(HashMap::new()),
             recovery: recovery.stats,
             _lock: lock,
         });
@@ -373,6 +379,35 @@ impl FileLogStore {
             segment: segment.path.clone(),
             offset: state.durable_end,
         })
+    }
+
+    /// Writes a snapshot file from `data`, durably, and returns its reference (not yet
+    /// referred to from the log).
+    async fn write_streamed(
+        &self,
+        meta: SnapshotMeta,
+        mut data: SnapshotStream,
+    ) -> Result<SnapRef, StoreError> {
+        // A blocking thread writes the file while this task reads the data: at most
+        // SNAPSHOT_CHUNKS_QUEUED chunks wait between them. The end is said explicitly, so
+        // that a caller that gives up part way leaves nothing behind.
+        let (tx, mut rx) = mpsc::channel(SNAPSHOT_CHUNKS_QUEUED);
+        let shared = self.shared.clone();
+        let writer = tokio::task::spawn_blocking(move || shared.stream_snapshot(&meta, &mut rx));
+        loop {
+            let chunk = match data.next_chunk().await {
+                Ok(Some(data)) => Chunk::Data(data),
+                Ok(None) => Chunk::End,
+                Err(e) => Chunk::Failed(e),
+            };
+            let last = !matches!(chunk, Chunk::Data(_));
+            // A closed channel means the writer failed: its error comes back below.
+            if tx.send(chunk).await.is_err() || last {
+                break;
+            }
+        }
+        drop(tx);
+        writer.await.map_err(join_error)?.map_err(StoreError::new)
     }
 
     fn submit(&self, op: Op) -> Result<(), StoreError> {
@@ -508,31 +543,55 @@ impl LogStore for FileLogStore {
         Ok(())
     }
 
-    async fn save_snapshot(&self, meta: SnapshotMeta, mut data: SnapshotStream) -> Result<(), StoreError> {
-        // A blocking thread writes the file while this task reads the data: at most
-        // SNAPSHOT_CHUNKS_QUEUED chunks wait between them. The end is said explicitly, so
-        // that a caller that gives up part way leaves nothing behind.
-        let (tx, mut rx) = mpsc::channel(SNAPSHOT_CHUNKS_QUEUED);
-        let shared = self.shared.clone();
-        let writer = tokio::task::spawn_blocking(move || shared.stream_snapshot(&meta, &mut rx));
-        loop {
-            let chunk = match data.next_chunk().await {
-                Ok(Some(data)) => Chunk::Data(data),
-                Ok(None) => Chunk::End,
-                Err(e) => Chunk::Failed(e),
-            };
-            let last = !matches!(chunk, Chunk::Data(_));
-            // A closed channel means the writer failed: its error comes back below.
-            if tx.send(chunk).await.is_err() || last {
-                break;
-            }
-        }
-        drop(tx);
-        let snap = writer.await.map_err(join_error)?.map_err(StoreError::new)?;
+    async fn save_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<(), StoreError> {
+        let snap = self.write_streamed(meta, data).await?;
         let (tx, rx) = oneshot::channel();
         self.submit(Op::SaveSnapshot(snap, tx))?;
         rx.await
             .unwrap_or_else(|_| Err(StoreError::new(WalError::Closed)))
+    }
+
+    /// Writes the snapshot file, then keeps its reference for the write that installs it,
+    /// and opens it for the state machine to restore from. Until then the file is referred
+    /// to by nothing in the log: after a crash, recovery deletes it.
+    async fn stage_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<Staged, StoreError> {
+        let snap = self.write_streamed(meta, data).await?;
+        let shared = self.shared.clone();
+        let reader = tokio::task::spawn_blocking(move || {
+            let opened = SnapshotReader::open(&shared.io, &shared.dir, &snap);
+            match &opened {
+                Ok(_) => {
+                    shared
+                        .staged
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(snap.generation, snap);
+                }
+                Err(_) => shared.janitor.delete_snapshots([snap.generation]),
+            }
+            opened
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(StoreError::new)?;
+        let meta = reader.meta().clone();
+        let id = reader.generation();
+        Ok(Staged {
+            snapshot: StagedSnapshot { meta, id },
+            data: reader.into_stream(),
+        })
+    }
+
+    fn discard_staged(&self, staged: &StagedSnapshot) {
+        let removed = self
+            .shared
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&staged.id);
+        if removed.is_some() {
+            self.shared.janitor.delete_snapshots([staged.id]);
+        }
     }
 
     async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {

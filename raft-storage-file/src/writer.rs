@@ -27,7 +27,6 @@ use crate::format::{
     encode_commit, encode_entry, encode_hard_state, encode_snap_ref, entry_record_bound, frame, padded,
     rtype,
 };
-use crate::snapshot::write_snapshot_file;
 use crate::state::{Loc, Segment};
 use crate::store::Shared;
 
@@ -317,27 +316,29 @@ impl Writer {
                 let mut bound = 0;
                 let snapshot = match snapshot {
                     None => None,
-                    Some(snapshot) => {
-                        let generation = self.shared.next_gen.fetch_add(1, Ordering::SeqCst);
-                        let shared = &self.shared;
-                        match write_snapshot_file(
-                            &shared.io,
-                            &shared.dir,
-                            &shared.dir_file,
-                            generation,
-                            &snapshot,
-                        ) {
-                            Ok(snap) => {
-                                // The file's fsync and two directory fsyncs.
-                                shared.metrics.fsyncs.fetch_add(3, Ordering::Relaxed);
+                    Some(staged) => {
+                        // Its file was written and made durable when it was staged: the
+                        // log's writes never wait for a snapshot's data.
+                        let snap = self
+                            .shared
+                            .staged
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&staged.id)
+                            .filter(|snap| snap.meta == staged.meta);
+                        match snap {
+                            Some(snap) => {
                                 bound += snap_ref_bound(&snap);
                                 self.mirror_last = snap.meta.index;
                                 self.mirror_snapshot = Some(snap.clone());
                                 Some(snap)
                             }
-                            Err(err) => {
+                            None => {
                                 self.commit(group);
-                                let err = self.fail(err);
+                                let err = self.fail(WalError::InvalidWrite(InvalidWrite::NotStaged {
+                                    id: staged.id,
+                                    index: staged.meta.index,
+                                }));
                                 Done::Completion(done).finish(Err(err));
                                 return;
                             }

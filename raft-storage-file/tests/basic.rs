@@ -207,7 +207,7 @@ fn snapshot_install_replaces_the_log() {
         let store = open(dir.path(), small_options());
         append_sync(&store, write(ents(1, 1, 10, 100), None)).unwrap();
         let w = LogWrite {
-            snapshot: Some(snapshot(20, 4, 5000)),
+            snapshot: Some(stage(&store, snapshot(20, 4, 5000))),
             entries: ents(4, 21, 22, 100),
             hard_state: Some(HardState {
                 term: 4,
@@ -261,7 +261,7 @@ fn bootstrap_snapshot_at_index_zero() {
         assert_eq!(store.snapshot_meta(), None);
         assert_eq!(store.initial_state().unwrap().conf_state, ConfState::default());
         let w = LogWrite {
-            snapshot: Some(snapshot(0, 0, 16)),
+            snapshot: Some(stage(&store, snapshot(0, 0, 16))),
             ..LogWrite::default()
         };
         append_sync(&store, w).unwrap();

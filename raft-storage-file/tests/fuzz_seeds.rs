@@ -119,14 +119,17 @@ fn write_seeds_from_real_logs() {
         let store = open(dir.path(), options());
         append_sync(&store, write(ents(1, 1, 2, 30), Some(hs(1, 1)))).unwrap();
         let w = raft_runtime::LogWrite {
-            snapshot: Some(Snapshot {
-                meta: SnapshotMeta {
-                    index: 40,
-                    term: 3,
-                    conf_state: ConfState::with_voters([1, 2, 3]),
+            snapshot: Some(stage(
+                &store,
+                Snapshot {
+                    meta: SnapshotMeta {
+                        index: 40,
+                        term: 3,
+                        conf_state: ConfState::with_voters([1, 2, 3]),
+                    },
+                    data: Bytes::from_static(b"installed"),
                 },
-                data: Bytes::from_static(b"installed"),
-            }),
+            )),
             entries: ents(3, 41, 42, 10),
             hard_state: Some(hs(3, 41)),
         };

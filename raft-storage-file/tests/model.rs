@@ -290,7 +290,7 @@ fn run(options: Options, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let after = ents(model.term, s + 1, s + *entries as u64, 50);
                 model.append(&after);
                 let w = LogWrite {
-                    snapshot: Some(snap),
+                    snapshot: Some(stage(&store, snap)),
                     entries: after,
                     hard_state: Some(model.next_hard_state(s as u8)),
                 };

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use common::*;
 use raft_core::{ConfState, Entry, HardState, SnapshotMeta};
-use raft_runtime::{LogStore, LogWrite, Snapshot};
+use raft_runtime::{LogStore, LogWrite, Snapshot, StagedSnapshot};
 use raft_storage_file::{FileLogStore, Options};
 
 /// The state a sequence of writes leads to.
@@ -118,6 +118,22 @@ fn damage(bytes: &[u8], at: usize, how: Damage) -> Vec<u8> {
 
 /// Writes `writes`, recording where each ends; returns the files and the end offsets of
 /// the writes in the final segment.
+/// `w`, with its snapshot (if any) staged in `store` first.
+fn staged(store: &FileLogStore, w: &LogWrite) -> LogWrite {
+    let mut w = w.clone();
+    if let Some(s) = &mut w.snapshot {
+        let data = Bytes::from(format!("state machine at {}", s.meta.index));
+        *s = stage(
+            store,
+            Snapshot {
+                meta: s.meta.clone(),
+                data,
+            },
+        );
+    }
+    w
+}
+
 fn build(
     writes: &[LogWrite],
     separate_open_for_last: bool,
@@ -135,14 +151,14 @@ fn build(
     if split > 0 {
         let store = open(dir.path(), options.clone());
         for w in &writes[..split] {
-            append_sync(&store, w.clone()).unwrap();
+            append_sync(&store, staged(&store, w)).unwrap();
         }
     }
     let store = open(dir.path(), options);
     let mut ends = Vec::new();
     let mut segment = None;
     for w in &writes[split..] {
-        append_sync(&store, w.clone()).unwrap();
+        append_sync(&store, staged(&store, w)).unwrap();
         let pos = store.durable_position().unwrap();
         if segment.as_ref().is_some_and(|s| *s != pos.segment) {
             ends.clear();
@@ -212,13 +228,14 @@ fn torn_final_batches_recover_exactly_the_complete_ones() {
     ));
     // The last batch installs a snapshot: its file must not survive a torn commit.
     writes.push(LogWrite {
-        snapshot: Some(Snapshot {
+        // Staged in the store when `build` writes it.
+        snapshot: Some(StagedSnapshot {
             meta: SnapshotMeta {
                 index: 30,
                 term: 2,
                 conf_state: ConfState::with_voters([1, 2, 3]),
             },
-            data: Bytes::from_static(b"state machine at 30"),
+            id: 0,
         }),
         entries: ents(2, 31, 32, 40),
         hard_state: Some(HardState {

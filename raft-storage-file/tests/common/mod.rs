@@ -160,3 +160,15 @@ pub fn snap_meta(index: u64) -> raft_core::SnapshotMeta {
         conf_state: raft_core::ConfState::with_voters([1]),
     }
 }
+
+/// Stages `snapshot` in `store`, as a snapshot received from a leader, and returns the
+/// handle a write names to install it.
+pub fn stage(store: &FileLogStore, snapshot: raft_runtime::Snapshot) -> raft_runtime::StagedSnapshot {
+    runtime()
+        .block_on(store.stage_snapshot(
+            snapshot.meta,
+            raft_runtime::SnapshotStream::from_bytes(snapshot.data),
+        ))
+        .unwrap()
+        .snapshot
+}
