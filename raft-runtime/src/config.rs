@@ -34,6 +34,15 @@ pub struct Config {
     /// applied since the last, so that large commands cannot fill the disk between
     /// snapshots; 0 never.
     pub snapshot_every_bytes: u64,
+    /// Entries kept in the log behind a snapshot, so that a follower that lags a little
+    /// catches up from the log instead of receiving the whole state; 0 compacts the log up
+    /// to each snapshot. Bounded by `log_kept_bytes` as well: the log keeps what fits in
+    /// both. A follower further behind receives a snapshot. (A restart of the file store
+    /// starts the log after the snapshot again.)
+    pub log_kept_entries: u64,
+    /// Bytes of entries (as counted by `Entry::size`) kept in the log behind a snapshot at
+    /// most; see `log_kept_entries`.
+    pub log_kept_bytes: u64,
     /// How long a proposal may wait for its outcome before it fails with an unknown outcome.
     pub propose_timeout: Duration,
     /// How long a read may take, from the request to its answer, waiting for a leader
@@ -58,7 +67,8 @@ pub use raft_core::ConfigError;
 
 impl Default for Config {
     /// A 20 ms tick, elections after 300 to 600 ms, heartbeats every 60 ms, a snapshot every
-    /// 10,000 entries, proposals refused (not forwarded) on followers.
+    /// 10,000 entries (or 64 MiB of them) keeping up to 5,000 entries (and at most 64 MiB)
+    /// of log behind it, proposals refused (not forwarded) on followers.
     fn default() -> Self {
         // The protocol's id is the node's, set at start.
         let mut protocol = raft_core::Config::new(PLACEHOLDER_ID).with_election_tick(15);
@@ -73,6 +83,8 @@ impl Default for Config {
             max_apply_lag: 262_144,
             snapshot_every: 10_000,
             snapshot_every_bytes: 64 << 20,
+            log_kept_entries: 5_000,
+            log_kept_bytes: 64 << 20,
             propose_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(5),
             max_pending_reads: 65_536,

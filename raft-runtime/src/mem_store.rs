@@ -23,10 +23,11 @@ use crate::store::{
 
 #[derive(Default)]
 struct Inner {
-    /// The log, hard state and snapshot metadata (the protocol crate's reference storage).
+    /// The log and hard state (the protocol crate's reference storage). Its own snapshot
+    /// metadata is the log's compaction point, which may lag the stored snapshot.
     log: MemStorage,
-    /// The stored snapshot's data.
-    snapshot_data: Option<Bytes>,
+    /// The stored snapshot.
+    snapshot: Option<(SnapshotMeta, Bytes)>,
     /// Snapshots received and staged, not installed yet, by id.
     staged: BTreeMap<u64, (SnapshotMeta, Bytes)>,
     next_staged: u64,
@@ -36,8 +37,8 @@ struct Inner {
 }
 
 impl Inner {
-    fn has_snapshot(&self) -> bool {
-        self.snapshot_data.is_some()
+    fn snapshot_index(&self) -> Option<Index> {
+        self.snapshot.as_ref().map(|(meta, _)| meta.index)
     }
 
     fn apply(&mut self, w: LogWrite) -> Result<(), StoreError> {
@@ -55,8 +56,8 @@ impl Inner {
                         staged.id, staged.meta.index
                     )))
                 })?;
-            self.log.apply_snapshot(meta);
-            self.snapshot_data = Some(data);
+            self.log.apply_snapshot(meta.clone());
+            self.snapshot = Some((meta, data));
         }
         if !w.entries.is_empty() {
             let bytes: u64 = w.entries.iter().map(Entry::size).sum();
@@ -158,8 +159,19 @@ impl MemLogStore {
 
 #[async_trait]
 impl LogStore for MemLogStore {
+    /// Asked when a node starts: like a store reopened after a restart, the log then starts
+    /// after the stored snapshot (the entries kept behind it are discarded).
     fn initial_state(&self) -> Result<InitialState, StoreError> {
-        self.lock().log.initial_state().map_err(StoreError::new)
+        let mut s = self.lock();
+        if let Some((meta, _)) = &s.snapshot
+            && meta.index >= s.log.first_index()
+        {
+            let meta = meta.clone();
+            s.log
+                .compact(meta)
+                .map_err(|e| StoreError::new(MemStoreError(format!("snapshot outside the log: {e}"))))?;
+        }
+        s.log.initial_state().map_err(StoreError::new)
     }
 
     fn first_index(&self) -> Index {
@@ -179,12 +191,7 @@ impl LogStore for MemLogStore {
     }
 
     fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        let s = self.lock();
-        if s.has_snapshot() {
-            s.log.snapshot_meta().ok()
-        } else {
-            None
-        }
+        self.lock().snapshot.as_ref().map(|(meta, _)| meta.clone())
     }
 
     fn append(&self, write: LogWrite, done: Completion) {
@@ -206,15 +213,35 @@ impl LogStore for MemLogStore {
     }
 
     fn compact(&self, index: Index) -> Result<(), StoreError> {
-        // Saving a snapshot already discarded the entries it covers.
-        let s = self.lock();
-        if index < s.log.first_index() {
-            Ok(())
-        } else {
-            Err(StoreError::new(MemStoreError(format!(
-                "cannot compact to {index}: not covered by the stored snapshot"
-            ))))
+        let mut s = self.lock();
+        let Some((snapshot, _)) = &s.snapshot else {
+            return Err(StoreError::new(MemStoreError(format!(
+                "cannot compact to {index}: no snapshot is stored"
+            ))));
+        };
+        if index > snapshot.index {
+            return Err(StoreError::new(MemStoreError(format!(
+                "cannot compact to {index}: not covered by the stored snapshot at {}",
+                snapshot.index
+            ))));
         }
+        if index < s.log.first_index() {
+            return Ok(());
+        }
+        // The compaction point's configuration is the snapshot's: only read at a start,
+        // after `initial_state` moved the compaction point to the snapshot.
+        let conf_state = snapshot.conf_state.clone();
+        let term = s
+            .log
+            .term(index)
+            .map_err(|e| StoreError::new(MemStoreError(format!("cannot compact to {index}: {e}"))))?;
+        s.log
+            .compact(SnapshotMeta {
+                index,
+                term,
+                conf_state,
+            })
+            .map_err(|e| StoreError::new(MemStoreError(format!("cannot compact to {index}: {e}"))))
     }
 
     async fn save_snapshot(&self, meta: SnapshotMeta, data: SnapshotStream) -> Result<(), StoreError> {
@@ -226,18 +253,23 @@ impl LogStore for MemLogStore {
         if let Some(reason) = &s.failed {
             return Err(StoreError::new(MemStoreError(reason.clone())));
         }
-        let current = s.log.first_index() - 1;
+        let current = s.snapshot_index().unwrap_or(s.log.first_index() - 1);
         if meta.index == 0 && s.log.last_index() == 0 {
             // Bootstrapping: the initial configuration and state.
-            s.log.apply_snapshot(meta);
-        } else if meta.index > current {
-            s.log
-                .compact(meta)
-                .map_err(|e| StoreError::new(MemStoreError(format!("snapshot outside the log: {e}"))))?;
-        } else {
+            s.log.apply_snapshot(meta.clone());
+        } else if meta.index <= current && s.snapshot.is_some() {
+            // Older than the stored one: kept as it is.
             return Ok(());
+        } else if meta.index > s.log.last_index() || meta.index < s.log.first_index() - 1 {
+            return Err(StoreError::new(MemStoreError(format!(
+                "snapshot at {} outside the log ({} to {})",
+                meta.index,
+                s.log.first_index(),
+                s.log.last_index()
+            ))));
         }
-        s.snapshot_data = Some(data);
+        // The log is compacted separately (`compact`).
+        s.snapshot = Some((meta, data));
         Ok(())
     }
 
@@ -265,11 +297,8 @@ impl LogStore for MemLogStore {
 
     async fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         let s = self.lock();
-        Ok(s.snapshot_data.as_ref().map(|data| StoredSnapshot {
-            meta: s
-                .log
-                .snapshot_meta()
-                .expect("in-memory snapshots are always available"),
+        Ok(s.snapshot.as_ref().map(|(meta, data)| StoredSnapshot {
+            meta: meta.clone(),
             data: SnapshotStream::from_bytes(data.clone()),
         }))
     }

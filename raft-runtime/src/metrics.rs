@@ -34,6 +34,9 @@ pub struct Metrics {
     pub last_log_index: Index,
     /// The index of the stored snapshot.
     pub snapshot_index: Index,
+    /// Index of the first entry the log holds (entries before it are compacted; the log
+    /// keeps some behind the snapshot for followers that lag a little).
+    pub first_log_index: Index,
     /// The members of the configuration in effect, with their addresses and attributes.
     pub members: BTreeMap<NodeId, Member>,
     /// Whether the configuration is joint (a change is half done).
@@ -76,6 +79,7 @@ impl Metrics {
             applied: 0,
             last_log_index: 0,
             snapshot_index: 0,
+            first_log_index: 1,
             members: BTreeMap::new(),
             joint: false,
             matched: BTreeMap::new(),

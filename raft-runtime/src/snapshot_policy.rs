@@ -1,29 +1,60 @@
-//! When to take a snapshot (which compacts the log): once `snapshot_every` entries, or
-//! `snapshot_every_bytes` bytes of entries, were applied since the last one, and never two
-//! at a time.
+//! When to take a snapshot, and how much log to keep behind it.
+//!
+//! A snapshot starts once `snapshot_every` entries, or `snapshot_every_bytes` bytes of
+//! entries, were applied since the last one, and never two at a time. Once it is saved,
+//! the log is compacted up to it except for the last entries before it that fit in both
+//! `log_kept_entries` and `log_kept_bytes`: a follower that lags by less catches up from
+//! the log.
+
+use std::collections::VecDeque;
 
 use raft_core::Index;
+
+/// The most batch boundaries remembered for the retention bound. Past it every other one is
+/// forgotten and later ones are recorded at most every `stride` entries, twice as far apart
+/// as before: the bound is then kept on coarser boundaries (it keeps a little less log).
+const MAX_MARKS: usize = 4_096;
+
+/// How much log to keep behind a snapshot.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Retention {
+    /// Entries kept at most.
+    pub(crate) entries: u64,
+    /// Bytes of entries kept at most.
+    pub(crate) bytes: u64,
+}
 
 /// The snapshot schedule of one node.
 pub(crate) struct SnapshotPolicy {
     every: u64,
     every_bytes: u64,
+    keep: Retention,
     /// The index of the newest snapshot the log starts from (taken or installed).
     last: Index,
     /// Bytes of entries handed to the state machine since the last snapshot was started.
     bytes_since: u64,
     in_progress: bool,
+    /// Bytes of entries applied in total, at the end of each applied batch since the log's
+    /// compaction point: `(last index of the batch, total bytes applied through it)`.
+    marks: VecDeque<(Index, u64)>,
+    /// The fewest entries between two marks.
+    stride: u64,
+    applied_bytes: u64,
 }
 
 impl SnapshotPolicy {
     /// A schedule (0 turns a threshold off) for a log whose snapshot is at `last`.
-    pub(crate) fn new(every: u64, every_bytes: u64, last: Index) -> Self {
+    pub(crate) fn new(every: u64, every_bytes: u64, keep: Retention, last: Index) -> Self {
         SnapshotPolicy {
             every,
             every_bytes,
+            keep,
             last,
             bytes_since: 0,
             in_progress: false,
+            marks: VecDeque::new(),
+            stride: 1,
+            applied_bytes: 0,
         }
     }
 
@@ -32,9 +63,50 @@ impl SnapshotPolicy {
         self.last
     }
 
-    /// Entries of `bytes` bytes were handed to the state machine.
-    pub(crate) fn entries_applied(&mut self, bytes: u64) {
+    /// Entries through `last`, of `bytes` bytes, were handed to the state machine.
+    pub(crate) fn entries_applied(&mut self, last: Index, bytes: u64) {
         self.bytes_since = self.bytes_since.saturating_add(bytes);
+        self.applied_bytes = self.applied_bytes.saturating_add(bytes);
+        if self
+            .marks
+            .back()
+            .is_some_and(|&(i, _)| last < i.saturating_add(self.stride))
+        {
+            return;
+        }
+        if self.marks.len() >= MAX_MARKS {
+            // Forget every other boundary, keeping the later of each pair.
+            let mut k = 0;
+            self.marks.retain(|_| {
+                k += 1;
+                k % 2 == 0
+            });
+            self.stride = self.stride.saturating_mul(2);
+        }
+        self.marks.push_back((last, self.applied_bytes));
+    }
+
+    /// Where to compact the log to once a snapshot at `index` is saved: `index`, less the
+    /// entries the retention bounds keep behind it. Only boundaries of applied batches are
+    /// candidates, so it keeps at most what the bounds allow.
+    pub(crate) fn compact_to(&mut self, index: Index) -> Index {
+        let Some(&(_, at_index)) = self.marks.iter().rev().find(|&&(i, _)| i <= index) else {
+            return index;
+        };
+        let point = self
+            .marks
+            .iter()
+            .find(|&&(i, bytes)| {
+                i <= index && index - i <= self.keep.entries && at_index - bytes <= self.keep.bytes
+            })
+            .map_or(index, |&(i, _)| i);
+        while self.marks.front().is_some_and(|&(i, _)| i < point) {
+            self.marks.pop_front();
+        }
+        if self.marks.len() < MAX_MARKS / 4 {
+            self.stride = (self.stride / 2).max(1);
+        }
+        point
     }
 
     /// Whether to start a snapshot now that `applied` is applied; if so, it counts as
@@ -61,9 +133,10 @@ impl SnapshotPolicy {
         }
     }
 
-    /// A snapshot from the leader was installed at `index`.
+    /// A snapshot from the leader was installed at `index`: it replaced the whole log.
     pub(crate) fn installed(&mut self, index: Index) {
         self.last = self.last.max(index);
+        self.marks.clear();
     }
 }
 
@@ -71,9 +144,11 @@ impl SnapshotPolicy {
 mod tests {
     use super::*;
 
+    const KEEP_NONE: Retention = Retention { entries: 0, bytes: 0 };
+
     #[test]
     fn a_snapshot_starts_every_so_many_entries_and_one_at_a_time() {
-        let mut p = SnapshotPolicy::new(100, 0, 0);
+        let mut p = SnapshotPolicy::new(100, 0, KEEP_NONE, 0);
         assert!(!p.start_if_due(99));
         assert!(p.start_if_due(100));
         assert!(!p.start_if_due(250), "one at a time");
@@ -89,24 +164,98 @@ mod tests {
 
     #[test]
     fn a_snapshot_starts_after_so_many_bytes_and_the_count_restarts() {
-        let mut p = SnapshotPolicy::new(0, 1000, 0);
-        p.entries_applied(600);
+        let mut p = SnapshotPolicy::new(0, 1000, KEEP_NONE, 0);
+        p.entries_applied(1, 600);
         assert!(!p.start_if_due(1));
-        p.entries_applied(400);
+        p.entries_applied(2, 400);
         assert!(p.start_if_due(2));
         p.finished(Some(2));
-        p.entries_applied(999);
+        p.entries_applied(3, 999);
         assert!(!p.start_if_due(3));
     }
 
     #[test]
     fn an_installed_snapshot_moves_the_schedule_and_zero_turns_it_off() {
-        let mut p = SnapshotPolicy::new(100, 0, 0);
+        let mut p = SnapshotPolicy::new(100, 0, KEEP_NONE, 0);
         p.installed(500);
         assert!(!p.start_if_due(550));
         assert!(p.start_if_due(600));
-        let mut off = SnapshotPolicy::new(0, 0, 0);
-        off.entries_applied(u64::MAX);
+        let mut off = SnapshotPolicy::new(0, 0, KEEP_NONE, 0);
+        off.entries_applied(1, u64::MAX);
         assert!(!off.start_if_due(u64::MAX));
+    }
+
+    #[test]
+    fn the_log_behind_a_snapshot_is_kept_within_both_bounds() {
+        // Batches of 10 entries of 100 bytes each.
+        let applied = |p: &mut SnapshotPolicy, through: u64| {
+            for end in (10..=through).step_by(10) {
+                p.entries_applied(end, 1000);
+            }
+        };
+        // Entries bound the log kept.
+        let mut p = SnapshotPolicy::new(
+            100,
+            0,
+            Retention {
+                entries: 35,
+                bytes: u64::MAX,
+            },
+            0,
+        );
+        applied(&mut p, 100);
+        assert_eq!(
+            p.compact_to(100),
+            70,
+            "30 entries kept: a batch of 40 would exceed 35"
+        );
+        // Bytes bound it.
+        let mut p = SnapshotPolicy::new(
+            100,
+            0,
+            Retention {
+                entries: 1_000,
+                bytes: 2_500,
+            },
+            0,
+        );
+        applied(&mut p, 100);
+        assert_eq!(p.compact_to(100), 80);
+        // Entries applied after the snapshot do not count against it.
+        applied(&mut p, 200);
+        assert_eq!(p.compact_to(150), 130);
+        // Nothing kept.
+        let mut p = SnapshotPolicy::new(100, 0, KEEP_NONE, 0);
+        applied(&mut p, 100);
+        assert_eq!(p.compact_to(100), 100);
+        // An installed snapshot replaced the log: nothing is known behind it.
+        let mut p = SnapshotPolicy::new(
+            100,
+            0,
+            Retention {
+                entries: 1_000,
+                bytes: u64::MAX,
+            },
+            0,
+        );
+        applied(&mut p, 100);
+        p.installed(500);
+        assert_eq!(p.compact_to(500), 500);
+        // Many small batches: the marks stay bounded and the log kept within the bounds.
+        let mut p = SnapshotPolicy::new(
+            100,
+            0,
+            Retention {
+                entries: 50_000,
+                bytes: u64::MAX,
+            },
+            0,
+        );
+        for i in 1..=100_000 {
+            p.entries_applied(i, 10);
+        }
+        assert!(p.marks.len() <= MAX_MARKS);
+        let point = p.compact_to(100_000);
+        assert!((50_000..=50_064).contains(&point), "{point}");
     }
 }

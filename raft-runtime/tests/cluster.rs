@@ -179,7 +179,15 @@ async fn every_proposal_resolves_exactly_once_under_faults() {
 
 #[tokio::test(start_paused = true)]
 async fn follower_down_during_compaction_catches_up_by_snapshot() {
-    let mut c = common::cluster_with(3, |cfg| cfg.snapshot_every = 20, false).await;
+    let mut c = common::cluster_with(
+        3,
+        |cfg| {
+            cfg.snapshot_every = 20;
+            cfg.log_kept_entries = 0;
+        },
+        false,
+    )
+    .await;
     let leader = c.leader().await;
     let down = if leader == 3 { 2 } else { 3 };
     c.stop(down).await;
@@ -200,12 +208,82 @@ async fn follower_down_during_compaction_catches_up_by_snapshot() {
     c.shutdown().await;
 }
 
+/// The log keeps `log_kept_entries` behind each snapshot: a follower that lags by fewer
+/// catches up from the log, one that lags by more receives a snapshot, and the leader's log
+/// stays within the bound.
+#[tokio::test(start_paused = true)]
+async fn a_follower_lagging_within_the_kept_log_catches_up_without_a_snapshot() {
+    let mut c = common::cluster_with(
+        3,
+        |cfg| {
+            cfg.snapshot_every = 20;
+            cfg.log_kept_entries = 50;
+        },
+        false,
+    )
+    .await;
+    let leader = c.leader().await;
+    let down = if leader == 3 { 2 } else { 3 };
+    let up = 6 - leader - down;
+    c.stop(down).await;
+    // 40 entries behind: within the 50 kept, though two snapshots were taken meanwhile.
+    for v in 1..=40 {
+        c.propose(v).await;
+    }
+    c.node(leader)
+        .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 40)
+        .await
+        .expect("the leader took its snapshots");
+    c.restart(down).await;
+    assert_eq!(c.converged().await, (1..=40).collect::<Vec<_>>());
+    assert_eq!(c.metrics(down).snapshots_installed, 0, "caught up from the log");
+
+    // 200 entries behind: beyond the log kept, so a snapshot.
+    c.stop(up).await;
+    for v in 41..=240 {
+        c.propose(v).await;
+    }
+    let m = c
+        .node(leader)
+        .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 220)
+        .await
+        .expect("the leader took its snapshots");
+    // Kept: at most 50 entries behind the snapshot (and the entries after it).
+    assert!(
+        m.first_log_index + 50 >= m.snapshot_index,
+        "the log keeps more than the bound: first {} snapshot {}",
+        m.first_log_index,
+        m.snapshot_index
+    );
+    assert!(
+        m.first_log_index < m.snapshot_index,
+        "the log keeps nothing behind the snapshot: first {} snapshot {}",
+        m.first_log_index,
+        m.snapshot_index
+    );
+    c.restart(up).await;
+    assert_eq!(c.converged().await, (1..=240).collect::<Vec<_>>());
+    c.node(up)
+        .wait_for(Duration::from_secs(10), |m| m.snapshots_installed >= 1)
+        .await
+        .expect("caught up through a snapshot");
+    c.shutdown().await;
+}
+
 /// A snapshot's data reaches the follower's store as it arrives. Transfers that break part
 /// way leave nothing staged and the follower's log untouched; the leader sends the
 /// snapshot again and the follower catches up.
 #[tokio::test(start_paused = true)]
 async fn snapshot_transfers_that_break_part_way_are_sent_again() {
-    let mut c = common::cluster_with(3, |cfg| cfg.snapshot_every = 20, false).await;
+    let mut c = common::cluster_with(
+        3,
+        |cfg| {
+            cfg.snapshot_every = 20;
+            cfg.log_kept_entries = 0;
+        },
+        false,
+    )
+    .await;
     let leader = c.leader().await;
     let down = if leader == 3 { 2 } else { 3 };
     c.stop(down).await;

@@ -25,6 +25,7 @@ impl<SM: StateMachine> Group<SM> {
         m.applied = self.applied;
         m.last_log_index = self.node.last_index();
         m.snapshot_index = self.snapshots.last();
+        m.first_log_index = self.store.first_index();
         if full {
             m.store = self.store.metrics();
             m.transport = self.transport.metrics();

@@ -37,7 +37,7 @@ use crate::member::MemberInfo;
 use crate::metrics::{Member, Metrics};
 use crate::peers::PeerSet;
 use crate::persist::{Begin, Pipeline};
-use crate::snapshot_policy::SnapshotPolicy;
+use crate::snapshot_policy::{Retention, SnapshotPolicy};
 use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::StateMachine;
 use crate::store::{LogStore, Staged, StoreError};
@@ -249,7 +249,13 @@ impl<SM: StateMachine> Group<SM> {
         let snapshots = SnapshotPolicy::new(
             cfg.snapshot_every,
             cfg.snapshot_every_bytes,
-            store.first_index().saturating_sub(1),
+            Retention {
+                entries: cfg.log_kept_entries,
+                bytes: cfg.log_kept_bytes,
+            },
+            store
+                .snapshot_meta()
+                .map_or(store.first_index().saturating_sub(1), |m| m.index),
         );
         // Removed peers stay reachable two election timeouts after their removal commits:
         // the leader goes on replicating to them for up to one.

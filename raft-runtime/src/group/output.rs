@@ -159,6 +159,7 @@ impl<SM: StateMachine> Group<SM> {
 
     pub(super) fn apply(&mut self, entries: Vec<Entry>) {
         let mut batch = Vec::with_capacity(entries.len());
+        let mut bytes = 0u64;
         for e in entries {
             let responder = match self.proposals.remove(&e.index) {
                 Some(p) if p.term == e.term => Some(p.responder),
@@ -173,8 +174,11 @@ impl<SM: StateMachine> Group<SM> {
                 self.on_conf_applied(e.index, e.term, cs.is_joint());
             }
             self.emitted = self.emitted.max(e.index);
-            self.snapshots.entries_applied(e.size());
+            bytes = bytes.saturating_add(e.size());
             batch.push((e, responder));
+        }
+        if let Some((last, _)) = batch.last() {
+            self.snapshots.entries_applied(last.index, bytes);
         }
         let _ = self.applier_tx.send(ApplyMsg::Entries(batch));
         self.release_parked_reads();
@@ -293,8 +297,9 @@ impl<SM: StateMachine> Group<SM> {
                     let store = self.store.clone();
                     let events = self.events_tx.clone();
                     let cancel = self.snapshot_reads.clone();
+                    let compact_to = self.snapshots.compact_to(index);
                     self.snapshot_saves.spawn(async move {
-                        if let Some(result) = save_snapshot(&*store, meta, data, cancel).await {
+                        if let Some(result) = save_snapshot(&*store, meta, data, compact_to, cancel).await {
                             let _ = events.send(Event::SnapshotSaved { index, result });
                         }
                     });
@@ -329,16 +334,18 @@ impl<SM: StateMachine> Group<SM> {
 }
 
 /// Streams the state machine's view of its state at `meta.index` into the store while
-/// applying goes on, then compacts the log up to it. `None` if the node began to stop
+/// applying goes on, then compacts the log up to `compact_to` (at most the snapshot's
+/// index: the retention policy keeps some log behind it). `None` if the node began to stop
 /// meanwhile: the stream then fails, so that the store keeps nothing of it, and the store's
 /// call is still awaited, so that nothing holds the store once the node has stopped.
 async fn save_snapshot<L: LogStore + ?Sized>(
     store: &L,
     meta: SnapshotMeta,
     data: SnapshotStream,
+    compact_to: Index,
     cancel: CancellationToken,
 ) -> Option<Result<(), Fatal>> {
-    let index = meta.index;
+    let compact_to = compact_to.min(meta.index);
     // The state machine's own error, told apart from the store's.
     let source_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
     // The state travels from one chunk to the next; `None` once the stream has ended.
@@ -368,7 +375,7 @@ async fn save_snapshot<L: LogStore + ?Sized>(
     let source = source_error.lock().unwrap_or_else(|p| p.into_inner()).take();
     Some(match (saved, source) {
         (_, Some(e)) => Err(Fatal::StateMachine(Arc::new(StateMachineError::new(e)))),
-        (Ok(()), None) => store.compact(index).map_err(Fatal::SnapshotSave),
+        (Ok(()), None) => store.compact(compact_to).map_err(Fatal::SnapshotSave),
         (Err(e), None) => Err(Fatal::SnapshotSave(e)),
     })
 }
