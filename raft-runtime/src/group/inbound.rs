@@ -55,7 +55,7 @@ impl<SM: StateMachine> Group<SM> {
     pub(super) fn on_snapshot_staged(
         &mut self,
         from: NodeId,
-        message: Box<Message>,
+        message: Message,
         result: Result<Staged, StoreError>,
         ack: oneshot::Sender<Result<(), DeliverSnapshotError>>,
     ) {
@@ -72,7 +72,7 @@ impl<SM: StateMachine> Group<SM> {
         for given_up in self.pipeline.stage(staged) {
             self.store.discard_staged(&given_up);
         }
-        self.step(from, *message, true);
+        self.step(from, message, true);
         let _ = ack.send(Ok(()));
     }
 

@@ -265,7 +265,7 @@ impl<SM: StateMachine> Group<SM> {
                 message,
                 result,
                 ack,
-            } => self.on_snapshot_staged(from, message, result, ack),
+            } => self.on_snapshot_staged(from, *message, result, ack),
         }
     }
 
