@@ -489,7 +489,10 @@ async fn receive_inner(
         return refuse(&mut send, "snapshot checksum mismatch".into()).await;
     }
     let inbox = shared.inbox.get().expect("checked above").clone();
-    match inbox.deliver_snapshot(from, header.message, data).await {
+    match inbox
+        .deliver_snapshot(from, header.message, raft_runtime::SnapshotStream::from_bytes(data))
+        .await
+    {
         Ok(()) => {
             Counters::add(&shared.counters.snapshots_received, 1);
             reply(&mut send, &SnapshotReply::Done).await?;

@@ -618,7 +618,20 @@ impl Transport for QuicTransport {
         }
     }
 
-    async fn send_snapshot(&self, to: NodeId, message: Message, data: Bytes) -> Result<(), TransportError> {
+    async fn send_snapshot(
+        &self,
+        to: NodeId,
+        message: Message,
+        data: raft_runtime::SnapshotStream,
+    ) -> Result<(), TransportError> {
+        // Interim: gathered whole until the transfer protocol streams.
+        let data = data
+            .into_bytes(self.shared.limits.max_snapshot_size)
+            .await
+            .map_err(|e| TransportError::Unreachable {
+                peer: to,
+                reason: format!("reading the snapshot failed: {e}"),
+            })?;
         snapshot::send(&self.shared, to, message, data).await
     }
 
