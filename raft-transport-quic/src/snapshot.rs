@@ -490,7 +490,11 @@ async fn receive_inner(
     }
     let inbox = shared.inbox.get().expect("checked above").clone();
     match inbox
-        .deliver_snapshot(from, header.message, raft_runtime::SnapshotStream::from_bytes(data))
+        .deliver_snapshot(
+            from,
+            header.message,
+            raft_runtime::SnapshotStream::from_bytes(data),
+        )
         .await
     {
         Ok(()) => {
