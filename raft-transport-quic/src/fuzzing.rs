@@ -133,7 +133,7 @@ const MAX_FRAMES: [usize; 4] = [64, 1 << 10, 64 << 10, 16 << 20];
 ///   time); the rest is the stream, fed chunk by chunk to a `FrameDecoder`, every frame
 ///   decoded with `decode_batch`, until an error (which closes a real connection).
 /// - `1`: one message frame's payload, decoded with `decode_batch`.
-/// - `2`: a snapshot header frame payload, decoded with `decode_control`.
+/// - `2`: a snapshot announcement frame payload, decoded with `decode_control`.
 /// - `3`: a snapshot reply frame payload, decoded with `decode_control`.
 /// - `4`: a message stream greeting, decoded with `decode_greeting`.
 ///
@@ -305,21 +305,16 @@ pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
         out.push((format!("batch-{i}"), input));
     }
     let header = SnapshotHeader {
-        transfer_id: 0x1234_5678_9abc,
-        total_len: 8 << 20,
-        crc32c: 0xdead_beef,
-        chunk_size: 1 << 20,
         message: snapshot_message(),
     };
     let mut input = vec![2];
     input.extend(&encode_control(&header)[4..]);
     out.push(("snapshot-header".to_string(), input));
     let replies = [
-        SnapshotReply::Accept { resume_from: 3 << 20 },
-        SnapshotReply::Ack { received: 1 << 20 },
+        SnapshotReply::Accept,
         SnapshotReply::Done,
         SnapshotReply::Refused {
-            reason: "snapshot checksum mismatch".into(),
+            reason: "the snapshot's data was not stored: CRC-32C mismatch".into(),
         },
     ];
     for (i, reply) in replies.iter().enumerate() {
