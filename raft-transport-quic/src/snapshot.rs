@@ -310,8 +310,9 @@ async fn transfer(
     let progress = progress_timeout(shared);
     let accept = shared.limits.snapshot_accept_timeout;
     // The receiver answers early only to refuse (its node read an error from the stream, or
-    // answered before the end): watch for that while writing. Both futures are
-    // cancel-safe: a reply partly read stays in `decoder`.
+    // answered before the end): watch for that while writing. Reading a reply is
+    // cancel-safe (a reply partly read stays in `decoder`), so the writing may finish
+    // first; a reply that comes first ends the writing where it is.
     let written = tokio::select! {
         biased;
         written = write_data(&mut send, data, shared.limits.snapshot_chunk_size, progress) => written,
@@ -580,10 +581,10 @@ async fn receive_inner(
     } else {
         None
     };
-    let (Some(inbox), None) = (inbox, refusal.as_ref()) else {
-        let reason = refusal.unwrap_or_default();
+    if let Some(reason) = refusal {
         return refuse(shared, &mut send, reason).await;
-    };
+    }
+    let inbox = inbox.expect("checked above");
     reply(shared, &mut send, &SnapshotReply::Accept).await?;
     let data = Receiving {
         recv,
