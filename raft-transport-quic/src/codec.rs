@@ -22,20 +22,47 @@
 //!
 //! # Snapshot streams
 //!
+//! A snapshot transfer has a connection of its own, on which the sender opens one
+//! bidirectional stream:
+//!
 //! ```text
-//! sender -> receiver: b"RQS1" | frame(bincode(SnapshotHeader)) | snapshot bytes from the resume offset
-//! receiver -> sender: frame(bincode(SnapshotReply)) ...
+//! sender -> receiver:
+//!   b"RQS2"                                            greeting, once
+//!   frame(bincode(SnapshotHeader))                     the announcement (a control frame)
+//!   -- once the receiver accepted --
+//!   length: u32 LE | `length` bytes of snapshot data   a data frame, 1 <= length <= 64 MiB, repeated
+//!   0: u32 LE | total_len: u64 LE | crc32c: u32 LE     the end frame (16 bytes), then the stream ends
+//! receiver -> sender:
+//!   frame(bincode(SnapshotReply))                      Accept or Refused, then Done or Refused
 //! ```
 //!
-//! The receiver answers the header with `Accept { resume_from }` (or `Refused`), sends
-//! `Ack { received }` at every chunk boundary, and `Done` or `Refused` once its node has
-//! taken (or rejected) the complete snapshot.
+//! The announcement carries only the protocol message: a snapshot is read from its source
+//! as it is sent, so its length is known only at its end. The end frame then gives the
+//! number of data bytes sent and their CRC-32C (Castagnoli), computed as they were
+//! written; the receiver counts and checksums the data as it passes it on, and checks both.
+//!
+//! A control frame (the announcement or a reply) is a frame as on message streams, of at
+//! most 1 MiB. A data frame's length is checked before any of its bytes are read: a length
+//! of zero marks the end frame, one above 64 MiB is malformed, and one that would take the
+//! snapshot past the receiver's `max_snapshot_size` is refused. The data of a frame is
+//! passed on as it arrives, never gathered whole, so frame lengths bound nothing the
+//! receiver holds. An end frame whose length or CRC-32C is not that of the data that
+//! arrived, any byte after the end frame, and a stream that ends without an end frame are
+//! errors: the receiver's node is told the snapshot is incomplete and keeps nothing of it.
+//!
+//! The receiver answers the announcement with `Accept` (or `Refused`: its node is not
+//! ready, the message is not a snapshot message from the authenticated peer), and, once its
+//! node has read the whole stream and taken the snapshot, `Done`, or `Refused` with the
+//! node's reason. Both sides may also end the stream early with a QUIC stream error code:
+//! the sender resets it with 1 when reading its snapshot failed, 2 when it gave up (a write
+//! made no progress in time); the receiver stops it with 3 when the data failed a check or
+//! the reception was cancelled (its node's verdict follows as `Refused`).
 
 use bincode::config;
 use bincode::error::{DecodeError, EncodeError};
 use std::collections::VecDeque;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raft_core::{EntryPayload, Message, MessageBody};
 use raft_runtime::WireMessage;
 use serde::de::DeserializeOwned;
@@ -51,7 +78,7 @@ use serde::{Deserialize, Serialize};
 /// `raft_runtime::WIRE_VERSION`: the golden test `golden_tests` fails until it is bumped and
 /// its golden file regenerated
 /// (`UPDATE_GOLDEN=1 cargo test -p raft-transport-quic --lib golden`).
-pub(crate) const STREAM_VERSION: u8 = 1;
+pub(crate) const STREAM_VERSION: u8 = 2;
 
 /// The [`raft_runtime::WIRE_VERSION`] that [`STREAM_VERSION`] carries.
 const CARRIED_WIRE_VERSION: u32 = 1;
@@ -72,11 +99,11 @@ const fn greeting_magic(kind: u8) -> [u8; 4] {
     [b'R', b'Q', kind, b'0' + STREAM_VERSION]
 }
 
-/// Greeting that opens each direction of a message stream (`RQM1` for version 1).
+/// Greeting that opens each direction of a message stream (`RQM2` for version 2).
 pub(crate) const MESSAGE_MAGIC: [u8; 4] = greeting_magic(b'M');
 /// Length of the greeting.
 pub(crate) const GREETING_LEN: usize = 12;
-/// Greeting that opens a snapshot stream (`RQS1` for version 1).
+/// Greeting that opens a snapshot stream (`RQS2` for version 2).
 pub(crate) const SNAPSHOT_MAGIC: [u8; 4] = greeting_magic(b'S');
 /// The hard ceiling on a configured maximum frame size (256 MiB).
 pub(crate) const MAX_FRAME_LIMIT: usize = 256 << 20;
@@ -520,12 +547,6 @@ impl FrameDecoder {
         self.buffered == 0
     }
 
-    /// The bytes buffered after the last complete frame (a stream that switches from
-    /// frames to raw data, like a snapshot stream after its header).
-    pub(crate) fn into_rest(self) -> Vec<Bytes> {
-        self.chunks.into()
-    }
-
     /// Checks the buffered frame header, if any, and returns the next complete frame's
     /// payload. `Ok(None)` means more bytes are needed.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
@@ -615,17 +636,9 @@ pub(crate) fn decode_batch(frame: &Frame) -> Result<Vec<WireMessage>, FrameError
     Ok(batch)
 }
 
-/// The first frame of a snapshot stream.
+/// The announcement that opens a snapshot stream, after its greeting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotHeader {
-    /// Identifies the transfer across reconnections, so that a retry can resume.
-    pub(crate) transfer_id: u64,
-    /// Total snapshot size in bytes.
-    pub(crate) total_len: u64,
-    /// CRC-32C of the whole snapshot, checked by the receiver before delivery.
-    pub(crate) crc32c: u32,
-    /// The receiver acknowledges every `chunk_size` bytes.
-    pub(crate) chunk_size: u32,
     /// The protocol message announcing the snapshot.
     pub(crate) message: Message,
 }
@@ -633,23 +646,280 @@ pub(crate) struct SnapshotHeader {
 /// What a snapshot receiver tells the sender.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum SnapshotReply {
-    /// Send the snapshot from this byte offset (non-zero when resuming).
-    Accept {
-        /// Bytes the receiver already holds.
-        resume_from: u64,
-    },
-    /// The receiver holds the first `received` bytes.
-    Ack {
-        /// Bytes received so far.
-        received: u64,
-    },
-    /// The receiver's node took the snapshot.
+    /// Send the data.
+    Accept,
+    /// The receiver's node read the whole snapshot and took it.
     Done,
-    /// The receiver or its node refused the snapshot; do not retry this transfer.
+    /// The receiver or its node refused the snapshot (before its data, or after reading
+    /// some or all of it).
     Refused {
         /// Why.
         reason: String,
     },
+}
+
+/// The largest data frame of a snapshot stream: 64 MiB, the largest
+/// [`Limits::snapshot_chunk_size`](crate::Limits::snapshot_chunk_size). A receiver passes a
+/// frame's bytes on as they arrive, so this bounds nothing it holds.
+pub(crate) const MAX_DATA_FRAME: usize = 64 << 20;
+/// Length of a data frame's length prefix.
+pub(crate) const DATA_PREFIX_LEN: usize = 4;
+/// Length of the end frame: the zero length that marks it, the total length, the CRC-32C.
+pub(crate) const END_FRAME_LEN: usize = 16;
+
+/// The length prefix of a data frame of `len` bytes (1 to [`MAX_DATA_FRAME`]; a sender
+/// never writes another).
+pub(crate) fn encode_data_prefix(len: u32) -> [u8; DATA_PREFIX_LEN] {
+    debug_assert!(
+        len > 0 && len as usize <= MAX_DATA_FRAME,
+        "data frame of {len} bytes"
+    );
+    len.to_le_bytes()
+}
+
+/// The end frame of a snapshot stream whose data was `total_len` bytes with CRC-32C
+/// `crc32c`.
+pub(crate) fn encode_end_frame(total_len: u64, crc32c: u32) -> [u8; END_FRAME_LEN] {
+    let mut out = [0; END_FRAME_LEN];
+    out[DATA_PREFIX_LEN..12].copy_from_slice(&total_len.to_le_bytes());
+    out[12..].copy_from_slice(&crc32c.to_le_bytes());
+    out
+}
+
+/// Why the data section of a snapshot stream is not a complete, intact snapshot. Each
+/// ends the transfer; the messages name what was wrong, for the receiver's node and log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SnapshotDataError {
+    /// A data frame's length prefix exceeds [`MAX_DATA_FRAME`].
+    #[error("a snapshot data frame of {len} bytes exceeds the limit of {max} bytes per frame")]
+    FrameTooLong {
+        /// The claimed length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A data frame would take the snapshot past the receiver's size limit.
+    #[error(
+        "the snapshot exceeds the limit of {limit} bytes (max_snapshot_size): a frame of {len} more \
+         bytes after {received}"
+    )]
+    TooLarge {
+        /// The receiver's limit.
+        limit: u64,
+        /// Data bytes received before the frame.
+        received: u64,
+        /// The frame's length.
+        len: u64,
+    },
+    /// The end frame's length is not the number of data bytes that arrived.
+    #[error("the end frame claims {claimed} bytes of data, but {received} arrived")]
+    LengthMismatch {
+        /// The length the end frame gives.
+        claimed: u64,
+        /// The data bytes that arrived.
+        received: u64,
+    },
+    /// The end frame's CRC-32C is not that of the data that arrived.
+    #[error(
+        "CRC-32C mismatch: the end frame gives {claimed:08x}, the {received} bytes of data that \
+         arrived have {computed:08x}"
+    )]
+    CrcMismatch {
+        /// The checksum the end frame gives.
+        claimed: u32,
+        /// The checksum of the data that arrived.
+        computed: u32,
+        /// The data bytes that arrived.
+        received: u64,
+    },
+    /// Bytes followed the end frame.
+    #[error("{len} bytes after the end frame")]
+    AfterEnd {
+        /// How many (in the piece that held them; there may be more).
+        len: usize,
+    },
+    /// The stream ended before the end frame.
+    #[error(
+        "the stream ended without an end frame, after {received} bytes of data{}",
+        if *.inside_frame { " (inside a frame)" } else { "" }
+    )]
+    Truncated {
+        /// The data bytes that arrived.
+        received: u64,
+        /// Whether it ended inside a frame.
+        inside_frame: bool,
+    },
+}
+
+/// Where a [`SnapshotDataDecoder`] is in the data section.
+#[derive(Debug, Clone, Copy)]
+enum DataState {
+    /// Reading a frame's length prefix; `filled` bytes of it so far.
+    Prefix {
+        buf: [u8; DATA_PREFIX_LEN],
+        filled: usize,
+    },
+    /// Inside a data frame, `remaining` bytes of it still to come.
+    Data { remaining: usize },
+    /// Reading the end frame after its zero length; `filled` bytes of the rest so far.
+    End {
+        buf: [u8; END_FRAME_LEN - DATA_PREFIX_LEN],
+        filled: usize,
+    },
+    /// The end frame arrived and matched the data.
+    Ended,
+}
+
+const NEW_PREFIX: DataState = DataState::Prefix {
+    buf: [0; DATA_PREFIX_LEN],
+    filled: 0,
+};
+
+/// Decodes the data section of a snapshot stream (everything after the announcement), fed
+/// in pieces as they are read: checks each frame's length before its bytes, passes the
+/// data on as it comes (split off the input, not copied), counts it against a size limit,
+/// checksums it, and checks the end frame against it. It holds nothing but a few header
+/// bytes. After an error it must not be fed again.
+#[derive(Debug)]
+pub(crate) struct SnapshotDataDecoder {
+    state: DataState,
+    received: u64,
+    crc: u32,
+    limit: u64,
+}
+
+impl SnapshotDataDecoder {
+    /// A decoder that refuses more than `limit` bytes of data.
+    pub(crate) fn new(limit: u64) -> SnapshotDataDecoder {
+        SnapshotDataDecoder {
+            state: NEW_PREFIX,
+            received: 0,
+            crc: 0,
+            limit,
+        }
+    }
+
+    /// Data bytes passed on so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Whether the end frame arrived (and matched the data).
+    #[cfg(test)]
+    pub(crate) fn is_ended(&self) -> bool {
+        matches!(self.state, DataState::Ended)
+    }
+
+    /// Takes frame headers off the front of `input`, checking them, up to the next data:
+    /// returns at most `max` bytes of it, split off `input`. `Ok(None)` when `input` is used
+    /// up first, or when the next bytes are data and `max` is zero.
+    pub(crate) fn decode(
+        &mut self,
+        input: &mut Bytes,
+        max: usize,
+    ) -> Result<Option<Bytes>, SnapshotDataError> {
+        while !input.is_empty() {
+            match &mut self.state {
+                DataState::Prefix { buf, filled } => {
+                    let n = (DATA_PREFIX_LEN - *filled).min(input.len());
+                    buf[*filled..*filled + n].copy_from_slice(&input[..n]);
+                    input.advance(n);
+                    *filled += n;
+                    if *filled == DATA_PREFIX_LEN {
+                        let len = u32::from_le_bytes(*buf);
+                        self.state = self.frame(len)?;
+                    }
+                }
+                DataState::Data { remaining } => {
+                    if max == 0 {
+                        return Ok(None);
+                    }
+                    let n = (*remaining).min(input.len()).min(max);
+                    *remaining -= n;
+                    if *remaining == 0 {
+                        self.state = NEW_PREFIX;
+                    }
+                    let data = input.split_to(n);
+                    // Within the limit, checked when the frame began.
+                    self.received = self.received.saturating_add(n as u64);
+                    self.crc = crc32c::crc32c_append(self.crc, &data);
+                    return Ok(Some(data));
+                }
+                DataState::End { buf, filled } => {
+                    let n = (buf.len() - *filled).min(input.len());
+                    buf[*filled..*filled + n].copy_from_slice(&input[..n]);
+                    input.advance(n);
+                    *filled += n;
+                    if *filled == buf.len() {
+                        let mut total = [0; 8];
+                        total.copy_from_slice(&buf[..8]);
+                        let mut crc = [0; 4];
+                        crc.copy_from_slice(&buf[8..]);
+                        self.check_end(u64::from_le_bytes(total), u32::from_le_bytes(crc))?;
+                        self.state = DataState::Ended;
+                    }
+                }
+                DataState::Ended => return Err(SnapshotDataError::AfterEnd { len: input.len() }),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The state after a frame's length prefix.
+    fn frame(&self, len: u32) -> Result<DataState, SnapshotDataError> {
+        if len == 0 {
+            return Ok(DataState::End {
+                buf: [0; END_FRAME_LEN - DATA_PREFIX_LEN],
+                filled: 0,
+            });
+        }
+        let remaining = usize::try_from(len).ok().filter(|&l| l <= MAX_DATA_FRAME).ok_or(
+            SnapshotDataError::FrameTooLong {
+                len: u64::from(len),
+                max: MAX_DATA_FRAME,
+            },
+        )?;
+        match self.received.checked_add(u64::from(len)) {
+            Some(total) if total <= self.limit => Ok(DataState::Data { remaining }),
+            _ => Err(SnapshotDataError::TooLarge {
+                limit: self.limit,
+                received: self.received,
+                len: u64::from(len),
+            }),
+        }
+    }
+
+    fn check_end(&self, claimed: u64, crc: u32) -> Result<(), SnapshotDataError> {
+        if claimed != self.received {
+            return Err(SnapshotDataError::LengthMismatch {
+                claimed,
+                received: self.received,
+            });
+        }
+        if crc != self.crc {
+            return Err(SnapshotDataError::CrcMismatch {
+                claimed: crc,
+                computed: self.crc,
+                received: self.received,
+            });
+        }
+        Ok(())
+    }
+
+    /// The stream ended: an error unless the end frame arrived.
+    pub(crate) fn finish(&self) -> Result<(), SnapshotDataError> {
+        match self.state {
+            DataState::Ended => Ok(()),
+            DataState::Prefix { filled: 0, .. } => Err(SnapshotDataError::Truncated {
+                received: self.received,
+                inside_frame: false,
+            }),
+            _ => Err(SnapshotDataError::Truncated {
+                received: self.received,
+                inside_frame: true,
+            }),
+        }
+    }
 }
 
 /// Encodes a snapshot control value as one frame.
@@ -853,6 +1123,13 @@ mod tests {
                 .collect();
             let _ = decode_batch(&Frame::from(&bytes[..]));
             let _ = decode_control::<SnapshotHeader>(&Frame::from(&bytes[..]));
+            let mut data = SnapshotDataDecoder::new(len as u64 / 2);
+            let mut input = Bytes::from(bytes.clone());
+            let mut out = 0u64;
+            while let Ok(Some(piece)) = data.decode(&mut input, 100) {
+                out += piece.len() as u64;
+            }
+            assert!(out <= len as u64 / 2 && out == data.received());
             let mut decoder = FrameDecoder::new(4096);
             decoder.extend(Bytes::from(bytes));
             while let Ok(Some(frame)) = decoder.next_frame() {
@@ -867,22 +1144,30 @@ mod tests {
         assert_eq!(decode_greeting(&g), Ok(0xDEAD_BEEF));
         let bad = encode_greeting(*b"HTTP", 1);
         assert!(matches!(decode_greeting(&bad), Err(FrameError::BadGreeting(_))));
-        assert_eq!(MESSAGE_MAGIC, *b"RQM1", "version 1 greets as it always did");
-        assert_eq!(SNAPSHOT_MAGIC, *b"RQS1");
-        let newer = encode_greeting(*b"RQM2", 1);
+        assert_eq!(MESSAGE_MAGIC, *b"RQM2", "version 2 greets with its number");
+        assert_eq!(SNAPSHOT_MAGIC, *b"RQS2");
+        let newer = encode_greeting(*b"RQM3", 1);
         let err = decode_greeting(&newer).unwrap_err();
         assert_eq!(
             err,
             FrameError::UnsupportedVersion {
-                found: 2,
+                found: 3,
                 expected: STREAM_VERSION
             }
         );
         assert!(
-            err.to_string().contains("version 2, this node version 1"),
+            err.to_string().contains("version 3, this node version 2"),
             "{err}"
         );
         assert_eq!(decode_snapshot_greeting(&SNAPSHOT_MAGIC), Ok(()));
+        // A version 1 peer (acknowledged, resumable snapshots of announced length).
+        assert_eq!(
+            decode_snapshot_greeting(b"RQS1"),
+            Err(FrameError::UnsupportedVersion {
+                found: 1,
+                expected: STREAM_VERSION
+            })
+        );
         assert_eq!(
             decode_snapshot_greeting(b"RQS7"),
             Err(FrameError::UnsupportedVersion {
@@ -908,5 +1193,158 @@ mod tests {
         let mut trailing = payload.to_vec();
         trailing.push(0);
         assert!(decode_control::<SnapshotReply>(&Frame::from(&trailing[..])).is_err());
+    }
+
+    /// The data section of a snapshot of `data` sent in frames of at most `frame` bytes.
+    fn data_section(data: &[u8], frame: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in data.chunks(frame) {
+            out.extend(encode_data_prefix(piece.len() as u32));
+            out.extend(piece);
+        }
+        out.extend(encode_end_frame(data.len() as u64, crc32c::crc32c(data)));
+        out
+    }
+
+    /// Feeds `section` to a decoder in pieces of `step` bytes, taking at most `max` bytes
+    /// of data at a time; returns the data and how decoding ended.
+    fn decode_data(
+        section: &[u8],
+        limit: u64,
+        step: usize,
+        max: usize,
+    ) -> (Vec<u8>, Result<(), SnapshotDataError>) {
+        let mut decoder = SnapshotDataDecoder::new(limit);
+        let mut out = Vec::new();
+        for piece in section.chunks(step) {
+            let mut input = Bytes::copy_from_slice(piece);
+            while !input.is_empty() {
+                match decoder.decode(&mut input, max) {
+                    Ok(Some(data)) => {
+                        assert!(!data.is_empty() && data.len() <= max);
+                        out.extend_from_slice(&data);
+                    }
+                    Ok(None) => assert!(input.is_empty()),
+                    Err(e) => return (out, Err(e)),
+                }
+            }
+        }
+        assert_eq!(decoder.received(), out.len() as u64);
+        let end = decoder.finish();
+        assert_eq!(end.is_ok(), decoder.is_ended());
+        (out, end)
+    }
+
+    #[test]
+    fn snapshot_data_passes_through_in_any_cut() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for frame in [1, 100, 4096, 10_000] {
+            let section = data_section(&data, frame);
+            for step in [1, 3, 16, 1000, section.len()] {
+                for max in [1, 777, usize::MAX] {
+                    let (out, end) = decode_data(&section, 10_000, step, max);
+                    assert_eq!(end, Ok(()), "frame {frame} step {step} max {max}");
+                    assert_eq!(out, data);
+                }
+            }
+        }
+        // The empty snapshot: the end frame alone.
+        assert_eq!(decode_data(&data_section(&[], 1), 0, 1, 1), (vec![], Ok(())));
+        // Data is split off the input, not copied.
+        let section = Bytes::from(data_section(b"abcdef", 6));
+        let mut input = section.clone();
+        let mut decoder = SnapshotDataDecoder::new(6);
+        let piece = decoder.decode(&mut input, 100).unwrap().unwrap();
+        assert_eq!(piece.as_ptr(), section[4..].as_ptr());
+    }
+
+    #[test]
+    fn hostile_snapshot_data_is_named() {
+        let data = b"snapshot bytes".to_vec();
+        let good = data_section(&data, 5);
+        let end_at = good.len() - END_FRAME_LEN;
+
+        let mut wrong_crc = good.clone();
+        wrong_crc[good.len() - 1] ^= 1;
+        let (out, end) = decode_data(&wrong_crc, 100, 7, 100);
+        assert_eq!(out, data, "the data was passed on before its end was checked");
+        let err = end.unwrap_err();
+        assert!(
+            matches!(err, SnapshotDataError::CrcMismatch { received: 14, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("CRC-32C mismatch"), "{err}");
+
+        let mut wrong_len = good[..end_at].to_vec();
+        wrong_len.extend(encode_end_frame(15, crc32c::crc32c(&data)));
+        let err = decode_data(&wrong_len, 100, 100, 100).1.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the end frame claims 15 bytes of data, but 14 arrived"
+        );
+
+        // A corrupted byte of data fails the checksum.
+        let mut flipped = good.clone();
+        flipped[5] ^= 0x80;
+        assert!(matches!(
+            decode_data(&flipped, 100, 100, 100).1,
+            Err(SnapshotDataError::CrcMismatch { .. })
+        ));
+
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(
+            decode_data(&trailing, 100, 100, 100).1,
+            Err(SnapshotDataError::AfterEnd { len: 1 })
+        );
+
+        for cut in [0, 2, 4, 6, end_at, end_at + 4, good.len() - 1] {
+            let err = decode_data(&good[..cut], 100, 100, 100).1.unwrap_err();
+            assert!(matches!(err, SnapshotDataError::Truncated { .. }), "{cut}: {err}");
+        }
+        assert_eq!(
+            decode_data(&good[..end_at], 100, 100, 100)
+                .1
+                .unwrap_err()
+                .to_string(),
+            "the stream ended without an end frame, after 14 bytes of data"
+        );
+
+        let mut long = (MAX_DATA_FRAME as u32 + 1).to_le_bytes().to_vec();
+        long.extend([0; 16]);
+        let (out, end) = decode_data(&long, u64::MAX, 100, 100);
+        assert!(out.is_empty());
+        assert!(
+            matches!(end, Err(SnapshotDataError::FrameTooLong { .. })),
+            "{end:?}"
+        );
+    }
+
+    #[test]
+    fn snapshot_data_past_the_limit_is_refused_before_it_is_read() {
+        let data = vec![9u8; 100];
+        let section = data_section(&data, 40);
+        // The third frame (20 bytes after 80) would pass 90: refused from its prefix.
+        let (out, end) = decode_data(&section, 90, 1, 100);
+        assert_eq!(out.len(), 80);
+        let err = end.unwrap_err();
+        assert_eq!(
+            err,
+            SnapshotDataError::TooLarge {
+                limit: 90,
+                received: 80,
+                len: 20
+            }
+        );
+        assert!(err.to_string().contains("exceeds the limit of 90 bytes"), "{err}");
+        assert_eq!(decode_data(&section, 100, 1, 100).1, Ok(()));
+        // A huge length claim near the top of u64 neither overflows nor passes.
+        let mut decoder = SnapshotDataDecoder::new(u64::MAX);
+        decoder.received = u64::MAX - 1;
+        let mut input = Bytes::copy_from_slice(&2u32.to_le_bytes());
+        assert!(matches!(
+            decoder.decode(&mut input, 10),
+            Err(SnapshotDataError::TooLarge { .. })
+        ));
     }
 }

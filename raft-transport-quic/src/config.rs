@@ -119,36 +119,21 @@ impl QuicConfig {
             positive,
         )?;
         rule(
-            (1024..=64 << 20).contains(&l.snapshot_chunk_size),
+            l.max_snapshot_size > 0,
+            "limits.max_snapshot_size",
+            l.max_snapshot_size,
+            positive,
+        )?;
+        rule(
+            (1024..=crate::codec::MAX_DATA_FRAME).contains(&l.snapshot_chunk_size),
             "limits.snapshot_chunk_size",
             l.snapshot_chunk_size,
             "must be between 1 KiB and 64 MiB",
         )?;
         rule(
-            l.snapshot_memory_budget > 0,
-            "limits.snapshot_memory_budget",
-            l.snapshot_memory_budget,
-            positive,
-        )?;
-        rule(
-            l.max_snapshot_size <= l.snapshot_memory_budget,
-            "limits.max_snapshot_size",
-            l.max_snapshot_size,
-            format!(
-                "must not exceed snapshot_memory_budget ({}): a larger snapshot could never be received",
-                l.snapshot_memory_budget
-            ),
-        )?;
-        rule(
-            l.snapshot_window_chunks > 0,
-            "limits.snapshot_window_chunks",
-            l.snapshot_window_chunks,
-            positive,
-        )?;
-        rule(
-            l.snapshot_attempts > 0,
-            "limits.snapshot_attempts",
-            l.snapshot_attempts,
+            !l.snapshot_accept_timeout.is_zero(),
+            "limits.snapshot_accept_timeout",
+            l.snapshot_accept_timeout,
             positive,
         )?;
         rule(
@@ -244,31 +229,31 @@ pub struct Limits {
     /// Batches queued per peer before [`send`](raft_runtime::Transport::send) answers
     /// `Full`. Default 1024.
     pub peer_queue_capacity: usize,
-    /// The largest snapshot accepted, in bytes; a larger one is refused before any of it is
-    /// transferred. At most `snapshot_memory_budget`. Default 256 MiB.
+    /// The largest snapshot this node receives, in bytes, counted as its data arrives (a
+    /// sender does not announce a length: it reads its snapshot as it sends it). A transfer
+    /// is refused as soon as a data frame would take it past this size, before that frame's
+    /// bytes are read: the sender's `send_snapshot` returns `TransportError::Refused`, and
+    /// the node is told the snapshot is incomplete and keeps nothing of it.
+    ///
+    /// This bounds the disk a received snapshot may fill, not memory: the data is handed
+    /// to the node as it arrives (which writes it to its log store chunk by chunk), and a
+    /// reception holds at most the snapshot connection's QUIC stream receive window
+    /// ([`Tuning::stream_window`], 8 MiB by default) plus one
+    /// [`snapshot_chunk_size`](Limits::snapshot_chunk_size) (1 MiB), whatever the
+    /// snapshot's size. Must be positive. Default 256 MiB.
     pub max_snapshot_size: u64,
-    /// Memory, in bytes, that all snapshot receptions of the node may hold at once,
-    /// partial copies kept for resumption included. A snapshot is received into memory
-    /// before it is handed to the node, so a transfer is charged its whole announced size
-    /// when it starts (and holds it until the node took the snapshot); one that does not
-    /// fit next to those in progress is refused (the sender's `send_snapshot` returns
-    /// `TransportError::Refused` saying so) after partial copies from other peers have
-    /// been given up. Memory is allocated only as data arrives, never from the announced
-    /// size alone. Default 256 MiB.
-    pub snapshot_memory_budget: u64,
-    /// The receiver acknowledges every chunk of this many bytes. Default 1 MiB.
+    /// The largest piece of a snapshot handled at once, in bytes: a sender writes the data
+    /// it reads in frames of at most this size (splitting a larger chunk it reads), and a
+    /// receiver gathers at most this much of what arrived before handing it to its node
+    /// (less when no more has arrived). It is the "one chunk" of the memory bound of a
+    /// reception (see [`max_snapshot_size`](Limits::max_snapshot_size)). Between 1 KiB
+    /// and 64 MiB. Default 1 MiB.
     pub snapshot_chunk_size: usize,
-    /// How many unacknowledged chunks the sender may have in flight. Default 8.
-    pub snapshot_window_chunks: usize,
-    /// Connection attempts per snapshot transfer; each retry resumes from the last byte the
-    /// receiver holds. Default 3.
-    pub snapshot_attempts: u32,
-    /// How long a sender waits for the receiver's node to take a complete snapshot.
-    /// Default 5 minutes.
+    /// How long a sender waits, once it has sent a snapshot's last byte, for the verdict
+    /// of the receiver's node (which answers once it has stored the whole snapshot), and,
+    /// when the receiver stopped reading, for its reason. Must be positive. Default
+    /// 5 minutes.
     pub snapshot_accept_timeout: Duration,
-    /// How long a receiver keeps a partially received snapshot for the sender to resume.
-    /// Default 60 s.
-    pub snapshot_resume_window: Duration,
     /// Incoming handshakes in progress at once, node-wide. Default 16.
     ///
     /// A handshake costs the server a key exchange and a signature, on the tokio runtime
@@ -298,12 +283,8 @@ impl Default for Limits {
             coalesce_bytes: 1 << 20,
             peer_queue_capacity: 1024,
             max_snapshot_size: 256 << 20,
-            snapshot_memory_budget: 256 << 20,
             snapshot_chunk_size: 1 << 20,
-            snapshot_window_chunks: 8,
-            snapshot_attempts: 3,
             snapshot_accept_timeout: Duration::from_secs(300),
-            snapshot_resume_window: Duration::from_secs(60),
             max_concurrent_handshakes: 16,
             max_connections_per_peer: 4,
         }
@@ -347,7 +328,10 @@ pub struct Tuning {
     /// Upper bound for path MTU discovery. Default 6000: with GSO, larger datagrams were
     /// slower on this machine's loopback.
     pub max_mtu: u16,
-    /// Per-stream receive window, bytes. Default 8 MiB.
+    /// Per-stream receive window, bytes: how much a peer may send on a stream ahead of
+    /// what this node has read. It bounds what a snapshot reception holds (see
+    /// [`Limits::max_snapshot_size`]), and a snapshot sender's unacknowledged data. Default
+    /// 8 MiB.
     pub stream_window: u32,
     /// Per-connection receive window, bytes. Default 16 MiB.
     pub connection_window: u32,
@@ -425,20 +409,16 @@ mod tests {
                 Box::new(|c| c.limits.snapshot_chunk_size = 100),
             ),
             (
-                "limits.snapshot_memory_budget",
-                Box::new(|c| c.limits.snapshot_memory_budget = 0),
+                "limits.snapshot_chunk_size",
+                Box::new(|c| c.limits.snapshot_chunk_size = (64 << 20) + 1),
             ),
             (
                 "limits.max_snapshot_size",
-                Box::new(|c| c.limits.max_snapshot_size = u64::MAX),
+                Box::new(|c| c.limits.max_snapshot_size = 0),
             ),
             (
-                "limits.snapshot_window_chunks",
-                Box::new(|c| c.limits.snapshot_window_chunks = 0),
-            ),
-            (
-                "limits.snapshot_attempts",
-                Box::new(|c| c.limits.snapshot_attempts = 0),
+                "limits.snapshot_accept_timeout",
+                Box::new(|c| c.limits.snapshot_accept_timeout = Duration::ZERO),
             ),
             (
                 "limits.max_concurrent_handshakes",

@@ -23,9 +23,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{
-    Frame, FrameDecoder, FrameEncoder, FrameError, GREETING_LEN, MAX_CONTROL_FRAME, MAX_FRAME_LIMIT,
-    MESSAGE_MAGIC, SnapshotHeader, SnapshotReply, decode_batch, decode_control, decode_greeting,
-    encode_control, encode_greeting,
+    DATA_PREFIX_LEN, END_FRAME_LEN, Frame, FrameDecoder, FrameEncoder, FrameError, GREETING_LEN,
+    MAX_CONTROL_FRAME, MAX_DATA_FRAME, MAX_FRAME_LIMIT, MESSAGE_MAGIC, SnapshotDataDecoder, SnapshotHeader,
+    SnapshotReply, decode_batch, decode_control, decode_greeting, encode_control, encode_data_prefix,
+    encode_end_frame, encode_greeting,
 };
 
 /// A global allocator over [`System`] that keeps, per thread, the bytes allocated and not
@@ -133,24 +134,32 @@ const MAX_FRAMES: [usize; 4] = [64, 1 << 10, 64 << 10, 16 << 20];
 ///   time); the rest is the stream, fed chunk by chunk to a `FrameDecoder`, every frame
 ///   decoded with `decode_batch`, until an error (which closes a real connection).
 /// - `1`: one message frame's payload, decoded with `decode_batch`.
-/// - `2`: a snapshot header frame payload, decoded with `decode_control`.
+/// - `2`: a snapshot announcement frame payload, decoded with `decode_control`.
 /// - `3`: a snapshot reply frame payload, decoded with `decode_control`.
 /// - `4`: a message stream greeting, decoded with `decode_greeting`.
+/// - `5`: the data section of a snapshot stream (data frames and the end frame). The next
+///   byte picks the receiver's snapshot size limit (0 B to unlimited), how the stream is cut
+///   into chunks and how much data the receiver takes at a time; the rest is the stream,
+///   fed to a `SnapshotDataDecoder` until an error or its end.
 ///
 /// Properties: no panic; errors are values; a frame longer than the limit is refused from
 /// its length prefix (the decoder never holds more than one frame's worth of bytes beyond
 /// the chunk just read); allocation stays within [`decode_allowance`] of the input; every
-/// value decoded, encoded again, decodes to the same value.
+/// value decoded, encoded again, decodes to the same value. For snapshot data: no more
+/// data is passed on than the size limit, nor more at once than asked; a stream accepted
+/// as complete ends with an end frame giving the length and CRC-32C of exactly the data
+/// passed on, and that data, encoded again, is accepted again.
 pub fn frame_codec(data: &[u8]) {
     let Some((&selector, input)) = data.split_first() else {
         return;
     };
-    let ((), peak) = measure(|| match selector % 5 {
+    let ((), peak) = measure(|| match selector % MODES {
         0 => message_stream(input),
         1 => batch_payload(input),
         2 => control_payload::<SnapshotHeader>(input),
         3 => control_payload::<SnapshotReply>(input),
-        _ => greeting(input),
+        4 => greeting(input),
+        _ => snapshot_data(input),
     });
     if let Some(peak) = peak {
         let allowance = decode_allowance(input.len());
@@ -158,9 +167,88 @@ pub fn frame_codec(data: &[u8]) {
             peak <= allowance,
             "decoding {} bytes (mode {}) allocated {peak} bytes, more than the allowance of {allowance}",
             input.len(),
-            selector % 5
+            selector % MODES
         );
     }
+}
+
+/// The number of modes of [`frame_codec`].
+const MODES: u8 = 6;
+
+/// The snapshot size limits the snapshot data mode of [`frame_codec`] picks from.
+const SNAPSHOT_LIMITS: [u64; 4] = [0, 100, 64 << 10, u64::MAX];
+
+fn snapshot_data(input: &[u8]) {
+    let Some((&params, mut stream)) = input.split_first() else {
+        return;
+    };
+    let limit = SNAPSHOT_LIMITS[usize::from(params & 3)];
+    let scale = 1usize << ((params >> 2) % 13);
+    let mut decoder = SnapshotDataDecoder::new(limit);
+    let mut out = Vec::new();
+    let mut consumed = 0usize;
+    let mut step = 0usize;
+    while !stream.is_empty() {
+        step += 1;
+        let len = (1 + (step * 7919) % scale).min(stream.len());
+        let (chunk, rest) = stream.split_at(len);
+        stream = rest;
+        let mut piece = Bytes::copy_from_slice(chunk);
+        loop {
+            let max = 1 + (step * 104_729 + out.len()) % scale;
+            let before = piece.len();
+            let Ok(decoded) = decoder.decode(&mut piece, max) else {
+                return;
+            };
+            consumed += before - piece.len();
+            let Some(data) = decoded else {
+                assert!(piece.is_empty(), "stopped with input left");
+                break;
+            };
+            assert!(
+                !data.is_empty() && data.len() <= max,
+                "{} bytes of data, asked {max}",
+                data.len()
+            );
+            out.extend_from_slice(&data);
+            assert!(out.len() as u64 <= limit, "more data than the limit");
+        }
+    }
+    assert_eq!(decoder.received(), out.len() as u64);
+    if decoder.finish().is_err() {
+        return;
+    }
+    // Accepted: the last bytes were the end frame, and it describes the data exactly.
+    let whole = &input[1..];
+    assert_eq!(consumed, whole.len());
+    let end = &whole[whole.len() - END_FRAME_LEN..];
+    assert_eq!(end[..DATA_PREFIX_LEN], [0; DATA_PREFIX_LEN]);
+    assert_eq!(end[DATA_PREFIX_LEN..12], (out.len() as u64).to_le_bytes());
+    assert_eq!(end[12..], crc32c::crc32c(&out).to_le_bytes());
+    let again = snapshot_data_section(&out, MAX_DATA_FRAME);
+    let mut decoder = SnapshotDataDecoder::new(limit);
+    let mut input = Bytes::from(again);
+    let mut total = 0;
+    while let Some(data) = decoder.decode(&mut input, usize::MAX).expect("own data decodes") {
+        total += data.len();
+    }
+    assert!(
+        decoder.finish().is_ok() && total == out.len(),
+        "own data is accepted"
+    );
+}
+
+/// The data section of a snapshot stream carrying `data` in frames of at most `frame`
+/// bytes.
+fn snapshot_data_section(data: &[u8], frame: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / frame.max(1) * DATA_PREFIX_LEN + 32);
+    for piece in data.chunks(frame.max(1)) {
+        let len = u32::try_from(piece.len()).expect("frames fit a u32");
+        out.extend(encode_data_prefix(len));
+        out.extend(piece);
+    }
+    out.extend(encode_end_frame(data.len() as u64, crc32c::crc32c(data)));
+    out
 }
 
 fn message_stream(input: &[u8]) {
@@ -305,21 +393,16 @@ pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
         out.push((format!("batch-{i}"), input));
     }
     let header = SnapshotHeader {
-        transfer_id: 0x1234_5678_9abc,
-        total_len: 8 << 20,
-        crc32c: 0xdead_beef,
-        chunk_size: 1 << 20,
         message: snapshot_message(),
     };
     let mut input = vec![2];
     input.extend(&encode_control(&header)[4..]);
     out.push(("snapshot-header".to_string(), input));
     let replies = [
-        SnapshotReply::Accept { resume_from: 3 << 20 },
-        SnapshotReply::Ack { received: 1 << 20 },
+        SnapshotReply::Accept,
         SnapshotReply::Done,
         SnapshotReply::Refused {
-            reason: "snapshot checksum mismatch".into(),
+            reason: "the snapshot's data was not stored: CRC-32C mismatch".into(),
         },
     ];
     for (i, reply) in replies.iter().enumerate() {
@@ -327,6 +410,26 @@ pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
         input.extend(&encode_control(reply)[4..]);
         out.push((format!("snapshot-reply-{i}"), input));
     }
+    let data: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 256) as u8).collect();
+    // Unlimited, cut in chunks of up to 64 bytes; then limited to 64 KiB, byte by byte.
+    for (params, name, section) in [
+        (0x1b, "snapshot-data", snapshot_data_section(&data, 1000)),
+        (
+            0x02,
+            "snapshot-data-bytewise",
+            snapshot_data_section(&data[..200], 64),
+        ),
+        (0x1b, "snapshot-data-empty", snapshot_data_section(&[], 1)),
+    ] {
+        let mut input = vec![5, params];
+        input.extend(section);
+        out.push((name.to_string(), input));
+    }
+    let mut bad_crc = vec![5, 0x1b];
+    bad_crc.extend(snapshot_data_section(&data, 1000));
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0xff;
+    out.push(("snapshot-data-bad-crc".to_string(), bad_crc));
     let mut input = vec![4];
     input.extend(encode_greeting(MESSAGE_MAGIC, 0x0123_4567_89ab_cdef));
     out.push(("greeting".to_string(), input));
@@ -393,6 +496,19 @@ mod tests {
         for (name, input) in sample_inputs() {
             let payload = Frame::from(&input[1..]);
             match input[0] {
+                5 => {
+                    let mut decoder = SnapshotDataDecoder::new(u64::MAX);
+                    let mut data = Bytes::copy_from_slice(&input[2..]);
+                    let mut result = Ok(());
+                    while !data.is_empty() {
+                        if let Err(e) = decoder.decode(&mut data, usize::MAX) {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                    let accepted = result.is_ok() && decoder.finish().is_ok();
+                    assert_eq!(accepted, !name.ends_with("bad-crc"), "{name}");
+                }
                 0 if name.ends_with("oversize") => {}
                 0 => {
                     let mut decoder = FrameDecoder::new(MAX_FRAMES[usize::from(input[1] & 3)]);
@@ -407,7 +523,8 @@ mod tests {
                 1 => assert!(decode_batch(&payload).is_ok(), "{name}"),
                 2 => assert!(decode_control::<SnapshotHeader>(&payload).is_ok(), "{name}"),
                 3 => assert!(decode_control::<SnapshotReply>(&payload).is_ok(), "{name}"),
-                _ => assert!(decode_greeting(input[1..].try_into().unwrap()).is_ok(), "{name}"),
+                4 => assert!(decode_greeting(input[1..].try_into().unwrap()).is_ok(), "{name}"),
+                other => panic!("{name}: mode {other}"),
             }
         }
     }

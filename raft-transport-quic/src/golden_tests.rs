@@ -1,7 +1,8 @@
 //! Golden bytes of the stream formats ([`STREAM_VERSION`]): the greetings, a frame of each
 //! [`WireMessage`] shape, a frame batching several messages, and the snapshot stream's
-//! header and replies, encoded and compared with `tests/golden/streams-v<N>.hex`, then
-//! decoded back with the transport's decoders.
+//! announcement, data section (data frames and the end frame) and replies, encoded and
+//! compared with `tests/golden/streams-v<N>.hex`, then decoded back with the transport's
+//! decoders.
 //!
 //! Regenerate (only for a new version):
 //! `UPDATE_GOLDEN=1 cargo test -p raft-transport-quic --lib golden`.
@@ -15,13 +16,13 @@ use raft_runtime::golden::{Golden, Section, samples};
 
 use crate::codec::{
     FrameDecoder, FrameEncoder, MAX_CONTROL_FRAME, MESSAGE_MAGIC, SNAPSHOT_MAGIC, STREAM_VERSION,
-    SnapshotHeader, SnapshotReply, decode_batch, decode_control, decode_greeting, decode_snapshot_greeting,
-    encode_control, encode_greeting,
+    SnapshotDataDecoder, SnapshotHeader, SnapshotReply, decode_batch, decode_control, decode_greeting,
+    decode_snapshot_greeting, encode_control, encode_data_prefix, encode_end_frame, encode_greeting,
 };
 
 fn golden() -> Golden {
     Golden {
-        format: "the QUIC streams (greetings, frames, snapshot control values)",
+        format: "the QUIC streams (greetings, frames, snapshot control values and data)",
         constant: "STREAM_VERSION in raft-transport-quic/src/codec.rs",
         version: u32::from(STREAM_VERSION),
         dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
@@ -41,6 +42,9 @@ enum Unit {
     /// One message frame, length prefix included.
     Frame(Vec<WireMessage>),
     Header(SnapshotHeader),
+    /// The data section of a snapshot stream carrying these data frames, then its end
+    /// frame.
+    SnapshotData(Vec<Vec<u8>>),
     Reply(SnapshotReply),
 }
 
@@ -62,12 +66,8 @@ fn units() -> Vec<(String, Unit)> {
     units.push(("frame: a batch of three messages".into(), Unit::Frame(batch)));
     units.push(("snapshot stream greeting".into(), Unit::SnapshotGreeting));
     units.push((
-        "snapshot header".into(),
+        "snapshot announcement".into(),
         Unit::Header(SnapshotHeader {
-            transfer_id: 0xfeed_f00d,
-            total_len: 5_000_000_000,
-            crc32c: 0x89ab_cdef,
-            chunk_size: 1 << 20,
             message: Message {
                 from: 1,
                 to: 4,
@@ -76,9 +76,16 @@ fn units() -> Vec<(String, Unit)> {
             },
         }),
     ));
+    units.push((
+        "snapshot data: two data frames and the end frame".into(),
+        Unit::SnapshotData(vec![b"a snapshot's ".to_vec(), b"bytes".to_vec()]),
+    ));
+    units.push((
+        "snapshot data: an empty snapshot (the end frame alone)".into(),
+        Unit::SnapshotData(Vec::new()),
+    ));
     for reply in [
-        SnapshotReply::Accept { resume_from: 65_536 },
-        SnapshotReply::Ack { received: 3_000_000 },
+        SnapshotReply::Accept,
         SnapshotReply::Done,
         SnapshotReply::Refused {
             reason: "too large".into(),
@@ -86,8 +93,7 @@ fn units() -> Vec<(String, Unit)> {
     ] {
         // Every variant, and a new one stops this from compiling until it is named here.
         let name = match reply {
-            SnapshotReply::Accept { .. } => "snapshot reply: accept",
-            SnapshotReply::Ack { .. } => "snapshot reply: ack",
+            SnapshotReply::Accept => "snapshot reply: accept",
             SnapshotReply::Done => "snapshot reply: done",
             SnapshotReply::Refused { .. } => "snapshot reply: refused",
         };
@@ -108,6 +114,16 @@ fn encode(unit: &Unit) -> Vec<u8> {
             encoder.take().concat()
         }
         Unit::Header(header) => encode_control(header).to_vec(),
+        Unit::SnapshotData(frames) => {
+            let mut out = Vec::new();
+            for frame in frames {
+                out.extend(encode_data_prefix(frame.len() as u32));
+                out.extend(frame);
+            }
+            let data = frames.concat();
+            out.extend(encode_end_frame(data.len() as u64, crc32c::crc32c(&data)));
+            out
+        }
         Unit::Reply(reply) => encode_control(reply).to_vec(),
     }
 }
@@ -134,6 +150,17 @@ fn decode(bytes: &[u8], like: &Unit) -> Unit {
         }
         Unit::Frame(_) => Unit::Frame(decode_batch(&frame()).unwrap()),
         Unit::Header(_) => Unit::Header(decode_control(&frame()).unwrap()),
+        Unit::SnapshotData(_) => {
+            // Whole, each frame's data comes out in one piece.
+            let mut decoder = SnapshotDataDecoder::new(u64::MAX);
+            let mut input = Bytes::copy_from_slice(bytes);
+            let mut frames = Vec::new();
+            while let Some(data) = decoder.decode(&mut input, usize::MAX).unwrap() {
+                frames.push(data.to_vec());
+            }
+            decoder.finish().expect("a complete, intact snapshot");
+            Unit::SnapshotData(frames)
+        }
         Unit::Reply(_) => Unit::Reply(decode_control(&frame()).unwrap()),
     }
 }

@@ -19,9 +19,13 @@
 //!   admit only listed members: until the transport is given the member list (by
 //!   [`QuicConfig::with_initial_peers`] or the first [`Transport::set_peers`]) it refuses
 //!   every peer (see [`TlsConfig`]).
-//! * **Snapshots on their own connection**, in acknowledged chunks, resumable after a
-//!   broken connection, checked with CRC-32C, with a size limit; a transfer that cannot
-//!   be completed makes [`Transport::send_snapshot`] return an error.
+//! * **Snapshots streamed on their own connection**: read from the sender's
+//!   [`SnapshotStream`] as the receiver takes them, handed to the receiving node as they
+//!   arrive, never held whole on either side (a reception holds at most the QUIC stream
+//!   receive window plus one chunk), checked at the end with a length and a CRC-32C, with
+//!   a size limit counted as data arrives; a transfer that breaks, or that the receiving
+//!   node does not take, makes [`Transport::send_snapshot`] return an error (see
+//!   `src/snapshot.rs` and [`codec`]).
 //! * **Down peers are cheap.** Reconnects use capped exponential backoff with jitter,
 //!   keep-alives run below the idle timeout, and "unreachable" is logged at most once per
 //!   interval per peer.
@@ -77,11 +81,11 @@
 //! [`Transport::set_peers`]: raft_runtime::Transport::set_peers
 //! [`Transport::send_snapshot`]: raft_runtime::Transport::send_snapshot
 //! [`SendError::Full`]: raft_runtime::SendError::Full
+//! [`SnapshotStream`]: raft_runtime::SnapshotStream
 
 #![deny(missing_docs)]
 
 mod backoff;
-mod budget;
 pub mod codec;
 mod config;
 mod dev;

@@ -1,6 +1,6 @@
 //! Reading the codec's units (greetings and frames) from a QUIC receive stream.
 
-use quinn::RecvStream;
+use quinn::{ReadError, RecvStream};
 
 use crate::codec::{Frame, FrameDecoder, FrameError, GREETING_LEN, decode_greeting};
 
@@ -18,6 +18,15 @@ pub(crate) enum ReadFailure {
     Stream(String),
 }
 
+/// A read error in words, with the cause of a lost connection (quinn's own text for it
+/// says only "connection lost").
+pub(crate) fn read_error(e: &ReadError) -> String {
+    match e {
+        ReadError::ConnectionLost(e) => format!("connection lost: {e}"),
+        other => other.to_string(),
+    }
+}
+
 /// Reads the next frame's payload; `Ok(None)` when the peer finished the stream cleanly
 /// between frames.
 pub(crate) async fn read_frame(
@@ -32,7 +41,7 @@ pub(crate) async fn read_frame(
             Ok(Some(chunk)) => decoder.extend(chunk.bytes),
             Ok(None) if decoder.is_empty() => return Ok(None),
             Ok(None) => return Err(FrameError::Truncated.into()),
-            Err(e) => return Err(ReadFailure::Stream(e.to_string())),
+            Err(e) => return Err(ReadFailure::Stream(read_error(&e))),
         }
     }
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint};
 use raft_core::{Message, NodeId};
 use raft_runtime::{
-    Inbox, RegisterError, SendError, Transport, TransportError, TransportMetrics, WireMessage,
+    Inbox, RegisterError, SendError, SnapshotStream, Transport, TransportError, TransportMetrics, WireMessage,
 };
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -20,14 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backoff::{Jitter, LogLimiter};
-use crate::budget::MemoryBudget;
 use crate::codec::{MESSAGE_MAGIC, encode_greeting};
 use crate::config::{Limits, QuicConfig, Tuning};
 use crate::endpoint::{self, close};
 use crate::error::QuicError;
 use crate::identity::node_id_of;
 use crate::link::{self, Control, Established};
-use crate::snapshot::{self, PartialSnapshot, ReceiveSlot};
+use crate::snapshot::{self, ReceiveSlot};
 use crate::stream::read_greeting;
 use crate::tls::{ALPN_MESSAGES, ALPN_SNAPSHOTS, Members, build_crypto};
 
@@ -49,8 +48,6 @@ pub struct QuicStats {
     pub snapshots_sent: u64,
     /// Snapshots received and delivered to this node.
     pub snapshots_received: u64,
-    /// Snapshot transfers that resumed from a partial copy instead of starting over.
-    pub snapshot_resumes: u64,
     /// Incoming connection attempts turned away (answered with a QUIC Retry, or refused)
     /// because [`Limits::max_concurrent_handshakes`] handshakes were in progress.
     pub handshakes_turned_away: u64,
@@ -60,9 +57,6 @@ pub struct QuicStats {
     /// Message connections closed because the peer stopped reading
     /// ([`Tuning::write_timeout`](crate::Tuning::write_timeout)).
     pub write_timeouts: u64,
-    /// Bytes of the snapshot memory budget ([`Limits::snapshot_memory_budget`]) reserved
-    /// now, by receptions in progress and partial copies kept for resumption.
-    pub snapshot_memory_in_use: u64,
 }
 
 /// How a node is connected to a peer right now.
@@ -88,7 +82,6 @@ pub(crate) struct Counters {
     pub(crate) inbox_full: AtomicU64,
     pub(crate) snapshots_sent: AtomicU64,
     pub(crate) snapshots_received: AtomicU64,
-    pub(crate) snapshot_resumes: AtomicU64,
     pub(crate) handshakes_turned_away: AtomicU64,
     pub(crate) excess_connections_closed: AtomicU64,
     pub(crate) write_timeouts: AtomicU64,
@@ -170,26 +163,17 @@ pub(crate) struct Shared {
     /// The runtime the transport was bound in: every task runs there, whichever thread
     /// calls `set_peers`.
     pub(crate) runtime: tokio::runtime::Handle,
-    /// Partial snapshots kept for resumption, at most one per peer.
-    pub(crate) partial_snapshots: Mutex<HashMap<NodeId, PartialSnapshot>>,
-    /// Memory for snapshot receptions and partial copies, node-wide.
-    pub(crate) snapshot_budget: Arc<MemoryBudget>,
-    /// One snapshot reception at a time per peer.
+    /// One snapshot reception at a time per peer (so at most one per member node-wide).
     pub(crate) receive_slots: Mutex<HashMap<NodeId, Arc<ReceiveSlot>>>,
     /// The connections each peer opened to this node and that may still be open, oldest
     /// first; at most `max_connections_per_peer` each.
     incoming: Mutex<HashMap<NodeId, Vec<Connection>>>,
     /// Incoming handshakes in progress, at most `max_concurrent_handshakes`.
     handshakes: Arc<Semaphore>,
-    /// Test hook: the receiver drops a snapshot connection after this many bytes, once.
+    /// Test hook: the receiver closes the next snapshot connection once this many bytes
+    /// of its data arrived.
     #[cfg(test)]
     pub(crate) snapshot_fault: AtomicU64,
-    /// Test hook: the sender stops writing a snapshot after this many bytes, once, and
-    /// retries while leaving the stalled connection open (kept in `stalled`).
-    #[cfg(test)]
-    pub(crate) snapshot_stall: AtomicU64,
-    #[cfg(test)]
-    pub(crate) stalled: Mutex<Vec<Connection>>,
 }
 
 impl Shared {
@@ -245,13 +229,20 @@ impl Shared {
         let shared = self;
         let ids: BTreeSet<NodeId> = peers.keys().copied().collect();
         shared.members.set(ids.clone());
+        // Snapshot receptions from removed peers end (their nodes are told why), and the
+        // peers' snapshot and not yet adopted connections close; their message
+        // connections close with their links below.
         shared
-            .partial_snapshots
+            .receive_slots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| ids.contains(id));
-        // Snapshot transfers and not yet adopted connections of removed peers; their
-        // message connections close with their links below.
+            .retain(|id, slot| {
+                let keep = ids.contains(id);
+                if !keep {
+                    slot.cancel(format!("node {id} was removed from the membership"));
+                }
+                keep
+            });
         shared
             .incoming
             .lock()
@@ -414,7 +405,6 @@ impl QuicTransport {
         let members = Arc::new(Members::new(node_id, initial_members));
         let crypto = build_crypto(&config.tls, &members)?;
         let endpoints = endpoint::build(config.listen_addr, &config.tuning, crypto)?;
-        let snapshot_budget = MemoryBudget::new(config.limits.snapshot_memory_budget);
         let handshakes = Arc::new(Semaphore::new(config.limits.max_concurrent_handshakes));
         let shared = Arc::new(Shared {
             node_id,
@@ -432,17 +422,11 @@ impl QuicTransport {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             runtime: tokio::runtime::Handle::current(),
-            partial_snapshots: Mutex::new(HashMap::new()),
-            snapshot_budget,
             receive_slots: Mutex::new(HashMap::new()),
             incoming: Mutex::new(HashMap::new()),
             handshakes,
             #[cfg(test)]
             snapshot_fault: AtomicU64::new(0),
-            #[cfg(test)]
-            snapshot_stall: AtomicU64::new(0),
-            #[cfg(test)]
-            stalled: Mutex::new(Vec::new()),
         });
         if let Some(peers) = config.initial_peers {
             shared.set_peers(peers);
@@ -527,26 +511,23 @@ impl QuicTransport {
             inbox_full: get(&c.inbox_full),
             snapshots_sent: get(&c.snapshots_sent),
             snapshots_received: get(&c.snapshots_received),
-            snapshot_resumes: get(&c.snapshot_resumes),
             handshakes_turned_away: get(&c.handshakes_turned_away),
             excess_connections_closed: get(&c.excess_connections_closed),
             write_timeouts: get(&c.write_timeouts),
-            snapshot_memory_in_use: self.shared.snapshot_budget.used(),
         }
     }
 
-    /// Test hook: this node's receiver drops the next snapshot connection once it holds
-    /// `bytes` bytes.
+    /// The shared state (tests).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Test hook: this node's receiver closes the next snapshot connection once `bytes`
+    /// bytes of its data arrived.
     #[cfg(test)]
     pub(crate) fn inject_snapshot_fault(&self, bytes: u64) {
         self.shared.snapshot_fault.store(bytes, Ordering::Relaxed);
-    }
-
-    /// Test hook: this node's sender stalls the next snapshot transfer after `bytes` bytes
-    /// (keeping its connection open) and retries on a new connection.
-    #[cfg(test)]
-    pub(crate) fn inject_snapshot_stall(&self, bytes: u64) {
-        self.shared.snapshot_stall.store(bytes, Ordering::Relaxed);
     }
 }
 
@@ -618,20 +599,16 @@ impl Transport for QuicTransport {
         }
     }
 
+    /// Streams the snapshot on a connection of its own, reading `data` as the peer takes
+    /// it (QUIC flow control is the back-pressure), and returns once the peer's node took
+    /// it. One attempt: a broken transfer is an error (`Unreachable`, also when reading
+    /// `data` failed), as is a refusal by the peer or its node (`Refused`).
     async fn send_snapshot(
         &self,
         to: NodeId,
         message: Message,
-        data: raft_runtime::SnapshotStream,
+        data: SnapshotStream,
     ) -> Result<(), TransportError> {
-        // Interim: gathered whole until the transfer protocol streams.
-        let data = data
-            .into_bytes(self.shared.limits.max_snapshot_size)
-            .await
-            .map_err(|e| TransportError::Unreachable {
-                peer: to,
-                reason: format!("reading the snapshot failed: {e}"),
-            })?;
         snapshot::send(&self.shared, to, message, data).await
     }
 

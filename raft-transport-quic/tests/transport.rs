@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use raft_core::{ConfState, Heartbeat, HeartbeatResponse, Message, MessageBody, NodeId, SnapshotMeta};
 use raft_runtime::{
-    DeliverSnapshotError, Inbox, InboxReceiver, Incoming, RegisterError, SendError, Transport,
-    TransportError, WireMessage,
+    DeliverSnapshotError, Inbox, InboxReceiver, Incoming, RegisterError, SendError, SnapshotStream,
+    Transport, TransportError, WireMessage,
 };
 use raft_transport_quic::{DevCa, QuicConfig, QuicError, QuicTransport, TlsConfig};
 
@@ -120,6 +120,70 @@ fn snapshot_message(from: NodeId, to: NodeId) -> Message {
             conf_state: ConfState::with_voters([from, to]),
         })),
     }
+}
+
+/// A snapshot of `size` bytes generated a chunk of 1 MiB at a time as it is read (never
+/// held whole), with the CRC-32C of what it generated so far (the whole snapshot's once the
+/// stream has ended).
+fn generated(size: u64, seed: u64) -> (SnapshotStream, Arc<AtomicU32>) {
+    const CHUNK: u64 = 1 << 20;
+    let crc = Arc::new(AtomicU32::new(0));
+    let state = (0u64, seed | 1, crc.clone());
+    let stream = futures::stream::unfold(state, move |(at, mut x, crc)| async move {
+        if at >= size {
+            return None;
+        }
+        let len = CHUNK.min(size - at) as usize;
+        let mut chunk = vec![0u8; len];
+        for word in chunk.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            word.copy_from_slice(&x.to_le_bytes()[..word.len()]);
+        }
+        crc.store(
+            crc32c::crc32c_append(crc.load(Ordering::Relaxed), &chunk),
+            Ordering::Relaxed,
+        );
+        Some((Ok(Bytes::from(chunk)), (at + len as u64, x, crc)))
+    });
+    (SnapshotStream::new(stream), crc)
+}
+
+/// Reads a snapshot to its end: its length and CRC-32C, or the error it ended with.
+async fn read_snapshot(mut data: SnapshotStream) -> Result<(u64, u32), std::io::Error> {
+    let (mut len, mut crc) = (0u64, 0u32);
+    while let Some(chunk) = data.next_chunk().await? {
+        len += chunk.len() as u64;
+        crc = crc32c::crc32c_append(crc, &chunk);
+    }
+    Ok((len, crc))
+}
+
+/// What a node's runtime answers once it has read a snapshot: the store's verdict on
+/// what it read.
+fn verdict(read: &Result<(u64, u32), std::io::Error>) -> Result<(), DeliverSnapshotError> {
+    match read {
+        Ok(_) => Ok(()),
+        Err(e) => Err(DeliverSnapshotError::NotStored(e.to_string())),
+    }
+}
+
+/// The next value on `rx`, within the deadline.
+async fn next<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .expect("timed out waiting for the runtime")
+        .expect("the runtime is running")
+}
+
+/// A snapshot that sends `first` bytes, then never yields again (nor ends): a transfer
+/// that stays in progress.
+fn stalling(first: usize) -> SnapshotStream {
+    SnapshotStream::new(futures::StreamExt::chain(
+        futures::stream::iter(vec![Ok(Bytes::from(garbage(3, first)))]),
+        futures::stream::pending(),
+    ))
 }
 
 /// Sends a batch, retrying while the peer's queue is full.
@@ -346,7 +410,12 @@ async fn unknown_peers_full_queues_and_shutdown_are_reported() {
     assert!(full > 0, "a bounded queue to a silent peer fills up");
     assert!(a.metrics().dropped > full, "the unknown peer counted too");
     assert!(matches!(
-        a.send_snapshot(5, snapshot_message(1, 5), Bytes::new()).await,
+        a.send_snapshot(
+            5,
+            snapshot_message(1, 5),
+            SnapshotStream::from_bytes(Bytes::new())
+        )
+        .await,
         Err(TransportError::UnknownPeer(5))
     ));
     a.shutdown().await;
@@ -709,7 +778,7 @@ async fn raw_stream(
 }
 
 fn greeting() -> Vec<u8> {
-    let mut g = b"RQM1".to_vec();
+    let mut g = b"RQM2".to_vec();
     g.extend_from_slice(&42u64.to_le_bytes());
     g
 }
@@ -751,7 +820,7 @@ async fn oversize_and_random_frames_close_only_that_connection() {
     send.write_all(&greeting()).await.unwrap();
     let mut reply = [0u8; 12];
     recv.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply[..4], b"RQM1");
+    assert_eq!(&reply[..4], b"RQM2");
     send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
     let (code, reason) = closed_with(&conn).await;
     assert_eq!(code, 3, "oversize: {reason}");
@@ -780,12 +849,12 @@ async fn oversize_and_random_frames_close_only_that_connection() {
     assert_eq!(closed_with(&conn).await.0, 5);
     // A greeting of another stream format version: refused, and the reason names both.
     let (_ep, conn, mut send, _recv) = raw_stream(&ca, 3, addr, 2).await;
-    let mut newer = b"RQM2".to_vec();
+    let mut newer = b"RQM3".to_vec();
     newer.extend_from_slice(&42u64.to_le_bytes());
     let _ = send.write_all(&newer).await;
     let (code, reason) = closed_with(&conn).await;
     assert_eq!(code, 5, "{reason}");
-    assert!(reason.contains("version 2, this node version 1"), "{reason}");
+    assert!(reason.contains("version 3, this node version 2"), "{reason}");
 
     assert_eq!(server.stats().malformed_frames, 22);
     // The node still serves its real peer.
@@ -816,7 +885,7 @@ async fn a_64_mib_snapshot_arrives_intact_while_heartbeats_flow() {
     snapshot_while_heartbeats_flow(64 << 20).await;
 }
 
-/// The long variant (about 2.5 GiB of memory):
+/// The long variant:
 /// `cargo test -p raft-transport-quic --release --test transport -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: a 1 GiB snapshot"]
@@ -824,35 +893,36 @@ async fn a_1_gib_snapshot_arrives_intact_while_heartbeats_flow() {
     snapshot_while_heartbeats_flow(1 << 30).await;
 }
 
-/// Sends a snapshot of `size` bytes while node 1 keeps exchanging heartbeats with node 2,
-/// checks it arrives intact and prints the heartbeat latency.
-async fn snapshot_while_heartbeats_flow(size: usize) {
+/// Sends a snapshot of `size` bytes, generated as it is read, while node 1 keeps
+/// exchanging heartbeats with node 2, checks it arrives intact and prints the heartbeat
+/// latency.
+async fn snapshot_while_heartbeats_flow(size: u64) {
     const HEARTBEATS_DURING: usize = 20;
     let ca = DevCa::generate().unwrap();
     let mut nodes = cluster_with(&ca, &[1, 2], |cfg| {
-        let limits = &mut cfg.limits;
-        limits.snapshot_memory_budget = limits.snapshot_memory_budget.max(size as u64);
-        limits.max_snapshot_size = limits.snapshot_memory_budget;
+        cfg.limits.max_snapshot_size = cfg.limits.max_snapshot_size.max(size);
     })
     .await;
     settle(&nodes).await;
     let (b, mut b_rx) = nodes.pop().unwrap();
     let (a, mut a_rx) = nodes.pop().unwrap();
 
-    // Node 2 answers heartbeats, and takes the snapshot only after answering
-    // HEARTBEATS_DURING more heartbeats: heartbeats must flow while a snapshot is pending.
+    // Node 2 answers heartbeats, reads the snapshot as it arrives, and takes it only once
+    // it has read it all and answered HEARTBEATS_DURING more heartbeats: heartbeats must
+    // flow while a snapshot is pending.
     let follower = {
         let b = b.clone();
         tokio::spawn(async move {
             let mut answered = 0usize;
-            let mut pending: Option<(
+            type Pending = (
                 usize,
                 tokio::sync::oneshot::Sender<Result<(), DeliverSnapshotError>>,
-            )> = None;
-            let mut received = None;
+                tokio::task::JoinHandle<Result<(u64, u32), std::io::Error>>,
+            );
+            let mut pending: Option<Pending> = None;
             loop {
                 match b_rx.recv().await {
-                    None => return received,
+                    None => panic!("the inbox closed before the snapshot was taken"),
                     Some(Incoming::Messages { messages, .. }) => {
                         for m in messages {
                             if let WireMessage::Raft(Message {
@@ -872,16 +942,20 @@ async fn snapshot_while_heartbeats_flow(size: usize) {
                                 answered += 1;
                             }
                         }
-                        if pending.as_ref().is_some_and(|(target, _)| answered >= *target) {
-                            let (_, ack) = pending.take().unwrap();
-                            ack.send(Ok(())).unwrap();
-                            return received;
+                        if pending
+                            .as_ref()
+                            .is_some_and(|(target, _, reader)| answered >= *target && reader.is_finished())
+                        {
+                            let (_, ack, reader) = pending.take().unwrap();
+                            let read = reader.await.unwrap();
+                            ack.send(verdict(&read)).unwrap();
+                            return read.expect("the snapshot arrives intact");
                         }
                     }
                     Some(Incoming::Snapshot { data, ack, from, .. }) => {
                         assert_eq!(from, 1);
-                        received = Some(data);
-                        pending = Some((answered + HEARTBEATS_DURING, ack));
+                        let reader = tokio::spawn(read_snapshot(data));
+                        pending = Some((answered + HEARTBEATS_DURING, ack, reader));
                     }
                 }
             }
@@ -928,20 +1002,17 @@ async fn snapshot_while_heartbeats_flow(size: usize) {
     };
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let data: Bytes = garbage(7, size).into();
-    let checksum = crc32c::crc32c(&data);
+    let (data, sent_crc) = generated(size, 7);
     transferring.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    a.send_snapshot(2, snapshot_message(1, 2), data.clone())
-        .await
-        .unwrap();
+    a.send_snapshot(2, snapshot_message(1, 2), data).await.unwrap();
     let elapsed = start.elapsed();
     transferring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
 
-    let received = follower.await.unwrap().expect("snapshot delivered");
-    assert_eq!(received.len(), size);
-    assert_eq!(crc32c::crc32c(&received), checksum, "snapshot intact");
+    let (len, crc) = follower.await.unwrap();
+    assert_eq!(len, size);
+    assert_eq!(crc, sent_crc.load(Ordering::Relaxed), "snapshot intact");
     let (mut idle, mut busy) = pinger.await.unwrap();
     idle.sort();
     busy.sort();
@@ -978,17 +1049,22 @@ async fn failed_snapshots_are_reported() {
     b.set_peers(peers);
     let (inbox, mut b_rx) = Inbox::channel(16);
     b.register(b.node_id(), inbox).unwrap();
-    // Node 2's runtime refuses every snapshot; the sender gets its reason as text.
+    // Node 2's runtime reads every snapshot; it refuses those it read whole (the sender
+    // gets its reason as text), and says why the others were not stored.
     let refuser = tokio::spawn(async move {
         while let Some(incoming) = b_rx.recv().await {
-            if let Incoming::Snapshot { ack, .. } = incoming {
-                let _ = ack.send(Err(DeliverSnapshotError::ForgedSender { from: 2, claimed: 7 }));
+            if let Incoming::Snapshot { data, ack, .. } = incoming {
+                let answer = match read_snapshot(data).await {
+                    Ok(_) => Err(DeliverSnapshotError::ForgedSender { from: 2, claimed: 7 }),
+                    read => verdict(&read),
+                };
+                let _ = ack.send(answer);
             }
         }
     });
 
     let err = a
-        .send_snapshot(2, snapshot_message(1, 2), Bytes::from(vec![1u8; 1000]))
+        .send_snapshot(2, snapshot_message(1, 2), generated(1000, 1).0)
         .await
         .unwrap_err();
     assert_eq!(
@@ -998,38 +1074,48 @@ async fn failed_snapshots_are_reported() {
             reason: "sender 2 claims to be 7".into()
         }
     );
+    // Too large: refused once the data passes the receiver's limit.
     let err = a
-        .send_snapshot(2, snapshot_message(1, 2), Bytes::from(vec![1u8; 2 << 20]))
+        .send_snapshot(2, snapshot_message(1, 2), generated(2 << 20, 2).0)
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, TransportError::Refused { peer: 2, reason } if reason.contains("exceeds the limit")),
+        matches!(&err, TransportError::Refused { peer: 2, reason }
+            if reason.contains("not stored") && reason.contains("exceeds the limit of 1048576 bytes")),
         "{err}"
     );
+    // A message not from the peer: refused before any data.
     let mut forged = snapshot_message(1, 2);
     forged.from = 3;
     let err = a
-        .send_snapshot(2, forged, Bytes::from_static(b"x"))
+        .send_snapshot(2, forged, SnapshotStream::from_bytes(Bytes::from_static(b"x")))
         .await
         .unwrap_err();
-    assert!(matches!(err, TransportError::Refused { .. }), "{err}");
+    assert!(
+        matches!(&err, TransportError::Refused { reason, .. } if reason.contains("claims sender 3")),
+        "{err}"
+    );
 
-    // A peer that never answers: every attempt times out, and the caller is told.
+    // A peer that never answers: the one attempt times out, and the caller is told.
     let mut cfg = config(ca.node_tls(4).unwrap());
     cfg.tuning.handshake_timeout = Duration::from_millis(300);
-    cfg.limits.snapshot_attempts = 2;
     let c = QuicTransport::bind(cfg).await.unwrap();
     let mut peers = addresses(&[&c]);
     peers.insert(3, Bytes::from(silent.local_addr().unwrap().to_string()));
     c.set_peers(peers);
     let err = c
-        .send_snapshot(3, snapshot_message(4, 3), Bytes::from_static(b"data"))
+        .send_snapshot(
+            3,
+            snapshot_message(4, 3),
+            SnapshotStream::from_bytes(Bytes::from_static(b"data")),
+        )
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, TransportError::Unreachable { peer: 3, reason } if reason.contains("2 attempts")),
+        matches!(&err, TransportError::Unreachable { peer: 3, reason } if reason.contains("timed out")),
         "{err}"
     );
+    assert_eq!(a.stats().snapshots_sent, 0);
     for t in [a, b, c] {
         t.shutdown().await;
     }
@@ -1037,85 +1123,96 @@ async fn failed_snapshots_are_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshots_past_the_memory_budget_are_refused_while_others_proceed() {
-    const MIB: usize = 1 << 20;
+async fn a_newer_transfer_from_a_peer_supersedes_the_one_in_progress_while_other_peers_proceed() {
     let ca = DevCa::generate().unwrap();
-    let mut nodes = cluster_with(&ca, &[1, 2, 3, 4, 5], |cfg| {
-        cfg.limits.snapshot_memory_budget = 16 << 20;
-        cfg.limits.max_snapshot_size = 16 << 20;
-    })
-    .await;
-    let receiver = nodes[1].0.clone();
+    let mut nodes = cluster(&ca, &[1, 2, 3]).await;
+    let (one, two, three) = (nodes[0].0.clone(), nodes[1].0.clone(), nodes[2].0.clone());
     let mut rx = std::mem::replace(&mut nodes[1].1, Inbox::channel(1).1);
-    let senders: BTreeMap<NodeId, Arc<QuicTransport>> =
-        nodes.iter().map(|(t, _)| (t.node_id(), t.clone())).collect();
-
-    // Node 2's runtime takes every snapshot at once, except node 3's, which it holds until
-    // told: node 3's 10 MiB stay reserved meanwhile.
-    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
-    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
-    let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let runtime = tokio::spawn({
-        let taken = taken.clone();
-        async move {
-            let mut release = Some((release_rx, held_tx));
-            while let Some(incoming) = rx.recv().await {
-                if let Incoming::Snapshot { from, data, ack, .. } = incoming {
-                    taken.lock().unwrap().push((from, data.len()));
-                    if from == 3 {
-                        let (release_rx, held_tx) = release.take().expect("one snapshot from node 3");
-                        held_tx.send(()).unwrap();
-                        tokio::spawn(async move {
-                            let _ = release_rx.await;
-                            ack.send(Ok(())).unwrap();
-                        });
-                    } else {
-                        ack.send(Ok(())).unwrap();
-                    }
-                }
+    // Node 2's runtime reads each snapshot as it arrives, as a real one does, telling the
+    // test when the first bytes arrived and how the stream ended.
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let (read_tx, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let runtime = tokio::spawn(async move {
+        while let Some(incoming) = rx.recv().await {
+            if let Incoming::Snapshot {
+                from, mut data, ack, ..
+            } = incoming
+            {
+                let (started_tx, read_tx) = (started_tx.clone(), read_tx.clone());
+                tokio::spawn(async move {
+                    let (mut len, mut crc, mut told) = (0u64, 0u32, false);
+                    let result = loop {
+                        match data.next_chunk().await {
+                            Ok(Some(chunk)) => {
+                                if !told {
+                                    let _ = started_tx.send(from);
+                                    told = true;
+                                }
+                                len += chunk.len() as u64;
+                                crc = crc32c::crc32c_append(crc, &chunk);
+                            }
+                            Ok(None) => break Ok((len, crc)),
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let _ = ack.send(verdict(&result));
+                    let _ = read_tx.send((from, result));
+                });
             }
         }
     });
-    let send = |from: NodeId, len: usize| {
-        let t = senders[&from].clone();
-        async move {
-            let data = Bytes::from(garbage(from, len));
-            t.send_snapshot(2, snapshot_message(from, 2), data).await
-        }
-    };
 
-    let held = tokio::spawn(send(3, 10 * MIB));
-    tokio::time::timeout(DEADLINE, held_rx).await.unwrap().unwrap();
-    assert!(receiver.stats().snapshot_memory_in_use >= 10 << 20);
-    // Two more transfers of 10 MiB at once: neither fits next to node 3's.
-    let (four, five) = tokio::join!(send(4, 10 * MIB), send(5, 10 * MIB));
-    for (sender, result) in [(4, four), (5, five)] {
-        match result {
-            Err(TransportError::Refused { peer: 2, reason }) => {
-                assert!(reason.contains("memory budget"), "{reason}");
-            }
-            other => panic!("node {sender}: expected a refusal, got {other:?}"),
+    // Node 1's first transfer stays in progress: its source sends 1 MiB and stalls.
+    let first = tokio::spawn({
+        let one = one.clone();
+        async move {
+            one.send_snapshot(2, snapshot_message(1, 2), stalling(1 << 20))
+                .await
         }
-    }
-    // A transfer that fits goes through meanwhile.
-    send(1, 4 * MIB).await.unwrap();
-    release_tx.send(()).unwrap();
-    tokio::time::timeout(DEADLINE, held)
+    });
+    assert_eq!(next(&mut started).await, 1);
+
+    // Node 3's transfer goes through meanwhile.
+    let (data, crc) = generated(4 << 20, 3);
+    three
+        .send_snapshot(2, snapshot_message(3, 2), data)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut started).await, 3);
+    let (from, result) = next(&mut read).await;
+    assert_eq!(from, 3);
+    assert_eq!(result.unwrap(), (4 << 20, crc.load(Ordering::Relaxed)));
+
+    // Node 1 starts over: its first transfer ends, on both sides, and the new one arrives.
+    let (data, crc) = generated(8 << 20, 1);
+    let second = tokio::spawn({
+        let one = one.clone();
+        async move { one.send_snapshot(2, snapshot_message(1, 2), data).await }
+    });
+    let (from, result) = next(&mut read).await;
+    assert_eq!(from, 1);
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert_eq!(
+        err.to_string(),
+        "the reception was cancelled: superseded by a newer transfer from node 1"
+    );
+    let first = tokio::time::timeout(DEADLINE, first).await.unwrap().unwrap();
+    assert!(
+        matches!(&first, Err(TransportError::Refused { peer: 2, reason }) if reason.contains("superseded")),
+        "{first:?}"
+    );
+    tokio::time::timeout(DEADLINE, second)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    wait_for("the budget to be given back", || {
-        receiver.stats().snapshot_memory_in_use == 0
-    })
-    .await;
-    // With the memory back, node 4's snapshot fits.
-    send(4, 10 * MIB).await.unwrap();
-    assert_eq!(receiver.stats().snapshots_received, 3);
-    assert_eq!(
-        *taken.lock().unwrap(),
-        vec![(3, 10 * MIB), (1, 4 * MIB), (4, 10 * MIB)]
-    );
+    let (from, result) = next(&mut read).await;
+    assert_eq!(from, 1);
+    assert_eq!(result.unwrap(), (8 << 20, crc.load(Ordering::Relaxed)));
+    assert_eq!(two.stats().snapshots_received, 2);
+    assert_eq!(one.stats().snapshots_sent, 1);
+    assert_eq!(three.stats().snapshots_sent, 1);
     for (t, _) in &nodes {
         t.shutdown().await;
     }
@@ -1475,48 +1572,60 @@ async fn a_handshake_flood_is_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_peer_loses_its_snapshot_transfer_too() {
     let ca = DevCa::generate().unwrap();
-    let mut nodes = cluster_with(&ca, &[1, 2, 3], |cfg| {
-        cfg.limits.snapshot_attempts = 2;
-    })
-    .await;
+    let mut nodes = cluster(&ca, &[1, 2, 3]).await;
     let (a, b) = (nodes[0].0.clone(), nodes[1].0.clone());
     let mut b_rx = std::mem::replace(&mut nodes[1].1, Inbox::channel(1).1);
-    // Node 2's runtime holds the snapshot without answering: the transfer's connection
-    // stays open meanwhile.
+    // Node 2's runtime reads the snapshot as it arrives; node 1's source sends 1 MiB and
+    // stalls, so the transfer is in progress when node 1 is removed.
     let (got_tx, got_rx) = tokio::sync::oneshot::channel();
-    let holder = tokio::spawn(async move {
-        let mut got = Some(got_tx);
-        let mut held = Vec::new();
-        while let Some(incoming) = b_rx.recv().await {
-            if let Incoming::Snapshot { ack, .. } = incoming {
-                held.push(ack);
-                if let Some(got) = got.take() {
-                    let _ = got.send(());
-                }
-            }
-        }
+    let reader = tokio::spawn(async move {
+        let Some(Incoming::Snapshot { mut data, ack, .. }) = b_rx.recv().await else {
+            panic!("expected a snapshot");
+        };
+        let first = data.next_chunk().await;
+        assert!(matches!(first, Ok(Some(_))), "{first:?}");
+        got_tx.send(()).unwrap();
+        let read = read_snapshot(data).await;
+        let _ = ack.send(verdict(&read));
+        read
     });
     let sender = tokio::spawn({
         let a = a.clone();
         async move {
-            a.send_snapshot(2, snapshot_message(1, 2), Bytes::from(garbage(1, 1 << 20)))
+            a.send_snapshot(2, snapshot_message(1, 2), stalling(1 << 20))
                 .await
         }
     });
     tokio::time::timeout(DEADLINE, got_rx).await.unwrap().unwrap();
-    // Node 1 is removed: its transfer is cut, and its retry refused.
+    // Node 1 is removed: its transfer is cut on both sides, and a new one refused.
     b.set_peers(addresses(&[&b, &nodes[2].0]));
-    let result = tokio::time::timeout(DEADLINE, sender).await.unwrap().unwrap();
+    let read = tokio::time::timeout(DEADLINE, reader).await.unwrap().unwrap();
+    let err = read.unwrap_err();
     assert!(
-        matches!(result, Err(TransportError::Unreachable { peer: 2, .. })),
-        "{result:?}"
+        err.to_string().contains("node 1 was removed from the membership"),
+        "{err}"
+    );
+    // The sender learns the node's refusal if it got out before the connection closed
+    // (the node's task may run on another worker meanwhile), or finds the connection closed.
+    let result = tokio::time::timeout(DEADLINE, sender).await.unwrap().unwrap();
+    match &result {
+        Err(TransportError::Unreachable { peer: 2, .. }) => {}
+        Err(TransportError::Refused { peer: 2, reason })
+            if reason.contains("removed from the membership") => {}
+        other => panic!("{other:?}"),
+    }
+    let again = a
+        .send_snapshot(2, snapshot_message(1, 2), generated(1000, 1).0)
+        .await;
+    assert!(
+        matches!(again, Err(TransportError::Unreachable { peer: 2, .. })),
+        "{again:?}"
     );
     assert!(b.stats().refused_handshakes >= 1);
     wait_for("node 2 to hold no connection from node 1", || {
         b.open_connections() == 0
     })
     .await;
-    holder.abort();
     for (t, _) in &nodes {
         t.shutdown().await;
     }
