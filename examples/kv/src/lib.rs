@@ -8,4 +8,4 @@
 
 pub mod state_machine;
 
-pub use state_machine::{Command, KvError, KvStore, Response};
+pub use state_machine::{Command, KvError, KvStore, Response, ScanPage};
