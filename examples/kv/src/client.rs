@@ -3,14 +3,10 @@
 //! requests. Reads are retried on other nodes whatever happened; a write whose outcome is
 //! unknown is not sent again (a compare-and-swap sent twice could see its own write).
 
-use std::ops::Deref;
-use std::time::Duration;
-
 use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use raft_service::client::{Body, Method, Retry};
 
-use crate::admin_token::AdminToken;
 use crate::api::{CasRequest, CasResponse, PreviousResponse, ScanResponse, Value, ValueResponse};
 use crate::http::Consistency;
 
@@ -36,28 +32,13 @@ pub struct Scan {
     pub limit: Option<usize>,
 }
 
-/// A client of a key-value cluster. It derefs to the shared client, for the status and
-/// admin requests.
-#[derive(Debug)]
-pub struct Client(raft_service::client::Client);
+raft_service::service_client! {
+    /// A client of a key-value cluster. It derefs to the shared client, for the status and
+    /// admin requests.
+    pub struct Client;
+}
 
 impl Client {
-    /// A client of the nodes at `nodes` (`HOST:PORT` or `http://HOST:PORT`), giving up on a
-    /// request after 30 s of trying (see [`raft_service::client::Client::new`]).
-    pub fn new<S: AsRef<str>>(nodes: impl IntoIterator<Item = S>) -> Client {
-        Client(raft_service::client::Client::new(nodes))
-    }
-
-    /// Sends `token` with admin requests (add, remove, transfer).
-    pub fn with_admin_token(self, token: AdminToken) -> Client {
-        Client(self.0.with_admin_token(token))
-    }
-
-    /// Gives up on a request after trying for `deadline` (each round tries every node).
-    pub fn with_deadline(self, deadline: Duration) -> Client {
-        Client(self.0.with_deadline(deadline))
-    }
-
     /// Sets `key` to `value`; returns the value it had before.
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<Option<Bytes>, ClientError> {
         let r: PreviousResponse = self
@@ -148,22 +129,6 @@ fn query(params: &[(&str, Option<&str>)]) -> String {
         }
     }
     format!("?{}", query.finish())
-}
-
-impl From<raft_service::client::Client> for Client {
-    /// The key-value requests over a shared client (as [`raft_service::cmd::ClusterArgs`]
-    /// makes one).
-    fn from(client: raft_service::client::Client) -> Client {
-        Client(client)
-    }
-}
-
-impl Deref for Client {
-    type Target = raft_service::client::Client;
-
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
 }
 
 #[cfg(test)]

@@ -2,11 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use kv::cmd::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = cli.command.default_log_filter();
-    raft_service::cmd::main("kv", filter, cli.command.run())
+    raft_service::cmd::main("kv", |cli: Cli| cli.command.run())
 }

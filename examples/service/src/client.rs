@@ -61,6 +61,62 @@ impl ClientError {
     }
 }
 
+/// Declares a service's client: a newtype over the shared [`Client`] (reached through
+/// `Deref`, for the status and admin requests) with its constructors, to which the
+/// service adds its own requests in an `impl` block, calling [`Client::call`] and
+/// [`Client::call_optional`] on the field `.0`.
+///
+/// ```ignore
+/// raft_service::service_client! {
+///     /// A client of a counter cluster.
+///     pub struct Client;
+/// }
+/// ```
+#[macro_export]
+macro_rules! service_client {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis struct $name($crate::client::Client);
+
+        impl $name {
+            /// A client of the nodes at `nodes` (`HOST:PORT` or `http://HOST:PORT`),
+            /// giving up on a request after 30 s of trying (see
+            /// [`raft_service::client::Client::new`]).
+            pub fn new<S: AsRef<str>>(nodes: impl IntoIterator<Item = S>) -> $name {
+                $name($crate::client::Client::new(nodes))
+            }
+
+            /// Sends `token` with admin requests (add, remove, transfer).
+            pub fn with_admin_token(self, token: $crate::admin_token::AdminToken) -> $name {
+                $name(self.0.with_admin_token(token))
+            }
+
+            /// Gives up on a request after trying for `deadline` (each round tries every
+            /// node).
+            pub fn with_deadline(self, deadline: ::std::time::Duration) -> $name {
+                $name(self.0.with_deadline(deadline))
+            }
+        }
+
+        impl ::std::convert::From<$crate::client::Client> for $name {
+            /// The service's requests over a shared client (as
+            /// [`raft_service::cmd::ClusterArgs`] makes one).
+            fn from(client: $crate::client::Client) -> $name {
+                $name(client)
+            }
+        }
+
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::client::Client;
+
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
+    };
+}
+
 /// Whether a request may be sent again after an unknown outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retry {

@@ -86,7 +86,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let mut expected = 0;
     for i in 0..FIRST_INCREMENTS {
         let id = i % 3 + 1;
-        let value = client(&cluster, &[id]).incr(1).await?;
+        let value = cluster.client::<Client>(&[id]).incr(1).await?;
         expected += 1;
         check(
             value,
@@ -113,15 +113,15 @@ pub async fn run(args: Args) -> Result<(), Error> {
         secs(t)
     ))?;
     let survivors: Vec<NodeId> = cluster.nodes().keys().copied().collect();
-    let value = client(&cluster, &survivors).get().await?;
+    let value = cluster.client::<Client>(&survivors).get().await?;
     check(value, expected, "the value after the election")?;
     more(&format!(
         "value read through the survivors: {value} (nothing lost)"
     ))?;
 
-    let done = increment_concurrently(client(&cluster, &survivors)).await?;
+    let done = increment_concurrently(cluster.client::<Client>(&survivors)).await?;
     expected += done;
-    let value = client(&cluster, &survivors).get().await?;
+    let value = cluster.client::<Client>(&survivors).get().await?;
     check(value, expected, "the value after the increments")?;
     let text = format!(
         "{done} more increments through nodes {} and {}, {CONCURRENCY} at a time: value = {value}",
@@ -160,11 +160,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "node {stopped} caught up: {how}; applied up to index {}",
         caught_up.applied
     ))?;
-    let value = client(&cluster, &[stopped]).get().await?;
+    let value = cluster.client::<Client>(&[stopped]).get().await?;
     more(&format!("value read through node {stopped}: {value}"))?;
 
     for id in 1..=3 {
-        let value = client(&cluster, &[id]).get().await?;
+        let value = cluster.client::<Client>(&[id]).get().await?;
         check(value, expected, &format!("the value read through node {id}"))?;
     }
     step(8, "agreement", &format!("all 3 nodes read value = {expected}"))?;
@@ -176,11 +176,6 @@ pub async fn run(args: Args) -> Result<(), Error> {
         secs(started)
     )?;
     Ok(())
-}
-
-/// A client of the nodes `ids` only: the demo chooses which nodes take each request.
-fn client(cluster: &Cluster<CounterService>, ids: &[NodeId]) -> Client {
-    Client::new(cluster.http_addrs(ids)).with_deadline(STEP_TIMEOUT)
 }
 
 /// Sends `INCREMENTS_WHILE_DOWN` increments, `CONCURRENCY` at a time; returns how many.

@@ -50,17 +50,6 @@ pub enum Command {
 }
 
 impl Command {
-    /// The log level when `RUST_LOG` is not set: a node logs what it does; the demo and
-    /// the clients print their own output and log only what went wrong. The demo stops
-    /// nodes on purpose, so the warnings that causes are not shown.
-    pub fn default_log_filter(&self) -> &'static str {
-        match self {
-            Command::Node(_) => "info",
-            Command::Demo(_) => "error",
-            _ => "warn",
-        }
-    }
-
     /// Runs the command.
     pub async fn run(self) -> Result<(), Error> {
         match self {

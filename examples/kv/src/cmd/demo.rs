@@ -89,7 +89,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     for i in 0..FIRST_KEYS {
         let id = i as NodeId % 3 + 1;
         let (key, value) = entry(i);
-        let previous = client(&cluster, &[id]).put(&key, value.clone()).await?;
+        let previous = cluster.client::<Client>(&[id]).put(&key, value.clone()).await?;
         check(previous, None, &format!("the previous value of {key}"))?;
         expected.insert(key, value);
     }
@@ -98,7 +98,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         FIRST_KEYS / 3
     );
     step(4, "writes", &text)?;
-    let all = client(&cluster, &[1, 2, 3]);
+    let all = cluster.client::<Client>(&[1, 2, 3]);
     let swapped = all
         .cas("key-000", Some(value(0)), Some(Bytes::from_static(b"swapped")))
         .await?;
@@ -131,7 +131,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
         secs(t)
     ))?;
     let survivors: Vec<NodeId> = cluster.nodes().keys().copied().collect();
-    let read = client(&cluster, &survivors)
+    let read = cluster
+        .client::<Client>(&survivors)
         .get("key-000", Consistency::Linearizable)
         .await?;
     check(
@@ -145,7 +146,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         expected.len()
     ))?;
 
-    let written = put_concurrently(client(&cluster, &survivors)).await?;
+    let written = put_concurrently(cluster.client::<Client>(&survivors)).await?;
     expected.extend(written);
     let text = format!(
         "{KEYS_WHILE_DOWN} more keys through nodes {} and {}, {CONCURRENCY} at a time",
@@ -214,11 +215,6 @@ fn value(i: usize) -> Bytes {
     Bytes::from(format!("value-{i:03}"))
 }
 
-/// A client of the nodes `ids` only: the demo chooses which nodes take each request.
-fn client(cluster: &Cluster<KvService>, ids: &[NodeId]) -> Client {
-    Client::new(cluster.http_addrs(ids)).with_deadline(STEP_TIMEOUT)
-}
-
 /// Checks that a linearizable scan of all keys through `ids` answers `expected`.
 async fn agree(
     cluster: &Cluster<KvService>,
@@ -229,7 +225,8 @@ async fn agree(
         limit: Some(MAX_SCAN_LIMIT),
         ..Scan::default()
     };
-    let page = client(cluster, ids)
+    let page = cluster
+        .client::<Client>(ids)
         .scan(&scan, Consistency::Linearizable)
         .await?;
     let read: BTreeMap<String, Bytes> = page.entries.into_iter().map(|e| (e.key, e.value.0)).collect();

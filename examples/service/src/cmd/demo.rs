@@ -168,6 +168,13 @@ impl<S: Service> Cluster<S> {
             .collect()
     }
 
+    /// A client of the nodes `ids` only (the demo chooses which nodes take each request)
+    /// that gives up after the step timeout: `C` is the service's client (see
+    /// [`service_client!`](crate::service_client)).
+    pub fn client<C: From<crate::client::Client>>(&self, ids: &[NodeId]) -> C {
+        C::from(crate::client::Client::new(self.http_addrs(ids)).with_deadline(self.step_timeout))
+    }
+
     /// Waits until every running node follows the same leader, other than `not`; returns
     /// it and its term.
     pub async fn wait_for_leader(&self, not: Option<NodeId>) -> Result<(NodeId, u64), Error> {

@@ -27,16 +27,23 @@ use crate::admin_token::{AdminToken, TokenError};
 use crate::client::Client;
 use crate::output;
 
-/// Runs a service's binary: sets up logging on stderr (`RUST_LOG`, or `default_log_filter`
-/// when it is not set), starts the async runtime, runs `command` in it, and reports an
-/// error as one line on stderr, `<service>: <error>`. Returns the process's exit status:
-/// 0, 1 after an error, or [`output::EXIT_STDOUT_CLOSED`] when stdout's reader went away.
-pub fn main(
-    service: &str,
-    default_log_filter: &str,
-    command: impl Future<Output = Result<(), Error>>,
-) -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_log_filter));
+/// Runs a service's binary: parses the command line into `C` (exiting, as `clap` does, on
+/// `--help`, `--version` or a usage error), sets up logging on stderr (`RUST_LOG`, or
+/// [`default_log_filter`] of the subcommand when it is not set), starts the async runtime,
+/// runs the command `run` makes of `C` in it, and reports an error as one line on stderr,
+/// `<service>: <error>`. Returns the process's exit status: 0, 1 after an error, or
+/// [`output::EXIT_STDOUT_CLOSED`] when stdout's reader went away.
+pub fn main<C, F>(service: &str, run: impl FnOnce(C) -> F) -> ExitCode
+where
+    C: clap::Parser,
+    F: Future<Output = Result<(), Error>>,
+{
+    let mut matches = C::command().get_matches();
+    let default_filter = default_log_filter(matches.subcommand_name());
+    let cli = C::from_arg_matches_mut(&mut matches)
+        .map_err(|e| e.format(&mut C::command()))
+        .unwrap_or_else(|e| e.exit());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Logs go to stderr, so that stdout carries only the command's own output.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -50,7 +57,7 @@ pub fn main(
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(command) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of stdout went away (`counter status | head -3`): a normal end, with
         // the status a shell shows for a tool that SIGPIPE stopped (see `output`).
@@ -59,6 +66,17 @@ pub fn main(
             report(service, &e.to_string());
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log level of subcommand `name` when `RUST_LOG` is not set: a node logs what it
+/// does; the demo and the clients print their own output and log only what went wrong.
+/// The demo stops nodes on purpose, so the warnings that causes are not shown.
+pub fn default_log_filter(name: Option<&str>) -> &'static str {
+    match name {
+        Some("node") => "info",
+        Some("demo") => "error",
+        _ => "warn",
     }
 }
 
@@ -146,6 +164,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_log_what_they_do_and_the_demo_only_errors() {
+        assert_eq!(default_log_filter(Some("node")), "info");
+        assert_eq!(default_log_filter(Some("demo")), "error");
+        assert_eq!(default_log_filter(Some("status")), "warn");
+        assert_eq!(default_log_filter(None), "warn");
+    }
 
     #[test]
     fn parses_durations() {
