@@ -10,32 +10,33 @@
 //!                                                     └── QuicTransport (peers, mutual TLS)
 //! ```
 //!
+//! Only what is particular to a counter lives here; everything a service needs that does
+//! not depend on its state comes from `raft-service` (`examples/service`), re-exported
+//! under the same module names.
+//!
 //! - [`state_machine`]: the replicated state, a `u64`, and its one command. The only code
 //!   Raft replicates; everything else is plumbing around it.
-//! - [`node`]: one node, assembled from the library's parts (the file log store, the QUIC
-//!   transport, the runtime) plus the HTTP API, started and stopped as a unit.
-//! - [`http`]: the HTTP API every node serves; [`api`]: its JSON bodies and statuses.
+//! - [`node`]: the counter as a [`raft_service::Service`], and one node of it, assembled
+//!   from the library's parts (the file log store, the QUIC transport, the runtime) plus
+//!   the HTTP API, started and stopped as a unit ([`raft_service::node`]).
+//! - [`http`]: the counter's routes (`POST /incr`, `GET /value`), served with the shared
+//!   ones (`/status`, `/metrics`, `/admin/*`); [`api`]: the JSON bodies and statuses.
 //! - [`client`]: a client that tries the nodes in turn and never retries an increment
 //!   whose outcome is unknown.
 //! - [`peers`], [`certs`], [`admin_token`], [`shutdown`]: command-line membership,
-//!   certificate files, the secret that admin requests need, and signals.
-//! - [`cmd`]: one file per subcommand of the `counter` binary, including the demo;
-//!   [`output`]: how they print, so that `counter status | head -3` ends quietly.
+//!   certificate files, the secret that admin requests need, and signals (all shared).
+//! - [`cmd`]: the `counter` binary's subcommands: the demo and the clients of the counter's
+//!   routes here, the others shared; [`output`]: how they print, so that
+//!   `counter status | head -3` ends quietly.
 //!
 //! The benchmark of the runtime is a package of its own, `raft-bench` (`benchmarks/` at the
 //! top of the repository).
 
-pub mod admin_token;
 pub mod api;
-pub mod certs;
 pub mod client;
 pub mod cmd;
 pub mod http;
 pub mod node;
-pub mod output;
-pub mod peers;
-pub mod shutdown;
 pub mod state_machine;
 
-/// The error of the commands: any error, reported to the user as one line.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub use raft_service::{Error, admin_token, certs, outln, output, peers, shutdown};

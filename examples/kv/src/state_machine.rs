@@ -114,6 +114,15 @@ pub enum KvError {
     },
 }
 
+/// A page of a scan ([`KvStore::scan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    /// The keys, in order, with their values.
+    pub entries: Vec<(String, Bytes)>,
+    /// The first key after the page, if the page ended before the scan's end.
+    pub next: Option<String>,
+}
+
 struct Inner {
     dir: PathBuf,
     db: Arc<Database>,
@@ -228,14 +237,53 @@ impl KvStore {
 
     /// Up to `limit` keys from `from` (included) on, in order, with their values.
     pub fn range(&self, from: &str, limit: usize) -> Result<Vec<(String, Bytes)>, KvError> {
+        Ok(self.scan(from, None, "", limit, usize::MAX)?.entries)
+    }
+
+    /// A page of a scan of the local state: the keys from `start` (included) on, below
+    /// `end` (excluded) if given, that begin with `prefix`, in key order, with their
+    /// values. The page ends after `limit` keys, or once its keys and values add up to
+    /// `max_bytes` or more (it always holds at least one key, however large); `next` is
+    /// then the first key left out, where the next page starts.
+    ///
+    /// Everything is read in one read transaction: the page is the state as of one applied
+    /// index, whatever is being applied meanwhile.
+    pub fn scan(
+        &self,
+        start: &str,
+        end: Option<&str>,
+        prefix: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<ScanPage, KvError> {
+        // Keys that begin with the prefix sort from the prefix on, together.
+        let from = start.max(prefix);
+        let mut page = ScanPage::default();
+        if limit == 0 || end.is_some_and(|end| from >= end) {
+            return Ok(page);
+        }
         self.read(|txn| {
             let table = txn.open_table(DATA)?;
-            let mut out = Vec::new();
-            for item in table.range(from..)?.take(limit) {
+            let range = match end {
+                Some(end) => table.range(from..end)?,
+                None => table.range(from..)?,
+            };
+            let mut bytes = 0;
+            for item in range {
                 let (k, v) = item?;
-                out.push((k.value().to_string(), Bytes::copy_from_slice(v.value())));
+                let key = k.value();
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                if page.entries.len() == limit || (bytes >= max_bytes && !page.entries.is_empty()) {
+                    page.next = Some(key.to_string());
+                    break;
+                }
+                bytes += key.len() + v.value().len();
+                page.entries
+                    .push((key.to_string(), Bytes::copy_from_slice(v.value())));
             }
-            Ok(out)
+            Ok(page)
         })
     }
 

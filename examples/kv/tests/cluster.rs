@@ -16,6 +16,9 @@ fn config() -> Config {
     Config {
         tick_interval: Duration::from_millis(20),
         snapshot_every: 50,
+        // Compact the log right up to each snapshot: a node that missed compacted entries
+        // then needs the snapshot.
+        log_kept_entries: 0,
         ..Config::default()
     }
 }

@@ -21,6 +21,11 @@ fn bytes(s: &str) -> Option<Bytes> {
     Some(Bytes::copy_from_slice(s.as_bytes()))
 }
 
+/// The keys of a scan's page.
+fn names(page: &kv::ScanPage) -> Vec<&str> {
+    page.entries.iter().map(|(k, _)| k.as_str()).collect()
+}
+
 /// Reads a snapshot whole, counting its chunks.
 async fn gather(mut s: SnapshotStream) -> (Bytes, usize) {
     let mut data = Vec::new();
@@ -241,4 +246,65 @@ async fn an_empty_state_snapshots_and_restores() {
         .await
         .unwrap();
     assert_eq!((restored.applied().unwrap(), restored.len().unwrap()), (5, 0));
+}
+
+#[tokio::test]
+async fn a_scan_pages_through_a_range_or_a_prefix_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut kv = KvStore::open(dir.path()).unwrap();
+    let keys = ["a", "app", "apple", "apply", "b", "ba", "c"];
+    let batch = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| put(i as u64 + 1, k, k))
+        .collect();
+    kv.apply(batch, keys.len() as u64).await.unwrap();
+
+    // Everything, in order, values included.
+    let all = kv.scan("", None, "", 100, usize::MAX).unwrap();
+    assert_eq!(names(&all), keys);
+    assert_eq!(all.entries[2].1, bytes("apple").unwrap());
+    assert_eq!(all.next, None);
+
+    // `end` is excluded; `start` is included; `next` is where the next page starts.
+    let page = kv.scan("app", Some("b"), "", 2, usize::MAX).unwrap();
+    assert_eq!(names(&page), ["app", "apple"]);
+    assert_eq!(page.next.as_deref(), Some("apply"));
+    let page = kv.scan("apply", Some("b"), "", 2, usize::MAX).unwrap();
+    assert_eq!(names(&page), ["apply"]);
+    assert_eq!(page.next, None);
+
+    // A prefix, alone or with a start inside or before it.
+    assert_eq!(
+        names(&kv.scan("", None, "app", 10, usize::MAX).unwrap()),
+        ["app", "apple", "apply"]
+    );
+    assert_eq!(
+        names(&kv.scan("apple", None, "app", 10, usize::MAX).unwrap()),
+        ["apple", "apply"]
+    );
+    assert_eq!(
+        names(&kv.scan("", None, "b", 10, usize::MAX).unwrap()),
+        ["b", "ba"]
+    );
+    assert!(kv.scan("", None, "z", 10, usize::MAX).unwrap().entries.is_empty());
+
+    // A byte budget ends a page early, but a page always holds one key.
+    let page = kv.scan("", None, "", 100, 4).unwrap();
+    assert_eq!(names(&page), ["a", "app"]);
+    assert_eq!(page.next.as_deref(), Some("apple"));
+    let page = kv.scan("apple", None, "", 100, 1).unwrap();
+    assert_eq!(names(&page), ["apple"]);
+    assert_eq!(page.next.as_deref(), Some("apply"));
+
+    // Empty ranges and pages.
+    assert_eq!(
+        kv.scan("c", Some("b"), "", 10, usize::MAX).unwrap(),
+        kv::ScanPage::default()
+    );
+    assert_eq!(
+        kv.scan("", None, "", 0, usize::MAX).unwrap(),
+        kv::ScanPage::default()
+    );
+    assert_eq!(kv.range("apply", 2).unwrap().len(), 2);
 }

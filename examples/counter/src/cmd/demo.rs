@@ -5,28 +5,22 @@
 //! 127.0.0.1, its own log directory, and its own HTTP API, and every increment and read
 //! goes through that API, exactly as with `counter node` processes. Stopping the leader
 //! stops all of it (Raft tasks, log, endpoint, HTTP server), and restarting it reopens its
-//! log from disk.
+//! log from disk. The cluster is [`raft_service::cmd::demo::Cluster`].
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_runtime::Metrics;
-use raft_runtime::raft_core::{NodeId, Role};
-use raft_transport_quic::QuicError;
+use raft_runtime::raft_core::NodeId;
+use raft_service::cmd::demo::{Cluster, DemoDir, check, more, secs, step};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::admin_token::AdminToken;
 use crate::client::{Client, ClientError};
-use crate::http::HttpLimits;
-use crate::node::{BoundNode, Node, NodeConfig, NodeError};
+use crate::node::{CounterService, NodeConfig};
 use crate::outln;
-use crate::output::OutputError;
-use crate::peers::{self, PeerAddr};
+
+pub use raft_service::cmd::demo::Args;
 
 /// Increments before the leader is stopped, spread over the three nodes.
 const FIRST_INCREMENTS: u64 = 30;
@@ -43,35 +37,11 @@ const SNAPSHOT_EVERY: u64 = 100;
 /// on a slow, busy machine too.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Arguments of `counter demo`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Keep the nodes' logs and certificates in this directory (which must be empty or
-    /// missing) instead of a temporary one that is removed at the end.
-    #[arg(long)]
-    dir: Option<PathBuf>,
-}
-
 /// Runs the demo; fails with the step that went wrong.
 pub async fn run(args: Args) -> Result<(), Error> {
     let started = Instant::now();
-    let temp;
-    let dir = match args.dir {
-        Some(dir) => {
-            if dir.read_dir().is_ok_and(|mut entries| entries.next().is_some()) {
-                return Err(format!(
-                    "{} is not empty; the demo starts a new cluster in an empty directory",
-                    dir.display()
-                )
-                .into());
-            }
-            dir
-        }
-        None => {
-            temp = tempfile::Builder::new().prefix("counter-demo-").tempdir()?;
-            temp.path().to_path_buf()
-        }
-    };
+    let demo_dir = DemoDir::new::<CounterService>(&args)?;
+    let dir = demo_dir.path();
     outln!("counter demo: a 3-node cluster in this process, on QUIC with mutual TLS over 127.0.0.1")?;
     outln!("data: {}", dir.display())?;
     outln!()?;
@@ -86,8 +56,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
     );
     step(1, "certificates", &text)?;
 
-    let mut cluster = Cluster::start(&dir, &certs).await?;
-    for (i, c) in cluster.configs.values().enumerate() {
+    let mut raft = NodeConfig::raft_defaults();
+    raft.snapshot_every = SNAPSHOT_EVERY;
+    let mut cluster = Cluster::<CounterService>::start(dir, &certs, raft, STEP_TIMEOUT).await?;
+    for (i, c) in cluster.configs().values().enumerate() {
         let text = format!(
             "node {}: raft {} (QUIC), http {}, log {}",
             c.id,
@@ -114,7 +86,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let mut expected = 0;
     for i in 0..FIRST_INCREMENTS {
         let id = i % 3 + 1;
-        let value = cluster.client(&[id]).incr(1).await?;
+        let value = cluster.client::<Client>(&[id]).incr(1).await?;
         expected += 1;
         check(
             value,
@@ -140,23 +112,23 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "node {leader} leads (term {term}), elected in {:.1} s",
         secs(t)
     ))?;
-    let survivors: Vec<NodeId> = cluster.nodes.keys().copied().collect();
-    let value = cluster.client(&survivors).get().await?;
+    let survivors: Vec<NodeId> = cluster.nodes().keys().copied().collect();
+    let value = cluster.client::<Client>(&survivors).get().await?;
     check(value, expected, "the value after the election")?;
     more(&format!(
         "value read through the survivors: {value} (nothing lost)"
     ))?;
 
-    let done = increment_concurrently(cluster.client(&survivors)).await?;
+    let done = increment_concurrently(cluster.client::<Client>(&survivors)).await?;
     expected += done;
-    let value = cluster.client(&survivors).get().await?;
+    let value = cluster.client::<Client>(&survivors).get().await?;
     check(value, expected, "the value after the increments")?;
     let text = format!(
         "{done} more increments through nodes {} and {}, {CONCURRENCY} at a time: value = {value}",
         survivors[0], survivors[1]
     );
     step(6, "while down", &text)?;
-    let compacted = cluster.nodes[&leader]
+    let compacted = cluster.nodes()[&leader]
         .raft()
         .wait_for(STEP_TIMEOUT, |m| m.snapshot_index > last_index)
         .await;
@@ -173,8 +145,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
         recovered.term, recovered.last_log_index
     );
     step(7, "restart", &text)?;
-    let target = cluster.nodes[&leader].raft().metrics().borrow().commit;
-    let caught_up = cluster.nodes[&stopped]
+    let target = cluster.nodes()[&leader].raft().metrics().borrow().commit;
+    let caught_up = cluster.nodes()[&stopped]
         .raft()
         .wait_for(STEP_TIMEOUT, |m| m.applied >= target && m.leader.is_some())
         .await
@@ -188,11 +160,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
         "node {stopped} caught up: {how}; applied up to index {}",
         caught_up.applied
     ))?;
-    let value = cluster.client(&[stopped]).get().await?;
+    let value = cluster.client::<Client>(&[stopped]).get().await?;
     more(&format!("value read through node {stopped}: {value}"))?;
 
     for id in 1..=3 {
-        let value = cluster.client(&[id]).get().await?;
+        let value = cluster.client::<Client>(&[id]).get().await?;
         check(value, expected, &format!("the value read through node {id}"))?;
     }
     step(8, "agreement", &format!("all 3 nodes read value = {expected}"))?;
@@ -204,139 +176,6 @@ pub async fn run(args: Args) -> Result<(), Error> {
         secs(started)
     )?;
     Ok(())
-}
-
-/// The three nodes: the running ones, and how to start each again on the same ports.
-struct Cluster {
-    configs: BTreeMap<NodeId, NodeConfig>,
-    raft_peers: Vec<PeerAddr>,
-    http_peers: Vec<PeerAddr>,
-    nodes: BTreeMap<NodeId, Node>,
-}
-
-impl Cluster {
-    /// Binds three nodes to ports the OS picks, then bootstraps them with each other's
-    /// addresses.
-    async fn start(dir: &Path, certs: &Path) -> Result<Cluster, Error> {
-        let mut configs = BTreeMap::new();
-        let mut bound = Vec::new();
-        for id in 1..=3 {
-            let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-            let mut raft = NodeConfig::raft_defaults();
-            raft.snapshot_every = SNAPSHOT_EVERY;
-            let config = NodeConfig {
-                id,
-                raft_addr: any_port,
-                http_addr: any_port,
-                data_dir: dir.join(format!("node-{id}")),
-                tls: crate::certs::load(certs, id)?,
-                admin_token: AdminToken::load(&crate::certs::admin_token_file(certs))?,
-                http_limits: HttpLimits::default(),
-                raft,
-            };
-            let node = BoundNode::bind(config.clone()).await?;
-            // A restart must come back on the same ports: they are in the membership.
-            let config = NodeConfig {
-                raft_addr: node.raft_addr(),
-                http_addr: node.http_addr(),
-                ..config
-            };
-            configs.insert(id, config);
-            bound.push((id, node));
-        }
-        let peers = |addr: fn(&NodeConfig) -> SocketAddr| {
-            configs
-                .values()
-                .map(|c| PeerAddr {
-                    id: c.id,
-                    addr: addr(c).to_string(),
-                })
-                .collect()
-        };
-        let mut cluster = Cluster {
-            raft_peers: peers(|c| c.raft_addr),
-            http_peers: peers(|c| c.http_addr),
-            configs,
-            nodes: BTreeMap::new(),
-        };
-        for (id, node) in bound {
-            let node = node.start(cluster.start_mode(id)?).await?;
-            cluster.nodes.insert(id, node);
-        }
-        Ok(cluster)
-    }
-
-    fn start_mode(&self, id: NodeId) -> Result<peers::StartMode, Error> {
-        Ok(peers::bootstrap(id, &self.raft_peers, &self.http_peers)?)
-    }
-
-    /// A client of the nodes `ids` only: the demo chooses which nodes take each request.
-    fn client(&self, ids: &[NodeId]) -> Client {
-        Client::new(ids.iter().map(|id| self.configs[id].http_addr.to_string())).with_deadline(STEP_TIMEOUT)
-    }
-
-    /// Waits until every running node follows the same leader, other than `not`.
-    async fn wait_for_leader(&self, not: Option<NodeId>) -> Result<(NodeId, u64), Error> {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let views: Vec<_> = self
-                .nodes
-                .values()
-                .map(|n| {
-                    let m = n.raft().metrics().borrow().clone();
-                    (m.leader, m.term, m.role, m.id)
-                })
-                .collect();
-            if let Some((Some(leader), term, _, _)) = views.first().copied()
-                && Some(leader) != not
-                && views.iter().all(|v| v.0 == Some(leader) && v.1 == term)
-                && views.iter().any(|v| v.3 == leader && v.2 == Role::Leader)
-            {
-                return Ok((leader, term));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("no leader agreed on within {STEP_TIMEOUT:?}: {views:?}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Stops node `id` entirely; returns the index of the last entry in its log.
-    async fn stop(&mut self, id: NodeId) -> Result<u64, Error> {
-        let node = self.nodes.remove(&id).ok_or("no such node")?;
-        let last_index = node.raft().metrics().borrow().last_log_index;
-        node.shutdown().await?;
-        Ok(last_index)
-    }
-
-    /// Starts node `id` again on its old ports; returns its metrics as recovered from its
-    /// log. The ports were just released, and a UDP socket can take a moment to close
-    /// after its endpoint stops, so a busy port is retried for a while.
-    async fn restart(&mut self, id: NodeId) -> Result<Metrics, Error> {
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        let bound = loop {
-            match BoundNode::bind(self.configs[&id].clone()).await {
-                Ok(bound) => break bound,
-                Err(NodeError::Transport(QuicError::Bind { .. }) | NodeError::HttpBind { .. })
-                    if Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let node = bound.start(self.start_mode(id)?).await?;
-        let recovered = node.raft().metrics().borrow().clone();
-        self.nodes.insert(id, node);
-        Ok(recovered)
-    }
-
-    async fn shutdown(self) -> Result<(), Error> {
-        for (_, node) in self.nodes {
-            node.shutdown().await?;
-        }
-        Ok(())
-    }
 }
 
 /// Sends `INCREMENTS_WHILE_DOWN` increments, `CONCURRENCY` at a time; returns how many.
@@ -357,24 +196,4 @@ async fn increment_concurrently(client: Client) -> Result<u64, Error> {
         done??;
     }
     Ok(per_worker * CONCURRENCY)
-}
-
-fn check(value: u64, expected: u64, what: &str) -> Result<(), Error> {
-    if value == expected {
-        Ok(())
-    } else {
-        Err(format!("{what} is {value}, expected {expected}").into())
-    }
-}
-
-fn step(n: u32, title: &str, text: &str) -> Result<(), OutputError> {
-    outln!("{n}. {title:<14}{text}")
-}
-
-fn more(text: &str) -> Result<(), OutputError> {
-    outln!("{:17}{text}", "")
-}
-
-fn secs(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64()
 }

@@ -2,6 +2,7 @@
 
 use super::ClusterArgs;
 use crate::Error;
+use crate::client::Client;
 use crate::outln;
 
 /// Arguments of `counter get`.
@@ -13,7 +14,7 @@ pub struct Args {
 
 /// Prints the value, read linearizably (through whichever node answers first).
 pub async fn run(args: Args) -> Result<(), Error> {
-    let value = args.cluster.client().get().await?;
+    let value = Client::from(args.cluster.client()).get().await?;
     outln!("{value}")?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use super::ClusterArgs;
 use crate::Error;
+use crate::client::Client;
 use crate::outln;
 
 /// Arguments of `counter incr`.
@@ -17,7 +18,7 @@ pub struct Args {
 /// Prints the value right after the increment. Retries on other nodes only while the
 /// increment definitely was not applied, so it is never counted twice.
 pub async fn run(args: Args) -> Result<(), Error> {
-    let value = args.cluster.client().incr(args.by).await?;
+    let value = Client::from(args.cluster.client()).incr(args.by).await?;
     outln!("{value}")?;
     Ok(())
 }

@@ -3,7 +3,9 @@
 use axum::Json;
 use axum::extract::{Request, State};
 
-use super::{ApiError, AppState, body, parse_body};
+use raft_service::http::{parse_body, read_body};
+
+use super::{ApiError, AppState};
 use crate::api::{IncrRequest, ValueResponse};
 use crate::state_machine::Command;
 
@@ -11,7 +13,7 @@ pub(super) async fn handle(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<ValueResponse>, ApiError> {
-    let (_, body) = body::read(request, state.limits.max_body, state.limits.body_timeout).await?;
+    let (_, body) = read_body(request, state.limits.max_body, state.limits.body_timeout).await?;
     // `curl -X POST host/incr` with no body means "add one".
     let request: IncrRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IncrRequest::default()

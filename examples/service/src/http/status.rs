@@ -3,22 +3,21 @@
 use axum::Json;
 use axum::extract::State;
 use raft_runtime::raft_core::Role;
-use raft_runtime::{Metrics, Raft};
+use raft_runtime::{Metrics, Raft, StateMachine};
 
 use super::AppState;
 use crate::api::{HTTP_ATTRIBUTE, MemberStatus, StatusResponse};
-use crate::state_machine::Counter;
 
-pub(super) async fn handle(State(state): State<AppState>) -> Json<StatusResponse> {
+pub(super) async fn handle<SM: StateMachine>(State(state): State<AppState<SM>>) -> Json<StatusResponse> {
     Json(current_status(&state.raft).await)
 }
 
 /// The node's status as of now. The metrics watch (`Raft::metrics`) refreshes the
-/// commit and applied indexes only once per tick, so right after an increment it can show
+/// commit and applied indexes only once per tick, so right after a write it can show
 /// the index before it; `current_metrics` asks the node itself. A node that cannot answer
 /// (stopped, or its mailbox full) gets its last published figures, marked as such in
 /// [`StatusResponse::stale`].
-pub(super) async fn current_status(raft: &Raft<Counter>) -> StatusResponse {
+pub(super) async fn current_status<SM: StateMachine>(raft: &Raft<SM>) -> StatusResponse {
     match raft.current_metrics().await {
         Ok(m) => status_of(&m, None),
         Err(e) => {

@@ -10,13 +10,14 @@
 use axum::body::Bytes;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use raft_runtime::StateMachine;
 
 use super::{ApiError, AppState};
-use crate::api::{FORWARDED_HEADER, HTTP_ATTRIBUTE};
+use crate::api::HTTP_ATTRIBUTE;
 use crate::client::root_cause;
 
 /// Sends `body` to `path` on the leader and relays its answer unchanged.
-pub(super) async fn to_leader(state: &AppState, path: &str, body: Bytes) -> Response {
+pub(super) async fn to_leader<SM: StateMachine>(state: &AppState<SM>, path: &str, body: Bytes) -> Response {
     let (leader, address) = {
         let m = state.raft.metrics().borrow().clone();
         let Some(leader) = m.leader else {
@@ -40,7 +41,7 @@ pub(super) async fn to_leader(state: &AppState, path: &str, body: Bytes) -> Resp
         .leader_client
         .post(&url)
         .header(header::CONTENT_TYPE, "application/json")
-        .header(FORWARDED_HEADER, state.raft.id().to_string())
+        .header(&state.forwarded, state.raft.id().to_string())
         .header(header::AUTHORIZATION, state.admin_token.authorization())
         .body(body)
         .send()

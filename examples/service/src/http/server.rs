@@ -51,7 +51,7 @@ pub const MAX_HEAD: usize = 16 * 1024;
 
 /// Serves `router` on `listener` until `stop` resolves, then stops gracefully (see the
 /// module's documentation).
-pub(crate) async fn serve(
+pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: HttpLimits,

@@ -1,12 +1,12 @@
-//! `counter transfer-leader --cluster ADDRS --to ID`
+//! `transfer-leader --cluster ADDRS --to ID`
 
 use raft_runtime::raft_core::NodeId;
 
 use super::{ClusterArgs, TokenArgs};
-use crate::Error;
 use crate::outln;
+use crate::{Error, Service};
 
-/// Arguments of `counter transfer-leader`.
+/// Arguments of the `transfer-leader` command.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -19,11 +19,11 @@ pub struct Args {
 }
 
 /// Hands leadership over and waits until the new leader has taken over.
-pub async fn run(args: Args) -> Result<(), Error> {
+pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
     let status = args
         .cluster
         .client()
-        .with_admin_token(args.token.load()?)
+        .with_admin_token(args.token.load(S::NAME)?)
         .transfer_leader(args.to)
         .await?;
     outln!("node {} leads (term {})", args.to, status.term)?;

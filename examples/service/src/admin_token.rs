@@ -1,8 +1,8 @@
 //! The admin token: the shared secret that every admin request must carry.
 //!
 //! Membership and leadership changes (`/admin/...`) can take a cluster apart, so they are
-//! not open to whoever reaches a node's HTTP port. `counter certs` writes a random token
-//! next to the certificates (`admin.token`, readable by its owner only); every node loads
+//! not open to whoever reaches a node's HTTP port. The `certs` command (`counter certs`,
+//! `kv certs`) writes a random token next to the certificates (`admin.token`, readable by its owner only); every node loads
 //! it at start, and an admin request must send it as `Authorization: Bearer <token>`. The
 //! README says why this design was chosen over the alternatives.
 //!
@@ -31,11 +31,9 @@ pub struct AdminToken(Arc<str>);
 /// Why a token could not be made, read or written. Each message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The file could not be read.
-    #[error(
-        "cannot read the admin token {}: {source} (`counter certs` writes one; `counter token --out DIR` adds one to an existing directory)",
-        path.display()
-    )]
+    /// The file could not be read. (The commands add a hint: which command writes one,
+    /// see [`crate::cmd::load_admin_token`].)
+    #[error("cannot read the admin token {}: {source}", path.display())]
     Read {
         /// The file.
         path: PathBuf,

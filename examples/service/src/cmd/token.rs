@@ -1,4 +1,4 @@
-//! `counter token --out DIR [--force]`
+//! `token --out DIR [--force]`
 
 use std::path::PathBuf;
 
@@ -6,7 +6,7 @@ use crate::Error;
 use crate::admin_token::AdminToken;
 use crate::outln;
 
-/// Arguments of `counter token`.
+/// Arguments of the `token` command.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The certificates directory to write admin.token into (created if missing).
@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 /// Writes a new random admin token (mode 0600) as `admin.token` in the directory.
-/// `counter certs` writes one already; this adds one to a directory made before admin
+/// The `certs` command writes one already; this adds one to a directory made before admin
 /// tokens existed, or replaces a token that leaked.
 pub fn run(args: Args) -> Result<(), Error> {
     let path = crate::certs::admin_token_file(&args.out);

@@ -1,4 +1,4 @@
-//! `counter certs --out DIR --nodes 1,2,3`
+//! `certs --out DIR --nodes 1,2,3` (`counter certs`, `kv certs`)
 
 use std::path::PathBuf;
 
@@ -7,7 +7,7 @@ use raft_runtime::raft_core::NodeId;
 use crate::Error;
 use crate::outln;
 
-/// Arguments of `counter certs`.
+/// Arguments of the `certs` command.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The directory to write to (created if missing).

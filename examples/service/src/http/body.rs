@@ -1,8 +1,9 @@
 //! Reading a request body: never more than the route accepts, never for longer than the
 //! body timeout.
 //!
-//! Every body this API takes is a few dozen bytes of JSON, so every route accepts at most
-//! `HttpLimits::max_body` (4 KiB by default); without a limit, each request could make the
+//! Every body the shared routes take is a few dozen bytes of JSON, so they accept at most
+//! `HttpLimits::max_body` (4 KiB by default), as should a service's routes unless they
+//! need more (the `kv` service's values); without a limit, each request could make the
 //! node hold whatever a client sends.
 //!
 //! The header-read timeout (see `server.rs`) does not cover the body, so the body has its
@@ -21,11 +22,7 @@ use super::ApiError;
 
 /// Reads the body of `request` whole: at most `limit` bytes (`413` otherwise), within
 /// `timeout` (`408` otherwise). Answers the request's head and its body.
-pub(super) async fn read(
-    request: Request,
-    limit: usize,
-    timeout: Duration,
-) -> Result<(Parts, Bytes), ApiError> {
+pub async fn read(request: Request, limit: usize, timeout: Duration) -> Result<(Parts, Bytes), ApiError> {
     let (head, body) = request.into_parts();
     let too_large = || {
         ApiError::TooLarge(format!(

@@ -16,26 +16,28 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use raft_runtime::StateMachine;
 
 use super::{ApiError, AppState};
 
 /// Passes the request on if it carries the admin token; answers `401` otherwise.
-pub(super) async fn require_admin_token(
-    State(state): State<AppState>,
+pub(super) async fn require_admin_token<SM: StateMachine>(
+    State(state): State<AppState<SM>>,
     request: Request,
     next: Next,
 ) -> Response {
     let refusal = match request.headers().get(header::AUTHORIZATION) {
-        None => {
-            "admin requests need the cluster's admin token in an `Authorization: Bearer <token>` header (the token is admin.token in the directory `counter certs` wrote)"
-        }
+        None => format!(
+            "admin requests need the cluster's admin token in an `Authorization: Bearer <token>` header (the token is admin.token in the directory `{} certs` wrote)",
+            state.service
+        ),
         Some(value) => match bearer_token(value.as_bytes()) {
-            None => "the Authorization header is not a bearer token; send `Authorization: Bearer <token>`",
+            None => "the Authorization header is not a bearer token; send `Authorization: Bearer <token>`".into(),
             Some(presented) if state.admin_token.matches(presented) => {
                 return next.run(request).await;
             }
             Some(_) => {
-                "wrong admin token: it is not this cluster's (compare with admin.token in the certificates directory)"
+                "wrong admin token: it is not this cluster's (compare with admin.token in the certificates directory)".into()
             }
         },
     };
@@ -52,7 +54,7 @@ pub(super) async fn require_admin_token(
             "refused an admin request: {refusal}"
         );
     }
-    ApiError::Unauthorized(refusal.into()).into_response()
+    ApiError::Unauthorized(refusal).into_response()
 }
 
 /// The token in an `Authorization` value of the bearer scheme (whose name, RFC 9110

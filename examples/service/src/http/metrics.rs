@@ -15,8 +15,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use raft_runtime::Metrics;
 use raft_runtime::raft_core::Role;
+use raft_runtime::{Metrics, StateMachine};
 use tokio::sync::watch;
 
 use super::AppState;
@@ -24,7 +24,7 @@ use super::status::role_name;
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub(super) async fn handle(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn handle<SM: StateMachine>(State(state): State<AppState<SM>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render())
 }
 

@@ -1,4 +1,4 @@
-//! `counter status --cluster ADDRS`
+//! `status --cluster ADDRS`
 
 use super::ClusterArgs;
 use crate::Error;
@@ -6,7 +6,7 @@ use crate::api::StatusResponse;
 use crate::outln;
 use crate::output::OutputError;
 
-/// Arguments of `counter status`.
+/// Arguments of the `status` command.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -47,7 +47,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
 }
 
 /// Prints the members in `status`, one per line.
-pub(crate) fn print_members(status: &StatusResponse) -> Result<(), OutputError> {
+pub fn print_members(status: &StatusResponse) -> Result<(), OutputError> {
     outln!("members (as node {} sees them):", status.id)?;
     for m in &status.members {
         outln!(

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// `404`: no such route.
     #[error("no such route")]
     NotFound,
+    /// `404`: what the request names does not exist (the `kv` service's absent key).
+    #[error("{0}")]
+    Missing(String),
     /// `408`: the body did not arrive within the body timeout (see `body.rs`).
     #[error("{0}")]
     BodyTimeout(String),
@@ -35,18 +38,23 @@ pub enum ApiError {
     /// `504`: the outcome is unknown; the request may or may not have taken effect.
     #[error("{0}")]
     Unknown(String),
+    /// `500`: the node failed to answer (its state could not be read).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotApplied(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unknown(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

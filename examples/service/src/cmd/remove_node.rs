@@ -1,13 +1,13 @@
-//! `counter remove-node --cluster ADDRS --id ID`
+//! `remove-node --cluster ADDRS --id ID`
 
 use raft_runtime::raft_core::NodeId;
 
 use super::status::print_members;
 use super::{ClusterArgs, TokenArgs};
-use crate::Error;
 use crate::outln;
+use crate::{Error, Service};
 
-/// Arguments of `counter remove-node`.
+/// Arguments of the `remove-node` command.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -21,11 +21,11 @@ pub struct Args {
 }
 
 /// Removes the node and prints the membership.
-pub async fn run(args: Args) -> Result<(), Error> {
+pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
     let status = args
         .cluster
         .client()
-        .with_admin_token(args.token.load()?)
+        .with_admin_token(args.token.load(S::NAME)?)
         .remove_node(args.id)
         .await?;
     outln!("node {} is removed", args.id)?;

@@ -1,4 +1,4 @@
-//! `counter node`: run one node until SIGINT or SIGTERM.
+//! `node`: run one node until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use raft_runtime::raft_core::NodeId;
 
+use super::load_admin_token;
 use super::parse_duration;
-use crate::Error;
-use crate::admin_token::AdminToken;
 use crate::http::HttpLimits;
 use crate::node::{BoundNode, NodeConfig};
 use crate::peers::{self, PeerAddr};
 use crate::shutdown::Signals;
+use crate::{Error, Service};
 
-/// Arguments of `counter node`.
+/// Arguments of the `node` command.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("membership").required(true).multiple(true).args(["peers", "join"])))]
 pub struct Args {
@@ -27,10 +27,11 @@ pub struct Args {
     /// Where to serve the HTTP API, IP:PORT.
     #[arg(long)]
     http_addr: SocketAddr,
-    /// The write-ahead log's directory (created if missing; one node per directory).
+    /// The node's data directory: its write-ahead log, and its state if the service keeps
+    /// it on disk (created if missing; one node per directory).
     #[arg(long)]
     data_dir: PathBuf,
-    /// The directory holding ca.pem, node-ID.pem and node-ID.key (see `counter certs`).
+    /// The directory holding ca.pem, node-ID.pem and node-ID.key (see the `certs` command).
     #[arg(long)]
     certs: PathBuf,
     /// The Raft addresses of all initial members, this node included (ID=HOST:PORT,...);
@@ -44,16 +45,16 @@ pub struct Args {
     /// Give every initial member the same list.
     #[arg(long, value_delimiter = ',', requires = "peers")]
     peers_http: Vec<PeerAddr>,
-    /// Start empty and wait to be added by the cluster (see `counter add-node`) instead of
+    /// Start empty and wait to be added by the cluster (see the `add-node` command) instead of
     /// bootstrapping a new cluster. `--peers` then lists the cluster's current members:
     /// until this node is added, it accepts connections from them only.
     #[arg(long, requires = "peers")]
     join: bool,
-    /// Take a snapshot of the counter and compact the log every this many entries.
+    /// Take a snapshot of the state and compact the log every this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
     /// The file holding the admin token that admin requests must carry. Default:
-    /// admin.token in the --certs directory (`counter certs` writes it).
+    /// admin.token in the --certs directory (the `certs` command writes it).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
     /// Close a connection whose request head (request line and headers) has not arrived
@@ -82,7 +83,7 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 /// Runs the node. Misuse (a missing certificate or admin token, a locked or unusable data directory, an
 /// id missing from `--peers`, a busy port) fails before the node starts, with one line
 /// that names what is wrong.
-pub async fn run(args: Args) -> Result<(), Error> {
+pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
     let mode = if args.join {
         peers::join(&args.peers)?
     } else {
@@ -93,7 +94,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let token_file = args
         .admin_token_file
         .unwrap_or_else(|| crate::certs::admin_token_file(&args.certs));
-    let admin_token = AdminToken::load(&token_file)?;
+    let admin_token = load_admin_token(S::NAME, &token_file)?;
     let http_limits = HttpLimits {
         header_timeout: args.http_header_timeout,
         body_timeout: args.http_body_timeout,
@@ -112,7 +113,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         http_limits,
         raft,
     };
-    let node = BoundNode::bind(config).await?.start(mode).await?;
+    let node = BoundNode::<S>::bind(config).await?.start(mode).await?;
 
     enum Stop {
         Signal(&'static str),

@@ -12,14 +12,13 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use raft_runtime::raft_core::Role;
-use raft_runtime::{AdminError, MemberInfo, Raft};
+use raft_runtime::{AdminError, MemberInfo, Raft, StateMachine};
 
 use super::status::current_status;
 use super::{ApiError, AppState, body, parse_body, proxy};
-use crate::api::{AddRequest, FORWARDED_HEADER, HTTP_ATTRIBUTE, RemoveRequest, TransferRequest};
-use crate::state_machine::Counter;
+use crate::api::{AddRequest, HTTP_ATTRIBUTE, RemoveRequest, TransferRequest};
 
-pub(super) async fn add(State(state): State<AppState>, request: Request) -> Response {
+pub(super) async fn add<SM: StateMachine>(State(state): State<AppState<SM>>, request: Request) -> Response {
     let (head, body) = match body::read(request, state.limits.max_body, state.limits.body_timeout).await {
         Ok(read) => read,
         Err(e) => return e.into_response(),
@@ -41,7 +40,10 @@ pub(super) async fn add(State(state): State<AppState>, request: Request) -> Resp
     .await
 }
 
-pub(super) async fn remove(State(state): State<AppState>, request: Request) -> Response {
+pub(super) async fn remove<SM: StateMachine>(
+    State(state): State<AppState<SM>>,
+    request: Request,
+) -> Response {
     let (head, body) = match body::read(request, state.limits.max_body, state.limits.body_timeout).await {
         Ok(read) => read,
         Err(e) => return e.into_response(),
@@ -57,7 +59,10 @@ pub(super) async fn remove(State(state): State<AppState>, request: Request) -> R
     .await
 }
 
-pub(super) async fn transfer(State(state): State<AppState>, request: Request) -> Response {
+pub(super) async fn transfer<SM: StateMachine>(
+    State(state): State<AppState<SM>>,
+    request: Request,
+) -> Response {
     let (head, body) = match body::read(request, state.limits.max_body, state.limits.body_timeout).await {
         Ok(read) => read,
         Err(e) => return e.into_response(),
@@ -86,15 +91,16 @@ pub(super) async fn transfer(State(state): State<AppState>, request: Request) ->
 /// Runs `change` if this node leads, and passes the request on to the leader otherwise
 /// (also when leadership moved away while the change was being tried). Answers the
 /// leader's status after the change.
-async fn on_leader<F, Fut>(
-    state: &AppState,
+async fn on_leader<SM, F, Fut>(
+    state: &AppState<SM>,
     headers: &HeaderMap,
     path: &str,
     body: Bytes,
     change: F,
 ) -> Response
 where
-    F: FnOnce(Raft<Counter>) -> Fut,
+    SM: StateMachine,
+    F: FnOnce(Raft<SM>) -> Fut,
     Fut: Future<Output = Result<(), AdminError>>,
 {
     if state.raft.metrics().borrow().role != Role::Leader {
@@ -107,8 +113,13 @@ where
     }
 }
 
-async fn pass_on(state: &AppState, headers: &HeaderMap, path: &str, body: Bytes) -> Response {
-    if headers.contains_key(FORWARDED_HEADER) {
+async fn pass_on<SM: StateMachine>(
+    state: &AppState<SM>,
+    headers: &HeaderMap,
+    path: &str,
+    body: Bytes,
+) -> Response {
+    if headers.contains_key(&state.forwarded) {
         // Another node took this one for the leader. Forwarding again could bounce the
         // request between two nodes with different ideas of the leader; the client
         // retries instead, by which time the cluster agrees again.

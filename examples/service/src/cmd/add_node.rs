@@ -1,14 +1,14 @@
-//! `counter add-node --cluster ADDRS --id ID --raft-addr HOST:PORT [--http-addr HOST:PORT]`
+//! `add-node --cluster ADDRS --id ID --raft-addr HOST:PORT [--http-addr HOST:PORT]`
 
 use raft_runtime::raft_core::NodeId;
 
 use super::status::print_members;
 use super::{ClusterArgs, TokenArgs};
-use crate::Error;
 use crate::api::AddRequest;
 use crate::outln;
+use crate::{Error, Service};
 
-/// Arguments of `counter add-node`.
+/// Arguments of the `add-node` command.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -27,8 +27,8 @@ pub struct Args {
     http_addr: Option<String>,
 }
 
-/// Adds the node (started beforehand with `counter node --join`) and prints the membership.
-pub async fn run(args: Args) -> Result<(), Error> {
+/// Adds the node (started beforehand with `node --join`) and prints the membership.
+pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
     let request = AddRequest {
         id: args.id,
         raft_addr: args.raft_addr,
@@ -37,7 +37,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let status = args
         .cluster
         .client()
-        .with_admin_token(args.token.load()?)
+        .with_admin_token(args.token.load(S::NAME)?)
         .add_node(&request)
         .await?;
     outln!("node {} is a voter", args.id)?;

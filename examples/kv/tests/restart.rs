@@ -1,0 +1,186 @@
+//! Three `kv node` processes, started as a user starts them: a node stopped with SIGTERM
+//! and started again with the same command resumes from its database and applies only the
+//! entries after the applied index the database holds, not the whole log.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use common::{DEADLINE, eventually, sample};
+use kv::api::StatusResponse;
+use kv::http::Consistency;
+use raft_testkit::process::{NodeProcess, Ports};
+
+/// Keys written before the node stops: far fewer than the snapshot interval, so that the
+/// whole history stays in the write-ahead log, where a node that ignored its database's
+/// applied index would replay it from the start.
+const KEYS: usize = 40;
+
+struct Node {
+    http: SocketAddr,
+    process: NodeProcess,
+}
+
+/// Starts `kv node` for ids 1, 2, 3 in `dir`, with the flags the README gives.
+fn start(dir: &std::path::Path, certs: &std::path::Path) -> Nodes {
+    let mut ports = Ports::new();
+    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..3)
+        .map(|_| (ports.udp().unwrap(), ports.tcp().unwrap()))
+        .collect();
+    let list = |f: fn(&(SocketAddr, SocketAddr)) -> SocketAddr| {
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={}", i + 1, f(a)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (peers, peers_http) = (list(|a| a.0), list(|a| a.1));
+    let nodes = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &(raft, http))| {
+            let id = i + 1;
+            let args = [
+                "node",
+                "--id",
+                &id.to_string(),
+                "--raft-addr",
+                &raft.to_string(),
+                "--http-addr",
+                &http.to_string(),
+                "--data-dir",
+                &data_dir(dir, id).display().to_string(),
+                "--certs",
+                &certs.display().to_string(),
+                "--peers",
+                &peers,
+                "--peers-http",
+                &peers_http,
+            ]
+            .map(String::from)
+            .to_vec();
+            let log = dir.join(format!("node-{id}.log"));
+            let process = NodeProcess::start(common::KV, args, log, "info").expect("spawn kv node");
+            Node { http, process }
+        })
+        .collect();
+    Nodes(nodes)
+}
+
+fn data_dir(dir: &std::path::Path, id: usize) -> PathBuf {
+    dir.join(format!("node-{id}"))
+}
+
+async fn status(http: &reqwest::Client, node: &Node) -> Option<StatusResponse> {
+    let r = http
+        .get(format!("http://{}/status", node.http))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+async fn metrics(http: &reqwest::Client, node: &Node) -> String {
+    let r = http.get(format!("http://{}/metrics", node.http)).send().await;
+    r.expect("GET /metrics").text().await.expect("metrics text")
+}
+
+/// The nodes; dropping them prints the end of each node's log if the test fails, then
+/// kills and reaps every process.
+struct Nodes(Vec<Node>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (i, node) in self.0.iter().enumerate() {
+                eprintln!("----- node {} -----\n{}", i + 1, node.process.log_tail(30));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_applies_only_the_entries_after_its_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    common::succeeded(
+        &common::run_kv(&["certs", "--out", certs.to_str().unwrap(), "--nodes", "1,2,3"]).await,
+    );
+    let mut nodes = start(dir.path(), &certs);
+    let http = common::http();
+    let all: Vec<String> = nodes.0.iter().map(|n| n.http.to_string()).collect();
+    let client = kv::client::Client::new(&all).with_deadline(DEADLINE);
+
+    for i in 0..KEYS {
+        client.put(&format!("key-{i:02}"), "v").await.expect("put");
+    }
+    let leader = eventually("a leader known to node 1", || async {
+        status(&http, &nodes.0[0]).await?.leader
+    })
+    .await;
+    // A follower, once it has applied every key.
+    let index = (0..3).find(|&i| i as u64 + 1 != leader).unwrap();
+    let before = eventually("the follower to apply every key", || async {
+        let s = status(&http, &nodes.0[index]).await?;
+        (s.applied >= KEYS as u64 && s.applied == s.commit).then_some(s)
+    })
+    .await;
+    {
+        let stopped = nodes.0[index].process.terminate_within(DEADLINE).await;
+        assert!(
+            stopped.is_some_and(|s| s.success()),
+            "SIGTERM ends a node with status 0"
+        );
+    }
+    // Its data directory holds the write-ahead log and the database apart.
+    for sub in ["wal", "kv"] {
+        let path = data_dir(dir.path(), index + 1).join(sub);
+        assert!(
+            path.read_dir().is_ok_and(|mut d| d.next().is_some()),
+            "{} is empty",
+            path.display()
+        );
+    }
+
+    // Writes go on while it is down; then it starts again with the same command.
+    for i in 0..5 {
+        client.put(&format!("late-{i}"), "w").await.expect("put");
+    }
+    nodes.0[index].process.restart().expect("restart kv node");
+    let node = &nodes.0[index];
+    let after = eventually("the restarted node to catch up", || async {
+        let s = status(&http, node).await?;
+        (s.applied >= before.applied + 5 && s.applied == s.commit).then_some(s)
+    })
+    .await;
+
+    // Everything is there, read from the node's own database.
+    let local = kv::client::Client::new([node.http.to_string()]).with_deadline(DEADLINE);
+    for key in ["key-00", &format!("key-{:02}", KEYS - 1), "late-4"] {
+        let value = local.get(key, Consistency::Local).await.expect("local read");
+        assert!(value.is_some(), "{key} is missing on the restarted node");
+    }
+
+    // Since it started, the process applied only what followed its database's index: the
+    // 5 late keys (and no snapshot), not the KEYS keys before them that its log still holds.
+    let text = metrics(&http, node).await;
+    let applied = sample(&text, "raft_applied_entries_total");
+    assert!(
+        (5..KEYS as u64 / 2).contains(&applied),
+        "the restarted node applied {applied} entries (its database held index {}, now {}):\n{text}",
+        before.applied,
+        after.applied
+    );
+    assert_eq!(sample(&text, "raft_snapshots_installed_total"), 0, "{text}");
+    assert!(sample(&text, "raft_snapshot_index") < before.applied, "{text}");
+
+    for node in &mut nodes.0 {
+        let stopped = node.process.terminate_within(DEADLINE).await;
+        assert!(
+            stopped.is_some_and(|s| s.success()),
+            "SIGTERM ends a node with status 0"
+        );
+    }
+}
