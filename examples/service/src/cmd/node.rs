@@ -53,6 +53,10 @@ pub struct Args {
     /// Take a snapshot of the state and compact the log every this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Keep this many entries of log behind each snapshot, so that a follower that lags by
+    /// fewer catches up from the log rather than by a whole snapshot (0 keeps none).
+    #[arg(long, default_value_t = 5_000)]
+    log_kept_entries: u64,
     /// The file holding the admin token that admin requests must carry. Default:
     /// admin.token in the --certs directory (the `certs` command writes it).
     #[arg(long)]
@@ -103,6 +107,7 @@ pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
     };
     let mut raft = NodeConfig::raft_defaults();
     raft.snapshot_every = args.snapshot_every;
+    raft.log_kept_entries = args.log_kept_entries;
     let config = NodeConfig {
         id: args.id,
         raft_addr: args.raft_addr,
