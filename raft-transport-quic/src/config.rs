@@ -240,7 +240,8 @@ pub struct Limits {
     /// reception holds at most the snapshot connection's QUIC stream receive window
     /// ([`Tuning::stream_window`], 8 MiB by default) plus one
     /// [`snapshot_chunk_size`](Limits::snapshot_chunk_size) (1 MiB), whatever the
-    /// snapshot's size. Must be positive. Default 256 MiB.
+    /// snapshot's size. Must be positive. Default 64 GiB: set it to what the receiving
+    /// node's disk can spare for one staged snapshot beside the stored one.
     pub max_snapshot_size: u64,
     /// The largest piece of a snapshot handled at once, in bytes: a sender writes the data
     /// it reads in frames of at most this size (splitting a larger chunk it reads), and a
@@ -282,7 +283,7 @@ impl Default for Limits {
             max_frame_size: 16 << 20,
             coalesce_bytes: 1 << 20,
             peer_queue_capacity: 1024,
-            max_snapshot_size: 256 << 20,
+            max_snapshot_size: 64 << 30,
             snapshot_chunk_size: 1 << 20,
             snapshot_accept_timeout: Duration::from_secs(300),
             max_concurrent_handshakes: 16,
