@@ -4,102 +4,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
+use common::procs::{data_dir, metrics, start, status};
 use common::{DEADLINE, eventually, sample};
-use kv::api::StatusResponse;
 use kv::http::Consistency;
-use raft_testkit::process::{NodeProcess, Ports};
 
 /// Keys written before the node stops: far fewer than the snapshot interval, so that the
 /// whole history stays in the write-ahead log, where a node that ignored its database's
 /// applied index would replay it from the start.
 const KEYS: usize = 40;
-
-struct Node {
-    http: SocketAddr,
-    process: NodeProcess,
-}
-
-/// Starts `kv node` for ids 1, 2, 3 in `dir`, with the flags the README gives.
-fn start(dir: &std::path::Path, certs: &std::path::Path) -> Nodes {
-    let mut ports = Ports::new();
-    let addrs: Vec<(SocketAddr, SocketAddr)> = (0..3)
-        .map(|_| (ports.udp().unwrap(), ports.tcp().unwrap()))
-        .collect();
-    let list = |f: fn(&(SocketAddr, SocketAddr)) -> SocketAddr| {
-        addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={}", i + 1, f(a)))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let (peers, peers_http) = (list(|a| a.0), list(|a| a.1));
-    let nodes = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, &(raft, http))| {
-            let id = i + 1;
-            let args = [
-                "node",
-                "--id",
-                &id.to_string(),
-                "--raft-addr",
-                &raft.to_string(),
-                "--http-addr",
-                &http.to_string(),
-                "--data-dir",
-                &data_dir(dir, id).display().to_string(),
-                "--certs",
-                &certs.display().to_string(),
-                "--peers",
-                &peers,
-                "--peers-http",
-                &peers_http,
-            ]
-            .map(String::from)
-            .to_vec();
-            let log = dir.join(format!("node-{id}.log"));
-            let process = NodeProcess::start(common::KV, args, log, "info").expect("spawn kv node");
-            Node { http, process }
-        })
-        .collect();
-    Nodes(nodes)
-}
-
-fn data_dir(dir: &std::path::Path, id: usize) -> PathBuf {
-    dir.join(format!("node-{id}"))
-}
-
-async fn status(http: &reqwest::Client, node: &Node) -> Option<StatusResponse> {
-    let r = http
-        .get(format!("http://{}/status", node.http))
-        .send()
-        .await
-        .ok()?;
-    r.json().await.ok()
-}
-
-async fn metrics(http: &reqwest::Client, node: &Node) -> String {
-    let r = http.get(format!("http://{}/metrics", node.http)).send().await;
-    r.expect("GET /metrics").text().await.expect("metrics text")
-}
-
-/// The nodes; dropping them prints the end of each node's log if the test fails, then
-/// kills and reaps every process.
-struct Nodes(Vec<Node>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for (i, node) in self.0.iter().enumerate() {
-                eprintln!("----- node {} -----\n{}", i + 1, node.process.log_tail(30));
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_applies_only_the_entries_after_its_database() {
@@ -108,7 +20,7 @@ async fn a_restarted_node_applies_only_the_entries_after_its_database() {
     common::succeeded(
         &common::run_kv(&["certs", "--out", certs.to_str().unwrap(), "--nodes", "1,2,3"]).await,
     );
-    let mut nodes = start(dir.path(), &certs);
+    let mut nodes = start(dir.path(), &certs, &[]);
     let http = common::http();
     let all: Vec<String> = nodes.0.iter().map(|n| n.http.to_string()).collect();
     let client = kv::client::Client::new(&all).with_deadline(DEADLINE);

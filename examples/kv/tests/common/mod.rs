@@ -4,6 +4,8 @@
 //! Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod procs;
+
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
