@@ -153,9 +153,18 @@ fn sm_error(e: impl std::error::Error + Send + Sync + 'static) -> StateMachineEr
     StateMachineError::new(e)
 }
 
+/// The memory redb may use to cache pages of one database. Its default, 1 GiB, let a node
+/// restoring a 1 GiB snapshot grow by about as much (measured: +909 MiB for a 995 MiB
+/// snapshot), and a restore holds two databases open. The state is on disk, and the
+/// operating system's page cache keeps what is read often.
+const DB_CACHE: usize = 16 << 20;
+
 /// Opens (or creates) the database at `path` with both tables in it.
 fn open_db(path: &Path) -> Result<Database, KvError> {
-    let db = Database::create(path).map_err(|e| db_error(path, e))?;
+    let db = Database::builder()
+        .set_cache_size(DB_CACHE)
+        .create(path)
+        .map_err(|e| db_error(path, e))?;
     let txn = db.begin_write().map_err(|e| db_error(path, e))?;
     txn.open_table(DATA).map_err(|e| db_error(path, e))?;
     txn.open_table(META).map_err(|e| db_error(path, e))?;
