@@ -28,6 +28,9 @@ pub enum Command {
     /// Run one node of configuration c until SIGINT or SIGTERM (the benchmark starts three).
     #[command(hide = true)]
     Node(crate::node::Args),
+    /// Measure a `kv` cluster with a large state: load, a new node's catch-up by snapshot
+    /// (time, rate, memory, the write load meanwhile), and a follower's restart.
+    KvCatchup(crate::kv_catchup::Args),
 }
 
 impl Cli {
@@ -36,7 +39,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Some(Command::Node(_)) => "warn",
-            None => "error",
+            Some(Command::KvCatchup(_)) | None => "error",
         }
     }
 
@@ -44,6 +47,7 @@ impl Cli {
     pub async fn run(self) -> Result<(), Error> {
         match self.command {
             Some(Command::Node(args)) => crate::node::run(args).await,
+            Some(Command::KvCatchup(args)) => crate::kv_catchup::run(args).await,
             None => run(self.bench).await,
         }
     }

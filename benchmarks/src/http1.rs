@@ -49,6 +49,27 @@ impl Connection {
         Connection::with_request(addr, request)
     }
 
+    /// A client that will `PUT` `body` (raw bytes) to `path` on `addr`, until
+    /// [`Connection::set_put`] changes the path and body.
+    pub fn put(addr: SocketAddr, path: &str, body: &[u8]) -> Connection {
+        let mut c = Connection::with_request(addr, Vec::new());
+        c.set_put(path, body);
+        c
+    }
+
+    /// Makes the next requests `PUT` `body` to `path`, reusing the request's buffer.
+    pub fn set_put(&mut self, path: &str, body: &[u8]) {
+        use std::io::Write;
+        self.request.clear();
+        let _ = write!(
+            self.request,
+            "PUT {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        self.request.extend_from_slice(body);
+    }
+
     /// A client that will `GET` `path` on `addr`.
     pub fn get(addr: SocketAddr, path: &str) -> Connection {
         let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes();

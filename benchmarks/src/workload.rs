@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +76,8 @@ struct Shared {
     /// The operations still to do in a [`Stop::Ops`] run.
     tickets: Option<AtomicI64>,
     completed: AtomicU64,
+    /// Set by [`Load::halt`]: every client stops after its current request.
+    halted: AtomicBool,
     rejected: Mutex<BTreeMap<String, u64>>,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -158,6 +160,7 @@ impl Load {
                 Stop::After(_) => None,
             },
             completed: AtomicU64::new(0),
+            halted: AtomicBool::new(false),
             rejected: Mutex::new(BTreeMap::new()),
             failed: AtomicU64::new(0),
             first_error: Mutex::new(None),
@@ -210,6 +213,12 @@ impl Load {
         Progress(self.shared.clone())
     }
 
+    /// Ends the measured part now, before its planned end: each client stops after its
+    /// current request, and [`Load::finish`] counts up to the last completion.
+    pub fn halt(&self) {
+        self.shared.halted.store(true, Ordering::Relaxed);
+    }
+
     /// Waits for the clients to stop and merges their figures.
     pub async fn finish(mut self) -> Measured {
         let mut last = None;
@@ -247,7 +256,7 @@ async fn run_client<C: Client>(
     let mut tickets = 0;
     loop {
         let start = Instant::now();
-        if start >= window.until {
+        if start >= window.until || shared.halted.load(Ordering::Relaxed) {
             break;
         }
         let measured = start >= window.from;
