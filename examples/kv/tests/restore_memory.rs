@@ -22,7 +22,11 @@ fn proc_status(field: &str) -> u64 {
         .lines()
         .find(|l| l.starts_with(field))
         .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+        * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
