@@ -33,3 +33,25 @@ pub use log::{Log, LogState};
 pub use mem::InMemory;
 #[cfg(feature = "durable")]
 pub use on_disk::OnDisk;
+
+/// A figure of this process from `/proc/self/status`, in bytes: `"VmHWM:"` (the peak
+/// resident memory) or `"VmRSS:"`, say. Tests that bound what a large transfer may hold
+/// compare the peak before and after it (each alone in its test binary, since other tests
+/// would raise the peak too).
+///
+/// # Panics
+///
+/// If the file or the field cannot be read (not Linux).
+pub fn proc_status(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {line:?}"));
+    kib * 1024
+}

@@ -125,20 +125,6 @@ impl StateMachine for Blob {
     }
 }
 
-/// A figure from `/proc/self/status`, in bytes.
-fn proc_status(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap()
-        * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_larger_than_memory_allows_moves_as_a_stream() {
     let config = Config {
@@ -165,7 +151,7 @@ async fn a_snapshot_larger_than_memory_allows_moves_as_a_stream() {
         .last_log_index;
 
     // A new node joins: the log it needs is compacted, so it gets the snapshot.
-    let before = proc_status("VmHWM:");
+    let before = raft_testkit::proc_status("VmHWM:");
     let members = c.members.clone();
     c.start_node(4, StartMode::Join(members)).await;
     let info = c.plugins.member(4);
@@ -179,7 +165,7 @@ async fn a_snapshot_larger_than_memory_allows_moves_as_a_stream() {
         })
         .await
         .expect("the new node caught up through the snapshot");
-    let after = proc_status("VmHWM:");
+    let after = raft_testkit::proc_status("VmHWM:");
     let state = c.state_machines[&4].clone();
     assert_eq!(state.lock().size, SIZE);
     assert!(state.lock().restored >= 1);
