@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::Error;
 use crate::cli::{parse_duration, parse_size};
 use crate::http1::{Connection, Response};
+use crate::procs::send_once;
 use crate::usage;
 use crate::workload::{Client, Load, Measured, Outcome, Stop};
 
@@ -692,23 +693,8 @@ impl Client for PutClient {
             self.connection.set_put(&key_path(key), &self.value);
             self.pending = true;
         }
-        let sent = tokio::time::timeout(REQUEST_TIMEOUT, self.connection.send()).await;
-        let outcome = match sent {
-            Ok(Ok(response)) => match response.status {
-                200 => Outcome::Done,
-                503 => Outcome::Rejected(String::from_utf8_lossy(&response.body).into_owned()),
-                status => Outcome::Failed(format!(
-                    "PUT http://{}/kv: {status} {}",
-                    self.addr,
-                    String::from_utf8_lossy(&response.body)
-                )),
-            },
-            Ok(Err(e)) => Outcome::Failed(format!("PUT http://{}/kv: {e}", self.addr)),
-            Err(_) => Outcome::Failed(format!(
-                "PUT http://{}/kv: no answer within {REQUEST_TIMEOUT:?}",
-                self.addr
-            )),
-        };
+        let addr = self.addr;
+        let outcome = send_once(&mut self.connection, || format!("PUT http://{addr}/kv")).await;
         if !matches!(outcome, Outcome::Rejected(_)) {
             self.pending = false;
         }

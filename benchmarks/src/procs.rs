@@ -298,22 +298,26 @@ pub struct HttpClient {
 
 impl Client for HttpClient {
     async fn call(&mut self) -> Outcome {
-        let sent = tokio::time::timeout(REQUEST_TIMEOUT, self.connection.send()).await;
-        match sent {
-            Ok(Ok(response)) => match response.status {
-                200 => Outcome::Done,
-                503 => Outcome::Rejected(String::from_utf8_lossy(&response.body).into_owned()),
-                status => Outcome::Failed(format!(
-                    "POST http://{}/propose: {status} {}",
-                    self.leader,
-                    String::from_utf8_lossy(&response.body)
-                )),
-            },
-            Ok(Err(e)) => Outcome::Failed(format!("POST http://{}/propose: {e}", self.leader)),
-            Err(_) => Outcome::Failed(format!(
-                "POST http://{}/propose: no answer within {REQUEST_TIMEOUT:?}",
-                self.leader
+        let leader = self.leader;
+        send_once(&mut self.connection, || format!("POST http://{leader}/propose")).await
+    }
+}
+
+/// Sends the request `connection` holds and classifies the answer: 200 done, 503 refused
+/// for now (retried), anything else, a broken connection or no answer in time a failure,
+/// named by `request` (called only then).
+pub(crate) async fn send_once(connection: &mut Connection, request: impl Fn() -> String) -> Outcome {
+    match tokio::time::timeout(REQUEST_TIMEOUT, connection.send()).await {
+        Ok(Ok(response)) => match response.status {
+            200 => Outcome::Done,
+            503 => Outcome::Rejected(String::from_utf8_lossy(&response.body).into_owned()),
+            status => Outcome::Failed(format!(
+                "{}: {status} {}",
+                request(),
+                String::from_utf8_lossy(&response.body)
             )),
-        }
+        },
+        Ok(Err(e)) => Outcome::Failed(format!("{}: {e}", request())),
+        Err(_) => Outcome::Failed(format!("{}: no answer within {REQUEST_TIMEOUT:?}", request())),
     }
 }
