@@ -97,7 +97,9 @@ impl SnapshotPolicy {
             .marks
             .iter()
             .find(|&&(i, bytes)| {
-                i <= index && index - i <= self.keep.entries && at_index - bytes <= self.keep.bytes
+                i <= index
+                    && index - i <= self.keep.entries
+                    && at_index.saturating_sub(bytes) <= self.keep.bytes
             })
             .map_or(index, |&(i, _)| i);
         while self.marks.front().is_some_and(|&(i, _)| i < point) {

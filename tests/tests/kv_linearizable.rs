@@ -332,8 +332,7 @@ async fn run_client(
             Err(e) if e.is_definitely_not_applied() => {
                 tally.not_applied.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e @ (ProposeError::Timeout | ProposeError::Unknown(_))) => {
-                let _ = e;
+            Err(ProposeError::Timeout | ProposeError::Unknown(_)) => {
                 tally.unknown.fetch_add(1, Ordering::Relaxed);
                 history.push(kv_model::operation(client, &key, input, call, None));
             }
