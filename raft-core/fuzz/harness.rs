@@ -418,6 +418,8 @@ impl Harness {
             c.max_uncommitted_bytes = if sizes & 16 == 0 { 200 } else { 1 << 20 };
             c.max_apply_bytes = if sizes & 32 == 0 { 40 } else { 1 << 20 };
             c.max_pending_reads = if sizes & 64 == 0 { 4 } else { 1024 };
+            c.max_inflight_bytes = if sizes & 128 == 0 { 150 } else { 16 << 20 };
+            c.max_applying_bytes = if sizes & 128 == 0 { 100 } else { 32 << 20 };
             c.lease_drift_ticks = 2;
             c.seed = id.wrapping_mul(0x1234_5678).wrapping_add(u64::from(header));
             let raw = RawNode::new(c.clone(), MemStorage::new_with_conf_state(cs.clone()), 0)

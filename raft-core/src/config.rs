@@ -36,6 +36,11 @@ pub struct Config {
     pub max_append_bytes: u64,
     /// Maximum number of append messages in flight to one peer in the replicate state.
     pub max_inflight_msgs: usize,
+    /// Maximum size in bytes of the entries in flight to one peer in the replicate state:
+    /// no append is sent while this much is unacknowledged (so one message may overshoot
+    /// it). It bounds what a follower that catches up holds in memory before it has
+    /// written it, and what the leader holds for it meanwhile.
+    pub max_inflight_bytes: u64,
     /// Maximum size in bytes of entries proposed by this leader and not yet committed;
     /// further proposals are refused with
     /// [`ProposeError::UncommittedLimit`](crate::ProposeError::UncommittedLimit).
@@ -43,6 +48,11 @@ pub struct Config {
     /// Maximum size in bytes of the committed entries handed out in one `Ready` (at least
     /// one entry is always handed out).
     pub max_apply_bytes: u64,
+    /// Maximum size in bytes of the committed entries handed out and not yet reported
+    /// applied ([`RawNode::on_applied`](crate::RawNode::on_applied)); no more are handed out
+    /// until the state machine catches up (one batch always may be out). It bounds what a
+    /// follower that receives the log faster than it applies it holds in memory.
+    pub max_applying_bytes: u64,
     /// Maximum number of read requests waiting for confirmation at once.
     pub max_pending_reads: usize,
     /// How many ticks shorter than `election_tick` a leader's lease is, to absorb drift
@@ -103,7 +113,8 @@ impl ConfigError {
 impl Config {
     /// A configuration with sensible defaults for node `id`: election after 10 to 20 ticks,
     /// heartbeats every 2 ticks, pre-vote and check-quorum on, 1 MiB per append message,
-    /// 256 messages in flight per peer, 64 MiB of uncommitted entries and 16 MiB apply batches.
+    /// 256 messages and 16 MiB in flight per peer, 64 MiB of uncommitted entries, 16 MiB
+    /// apply batches and 32 MiB being applied.
     pub fn new(id: NodeId) -> Self {
         Config {
             id,
@@ -115,8 +126,10 @@ impl Config {
             check_quorum: true,
             max_append_bytes: 1 << 20,
             max_inflight_msgs: 256,
+            max_inflight_bytes: 16 << 20,
             max_uncommitted_bytes: 64 << 20,
             max_apply_bytes: 16 << 20,
+            max_applying_bytes: 32 << 20,
             max_pending_reads: 65_536,
             lease_drift_ticks: 2,
             seed: id,
@@ -190,9 +203,21 @@ impl Config {
             at_least_one,
         )?;
         check(
+            self.max_inflight_bytes > 0,
+            "max_inflight_bytes",
+            self.max_inflight_bytes,
+            at_least_one,
+        )?;
+        check(
             self.max_uncommitted_bytes > 0,
             "max_uncommitted_bytes",
             self.max_uncommitted_bytes,
+            at_least_one,
+        )?;
+        check(
+            self.max_applying_bytes > 0,
+            "max_applying_bytes",
+            self.max_applying_bytes,
             at_least_one,
         )?;
         check(
@@ -239,6 +264,8 @@ mod tests {
             ("max_election_tick", Box::new(|c| c.max_election_tick = 10)),
             ("max_append_bytes", Box::new(|c| c.max_append_bytes = 0)),
             ("max_inflight_msgs", Box::new(|c| c.max_inflight_msgs = 0)),
+            ("max_inflight_bytes", Box::new(|c| c.max_inflight_bytes = 0)),
+            ("max_applying_bytes", Box::new(|c| c.max_applying_bytes = 0)),
             ("max_uncommitted_bytes", Box::new(|c| c.max_uncommitted_bytes = 0)),
             ("max_apply_bytes", Box::new(|c| c.max_apply_bytes = 0)),
             ("max_pending_reads", Box::new(|c| c.max_pending_reads = 0)),

@@ -35,6 +35,11 @@ pub(crate) struct RaftLog<S> {
     pub(crate) persisted: Index,
     pub(crate) emitted: Index,
     pub(crate) applied: Index,
+    /// The batches handed out for applying and not yet reported applied: the last index of
+    /// each and the size of its entries.
+    applying: VecDeque<(Index, u64)>,
+    /// The sum of the sizes in `applying`.
+    applying_bytes: u64,
     /// The first safety invariant a change to the log would have broken; the change was
     /// refused and the node stops (see [`Invariant`]).
     pub(crate) violation: Option<Invariant>,
@@ -55,6 +60,8 @@ impl<S: LogStorage> RaftLog<S> {
             persisted: last,
             emitted: applied,
             applied,
+            applying: VecDeque::new(),
+            applying_bytes: 0,
             violation: None,
         }
     }
@@ -257,6 +264,9 @@ impl<S: LogStorage> RaftLog<S> {
         self.persisted = self.persisted.min(index.saturating_sub(1));
         self.committed = index;
         self.emitted = index;
+        // The snapshot replaces whatever was handed out before it.
+        self.applying.clear();
+        self.applying_bytes = 0;
     }
 
     /// The not-yet-handed-out snapshot and entries to persist; marks them handed out.
@@ -328,23 +338,60 @@ impl<S: LogStorage> RaftLog<S> {
         self.committed.min(self.persisted)
     }
 
-    pub(crate) fn has_next_committed(&self) -> bool {
-        self.emitted < self.apply_limit()
+    /// Whether committed entries wait to be handed out and the applying window lets them
+    /// go (`max_applying` bytes handed out and not yet applied at most, but always one batch
+    /// when none is out).
+    pub(crate) fn has_next_committed(&self, max_applying: u64) -> bool {
+        self.emitted < self.apply_limit() && !self.applying_full(max_applying)
     }
 
-    /// Committed, durable entries not handed out yet, within `max_bytes`.
-    pub(crate) fn next_committed(&mut self, max_bytes: u64) -> Result<Vec<Entry>, StorageError> {
+    fn applying_full(&self, max_applying: u64) -> bool {
+        !self.applying.is_empty() && self.applying_bytes >= max_applying
+    }
+
+    /// Committed, durable entries not handed out yet: within `max_bytes`, and within what
+    /// the applying window of `max_applying` bytes has left (at least one entry, unless the
+    /// window is full).
+    pub(crate) fn next_committed(
+        &mut self,
+        max_bytes: u64,
+        max_applying: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
         let high = self.apply_limit();
-        if self.emitted >= high {
+        if self.emitted >= high || self.applying_full(max_applying) {
             return Ok(Vec::new());
         }
+        let max_bytes = max_bytes.min(max_applying.saturating_sub(self.applying_bytes));
         let mut entries = self.entries(self.emitted + 1, high + 1, max_bytes)?;
         let keep = limit_size(&entries, max_bytes).len();
         entries.truncate(keep);
         if let Some(last) = entries.last() {
             self.emitted = last.index;
+            let bytes = entries
+                .iter()
+                .fold(0u64, |total, e| total.saturating_add(e.size()));
+            self.applying.push_back((last.index, bytes));
+            self.applying_bytes = self.applying_bytes.saturating_add(bytes);
         }
         Ok(entries)
+    }
+
+    /// The driver reports everything up to `index` applied: the batches it covers leave the
+    /// applying window.
+    pub(crate) fn applied_to(&mut self, index: Index) {
+        self.applied = self.applied.max(index);
+        while let Some(&(last, bytes)) = self.applying.front() {
+            if last > index {
+                break;
+            }
+            self.applying.pop_front();
+            self.applying_bytes = self.applying_bytes.saturating_sub(bytes);
+        }
+    }
+
+    /// Bytes of entries handed out for applying and not yet reported applied.
+    pub(crate) fn applying_bytes(&self) -> u64 {
+        self.applying_bytes
     }
 
     /// The largest index at or below `index` whose term is at most `term` (used by the fast
@@ -412,15 +459,15 @@ mod tests {
         log.append(&[ent(1, 3), ent(1, 4)]);
         log.commit_to(4);
         assert_eq!(
-            log.next_committed(u64::MAX).unwrap().len(),
+            log.next_committed(u64::MAX, u64::MAX).unwrap().len(),
             2,
             "entries 1 and 2 are durable"
         );
-        assert!(!log.has_next_committed());
+        assert!(!log.has_next_committed(u64::MAX));
         let (_, es) = log.take_unpersisted();
         log.store.append(&es).unwrap();
         log.entries_persisted(4, 1);
-        assert_eq!(log.next_committed(u64::MAX).unwrap().len(), 2);
+        assert_eq!(log.next_committed(u64::MAX, u64::MAX).unwrap().len(), 2);
     }
 
     #[test]

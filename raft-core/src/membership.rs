@@ -128,7 +128,7 @@ impl<S: LogStorage> Raft<S> {
                 self.progress.remove(&id);
             }
             if !self.progress.contains_key(&id) {
-                let mut pr = Progress::new(next, self.cfg.max_inflight_msgs);
+                let mut pr = Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
                 if id == self.id {
                     pr.matched = self.log.persisted;
                     pr.become_replicate();

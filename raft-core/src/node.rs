@@ -94,6 +94,8 @@ pub struct PeerStatus {
     pub state: ProgressState,
     /// Append messages in flight (replicate state).
     pub inflight: usize,
+    /// Bytes of entries in those messages.
+    pub inflight_bytes: u64,
 }
 
 /// A snapshot of the node's state for metrics and tests.
@@ -115,6 +117,8 @@ pub struct Status {
     pub emitted: Index,
     /// Highest index the driver reported applied.
     pub applied: Index,
+    /// Bytes of entries handed out for applying and not yet reported applied.
+    pub applying_bytes: u64,
     /// The configuration in effect.
     pub conf_state: ConfState,
     /// Index of the entry that carried the configuration in effect.
@@ -331,7 +335,7 @@ impl<S: LogStorage> RawNode<S> {
             || !r.msgs.is_empty()
             || !r.read_states.is_empty()
             || r.log.has_unpersisted()
-            || r.log.has_next_committed()
+            || r.log.has_next_committed(r.cfg.max_applying_bytes)
             || (r.role == Role::Leader && !r.reads_unsent.is_empty())
             || (r.role == Role::Leader && self.leader_owes_appends())
     }
@@ -374,7 +378,10 @@ impl<S: LogStorage> RawNode<S> {
             self.prev_hard = hs;
             hs
         });
-        ready.committed_entries = self.raft.log.next_committed(self.raft.cfg.max_apply_bytes)?;
+        ready.committed_entries = self
+            .raft
+            .log
+            .next_committed(self.raft.cfg.max_apply_bytes, self.raft.cfg.max_applying_bytes)?;
         ready.read_states = std::mem::take(&mut self.raft.read_states);
 
         let leader_free = self.raft.role == Role::Leader
@@ -449,7 +456,7 @@ impl<S: LogStorage> RawNode<S> {
                 high: log.emitted,
             });
         }
-        log.applied = log.applied.max(index);
+        log.applied_to(index);
         Ok(())
     }
 
@@ -523,6 +530,7 @@ impl<S: LogStorage> RawNode<S> {
             last_index: r.log.last_index(),
             persisted: r.log.persisted,
             emitted: r.log.emitted,
+            applying_bytes: r.log.applying_bytes(),
             applied: r.log.applied,
             conf_state: r.conf.clone(),
             conf_index: r.conf_index,
@@ -537,6 +545,7 @@ impl<S: LogStorage> RawNode<S> {
                             next: p.next,
                             state: p.state,
                             inflight: p.inflights.len(),
+                            inflight_bytes: p.inflights.bytes(),
                         },
                     )
                 })
@@ -630,6 +639,85 @@ mod tests {
         assert!(
             matches!(node.propose_conf_change(ConfChange::new([crate::MemberChange::add_learner(2)])), Err(e) if e.is_fatal())
         );
+    }
+
+    #[test]
+    fn committed_entries_wait_while_the_applying_window_is_full() {
+        let storage = MemStorage::new_with_conf_state(ConfState::with_voters([1]));
+        let mut config = Config::new(1);
+        config.max_apply_bytes = 1; // one entry per batch
+        config.max_applying_bytes = 100;
+        let mut node = RawNode::new(config, storage, 0).unwrap();
+        node.campaign().unwrap();
+        drive(&mut node);
+        for _ in 0..10 {
+            node.propose(Bytes::from(vec![7u8; 40])).unwrap();
+        }
+        // Persist and commit everything, but report nothing applied.
+        let mut handed_out = Vec::new();
+        while node.has_ready() {
+            let mut ready = node.ready().unwrap();
+            if let Some(p) = ready.persist.take() {
+                node.storage_mut().persist(&p).unwrap();
+                node.on_persisted(p.token).unwrap();
+            }
+            handed_out.extend(ready.committed_entries);
+        }
+        assert_eq!(node.commit_index(), 11);
+        let size = handed_out[0].size();
+        let window = 100u64.div_ceil(size) as usize;
+        assert_eq!(
+            handed_out.len(),
+            window,
+            "entries of {size} bytes stop once 100 bytes are out"
+        );
+        assert!(node.status().applying_bytes >= 100);
+        // Applying the first batch makes room for one more.
+        node.on_applied(handed_out[0].index).unwrap();
+        assert!(node.has_ready());
+        let ready = node.ready().unwrap();
+        assert_eq!(ready.committed_entries.len(), 1);
+        assert_eq!(ready.committed_entries[0].index, handed_out[window - 1].index + 1);
+        // Applying everything handed out lets the rest go.
+        node.on_applied(ready.committed_entries[0].index).unwrap();
+        let mut rest = 0;
+        while node.has_ready() {
+            let ready = node.ready().unwrap();
+            if let Some(last) = ready.committed_entries.last() {
+                rest += ready.committed_entries.len();
+                node.on_applied(last.index).unwrap();
+            }
+        }
+        assert_eq!(window + 1 + rest, 10, "indexes 2 to 11");
+        assert_eq!(node.status().applying_bytes, 0);
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_applying_window_still_goes_out_alone() {
+        let storage = MemStorage::new_with_conf_state(ConfState::with_voters([1]));
+        let mut config = Config::new(1);
+        config.max_applying_bytes = 1;
+        let mut node = RawNode::new(config, storage, 0).unwrap();
+        node.campaign().unwrap();
+        drive(&mut node);
+        node.propose(Bytes::from(vec![1u8; 1000])).unwrap();
+        node.propose(Bytes::from(vec![2u8; 1000])).unwrap();
+        let mut batches = Vec::new();
+        for _ in 0..2 {
+            while node.has_ready() {
+                let mut ready = node.ready().unwrap();
+                if let Some(p) = ready.persist.take() {
+                    node.storage_mut().persist(&p).unwrap();
+                    node.on_persisted(p.token).unwrap();
+                }
+                if !ready.committed_entries.is_empty() {
+                    batches.push(ready.committed_entries.len());
+                }
+            }
+            let emitted = node.status().emitted;
+            node.on_applied(emitted).unwrap();
+        }
+        assert_eq!(batches, vec![1, 1], "one entry at a time, never none");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - **Probe**: the leader does not know where the logs diverge. It sends one append at a
 //!   time and waits for the answer (or the next heartbeat response) before sending another.
 //! - **Replicate**: the logs match up to `matched`; the leader streams appends
-//!   optimistically, advancing `next` as it sends, limited by a window of in-flight messages.
+//!   optimistically, advancing `next` as it sends, limited by a window of in-flight messages
+//!   and of in-flight bytes.
 //! - **Snapshot**: the follower needs entries the leader has compacted; the leader sent a
 //!   snapshot and sends nothing else until it is reported installed or failed.
 
@@ -27,26 +28,32 @@ pub enum ProgressState {
     },
 }
 
-/// The last indexes of the append messages sent and not yet acknowledged, bounded by the
-/// in-flight window.
+/// The append messages sent and not yet acknowledged (the last index of each, and the
+/// size of its entries), bounded by the in-flight window: at most `cap` messages, and no
+/// new message once `max_bytes` are in flight (so the bytes may exceed `max_bytes` by at
+/// most one message).
 #[derive(Clone, Debug)]
 pub struct Inflights {
-    queue: VecDeque<Index>,
+    queue: VecDeque<(Index, u64)>,
     cap: usize,
+    bytes: u64,
+    max_bytes: u64,
 }
 
 impl Inflights {
-    /// An empty window of `cap` messages.
-    pub fn new(cap: usize) -> Self {
+    /// An empty window of `cap` messages and `max_bytes` bytes.
+    pub fn new(cap: usize, max_bytes: u64) -> Self {
         Inflights {
             queue: VecDeque::new(),
             cap,
+            bytes: 0,
+            max_bytes,
         }
     }
 
     /// Whether no more messages may be sent.
     pub fn full(&self) -> bool {
-        self.queue.len() >= self.cap
+        self.queue.len() >= self.cap || self.bytes >= self.max_bytes
     }
 
     /// Number of messages in flight.
@@ -54,27 +61,40 @@ impl Inflights {
         self.queue.len()
     }
 
-    /// Records a message whose last entry is `last`.
-    pub fn add(&mut self, last: Index) {
+    /// Bytes of entries in flight.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Records a message whose last entry is `last` and whose entries hold `bytes`.
+    pub fn add(&mut self, last: Index, bytes: u64) {
         debug_assert!(!self.full());
-        self.queue.push_back(last);
+        self.queue.push_back((last, bytes));
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 
     /// Frees every message whose last entry is at or below `index`.
     pub fn free_to(&mut self, index: Index) {
-        while self.queue.front().is_some_and(|&i| i <= index) {
+        while let Some(&(last, bytes)) = self.queue.front() {
+            if last > index {
+                break;
+            }
             self.queue.pop_front();
+            self.bytes = self.bytes.saturating_sub(bytes);
         }
     }
 
     /// Frees the oldest message in flight.
     pub fn free_first(&mut self) {
-        self.queue.pop_front();
+        if let Some((_, bytes)) = self.queue.pop_front() {
+            self.bytes = self.bytes.saturating_sub(bytes);
+        }
     }
 
     /// Forgets every message.
     pub fn reset(&mut self) {
         self.queue.clear();
+        self.bytes = 0;
     }
 }
 
@@ -104,14 +124,15 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A fresh progress that starts probing at `next`.
-    pub fn new(next: Index, inflight_cap: usize) -> Self {
+    /// A fresh progress that starts probing at `next`, with an in-flight window of
+    /// `inflight_cap` messages and `inflight_bytes` bytes.
+    pub fn new(next: Index, inflight_cap: usize, inflight_bytes: u64) -> Self {
         Progress {
             matched: 0,
             next,
             state: ProgressState::Probe,
             probe_sent: false,
-            inflights: Inflights::new(inflight_cap),
+            inflights: Inflights::new(inflight_cap, inflight_bytes),
             recent_active: false,
             pending_send: true,
             acked_round: 0,
@@ -164,13 +185,14 @@ impl Progress {
         self.inflights.reset();
     }
 
-    /// Records that an append ending at `last` (equal to `next - 1` for an empty one) was sent.
-    pub fn sent(&mut self, last: Index) {
+    /// Records that an append ending at `last` (equal to `next - 1` for an empty one) and
+    /// carrying `bytes` of entries was sent.
+    pub fn sent(&mut self, last: Index, bytes: u64) {
         match self.state {
             ProgressState::Replicate => {
                 if last >= self.next {
                     self.next = last + 1;
-                    self.inflights.add(last);
+                    self.inflights.add(last, bytes);
                 }
             }
             ProgressState::Probe => self.probe_sent = true,
@@ -227,10 +249,10 @@ mod tests {
 
     #[test]
     fn inflight_window_fills_and_frees() {
-        let mut w = Inflights::new(3);
-        w.add(5);
-        w.add(10);
-        w.add(15);
+        let mut w = Inflights::new(3, u64::MAX);
+        w.add(5, 1);
+        w.add(10, 1);
+        w.add(15, 1);
         assert!(w.full());
         w.free_to(9);
         assert_eq!(w.len(), 2);
@@ -240,11 +262,31 @@ mod tests {
     }
 
     #[test]
+    fn inflight_bytes_fill_and_free_the_window() {
+        let mut w = Inflights::new(100, 10);
+        w.add(5, 4);
+        assert!(!w.full());
+        w.add(8, 4);
+        assert!(!w.full(), "8 of 10 bytes");
+        w.add(9, 7);
+        assert!(w.full(), "15 bytes: one message may overshoot, then none more");
+        assert_eq!(w.bytes(), 15);
+        w.free_to(5);
+        assert_eq!(w.bytes(), 11);
+        assert!(w.full());
+        w.free_first();
+        assert_eq!(w.bytes(), 7);
+        assert!(!w.full());
+        w.reset();
+        assert_eq!((w.len(), w.bytes()), (0, 0));
+    }
+
+    #[test]
     fn replicate_advances_next_optimistically() {
-        let mut p = Progress::new(1, 2);
+        let mut p = Progress::new(1, 2, u64::MAX);
         p.become_replicate();
-        p.sent(5);
-        p.sent(9);
+        p.sent(5, 1);
+        p.sent(9, 1);
         assert_eq!(p.next, 10);
         assert!(p.is_paused(), "window of two is full");
         assert!(p.maybe_update(5));
@@ -255,14 +297,14 @@ mod tests {
 
     #[test]
     fn stale_rejections_are_ignored() {
-        let mut p = Progress::new(11, 4);
+        let mut p = Progress::new(11, 4, u64::MAX);
         p.matched = 4;
         // Probe state: only the answer to the probe at next - 1 counts.
         assert!(!p.maybe_decr_to(7, 3));
         assert!(p.maybe_decr_to(10, 6));
         assert_eq!(p.next, 7);
         p.become_replicate();
-        p.sent(12);
+        p.sent(12, 1);
         assert!(
             !p.maybe_decr_to(4, 0),
             "at or below matched is stale in replicate"
@@ -273,9 +315,9 @@ mod tests {
 
     #[test]
     fn probe_pauses_after_one_message() {
-        let mut p = Progress::new(3, 4);
+        let mut p = Progress::new(3, 4, u64::MAX);
         assert!(!p.is_paused());
-        p.sent(2);
+        p.sent(2, 1);
         assert!(p.is_paused());
         p.maybe_update(2);
         assert!(!p.is_paused());
@@ -283,7 +325,7 @@ mod tests {
 
     #[test]
     fn snapshot_state_resumes_after_snapshot() {
-        let mut p = Progress::new(3, 4);
+        let mut p = Progress::new(3, 4, u64::MAX);
         p.become_snapshot(50);
         assert!(p.is_paused());
         p.become_probe();

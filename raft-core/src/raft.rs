@@ -294,8 +294,10 @@ impl<S: LogStorage> Raft<S> {
         self.just_started = false;
         let next = self.log.last_index() + 1;
         for id in self.conf.members() {
-            self.progress
-                .insert(id, Progress::new(next, self.cfg.max_inflight_msgs));
+            self.progress.insert(
+                id,
+                Progress::new(next, self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes),
+            );
         }
         if let Some(me) = self.progress.get_mut(&self.id) {
             me.matched = self.log.persisted;

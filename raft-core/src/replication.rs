@@ -109,6 +109,9 @@ impl<S: LogStorage> Raft<S> {
                 Vec::new()
             };
             let sent_last = prev_index + entries.len() as u64;
+            let bytes = entries
+                .iter()
+                .fold(0u64, |total, e| total.saturating_add(e.size()));
             let empty = entries.is_empty();
             let commit = self.log.committed;
             self.send(
@@ -121,7 +124,7 @@ impl<S: LogStorage> Raft<S> {
                 }),
             );
             let pr = self.progress.get_mut(&to).expect("checked above");
-            pr.sent(sent_last);
+            pr.sent(sent_last, bytes);
             if pr.state != ProgressState::Replicate || empty {
                 return Ok(());
             }

@@ -234,3 +234,33 @@ impl ProbeHelper for Network {
         self.raw(1).report_unreachable(peer);
     }
 }
+
+#[test]
+fn replicate_state_stops_sending_once_the_window_holds_its_bytes() {
+    let mut net = Network::with(&[1, 2, 3], &[], |id| {
+        let mut c = config(id);
+        c.max_inflight_msgs = 256;
+        c.max_append_bytes = 1; // one entry per message
+        c.max_inflight_bytes = 1;
+        c
+    });
+    net.elect(1);
+    assert_eq!(state(&mut net, 2), ProgressState::Replicate);
+    for i in 0..10 {
+        net.raw(1).propose(data(&format!("c{i}"))).unwrap();
+    }
+    net.process(1);
+    assert_eq!(
+        net.appends(1, 2).len(),
+        1,
+        "one message fills a window of one byte; the rest wait for its acknowledgement"
+    );
+    let progress = &net.raw(1).status().progress[&2];
+    assert_eq!(progress.inflight, 1);
+    assert!(progress.inflight_bytes > 0);
+    // Acknowledged one at a time, everything still gets through.
+    net.stabilize();
+    for id in 1..=3 {
+        assert_eq!(net.node(id).applied_data().len(), 10, "node {id}");
+    }
+}

@@ -288,6 +288,10 @@ impl Sim {
         c.max_apply_bytes = [40, 1 << 20][(self.rng.next_u64() % 2) as usize];
         c.lease_drift_ticks = 2;
         c.seed = self.rng.next_u64();
+        // From the seed just drawn rather than a new draw, so that every run's schedule
+        // stays what it was before this knob existed.
+        c.max_inflight_bytes = [100, 400, 16 << 20][((c.seed >> 7) % 3) as usize];
+        c.max_applying_bytes = [60, 300, 32 << 20][((c.seed >> 11) % 3) as usize];
         c
     }
 
