@@ -37,8 +37,10 @@ pub struct Config {
     /// Entries kept in the log behind a snapshot, so that a follower that lags a little
     /// catches up from the log instead of receiving the whole state; 0 compacts the log up
     /// to each snapshot. Bounded by `log_kept_bytes` as well: the log keeps what fits in
-    /// both. A follower further behind receives a snapshot. (A restart of the file store
-    /// starts the log after the snapshot again.)
+    /// both. A follower further behind receives a snapshot. On a leader, the log after a
+    /// snapshot being sent to a follower is kept as well, within `log_kept_bytes`, so that
+    /// the follower catches up from it once the snapshot is installed. (A restart of the
+    /// file store starts the log after the snapshot again.)
     pub log_kept_entries: u64,
     /// Bytes of entries (as counted by `Entry::size`) kept in the log behind a snapshot at
     /// most; see `log_kept_entries`.

@@ -41,6 +41,8 @@ struct NetInner {
     break_snapshots: u64,
     /// Snapshot transfers broken so far.
     snapshots_broken: u64,
+    /// How long each chunk of a snapshot transfer takes.
+    snapshot_chunk_delay: Option<Duration>,
 }
 
 /// A network of in-process nodes. Cloning shares it.
@@ -77,6 +79,7 @@ impl MemNetwork {
                 metrics: HashMap::new(),
                 break_snapshots: 0,
                 snapshots_broken: 0,
+                snapshot_chunk_delay: None,
             })),
         }
     }
@@ -132,6 +135,12 @@ impl MemNetwork {
     /// receiver's stream ends in an error, as when a connection drops mid-transfer.
     pub fn break_snapshots(&self, n: u64) {
         self.lock().break_snapshots = n;
+    }
+
+    /// Slows every snapshot transfer started from now on: each chunk of data takes
+    /// `per_chunk` to arrive (`None`: at once), as over a slow link.
+    pub fn slow_snapshots(&self, per_chunk: Option<Duration>) {
+        self.lock().snapshot_chunk_delay = per_chunk;
     }
 
     /// How many snapshot transfers [`MemNetwork::break_snapshots`] has broken so far.
@@ -246,6 +255,14 @@ pub struct MemTransport {
     net: MemNetwork,
 }
 
+/// `data`, each chunk `delay` late.
+fn slowed(data: SnapshotStream, delay: Duration) -> SnapshotStream {
+    SnapshotStream::new(futures::stream::try_unfold(data, move |mut data| async move {
+        tokio::time::sleep(delay).await;
+        Ok(data.next_chunk().await?.map(|chunk| (chunk, data)))
+    }))
+}
+
 /// `data`'s first chunk, then an error in place of the rest.
 fn broken_after_first_chunk(data: SnapshotStream) -> SnapshotStream {
     SnapshotStream::new(futures::stream::try_unfold(Some(data), |data| async move {
@@ -310,6 +327,10 @@ impl Transport for MemTransport {
                 broken_after_first_chunk(data)
             } else {
                 data
+            };
+            let data = match n.snapshot_chunk_delay {
+                Some(delay) => slowed(data, delay),
+                None => data,
             };
             (inbox, data)
         };

@@ -4,7 +4,9 @@
 //! entries, were applied since the last one, and never two at a time. Once it is saved,
 //! the log is compacted up to it except for the last entries before it that fit in both
 //! `log_kept_entries` and `log_kept_bytes`: a follower that lags by less catches up from
-//! the log.
+//! the log. On a leader, the log that a follower being sent a snapshot will need after it
+//! is kept too, as long as it fits in `log_kept_bytes`: a follower that receives a long
+//! snapshot transfer then catches up from the log, rather than by another snapshot.
 
 use std::collections::VecDeque;
 
@@ -87,21 +89,37 @@ impl SnapshotPolicy {
     }
 
     /// Where to compact the log to once a snapshot at `index` is saved: `index`, less the
-    /// entries the retention bounds keep behind it. Only boundaries of applied batches are
-    /// candidates, so it keeps at most what the bounds allow.
-    pub(crate) fn compact_to(&mut self, index: Index) -> Index {
+    /// entries the retention bounds keep behind it, and less those from `needed` on (the
+    /// first entry a follower will need) if they fit in the bytes bound. Only boundaries
+    /// of applied batches are candidates, so it keeps at most what the bounds allow.
+    pub(crate) fn compact_to(&mut self, index: Index, needed: Option<Index>) -> Index {
         let Some(&(_, at_index)) = self.marks.iter().rev().find(|&&(i, _)| i <= index) else {
             return index;
         };
-        let point = self
+        let keep_bytes = self.keep.bytes;
+        let within = move |entries: u64| {
+            move |&&(i, bytes): &&(Index, u64)| {
+                i <= index && index - i <= entries && at_index.saturating_sub(bytes) <= keep_bytes
+            }
+        };
+        let mut point = self
             .marks
             .iter()
-            .find(|&&(i, bytes)| {
-                i <= index
-                    && index - i <= self.keep.entries
-                    && at_index.saturating_sub(bytes) <= self.keep.bytes
-            })
+            .find(within(self.keep.entries))
             .map_or(index, |&(i, _)| i);
+        if let Some(needed) = needed
+            && let Some(&(earliest, _)) = self.marks.iter().find(within(u64::MAX))
+        {
+            // The latest boundary before the entry needed, but no earlier than the bytes
+            // bound allows.
+            let before = self
+                .marks
+                .iter()
+                .rev()
+                .find(|&&(i, _)| i < needed)
+                .map_or(earliest, |&(i, _)| i);
+            point = point.min(before.max(earliest));
+        }
         while self.marks.front().is_some_and(|&(i, _)| i < point) {
             self.marks.pop_front();
         }
@@ -207,7 +225,7 @@ mod tests {
         );
         applied(&mut p, 100);
         assert_eq!(
-            p.compact_to(100),
+            p.compact_to(100, None),
             70,
             "30 entries kept: a batch of 40 would exceed 35"
         );
@@ -222,14 +240,14 @@ mod tests {
             0,
         );
         applied(&mut p, 100);
-        assert_eq!(p.compact_to(100), 80);
+        assert_eq!(p.compact_to(100, None), 80);
         // Entries applied after the snapshot do not count against it.
         applied(&mut p, 200);
-        assert_eq!(p.compact_to(150), 130);
+        assert_eq!(p.compact_to(150, None), 130);
         // Nothing kept.
         let mut p = SnapshotPolicy::new(100, 0, KEEP_NONE, 0);
         applied(&mut p, 100);
-        assert_eq!(p.compact_to(100), 100);
+        assert_eq!(p.compact_to(100, None), 100);
         // An installed snapshot replaced the log: nothing is known behind it.
         let mut p = SnapshotPolicy::new(
             100,
@@ -242,7 +260,7 @@ mod tests {
         );
         applied(&mut p, 100);
         p.installed(500);
-        assert_eq!(p.compact_to(500), 500);
+        assert_eq!(p.compact_to(500, None), 500);
         // Many small batches: the marks stay bounded and the log kept within the bounds.
         let mut p = SnapshotPolicy::new(
             100,
@@ -257,7 +275,39 @@ mod tests {
             p.entries_applied(i, 10);
         }
         assert!(p.marks.len() <= MAX_MARKS);
-        let point = p.compact_to(100_000);
+        let point = p.compact_to(100_000, None);
         assert!((50_000..=50_064).contains(&point), "{point}");
+    }
+
+    #[test]
+    fn the_log_a_follower_needs_is_kept_within_the_bytes_bound() {
+        // Batches of 10 entries of 100 bytes each.
+        let applied = |p: &mut SnapshotPolicy, through: u64| {
+            for end in (10..=through).step_by(10) {
+                p.entries_applied(end, 1000);
+            }
+        };
+        let keep = Retention {
+            entries: 20,
+            bytes: 5_000,
+        };
+        let mut p = SnapshotPolicy::new(100, 0, keep, 0);
+        applied(&mut p, 100);
+        // A follower needs entry 75 on: the log from the batch that holds it is kept,
+        // beyond the entries bound.
+        assert_eq!(p.compact_to(100, Some(75)), 70);
+        // One further behind than the bytes bound allows: kept as far as it allows.
+        let mut p = SnapshotPolicy::new(100, 0, keep, 0);
+        applied(&mut p, 100);
+        assert_eq!(p.compact_to(100, Some(12)), 50);
+        // One that needs nothing the bounds would not keep anyway changes nothing.
+        let mut p = SnapshotPolicy::new(100, 0, keep, 0);
+        applied(&mut p, 100);
+        assert_eq!(p.compact_to(100, Some(95)), 80);
+        assert_eq!(
+            SnapshotPolicy::new(100, 0, keep, 0).compact_to(100, Some(50)),
+            100,
+            "nothing applied since the log's start is known: nothing kept"
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::Log;
 use raft_runtime::raft_core::Role;
-use raft_runtime::{AdminError, BusyReason, Fatal, InvalidTransfer, ProposeError, ReadError};
+use raft_runtime::{AdminError, BusyReason, Config, Fatal, InvalidTransfer, ProposeError, ReadError};
 
 #[tokio::test(start_paused = true)]
 async fn three_nodes_elect_a_leader_and_replicate() {
@@ -268,6 +268,87 @@ async fn a_follower_lagging_within_the_kept_log_catches_up_without_a_snapshot() 
         .await
         .expect("caught up through a snapshot");
     c.shutdown().await;
+}
+
+/// A follower that receives a snapshot slowly, or restores it slowly, while the leader
+/// takes newer ones catches up from the log after the snapshot it received, not by another
+/// snapshot: the leader keeps that log (within `log_kept_bytes`) although it keeps none for
+/// its other followers. Without it, the same run installs a second snapshot.
+#[tokio::test(start_paused = true)]
+async fn the_log_after_a_snapshot_in_flight_is_kept_for_its_follower() {
+    fn keep_log_bytes(cfg: &mut Config) {
+        cfg.snapshot_every = 20;
+        cfg.log_kept_entries = 0;
+    }
+    fn keep_no_log(cfg: &mut Config) {
+        keep_log_bytes(cfg);
+        cfg.log_kept_bytes = 0;
+    }
+    enum Slow {
+        Transfer,
+        Restore,
+    }
+    type Configure = fn(&mut Config);
+    let runs: [(Configure, Slow, u64); 3] = [
+        (keep_log_bytes, Slow::Transfer, 1),
+        (keep_log_bytes, Slow::Restore, 1),
+        (keep_no_log, Slow::Transfer, 2),
+    ];
+    for (configure, slow, installs) in runs {
+        let mut c = common::cluster_with(3, configure, false).await;
+        let leader = c.leader().await;
+        let down = if leader == 3 { 2 } else { 3 };
+        c.stop(down).await;
+        for v in 1..=150 {
+            c.propose(v).await;
+        }
+        c.node(leader)
+            .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 140)
+            .await
+            .expect("the leader compacted its log");
+        // The snapshot (three chunks of the Log's 64 values) takes 15 s to arrive, or to
+        // restore; meanwhile the leader takes more snapshots.
+        // (A slow restore gets a transfer that takes a moment, so that the restarted
+        // node's state machine is made slow before the data arrives.)
+        let per_chunk = match slow {
+            Slow::Transfer => Duration::from_secs(5),
+            Slow::Restore => Duration::from_millis(10),
+        };
+        c.plugins.net.slow_snapshots(Some(per_chunk));
+        c.restart(down).await;
+        if let Slow::Restore = slow {
+            c.state_machines[&down].slow_restores(Duration::from_secs(15));
+        }
+        c.node(down)
+            .wait_for(Duration::from_secs(5), |m| m.leader.is_some())
+            .await
+            .expect("the follower heard from the leader");
+        for v in 151..=250 {
+            c.propose(v).await;
+        }
+        let m = c
+            .node(leader)
+            .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 240)
+            .await
+            .expect("the leader took more snapshots");
+        assert!(m.snapshots_taken >= 10);
+        assert_eq!(
+            c.metrics(down).snapshots_installed,
+            0,
+            "the leader's snapshots were taken while the first one was on its way"
+        );
+        c.plugins.net.slow_snapshots(None);
+        c.state_machines[&down].slow_restores(Duration::ZERO);
+        assert_eq!(c.converged().await, (1..=250).collect::<Vec<_>>());
+        let installed = c.metrics(down).snapshots_installed;
+        let kept = c.node(leader).current_metrics().await.unwrap();
+        assert_eq!(
+            installed, installs,
+            "{installed} snapshots installed (leader's log from {}, snapshot at {})",
+            kept.first_log_index, kept.snapshot_index
+        );
+        c.shutdown().await;
+    }
 }
 
 /// A snapshot's data reaches the follower's store as it arrives. Transfers that break part

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures::StreamExt;
 use raft_runtime::{Applied, Bytes, Index, SnapshotStream, StateMachine, StateMachineError, async_trait};
@@ -41,6 +42,8 @@ pub struct Log {
     failing: Arc<AtomicBool>,
     /// Snapshots taken (views handed to the runtime), read to the end or not.
     views: Arc<AtomicU64>,
+    /// How long every restore takes after reading its data, in milliseconds.
+    restore_delay_ms: Arc<AtomicU64>,
 }
 
 impl Log {
@@ -52,7 +55,15 @@ impl Log {
             gate: Arc::new(watch::Sender::new(true)),
             failing: Arc::new(AtomicBool::new(false)),
             views: Arc::new(AtomicU64::new(0)),
+            restore_delay_ms: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Makes every restore from now on take `delay` longer, after it has read its data and
+    /// before it swaps the state in, as restoring a large state does.
+    pub fn slow_restores(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.restore_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// How many snapshots the runtime has taken of this state machine (read to the end or
@@ -174,6 +185,10 @@ impl StateMachine for Log {
         }
         if !pending.is_empty() {
             return Err(StateMachineError::msg("snapshot length is not a multiple of 8"));
+        }
+        let delay = self.restore_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let mut s = self.state();
         s.values = values;

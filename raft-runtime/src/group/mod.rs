@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use raft_core::{
     ChangeKind, ConfChange, ConfState, DriverError, Entry, EntryPayload, Index, MemberChange, Message,
-    MessageBody, NodeId, Persist, RawNode, ReadCtx, ReadFailure, ReadState, Role, SnapshotMeta,
-    SnapshotStatus, SoftState, StepError, Term,
+    MessageBody, NodeId, Persist, ProgressState, RawNode, ReadCtx, ReadFailure, ReadState, Role,
+    SnapshotMeta, SnapshotStatus, SoftState, StepError, Term,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
@@ -101,6 +101,7 @@ pub(crate) enum Event {
     },
     SnapshotSent {
         to: NodeId,
+        index: Index,
         ok: bool,
     },
     SnapshotSaved {
@@ -206,6 +207,9 @@ pub(crate) struct Group<SM: StateMachine> {
     /// The members a joining node was told of, admitted until it is in its configuration.
     seeds: BTreeMap<NodeId, Bytes>,
     sending_snapshots: BTreeSet<NodeId>,
+    /// On a leader: the snapshot each follower was last sent in full, until it reports
+    /// having it (it may still be restoring it). The log after it is kept for it.
+    delivered_snapshots: BTreeMap<NodeId, Index>,
     /// Tasks streaming snapshots to followers: aborted at stop.
     snapshot_sends: tokio::task::JoinSet<()>,
     /// Snapshots received from peers, being written to the store's staging area.
@@ -296,6 +300,7 @@ impl<SM: StateMachine> Group<SM> {
             seeds,
             refused_logged: None,
             sending_snapshots: BTreeSet::new(),
+            delivered_snapshots: BTreeMap::new(),
             snapshot_sends: tokio::task::JoinSet::new(),
             snapshot_receives: tokio::task::JoinSet::new(),
             snapshot_saves: tokio::task::JoinSet::new(),

@@ -111,7 +111,7 @@ impl<SM: StateMachine> Group<SM> {
                     false
                 }
             };
-            let _ = events.send(Event::SnapshotSent { to, ok });
+            let _ = events.send(Event::SnapshotSent { to, index, ok });
         });
     }
 
@@ -241,9 +241,12 @@ impl<SM: StateMachine> Group<SM> {
         while self.snapshot_saves.try_join_next().is_some() {}
         match ev {
             Event::Persisted { token, result } => self.on_persisted(token, result),
-            Event::SnapshotSent { to, ok } => {
+            Event::SnapshotSent { to, index, ok } => {
                 self.sending_snapshots.remove(&to);
                 let status = if ok {
+                    if self.node.role() == Role::Leader {
+                        self.delivered_snapshots.insert(to, index);
+                    }
                     SnapshotStatus::Finished
                 } else {
                     SnapshotStatus::Failed
@@ -254,6 +257,14 @@ impl<SM: StateMachine> Group<SM> {
                 Ok(()) => {
                     self.snapshots.finished(Some(index));
                     self.metrics.snapshots_taken += 1;
+                    // Decided now rather than when the snapshot was started: a follower
+                    // may have begun to receive an older snapshot meanwhile (saving a large
+                    // one takes a while), and it needs the log after that one.
+                    let needed = self.log_needed_by_followers();
+                    let compact_to = self.snapshots.compact_to(index, needed).min(index);
+                    if let Err(e) = self.store.compact(compact_to) {
+                        self.set_fatal(Fatal::SnapshotSave(e));
+                    }
                 }
                 Err(fatal) => {
                     self.snapshots.finished(None);
@@ -297,9 +308,8 @@ impl<SM: StateMachine> Group<SM> {
                     let store = self.store.clone();
                     let events = self.events_tx.clone();
                     let cancel = self.snapshot_reads.clone();
-                    let compact_to = self.snapshots.compact_to(index);
                     self.snapshot_saves.spawn(async move {
-                        if let Some(result) = save_snapshot(&*store, meta, data, compact_to, cancel).await {
+                        if let Some(result) = save_snapshot(&*store, meta, data, cancel).await {
                             let _ = events.send(Event::SnapshotSaved { index, result });
                         }
                     });
@@ -324,6 +334,35 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
+    /// On a leader, the first entry of its log that a follower will need once it has
+    /// installed the snapshot it is being sent, or was sent and has not reported having
+    /// yet: the one after that snapshot. (Followers that lag otherwise get only the
+    /// retention bounds: a follower that is down must not hold the log.)
+    fn log_needed_by_followers(&mut self) -> Option<Index> {
+        if self.node.role() != Role::Leader {
+            self.delivered_snapshots.clear();
+            return None;
+        }
+        let status = self.node.status();
+        self.delivered_snapshots.retain(|id, index| {
+            status
+                .progress
+                .get(id)
+                .is_some_and(|p| p.matched < *index && !matches!(p.state, ProgressState::Snapshot { .. }))
+        });
+        status
+            .progress
+            .iter()
+            .filter(|&(&id, _)| id != self.id)
+            .filter_map(|(id, p)| match p.state {
+                ProgressState::Snapshot { pending } => Some(pending),
+                ProgressState::Probe | ProgressState::Replicate => self.delivered_snapshots.get(id).copied(),
+            })
+            .map(|index| index.saturating_add(1))
+            .filter(|&needed| needed >= status.first_index)
+            .min()
+    }
+
     /// Starts a snapshot (which compacts the log) once enough entries, or enough bytes of
     /// entries, were applied since the last one.
     pub(super) fn maybe_snapshot(&mut self) {
@@ -334,18 +373,16 @@ impl<SM: StateMachine> Group<SM> {
 }
 
 /// Streams the state machine's view of its state at `meta.index` into the store while
-/// applying goes on, then compacts the log up to `compact_to` (at most the snapshot's
-/// index: the retention policy keeps some log behind it). `None` if the node began to stop
+/// applying goes on (the node compacts the log once it hears of it). `None` if the node
+/// began to stop
 /// meanwhile: the stream then fails, so that the store keeps nothing of it, and the store's
 /// call is still awaited, so that nothing holds the store once the node has stopped.
 async fn save_snapshot<L: LogStore + ?Sized>(
     store: &L,
     meta: SnapshotMeta,
     data: SnapshotStream,
-    compact_to: Index,
     cancel: CancellationToken,
 ) -> Option<Result<(), Fatal>> {
-    let compact_to = compact_to.min(meta.index);
     // The state machine's own error, told apart from the store's.
     let source_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
     // The state travels from one chunk to the next; `None` once the stream has ended.
@@ -375,7 +412,7 @@ async fn save_snapshot<L: LogStore + ?Sized>(
     let source = source_error.lock().unwrap_or_else(|p| p.into_inner()).take();
     Some(match (saved, source) {
         (_, Some(e)) => Err(Fatal::StateMachine(Arc::new(StateMachineError::new(e)))),
-        (Ok(()), None) => store.compact(compact_to).map_err(Fatal::SnapshotSave),
+        (Ok(()), None) => Ok(()),
         (Err(e), None) => Err(Fatal::SnapshotSave(e)),
     })
 }
