@@ -34,6 +34,7 @@ async fn start_slow_ticking_node(dir: &std::path::Path) -> Node {
         admin_token: AdminToken::load(&counter::certs::admin_token_file(&certs)).unwrap(),
         http_limits: HttpLimits::default(),
         raft,
+        log: NodeConfig::log_defaults(),
     };
     let bound = BoundNode::bind(config).await.unwrap();
     let me = |addr: SocketAddr| {

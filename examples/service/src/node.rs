@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub http_limits: HttpLimits,
     /// The runtime's settings; start from [`NodeConfig::raft_defaults`].
     pub raft: Config,
+    /// How the write-ahead log is opened; start from [`NodeConfig::log_defaults`].
+    pub log: Options,
 }
 
 impl NodeConfig {
@@ -60,7 +62,21 @@ impl NodeConfig {
             ..Config::default()
         }
     }
+
+    /// The write-ahead log settings the services use: the store's defaults, except for an
+    /// entry cache of [`DEFAULT_LOG_CACHE`] bytes.
+    pub fn log_defaults() -> Options {
+        Options {
+            cache_bytes: DEFAULT_LOG_CACHE,
+            ..Options::default()
+        }
+    }
 }
+
+/// The services' default for the write-ahead log's entry cache (the store's own default is
+/// 64 MiB). The cache spares disk reads of recent entries, to apply them and to send them to
+/// followers; it fills on every node, so it is part of what a node that joins grows by.
+pub const DEFAULT_LOG_CACHE: u64 = 16 << 20;
 
 /// Why a node could not start or stop cleanly. Each message names the file, directory or
 /// address at fault.
@@ -118,7 +134,8 @@ impl<S: Service> BoundNode<S> {
     pub async fn bind(config: NodeConfig) -> Result<BoundNode<S>, NodeError> {
         let dir = S::log_dir(&config);
         // Opening recovers the log: file I/O that must not stall the async runtime.
-        let store = tokio::task::spawn_blocking(move || FileLogStore::open(dir, Options::default()))
+        let options = config.log.clone();
+        let store = tokio::task::spawn_blocking(move || FileLogStore::open(dir, options))
             .await
             .expect("opening the log store panicked")
             .map_err(NodeError::Store)?;

@@ -112,6 +112,7 @@ impl<S: Service> Cluster<S> {
                 admin_token: AdminToken::load(&crate::certs::admin_token_file(certs))?,
                 http_limits: HttpLimits::default(),
                 raft: raft.clone(),
+                log: NodeConfig::log_defaults(),
             };
             let node = BoundNode::<S>::bind(config.clone()).await?;
             // A restart must come back on the same ports: they are in the membership.

@@ -27,6 +27,33 @@ use crate::admin_token::{AdminToken, TokenError};
 use crate::client::Client;
 use crate::output;
 
+/// How many malloc arenas the services' processes use at most, unless `MALLOC_ARENA_MAX`
+/// says otherwise: the number of CPUs, between 2 and 4.
+///
+/// glibc gives threads that allocate at the same time arenas of their own, up to eight per
+/// CPU, and memory freed into one arena serves only that arena. A node's threads come and
+/// go (the blocking threads that read a snapshot, restore one, apply batches and sync the
+/// log), and each leaves memory behind in its arena: measured on 2 CPUs, a `kv` node
+/// catching up with a 300 MiB state by snapshot grew by 324 MiB with glibc's default while
+/// its heap peaked below 100 MiB, and by 99 MiB with two arenas.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let arenas = cpus.clamp(2, 4) as libc::c_int;
+    // SAFETY: mallopt only sets a tunable of the allocator; called before any thread
+    // other than this one exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, arenas);
+    }
+}
+
+/// Other allocators keep their own defaults.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 /// Runs a service's binary: parses the command line into `C` (exiting, as `clap` does, on
 /// `--help`, `--version` or a usage error), sets up logging on stderr (`RUST_LOG`, or
 /// [`default_log_filter`] of the subcommand when it is not set), starts the async runtime,
@@ -50,6 +77,7 @@ where
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    limit_malloc_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

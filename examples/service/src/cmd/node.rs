@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use raft_runtime::raft_core::NodeId;
+use raft_storage_file::Options;
 
 use super::load_admin_token;
 use super::parse_duration;
 use crate::http::HttpLimits;
-use crate::node::{BoundNode, NodeConfig};
+use crate::node::{BoundNode, DEFAULT_LOG_CACHE, NodeConfig};
 use crate::peers::{self, PeerAddr};
 use crate::shutdown::Signals;
 use crate::{Error, Service};
@@ -57,6 +58,15 @@ pub struct Args {
     /// fewer catches up from the log rather than by a whole snapshot (0 keeps none).
     #[arg(long, default_value_t = 5_000)]
     log_kept_entries: u64,
+    /// Keep at most this many MiB of log behind each snapshot (see `--log-kept-entries`);
+    /// the log after a snapshot being sent to a follower is kept within it too, so that
+    /// the follower catches up from the log after it rather than by another snapshot.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
+    log_kept_mib: u64,
+    /// Keep up to this many MiB of recent log entries in memory, sparing disk reads when
+    /// they are applied or sent to followers (0 keeps none).
+    #[arg(long, default_value_t = DEFAULT_LOG_CACHE >> 20, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    log_cache_mib: u64,
     /// The file holding the admin token that admin requests must carry. Default:
     /// admin.token in the --certs directory (the `certs` command writes it).
     #[arg(long)]
@@ -108,6 +118,11 @@ pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
     let mut raft = NodeConfig::raft_defaults();
     raft.snapshot_every = args.snapshot_every;
     raft.log_kept_entries = args.log_kept_entries;
+    raft.log_kept_bytes = args.log_kept_mib << 20;
+    let log = Options {
+        cache_bytes: args.log_cache_mib << 20,
+        ..NodeConfig::log_defaults()
+    };
     let config = NodeConfig {
         id: args.id,
         raft_addr: args.raft_addr,
@@ -117,6 +132,7 @@ pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
         admin_token,
         http_limits,
         raft,
+        log,
     };
     let node = BoundNode::<S>::bind(config).await?.start(mode).await?;
 
