@@ -10,9 +10,11 @@
 //! 1. the baseline: `--secs` of that load with no snapshot moving;
 //! 2. the catch-up: a fourth node started with `--join` and added (`kv add-node`); it gets
 //!    the leader's snapshot, since the nodes keep no log behind their snapshots
-//!    (`--log-kept-entries 0`). Measured: the time from the add until the fourth node has
-//!    installed the snapshot, the snapshot file's size and the rate, the growth of the
-//!    sender's and the receiver's peak resident memory, and the load meanwhile;
+//!    (`--log-kept-entries 0`) except, on the leader, the log after a snapshot it is
+//!    sending (`--log-kept-mib`). Measured: the time from the add until the fourth node has
+//!    installed the snapshot, the snapshot file's size and the rate; the time until it has
+//!    also applied the log written meanwhile; and, over both, the growth of the sender's
+//!    and the receiver's peak resident memory and the load;
 //! 3. the restart: a follower stopped with SIGTERM and started again with the same
 //!    arguments, timed until it answers and has applied up to the leader's commit index.
 //!
@@ -69,6 +71,12 @@ pub struct Args {
     /// The nodes' --snapshot-every.
     #[arg(long, default_value_t = 200_000)]
     pub snapshot_every: u64,
+    /// The nodes' --log-kept-mib: the log the leader keeps after a snapshot it is sending,
+    /// so that the new node catches up from the log once it has installed it. Size it to the
+    /// writes of a transfer (2 GiB at about 30 MiB/s under 2.5 MiB/s of writes: some 170
+    /// MiB); less, and a snapshot taken meanwhile makes the new node install a second one.
+    #[arg(long, default_value_t = 256)]
+    pub log_kept_mib: u64,
     /// The `kv` binary. Default: $KV_BIN, else `kv` next to this executable (build it with
     /// `cargo build --release -p kv`).
     #[arg(long)]
@@ -100,6 +108,53 @@ struct KvNode {
     http: SocketAddr,
     data: PathBuf,
     process: NodeProcess,
+}
+
+/// CPU time used so far by each node (by id) and by this process (the load), and when.
+#[derive(Debug, Default, Clone)]
+struct CpuMark {
+    at: Option<Instant>,
+    nodes: Vec<(u64, Duration)>,
+    load: Duration,
+}
+
+impl CpuMark {
+    fn take(nodes: &[KvNode]) -> CpuMark {
+        CpuMark {
+            at: Some(Instant::now()),
+            nodes: nodes
+                .iter()
+                .filter_map(|n| n.process.pid().map(|pid| (n.id, usage::process_cpu(pid))))
+                .collect(),
+            load: usage::self_cpu(),
+        }
+    }
+
+    /// Cores kept busy between `self` and `later`, by node and by the load: "node 1 0.62,
+    /// ..., load 0.31".
+    fn busy_until(&self, later: &CpuMark) -> String {
+        let (Some(from), Some(to)) = (self.at, later.at) else {
+            return String::new();
+        };
+        let secs = (to - from).as_secs_f64().max(1e-9);
+        let mut parts: Vec<String> = later
+            .nodes
+            .iter()
+            .map(|&(id, cpu)| {
+                let before = self
+                    .nodes
+                    .iter()
+                    .find(|&&(i, _)| i == id)
+                    .map_or(Duration::ZERO, |&(_, c)| c);
+                format!("node {id} {:.2}", cpu.saturating_sub(before).as_secs_f64() / secs)
+            })
+            .collect();
+        parts.push(format!(
+            "load {:.2}",
+            later.load.saturating_sub(self.load).as_secs_f64() / secs
+        ));
+        parts.join(", ")
+    }
 }
 
 impl KvNode {
@@ -173,8 +228,11 @@ struct Figures {
     snapshot_wait_seconds: f64,
     baseline: Option<Measured>,
     baseline_snapshots_taken: u64,
+    baseline_cpu: String,
+    catchup_cpu: String,
     snapshot_bytes: u64,
     catchup_seconds: f64,
+    caught_up_seconds: f64,
     catchup: Option<Measured>,
     catchup_snapshots_taken: u64,
     add_node_seconds: f64,
@@ -239,6 +297,8 @@ async fn measure(args: &Args, kv: &Path, dir: &TempDir) -> Result<Figures, Error
             args.snapshot_every.to_string(),
             "--log-kept-entries".into(),
             "0".into(),
+            "--log-kept-mib".into(),
+            args.log_kept_mib.to_string(),
             "--http-max-connections".into(),
             (args.load_clients.max(args.clients) + 64).to_string(),
         ];
@@ -372,6 +432,7 @@ async fn phases(
 
     // The baseline.
     let taken = metric(leader_http, "raft_snapshots_taken").await?;
+    let cpu_before = CpuMark::take(nodes);
     let baseline = random_load(
         args,
         leader_http,
@@ -382,6 +443,7 @@ async fn phases(
     )
     .finish()
     .await;
+    f.baseline_cpu = cpu_before.busy_until(&CpuMark::take(nodes));
     f.baseline_snapshots_taken = metric(leader_http, "raft_snapshots_taken").await? - taken;
     f.baseline = Some(baseline);
 
@@ -415,6 +477,7 @@ async fn phases(
     let snapshot_at_add = status(leader_http).await?.snapshot_index;
     f.snapshot_bytes = largest_snapshot_file(&nodes[leader].data);
     let added = Instant::now();
+    let cpu_before = CpuMark::take(nodes);
     let add_args: Vec<String> = vec![
         "add-node".into(),
         "--cluster".into(),
@@ -456,7 +519,35 @@ async fn phases(
         }
         tokio::time::sleep(POLL).await;
     };
+    // Then the log written meanwhile, under the same load: caught up once node 4 has
+    // applied what the leader had committed just before.
+    let caught_up = loop {
+        let commit = status(leader_http).await?.commit;
+        if let Ok(s) = status(joiner_http).await
+            && s.applied >= commit
+        {
+            break added.elapsed();
+        }
+        if add_done.is_none()
+            && let Some(status) = add.try_wait()
+        {
+            add_done = Some((status, added.elapsed()));
+        }
+        nodes[joiner].check_alive()?;
+        nodes[leader].check_alive()?;
+        if Instant::now() >= deadline {
+            load.halt();
+            return Err(format!(
+                "node 4 did not catch up with the leader's log within {:?}",
+                args.timeout
+            )
+            .into());
+        }
+        tokio::time::sleep(POLL).await;
+    };
     load.halt();
+    f.catchup_cpu = cpu_before.busy_until(&CpuMark::take(nodes));
+    f.caught_up_seconds = caught_up.as_secs_f64();
     f.catchup_seconds = installed.as_secs_f64();
     f.sender_peak_after = usage::memory(Some(leader_pid)).peak;
     f.receiver_peak_after = usage::memory(Some(nodes[joiner].pid()?)).peak;
@@ -480,8 +571,8 @@ async fn phases(
     f.add_node_seconds = took.as_secs_f64();
     f.receiver_installs = metric(joiner_http, "raft_snapshots_installed").await?;
     eprintln!(
-        "kv-catchup: node 4 caught up in {:.1} s; restarting a follower",
-        f.catchup_seconds
+        "kv-catchup: node 4 installed the snapshot in {:.1} s and caught up in {:.1} s; restarting a follower",
+        f.catchup_seconds, f.caught_up_seconds
     );
 
     // The restart of a follower that holds the whole state.
@@ -765,8 +856,8 @@ impl Figures {
             self.add_node_seconds
         );
         println!(
-            "receiver installs    snapshots installed on node 4: {}",
-            self.receiver_installs
+            "receiver installs    snapshots installed on node 4: {}; it caught up with the leader's log {:.1} s after the add",
+            self.receiver_installs, self.caught_up_seconds
         );
         if let Some(c) = &self.catchup {
             println!(
@@ -782,6 +873,10 @@ impl Figures {
                 );
             }
         }
+        println!(
+            "cores busy           baseline: {}; catch-up: {}",
+            self.baseline_cpu, self.catchup_cpu
+        );
         println!(
             "sender memory        leader peak RSS {:.1} MiB, {:+.1} MiB over its RSS before the add (target: < 128 MiB)",
             mib(self.sender_peak_after),
