@@ -381,7 +381,19 @@ async fn exercise(c: &mut Cluster, seed: u64, length: Duration) -> Result<String
     c.note(&format!("checked in {checked:.1} s: {verdict:?}"));
     match verdict {
         CheckResult::Ok => {}
-        CheckResult::Illegal => return Err("the history is not linearizable".into()),
+        CheckResult::Illegal => {
+            // Each key is a register of its own: name the ones whose history is wrong.
+            let keys: Vec<String> = (0..KEYS)
+                .map(key)
+                .filter(|k| {
+                    let ops: Vec<_> = history.iter().filter(|o| o.op.key == *k).cloned().collect();
+                    kv_model::check(&ops, CHECK_TIMEOUT) == CheckResult::Illegal
+                })
+                .collect();
+            return Err(format!(
+                "the history is not linearizable: not at keys {keys:?} (see history.txt)"
+            ));
+        }
         CheckResult::Unknown => {
             return Err(format!(
                 "the linearizability check did not finish within {CHECK_TIMEOUT:?}"
