@@ -65,6 +65,10 @@ fn kv_faults_three_nodes() {
     fault_cluster::run(&service, "kv_faults_three_nodes", 3, exercise);
 }
 
+/// An operation, and how it was sent (the node, and a read's consistency), for
+/// `history.txt`.
+type Recorded = (Operation<KvModel>, String);
+
 fn key(k: usize) -> String {
     format!("k{k}")
 }
@@ -173,7 +177,7 @@ async fn client(
     started: Instant,
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
-) -> Result<Vec<Operation<KvModel>>, String> {
+) -> Result<Vec<Recorded>, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut history = Vec::new();
     // The last value this client saw at each key, for compare-and-swaps that may succeed.
@@ -198,12 +202,9 @@ async fn client(
                     } else {
                         &tally.reads
                     });
-                    history.push(kv_model::operation(
-                        id,
-                        &key,
-                        Input::Get,
-                        call,
-                        Some((now(), Output::Read(v))),
+                    history.push((
+                        kv_model::operation(id, &key, Input::Get, call, Some((now(), Output::Read(v)))),
+                        format!("{consistency} read through {addr}"),
                     ));
                 }
                 None => {
@@ -270,7 +271,10 @@ async fn client(
                 ));
             }
         };
-        history.push(kv_model::operation(id, &key, input, call, output));
+        history.push((
+            kv_model::operation(id, &key, input, call, output),
+            format!("through {addr}"),
+        ));
     }
     Ok(history)
 }
@@ -340,23 +344,27 @@ async fn exercise(c: &mut Cluster, seed: u64, length: Duration) -> Result<String
     };
     let faults = c.inject(seed, length).await;
     stop.store(true, Ordering::Relaxed);
-    let mut history: Vec<Operation<KvModel>> = Vec::new();
+    let mut recorded: Vec<Recorded> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     for (id, handle) in clients.into_iter().enumerate() {
         match handle.await {
-            Ok(Ok(ops)) => history.extend(ops),
+            Ok(Ok(ops)) => recorded.extend(ops),
             Ok(Err(e)) => failures.push(format!("client {id}: {e}")),
             Err(e) => failures.push(format!("client {id} panicked: {e}")),
         }
     }
     let mut snapshots = sampler.await.map_err(|e| format!("the snapshot sampler: {e}"))?;
-    c.note(&format!("clients stopped: {} operations recorded", history.len()));
+    c.note(&format!(
+        "clients stopped: {} operations recorded",
+        recorded.len()
+    ));
     let finals = match c.heal().await {
-        Ok(()) => final_state(c, &mut history).await,
+        Ok(()) => final_state(c, &mut recorded).await,
         Err(e) => Err(e),
     };
     snapshots.sample(c.http(), &addrs).await;
-    write_history(c, &history);
+    write_history(c, &recorded);
+    let history: Vec<Operation<KvModel>> = recorded.into_iter().map(|(op, _)| op).collect();
     if !failures.is_empty() {
         return Err(format!("unexpected answers: {}", failures.join("; ")));
     }
@@ -417,7 +425,7 @@ async fn exercise(c: &mut Cluster, seed: u64, length: Duration) -> Result<String
 /// After healing: waits until every node's local scan holds the same keys and values, then
 /// reads every key linearizably on every node (adding the reads to `history`) and checks
 /// that each read agrees with the scans. Returns how many keys there are.
-async fn final_state(c: &mut Cluster, history: &mut Vec<Operation<KvModel>>) -> Result<usize, String> {
+async fn final_state(c: &mut Cluster, history: &mut Vec<Recorded>) -> Result<usize, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     if c.running().is_empty() {
         return Err("no node is running after healing".into());
@@ -463,12 +471,15 @@ async fn final_state(c: &mut Cluster, history: &mut Vec<Operation<KvModel>>) -> 
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
-            history.push(kv_model::operation(
-                1_000 + i as u32,
-                &key,
-                Input::Get,
-                call,
-                Some((ret, Output::Read(value.clone()))),
+            history.push((
+                kv_model::operation(
+                    1_000 + i as u32,
+                    &key,
+                    Input::Get,
+                    call,
+                    Some((ret, Output::Read(value.clone()))),
+                ),
+                format!("final linearizable read through {addr}"),
             ));
             if value.as_ref() != contents.get(&key) {
                 return Err(format!(
@@ -519,11 +530,12 @@ async fn scan(http: &reqwest::Client, addr: &str) -> Result<BTreeMap<String, Str
     }
 }
 
-/// Writes the history to `history.txt` in the run directory, one operation a line, before
-/// it is checked, so that it is there whatever becomes of the check.
-fn write_history(c: &Cluster, history: &[Operation<KvModel>]) {
+/// Writes the history to `history.txt` in the run directory, one operation a line (times
+/// in nanoseconds since the cluster started), before it is checked, so that it is there
+/// whatever becomes of the check.
+fn write_history(c: &Cluster, history: &[Recorded]) {
     let mut text = String::new();
-    for o in history {
+    for (o, how) in history {
         let ret = if o.return_time == i64::MAX {
             "unknown".to_string()
         } else {
@@ -531,7 +543,7 @@ fn write_history(c: &Cluster, history: &[Operation<KvModel>]) {
         };
         let _ = writeln!(
             text,
-            "client {:?} call {} return {ret} key {} {:?} -> {:?}",
+            "client {:?} call {} return {ret} key {} {:?} -> {:?} ({how})",
             o.client_id, o.call_time, o.op.key, o.op.input, o.op.output
         );
     }
