@@ -1,6 +1,7 @@
 //! Shared helpers for the cross-crate tests in `tests/tests/`: a cluster of nodes on the real
 //! plug-ins (file WAL, QUIC with mutual TLS) on 127.0.0.1, from the test kit; processes in
-//! network namespaces; a linearizability checker for the counter, and the key-value model
+//! network namespaces; the examples' node processes and the harness of the end-to-end fault
+//! tests that run them; a linearizability checker for the counter, and the key-value model
 //! the kv histories are checked against.
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub async fn real_cluster(n: u64, configure: fn(&mut Config)) -> RealCluster {
     Cluster::with_logs(n, config, OnDisk::new(), false).await
 }
 
+pub mod fault_cluster;
 pub mod kv_model;
 pub mod linearizability;
 /// Network namespaces and packet filters, from the test kit.

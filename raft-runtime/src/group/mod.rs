@@ -145,7 +145,8 @@ struct Stopping {
 
 /// What woke the loop.
 enum Input<SM: StateMachine> {
-    Tick,
+    /// A tick, with the time it was due.
+    Tick(Instant),
     Applier(ApplierEvent),
     Event(Event),
     Peer(Incoming),
@@ -227,6 +228,10 @@ pub(crate) struct Group<SM: StateMachine> {
     last_leadership: Option<(Term, NodeId)>,
     /// The time at the start of the current loop turn: the one clock read of the turn.
     now: Instant,
+    /// When the last tick handled was due: the protocol's clock has counted the time up to
+    /// here. Ticks missed while the process was paused (or the loop behind) are handled
+    /// one per turn, so for a few turns after a pause this is well behind the time.
+    tick_due: Instant,
     request_buf: Vec<Request<SM>>,
     incoming_buf: Vec<Incoming>,
 }
@@ -310,6 +315,7 @@ impl<SM: StateMachine> Group<SM> {
             unreachable_logged: HashMap::new(),
             last_leadership: None,
             now: Instant::now(),
+            tick_due: Instant::now(),
             request_buf: Vec::new(),
             incoming_buf: Vec::new(),
         }
@@ -317,15 +323,16 @@ impl<SM: StateMachine> Group<SM> {
 
     pub(crate) async fn run(mut self) -> Stopped<SM> {
         let mut ticker = tokio::time::interval(self.cfg.tick_interval);
-        // After a pause, missed ticks fire at once: the protocol's clock (and its lease)
-        // catches up before anything else is served.
+        // After a pause, missed ticks fire at once, one per turn, ahead of everything else:
+        // the protocol's clock catches up within a few turns. Requests drained in those turns
+        // trust no lease (see `tick_due`).
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
         self.sync_membership();
         self.publish_metrics(true);
         loop {
             let input = tokio::select! {
                 biased;
-                _ = ticker.tick() => Input::Tick,
+                due = ticker.tick() => Input::Tick(due),
                 Some(ev) = self.applier_rx.recv() => Input::Applier(ev),
                 Some(ev) = self.events_rx.recv() => Input::Event(ev),
                 Some(inc) = self.inbox.recv() => Input::Peer(inc),
@@ -333,7 +340,10 @@ impl<SM: StateMachine> Group<SM> {
             };
             self.now = Instant::now();
             match input {
-                Input::Tick => self.on_tick(),
+                Input::Tick(due) => {
+                    self.tick_due = due;
+                    self.on_tick()
+                }
                 Input::Applier(ev) => self.on_applier(ev),
                 Input::Event(ev) => self.on_event(ev),
                 Input::Peer(inc) => self.on_incoming(inc),

@@ -147,6 +147,12 @@ impl<SM: StateMachine> Group<SM> {
             query(sm);
             drop(permit);
         });
+        // A lease is counted in ticks. A node that owes ticks (its process was paused, or its
+        // loop fell behind, and the missed ticks are still being handled) has not yet counted
+        // the time that passed, and could take a lease that ran out during the pause for a
+        // valid one, while another leader was elected: it confirms the read with a heartbeat
+        // round instead.
+        let lease = lease && Instant::now() < self.tick_due + self.cfg.tick_interval;
         loop {
             let ctx = self.rng.next_u64();
             let result = if lease {
