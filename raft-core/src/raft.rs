@@ -660,8 +660,13 @@ impl<S: LogStorage> Raft<S> {
     fn handle_vote_request(&mut self, m: &Message, rv: &RequestVote) {
         // A node that never joined (or was wiped) cannot know whom it voted for before; and
         // no vote goes to a candidate this node knows was removed from the cluster (an
-        // outgoing voter of a joint configuration is not removed yet).
-        let removed = self.conf.removed.contains(&m.from) && !self.conf.contains(m.from);
+        // outgoing voter of a joint configuration is not removed yet). Known means by a
+        // committed configuration: an uncommitted one may be cut from the log by a leader
+        // whose history never removed the candidate, and one that refused that leader's
+        // votes could leave the cluster without a leader for good.
+        let removed = self.conf_index <= self.log.committed
+            && self.conf.removed.contains(&m.from)
+            && !self.conf.contains(m.from);
         let can_vote = !self.conf_is_empty()
             && !removed
             && (self.vote == Some(m.from)

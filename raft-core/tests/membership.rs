@@ -192,6 +192,56 @@ fn removed_node_learns_of_its_removal_and_stops_campaigning() {
     assert_eq!(net.term(3), 1);
 }
 
+#[test]
+fn a_removed_node_gets_no_vote_once_its_removal_is_committed() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    change(&mut net, 1, ConfChange::new([MemberChange::remove(3)])).unwrap();
+    assert!(net.commit(2) >= net.raw(2).conf_index());
+    // A later term, and a log as long as could be: still refused.
+    net.raw(2).step(vote_request(3, 2, 9, 100, 8)).unwrap();
+    let answers = net.collect();
+    assert!(
+        answers.iter().any(|m| m.to == 3
+            && matches!(
+                m.body,
+                MessageBody::VoteResponse(VoteResponse { granted: false, .. })
+            )),
+        "{answers:?}"
+    );
+}
+
+/// A removal that is not committed may be undone: a leader elected without it cuts it from
+/// the log. A node holding it must still vote for such a leader, or the cluster may never
+/// elect one (the deterministic simulation found such a cluster: the only node that could
+/// win needed the vote of one that held its uncommitted removal).
+#[test]
+fn an_uncommitted_removal_does_not_cost_the_removed_node_votes() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.isolate(3);
+    net.raw(1)
+        .propose_conf_change(ConfChange::new([MemberChange::remove(3)]))
+        .unwrap();
+    // Node 2 appends the change (it takes effect at once), but its acknowledgement is lost:
+    // the change is not committed.
+    net.stabilize_filtered(|m| !(m.from == 2 && m.kind() == "AppendResponse"));
+    assert!(!net.raw(2).conf_state().contains(3), "node 2 took the removal");
+    assert!(net.commit(2) < net.raw(2).conf_index(), "uncommitted");
+    // Node 3, in a later term, with a longer log of a later term (a history in which the
+    // removal never happened), asks node 2 for its vote.
+    net.raw(2).step(vote_request(3, 2, 5, 10, 4)).unwrap();
+    let answers = net.collect();
+    assert!(
+        answers.iter().any(|m| m.to == 3
+            && matches!(
+                m.body,
+                MessageBody::VoteResponse(VoteResponse { granted: true, .. })
+            )),
+        "{answers:?}"
+    );
+}
+
 /// {1,2,3} -> {1,4,5} through a joint configuration left explicitly.
 fn joint_123_to_145(net: &mut Network) {
     net.elect(1);
