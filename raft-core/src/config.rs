@@ -113,8 +113,8 @@ impl ConfigError {
 impl Config {
     /// A configuration with sensible defaults for node `id`: election after 10 to 20 ticks,
     /// heartbeats every 2 ticks, pre-vote and check-quorum on, 1 MiB per append message,
-    /// 256 messages and 16 MiB in flight per peer, 64 MiB of uncommitted entries, 16 MiB
-    /// apply batches and 32 MiB being applied.
+    /// 256 messages and 8 MiB in flight per peer, 64 MiB of uncommitted entries, 4 MiB
+    /// apply batches and 16 MiB being applied.
     pub fn new(id: NodeId) -> Self {
         Config {
             id,
@@ -126,10 +126,10 @@ impl Config {
             check_quorum: true,
             max_append_bytes: 1 << 20,
             max_inflight_msgs: 256,
-            max_inflight_bytes: 16 << 20,
+            max_inflight_bytes: 8 << 20,
             max_uncommitted_bytes: 64 << 20,
-            max_apply_bytes: 16 << 20,
-            max_applying_bytes: 32 << 20,
+            max_apply_bytes: 4 << 20,
+            max_applying_bytes: 16 << 20,
             max_pending_reads: 65_536,
             lease_drift_ticks: 2,
             seed: id,
