@@ -143,7 +143,7 @@ pub use message::{
 pub use node::{PeerStatus, Persist, PersistToken, RawNode, Ready, Status};
 pub use progress::ProgressState;
 pub use replication::SnapshotStatus;
-pub use storage::{InitialState, LogStorage, MemStorage, StorageError, limit_size};
+pub use storage::{InitialState, LogStorage, MemStorage, StorageError, limit_size, total_size};
 pub use types::{
     ChangeKind, ConfChange, ConfChangeMode, ConfState, ENTRY_OVERHEAD, Entry, EntryPayload, HardState, Index,
     MAX_INDEX, MAX_TERM, MAX_TERM_GAP, MemberChange, NodeId, ReadCtx, ReadFailure, ReadState, Role,

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 
 use crate::error::Invariant;
-use crate::storage::{LogStorage, StorageError, limit_size};
+use crate::storage::{LogStorage, StorageError, limit_size, total_size};
 use crate::types::{Entry, Index, SnapshotMeta, Term};
 
 /// A log entry arrived that would overwrite a committed entry: the sender broke the protocol.
@@ -150,7 +150,7 @@ impl<S: LogStorage> RaftLog<S> {
             }
         }
         let start = low.max(self.offset);
-        let mut used: u64 = out.iter().map(Entry::size).sum();
+        let mut used = total_size(&out);
         for e in self
             .unstable
             .range((start - self.offset) as usize..(high - self.offset) as usize)
@@ -367,9 +367,7 @@ impl<S: LogStorage> RaftLog<S> {
         entries.truncate(keep);
         if let Some(last) = entries.last() {
             self.emitted = last.index;
-            let bytes = entries
-                .iter()
-                .fold(0u64, |total, e| total.saturating_add(e.size()));
+            let bytes = total_size(&entries);
             self.applying.push_back((last.index, bytes));
             self.applying_bytes = self.applying_bytes.saturating_add(bytes);
         }

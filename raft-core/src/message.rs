@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::storage::total_size;
 use crate::types::{Entry, Index, NodeId, ReadCtx, SnapshotMeta, Term};
 
 /// A message between two members of a group.
@@ -167,9 +168,9 @@ impl Message {
 
     /// Approximate size in bytes, for flow control and metrics.
     pub fn size(&self) -> u64 {
-        32 + match &self.body {
-            MessageBody::Append(a) => a.entries.iter().map(Entry::size).sum(),
+        32u64.saturating_add(match &self.body {
+            MessageBody::Append(a) => total_size(&a.entries),
             _ => 0,
-        }
+        })
     }
 }

@@ -8,7 +8,7 @@ use crate::message::{Append, AppendResponse, Heartbeat, HeartbeatResponse, Messa
 use crate::progress::ProgressState;
 use crate::quorum::joint_value;
 use crate::raft::Raft;
-use crate::storage::{LogStorage, StorageError};
+use crate::storage::{LogStorage, StorageError, total_size};
 use crate::types::{Entry, EntryPayload, Index, NodeId, Role, SnapshotMeta};
 
 /// The outcome of sending a snapshot, reported by the driver.
@@ -109,9 +109,7 @@ impl<S: LogStorage> Raft<S> {
                 Vec::new()
             };
             let sent_last = prev_index + entries.len() as u64;
-            let bytes = entries
-                .iter()
-                .fold(0u64, |total, e| total.saturating_add(e.size()));
+            let bytes = total_size(&entries);
             let empty = entries.is_empty();
             let commit = self.log.committed;
             self.send(

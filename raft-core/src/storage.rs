@@ -259,6 +259,13 @@ impl LogStorage for MemStorage {
     }
 }
 
+/// The total size of `entries` ([`Entry::size`] summed, saturating).
+pub fn total_size(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .fold(0u64, |total, e| total.saturating_add(e.size()))
+}
+
 /// The longest prefix of `entries` whose total size stays within `max_bytes`, but never
 /// fewer than one entry.
 pub fn limit_size(entries: &[Entry], max_bytes: u64) -> &[Entry] {
