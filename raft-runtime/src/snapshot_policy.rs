@@ -90,8 +90,9 @@ impl SnapshotPolicy {
 
     /// Where to compact the log to once a snapshot at `index` is saved: `index`, less the
     /// entries the retention bounds keep behind it, and less those from `needed` on (the
-    /// first entry a follower will need) if they fit in the bytes bound. Only boundaries
-    /// of applied batches are candidates, so it keeps at most what the bounds allow.
+    /// first entry a follower will need) if they fit in the bytes bound: never above
+    /// `index`. Only boundaries of applied batches are candidates, so it keeps at most what
+    /// the bounds allow.
     pub(crate) fn compact_to(&mut self, index: Index, needed: Option<Index>) -> Index {
         let Some(&(_, at_index)) = self.marks.iter().rev().find(|&&(i, _)| i <= index) else {
             return index;

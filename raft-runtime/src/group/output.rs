@@ -261,7 +261,7 @@ impl<SM: StateMachine> Group<SM> {
                     // may have begun to receive an older snapshot meanwhile (saving a large
                     // one takes a while), and it needs the log after that one.
                     let needed = self.log_needed_by_followers();
-                    let compact_to = self.snapshots.compact_to(index, needed).min(index);
+                    let compact_to = self.snapshots.compact_to(index, needed);
                     if let Err(e) = self.store.compact(compact_to) {
                         self.set_fatal(Fatal::SnapshotSave(e));
                     }
@@ -374,9 +374,9 @@ impl<SM: StateMachine> Group<SM> {
 
 /// Streams the state machine's view of its state at `meta.index` into the store while
 /// applying goes on (the node compacts the log once it hears of it). `None` if the node
-/// began to stop
-/// meanwhile: the stream then fails, so that the store keeps nothing of it, and the store's
-/// call is still awaited, so that nothing holds the store once the node has stopped.
+/// began to stop meanwhile: the stream then fails, so that the store keeps nothing of it,
+/// and the store's call is still awaited, so that nothing holds the store once the node
+/// has stopped.
 async fn save_snapshot<L: LogStore + ?Sized>(
     store: &L,
     meta: SnapshotMeta,

@@ -152,7 +152,11 @@ impl<SM: StateMachine> Group<SM> {
         // the time that passed, and could take a lease that ran out during the pause for a
         // valid one, while another leader was elected: it confirms the read with a heartbeat
         // round instead.
-        let lease = lease && Instant::now() < self.tick_due + self.cfg.tick_interval;
+        let lease = lease
+            && self
+                .tick_due
+                .checked_add(self.cfg.tick_interval)
+                .is_none_or(|next_due| Instant::now() < next_due);
         loop {
             let ctx = self.rng.next_u64();
             let result = if lease {
