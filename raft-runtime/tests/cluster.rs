@@ -177,6 +177,23 @@ async fn every_proposal_resolves_exactly_once_under_faults() {
     c.shutdown().await;
 }
 
+/// Stops a follower of the current leader, proposes the values `1..=values` without it, and
+/// waits until the leader has taken a snapshot at `snapshot_at` or later. Returns the
+/// leader and the stopped follower.
+async fn leave_a_follower_behind(c: &mut common::Cluster, values: u64, snapshot_at: u64) -> (u64, u64) {
+    let leader = c.leader().await;
+    let down = if leader == 3 { 2 } else { 3 };
+    c.stop(down).await;
+    for v in 1..=values {
+        c.propose(v).await;
+    }
+    c.node(leader)
+        .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= snapshot_at)
+        .await
+        .expect("the leader took its snapshots");
+    (leader, down)
+}
+
 #[tokio::test(start_paused = true)]
 async fn follower_down_during_compaction_catches_up_by_snapshot() {
     let mut c = common::cluster_with(
@@ -188,16 +205,7 @@ async fn follower_down_during_compaction_catches_up_by_snapshot() {
         false,
     )
     .await;
-    let leader = c.leader().await;
-    let down = if leader == 3 { 2 } else { 3 };
-    c.stop(down).await;
-    for v in 1..=100 {
-        c.propose(v).await;
-    }
-    c.node(leader)
-        .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 60)
-        .await
-        .expect("the leader compacted its log");
+    let (_, down) = leave_a_follower_behind(&mut c, 100, 60).await;
     c.restart(down).await;
     assert_eq!(c.converged().await, (1..=100).collect::<Vec<_>>());
     // Counters are published once per tick: wait for them rather than read them at once.
@@ -222,18 +230,9 @@ async fn a_follower_lagging_within_the_kept_log_catches_up_without_a_snapshot() 
         false,
     )
     .await;
-    let leader = c.leader().await;
-    let down = if leader == 3 { 2 } else { 3 };
-    let up = 6 - leader - down;
-    c.stop(down).await;
     // 40 entries behind: within the 50 kept, though two snapshots were taken meanwhile.
-    for v in 1..=40 {
-        c.propose(v).await;
-    }
-    c.node(leader)
-        .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 40)
-        .await
-        .expect("the leader took its snapshots");
+    let (leader, down) = leave_a_follower_behind(&mut c, 40, 40).await;
+    let up = 6 - leader - down;
     c.restart(down).await;
     assert_eq!(c.converged().await, (1..=40).collect::<Vec<_>>());
     assert_eq!(c.metrics(down).snapshots_installed, 0, "caught up from the log");
@@ -296,16 +295,7 @@ async fn the_log_after_a_snapshot_in_flight_is_kept_for_its_follower() {
     ];
     for (configure, slow, installs) in runs {
         let mut c = common::cluster_with(3, configure, false).await;
-        let leader = c.leader().await;
-        let down = if leader == 3 { 2 } else { 3 };
-        c.stop(down).await;
-        for v in 1..=150 {
-            c.propose(v).await;
-        }
-        c.node(leader)
-            .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 140)
-            .await
-            .expect("the leader compacted its log");
+        let (leader, down) = leave_a_follower_behind(&mut c, 150, 140).await;
         // The snapshot (three chunks of the Log's 64 values) takes 15 s to arrive, or to
         // restore; meanwhile the leader takes more snapshots.
         // (A slow restore gets a transfer that takes a moment, so that the restarted
@@ -365,17 +355,8 @@ async fn snapshot_transfers_that_break_part_way_are_sent_again() {
         false,
     )
     .await;
-    let leader = c.leader().await;
-    let down = if leader == 3 { 2 } else { 3 };
-    c.stop(down).await;
     // More than one chunk of the Log's snapshot (64 values each).
-    for v in 1..=150 {
-        c.propose(v).await;
-    }
-    c.node(leader)
-        .wait_for(Duration::from_secs(30), |m| m.snapshot_index >= 100)
-        .await
-        .expect("the leader compacted its log");
+    let (_, down) = leave_a_follower_behind(&mut c, 150, 100).await;
     c.plugins.net.break_snapshots(2);
     c.restart(down).await;
     assert_eq!(c.converged().await, (1..=150).collect::<Vec<_>>());
