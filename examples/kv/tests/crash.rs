@@ -146,10 +146,7 @@ async fn join(nodes: &mut Nodes, dir: &Path, certs: &Path, id: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_a_snapshot_is_written_received_or_swapped_then_restart_converges() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    common::succeeded(
-        &common::run_kv(&["certs", "--out", certs.to_str().unwrap(), "--nodes", "1,2,3,4,5"]).await,
-    );
+    let certs = common::write_certs(dir.path(), "1,2,3,4,5").await;
     let mut nodes = start(dir.path(), &certs, FLAGS);
     let all: Vec<String> = nodes.0.iter().map(|n| n.http.to_string()).collect();
     let mut acknowledged = load(&all, 0, 300).await;

@@ -19,10 +19,7 @@ const ROUNDS: usize = 8;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_leader_serves_no_lease_read_from_before_its_pause() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    common::succeeded(
-        &common::run_kv(&["certs", "--out", certs.to_str().unwrap(), "--nodes", "1,2,3"]).await,
-    );
+    let certs = common::write_certs(dir.path(), "1,2,3").await;
     let mut nodes = start(dir.path(), &certs, &[]);
     let http = common::http();
     // Short requests: a write through a node without a leader is retried.

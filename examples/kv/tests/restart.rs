@@ -16,10 +16,7 @@ const KEYS: usize = 40;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_applies_only_the_entries_after_its_database() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    common::succeeded(
-        &common::run_kv(&["certs", "--out", certs.to_str().unwrap(), "--nodes", "1,2,3"]).await,
-    );
+    let certs = common::write_certs(dir.path(), "1,2,3").await;
     let mut nodes = start(dir.path(), &certs, &[]);
     let http = common::http();
     let all: Vec<String> = nodes.0.iter().map(|n| n.http.to_string()).collect();

@@ -6,7 +6,7 @@
 
 pub mod procs;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
@@ -73,6 +73,15 @@ pub async fn run_kv(args: &[&str]) -> Output {
         .await
         .unwrap_or_else(|_| panic!("kv {args:?} did not end within {DEADLINE:?}"))
         .expect("kv ran")
+}
+
+/// Writes the certificates and admin token of nodes `ids` ("1,2,3") to `dir/certs` with
+/// `kv certs`, and returns that directory.
+pub async fn write_certs(dir: &Path, ids: &str) -> PathBuf {
+    let certs = dir.join("certs");
+    let path = certs.to_str().expect("a UTF-8 path");
+    succeeded(&run_kv(&["certs", "--out", path, "--nodes", ids]).await);
+    certs
 }
 
 /// Stdout of a `kv` run that must have succeeded.
