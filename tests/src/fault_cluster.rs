@@ -24,7 +24,7 @@ use rand_core::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::netns::{self, Firewall, Namespace};
-use crate::process::{NodeProcess, start_node};
+use crate::process::{NodeProcess, Ports, start_node};
 
 /// Every node's Raft port inside the namespace (each node has an address of its own).
 const RAFT_PORT: u16 = 7000;
@@ -247,13 +247,16 @@ impl Cluster {
             None
         };
         let mut slots = Vec::new();
+        let mut ports = Ports::new();
         for i in 0..n {
             // In the namespace each node gets an address of its own; outside, free ports on
             // 127.0.0.1.
             let (ip, raft_port, http_port) = if network_faults {
                 (format!("127.0.0.{}", 11 + i), RAFT_PORT, HTTP_PORT)
             } else {
-                ("127.0.0.1".to_string(), free_port(), free_port())
+                let raft = ports.udp().map_err(|e| format!("a free UDP port: {e}"))?;
+                let http = ports.tcp().map_err(|e| format!("a free TCP port: {e}"))?;
+                ("127.0.0.1".to_string(), raft.port(), http.port())
             };
             let id = i as u64 + 1;
             slots.push(Slot {
@@ -516,9 +519,7 @@ impl Cluster {
                             fw.cut(&self.slots[a].ip, &self.slots[b].ip)?;
                         }
                     }
-                    tokio::time::sleep(hold * 2).await;
-                    self.firewall.as_ref().expect("network faults").heal()?;
-                    self.note("heal");
+                    self.heal_network_after(hold * 2).await?;
                     "partition"
                 }
                 5 => {
@@ -531,9 +532,7 @@ impl Cluster {
                     let fw = self.firewall.as_ref().expect("network faults");
                     fw.lose(&self.slots[victim].ip, &self.slots[other].ip, pct)?;
                     fw.lose(&self.slots[other].ip, &self.slots[victim].ip, pct)?;
-                    tokio::time::sleep(hold * 2).await;
-                    self.firewall.as_ref().expect("network faults").heal()?;
-                    self.note("heal");
+                    self.heal_network_after(hold * 2).await?;
                     "loss"
                 }
                 _ => continue,
@@ -541,6 +540,14 @@ impl Cluster {
             *count.0.entry(kind).or_default() += 1;
         }
         Ok(count)
+    }
+
+    /// Lets a network fault last `hold`, then removes every firewall rule.
+    async fn heal_network_after(&mut self, hold: Duration) -> Result<(), String> {
+        tokio::time::sleep(hold).await;
+        self.firewall.as_ref().expect("network faults").heal()?;
+        self.note("heal");
+        Ok(())
     }
 
     /// Removes the node of `slot` from the cluster, wipes its data directory, and adds the
@@ -648,14 +655,6 @@ impl Cluster {
         self.note("all nodes agree on commit, applied and last log index");
         Ok(())
     }
-}
-
-/// A port that was free on 127.0.0.1 a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// The counter or gauge `name` (as the exposition names it, e.g.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-pub use raft_testkit::process::NodeProcess;
+pub use raft_testkit::process::{NodeProcess, Ports};
 
 /// The binary of the example package `package` (whose binary has the package's name):
 /// `$env_var` if set, else the one next to the test binary's directory
