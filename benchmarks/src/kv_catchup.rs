@@ -117,9 +117,8 @@ struct KvNode {
 }
 
 /// CPU time used so far by each node (by id) and by this process (the load), and when.
-#[derive(Debug, Default, Clone)]
 struct CpuMark {
-    at: Option<Instant>,
+    at: Instant,
     nodes: Vec<(u64, Duration)>,
     load: Duration,
 }
@@ -127,7 +126,7 @@ struct CpuMark {
 impl CpuMark {
     fn take(nodes: &[KvNode]) -> CpuMark {
         CpuMark {
-            at: Some(Instant::now()),
+            at: Instant::now(),
             nodes: nodes
                 .iter()
                 .filter_map(|n| n.process.pid().map(|pid| (n.id, usage::process_cpu(pid))))
@@ -139,10 +138,7 @@ impl CpuMark {
     /// Cores kept busy between `self` and `later`, by node and by the load: "node 1 0.62,
     /// ..., load 0.31".
     fn busy_until(&self, later: &CpuMark) -> String {
-        let (Some(from), Some(to)) = (self.at, later.at) else {
-            return String::new();
-        };
-        let secs = (to - from).as_secs_f64().max(1e-9);
+        let secs = (later.at - self.at).as_secs_f64().max(1e-9);
         let mut parts: Vec<String> = later
             .nodes
             .iter()
@@ -319,18 +315,19 @@ async fn measure(args: &Args, kv: &Path, dir: &TempDir) -> Result<Figures, Error
     let start = |id: u64, join: bool| -> Result<KvNode, Error> {
         let data = dir.path().join(format!("node-{id}"));
         let log = dir.path().join(format!("node-{id}.log"));
-        let process = if join && args.receiver_nice > 0 {
+        let (program, mut argv) = if join && args.receiver_nice > 0 {
             // `nice` runs the node in its own process (the pid stays the node's).
-            let mut niced = vec![
+            let nice = vec![
                 "-n".to_string(),
                 args.receiver_nice.to_string(),
                 kv.display().to_string(),
             ];
-            niced.extend(node_args(id, &data, join));
-            NodeProcess::start("nice", niced, log, "warn")?
+            (PathBuf::from("nice"), nice)
         } else {
-            NodeProcess::start(kv, node_args(id, &data, join), log, "warn")?
+            (kv.to_path_buf(), Vec::new())
         };
+        argv.extend(node_args(id, &data, join));
+        let process = NodeProcess::start(program, argv, log, "warn")?;
         Ok(KvNode {
             id,
             raft: raft[id as usize - 1],

@@ -65,6 +65,7 @@ where
     C: clap::Parser,
     F: Future<Output = Result<(), Error>>,
 {
+    limit_malloc_arenas();
     let mut matches = C::command().get_matches();
     let default_filter = default_log_filter(matches.subcommand_name());
     let cli = C::from_arg_matches_mut(&mut matches)
@@ -77,7 +78,6 @@ where
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    limit_malloc_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
