@@ -34,6 +34,13 @@ pub struct Config {
     /// applied since the last, so that large commands cannot fill the disk between
     /// snapshots; 0 never.
     pub snapshot_every_bytes: u64,
+    /// Whatever `snapshot_every` and `snapshot_every_bytes` say, wait for the entries
+    /// applied since the last snapshot to add up to this percentage of its size (as the
+    /// log store reports it, [`LogStore::snapshot_len`](crate::LogStore::snapshot_len))
+    /// before taking the next one. A snapshot copies the whole state: without this, a
+    /// state of gigabytes would be copied every `snapshot_every_bytes` of writes. The log
+    /// on disk then grows to this share of the state between snapshots. 0 turns it off.
+    pub snapshot_log_percent: u64,
     /// Entries kept in the log behind a snapshot, so that a follower that lags a little
     /// catches up from the log instead of receiving the whole state; 0 compacts the log up
     /// to each snapshot. Bounded by `log_kept_bytes` as well: the log keeps what fits in
@@ -69,8 +76,9 @@ pub use raft_core::ConfigError;
 
 impl Default for Config {
     /// A 20 ms tick, elections after 300 to 600 ms, heartbeats every 60 ms, a snapshot every
-    /// 10,000 entries (or 64 MiB of them) keeping up to 5,000 entries (and at most 64 MiB)
-    /// of log behind it, proposals refused (not forwarded) on followers.
+    /// 10,000 entries (or 64 MiB of them, and no sooner than as many bytes of entries as the
+    /// last snapshot holds) keeping up to 5,000 entries (and at most 64 MiB) of log behind
+    /// it, proposals refused (not forwarded) on followers.
     fn default() -> Self {
         // The protocol's id is the node's, set at start.
         let mut protocol = raft_core::Config::new(PLACEHOLDER_ID).with_election_tick(15);
@@ -85,6 +93,7 @@ impl Default for Config {
             max_apply_lag: 262_144,
             snapshot_every: 10_000,
             snapshot_every_bytes: 64 << 20,
+            snapshot_log_percent: 100,
             log_kept_entries: 5_000,
             log_kept_bytes: 64 << 20,
             propose_timeout: Duration::from_secs(10),

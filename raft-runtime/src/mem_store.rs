@@ -194,6 +194,10 @@ impl LogStore for MemLogStore {
         self.lock().snapshot.as_ref().map(|(meta, _)| meta.clone())
     }
 
+    fn snapshot_len(&self) -> Option<u64> {
+        self.lock().snapshot.as_ref().map(|(_, data)| data.len() as u64)
+    }
+
     fn append(&self, write: LogWrite, done: Completion) {
         match &self.writer {
             Some(tx) => {

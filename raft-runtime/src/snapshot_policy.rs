@@ -1,7 +1,11 @@
 //! When to take a snapshot, and how much log to keep behind it.
 //!
 //! A snapshot starts once `snapshot_every` entries, or `snapshot_every_bytes` bytes of
-//! entries, were applied since the last one, and never two at a time. Once it is saved,
+//! entries, were applied since the last one, and never two at a time. Either way it waits
+//! until the entries applied since the last one add up to `snapshot_log_percent` of that
+//! snapshot's size: a snapshot copies the whole state, so a large state is snapshotted
+//! rarely, and the cost of snapshots stays in proportion to the writes (the log on disk is
+//! then at most that share of the state, on top of the thresholds). Once it is saved,
 //! the log is compacted up to it except for the last entries before it that fit in both
 //! `log_kept_entries` and `log_kept_bytes`: a follower that lags by less catches up from
 //! the log. On a leader, the log that a follower being sent a snapshot will need after it
@@ -30,6 +34,10 @@ pub(crate) struct Retention {
 pub(crate) struct SnapshotPolicy {
     every: u64,
     every_bytes: u64,
+    /// Percentage of `last_len` to apply between two snapshots (0: none).
+    log_percent: u64,
+    /// Bytes of the newest snapshot's data (0 if not known).
+    last_len: u64,
     keep: Retention,
     /// The index of the newest snapshot the log starts from (taken or installed).
     last: Index,
@@ -50,6 +58,8 @@ impl SnapshotPolicy {
         SnapshotPolicy {
             every,
             every_bytes,
+            log_percent: 0,
+            last_len: 0,
             keep,
             last,
             bytes_since: 0,
@@ -58,6 +68,18 @@ impl SnapshotPolicy {
             stride: 1,
             applied_bytes: 0,
         }
+    }
+
+    /// Spaces snapshots by `percent` of the newest one's size (0: not at all).
+    pub(crate) fn with_log_percent(mut self, percent: u64) -> Self {
+        self.log_percent = percent;
+        self
+    }
+
+    /// The newest snapshot's data is `len` bytes (`None`: not known, then the snapshots
+    /// are spaced by the thresholds alone).
+    pub(crate) fn stored_len(&mut self, len: Option<u64>) {
+        self.last_len = len.unwrap_or(0);
     }
 
     /// The index of the newest snapshot.
@@ -138,7 +160,10 @@ impl SnapshotPolicy {
         }
         let by_count = self.every > 0 && applied.saturating_sub(self.last) >= self.every;
         let by_bytes = self.every_bytes > 0 && self.bytes_since >= self.every_bytes;
-        let due = by_count || by_bytes;
+        // In u128: a percentage of a size cannot overflow there.
+        let spaced =
+            u128::from(self.bytes_since) * 100 >= u128::from(self.last_len) * u128::from(self.log_percent);
+        let due = (by_count || by_bytes) && spaced;
         if due {
             self.in_progress = true;
             self.bytes_since = 0;
@@ -157,6 +182,7 @@ impl SnapshotPolicy {
     /// A snapshot from the leader was installed at `index`: it replaced the whole log.
     pub(crate) fn installed(&mut self, index: Index) {
         self.last = self.last.max(index);
+        self.bytes_since = 0;
         self.marks.clear();
     }
 }
@@ -193,6 +219,49 @@ mod tests {
         p.finished(Some(2));
         p.entries_applied(3, 999);
         assert!(!p.start_if_due(3));
+    }
+
+    #[test]
+    fn a_large_snapshot_spaces_the_next_by_its_size() {
+        // Due every 10 entries or 1000 bytes, but only once the bytes applied since the
+        // last snapshot reach half its size.
+        let mut p = SnapshotPolicy::new(10, 1000, KEEP_NONE, 0).with_log_percent(50);
+        p.stored_len(Some(100_000));
+        p.entries_applied(20, 49_999);
+        assert!(
+            !p.start_if_due(20),
+            "both thresholds passed, the log is small beside the state"
+        );
+        p.entries_applied(21, 1);
+        assert!(p.start_if_due(21));
+        p.finished(Some(21));
+        // A small state: the thresholds decide again.
+        p.stored_len(Some(10));
+        p.entries_applied(31, 10);
+        assert!(p.start_if_due(31));
+        p.finished(Some(31));
+        // An unknown size does not hold snapshots back; neither does 0 percent.
+        p.stored_len(None);
+        p.entries_applied(41, 0);
+        assert!(p.start_if_due(41));
+        p.finished(Some(41));
+        let mut off = SnapshotPolicy::new(10, 0, KEEP_NONE, 0);
+        off.stored_len(Some(u64::MAX));
+        assert!(off.start_if_due(10));
+        // A size near the top of the range does not overflow the comparison.
+        let mut huge = SnapshotPolicy::new(10, 0, KEEP_NONE, 0).with_log_percent(u64::MAX);
+        huge.stored_len(Some(u64::MAX));
+        huge.entries_applied(10, u64::MAX);
+        assert!(!huge.start_if_due(10));
+        // An installed snapshot starts the count of bytes again.
+        let mut p = SnapshotPolicy::new(10, 0, KEEP_NONE, 0).with_log_percent(100);
+        p.entries_applied(5, 500);
+        p.installed(10);
+        p.stored_len(Some(400));
+        p.entries_applied(20, 399);
+        assert!(!p.start_if_due(20));
+        p.entries_applied(21, 1);
+        assert!(p.start_if_due(21));
     }
 
     #[test]

@@ -198,6 +198,13 @@ pub trait LogStore: Send + Sync + 'static {
     /// Waits until every write queued so far is durable (or failed).
     async fn flush(&self) -> Result<(), StoreError>;
 
+    /// Bytes of the stored snapshot's state machine data, if the store knows them. The
+    /// runtime spaces its snapshots by this size (see `Config::snapshot_log_percent`);
+    /// `None`, the default, leaves them spaced by the entry and byte counts alone.
+    fn snapshot_len(&self) -> Option<u64> {
+        None
+    }
+
     /// Counters for metrics.
     fn metrics(&self) -> StoreMetrics {
         StoreMetrics::default()
@@ -258,6 +265,10 @@ impl<L: LogStore + ?Sized> LogStore for Arc<L> {
 
     async fn flush(&self) -> Result<(), StoreError> {
         (**self).flush().await
+    }
+
+    fn snapshot_len(&self) -> Option<u64> {
+        (**self).snapshot_len()
     }
 
     fn metrics(&self) -> StoreMetrics {

@@ -506,6 +506,46 @@ async fn the_log_is_compacted_by_bytes_as_well_as_by_entries() {
     c.shutdown().await;
 }
 
+/// A snapshot copies the whole state: with `snapshot_log_percent`, the next one waits until
+/// the entries applied since add up to that share of the last one's size, so a growing
+/// state is snapshotted less and less often, and without it every `snapshot_every` entries.
+#[tokio::test(start_paused = true)]
+async fn snapshots_of_a_growing_state_are_spaced_by_its_size() {
+    async fn snapshots_taken(configure: fn(&mut raft_runtime::Config)) -> (u64, u64) {
+        let c = common::cluster_with(3, configure, false).await;
+        let leader = c.leader().await;
+        for v in 1..=300 {
+            c.propose(v).await;
+        }
+        let m = c
+            .node(leader)
+            .wait_for(Duration::from_secs(30), |m| {
+                m.applied >= 300 && m.snapshot_index >= 10
+            })
+            .await
+            .expect("the leader applied every value and took a snapshot");
+        c.shutdown().await;
+        (m.snapshots_taken, m.snapshot_index)
+    }
+    let (every_ten, _) = snapshots_taken(|cfg| {
+        cfg.snapshot_every = 10;
+        cfg.snapshot_log_percent = 0;
+    })
+    .await;
+    // The state keeps every value (1 to 2 bytes each), an entry counts about 17 bytes: at
+    // 2000 % the next snapshot waits until the log has more than doubled the state.
+    let (spaced, last) = snapshots_taken(|cfg| {
+        cfg.snapshot_every = 10;
+        cfg.snapshot_log_percent = 2000;
+    })
+    .await;
+    assert!(every_ten >= 25, "one snapshot every 10 entries: {every_ten}");
+    assert!(
+        (2..=10).contains(&spaced),
+        "snapshots spaced by the state's size: {spaced} taken, the last at {last}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn members_are_added_and_removed_under_load() {
     let mut c = common::cluster(3).await;

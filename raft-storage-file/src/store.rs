@@ -523,6 +523,10 @@ impl LogStore for FileLogStore {
         self.shared.state().snapshot.as_ref().map(|s| s.meta.clone())
     }
 
+    fn snapshot_len(&self) -> Option<u64> {
+        self.shared.state().snapshot.as_ref().map(|s| s.data_len)
+    }
+
     fn append(&self, write: LogWrite, done: Completion) {
         if let Some(Op::Write(_, done)) = self.shared.queue.push(Op::Write(write, done)) {
             done(Err(StoreError::new(WalError::Closed)));

@@ -227,6 +227,7 @@ fn snapshot_install_replaces_the_log() {
             Err(StorageError::Compacted { .. })
         ));
         assert_eq!(store.snapshot_meta(), Some(meta(20, 4)));
+        assert_eq!(store.snapshot_len(), Some(5000));
     }
     let store = open(dir.path(), small_options());
     assert_eq!((store.first_index(), store.last_index()), (21, 22));
@@ -288,14 +289,17 @@ fn save_snapshot_compact_and_restart() {
         }
         let segments_before = segment_files(dir.path()).len();
         assert!(segments_before > 5, "{segments_before} segments");
+        assert_eq!(store.snapshot_len(), None);
         rt.block_on(save_streamed(&store, snapshot(150, 1, 3000)))
             .unwrap();
         // Saving does not touch the log.
         assert_eq!((store.first_index(), store.last_index()), (1, 200));
         assert_eq!(store.snapshot_meta(), Some(meta(150, 1)));
+        assert_eq!(store.snapshot_len(), Some(3000));
         // An older snapshot does not replace a newer one.
         rt.block_on(save_streamed(&store, snapshot(100, 1, 10))).unwrap();
         assert_eq!(store.snapshot_meta(), Some(meta(150, 1)));
+        assert_eq!(store.snapshot_len(), Some(3000));
         // Compaction may lag the snapshot.
         store.compact(120).unwrap();
         assert_eq!(store.first_index(), 121);
@@ -322,6 +326,7 @@ fn save_snapshot_compact_and_restart() {
     }
     let store = open(dir.path(), small_options());
     assert_eq!((store.first_index(), store.last_index()), (151, 200));
+    assert_eq!(store.snapshot_len(), Some(3000));
     assert_eq!(store.term(150).unwrap(), 1);
     assert_eq!(all_entries(&store), ents(1, 151, 200, 600));
     assert_eq!(

@@ -13,11 +13,15 @@ use raft_testkit::{Cluster, Log, OnDisk};
 /// own data directory, [`Log`] state machines that start empty at every start.
 pub type RealCluster = Cluster<Log, OnDisk>;
 
-/// Starts `n` nodes that bootstrap a cluster together, with a 10 ms tick and `configure`
+/// Starts `n` nodes that bootstrap a cluster together, with a 10 ms tick, snapshots spaced
+/// by their entry and byte counts alone (`snapshot_log_percent` 0) and `configure`
 /// applied to their configuration.
 pub async fn real_cluster(n: u64, configure: fn(&mut Config)) -> RealCluster {
     let mut config = Config {
         tick_interval: Duration::from_millis(10),
+        // The test state machine keeps every value, so its snapshots grow with the log:
+        // the tests space them by their counts alone, unless they set this themselves.
+        snapshot_log_percent: 0,
         ..Config::default()
     };
     configure(&mut config);

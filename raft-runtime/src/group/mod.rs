@@ -255,7 +255,7 @@ impl<SM: StateMachine> Group<SM> {
         seeds: BTreeMap<NodeId, Bytes>,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let snapshots = SnapshotPolicy::new(
+        let mut snapshots = SnapshotPolicy::new(
             cfg.snapshot_every,
             cfg.snapshot_every_bytes,
             Retention {
@@ -265,7 +265,9 @@ impl<SM: StateMachine> Group<SM> {
             store
                 .snapshot_meta()
                 .map_or(store.first_index().saturating_sub(1), |m| m.index),
-        );
+        )
+        .with_log_percent(cfg.snapshot_log_percent);
+        snapshots.stored_len(store.snapshot_len());
         // Removed peers stay reachable two election timeouts after their removal commits:
         // the leader goes on replicating to them for up to one.
         let peers = PeerSet::new(2 * u64::from(cfg.protocol.election_tick));

@@ -256,6 +256,7 @@ impl<SM: StateMachine> Group<SM> {
             Event::SnapshotSaved { index, result } => match result {
                 Ok(()) => {
                     self.snapshots.finished(Some(index));
+                    self.snapshots.stored_len(self.store.snapshot_len());
                     self.metrics.snapshots_taken += 1;
                     // Decided now rather than when the snapshot was started: a follower
                     // may have begun to receive an older snapshot meanwhile (saving a large
@@ -301,7 +302,10 @@ impl<SM: StateMachine> Group<SM> {
                 }
                 self.maybe_snapshot();
             }
-            ApplierEvent::Installed { index } => self.snapshots.installed(index),
+            ApplierEvent::Installed { index } => {
+                self.snapshots.installed(index);
+                self.snapshots.stored_len(self.store.snapshot_len());
+            }
             ApplierEvent::Replies(replies) => self.remote_replies.extend(replies),
             ApplierEvent::SnapshotBuilt { index, data } => match self.node.snapshot_meta_at(index) {
                 Ok(meta) => {

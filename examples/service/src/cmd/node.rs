@@ -54,6 +54,14 @@ pub struct Args {
     /// Take a snapshot of the state and compact the log every this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Also take one once this many MiB of entries were applied since the last (0 never).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
+    snapshot_every_mib: u64,
+    /// Whatever the two options above say, take the next snapshot only once the entries
+    /// applied since the last add up to this percentage of its size: a snapshot copies the
+    /// whole state, so a large state is snapshotted less often (0 turns this off).
+    #[arg(long, default_value_t = 100)]
+    snapshot_log_percent: u64,
     /// Keep this many entries of log behind each snapshot, so that a follower that lags by
     /// fewer catches up from the log rather than by a whole snapshot (0 keeps none).
     #[arg(long, default_value_t = 5_000)]
@@ -117,6 +125,8 @@ pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
     };
     let mut raft = NodeConfig::raft_defaults();
     raft.snapshot_every = args.snapshot_every;
+    raft.snapshot_every_bytes = args.snapshot_every_mib << 20;
+    raft.snapshot_log_percent = args.snapshot_log_percent;
     raft.log_kept_entries = args.log_kept_entries;
     raft.log_kept_bytes = args.log_kept_mib << 20;
     let log = Options {
