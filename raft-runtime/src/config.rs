@@ -39,8 +39,14 @@ pub struct Config {
     /// log store reports it, [`LogStore::snapshot_len`](crate::LogStore::snapshot_len))
     /// before taking the next one. A snapshot copies the whole state: without this, a
     /// state of gigabytes would be copied every `snapshot_every_bytes` of writes. The log
-    /// on disk then grows to this share of the state between snapshots. 0 turns it off.
+    /// on disk then grows to this share of the state between snapshots (up to
+    /// `snapshot_log_max_entries`). 0 turns it off.
     pub snapshot_log_percent: u64,
+    /// However large the state, `snapshot_log_percent` holds a snapshot back for at most
+    /// this many entries since the last: the log store keeps a little memory per entry (32
+    /// bytes in the file store), so a state of many small records must not make the log
+    /// grow without bound. 0: no bound.
+    pub snapshot_log_max_entries: u64,
     /// Entries kept in the log behind a snapshot, so that a follower that lags a little
     /// catches up from the log instead of receiving the whole state; 0 compacts the log up
     /// to each snapshot. Bounded by `log_kept_bytes` as well: the log keeps what fits in
@@ -77,8 +83,8 @@ pub use raft_core::ConfigError;
 impl Default for Config {
     /// A 20 ms tick, elections after 300 to 600 ms, heartbeats every 60 ms, a snapshot every
     /// 10,000 entries (or 64 MiB of them, and no sooner than as many bytes of entries as the
-    /// last snapshot holds) keeping up to 5,000 entries (and at most 64 MiB) of log behind
-    /// it, proposals refused (not forwarded) on followers.
+    /// last snapshot holds, up to 1,000,000 entries) keeping up to 5,000 entries (and at
+    /// most 64 MiB) of log behind it, proposals refused (not forwarded) on followers.
     fn default() -> Self {
         // The protocol's id is the node's, set at start.
         let mut protocol = raft_core::Config::new(PLACEHOLDER_ID).with_election_tick(15);
@@ -94,6 +100,7 @@ impl Default for Config {
             snapshot_every: 10_000,
             snapshot_every_bytes: 64 << 20,
             snapshot_log_percent: 100,
+            snapshot_log_max_entries: 1_000_000,
             log_kept_entries: 5_000,
             log_kept_bytes: 64 << 20,
             propose_timeout: Duration::from_secs(10),

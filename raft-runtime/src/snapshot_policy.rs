@@ -5,7 +5,9 @@
 //! until the entries applied since the last one add up to `snapshot_log_percent` of that
 //! snapshot's size: a snapshot copies the whole state, so a large state is snapshotted
 //! rarely, and the cost of snapshots stays in proportion to the writes (the log on disk is
-//! then at most that share of the state, on top of the thresholds). Once it is saved,
+//! then at most that share of the state, on top of the thresholds). That wait ends after
+//! `snapshot_log_max_entries` entries all the same: every entry in the log costs the store
+//! a little memory, so a state of many small records cannot make the log unbounded. Once it is saved,
 //! the log is compacted up to it except for the last entries before it that fit in both
 //! `log_kept_entries` and `log_kept_bytes`: a follower that lags by less catches up from
 //! the log. On a leader, the log that a follower being sent a snapshot will need after it
@@ -36,6 +38,8 @@ pub(crate) struct SnapshotPolicy {
     every_bytes: u64,
     /// Percentage of `last_len` to apply between two snapshots (0: none).
     log_percent: u64,
+    /// Entries after which `log_percent` holds no snapshot back (0: no such bound).
+    log_max_entries: u64,
     /// Bytes of the newest snapshot's data (0 if not known).
     last_len: u64,
     keep: Retention,
@@ -59,6 +63,7 @@ impl SnapshotPolicy {
             every,
             every_bytes,
             log_percent: 0,
+            log_max_entries: 0,
             last_len: 0,
             keep,
             last,
@@ -70,9 +75,11 @@ impl SnapshotPolicy {
         }
     }
 
-    /// Spaces snapshots by `percent` of the newest one's size (0: not at all).
-    pub(crate) fn with_log_percent(mut self, percent: u64) -> Self {
+    /// Spaces snapshots by `percent` of the newest one's size (0: not at all), but by no
+    /// more than `max_entries` entries (0: no bound).
+    pub(crate) fn with_log_percent(mut self, percent: u64, max_entries: u64) -> Self {
         self.log_percent = percent;
+        self.log_max_entries = max_entries;
         self
     }
 
@@ -161,8 +168,9 @@ impl SnapshotPolicy {
         let by_count = self.every > 0 && applied.saturating_sub(self.last) >= self.every;
         let by_bytes = self.every_bytes > 0 && self.bytes_since >= self.every_bytes;
         // In u128: a percentage of a size cannot overflow there.
-        let spaced =
-            u128::from(self.bytes_since) * 100 >= u128::from(self.last_len) * u128::from(self.log_percent);
+        let spaced = u128::from(self.bytes_since) * 100
+            >= u128::from(self.last_len) * u128::from(self.log_percent)
+            || (self.log_max_entries > 0 && applied.saturating_sub(self.last) >= self.log_max_entries);
         let due = (by_count || by_bytes) && spaced;
         if due {
             self.in_progress = true;
@@ -225,7 +233,7 @@ mod tests {
     fn a_large_snapshot_spaces_the_next_by_its_size() {
         // Due every 10 entries or 1000 bytes, but only once the bytes applied since the
         // last snapshot reach half its size.
-        let mut p = SnapshotPolicy::new(10, 1000, KEEP_NONE, 0).with_log_percent(50);
+        let mut p = SnapshotPolicy::new(10, 1000, KEEP_NONE, 0).with_log_percent(50, 0);
         p.stored_len(Some(100_000));
         p.entries_applied(20, 49_999);
         assert!(
@@ -249,12 +257,12 @@ mod tests {
         off.stored_len(Some(u64::MAX));
         assert!(off.start_if_due(10));
         // A size near the top of the range does not overflow the comparison.
-        let mut huge = SnapshotPolicy::new(10, 0, KEEP_NONE, 0).with_log_percent(u64::MAX);
+        let mut huge = SnapshotPolicy::new(10, 0, KEEP_NONE, 0).with_log_percent(u64::MAX, 0);
         huge.stored_len(Some(u64::MAX));
         huge.entries_applied(10, u64::MAX);
         assert!(!huge.start_if_due(10));
         // An installed snapshot starts the count of bytes again.
-        let mut p = SnapshotPolicy::new(10, 0, KEEP_NONE, 0).with_log_percent(100);
+        let mut p = SnapshotPolicy::new(10, 0, KEEP_NONE, 0).with_log_percent(100, 0);
         p.entries_applied(5, 500);
         p.installed(10);
         p.stored_len(Some(400));
@@ -262,6 +270,14 @@ mod tests {
         assert!(!p.start_if_due(20));
         p.entries_applied(21, 1);
         assert!(p.start_if_due(21));
+        p.finished(Some(21));
+        // However large the state, `max_entries` entries end the wait.
+        let mut p = SnapshotPolicy::new(10, 0, KEEP_NONE, 0).with_log_percent(100, 50);
+        p.stored_len(Some(u64::MAX));
+        p.entries_applied(49, 49);
+        assert!(!p.start_if_due(49));
+        p.entries_applied(50, 1);
+        assert!(p.start_if_due(50));
     }
 
     #[test]

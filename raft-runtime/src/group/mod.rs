@@ -266,7 +266,7 @@ impl<SM: StateMachine> Group<SM> {
                 .snapshot_meta()
                 .map_or(store.first_index().saturating_sub(1), |m| m.index),
         )
-        .with_log_percent(cfg.snapshot_log_percent);
+        .with_log_percent(cfg.snapshot_log_percent, cfg.snapshot_log_max_entries);
         snapshots.stored_len(store.snapshot_len());
         // Removed peers stay reachable two election timeouts after their removal commits:
         // the leader goes on replicating to them for up to one.

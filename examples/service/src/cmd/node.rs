@@ -58,8 +58,9 @@ pub struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
     snapshot_every_mib: u64,
     /// Whatever the two options above say, take the next snapshot only once the entries
-    /// applied since the last add up to this percentage of its size: a snapshot copies the
-    /// whole state, so a large state is snapshotted less often (0 turns this off).
+    /// applied since the last add up to this percentage of its size, or to 1,000,000
+    /// entries: a snapshot copies the whole state, so a large state is snapshotted less
+    /// often (0 turns this off).
     #[arg(long, default_value_t = 100)]
     snapshot_log_percent: u64,
     /// Keep this many entries of log behind each snapshot, so that a follower that lags by
