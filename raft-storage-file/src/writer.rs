@@ -502,6 +502,9 @@ impl Writer {
             .is_none_or(|a| a.end + bound as u64 > segment_size);
         let mut rotated = None;
         self.buf.clear();
+        // Exactly what the group needs (a rotation's header and checkpoint are small): grown
+        // by doubling, the buffer would keep up to twice the largest group.
+        self.buf.reserve_exact(bound.saturating_add(4096));
         let (seq, write_at) = if rotate {
             if let Some(active) = &self.active {
                 self.prev_seq = active.seq;
