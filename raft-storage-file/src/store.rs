@@ -37,8 +37,10 @@ pub(crate) struct Metrics {
 }
 
 /// Chunks of a snapshot's data queued between the task that reads them and the thread
-/// that writes them: with [`raft_runtime::READ_CHUNK`]-sized chunks, about 1 MiB.
-const SNAPSHOT_CHUNKS_QUEUED: usize = 16;
+/// that writes them: 256 KiB of [`raft_runtime::READ_CHUNK`]-sized chunks, 4 MiB of the
+/// QUIC transport's 1 MiB ones. Whenever the disk is slower than the source, the queue is
+/// full, so it is memory held for the whole transfer.
+const SNAPSHOT_CHUNKS_QUEUED: usize = 4;
 
 /// What the task reading a snapshot's data passes to the thread writing it.
 enum Chunk {
