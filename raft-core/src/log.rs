@@ -8,6 +8,10 @@
 //! - `persisted`: known to be durable on this node;
 //! - `emitted`: handed to the driver for applying;
 //! - `applied`: reported applied by the driver.
+//!
+//! After a snapshot from a leader, nothing is handed out until the driver reports the
+//! snapshot itself applied (its state machine restored): until then the entries after it
+//! could only wait in memory behind the restore.
 
 use std::collections::VecDeque;
 
@@ -40,6 +44,9 @@ pub(crate) struct RaftLog<S> {
     applying: VecDeque<(Index, u64)>,
     /// The sum of the sizes in `applying`.
     applying_bytes: u64,
+    /// The newest snapshot from a leader (0 if none): nothing is handed out while `applied`
+    /// is below it.
+    restoring: Index,
     /// The first safety invariant a change to the log would have broken; the change was
     /// refused and the node stops (see [`Invariant`]).
     pub(crate) violation: Option<Invariant>,
@@ -62,6 +69,7 @@ impl<S: LogStorage> RaftLog<S> {
             applied,
             applying: VecDeque::new(),
             applying_bytes: 0,
+            restoring: 0,
             violation: None,
         }
     }
@@ -267,6 +275,7 @@ impl<S: LogStorage> RaftLog<S> {
         // The snapshot replaces whatever was handed out before it.
         self.applying.clear();
         self.applying_bytes = 0;
+        self.restoring = index;
     }
 
     /// The not-yet-handed-out snapshot and entries to persist; marks them handed out.
@@ -331,8 +340,9 @@ impl<S: LogStorage> RaftLog<S> {
 
     /// The highest index that may be handed out for applying.
     fn apply_limit(&self) -> Index {
-        if self.unstable_snapshot.is_some() {
-            // Nothing after a snapshot is applied before the snapshot is installed.
+        if self.unstable_snapshot.is_some() || self.applied < self.restoring {
+            // Nothing after a snapshot is applied before the snapshot is installed and
+            // restored.
             return self.emitted;
         }
         self.committed.min(self.persisted)

@@ -446,7 +446,9 @@ impl<S: LogStorage> RawNode<S> {
 
     /// Reports that the state machine applied every entry up to `index` (or installed a
     /// snapshot at `index`). An index beyond what was handed out is refused
-    /// ([`DriverError::IndexOutOfRange`]).
+    /// ([`DriverError::IndexOutOfRange`]). After a snapshot from the leader is persisted,
+    /// no committed entries are handed out until the driver reports the snapshot's index
+    /// here, once its state machine has restored it.
     pub fn on_applied(&mut self, index: Index) -> Result<(), DriverError> {
         let log = &mut self.raft.log;
         if index > log.emitted {

@@ -194,7 +194,7 @@ fn installing_a_snapshot_replaces_the_follower_log() {
 }
 
 #[test]
-fn nothing_after_a_snapshot_is_applied_before_it_is_installed() {
+fn nothing_after_a_snapshot_is_applied_before_it_is_installed_and_restored() {
     let mut net = Network::new(3);
     net.elect(1);
     let meta = SnapshotMeta {
@@ -231,9 +231,19 @@ fn nothing_after_a_snapshot_is_applied_before_it_is_installed() {
     let p2 = second.persist.unwrap();
     net.raw(2).storage_mut().persist(&p2).unwrap();
     net.raw(2).on_persisted(p2.token).unwrap();
+    // Durable, but the state machine has not restored the snapshot yet: entry 11 would
+    // only wait in memory behind the restore.
     let third = net.raw(2).ready().unwrap();
-    assert_eq!(third.committed_entries.len(), 1);
-    assert_eq!(third.committed_entries[0].index, 11);
+    assert!(
+        third.committed_entries.is_empty(),
+        "entry 11 waits for the restore"
+    );
+    assert!(!net.raw(2).has_ready(), "nothing to hand out while restoring");
+    net.raw(2).on_applied(10).unwrap();
+    assert!(net.raw(2).has_ready());
+    let fourth = net.raw(2).ready().unwrap();
+    assert_eq!(fourth.committed_entries.len(), 1);
+    assert_eq!(fourth.committed_entries[0].index, 11);
 }
 
 #[test]

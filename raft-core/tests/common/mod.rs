@@ -208,6 +208,12 @@ impl Network {
         }
         node.raw.storage_mut().persist(&p).expect("persist");
         node.raw.on_persisted(p.token).expect("token in order");
+        if let Some(meta) = &p.snapshot {
+            // The state machine restores it at once here.
+            node.raw
+                .on_applied(meta.index)
+                .expect("the snapshot was handed out");
+        }
         self.msgs.extend(p.messages);
         true
     }
