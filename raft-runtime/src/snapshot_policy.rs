@@ -7,12 +7,14 @@
 //! rarely, and the cost of snapshots stays in proportion to the writes (the log on disk is
 //! then at most that share of the state, on top of the thresholds). That wait ends after
 //! `snapshot_log_max_entries` entries all the same: every entry in the log costs the store
-//! a little memory, so a state of many small records cannot make the log unbounded. Once it is saved,
-//! the log is compacted up to it except for the last entries before it that fit in both
-//! `log_kept_entries` and `log_kept_bytes`: a follower that lags by less catches up from
-//! the log. On a leader, the log that a follower being sent a snapshot will need after it
-//! is kept too, as long as it fits in `log_kept_bytes`: a follower that receives a long
-//! snapshot transfer then catches up from the log, rather than by another snapshot.
+//! a little memory, so a state of many small records cannot make the log unbounded.
+//!
+//! Once a snapshot is saved, the log is compacted up to it except for the last entries
+//! before it that fit in both `log_kept_entries` and `log_kept_bytes`: a follower that lags
+//! by less catches up from the log. On a leader, the log that a follower being sent a
+//! snapshot will need after it is kept too, as long as it fits in `log_kept_bytes`: a
+//! follower that receives a long snapshot transfer then catches up from the log, rather
+//! than by another snapshot.
 
 use std::collections::VecDeque;
 
@@ -165,12 +167,13 @@ impl SnapshotPolicy {
         if self.in_progress {
             return false;
         }
-        let by_count = self.every > 0 && applied.saturating_sub(self.last) >= self.every;
+        let entries_since = applied.saturating_sub(self.last);
+        let by_count = self.every > 0 && entries_since >= self.every;
         let by_bytes = self.every_bytes > 0 && self.bytes_since >= self.every_bytes;
         // In u128: a percentage of a size cannot overflow there.
         let spaced = u128::from(self.bytes_since) * 100
             >= u128::from(self.last_len) * u128::from(self.log_percent)
-            || (self.log_max_entries > 0 && applied.saturating_sub(self.last) >= self.log_max_entries);
+            || (self.log_max_entries > 0 && entries_since >= self.log_max_entries);
         let due = (by_count || by_bytes) && spaced;
         if due {
             self.in_progress = true;
