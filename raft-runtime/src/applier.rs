@@ -103,11 +103,17 @@ pub(crate) enum ApplierEvent {
 /// Most commands handed to the state machine in one call.
 const MAX_BATCH: usize = 8_192;
 
+/// Runs the applier. Batches already queued are coalesced into one call to
+/// [`StateMachine::apply`] up to [`MAX_BATCH`] entries and `max_batch_bytes` bytes of them
+/// (as counted by `Entry::size`; a batch the core handed out whole is never split), so the
+/// commands decoded for one call and the responses it returns stay bounded whatever the
+/// backlog.
 pub(crate) async fn run<SM: StateMachine>(
     mut sm: SM,
     mut applied: Index,
     mut rx: mpsc::UnboundedReceiver<ApplyMsg<SM>>,
     events: mpsc::UnboundedSender<ApplierEvent>,
+    max_batch_bytes: u64,
 ) {
     let mut next: Option<ApplyMsg<SM>> = None;
     loop {
@@ -121,9 +127,13 @@ pub(crate) async fn run<SM: StateMachine>(
         let result = match msg {
             ApplyMsg::Entries(mut batch) => {
                 // Coalesce the batches already queued into one call.
-                while batch.len() < MAX_BATCH {
+                let mut bytes = batch_bytes(&batch);
+                while batch.len() < MAX_BATCH && bytes < max_batch_bytes {
                     match rx.try_recv() {
-                        Ok(ApplyMsg::Entries(more)) => batch.extend(more),
+                        Ok(ApplyMsg::Entries(more)) => {
+                            bytes = bytes.saturating_add(batch_bytes(&more));
+                            batch.extend(more);
+                        }
                         Ok(other) => {
                             next = Some(other);
                             break;
@@ -223,6 +233,11 @@ fn fail<SM: StateMachine>(
         ApplyMsg::Restore(_) | ApplyMsg::BuildSnapshot => None,
         ApplyMsg::Stop(reply) => Some(reply),
     }
+}
+
+/// The bytes of a batch's entries, as `Entry::size` counts them.
+fn batch_bytes<SM: StateMachine>(batch: &[(Entry, Option<Responder<SM>>)]) -> u64 {
+    batch.iter().fold(0u64, |n, (e, _)| n.saturating_add(e.size()))
 }
 
 async fn apply_batch<SM: StateMachine>(
@@ -367,7 +382,7 @@ mod tests {
         )]))
         .unwrap();
         tx.send(ApplyMsg::Stop(stop)).unwrap();
-        let task = tokio::spawn(run(Failing, 0, rx, events_tx));
+        let task = tokio::spawn(run(Failing, 0, rx, events_tx, 4 << 20));
         let deadline = std::time::Duration::from_secs(30);
         tokio::time::timeout(deadline, stopped)
             .await

@@ -306,7 +306,14 @@ async fn start<SM: StateMachine>(
     let (apply_tx, apply_rx) = mpsc::unbounded_channel();
     let (applier_events_tx, applier_events_rx) = mpsc::unbounded_channel();
     let applier_task = tokio::spawn(
-        applier::run(state_machine, applied, apply_rx, applier_events_tx).instrument(span.clone()),
+        applier::run(
+            state_machine,
+            applied,
+            apply_rx,
+            applier_events_tx,
+            config.protocol.max_apply_bytes,
+        )
+        .instrument(span.clone()),
     );
     let rng = ChaCha8Rng::seed_from_u64(random_seed());
     let group = Group::new(

@@ -506,6 +506,57 @@ async fn the_log_is_compacted_by_bytes_as_well_as_by_entries() {
     c.shutdown().await;
 }
 
+/// Committed entries that queue up behind a slow state machine are handed to it in calls
+/// of about `max_apply_bytes` each, not all at once: what one call decodes and answers
+/// stays bounded whatever the backlog.
+#[tokio::test(start_paused = true)]
+async fn a_backlog_is_applied_in_batches_bounded_by_bytes() {
+    // Ten of the smallest entries per batch the core hands out.
+    const MAX_APPLY_BYTES: u64 = 10 * (raft_runtime::raft_core::ENTRY_OVERHEAD + 9);
+    let c = common::cluster_with(3, |cfg| cfg.protocol.max_apply_bytes = MAX_APPLY_BYTES, false).await;
+    c.propose(1_000).await;
+    for id in 1..=3 {
+        c.state_machines[&id].pause_applying(true);
+    }
+    let leader = c.leader().await;
+    let before = c.node(leader).current_metrics().await.unwrap().commit;
+    let handle = c.node(leader).clone();
+    let proposals: Vec<_> = (1..=300u64)
+        .map(|v| {
+            let h = handle.clone();
+            tokio::spawn(async move { h.propose(v).await })
+        })
+        .collect();
+    let backlog = before + 300;
+    for id in 1..=3 {
+        c.node(id)
+            .wait_for(Duration::from_secs(30), |m| m.commit >= backlog)
+            .await
+            .unwrap_or_else(|_| panic!("node {id} did not see {backlog} committed"));
+    }
+    for id in 1..=3 {
+        c.state_machines[&id].pause_applying(false);
+    }
+    for p in proposals {
+        p.await
+            .unwrap()
+            .expect("every proposal is applied once applying resumes");
+    }
+    let values = c.converged().await;
+    assert_eq!(values.len(), 301);
+    // A call coalesces the batches queued until it holds `MAX_APPLY_BYTES`, the last of
+    // them whole: under twice that, so at most 2 * 250 / 17 commands of at least 17 bytes.
+    let bound = 2 * MAX_APPLY_BYTES / (raft_runtime::raft_core::ENTRY_OVERHEAD + 1);
+    for id in 1..=3 {
+        let largest = c.state_machines[&id].largest_batch();
+        assert!(
+            (2..=bound).contains(&largest),
+            "node {id}: {largest} commands in one call (bound {bound}) of a backlog of 300"
+        );
+    }
+    c.shutdown().await;
+}
+
 /// A snapshot copies the whole state: with `snapshot_log_percent`, the next one waits until
 /// the entries applied since add up to that share of the last one's size, so a growing
 /// state is snapshotted less and less often, and without it every `snapshot_every` entries.

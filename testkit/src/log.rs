@@ -44,6 +44,10 @@ pub struct Log {
     views: Arc<AtomicU64>,
     /// How long every restore takes after reading its data, in milliseconds.
     restore_delay_ms: Arc<AtomicU64>,
+    /// Open (`true`) unless applying is paused.
+    apply_gate: Arc<watch::Sender<bool>>,
+    /// The most commands handed to one `apply` call so far.
+    largest_batch: Arc<AtomicU64>,
 }
 
 impl Log {
@@ -56,7 +60,22 @@ impl Log {
             failing: Arc::new(AtomicBool::new(false)),
             views: Arc::new(AtomicU64::new(0)),
             restore_delay_ms: Arc::new(AtomicU64::new(0)),
+            apply_gate: Arc::new(watch::Sender::new(true)),
+            largest_batch: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Holds every `apply` call from now on before it changes the state (`true`), or lets
+    /// them go (`false`): committed entries then queue up in the runtime, as behind a slow
+    /// state machine.
+    pub fn pause_applying(&self, paused: bool) {
+        self.apply_gate.send_replace(!paused);
+    }
+
+    /// The most commands the runtime has handed to one `apply` call, over every start that
+    /// shared this state machine.
+    pub fn largest_batch(&self) -> u64 {
+        self.largest_batch.load(Ordering::SeqCst)
     }
 
     /// Makes every restore from now on take `delay` longer, after it has read its data and
@@ -110,6 +129,10 @@ impl StateMachine for Log {
         batch: Vec<Applied<u64>>,
         applied: Index,
     ) -> Result<Vec<u64>, StateMachineError> {
+        let mut gate = self.apply_gate.subscribe();
+        // A closed gate (every handle dropped) counts as open.
+        let _ = gate.wait_for(|open| *open).await;
+        self.largest_batch.fetch_max(batch.len() as u64, Ordering::SeqCst);
         let mut s = self.state();
         // Harness checks, not refusals: each is a runtime bug.
         assert!(
