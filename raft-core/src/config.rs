@@ -114,7 +114,7 @@ impl Config {
     /// A configuration with sensible defaults for node `id`: election after 10 to 20 ticks,
     /// heartbeats every 2 ticks, pre-vote and check-quorum on, 1 MiB per append message,
     /// 256 messages and 8 MiB in flight per peer, 64 MiB of uncommitted entries, 4 MiB
-    /// apply batches and 16 MiB being applied.
+    /// apply batches and 8 MiB being applied.
     pub fn new(id: NodeId) -> Self {
         Config {
             id,
@@ -129,7 +129,7 @@ impl Config {
             max_inflight_bytes: 8 << 20,
             max_uncommitted_bytes: 64 << 20,
             max_apply_bytes: 4 << 20,
-            max_applying_bytes: 16 << 20,
+            max_applying_bytes: 8 << 20,
             max_pending_reads: 65_536,
             lease_drift_ticks: 2,
             seed: id,

@@ -76,7 +76,7 @@ impl NodeConfig {
 /// The services' default for the write-ahead log's entry cache (the store's own default is
 /// 64 MiB). The cache spares disk reads of recent entries, to apply them and to send them to
 /// followers; it fills on every node, so it is part of what a node that joins grows by.
-pub const DEFAULT_LOG_CACHE: u64 = 16 << 20;
+pub const DEFAULT_LOG_CACHE: u64 = 8 << 20;
 
 /// Why a node could not start or stop cleanly. Each message names the file, directory or
 /// address at fault.
