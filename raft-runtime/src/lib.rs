@@ -107,6 +107,9 @@ mod metrics;
 mod node;
 mod peers;
 mod persist;
+// The session table is built and tested ahead of the applier that will use it.
+#[cfg_attr(not(test), allow(dead_code))]
+mod sessions;
 mod snapshot_policy;
 mod snapshot_stream;
 mod state_machine;
