@@ -231,6 +231,7 @@ fn entry_hash(e: &Entry) -> u64 {
     let p = match &e.payload {
         EntryPayload::Empty => 1,
         EntryPayload::Normal(d) => d.iter().fold(2u64, |h, b| mix(h, u64::from(*b))),
+        EntryPayload::Internal(d) => d.iter().fold(3u64, |h, b| mix(h, u64::from(*b))),
         EntryPayload::Membership(cs) => conf_hash(cs),
     };
     mix(e.term, p)

@@ -1,8 +1,6 @@
 //! Log replication: proposals, append messages with flow control, acknowledgements,
 //! the commit rule, heartbeats, and snapshots for followers that fell behind compaction.
 
-use bytes::Bytes;
-
 use crate::error::{ProposeError, StepError};
 use crate::message::{Append, AppendResponse, Heartbeat, HeartbeatResponse, MessageBody};
 use crate::progress::ProgressState;
@@ -22,17 +20,19 @@ pub enum SnapshotStatus {
 }
 
 impl<S: LogStorage> Raft<S> {
-    /// Appends an application command. Returns its index. Refused on a non-leader and
-    /// during a leadership transfer.
-    pub(crate) fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+    /// Appends an application command (`Normal`) or a driver's record (`Internal`).
+    /// Returns its index. Refused on a non-leader and during a leadership transfer.
+    pub(crate) fn propose(&mut self, payload: EntryPayload) -> Result<Index, ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader });
         }
         if let Some(target) = self.lead_transferee {
             return Err(ProposeError::TransferInProgress { target });
         }
-        let empty = data.is_empty();
-        let payload = EntryPayload::Normal(data);
+        let empty = match &payload {
+            EntryPayload::Normal(data) | EntryPayload::Internal(data) => data.is_empty(),
+            EntryPayload::Empty | EntryPayload::Membership(_) => true,
+        };
         let size = Entry::new(0, 0, payload.clone()).size();
         let limit = self.cfg.max_uncommitted_bytes;
         // Empty commands are always accepted, and so is one proposal when nothing is
@@ -59,7 +59,7 @@ impl<S: LogStorage> Raft<S> {
             })
             .collect();
         for e in &entries {
-            if let EntryPayload::Normal(_) = e.payload {
+            if let EntryPayload::Normal(_) | EntryPayload::Internal(_) = e.payload {
                 let size = e.size();
                 self.uncommitted.push_back((e.index, size));
                 self.uncommitted_size += size;

@@ -62,6 +62,12 @@ pub enum EntryPayload {
     /// A new cluster configuration. It takes effect as soon as it is appended to a log,
     /// committed or not (see the crate docs on membership).
     Membership(Box<ConfState>),
+    /// A record of the driver's own, beside the application's commands (a driver keeps
+    /// client sessions in such records, for example). The protocol treats it as it treats
+    /// [`EntryPayload::Normal`]: it is opaque, counts against the same byte limits, and is
+    /// replicated, committed and handed out in log order. Proposed with
+    /// [`RawNode::propose_internal`](crate::RawNode::propose_internal).
+    Internal(Bytes),
 }
 
 impl Entry {
@@ -76,7 +82,7 @@ impl Entry {
         ENTRY_OVERHEAD
             + match &self.payload {
                 EntryPayload::Empty => 0,
-                EntryPayload::Normal(data) => data.len() as u64,
+                EntryPayload::Normal(data) | EntryPayload::Internal(data) => data.len() as u64,
                 EntryPayload::Membership(cs) => cs.size(),
             }
     }

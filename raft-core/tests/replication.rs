@@ -595,3 +595,62 @@ fn apply_batches_respect_the_byte_limit() {
     );
     assert_eq!(batches.iter().sum::<usize>(), 6, "six commands");
 }
+
+/// A driver's own records are replicated, committed and handed out in log order among the
+/// commands, on every node and after a restart; they count against the uncommitted limit
+/// as commands do, and only a leader takes them.
+#[test]
+fn internal_records_are_replicated_and_handed_out_in_order_like_commands() {
+    let mut net = Network::with(&[1, 2, 3], &[], |id| {
+        let mut c = config(id);
+        c.max_uncommitted_bytes = 200;
+        c
+    });
+    net.elect(1);
+    assert!(matches!(
+        net.raw(2).propose_internal(data("x")),
+        Err(raft_core::ProposeError::NotLeader { leader: Some(1) })
+    ));
+    let a = net.propose_ok(1, "a");
+    let r = net.raw(1).propose_internal(data("session")).unwrap();
+    net.stabilize();
+    let b = net.propose_ok(1, "b");
+    assert_eq!((a + 1, r + 1), (r, b));
+    net.crash_restart(3);
+    net.stabilize();
+    let expected = vec![
+        EntryPayload::Normal(data("a")),
+        EntryPayload::Internal(data("session")),
+        EntryPayload::Normal(data("b")),
+    ];
+    for id in 1..=3 {
+        let handed: Vec<_> = net
+            .node(id)
+            .applied
+            .iter()
+            .filter(|e| !matches!(e.payload, EntryPayload::Empty))
+            .map(|e| e.payload.clone())
+            .collect();
+        assert_eq!(handed, expected, "node {id}");
+        assert_eq!(
+            net.raw(id).entries(r, r + 1).unwrap()[0].payload,
+            expected[1],
+            "node {id}"
+        );
+    }
+    // The uncommitted budget: 4 records of 50 bytes fit in 200, as 4 commands do.
+    net.isolate(2);
+    net.isolate(3);
+    let mut accepted = 0;
+    let err = loop {
+        match net.raw(1).propose_internal(bytes::Bytes::from(vec![0u8; 34])) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(accepted, 4);
+    assert!(
+        matches!(err, raft_core::ProposeError::UncommittedLimit { limit: 200, .. }),
+        "{err}"
+    );
+}

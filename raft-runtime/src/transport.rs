@@ -30,7 +30,9 @@ use crate::snapshot_stream::SnapshotStream;
 /// reordered or retyped, a variant inserted): the golden test `wire_golden` fails until it
 /// is bumped and its golden file regenerated
 /// (`UPDATE_GOLDEN=1 cargo test -p raft-runtime --lib golden`).
-pub const WIRE_VERSION: u32 = 1;
+///
+/// Version 2 added [`EntryPayload::Internal`](raft_core::EntryPayload::Internal).
+pub const WIRE_VERSION: u32 = 2;
 
 /// What travels between the runtimes of two nodes: protocol messages, and proposals that a
 /// follower forwards to the leader together with their answers.

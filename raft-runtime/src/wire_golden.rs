@@ -90,6 +90,7 @@ fn variants(msg: &WireMessage) -> Vec<&'static str> {
                     EntryPayload::Empty => "EntryPayload::Empty",
                     EntryPayload::Normal(_) => "EntryPayload::Normal",
                     EntryPayload::Membership(_) => "EntryPayload::Membership",
+                    EntryPayload::Internal(_) => "EntryPayload::Internal",
                 }));
                 v
             }

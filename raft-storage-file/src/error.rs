@@ -33,13 +33,14 @@ pub enum WalError {
         kind: CorruptKind,
     },
     /// A segment or snapshot file was written by a newer (or unknown) format version.
-    #[error("{}: unsupported format version {found} (this build reads version {supported})", path.display())]
+    #[error("{}: unsupported format version {found} (this build reads versions up to {supported})", path.display())]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
         /// The version in its header.
         found: u32,
-        /// The version this build reads and writes.
+        /// The newest version this build reads (the one it writes); it reads every older
+        /// one back to version 1.
         supported: u32,
     },
     /// A system call failed. On the write path this is fatal for the store.

@@ -20,8 +20,12 @@ use crate::error::CorruptKind;
 
 /// Magic bytes at the start of every segment.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"RAFTWAL\0";
-/// The only format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+
+/// The oldest version this code still reads. Version 2 added internal entries (kind 3);
+/// version 1 files hold none and read the same.
+pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 /// Length of the segment header; the first record starts here.
 pub(crate) const HEADER_LEN: u64 = 64;
 /// Length of a record's frame header (length and checksum).
@@ -134,7 +138,7 @@ impl SegmentHeader {
         if !magic {
             return Err(HeaderError::Magic);
         }
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(HeaderError::Version(version));
         }
         Ok(SegmentHeader {
@@ -383,13 +387,14 @@ pub(crate) fn decode_commit(body: &[u8]) -> Result<(u64, u64), CorruptKind> {
 const KIND_EMPTY: u8 = 0;
 const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
+const KIND_INTERNAL: u8 = 3;
 
 /// An upper bound of the on-disk size of an entry record; exact for all but membership
 /// entries, whose configuration is bounded by [`Entry::size`] times two.
 pub(crate) fn entry_record_bound(entry: &Entry) -> usize {
     let body = match &entry.payload {
         EntryPayload::Empty => 0,
-        EntryPayload::Normal(data) => data.len(),
+        EntryPayload::Normal(data) | EntryPayload::Internal(data) => data.len(),
         EntryPayload::Membership(_) => 2 * entry.size() as usize + 64,
     };
     padded(1 + ENTRY_FIXED + body)
@@ -410,12 +415,16 @@ pub(crate) fn encode_entry(buf: &mut Vec<u8>, entry: &Entry) {
             buf.push(KIND_MEMBERSHIP);
             encode_serde(buf, cs);
         }
+        EntryPayload::Internal(data) => {
+            buf.push(KIND_INTERNAL);
+            buf.extend_from_slice(data);
+        }
     }
 }
 
 /// The fixed part of an entry body: term, index and [`Entry::size`].
 pub(crate) fn decode_entry_meta(body: &[u8]) -> Result<(Term, Index, u64), CorruptKind> {
-    if body.len() < ENTRY_FIXED || body[24] > KIND_MEMBERSHIP {
+    if body.len() < ENTRY_FIXED || body[24] > KIND_INTERNAL {
         return Err(CorruptKind::Decode);
     }
     let term = check_range("entry term", u64_at(body, 0))?;
@@ -447,6 +456,7 @@ pub(crate) fn decode_entry(record: &Bytes, body_at: usize) -> Result<Entry, Corr
     let payload = match body[24] {
         KIND_EMPTY if record.len() == data_at => EntryPayload::Empty,
         KIND_NORMAL => EntryPayload::Normal(record.slice(data_at..)),
+        KIND_INTERNAL => EntryPayload::Internal(record.slice(data_at..)),
         KIND_MEMBERSHIP => EntryPayload::Membership(Box::new(decode_serde::<ConfState>(&record[data_at..])?)),
         _ => return Err(CorruptKind::Decode),
     };
@@ -510,9 +520,26 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&[0u8; 64]), Err(HeaderError::Zero));
         bytes[20] ^= 1;
         assert_eq!(SegmentHeader::decode(&bytes), Err(HeaderError::Checksum));
-        let mut v2 = h.encode();
-        v2[8] = 2;
-        assert_eq!(SegmentHeader::decode(&v2), Err(HeaderError::Version(2)));
+        // A newer version is refused as such, whatever its checksum says.
+        let newer = FORMAT_VERSION + 1;
+        let mut vn = h.encode();
+        vn[8..12].copy_from_slice(&newer.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&vn), Err(HeaderError::Version(newer)));
+        let with_version = |v: u32| {
+            let mut b = h.encode();
+            b[8..12].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32c::crc32c(&b[0..60]);
+            b[60..64].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        // Every version from the oldest readable one on reads; version 0 never existed.
+        for v in OLDEST_READABLE_VERSION..=FORMAT_VERSION {
+            assert_eq!(SegmentHeader::decode(&with_version(v)), Ok(h), "version {v}");
+        }
+        assert_eq!(
+            SegmentHeader::decode(&with_version(0)),
+            Err(HeaderError::Version(0))
+        );
         let mut v0 = h.encode();
         v0[8..12].fill(0);
         assert_eq!(SegmentHeader::decode(&v0), Err(HeaderError::Checksum));

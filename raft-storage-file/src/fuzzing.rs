@@ -548,7 +548,13 @@ impl<'a> Framer<'a> {
                     let payload = match op % 12 {
                         1 => {
                             let len = usize::from(self.input.byte() % 64);
-                            EntryPayload::Normal(Bytes::copy_from_slice(self.input.bytes(len)))
+                            let data = Bytes::copy_from_slice(self.input.bytes(len));
+                            // Odd lengths make records of the driver's own.
+                            if len % 2 == 0 {
+                                EntryPayload::Normal(data)
+                            } else {
+                                EntryPayload::Internal(data)
+                            }
                         }
                         2 => EntryPayload::Empty,
                         _ => EntryPayload::Membership(Box::new(self.conf_state())),

@@ -121,6 +121,7 @@ fn kind(entry: &Entry) -> &'static str {
         raft_core::EntryPayload::Normal(_) => "normal",
         raft_core::EntryPayload::Membership(cs) if cs.is_joint() => "joint configuration",
         raft_core::EntryPayload::Membership(_) => "configuration",
+        raft_core::EntryPayload::Internal(_) => "internal",
     }
 }
 
@@ -222,7 +223,50 @@ fn wal_golden_bytes() {
     assert_eq!(store.load_snapshot_blocking().unwrap(), Some(snapshot));
     let entries = samples::entries(70_000, 299);
     assert_eq!(store.first_index(), 70_000);
+    assert_eq!(store.last_index(), 70_004);
+    assert_eq!(store.entries(70_000, 70_005, u64::MAX).unwrap(), entries);
+    store.close().unwrap();
+}
+
+/// A log directory written by version 1 (before internal entries) opens as it did: the
+/// same records, without the internal entry.
+#[test]
+fn a_version_1_log_directory_still_opens() {
+    let v1 = Golden {
+        version: 1,
+        ..golden()
+    }
+    .read();
+    let records: Vec<Record> = records()
+        .into_iter()
+        .filter(
+            |r| !matches!(r, Record::Entry(e) if matches!(e.payload, raft_core::EntryPayload::Internal(_))),
+        )
+        .collect();
+    assert_eq!(v1.len(), records.len() + 2);
+    assert!(u32::from_le_bytes(v1[0].1[8..12].try_into().unwrap()) == 1);
+    assert_eq!(SegmentHeader::decode(&v1[0].1), Ok(HEADER));
+    for ((name, bytes), expected) in v1[1..].iter().zip(&records) {
+        assert_eq!(&decode(bytes).0, expected, "[{name}] decodes to another value");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let segment: Vec<u8> = v1[..=records.len()].iter().flat_map(|(_, b)| b.clone()).collect();
+    std::fs::write(dir.path().join(segment_name(SEQ)), segment).unwrap();
+    std::fs::write(
+        dir.path().join(snapshot_name(SNAPSHOT_GENERATION)),
+        &v1[records.len() + 1].1,
+    )
+    .unwrap();
+    let options = Options {
+        segment_size: 64 << 10,
+        ..Options::default()
+    };
+    let store = FileLogStore::open(dir.path(), options).expect("the version 1 log opens");
+    assert_eq!(store.load_snapshot_blocking().unwrap(), Some(stored_snapshot()));
     assert_eq!(store.last_index(), 70_003);
-    assert_eq!(store.entries(70_000, 70_004, u64::MAX).unwrap(), entries);
+    assert_eq!(
+        store.entries(70_000, 70_004, u64::MAX).unwrap(),
+        samples::entries(70_000, 299)[..4].to_vec()
+    );
     store.close().unwrap();
 }

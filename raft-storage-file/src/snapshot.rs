@@ -18,8 +18,8 @@ use raft_runtime::{READ_CHUNK, Snapshot, SnapshotStream};
 use crate::error::WalError;
 use crate::fault::{Io, open_ro};
 use crate::format::{
-    BINCODE, FORMAT_VERSION, MAX_VALUE, SnapRef, decode_serde, snapshot_name, snapshot_tmp_name, u32_at,
-    u64_at,
+    BINCODE, FORMAT_VERSION, MAX_VALUE, OLDEST_READABLE_VERSION, SnapRef, decode_serde, snapshot_name,
+    snapshot_tmp_name, u32_at, u64_at,
 };
 
 const SNAP_MAGIC: [u8; 8] = *b"RAFTSNAP";
@@ -179,7 +179,7 @@ fn open_checked(io: &Io, path: &Path, snap: &SnapRef) -> Result<(File, Vec<u8>, 
         return Err(bad(path, "bad magic"));
     }
     let version = u32_at(&head, 8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(WalError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,

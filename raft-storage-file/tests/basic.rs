@@ -68,13 +68,16 @@ fn appends_survive_reopen_with_hard_state() {
 }
 
 #[test]
-fn membership_and_empty_entries_round_trip() {
+fn every_kind_of_entry_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let cs = ConfState::with_voters([1, 2]).and_learners([9]);
     let entries = vec![
         raft_core::Entry::new(1, 1, EntryPayload::Empty),
         raft_core::Entry::new(1, 2, EntryPayload::Membership(Box::new(cs))),
         raft_core::Entry::new(1, 3, EntryPayload::Normal(Bytes::new())),
+        raft_core::Entry::new(1, 4, EntryPayload::Internal(Bytes::from_static(b"session"))),
+        raft_core::Entry::new(1, 5, EntryPayload::Internal(Bytes::new())),
+        raft_core::Entry::new(1, 6, EntryPayload::Normal(Bytes::from_static(b"command"))),
     ];
     {
         let store = open(dir.path(), Options::default());

@@ -50,6 +50,13 @@ fn payload_hash(e: &Entry) -> u64 {
             }
             h
         }
+        EntryPayload::Internal(d) => {
+            let mut h = 4u64;
+            for b in d.iter() {
+                h = mix(h, u64::from(*b));
+            }
+            h
+        }
         EntryPayload::Membership(cs) => {
             let mut h = 3u64;
             for v in cs.voters.iter().chain(&cs.voters_outgoing) {
@@ -685,7 +692,7 @@ impl Sim {
         let h = entry_hash(&e);
         node.sm.applied = e.index;
         node.sm.hash = mix(node.sm.hash, h);
-        if let EntryPayload::Normal(d) = &e.payload {
+        if let EntryPayload::Normal(d) | EntryPayload::Internal(d) = &e.payload {
             node.sm.count += 1;
             let cmd = u64::from_le_bytes(d[..8].try_into().unwrap());
             self.acked_commands.insert(cmd);
@@ -745,14 +752,14 @@ impl Sim {
         self.next_command += 1;
         let mut payload = cmd.to_le_bytes().to_vec();
         payload.extend(std::iter::repeat_n(0u8, self.pick(40)));
-        let res = self
-            .nodes
-            .get_mut(&id)
-            .unwrap()
-            .raw
-            .as_mut()
-            .unwrap()
-            .propose(Bytes::from(payload));
+        // Some are a driver's own records, which must travel exactly as commands do.
+        let internal = self.chance(10);
+        let raw = self.nodes.get_mut(&id).unwrap().raw.as_mut().unwrap();
+        let res = if internal {
+            raw.propose_internal(Bytes::from(payload))
+        } else {
+            raw.propose(Bytes::from(payload))
+        };
         match res {
             Ok(index) => {
                 self.proposals_accepted += 1;

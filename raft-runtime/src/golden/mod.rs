@@ -61,6 +61,15 @@ impl Golden {
         self.check_with(encoded, update)
     }
 
+    /// The sections of this version's golden file, as checked in: for a format that still
+    /// reads the files of an older version, construct the older version's `Golden` and
+    /// decode these. Panics if the file is missing or malformed.
+    pub fn read(&self) -> Vec<Section> {
+        let path = self.path();
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        self.parse(&text)
+    }
+
     /// [`Golden::check`], told whether it may write a missing file.
     fn check_with(&self, encoded: &[Section], update: bool) -> Vec<Section> {
         let path = self.path();

@@ -83,6 +83,11 @@ pub fn entries(first: u64, term: u64) -> Vec<Entry> {
             first + 3,
             EntryPayload::Membership(Box::new(plain_conf_state())),
         ),
+        Entry::new(
+            term,
+            first + 4,
+            EntryPayload::Internal(Bytes::from_static(b"a record of the runtime's own")),
+        ),
     ]
 }
 
