@@ -176,6 +176,22 @@ fn decode(bytes: &[u8]) -> (Record, Option<u64>) {
     }
 }
 
+/// Writes golden sections (the segment's, then the snapshot file last) as a log directory
+/// and opens it.
+fn open_as_directory(sections: &[Section]) -> (tempfile::TempDir, FileLogStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let (snapshot, segment) = sections.split_last().expect("sections");
+    let segment: Vec<u8> = segment.iter().flat_map(|(_, b)| b.clone()).collect();
+    std::fs::write(dir.path().join(segment_name(SEQ)), segment).unwrap();
+    std::fs::write(dir.path().join(snapshot_name(SNAPSHOT_GENERATION)), &snapshot.1).unwrap();
+    let options = Options {
+        segment_size: 64 << 10,
+        ..Options::default()
+    };
+    let store = FileLogStore::open(dir.path(), options).expect("the golden log opens");
+    (dir, store)
+}
+
 #[test]
 fn wal_golden_bytes() {
     let golden = golden().check(&encoded());
@@ -199,22 +215,7 @@ fn wal_golden_bytes() {
     }
 
     // As a log directory.
-    let dir = tempfile::tempdir().unwrap();
-    let segment: Vec<u8> = golden[..=records.len()]
-        .iter()
-        .flat_map(|(_, b)| b.clone())
-        .collect();
-    std::fs::write(dir.path().join(segment_name(SEQ)), segment).unwrap();
-    std::fs::write(
-        dir.path().join(snapshot_name(SNAPSHOT_GENERATION)),
-        &golden[records.len() + 1].1,
-    )
-    .unwrap();
-    let options = Options {
-        segment_size: 64 << 10,
-        ..Options::default()
-    };
-    let store = FileLogStore::open(dir.path(), options).expect("the golden log opens");
+    let (_dir, store) = open_as_directory(&golden);
     let snapshot = stored_snapshot();
     let initial = store.initial_state().unwrap();
     assert_eq!(initial.hard_state, samples::hard_state());
@@ -249,19 +250,7 @@ fn a_version_1_log_directory_still_opens() {
     for ((name, bytes), expected) in v1[1..].iter().zip(&records) {
         assert_eq!(&decode(bytes).0, expected, "[{name}] decodes to another value");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let segment: Vec<u8> = v1[..=records.len()].iter().flat_map(|(_, b)| b.clone()).collect();
-    std::fs::write(dir.path().join(segment_name(SEQ)), segment).unwrap();
-    std::fs::write(
-        dir.path().join(snapshot_name(SNAPSHOT_GENERATION)),
-        &v1[records.len() + 1].1,
-    )
-    .unwrap();
-    let options = Options {
-        segment_size: 64 << 10,
-        ..Options::default()
-    };
-    let store = FileLogStore::open(dir.path(), options).expect("the version 1 log opens");
+    let (_dir, store) = open_as_directory(&v1);
     assert_eq!(store.load_snapshot_blocking().unwrap(), Some(stored_snapshot()));
     assert_eq!(store.last_index(), 70_003);
     assert_eq!(
