@@ -15,8 +15,8 @@ use crate::raft::Raft;
 use crate::replication::SnapshotStatus;
 use crate::storage::{LogStorage, StorageError};
 use crate::types::{
-    ConfChange, ConfState, Entry, HardState, Index, NodeId, ReadCtx, ReadState, Role, SnapshotMeta,
-    SoftState, Term,
+    ConfChange, ConfState, Entry, EntryPayload, HardState, Index, NodeId, ReadCtx, ReadState, Role,
+    SnapshotMeta, SoftState, Term,
 };
 
 /// Identifies one [`Persist`] batch; the driver returns it to
@@ -275,13 +275,13 @@ impl<S: LogStorage> RawNode<S> {
     /// uncommitted limit). Returns the index of its entry, whose term is [`RawNode::term`]:
     /// the command is applied iff the entry handed out at that index later has that term.
     pub fn propose(&mut self, data: impl Into<Bytes>) -> Result<Index, ProposeError> {
-        self.guard(|raft| raft.propose(crate::types::EntryPayload::Normal(data.into())))
+        self.guard(|raft| raft.propose(EntryPayload::Normal(data.into())))
     }
 
     /// Proposes a record of the driver's own ([`EntryPayload::Internal`]), under the same
     /// rules and limits as [`RawNode::propose`]. Returns its index.
     pub fn propose_internal(&mut self, data: impl Into<Bytes>) -> Result<Index, ProposeError> {
-        self.guard(|raft| raft.propose(crate::types::EntryPayload::Internal(data.into())))
+        self.guard(|raft| raft.propose(EntryPayload::Internal(data.into())))
     }
 
     /// Proposes a membership change. Returns the index of its configuration entry.

@@ -517,6 +517,20 @@ fn stale_acknowledgement_does_not_regress_progress() {
     assert_eq!(net.raw(1).status().progress[&2].matched, before);
 }
 
+/// Proposes with `propose` until it is refused: how many were accepted, and why the next
+/// was not.
+fn propose_until_refused(
+    mut propose: impl FnMut() -> Result<u64, raft_core::ProposeError>,
+) -> (usize, raft_core::ProposeError) {
+    let mut accepted = 0;
+    loop {
+        match propose() {
+            Ok(_) => accepted += 1,
+            Err(e) => return (accepted, e),
+        }
+    }
+}
+
 #[test]
 fn proposals_beyond_the_uncommitted_limit_are_refused() {
     let mut net = Network::with(&[1, 2, 3], &[], |id| {
@@ -527,13 +541,7 @@ fn proposals_beyond_the_uncommitted_limit_are_refused() {
     net.elect(1);
     net.isolate(2);
     net.isolate(3);
-    let mut accepted = 0;
-    let err = loop {
-        match net.raw(1).propose(bytes::Bytes::from(vec![0u8; 34])) {
-            Ok(_) => accepted += 1,
-            Err(e) => break e,
-        }
-    };
+    let (accepted, err) = propose_until_refused(|| net.raw(1).propose(bytes::Bytes::from(vec![0u8; 34])));
     assert_eq!(accepted, 4, "4 x 50 bytes fit in 200");
     assert!(
         matches!(err, raft_core::ProposeError::UncommittedLimit { limit: 200, .. }),
@@ -641,13 +649,8 @@ fn internal_records_are_replicated_and_handed_out_in_order_like_commands() {
     // The uncommitted budget: 4 records of 50 bytes fit in 200, as 4 commands do.
     net.isolate(2);
     net.isolate(3);
-    let mut accepted = 0;
-    let err = loop {
-        match net.raw(1).propose_internal(bytes::Bytes::from(vec![0u8; 34])) {
-            Ok(_) => accepted += 1,
-            Err(e) => break e,
-        }
-    };
+    let (accepted, err) =
+        propose_until_refused(|| net.raw(1).propose_internal(bytes::Bytes::from(vec![0u8; 34])));
     assert_eq!(accepted, 4);
     assert!(
         matches!(err, raft_core::ProposeError::UncommittedLimit { limit: 200, .. }),

@@ -281,18 +281,15 @@ async fn apply_batch<SM: StateMachine>(
                     }
                 }
             },
-            EntryPayload::Internal(_) => {
-                // This version proposes no records of its own; every node of it skips one
-                // alike, so their states stay equal.
-                tracing::warn!(
-                    index = entry.index,
-                    "skipping a runtime record this version does not know"
-                );
-                if let Some(r) = responder {
-                    r.fail(ProposeError::Dropped, remote);
+            payload @ (EntryPayload::Empty | EntryPayload::Membership(_) | EntryPayload::Internal(_)) => {
+                if let EntryPayload::Internal(_) = payload {
+                    // This version proposes no records of its own; every node of it skips
+                    // one alike, so their states stay equal.
+                    tracing::warn!(
+                        index = entry.index,
+                        "skipping a runtime record this version does not know"
+                    );
                 }
-            }
-            EntryPayload::Empty | EntryPayload::Membership(_) => {
                 if let Some(r) = responder {
                     r.fail(ProposeError::Dropped, remote);
                 }

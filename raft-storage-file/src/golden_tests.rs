@@ -245,7 +245,7 @@ fn a_version_1_log_directory_still_opens() {
         )
         .collect();
     assert_eq!(v1.len(), records.len() + 2);
-    assert!(u32::from_le_bytes(v1[0].1[8..12].try_into().unwrap()) == 1);
+    assert_eq!(u32::from_le_bytes(v1[0].1[8..12].try_into().unwrap()), 1);
     assert_eq!(SegmentHeader::decode(&v1[0].1), Ok(HEADER));
     for ((name, bytes), expected) in v1[1..].iter().zip(&records) {
         assert_eq!(&decode(bytes).0, expected, "[{name}] decodes to another value");
