@@ -5,6 +5,7 @@
 //! read queries. Because all of these travel through one queue, a read query sent after
 //! the entries up to its read index runs against a state that includes them.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,8 +13,10 @@ use raft_core::{Entry, EntryPayload, Index, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec;
-use crate::error::{Fatal, ProposeError, ReadError, StateMachineError, UnknownOutcome};
+use crate::error::{Fatal, ProposeError, ReadError, SessionError, StateMachineError, UnknownOutcome};
 use crate::persist::Restore;
+use crate::sessions::record::{self, Record};
+use crate::sessions::{Admit, OpenRefused, Seq, SessionId, Sessions, snapshot as session_snapshot};
 use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::{Applied, StateMachine};
 use crate::transport::ForwardError;
@@ -22,6 +25,9 @@ use crate::transport::ForwardError;
 pub(crate) enum Responder<SM: StateMachine> {
     /// A local caller.
     Local(oneshot::Sender<Result<SM::Response, ProposeError>>),
+    /// A local caller of a runtime record (a session's command or opening), who decodes the
+    /// encoded response itself.
+    Raw(RawReply),
     /// A follower that forwarded the proposal.
     Remote {
         /// The follower.
@@ -30,6 +36,9 @@ pub(crate) enum Responder<SM: StateMachine> {
         id: u64,
     },
 }
+
+/// Where the encoded response to a runtime record goes.
+pub(crate) type RawReply = oneshot::Sender<Result<Bytes, ProposeError>>;
 
 /// The answer to a proposal a follower forwarded, for the group task to send.
 pub(crate) struct RemoteReply {
@@ -48,6 +57,9 @@ impl<SM: StateMachine> Responder<SM> {
             Responder::Local(tx) => {
                 let _ = tx.send(Err(err));
             }
+            Responder::Raw(tx) => {
+                let _ = tx.send(Err(err));
+            }
             Responder::Remote { peer, id } => remote.push(RemoteReply {
                 peer,
                 id,
@@ -61,10 +73,29 @@ impl<SM: StateMachine> Responder<SM> {
             Responder::Local(tx) => {
                 let _ = tx.send(Ok(response));
             }
-            Responder::Remote { peer, id } => {
-                let result = codec::encode(&response).map_err(|e| ProposeError::Encode(e).to_forward());
-                remote.push(RemoteReply { peer, id, result });
+            responder @ (Responder::Raw(_) | Responder::Remote { .. }) => match codec::encode(&response) {
+                Ok(bytes) => responder.succeed_encoded(bytes, remote),
+                Err(e) => responder.fail(ProposeError::Encode(e), remote),
+            },
+        }
+    }
+
+    /// Answers with a response already encoded (a session's held response, or a session id).
+    fn succeed_encoded(self, bytes: Bytes, remote: &mut Vec<RemoteReply>) {
+        match self {
+            Responder::Local(tx) => {
+                let outcome = codec::decode::<SM::Response>(&bytes)
+                    .map_err(|_| ProposeError::Unknown(UnknownOutcome::UndecodableResponse));
+                let _ = tx.send(outcome);
             }
+            Responder::Raw(tx) => {
+                let _ = tx.send(Ok(bytes));
+            }
+            Responder::Remote { peer, id } => remote.push(RemoteReply {
+                peer,
+                id,
+                result: Ok(bytes),
+            }),
         }
     }
 }
@@ -114,6 +145,7 @@ pub(crate) async fn run<SM: StateMachine>(
     mut rx: mpsc::UnboundedReceiver<ApplyMsg<SM>>,
     events: mpsc::UnboundedSender<ApplierEvent>,
     max_batch_bytes: u64,
+    mut sessions: Option<Sessions>,
 ) {
     let mut next: Option<ApplyMsg<SM>> = None;
     loop {
@@ -142,7 +174,8 @@ pub(crate) async fn run<SM: StateMachine>(
                     }
                 }
                 let mut replies = Vec::new();
-                let result = apply_batch(&mut sm, &mut applied, batch, &mut replies, &events).await;
+                let result =
+                    apply_batch(&mut sm, &mut applied, batch, &mut replies, &events, &mut sessions).await;
                 if !replies.is_empty() {
                     let _ = events.send(ApplierEvent::Replies(replies));
                 }
@@ -150,8 +183,9 @@ pub(crate) async fn run<SM: StateMachine>(
             }
             ApplyMsg::Restore(snapshot) => {
                 let index = snapshot.meta.index;
-                match sm.restore(index, snapshot.data).await {
-                    Ok(()) => {
+                match restore(&mut sm, index, snapshot.data, &sessions).await {
+                    Ok(table) => {
+                        sessions = table;
                         applied = index;
                         let _ = events.send(ApplierEvent::Installed { index });
                         let _ = events.send(ApplierEvent::Applied { index, entries: 0 });
@@ -164,7 +198,7 @@ pub(crate) async fn run<SM: StateMachine>(
                 query(Ok(&sm));
                 Ok(())
             }
-            ApplyMsg::BuildSnapshot => match sm.snapshot().await {
+            ApplyMsg::BuildSnapshot => match snapshot(&mut sm, &sessions).await {
                 Ok(data) => {
                     let _ = events.send(ApplierEvent::SnapshotBuilt { index: applied, data });
                     Ok(())
@@ -208,6 +242,40 @@ pub(crate) async fn run<SM: StateMachine>(
     }
 }
 
+/// Takes a snapshot of the state machine, with the session table in front when sessions
+/// are on.
+pub(crate) async fn snapshot<SM: StateMachine>(
+    sm: &mut SM,
+    sessions: &Option<Sessions>,
+) -> Result<SnapshotStream, StateMachineError> {
+    let data = sm.snapshot().await?;
+    match sessions {
+        None => Ok(data),
+        Some(table) => session_snapshot::wrap(table, data)
+            .map_err(|e| StateMachineError::msg(format!("encoding the session table: {e}"))),
+    }
+}
+
+/// Restores the state machine from a snapshot taken at `index`; with sessions on
+/// (`sessions` is the current table, or `None`), splits the session table off its front
+/// first and returns it.
+pub(crate) async fn restore<SM: StateMachine>(
+    sm: &mut SM,
+    index: Index,
+    data: SnapshotStream,
+    sessions: &Option<Sessions>,
+) -> Result<Option<Sessions>, StateMachineError> {
+    let Some(current) = sessions else {
+        sm.restore(index, data).await?;
+        return Ok(None);
+    };
+    let (table, data) = session_snapshot::split(data, current.limits())
+        .await
+        .map_err(|e| StateMachineError::msg(format!("the snapshot at {index}: {e}")))?;
+    sm.restore(index, data).await?;
+    Ok(Some(table))
+}
+
 /// Answers `msg` after the state machine failed with `e`; hands back the reply channel of a
 /// request to stop.
 fn fail<SM: StateMachine>(
@@ -240,19 +308,61 @@ fn batch_bytes<SM: StateMachine>(batch: &[(Entry, Option<Responder<SM>>)]) -> u6
     batch.iter().fold(0u64, |n, (e, _)| n.saturating_add(e.size()))
 }
 
+/// Where a command's answer goes: its responder, and its session and sequence if it came in
+/// a session (its response is then held in the table).
+type Answer<SM> = (Option<Responder<SM>>, Option<(SessionId, Seq)>);
+
+/// Commands decoded for one call to [`StateMachine::apply`], with where each answer goes.
+struct Call<SM: StateMachine> {
+    commands: Vec<Applied<SM::Command>>,
+    /// Per command: where its answer goes.
+    answers: Vec<Answer<SM>>,
+    /// The sessions with a command in this call. The next command of such a session waits
+    /// for the call to be applied: the table must hold the responses of a session's earlier
+    /// commands when it admits the next (a retry finds its first copy's response; the
+    /// bounds count what is held), exactly as if every entry were applied on its own.
+    /// Otherwise the table would depend on how entries happened to be batched, which differs
+    /// from node to node.
+    in_call: HashSet<SessionId>,
+}
+
+impl<SM: StateMachine> Call<SM> {
+    fn with_capacity(n: usize) -> Self {
+        Call {
+            commands: Vec::with_capacity(n),
+            answers: Vec::with_capacity(n),
+            in_call: HashSet::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        index: Index,
+        command: SM::Command,
+        responder: Option<Responder<SM>>,
+        key: Option<(SessionId, Seq)>,
+    ) {
+        self.commands.push(Applied { index, command });
+        self.answers.push((responder, key));
+        if let Some((session, _)) = key {
+            self.in_call.insert(session);
+        }
+    }
+}
+
 async fn apply_batch<SM: StateMachine>(
     sm: &mut SM,
     applied: &mut Index,
     batch: Vec<(Entry, Option<Responder<SM>>)>,
     remote: &mut Vec<RemoteReply>,
     events: &mpsc::UnboundedSender<ApplierEvent>,
+    sessions: &mut Option<Sessions>,
 ) -> Result<(), Arc<StateMachineError>> {
     let Some(last) = batch.last().map(|(e, _)| e.index) else {
         return Ok(());
     };
     let entries = batch.len() as u64;
-    let mut commands = Vec::with_capacity(batch.len());
-    let mut responders = Vec::with_capacity(batch.len());
+    let mut call = Call::with_capacity(batch.len());
     for (entry, responder) in batch {
         if entry.index <= *applied {
             // Already in the state (a snapshot installed meanwhile covers it).
@@ -266,13 +376,7 @@ async fn apply_batch<SM: StateMachine>(
         }
         match entry.payload {
             EntryPayload::Normal(data) => match codec::decode::<SM::Command>(&data) {
-                Ok(command) => {
-                    commands.push(Applied {
-                        index: entry.index,
-                        command,
-                    });
-                    responders.push(responder);
-                }
+                Ok(command) => call.push(entry.index, command, responder, None),
                 Err(e) => {
                     // Every node fails to decode it alike, so skipping keeps them equal.
                     tracing::warn!(index = entry.index, error = %e, "skipping an undecodable command");
@@ -281,15 +385,41 @@ async fn apply_batch<SM: StateMachine>(
                     }
                 }
             },
-            payload @ (EntryPayload::Empty | EntryPayload::Membership(_) | EntryPayload::Internal(_)) => {
-                if let EntryPayload::Internal(_) = payload {
-                    // This version proposes no records of its own; every node of it skips
-                    // one alike, so their states stay equal.
-                    tracing::warn!(
-                        index = entry.index,
-                        "skipping a runtime record this version does not know"
-                    );
+            EntryPayload::Internal(data) => {
+                let outcome = session_record(entry.index, &data, sessions, &call);
+                let outcome = match outcome {
+                    RecordOutcome::AfterCall => {
+                        // Another command of a session with one in this call: apply what
+                        // comes before it first (see `Call::in_call`).
+                        apply_call(sm, applied, &mut call, entry.index - 1, sessions, remote).await?;
+                        session_record(entry.index, &data, sessions, &call)
+                    }
+                    outcome => outcome,
+                };
+                match outcome {
+                    RecordOutcome::Apply { key, command } => match codec::decode::<SM::Command>(&command) {
+                        Ok(command) => call.push(entry.index, command, responder, Some(key)),
+                        Err(e) => {
+                            tracing::warn!(index = entry.index, error = %e, "skipping an undecodable command");
+                            if let Some(r) = responder {
+                                r.fail(ProposeError::Encode(e), remote);
+                            }
+                        }
+                    },
+                    RecordOutcome::Answer(bytes) => {
+                        if let Some(r) = responder {
+                            r.succeed_encoded(bytes, remote);
+                        }
+                    }
+                    RecordOutcome::Refuse(e) => {
+                        if let Some(r) = responder {
+                            r.fail(ProposeError::Session(e), remote);
+                        }
+                    }
+                    RecordOutcome::AfterCall => unreachable!("the call was applied"),
                 }
+            }
+            EntryPayload::Empty | EntryPayload::Membership(_) => {
                 if let Some(r) = responder {
                     r.fail(ProposeError::Dropped, remote);
                 }
@@ -301,8 +431,88 @@ async fn apply_batch<SM: StateMachine>(
         let _ = events.send(ApplierEvent::Applied { index: last, entries });
         return Ok(());
     }
+    apply_call(sm, applied, &mut call, last, sessions, remote).await?;
+    let _ = events.send(ApplierEvent::Applied { index: last, entries });
+    Ok(())
+}
+
+/// What the session table makes of a runtime record.
+enum RecordOutcome {
+    /// Apply this command of this session.
+    Apply { key: (SessionId, Seq), command: Bytes },
+    /// Answer with these encoded bytes (a held response, or a new session's id).
+    Answer(Bytes),
+    /// Refused: not applied.
+    Refuse(SessionError),
+    /// A command of a session that has one in the call being gathered: apply the call
+    /// first.
+    AfterCall,
+}
+
+/// Feeds the runtime record at `index` to the session table. Every node does so alike, in
+/// log order, whatever its batches: a record that cannot be read, or that arrives at a node
+/// without sessions, is refused everywhere.
+fn session_record<SM: StateMachine>(
+    index: Index,
+    data: &Bytes,
+    sessions: &mut Option<Sessions>,
+    call: &Call<SM>,
+) -> RecordOutcome {
+    let Some(table) = sessions.as_mut() else {
+        tracing::warn!(index, "a session record reached a node without sessions; refused");
+        return RecordOutcome::Refuse(SessionError::NotEnabled);
+    };
+    match record::decode(data) {
+        Err(e) => {
+            tracing::warn!(index, error = %e, "refusing a malformed runtime record");
+            RecordOutcome::Refuse(SessionError::Malformed(e))
+        }
+        Ok(Record::Open { stamp }) => match table.open(index, stamp) {
+            Ok(()) => RecordOutcome::Answer(Bytes::copy_from_slice(&index.to_le_bytes())),
+            Err(OpenRefused::Full) => RecordOutcome::Refuse(SessionError::TooManySessions),
+        },
+        Ok(Record::Command {
+            stamp,
+            session,
+            seq,
+            acked,
+            command,
+        }) => {
+            if call.in_call.contains(&session) {
+                return RecordOutcome::AfterCall;
+            }
+            match table.admit(session, seq, acked, stamp) {
+                Admit::Apply => RecordOutcome::Apply {
+                    key: (session, seq),
+                    command,
+                },
+                Admit::Duplicate(bytes) => RecordOutcome::Answer(bytes),
+                Admit::Expired => RecordOutcome::Refuse(SessionError::Expired { session }),
+                Admit::Acknowledged { acked } => {
+                    RecordOutcome::Refuse(SessionError::Acknowledged { session, seq, acked })
+                }
+                Admit::Busy => RecordOutcome::Refuse(SessionError::TooManyPending { session }),
+            }
+        }
+    }
+}
+
+/// Hands the gathered commands to the state machine as one call that brings it to
+/// `through`, holds the responses of session commands in the table, and answers every
+/// responder.
+async fn apply_call<SM: StateMachine>(
+    sm: &mut SM,
+    applied: &mut Index,
+    call: &mut Call<SM>,
+    through: Index,
+    sessions: &mut Option<Sessions>,
+    remote: &mut Vec<RemoteReply>,
+) -> Result<(), Arc<StateMachineError>> {
+    let commands = std::mem::take(&mut call.commands);
+    let answers = std::mem::take(&mut call.answers);
+    call.in_call.clear();
     let expected = commands.len();
-    let outcome = match sm.apply(commands, last).await {
+    let outcome = match sm.apply(commands, through).await {
         Ok(responses) if responses.len() == expected => Ok(responses),
         Ok(responses) => Err(StateMachineError::msg(format!(
             "apply returned {} responses for {expected} commands",
@@ -310,25 +520,50 @@ async fn apply_batch<SM: StateMachine>(
         ))),
         Err(e) => Err(e),
     };
-    let responses = match outcome {
-        Ok(responses) => responses,
-        Err(e) => {
-            // Committed, and perhaps applied on other nodes: the outcome is unknown.
-            let e = Arc::new(e);
-            let reason = UnknownOutcome::NodeFailed(Fatal::StateMachine(e.clone()));
-            for r in responders.into_iter().flatten() {
+    let fail_all = |e: Arc<StateMachineError>,
+                    answers: Vec<(Option<Responder<SM>>, _)>,
+                    remote: &mut Vec<RemoteReply>| {
+        // Committed, and perhaps applied on other nodes: the outcome is unknown.
+        let reason = UnknownOutcome::NodeFailed(Fatal::StateMachine(e.clone()));
+        for (r, _) in answers {
+            if let Some(r) = r {
                 r.fail(ProposeError::Unknown(reason.clone()), remote);
             }
-            return Err(e);
         }
+        e
     };
-    for (response, responder) in responses.into_iter().zip(responders) {
+    let responses = match outcome {
+        Ok(responses) => responses,
+        Err(e) => return Err(fail_all(Arc::new(e), answers, remote)),
+    };
+    let mut answers = answers.into_iter();
+    for response in responses {
+        let (responder, key) = answers.next().expect("as many answers as commands");
+        let Some((session, seq)) = key else {
+            if let Some(r) = responder {
+                r.succeed(response, remote);
+            }
+            continue;
+        };
+        // A session's response must be held for its retries, so it must encode.
+        let bytes = match codec::encode(&response) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let e = Arc::new(StateMachineError::msg(format!(
+                    "the response to command {seq} of session {session} cannot be encoded to be held: {e}"
+                )));
+                let rest = std::iter::once((responder, key)).chain(answers).collect();
+                return Err(fail_all(e, rest, remote));
+            }
+        };
+        if let Some(table) = sessions.as_mut() {
+            table.record(session, seq, bytes.clone());
+        }
         if let Some(r) = responder {
-            r.succeed(response, remote);
+            r.succeed_encoded(bytes, remote);
         }
     }
-    *applied = last;
-    let _ = events.send(ApplierEvent::Applied { index: last, entries });
+    *applied = through;
     Ok(())
 }
 
@@ -390,7 +625,7 @@ mod tests {
         )]))
         .unwrap();
         tx.send(ApplyMsg::Stop(stop)).unwrap();
-        let task = tokio::spawn(run(Failing, 0, rx, events_tx, 4 << 20));
+        let task = tokio::spawn(run(Failing, 0, rx, events_tx, 4 << 20, None));
         let deadline = std::time::Duration::from_secs(30);
         tokio::time::timeout(deadline, stopped)
             .await
@@ -408,5 +643,212 @@ mod tests {
             }
         }
         assert!(matches!(events.recv().await, Some(ApplierEvent::Fatal(_))));
+    }
+
+    /// Counts the commands it applies and the calls; answers each command with the count so
+    /// far.
+    #[derive(Default)]
+    struct Counting {
+        commands: Vec<u64>,
+        calls: u64,
+    }
+
+    #[async_trait]
+    impl StateMachine for Counting {
+        type Command = u64;
+        type Response = u64;
+
+        async fn apply(
+            &mut self,
+            batch: Vec<Applied<u64>>,
+            _applied: Index,
+        ) -> Result<Vec<u64>, StateMachineError> {
+            self.calls += 1;
+            Ok(batch
+                .into_iter()
+                .map(|c| {
+                    self.commands.push(c.command);
+                    self.commands.len() as u64
+                })
+                .collect())
+        }
+        async fn applied_index(&self) -> Result<Index, StateMachineError> {
+            Ok(0)
+        }
+        async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> {
+            Ok(SnapshotStream::from_bytes(Bytes::new()))
+        }
+        async fn restore(&mut self, _index: Index, _data: SnapshotStream) -> Result<(), StateMachineError> {
+            Ok(())
+        }
+    }
+
+    fn stamped(mut record: bytes::BytesMut, stamp: u64) -> Bytes {
+        record::stamp(&mut record, stamp).unwrap();
+        record.freeze()
+    }
+
+    /// A retry of a session command that lands in the same batch as its first copy (the
+    /// client retried before the first was answered) is answered with the first copy's
+    /// response and not applied again: the applier hands the commands before it to the
+    /// state machine first, so that the first copy's response is held when the retry is
+    /// looked up.
+    #[tokio::test]
+    async fn a_retry_in_the_same_batch_as_its_first_copy_is_not_applied_again() {
+        let limits = crate::config::SessionConfig::default().limits();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events_tx, _events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(
+            Counting::default(),
+            0,
+            rx,
+            events_tx,
+            4 << 20,
+            Some(Sessions::new(limits)),
+        ));
+        let value = |v: u64| codec::encode(&v).unwrap();
+        let mut replies = Vec::new();
+        let mut batch = Vec::new();
+        let entries = [
+            EntryPayload::Internal(stamped(record::open(), 10)),
+            EntryPayload::Normal(value(7)),
+            EntryPayload::Internal(stamped(record::command(1, 1, 0, &value(8)), 11)),
+            EntryPayload::Internal(stamped(record::command(1, 1, 0, &value(8)), 12)),
+            EntryPayload::Internal(stamped(record::command(1, 2, 0, &value(9)), 12)),
+        ];
+        for (i, payload) in entries.into_iter().enumerate() {
+            let (reply, rx) = oneshot::channel();
+            replies.push(rx);
+            batch.push((Entry::new(1, i as u64 + 1, payload), Some(Responder::Raw(reply))));
+        }
+        tx.send(ApplyMsg::Entries(batch)).unwrap();
+        let (stop, stopped) = oneshot::channel();
+        tx.send(ApplyMsg::Stop(stop)).unwrap();
+        let sm = stopped.await.unwrap();
+        task.await.unwrap();
+        let mut answers = Vec::new();
+        for rx in replies {
+            answers.push(rx.await.unwrap().unwrap());
+        }
+        assert_eq!(
+            answers[0],
+            Bytes::copy_from_slice(&1u64.to_le_bytes()),
+            "the session's id"
+        );
+        let decoded: Vec<u64> = answers[1..].iter().map(|b| codec::decode(b).unwrap()).collect();
+        assert_eq!(
+            decoded,
+            vec![1, 2, 2, 3],
+            "the retry answers what its first copy did"
+        );
+        assert_eq!(sm.commands, vec![7, 8, 9]);
+        assert_eq!(sm.calls, 2, "the batch was split before the retry");
+    }
+
+    /// One entry of a generated log.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Open(u64),
+        Command {
+            session: usize,
+            seq: u64,
+            acked: u64,
+            stamp: u64,
+        },
+        Plain,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..3_000u64).prop_map(Op::Open),
+            (0..3usize, 1..6u64, 0..5u64, 0..3_000u64).prop_map(|(session, seq, acked, stamp)| Op::Command {
+                session,
+                seq,
+                acked,
+                stamp
+            }),
+            Just(Op::Plain),
+        ]
+    }
+
+    /// Applies `ops` in batches cut where `cuts` says, and returns every entry's answer,
+    /// the commands the state machine applied, and the session table, encoded.
+    async fn apply_in_batches(
+        ops: &[Op],
+        cuts: &[bool],
+    ) -> (Vec<Result<Bytes, ProposeError>>, Vec<u64>, Bytes) {
+        let limits = crate::sessions::Limits {
+            max_sessions: 2,
+            max_pending: 3,
+            max_pending_bytes: 2,
+            timeout: 1_000,
+        };
+        let (events, _rx) = mpsc::unbounded_channel();
+        let mut sm = Counting::default();
+        let mut applied = 0;
+        let mut sessions = Some(Sessions::new(limits));
+        let mut opened = Vec::new();
+        let mut replies = Vec::new();
+        let mut batch = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            let index = i as u64 + 1;
+            let payload = match *op {
+                Op::Open(stamp) => {
+                    opened.push(index);
+                    EntryPayload::Internal(stamped(record::open(), stamp))
+                }
+                Op::Command {
+                    session,
+                    seq,
+                    acked,
+                    stamp,
+                } => {
+                    let id = opened.get(session).copied().unwrap_or(999);
+                    let command = codec::encode(&index).unwrap();
+                    EntryPayload::Internal(stamped(record::command(id, seq, acked, &command), stamp))
+                }
+                Op::Plain => EntryPayload::Normal(codec::encode(&index).unwrap()),
+            };
+            let (reply, rx) = oneshot::channel();
+            replies.push(rx);
+            batch.push((Entry::new(1, index, payload), Some(Responder::Raw(reply))));
+            if cuts.get(i).copied().unwrap_or(true) || i + 1 == ops.len() {
+                let mut remote = Vec::new();
+                apply_batch(
+                    &mut sm,
+                    &mut applied,
+                    std::mem::take(&mut batch),
+                    &mut remote,
+                    &events,
+                    &mut sessions,
+                )
+                .await
+                .unwrap();
+            }
+        }
+        let mut answers = Vec::new();
+        for rx in replies {
+            answers.push(rx.await.unwrap());
+        }
+        (answers, sm.commands, sessions.unwrap().encode().unwrap())
+    }
+
+    proptest::proptest! {
+        /// The session table and every answer are a function of the log alone: applying
+        /// the same entries in one batch, one at a time, or cut anywhere gives the same
+        /// answers, the same commands applied and the same table, as every node must.
+        #[test]
+        fn sessions_do_not_depend_on_how_entries_are_batched(
+            ops in proptest::collection::vec(op(), 1..60),
+            cuts in proptest::collection::vec(proptest::bool::weighted(0.2), 60),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let one_by_one = rt.block_on(apply_in_batches(&ops, &[true; 60]));
+            let whole = rt.block_on(apply_in_batches(&ops, &[false; 60]));
+            let cut = rt.block_on(apply_in_batches(&ops, &cuts));
+            proptest::prop_assert_eq!(&whole, &one_by_one);
+            proptest::prop_assert_eq!(&cut, &one_by_one);
+        }
     }
 }

@@ -73,6 +73,78 @@ pub struct Config {
     pub forward_proposals: bool,
     /// Use `protocol.seed` as is instead of drawing a random one (for reproducible tests).
     pub deterministic_seed: bool,
+    /// Client sessions, which apply a retried command at most once
+    /// ([`Raft::open_session`](crate::Raft::open_session)); `None` (the default) turns
+    /// them off. Every node of a cluster must have the same setting from the cluster's first
+    /// start: the table of sessions is part of the replicated state and of every snapshot.
+    pub sessions: Option<SessionConfig>,
+}
+
+/// The bounds and the timeout of client sessions ([`Config::sessions`]). They decide what
+/// is applied, so every node of a cluster must use the same. The table of sessions is held
+/// in memory and in every snapshot: at most `max_sessions` times `max_pending_bytes` of
+/// responses (plus a few dozen bytes per session and per held response).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Sessions held at once; opening one more is refused
+    /// ([`SessionError::TooManySessions`](crate::SessionError)) until some expire.
+    pub max_sessions: usize,
+    /// Responses a session holds for its client at most (commands applied whose answers
+    /// the client has not acknowledged yet); a command past it is refused
+    /// ([`SessionError::TooManyPending`](crate::SessionError)) until the client
+    /// acknowledges some.
+    pub max_pending: usize,
+    /// Bytes of (encoded) responses a session holds at most; a command is admitted while
+    /// the session holds less, so it may pass this by one response.
+    pub max_pending_bytes: usize,
+    /// How long a session may go unused before it expires, by the time the leaders stamp
+    /// into its commands (never a node's own clock: every node expires the same sessions at
+    /// the same entry). A command of an expired session is refused, never applied.
+    pub timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    /// 10,000 sessions, each holding up to 32 responses and 16 KiB of them, expiring after
+    /// 10 minutes unused.
+    fn default() -> Self {
+        SessionConfig {
+            max_sessions: 10_000,
+            max_pending: 32,
+            max_pending_bytes: 16 << 10,
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl SessionConfig {
+    pub(crate) fn limits(&self) -> crate::sessions::Limits {
+        crate::sessions::Limits {
+            max_sessions: self.max_sessions,
+            max_pending: self.max_pending,
+            max_pending_bytes: self.max_pending_bytes,
+            timeout: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("sessions.max_sessions", self.max_sessions),
+            ("sessions.max_pending", self.max_pending),
+            ("sessions.max_pending_bytes", self.max_pending_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, value, "must be at least 1"));
+            }
+        }
+        if self.timeout < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "sessions.timeout",
+                self.timeout,
+                "must be at least 1 ms",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A configuration value is invalid: the one shape of configuration error of every crate
@@ -109,6 +181,7 @@ impl Default for Config {
             admin_timeout: Duration::from_secs(30),
             forward_proposals: false,
             deterministic_seed: false,
+            sessions: None,
         }
     }
 }
@@ -158,6 +231,9 @@ impl Config {
                 return Err(ConfigError::new(field, value, "must be positive"));
             }
         }
+        if let Some(sessions) = &self.sessions {
+            sessions.validate()?;
+        }
         Ok(())
     }
 }
@@ -197,5 +273,27 @@ mod tests {
         let mut c = Config::default();
         c.protocol.max_pending_reads = 0;
         assert_eq!(c.validate().unwrap_err().field, "protocol.max_pending_reads");
+        let c = Config {
+            sessions: Some(SessionConfig {
+                max_pending: 0,
+                ..SessionConfig::default()
+            }),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "sessions.max_pending");
+        let c = Config {
+            sessions: Some(SessionConfig {
+                timeout: Duration::from_micros(999),
+                ..SessionConfig::default()
+            }),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "sessions.timeout");
+        Config {
+            sessions: Some(SessionConfig::default()),
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use raft_core::{Index, NodeId};
+use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 use crate::transport::ForwardError;
@@ -70,6 +71,53 @@ pub enum ProposeError {
     /// shut down or failed): it may or may not be applied.
     #[error("outcome unknown: {0}")]
     Unknown(UnknownOutcome),
+    /// A command in a client session, or the opening of one, was refused by the session
+    /// table: this attempt was definitely not applied (see [`SessionError`] for what an
+    /// earlier attempt of the same command may have done).
+    #[error("session: {0}")]
+    Session(SessionError),
+}
+
+/// Why the session table refused a command in a session, or a new session. Every node
+/// refuses it alike, at the same entry; nothing was applied by the refused entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SessionError {
+    /// The cluster runs without sessions ([`Config::sessions`](crate::Config) is `None`).
+    #[error("client sessions are not enabled")]
+    NotEnabled,
+    /// The session is not in the table: it expired (unused for longer than the timeout),
+    /// or never existed. Open a new one.
+    #[error("session {session} expired or does not exist")]
+    Expired {
+        /// The session.
+        session: u64,
+    },
+    /// The client acknowledged the answers of its session up to `acked`, and this command's
+    /// sequence is not past it: its response is no longer held. A correct client never
+    /// retries what it acknowledged.
+    #[error("session {session}: command {seq} is acknowledged already (up to {acked})")]
+    Acknowledged {
+        /// The session.
+        session: u64,
+        /// The command's sequence number.
+        seq: u64,
+        /// The sequence the session is acknowledged up to.
+        acked: u64,
+    },
+    /// The session holds as many unacknowledged responses as it may: the client must
+    /// acknowledge answers it has before sending more.
+    #[error("session {session} holds too many unacknowledged responses")]
+    TooManyPending {
+        /// The session.
+        session: u64,
+    },
+    /// The table holds as many sessions as it may; retry once some expire.
+    #[error("too many client sessions")]
+    TooManySessions,
+    /// The runtime's record could not be read (a peer of another version, or a corrupt
+    /// entry); every node skips it alike.
+    #[error("malformed session record: {0}")]
+    Malformed(String),
 }
 
 /// Why the outcome of an accepted command cannot be known: it may or may not be applied.
@@ -99,6 +147,13 @@ pub enum UnknownOutcome {
     /// sent it.
     #[error("at the leader: {0}")]
     AtLeader(String),
+    /// An attempt of a command in a session had an unknown outcome, and a retry found the
+    /// session expired: the first attempt may or may not have been applied.
+    #[error("session {session} expired while an earlier attempt's outcome was unknown")]
+    SessionExpired {
+        /// The session.
+        session: u64,
+    },
 }
 
 impl ProposeError {
@@ -110,7 +165,8 @@ impl ProposeError {
             | ProposeError::Busy(_)
             | ProposeError::ShuttingDown
             | ProposeError::Encode(_)
-            | ProposeError::Dropped => true,
+            | ProposeError::Dropped
+            | ProposeError::Session(_) => true,
         }
     }
 
@@ -121,6 +177,7 @@ impl ProposeError {
             ForwardError::ShuttingDown => ProposeError::ShuttingDown,
             ForwardError::Malformed(m) => ProposeError::Encode(m),
             ForwardError::Unknown(m) => ProposeError::Unknown(UnknownOutcome::AtLeader(m)),
+            ForwardError::Session(e) => ProposeError::Session(e),
         }
     }
 
@@ -134,6 +191,7 @@ impl ProposeError {
             ProposeError::Timeout => ForwardError::Unknown("timed out at the leader".into()),
             // The wire carries the reason as text.
             ProposeError::Unknown(reason) => ForwardError::Unknown(reason.to_string()),
+            ProposeError::Session(e) => ForwardError::Session(e.clone()),
         }
     }
 }
@@ -334,6 +392,17 @@ pub enum StartError {
         "the log store is empty: call `bootstrap` (a new cluster) or `join` (an existing one) on the builder"
     )]
     Uninitialized,
+    /// Client sessions are on ([`Config::sessions`](crate::Config)), but the state machine
+    /// keeps its state on disk (it reports a non-zero applied index at start). The session
+    /// table lives in the runtime's snapshots and is rebuilt from them and the log at every
+    /// start, which needs a state machine that is rebuilt the same way (kept in memory).
+    #[error(
+        "client sessions need a state machine kept in memory, restored from snapshots at start; this one reports applied index {applied}"
+    )]
+    SessionsNeedMemoryState {
+        /// The applied index the state machine reported.
+        applied: Index,
+    },
     /// The transport refused the node: it serves another id, or already serves a node.
     #[error("the transport refused the node: {0}")]
     Register(#[from] crate::transport::RegisterError),

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use raft_core::{ConfChange, MemberChange, NodeId};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -11,11 +14,105 @@ use tokio::time::Instant;
 use crate::applier::Query;
 use crate::codec;
 use crate::config::Config;
-use crate::error::{AdminError, BusyReason, Fatal, ProposeError, ReadError, UnknownOutcome};
+use crate::error::{AdminError, BusyReason, Fatal, ProposeError, ReadError, SessionError, UnknownOutcome};
 use crate::group::{ConfRequest, Request};
 use crate::member::MemberInfo;
 use crate::metrics::Metrics;
+use crate::sessions::record;
 use crate::state_machine::StateMachine;
+
+/// A client session's id: the log index of the entry that opened it, the same on every node.
+pub type SessionId = u64;
+
+/// A command's sequence number within its session, chosen by the client: 1 for the first,
+/// increasing.
+pub type Seq = u64;
+
+/// A client session: commands proposed through it are applied at most once each, however
+/// often they are retried, and are retried by [`Session::propose`] until they get a
+/// definite answer. Cheap to clone; clones share the session and its sequence numbers, so
+/// concurrent proposals through clones are fine.
+///
+/// The session is kept by the cluster while it is used: left unused for longer than the
+/// configured timeout ([`SessionConfig::timeout`](crate::SessionConfig)), it expires, and its
+/// commands are refused ([`SessionError::Expired`]).
+pub struct Session<SM: StateMachine> {
+    raft: Raft<SM>,
+    id: SessionId,
+    state: Arc<std::sync::Mutex<SessionState>>,
+}
+
+struct SessionState {
+    /// The next sequence number to hand out.
+    next: Seq,
+    /// Commands proposed and not yet answered (or given up on).
+    outstanding: BTreeSet<Seq>,
+}
+
+impl SessionState {
+    /// Every command up to this one was answered or given up on: the cluster may drop
+    /// their responses.
+    fn acked(&self) -> Seq {
+        self.outstanding
+            .first()
+            .map_or(self.next.saturating_sub(1), |&s| s.saturating_sub(1))
+    }
+}
+
+impl<SM: StateMachine> Clone for Session<SM> {
+    fn clone(&self) -> Self {
+        Session {
+            raft: self.raft.clone(),
+            id: self.id,
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<SM: StateMachine> std::fmt::Debug for Session<SM> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<SM: StateMachine> Session<SM> {
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The last sequence number handed out.
+    pub fn last_seq(&self) -> Seq {
+        self.state.lock().expect("not poisoned").next.saturating_sub(1)
+    }
+
+    /// Proposes `command` as the session's next command and returns the state machine's
+    /// response, retrying across leader changes, unknown outcomes and busy nodes until a
+    /// definite answer or until `timeout` passes. However many attempts it takes, the
+    /// command is applied at most once. See [`Raft::propose_in_session`] for the errors.
+    pub async fn propose(
+        &self,
+        command: SM::Command,
+        timeout: Duration,
+    ) -> Result<SM::Response, ProposeError> {
+        let (seq, acked) = {
+            let mut st = self.state.lock().expect("not poisoned");
+            let seq = st.next;
+            st.next = seq.saturating_add(1);
+            st.outstanding.insert(seq);
+            (seq, st.acked())
+        };
+        let outcome = self
+            .raft
+            .propose_in_session(self.id, seq, acked, command, timeout)
+            .await;
+        // Answered or given up on: either way its response is no longer needed.
+        self.state.lock().expect("not poisoned").outstanding.remove(&seq);
+        outcome
+    }
+}
 
 /// A handle to a running node. Cheap to clone; every clone talks to the same node.
 ///
@@ -31,6 +128,7 @@ struct Inner<SM: StateMachine> {
     tx: mpsc::Sender<Request<SM>>,
     metrics: watch::Receiver<Metrics>,
     task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Stopped<SM>>>>,
+    session_retries: AtomicU64,
 }
 
 /// What a node leaves when it stops: the state machine, handed back, and the fatal error
@@ -82,6 +180,7 @@ impl<SM: StateMachine> Raft<SM> {
                 tx,
                 metrics,
                 task: tokio::sync::Mutex::new(Some(task)),
+                session_retries: AtomicU64::new(0),
             }),
         }
     }
@@ -113,6 +212,145 @@ impl<SM: StateMachine> Raft<SM> {
         }
         rx.await
             .unwrap_or_else(|_| Err(ProposeError::Unknown(UnknownOutcome::ShutDown)))
+    }
+
+    /// Proposes a runtime record once and returns its encoded response.
+    async fn propose_record(&self, record: bytes::BytesMut) -> Result<Bytes, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        if let Err((_, full)) = self.enqueue(Request::ProposeRecord { record, reply }) {
+            return Err(if full {
+                ProposeError::Busy(BusyReason::Mailbox)
+            } else {
+                ProposeError::ShuttingDown
+            });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(ProposeError::Unknown(UnknownOutcome::ShutDown)))
+    }
+
+    /// Proposes a runtime record until it gets a definite answer or `deadline` passes:
+    /// retried after every failure that may clear up (no leader yet, busy, an unknown
+    /// outcome, a timeout). Only for records that are safe to apply more than once or that
+    /// the session table applies at most once. Every retry is counted in
+    /// [`Raft::session_retries`].
+    async fn propose_record_until(
+        &self,
+        record: impl Fn() -> bytes::BytesMut,
+        deadline: Instant,
+        session: Option<SessionId>,
+    ) -> Result<Bytes, ProposeError> {
+        let pause = self.inner.config.tick_interval * 2;
+        // Whether an attempt so far may have been applied.
+        let mut uncertain = false;
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, self.propose_record(record())).await;
+            let e = match attempt {
+                Ok(Ok(bytes)) => return Ok(bytes),
+                Ok(Err(e)) => e,
+                // The attempt is still in flight: it may yet be applied.
+                Err(_) => return Err(ProposeError::Timeout),
+            };
+            match e {
+                ProposeError::Session(SessionError::Expired { session }) if uncertain => {
+                    return Err(ProposeError::Unknown(UnknownOutcome::SessionExpired { session }));
+                }
+                ProposeError::ShuttingDown if uncertain => {
+                    return Err(ProposeError::Unknown(UnknownOutcome::ShutDown));
+                }
+                // A leader elsewhere, and this node does not forward: the caller must send the
+                // command there (with the same session and sequence: that is safe).
+                ProposeError::NotLeader { leader: Some(l) }
+                    if l != self.inner.id && !self.inner.config.forward_proposals =>
+                {
+                    return Err(e);
+                }
+                e @ (ProposeError::Session(_) | ProposeError::ShuttingDown | ProposeError::Encode(_)) => {
+                    return Err(e);
+                }
+                e @ (ProposeError::NotLeader { .. }
+                | ProposeError::Busy(_)
+                | ProposeError::Dropped
+                | ProposeError::Timeout
+                | ProposeError::Unknown(_)) => {
+                    uncertain |= !e.is_definitely_not_applied();
+                    if Instant::now() + pause >= deadline {
+                        return Err(e);
+                    }
+                    self.inner.session_retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(session, error = %e, "retrying a session record");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Opens a client session ([`Config::sessions`](crate::Config) must be on): a session
+    /// lets commands be retried safely across leader changes and unknown outcomes, each
+    /// applied at most once ([`Session::propose`]). The opening is retried until it is
+    /// answered or `timeout` passes. A retried opening may leave an unused session behind,
+    /// which expires with the session timeout.
+    ///
+    /// Fails with [`SessionError::TooManySessions`] when the cluster holds as many
+    /// sessions as it may, [`SessionError::NotEnabled`] without sessions, and
+    /// [`ProposeError::NotLeader`] on a follower that does not forward proposals.
+    pub async fn open_session(&self, timeout: Duration) -> Result<Session<SM>, ProposeError> {
+        let deadline = Instant::now() + timeout;
+        let bytes = self.propose_record_until(record::open, deadline, None).await?;
+        let id = <[u8; 8]>::try_from(&bytes[..])
+            .map(u64::from_le_bytes)
+            .map_err(|_| ProposeError::Unknown(UnknownOutcome::UndecodableResponse))?;
+        Ok(self.session(id, 0))
+    }
+
+    /// A handle to session `id`, opened earlier (perhaps through another node or by
+    /// another process), whose commands up to `last_seq` were sent already: the next
+    /// command is `last_seq + 1`.
+    pub fn session(&self, id: SessionId, last_seq: Seq) -> Session<SM> {
+        Session {
+            raft: self.clone(),
+            id,
+            state: Arc::new(std::sync::Mutex::new(SessionState {
+                next: last_seq.saturating_add(1),
+                outstanding: BTreeSet::new(),
+            })),
+        }
+    }
+
+    /// Proposes `command` as command `seq` of session `id`, whose client has its answers
+    /// up to `acked`, retrying until a definite answer or until `timeout` passes. The
+    /// session table applies each `(id, seq)` at most once: a retry of an applied command
+    /// (this call's own, or any earlier call's with the same `id` and `seq`) gets the
+    /// response of its first application. [`Session::propose`] picks `seq` and `acked`
+    /// itself; this is for clients that keep them (across processes, over HTTP).
+    ///
+    /// Errors: [`ProposeError::Session`] when the table refuses the command (not applied);
+    /// [`UnknownOutcome::SessionExpired`] when an attempt's outcome was unknown and the
+    /// session has expired since; and, once `timeout` passes, the last attempt's error (an
+    /// unknown outcome or a timeout, after which retrying with the same `seq` is still
+    /// safe while the session lives).
+    pub async fn propose_in_session(
+        &self,
+        id: SessionId,
+        seq: Seq,
+        acked: Seq,
+        command: SM::Command,
+        timeout: Duration,
+    ) -> Result<SM::Response, ProposeError> {
+        let deadline = Instant::now() + timeout;
+        let command = codec::encode(&command).map_err(ProposeError::Encode)?;
+        let bytes = self
+            .propose_record_until(|| record::command(id, seq, acked, &command), deadline, Some(id))
+            .await?;
+        codec::decode::<SM::Response>(&bytes).map_err(|e| {
+            tracing::warn!(session = id, seq, error = %e, "undecodable response in a session");
+            ProposeError::Unknown(UnknownOutcome::UndecodableResponse)
+        })
+    }
+
+    /// How many times this node's handles retried a session's command or opening (after
+    /// an unknown outcome, a timeout, no leader or a busy node).
+    pub fn session_retries(&self) -> u64 {
+        self.inner.session_retries.load(Ordering::Relaxed)
     }
 
     /// A linearizable read (ReadIndex): once the leader has confirmed its leadership and the

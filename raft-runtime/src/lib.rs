@@ -107,8 +107,6 @@ mod metrics;
 mod node;
 mod peers;
 mod persist;
-// The session table is built and tested ahead of the applier that will use it.
-#[cfg_attr(not(test), allow(dead_code))]
 mod sessions;
 mod snapshot_policy;
 mod snapshot_stream;
@@ -119,12 +117,12 @@ mod waiting;
 #[cfg(test)]
 mod wire_golden;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, SessionConfig};
 pub use error::{
     AdminError, BootstrapError, BusyReason, Fatal, InvalidTransfer, PipelineError, ProposeError, ReadError,
-    StartError, StateMachineError, UnknownOutcome,
+    SessionError, StartError, StateMachineError, UnknownOutcome,
 };
-pub use handle::{Raft, Stopped, WaitTimeout};
+pub use handle::{Raft, Seq, Session, SessionId, Stopped, WaitTimeout};
 pub use mem_store::{MemLogStore, MemStoreError};
 pub use mem_transport::{MemNetwork, MemTransport};
 pub use member::MemberInfo;

@@ -21,6 +21,7 @@ use crate::group::Group;
 use crate::handle::Raft;
 use crate::member::MemberInfo;
 use crate::metrics::Metrics;
+use crate::sessions::{Sessions, WallClock, system_clock};
 use crate::state_machine::StateMachine;
 use crate::store::LogStore;
 use crate::transport::{Inbox, Transport};
@@ -86,6 +87,7 @@ pub struct Builder<SM, M = Unset, S = Unset, T = Unset> {
     store: S,
     transport: T,
     mode: Option<StartMode>,
+    clock: WallClock,
     _sm: PhantomData<fn() -> SM>,
 }
 
@@ -105,6 +107,7 @@ impl<SM: StateMachine> Raft<SM> {
             store: Unset,
             transport: Unset,
             mode: None,
+            clock: system_clock(),
             _sm: PhantomData,
         }
     }
@@ -127,6 +130,7 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
             store: self.store,
             transport: self.transport,
             mode: self.mode,
+            clock: self.clock,
             _sm: PhantomData,
         }
     }
@@ -141,6 +145,7 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
             store,
             transport: self.transport,
             mode: self.mode,
+            clock: self.clock,
             _sm: PhantomData,
         }
     }
@@ -154,8 +159,20 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
             store: self.store,
             transport,
             mode: self.mode,
+            clock: self.clock,
             _sm: PhantomData,
         }
+    }
+
+    /// The wall clock, in milliseconds, this node stamps client-session records with while
+    /// it leads (default: the system clock, since the UNIX epoch). Sessions expire by these
+    /// stamps: the table's time is the largest stamp applied, so a leader whose clock is
+    /// behind cannot revive an expired session, and one whose clock is ahead expires
+    /// sessions early (never unsafely: an expired session's commands are refused, not
+    /// applied). For tests that skew clocks; services keep the default.
+    pub fn session_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
     /// On a first start (an empty log store), bootstraps a new cluster with these voters,
@@ -196,6 +213,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Builder<SM, SM, S, T> {
             Arc::new(self.store),
             Arc::new(self.transport),
             self.mode,
+            self.clock,
         )
         .await
     }
@@ -208,6 +226,7 @@ async fn start<SM: StateMachine>(
     store: Arc<dyn LogStore>,
     transport: Arc<dyn Transport>,
     mode: Option<StartMode>,
+    clock: WallClock,
 ) -> Result<Raft<SM>, StartError> {
     if id == 0 {
         return Err(StartError::Bootstrap(BootstrapError::ReservedId));
@@ -244,7 +263,10 @@ async fn start<SM: StateMachine>(
                 }
                 let mut conf_state = ConfState::with_voters(members.keys().copied());
                 conf_state.node_meta = members.iter().map(|(&n, info)| (n, info.encode())).collect();
-                let data = state_machine.snapshot().await.map_err(StartError::StateMachine)?;
+                let empty = config.sessions.map(|c| Sessions::new(c.limits()));
+                let data = applier::snapshot(&mut state_machine, &empty)
+                    .await
+                    .map_err(StartError::StateMachine)?;
                 let meta = SnapshotMeta {
                     index: 0,
                     term: 0,
@@ -263,12 +285,18 @@ async fn start<SM: StateMachine>(
         .applied_index()
         .await
         .map_err(StartError::StateMachine)?;
-    if applied < snapshot_index {
+    // The session table is not part of the state machine's own state: it is rebuilt from
+    // the stored snapshot and the log, which only a state machine restored from them at
+    // every start (one kept in memory) allows.
+    if config.sessions.is_some() && applied > 0 {
+        return Err(StartError::SessionsNeedMemoryState { applied });
+    }
+    let mut sessions = config.sessions.map(|c| Sessions::new(c.limits()));
+    if applied < snapshot_index || (sessions.is_some() && store.snapshot_meta().is_some()) {
         let snapshot = store.load_snapshot().await?.ok_or(StartError::MissingSnapshot {
             index: snapshot_index,
         })?;
-        state_machine
-            .restore(snapshot.meta.index, snapshot.data)
+        sessions = applier::restore(&mut state_machine, snapshot.meta.index, snapshot.data, &sessions)
             .await
             .map_err(StartError::StateMachine)?;
         applied = snapshot.meta.index;
@@ -312,6 +340,7 @@ async fn start<SM: StateMachine>(
             apply_rx,
             applier_events_tx,
             config.protocol.max_apply_bytes,
+            sessions,
         )
         .instrument(span.clone()),
     );
@@ -331,6 +360,7 @@ async fn start<SM: StateMachine>(
         rng,
         applied,
         seeds,
+        clock,
     );
     let task = tokio::spawn(group.run().instrument(span));
     Ok(Raft::new(id, config, req_tx, metrics_rx, task))

@@ -42,6 +42,18 @@ pub(crate) type Seq = u64;
 /// Milliseconds, as stamped into session entries by the leader that appended them.
 pub(crate) type Millis = u64;
 
+/// The clock a leader stamps session records with, in milliseconds.
+pub(crate) type WallClock = std::sync::Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// The system's clock: milliseconds since the UNIX epoch (0 before it).
+pub(crate) fn system_clock() -> WallClock {
+    std::sync::Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    })
+}
+
 /// The bounds and the timeout of a table. Every node of a cluster must use the same: they
 /// decide what is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,12 +148,19 @@ impl Sessions {
         }
     }
 
+    /// The table's bounds and timeout.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// How many sessions the table holds.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.sessions.len()
     }
 
     /// The table's clock: the largest time stamp applied.
+    #[cfg(test)]
     pub(crate) fn clock(&self) -> Millis {
         self.clock
     }
@@ -217,7 +236,10 @@ impl Sessions {
     /// [`Sessions::admit`] told the caller to apply. A session that is gone by now (it
     /// cannot be, within one entry) is ignored.
     pub(crate) fn record(&mut self, id: SessionId, seq: Seq, response: Bytes) {
-        if let Some(session) = self.sessions.get_mut(&id) {
+        if let Some(session) = self.sessions.get_mut(&id)
+            // Acknowledged meanwhile (not within one entry either): not needed any more.
+            && seq > session.acked
+        {
             session.bytes += response.len();
             if let Some(old) = session.responses.insert(seq, response) {
                 session.bytes -= old.len();
@@ -269,6 +291,220 @@ impl Sessions {
         // A table stored under larger limits is kept whole: what it holds was admitted
         // under them, and dropping any of it could apply a retried command twice.
         Ok(table)
+    }
+}
+
+/// The runtime's own records, carried in [`EntryPayload::Internal`](raft_core::EntryPayload)
+/// entries. Each starts with a kind byte; session records (the only kind so far) then hold
+/// the leader's time stamp and the operation, laid out by hand so that a command's bytes
+/// are a slice of the entry's buffer, not a copy:
+///
+/// ```text
+/// open:    [1] [stamp: u64 LE] [0]
+/// command: [1] [stamp: u64 LE] [1] [session: u64 LE] [seq: u64 LE] [acked: u64 LE] [command...]
+/// ```
+///
+/// A handle builds a record with a zero stamp; the leader that appends it writes its clock
+/// into the stamp ([`stamp`]), so that time in the table is always a leader's.
+pub(crate) mod record {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    use super::{Millis, Seq, SessionId};
+
+    /// The kind byte of a session record.
+    const SESSION: u8 = 1;
+    const OPEN: u8 = 0;
+    const COMMAND: u8 = 1;
+    /// The kind byte and the stamp.
+    const STAMPED: usize = 9;
+    /// The header of a command record, up to its command bytes.
+    const COMMAND_HEADER: usize = STAMPED + 1 + 24;
+
+    /// A decoded session record.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub(crate) enum Record {
+        /// Open a session; its id is the index of this entry.
+        Open {
+            /// The leader's time.
+            stamp: Millis,
+        },
+        /// A command in a session.
+        Command {
+            /// The leader's time.
+            stamp: Millis,
+            /// The session.
+            session: SessionId,
+            /// The command's sequence number.
+            seq: Seq,
+            /// The client has its answers up to this sequence.
+            acked: Seq,
+            /// The encoded command, a slice of the entry.
+            command: Bytes,
+        },
+    }
+
+    /// A record opening a session, not yet stamped.
+    pub(crate) fn open() -> BytesMut {
+        let mut b = BytesMut::with_capacity(STAMPED + 1);
+        b.put_u8(SESSION);
+        b.put_u64_le(0);
+        b.put_u8(OPEN);
+        b
+    }
+
+    /// A record carrying `command` (encoded) in a session, not yet stamped.
+    pub(crate) fn command(session: SessionId, seq: Seq, acked: Seq, command: &[u8]) -> BytesMut {
+        let mut b = BytesMut::with_capacity(COMMAND_HEADER + command.len());
+        b.put_u8(SESSION);
+        b.put_u64_le(0);
+        b.put_u8(COMMAND);
+        b.put_u64_le(session);
+        b.put_u64_le(seq);
+        b.put_u64_le(acked);
+        b.extend_from_slice(command);
+        b
+    }
+
+    /// Writes the leader's time into a record a handle built (or a follower forwarded).
+    /// Refuses bytes that are not a session record, naming what is wrong.
+    pub(crate) fn stamp(record: &mut [u8], now: Millis) -> Result<(), String> {
+        if record.len() <= STAMPED || record[0] != SESSION {
+            return Err(format!(
+                "not a session record ({} bytes, kind {:?})",
+                record.len(),
+                record.first()
+            ));
+        }
+        record[1..STAMPED].copy_from_slice(&now.to_le_bytes());
+        Ok(())
+    }
+
+    fn u64_at(data: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(data[at..at + 8].try_into().expect("eight bytes"))
+    }
+
+    /// Reads a record from an entry. Every node reads the same entry alike, so a record it
+    /// refuses is refused everywhere.
+    pub(crate) fn decode(data: &Bytes) -> Result<Record, String> {
+        if data.len() <= STAMPED {
+            return Err(format!("a runtime record of {} bytes is too short", data.len()));
+        }
+        if data[0] != SESSION {
+            return Err(format!("unknown runtime record kind {}", data[0]));
+        }
+        let stamp = u64_at(data, 1);
+        match data[STAMPED] {
+            OPEN if data.len() == STAMPED + 1 => Ok(Record::Open { stamp }),
+            OPEN => Err(format!("a session open record of {} bytes", data.len())),
+            COMMAND if data.len() >= COMMAND_HEADER => Ok(Record::Command {
+                stamp,
+                session: u64_at(data, STAMPED + 1),
+                seq: u64_at(data, STAMPED + 9),
+                acked: u64_at(data, STAMPED + 17),
+                command: data.slice(COMMAND_HEADER..),
+            }),
+            COMMAND => Err(format!(
+                "a session command record of {} bytes is too short",
+                data.len()
+            )),
+            op => Err(format!("unknown session operation {op}")),
+        }
+    }
+}
+
+/// A snapshot of a node with sessions: the session table, then the state machine's own
+/// data. The table goes first, framed as `[MAGIC] [length: u64 LE] [table]`, so that it is
+/// read off the front of the stream and the rest is handed to the state machine as it comes.
+pub(crate) mod snapshot {
+    use std::io;
+
+    use bytes::{Buf, Bytes, BytesMut};
+    use futures::StreamExt;
+
+    use super::{Limits, Sessions};
+    use crate::snapshot_stream::SnapshotStream;
+
+    /// Marks a snapshot that starts with a session table.
+    const MAGIC: &[u8; 8] = b"RSESSNS1";
+    const HEADER: usize = MAGIC.len() + 8;
+
+    /// The snapshot stream of a node with sessions: `table` in front of `data`.
+    pub(crate) fn wrap(table: &Sessions, data: SnapshotStream) -> Result<SnapshotStream, String> {
+        let encoded = table.encode()?;
+        let mut head = BytesMut::with_capacity(HEADER + encoded.len());
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&(encoded.len() as u64).to_le_bytes());
+        head.extend_from_slice(&encoded);
+        let head = futures::stream::once(async move { Ok(head.freeze()) });
+        Ok(SnapshotStream::new(head.chain(data)))
+    }
+
+    /// The largest table `limits` allow, encoded: a bound on what is read before decoding.
+    fn largest(limits: &Limits) -> u64 {
+        // Per session: its fields and, per held response, a sequence number and a length
+        // (at most ten bytes each as variable-length integers), plus the held bytes, which
+        // may pass the bound by one response (itself bounded by the codec's limit).
+        let per_session = 64u64
+            .saturating_add((limits.max_pending as u64).saturating_mul(20))
+            .saturating_add(limits.max_pending_bytes as u64)
+            .saturating_add(64 << 20);
+        (limits.max_sessions as u64)
+            .saturating_mul(per_session)
+            .saturating_add(64)
+    }
+
+    /// Splits a snapshot taken with [`wrap`]: the table, decoded and checked, and the state
+    /// machine's data, the rest of the stream. A snapshot without a table, or with one
+    /// that is corrupt or larger than `limits` allow, is refused with what is wrong.
+    pub(crate) async fn split(
+        mut data: SnapshotStream,
+        limits: Limits,
+    ) -> io::Result<(Sessions, SnapshotStream)> {
+        let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+        let not_a_table = || {
+            invalid(
+                "the snapshot does not start with a session table (was it taken with sessions off?)".into(),
+            )
+        };
+        let mut buf = BytesMut::new();
+        let mut need = HEADER as u64;
+        let mut have_header = false;
+        loop {
+            while (buf.len() as u64) < need {
+                match data.next_chunk().await? {
+                    Some(chunk) => buf.extend_from_slice(&chunk),
+                    None if !have_header && !MAGIC.starts_with(&buf[..buf.len().min(MAGIC.len())]) => {
+                        return Err(not_a_table());
+                    }
+                    None => {
+                        return Err(invalid(format!(
+                            "the snapshot ends after {} bytes, inside its session table",
+                            buf.len()
+                        )));
+                    }
+                }
+            }
+            if have_header {
+                break;
+            }
+            if &buf[..MAGIC.len()] != MAGIC {
+                return Err(not_a_table());
+            }
+            let len = u64::from_le_bytes(buf[MAGIC.len()..HEADER].try_into().expect("eight bytes"));
+            if len > largest(&limits) {
+                return Err(invalid(format!(
+                    "the snapshot's session table claims {len} bytes, more than the limits allow"
+                )));
+            }
+            need = HEADER as u64 + len;
+            have_header = true;
+        }
+        buf.advance(HEADER);
+        let table_len = (need - HEADER as u64) as usize;
+        let rest: Bytes = buf.split_off(table_len).freeze();
+        let table = Sessions::decode(&buf, limits).map_err(|e| invalid(e.to_string()))?;
+        let rest = futures::stream::iter((!rest.is_empty()).then_some(Ok(rest)));
+        Ok((table, SnapshotStream::new(rest.chain(data))))
     }
 }
 
@@ -437,6 +673,92 @@ mod tests {
                 other => panic!("{what}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn records_round_trip_and_malformed_ones_are_named() {
+        let mut open = record::open();
+        record::stamp(&mut open, 77).unwrap();
+        assert_eq!(
+            record::decode(&open.freeze()),
+            Ok(record::Record::Open { stamp: 77 })
+        );
+        let mut cmd = record::command(5, 6, 4, b"payload");
+        record::stamp(&mut cmd, 78).unwrap();
+        assert_eq!(
+            record::decode(&cmd.clone().freeze()),
+            Ok(record::Record::Command {
+                stamp: 78,
+                session: 5,
+                seq: 6,
+                acked: 4,
+                command: Bytes::from_static(b"payload"),
+            })
+        );
+        for (bytes, what) in [
+            (&b""[..], "too short"),
+            (
+                &[2, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+                "unknown runtime record kind 2",
+            ),
+            (&[1, 0, 0, 0, 0, 0, 0, 0, 0, 9][..], "unknown session operation 9"),
+            (&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], "open record of 11 bytes"),
+            (&cmd[..20], "command record of 20 bytes is too short"),
+        ] {
+            let err = record::decode(&Bytes::copy_from_slice(bytes)).unwrap_err();
+            assert!(err.contains(what), "{what}: {err}");
+        }
+        assert!(
+            record::stamp(&mut [0u8; 10], 1)
+                .unwrap_err()
+                .contains("not a session record")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_carries_the_table_in_front_of_the_state_machines_data() {
+        use crate::snapshot_stream::SnapshotStream;
+
+        let mut t = Sessions::new(LIMITS);
+        t.open(7, 100).unwrap();
+        assert_eq!(t.admit(7, 1, 0, 300), Admit::Apply);
+        t.record(7, 1, response(1));
+        let data = SnapshotStream::from_bytes(Bytes::from_static(b"the state machine's own"));
+        let whole = snapshot::wrap(&t, data)
+            .unwrap()
+            .into_bytes(1 << 20)
+            .await
+            .unwrap();
+        // Read back one byte a chunk: the table spans many chunks, and the rest starts in
+        // the middle of one.
+        let chunked = |bytes: &[u8]| {
+            let chunks: Vec<std::io::Result<Bytes>> =
+                bytes.iter().map(|b| Ok(Bytes::copy_from_slice(&[*b]))).collect();
+            SnapshotStream::new(futures::stream::iter(chunks))
+        };
+        let (back, rest) = snapshot::split(chunked(&whole), LIMITS).await.unwrap();
+        assert_eq!(back, t);
+        assert_eq!(
+            &rest.into_bytes(1 << 20).await.unwrap()[..],
+            b"the state machine's own"
+        );
+
+        for (bytes, what) in [
+            (b"plain state".to_vec(), "does not start with a session table"),
+            (whole[..20].to_vec(), "inside its session table"),
+            (
+                [&whole[..8], &u64::MAX.to_le_bytes()[..], &whole[16..]].concat(),
+                "more than the limits allow",
+            ),
+        ] {
+            let err = snapshot::split(chunked(&bytes), LIMITS).await.unwrap_err();
+            assert!(err.to_string().contains(what), "{what}: {err}");
+        }
+        // A length one short of the table: what is read does not decode as one.
+        let len = u64::from_le_bytes(whole[8..16].try_into().unwrap());
+        let short = [&whole[..8], &(len - 1).to_le_bytes()[..], &whole[16..]].concat();
+        let err = snapshot::split(chunked(&short), LIMITS).await.unwrap_err();
+        assert!(err.to_string().contains("does not decode"), "{err}");
     }
 
     /// One step a log may hold.

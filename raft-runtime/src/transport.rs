@@ -31,8 +31,9 @@ use crate::snapshot_stream::SnapshotStream;
 /// is bumped and its golden file regenerated
 /// (`UPDATE_GOLDEN=1 cargo test -p raft-runtime --lib golden`).
 ///
-/// Version 2 added [`EntryPayload::Internal`](raft_core::EntryPayload::Internal).
-pub const WIRE_VERSION: u32 = 2;
+/// Version 2 added [`EntryPayload::Internal`](raft_core::EntryPayload::Internal); version 3
+/// added [`WireMessage::ForwardRecord`] and [`ForwardError::Session`] (client sessions).
+pub const WIRE_VERSION: u32 = 3;
 
 /// What travels between the runtimes of two nodes: protocol messages, and proposals that a
 /// follower forwards to the leader together with their answers.
@@ -53,6 +54,15 @@ pub enum WireMessage {
         id: u64,
         /// The serialized response, or why the command failed.
         result: Result<Bytes, ForwardError>,
+    },
+    /// A follower forwards a record of the runtime's own (a client session's command or
+    /// opening) to the leader, which stamps its time into it and appends it. Answered by a
+    /// [`WireMessage::ForwardReply`] like a command.
+    ForwardRecord {
+        /// The follower's request id, echoed in the reply.
+        id: u64,
+        /// The record, not yet stamped.
+        record: Bytes,
     },
 }
 
@@ -78,6 +88,9 @@ pub enum ForwardError {
     /// The command was appended but leadership was lost: it may or may not be applied.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// The session table refused the command or the new session (definitely not applied).
+    #[error("session: {0}")]
+    Session(crate::error::SessionError),
 }
 
 /// Why [`Transport::send`] did not queue a batch. The batch is dropped either way.

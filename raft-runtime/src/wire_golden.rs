@@ -9,6 +9,7 @@ use std::path::Path;
 
 use raft_core::{AppendResponse, EntryPayload, MessageBody};
 
+use crate::error::SessionError;
 use crate::golden::{Golden, Section, samples};
 use crate::member::MemberInfo;
 use crate::transport::{ForwardError, WIRE_VERSION, WireMessage};
@@ -79,6 +80,14 @@ fn variants(msg: &WireMessage) -> Vec<&'static str> {
         ForwardError::ShuttingDown => "ForwardError::ShuttingDown",
         ForwardError::Malformed(_) => "ForwardError::Malformed",
         ForwardError::Unknown(_) => "ForwardError::Unknown",
+        ForwardError::Session(e) => match e {
+            SessionError::NotEnabled => "SessionError::NotEnabled",
+            SessionError::Expired { .. } => "SessionError::Expired",
+            SessionError::Acknowledged { .. } => "SessionError::Acknowledged",
+            SessionError::TooManyPending { .. } => "SessionError::TooManyPending",
+            SessionError::TooManySessions => "SessionError::TooManySessions",
+            SessionError::Malformed(_) => "SessionError::Malformed",
+        },
     };
     match msg {
         WireMessage::Raft(m) => match &m.body {
@@ -104,6 +113,7 @@ fn variants(msg: &WireMessage) -> Vec<&'static str> {
             MessageBody::ReadIndexResponse(_) => vec!["ReadIndexResponse"],
         },
         WireMessage::Forward { .. } => vec!["Forward"],
+        WireMessage::ForwardRecord { .. } => vec!["ForwardRecord"],
         WireMessage::ForwardReply { result: Ok(_), .. } => vec!["ForwardReply::Ok"],
         WireMessage::ForwardReply { result: Err(e), .. } => vec!["ForwardReply::Err", forward_error(e)],
     }
@@ -122,6 +132,7 @@ fn the_samples_cover_every_variant() {
         "EntryPayload::Empty",
         "EntryPayload::Normal",
         "EntryPayload::Membership",
+        "EntryPayload::Internal",
         "AppendResponse::Accepted",
         "AppendResponse::Rejected",
         "Heartbeat",
@@ -138,6 +149,13 @@ fn the_samples_cover_every_variant() {
         "ForwardError::ShuttingDown",
         "ForwardError::Malformed",
         "ForwardError::Unknown",
+        "ForwardRecord",
+        "SessionError::NotEnabled",
+        "SessionError::Expired",
+        "SessionError::Acknowledged",
+        "SessionError::TooManyPending",
+        "SessionError::TooManySessions",
+        "SessionError::Malformed",
     ];
     let missing: Vec<_> = all.iter().filter(|v| !covered.contains(*v)).collect();
     assert!(missing.is_empty(), "no sample of {missing:?}");

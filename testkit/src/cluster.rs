@@ -47,6 +47,10 @@ pub enum StartMode {
 /// Makes the state machine for a start of a node, given the one of its previous start.
 pub type StateMachineFactory<SM> = Box<dyn FnMut(NodeId, Option<&SM>) -> SM + Send>;
 
+/// The wall clock each node stamps client-session records with, given the node's id, in
+/// milliseconds (see [`raft_runtime::Builder::session_clock`]).
+pub type SessionClock = std::sync::Arc<dyn Fn(NodeId) -> u64 + Send + Sync>;
+
 /// Nodes of one state machine type on [`Plugins`], started together as a new cluster.
 pub struct Cluster<SM: StateMachine, P: Plugins> {
     /// Where the nodes get their parts (and, for [`crate::InMemory`], the network).
@@ -60,6 +64,7 @@ pub struct Cluster<SM: StateMachine, P: Plugins> {
     pub members: BTreeMap<NodeId, MemberInfo>,
     config: Config,
     make_state_machine: StateMachineFactory<SM>,
+    session_clock: Option<SessionClock>,
 }
 
 impl<SM: StateMachine + Clone, P: Plugins> Cluster<SM, P> {
@@ -68,8 +73,20 @@ impl<SM: StateMachine + Clone, P: Plugins> Cluster<SM, P> {
     pub async fn start(
         n: u64,
         config: Config,
+        plugins: P,
+        make_state_machine: impl FnMut(NodeId, Option<&SM>) -> SM + Send + 'static,
+    ) -> Self {
+        Cluster::start_with_clock(n, config, plugins, make_state_machine, None).await
+    }
+
+    /// Like [`Cluster::start`], with each node's session clock given by `session_clock`
+    /// (the system clock when `None`), at this start and every restart.
+    pub async fn start_with_clock(
+        n: u64,
+        config: Config,
         mut plugins: P,
         make_state_machine: impl FnMut(NodeId, Option<&SM>) -> SM + Send + 'static,
+        session_clock: Option<SessionClock>,
     ) -> Self {
         let mut parts = BTreeMap::new();
         for id in 1..=n {
@@ -83,6 +100,7 @@ impl<SM: StateMachine + Clone, P: Plugins> Cluster<SM, P> {
             members,
             config,
             make_state_machine: Box::new(make_state_machine),
+            session_clock,
         };
         for (id, (store, transport)) in parts {
             let mode = StartMode::Bootstrap(c.members.clone());
@@ -110,6 +128,10 @@ impl<SM: StateMachine + Clone, P: Plugins> Cluster<SM, P> {
             .state_machine(sm)
             .log_store(store)
             .transport(transport);
+        let builder = match self.session_clock.clone() {
+            Some(clock) => builder.session_clock(move || clock(id)),
+            None => builder,
+        };
         let builder = match mode {
             StartMode::Bootstrap(members) => builder.bootstrap(members),
             StartMode::Join(members) => builder.join(members),

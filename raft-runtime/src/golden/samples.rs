@@ -16,6 +16,7 @@ use raft_core::{
     MessageBody, ReadIndexRequest, ReadIndexResponse, RequestVote, SnapshotMeta, VoteResponse,
 };
 
+use crate::error::SessionError;
 use crate::member::MemberInfo;
 use crate::transport::{ForwardError, WireMessage};
 
@@ -293,9 +294,36 @@ pub fn wire_messages() -> Vec<(String, WireMessage)> {
                 result: Err(ForwardError::Unknown("leadership lost".into())),
             },
         ),
+        (
+            "forward record",
+            WireMessage::ForwardRecord {
+                id: 1_008,
+                record: Bytes::from_static(b"\x01\0\0\0\0\0\0\0\0\x01session command"),
+            },
+        ),
     ];
-    messages
-        .into_iter()
-        .map(|(name, m)| (name.to_string(), m))
-        .collect()
+    let session_errors = [
+        SessionError::NotEnabled,
+        SessionError::Expired { session: 70_001 },
+        SessionError::Acknowledged {
+            session: 70_002,
+            seq: 300,
+            acked: 301,
+        },
+        SessionError::TooManyPending { session: 70_003 },
+        SessionError::TooManySessions,
+        SessionError::Malformed("short record".into()),
+    ];
+    let messages = messages.into_iter().map(|(name, m)| (name.to_string(), m)).chain(
+        session_errors.into_iter().zip(1_009u64..).map(|(e, id)| {
+            (
+                format!("forward reply session {e:?}"),
+                WireMessage::ForwardReply {
+                    id,
+                    result: Err(ForwardError::Session(e)),
+                },
+            )
+        }),
+    );
+    messages.collect()
 }

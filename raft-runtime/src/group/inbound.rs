@@ -12,6 +12,7 @@ impl<SM: StateMachine> Group<SM> {
                         WireMessage::Raft(m) => self.step(from, m, false),
                         WireMessage::Forward { id, command } => self.on_forward(from, id, command),
                         WireMessage::ForwardReply { id, result } => self.on_forward_reply(from, id, result),
+                        WireMessage::ForwardRecord { id, record } => self.on_forward_record(from, id, record),
                     }
                 }
             }

@@ -126,6 +126,9 @@ impl<SM: StateMachine> Group<SM> {
                 Request::Propose { reply, .. } => {
                     let _ = reply.send(Err(ProposeError::ShuttingDown));
                 }
+                Request::ProposeRecord { reply, .. } => {
+                    let _ = reply.send(Err(ProposeError::ShuttingDown));
+                }
                 Request::Read { query, .. } => query(Err(ReadError::ShuttingDown)),
                 Request::Membership { reply, .. } | Request::Transfer { reply, .. } => {
                     let _ = reply.send(Err(AdminError::ShuttingDown));

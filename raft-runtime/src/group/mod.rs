@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use raft_core::{
     ChangeKind, ConfChange, ConfState, DriverError, Entry, EntryPayload, Index, MemberChange, Message,
@@ -25,11 +25,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapter::StoreReader;
-use crate::applier::{ApplierEvent, ApplyMsg, Query, RemoteReply, Responder};
+use crate::applier::{ApplierEvent, ApplyMsg, Query, RawReply, RemoteReply, Responder};
 use crate::codec;
 use crate::config::Config;
 use crate::error::{
-    AdminError, BusyReason, Fatal, InvalidTransfer, ProposeError, ReadError, StateMachineError,
+    AdminError, BusyReason, Fatal, InvalidTransfer, ProposeError, ReadError, SessionError, StateMachineError,
     UnknownOutcome,
 };
 use crate::handle::Stopped;
@@ -37,6 +37,7 @@ use crate::member::MemberInfo;
 use crate::metrics::{Member, Metrics};
 use crate::peers::PeerSet;
 use crate::persist::{Begin, Pipeline};
+use crate::sessions::{WallClock, record};
 use crate::snapshot_policy::{Retention, SnapshotPolicy};
 use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::StateMachine;
@@ -65,6 +66,11 @@ pub(crate) enum Request<SM: StateMachine> {
     Propose {
         command: Bytes,
         reply: oneshot::Sender<Result<SM::Response, ProposeError>>,
+    },
+    /// A record of the runtime's own (a session's command or opening), not yet stamped.
+    ProposeRecord {
+        record: BytesMut,
+        reply: RawReply,
     },
     Read {
         lease: bool,
@@ -119,6 +125,27 @@ pub(crate) enum Event {
 
 /// Where a local proposal's outcome goes.
 type ProposalReply<SM> = oneshot::Sender<Result<<SM as StateMachine>::Response, ProposeError>>;
+
+/// Where the outcome of a proposal forwarded to the leader goes.
+pub(crate) enum ForwardWaiter<SM: StateMachine> {
+    /// A command's caller, who gets the decoded response.
+    Command(ProposalReply<SM>),
+    /// A runtime record's caller, who gets the encoded response.
+    Record(RawReply),
+}
+
+impl<SM: StateMachine> ForwardWaiter<SM> {
+    fn fail(self, e: ProposeError) {
+        match self {
+            ForwardWaiter::Command(reply) => {
+                let _ = reply.send(Err(e));
+            }
+            ForwardWaiter::Record(reply) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
 
 struct Pending<SM: StateMachine> {
     term: Term,
@@ -184,7 +211,7 @@ pub(crate) struct Group<SM: StateMachine> {
     /// Local and forwarded proposals this leader appended, by index.
     proposals: Waiting<Index, Pending<SM>>,
     /// Proposals forwarded to a leader, by request id: the leader, and where the outcome goes.
-    forwards: Waiting<u64, (NodeId, ProposalReply<SM>)>,
+    forwards: Waiting<u64, (NodeId, ForwardWaiter<SM>)>,
     next_forward: u64,
     /// Reads waiting for the protocol to confirm them, by context.
     reads: Waiting<ReadCtx, Query<SM>>,
@@ -234,6 +261,8 @@ pub(crate) struct Group<SM: StateMachine> {
     tick_due: Instant,
     request_buf: Vec<Request<SM>>,
     incoming_buf: Vec<Incoming>,
+    /// The wall clock a leader stamps session records with.
+    clock: WallClock,
 }
 
 impl<SM: StateMachine> Group<SM> {
@@ -253,6 +282,7 @@ impl<SM: StateMachine> Group<SM> {
         rng: ChaCha8Rng,
         applied: Index,
         seeds: BTreeMap<NodeId, Bytes>,
+        clock: WallClock,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut snapshots = SnapshotPolicy::new(
@@ -320,6 +350,7 @@ impl<SM: StateMachine> Group<SM> {
             tick_due: Instant::now(),
             request_buf: Vec::new(),
             incoming_buf: Vec::new(),
+            clock,
         }
     }
 
@@ -440,8 +471,8 @@ impl<SM: StateMachine> Group<SM> {
         for (_, p) in self.proposals.expire(now) {
             p.responder.fail(ProposeError::Timeout, &mut self.remote_replies);
         }
-        for (_, (_, reply)) in self.forwards.expire(now) {
-            let _ = reply.send(Err(ProposeError::Timeout));
+        for (_, (_, waiter)) in self.forwards.expire(now) {
+            waiter.fail(ProposeError::Timeout);
         }
         // Reads not confirmed in time, and confirmed ones the applier did not reach in time.
         for (_, query) in self.reads.expire(now) {
@@ -464,8 +495,8 @@ impl<SM: StateMachine> Group<SM> {
             p.responder
                 .fail(ProposeError::Unknown(reason.clone()), &mut self.remote_replies);
         }
-        for (_, (_, reply)) in self.forwards.drain() {
-            let _ = reply.send(Err(ProposeError::Unknown(reason.clone())));
+        for (_, (_, waiter)) in self.forwards.drain() {
+            waiter.fail(ProposeError::Unknown(reason.clone()));
         }
         for (_, query) in self.reads.drain() {
             query(Err(ReadError::ShuttingDown));

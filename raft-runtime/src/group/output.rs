@@ -38,10 +38,10 @@ impl<SM: StateMachine> Group<SM> {
             // Proposals forwarded to a former leader may or may not have been appended there;
             // say so now rather than when they time out.
             let stale = self.forwards.take_where(|_, (to, _)| Some(*to) != ss.leader);
-            for (_, (to, reply)) in stale {
-                let _ = reply.send(Err(ProposeError::Unknown(UnknownOutcome::LeaderChanged {
+            for (_, (to, waiter)) in stale {
+                waiter.fail(ProposeError::Unknown(UnknownOutcome::LeaderChanged {
                     leader: to,
-                })));
+                }));
             }
         }
         if let Some(leader) = ss.leader

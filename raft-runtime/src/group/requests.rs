@@ -7,6 +7,9 @@ impl<SM: StateMachine> Group<SM> {
     pub(super) fn on_request(&mut self, req: Request<SM>) {
         match req {
             Request::Propose { command, reply } => self.propose(command, Responder::Local(reply)),
+            Request::ProposeRecord { record, reply } => {
+                self.propose_any(Proposal::Record(record), Responder::Raw(reply))
+            }
             Request::Read { lease, query } => self.read(lease, query),
             Request::Membership {
                 request,
@@ -37,6 +40,10 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     pub(super) fn propose(&mut self, command: Bytes, responder: Responder<SM>) {
+        self.propose_any(Proposal::Command(command), responder)
+    }
+
+    pub(super) fn propose_any(&mut self, proposal: Proposal, responder: Responder<SM>) {
         if self.stopping.is_some() || self.fatal.is_some() {
             return responder.fail(ProposeError::ShuttingDown, &mut self.remote_replies);
         }
@@ -45,16 +52,42 @@ impl<SM: StateMachine> Group<SM> {
         }
         if self.node.role() != Role::Leader {
             let leader = self.node.leader();
-            return match (responder, leader) {
-                (Responder::Local(reply), Some(leader)) if self.cfg.forward_proposals => {
-                    self.forward(leader, command, reply)
+            return match (responder, leader, proposal) {
+                (Responder::Local(reply), Some(leader), Proposal::Command(command))
+                    if self.cfg.forward_proposals =>
+                {
+                    self.forward(leader, ForwardWaiter::Command(reply), |id| WireMessage::Forward {
+                        id,
+                        command,
+                    })
                 }
-                (responder, _) => {
+                (Responder::Raw(reply), Some(leader), Proposal::Record(record))
+                    if self.cfg.forward_proposals =>
+                {
+                    let record = record.freeze();
+                    self.forward(leader, ForwardWaiter::Record(reply), |id| {
+                        WireMessage::ForwardRecord { id, record }
+                    })
+                }
+                (responder, _, _) => {
                     responder.fail(ProposeError::NotLeader { leader }, &mut self.remote_replies)
                 }
             };
         }
-        match self.node.propose(command) {
+        let appended = match proposal {
+            Proposal::Command(command) => self.node.propose(command),
+            Proposal::Record(mut record) => {
+                // Time in the session table is always a leader's, stamped as it appends.
+                if let Err(e) = record::stamp(&mut record, (self.clock)()) {
+                    return responder.fail(
+                        ProposeError::Session(SessionError::Malformed(e)),
+                        &mut self.remote_replies,
+                    );
+                }
+                self.node.propose_internal(record.freeze())
+            }
+        };
+        match appended {
             Ok(index) => {
                 let term = self.node.term();
                 self.metrics.proposals += 1;
@@ -79,27 +112,39 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
-    pub(super) fn forward(&mut self, leader: NodeId, command: Bytes, reply: ProposalReply<SM>) {
+    /// Forwards a proposal to `leader`: `message` builds what is sent from the request id.
+    fn forward(
+        &mut self,
+        leader: NodeId,
+        waiter: ForwardWaiter<SM>,
+        message: impl FnOnce(u64) -> WireMessage,
+    ) {
         let id = self.next_forward;
         self.next_forward += 1;
-        match self
-            .transport
-            .send(leader, vec![WireMessage::Forward { id, command }])
-        {
+        match self.transport.send(leader, vec![message(id)]) {
             Ok(()) => {
                 self.forwards
-                    .insert(id, self.now + self.cfg.propose_timeout, (leader, reply));
+                    .insert(id, self.now + self.cfg.propose_timeout, (leader, waiter));
             }
-            Err(SendError::Full(_)) => {
-                let _ = reply.send(Err(ProposeError::Busy(BusyReason::Forward)));
-            }
-            Err(SendError::UnknownPeer(_)) => {
-                let _ = reply.send(Err(ProposeError::NotLeader { leader: Some(leader) }));
-            }
-            Err(SendError::Closed) => {
-                let _ = reply.send(Err(ProposeError::ShuttingDown));
-            }
+            Err(SendError::Full(_)) => waiter.fail(ProposeError::Busy(BusyReason::Forward)),
+            Err(SendError::UnknownPeer(_)) => waiter.fail(ProposeError::NotLeader { leader: Some(leader) }),
+            Err(SendError::Closed) => waiter.fail(ProposeError::ShuttingDown),
         }
+    }
+
+    pub(super) fn on_forward_record(&mut self, from: NodeId, id: u64, record: Bytes) {
+        if !self.cfg.forward_proposals && self.node.role() != Role::Leader {
+            let leader = self.node.leader();
+            self.remote_replies.push(RemoteReply {
+                peer: from,
+                id,
+                result: Err(ForwardError::NotLeader { leader }),
+            });
+            return;
+        }
+        // The record is stamped in place: it is copied out of the received buffer once.
+        let record = BytesMut::from(&record[..]);
+        self.propose_any(Proposal::Record(record), Responder::Remote { peer: from, id });
     }
 
     pub(super) fn on_forward(&mut self, from: NodeId, id: u64, command: Bytes) {
@@ -122,17 +167,23 @@ impl<SM: StateMachine> Group<SM> {
             self.refused(from, "an answer to a proposal that was not forwarded to it");
             return;
         }
-        let Some((_, reply)) = self.forwards.remove(&id) else {
+        let Some((_, waiter)) = self.forwards.remove(&id) else {
             return;
         };
-        let outcome = match result {
-            Ok(bytes) => codec::decode::<SM::Response>(&bytes).map_err(|e| {
-                tracing::warn!(leader = from, error = %e, "undecodable response to a forwarded command");
-                ProposeError::Unknown(UnknownOutcome::UndecodableResponse)
-            }),
-            Err(e) => Err(ProposeError::from_forward(e)),
-        };
-        let _ = reply.send(outcome);
+        match (waiter, result) {
+            (ForwardWaiter::Command(reply), Ok(bytes)) => {
+                let outcome = codec::decode::<SM::Response>(&bytes).map_err(|e| {
+                    tracing::warn!(leader = from, error = %e, "undecodable response to a forwarded command");
+                    ProposeError::Unknown(UnknownOutcome::UndecodableResponse)
+                });
+                let _ = reply.send(outcome);
+            }
+            // The caller decodes a record's response.
+            (ForwardWaiter::Record(reply), Ok(bytes)) => {
+                let _ = reply.send(Ok(bytes));
+            }
+            (waiter, Err(e)) => waiter.fail(ProposeError::from_forward(e)),
+        }
     }
 
     pub(super) fn read(&mut self, lease: bool, query: Query<SM>) {
@@ -291,6 +342,14 @@ impl<SM: StateMachine> Group<SM> {
             let _ = reply.send(outcome);
         }
     }
+}
+
+/// What a proposal appends.
+pub(super) enum Proposal {
+    /// An application command, encoded.
+    Command(Bytes),
+    /// A record of the runtime's own, to be stamped by the leader.
+    Record(BytesMut),
 }
 
 /// A proposal the protocol refused: it appended nothing, so the command is definitely not
