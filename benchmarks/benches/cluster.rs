@@ -51,6 +51,7 @@ fn plan() -> Result<Plan, String> {
         data_dir: out.clone(),
         out,
         snapshot_every: 100_000,
+        sessions: false,
         same_process: false,
         exe: PathBuf::from(env!("CARGO_BIN_EXE_raft-bench")),
     })

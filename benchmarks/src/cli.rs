@@ -90,6 +90,10 @@ pub struct Args {
     /// The runtime's snapshot_every: snapshot and compact the log every this many entries.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Propose every command in a client session (each client opens one and numbers its
+    /// commands), so that retries are applied at most once; measures what sessions cost.
+    #[arg(long)]
+    sessions: bool,
     /// Run configurations a and b in this process instead of a fresh process per run
     /// (quicker, and simpler to profile; but each run's peak memory then includes what
     /// the allocator kept from the runs before).
@@ -126,6 +130,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         data_dir: args.data_dir.unwrap_or_else(|| args.out.clone()),
         out: args.out,
         snapshot_every: args.snapshot_every,
+        sessions: args.sessions,
         same_process: args.same_process,
         exe,
     };

@@ -49,6 +49,23 @@ impl Connection {
         Connection::with_request(addr, request)
     }
 
+    /// Makes the next requests `POST` `body` to `path`, reusing the request's buffer.
+    pub fn set_post(&mut self, path: &str, body: &[u8]) {
+        self.set_request("POST", path, body);
+    }
+
+    fn set_request(&mut self, method: &str, path: &str, body: &[u8]) {
+        use std::io::Write;
+        self.request.clear();
+        let _ = write!(
+            self.request,
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        self.request.extend_from_slice(body);
+    }
+
     /// A client that will `PUT` `body` (raw bytes) to `path` on `addr`, until
     /// [`Connection::set_put`] changes the path and body.
     pub fn put(addr: SocketAddr, path: &str, body: &[u8]) -> Connection {
@@ -59,15 +76,7 @@ impl Connection {
 
     /// Makes the next requests `PUT` `body` to `path`, reusing the request's buffer.
     pub fn set_put(&mut self, path: &str, body: &[u8]) {
-        use std::io::Write;
-        self.request.clear();
-        let _ = write!(
-            self.request,
-            "PUT {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
-            self.addr,
-            body.len()
-        );
-        self.request.extend_from_slice(body);
+        self.set_request("PUT", path, body);
     }
 
     /// A client that will `GET` `path` on `addr`.

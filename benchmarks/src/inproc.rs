@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use raft_runtime::{Config, Raft};
+use raft_runtime::{Config, Raft, Session, SessionConfig};
 use raft_testkit::{Cluster, InMemory, OnDisk, Plugins};
 use tokio::time::Instant;
 
@@ -21,44 +21,55 @@ use crate::{Counters, Error, Target, Usage};
 /// How long the cluster may take to elect a leader that commits.
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// How long a command in a session is retried before its outcome is reported unknown.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Three nodes in this process, on the test kit's parts `K`.
 pub struct InProcess<P: Payload, K: Plugins> {
     cluster: Cluster<Sink<P>, K>,
     leader: Raft<Sink<P>>,
     payload: P,
+    sessions: bool,
 }
 
-fn raft_config(snapshot_every: u64) -> Config {
+fn raft_config(snapshot_every: u64, sessions: bool) -> Config {
     Config {
         snapshot_every,
+        sessions: sessions.then(SessionConfig::default),
         ..Config::default()
     }
 }
 
 impl<P: Payload> InProcess<P, InMemory> {
     /// Configuration `a`: in-memory log stores and network.
-    pub async fn start_in_memory(payload: usize, snapshot_every: u64) -> Result<Self, Error> {
-        let cluster = Cluster::start(3, raft_config(snapshot_every), InMemory::new(), |_, _| {
-            Sink::default()
-        })
-        .await;
-        InProcess::settle(cluster, payload).await
+    /// With `sessions`, every command goes through a client session.
+    pub async fn start_in_memory(payload: usize, snapshot_every: u64, sessions: bool) -> Result<Self, Error> {
+        let config = raft_config(snapshot_every, sessions);
+        let cluster = Cluster::start(3, config, InMemory::new(), |_, _| Sink::default()).await;
+        InProcess::settle(cluster, payload, sessions).await
     }
 }
 
 impl<P: Payload> InProcess<P, OnDisk> {
     /// Configuration `b`: a write-ahead log per node in a new directory under `parent`,
     /// and QUIC with mutual TLS (certificates from a fresh development CA) on 127.0.0.1.
-    pub async fn start_durable(payload: usize, snapshot_every: u64, parent: &Path) -> Result<Self, Error> {
+    /// With `sessions`, every command goes through a client session.
+    pub async fn start_durable(
+        payload: usize,
+        snapshot_every: u64,
+        sessions: bool,
+        parent: &Path,
+    ) -> Result<Self, Error> {
         let parts = OnDisk::in_dir(parent)?;
-        let cluster = Cluster::start(3, raft_config(snapshot_every), parts, |_, _| Sink::default()).await;
-        InProcess::settle(cluster, payload).await
+        let config = raft_config(snapshot_every, sessions);
+        let cluster = Cluster::start(3, config, parts, |_, _| Sink::default()).await;
+        InProcess::settle(cluster, payload, sessions).await
     }
 }
 
 impl<P: Payload, K: Plugins> InProcess<P, K> {
     /// Waits for a stable leader: one through which 100 proposals in a row succeed.
-    async fn settle(cluster: Cluster<Sink<P>, K>, payload: usize) -> Result<Self, Error> {
+    async fn settle(cluster: Cluster<Sink<P>, K>, payload: usize, sessions: bool) -> Result<Self, Error> {
         let payload = P::of_size(payload);
         let deadline = Instant::now() + SETTLE;
         let leader = 'found: loop {
@@ -87,6 +98,7 @@ impl<P: Payload, K: Plugins> InProcess<P, K> {
             cluster,
             leader,
             payload,
+            sessions,
         })
     }
 }
@@ -99,6 +111,7 @@ impl<P: Payload, K: Plugins> Target for InProcess<P, K> {
             .map(|_| Proposer {
                 leader: self.leader.clone(),
                 payload: self.payload.clone(),
+                session: self.sessions.then_some(None),
             })
             .collect()
     }
@@ -134,15 +147,31 @@ impl<P: Payload, K: Plugins> Target for InProcess<P, K> {
     }
 }
 
-/// A client that proposes a payload to the leader through its handle.
+/// A client that proposes a payload to the leader through its handle, in a session of its
+/// own when the run uses sessions.
 pub struct Proposer<P: Payload> {
     leader: Raft<Sink<P>>,
     payload: P,
+    /// `None` without sessions; `Some(None)` until the session is opened (on the first
+    /// call, in the warm-up).
+    session: Option<Option<Session<Sink<P>>>>,
 }
 
 impl<P: Payload> Client for Proposer<P> {
     async fn call(&mut self) -> Outcome {
-        match self.leader.propose(self.payload.clone()).await {
+        let outcome = match &mut self.session {
+            None => self.leader.propose(self.payload.clone()).await,
+            Some(None) => match self.leader.open_session(SESSION_TIMEOUT).await {
+                Ok(session) => {
+                    let outcome = session.propose(self.payload.clone(), SESSION_TIMEOUT).await;
+                    self.session = Some(Some(session));
+                    outcome
+                }
+                Err(e) => Err(e),
+            },
+            Some(Some(session)) => session.propose(self.payload.clone(), SESSION_TIMEOUT).await,
+        };
+        match outcome {
             Ok(()) => Outcome::Done,
             Err(e) if e.is_definitely_not_applied() => Outcome::Rejected(e.to_string()),
             Err(e) => Outcome::Failed(e.to_string()),

@@ -119,6 +119,8 @@ pub struct Plan {
     pub data_dir: PathBuf,
     /// The runtime's `snapshot_every`.
     pub snapshot_every: u64,
+    /// Whether every command goes through a client session.
+    pub sessions: bool,
     /// Run a and b in this process rather than in a fresh process per run. A fresh
     /// process gives each run its own peak memory and a clean allocator; this process is
     /// quicker to start and easier to profile.
@@ -211,6 +213,7 @@ pub async fn run(plan: Plan) -> Result<Report, Error> {
             },
             warmup_seconds: plan.warmup.as_secs_f64(),
             snapshot_every: plan.snapshot_every,
+            sessions: plan.sessions,
             data_dir: plan.data_dir.display().to_string(),
             same_process: plan.same_process,
         },
@@ -220,9 +223,14 @@ pub async fn run(plan: Plan) -> Result<Report, Error> {
         format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
     });
     println!(
-        "raft-bench: {} runs, {} CPUs, load average {load}",
+        "raft-bench: {} runs, {} CPUs, load average {load}{}",
         plan.runs(),
-        report.machine.cpus
+        report.machine.cpus,
+        if plan.sessions {
+            ", every command in a client session"
+        } else {
+            ""
+        }
     );
     for setup in &plan.setups {
         println!("  {}: {}", setup.name(), setup.description());
@@ -341,6 +349,7 @@ async fn run_in_child(
         .args(["--payloads", &payload.to_string()])
         .args(["--warmup", &ms(plan.warmup)])
         .args(["--snapshot-every", &plan.snapshot_every.to_string()])
+        .args(plan.sessions.then_some("--sessions"))
         .arg("--data-dir")
         .arg(&plan.data_dir)
         .arg(CHILD_FLAG)
@@ -417,26 +426,29 @@ async fn run_one(
     // The peak of this run, not of an earlier one (for a and b, which run in-process).
     usage::reset_peak();
     let every = plan.snapshot_every;
+    let sessions = plan.sessions;
     // A payload of 0 bytes is no payload at all: the command is `()`.
     match (setup, payload) {
         (Setup::A, 0) => {
-            let cluster = InProcess::<(), _>::start_in_memory(payload, every).await?;
+            let cluster = InProcess::<(), _>::start_in_memory(payload, every, sessions).await?;
             measure(cluster, spec, plan, bar).await
         }
         (Setup::A, _) => {
-            let cluster = InProcess::<Bytes, _>::start_in_memory(payload, every).await?;
+            let cluster = InProcess::<Bytes, _>::start_in_memory(payload, every, sessions).await?;
             measure(cluster, spec, plan, bar).await
         }
         (Setup::B, 0) => {
-            let cluster = InProcess::<(), _>::start_durable(payload, every, &plan.data_dir).await?;
+            let cluster = InProcess::<(), _>::start_durable(payload, every, sessions, &plan.data_dir).await?;
             measure(cluster, spec, plan, bar).await
         }
         (Setup::B, _) => {
-            let cluster = InProcess::<Bytes, _>::start_durable(payload, every, &plan.data_dir).await?;
+            let cluster =
+                InProcess::<Bytes, _>::start_durable(payload, every, sessions, &plan.data_dir).await?;
             measure(cluster, spec, plan, bar).await
         }
         (Setup::C, _) => {
-            let cluster = procs::Processes::start(&plan.exe, payload, clients, every, &plan.data_dir).await?;
+            let cluster =
+                procs::Processes::start(&plan.exe, payload, clients, every, sessions, &plan.data_dir).await?;
             measure(cluster, spec, plan, bar).await
         }
     }

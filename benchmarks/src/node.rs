@@ -12,6 +12,8 @@
 //! |---|---|---|
 //! | `POST /propose` | the payload, raw bytes | `200` (empty) once applied; `503` definitely not applied (busy, no leader), sent again by the client; `504` outcome unknown |
 //! | `GET /status` | | `200` [`NodeStatus`] as JSON: role, term, leader, commit index, and the counters the benchmark reads |
+//! | `POST /sessions` | | with `--sessions`: `200`, a new client session's id as decimal text |
+//! | `POST /propose?session=S&seq=K` | the payload | with `--sessions`: command `K` of session `S` (the client has its answers up to `K - 1`), applied at most once however often it is sent, retried by the node until a definite answer (as `POST /propose` otherwise) |
 //!
 //! A follower forwards proposals to the leader (`Config::forward_proposals`), although the
 //! benchmark sends them to the leader only.
@@ -39,7 +41,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use raft_runtime::raft_core::{NodeId, Role};
-use raft_runtime::{Config, MemberInfo, Raft};
+use raft_runtime::{Config, MemberInfo, Raft, SessionConfig};
 use raft_storage_file::{FileLogStore, Options};
 use raft_transport_quic::{QuicConfig, QuicTransport, TlsConfig};
 use serde::{Deserialize, Serialize};
@@ -96,6 +98,9 @@ pub struct Args {
     /// Serve at most this many connections at once; more wait, unaccepted.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_connections: u32,
+    /// Turn client sessions on (`POST /sessions`, `POST /propose?session=S&seq=K`).
+    #[arg(long)]
+    sessions: bool,
 }
 
 fn parse_peer(s: &str) -> Result<(NodeId, SocketAddr), String> {
@@ -188,6 +193,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let config = Config {
         snapshot_every: args.snapshot_every,
         forward_proposals: true,
+        sessions: args.sessions.then(SessionConfig::default),
         ..Config::default()
     };
     let raft = Raft::builder(args.id)
@@ -323,10 +329,15 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match (request.method(), request.uri().path()) {
         (&Method::POST, "/propose") => propose(request, &raft, limits).await,
+        (&Method::POST, "/sessions") => match raft.open_session(SESSION_TIMEOUT).await {
+            Ok(session) => text(StatusCode::OK, session.id().to_string()),
+            Err(e) if e.is_definitely_not_applied() => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(e) => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        },
         (&Method::GET, "/status") => status(&raft),
         _ => text(
             StatusCode::NOT_FOUND,
-            "the routes are POST /propose and GET /status".to_string(),
+            "the routes are POST /propose, POST /sessions and GET /status".to_string(),
         ),
     })
 }
@@ -337,6 +348,12 @@ async fn propose(
     raft: &Raft<Sink<Bytes>>,
     limits: Limits,
 ) -> Response<Full<Bytes>> {
+    // `?session=S&seq=K`: a command in a session.
+    let in_session = match request.uri().query().map(session_query) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return text(StatusCode::BAD_REQUEST, e),
+    };
     let too_large = || {
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -365,10 +382,42 @@ async fn propose(
             );
         }
     };
-    match raft.propose(payload).await {
+    let outcome = match in_session {
+        None => raft.propose(payload).await,
+        Some((session, seq)) => {
+            raft.propose_in_session(session, seq, seq - 1, payload, SESSION_TIMEOUT)
+                .await
+        }
+    };
+    match outcome {
         Ok(()) => Response::new(Full::new(Bytes::new())),
         Err(e) if e.is_definitely_not_applied() => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+    }
+}
+
+/// How long a command in a session is retried before its outcome is reported unknown.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads `session=S&seq=K` (both numbers, `K` at least 1).
+fn session_query(query: &str) -> Result<(u64, u64), String> {
+    let (mut session, mut seq) = (None, None);
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("`{pair}`: not a number"))
+        };
+        match key {
+            "session" => session = Some(number()?),
+            "seq" => seq = Some(number()?),
+            _ => return Err(format!("unknown query parameter `{key}`")),
+        }
+    }
+    match (session, seq) {
+        (Some(session), Some(seq)) if seq > 0 => Ok((session, seq)),
+        _ => Err("a command in a session needs `session=S&seq=K` with K at least 1".into()),
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Processes {
     nodes: Vec<Node>,
     leader: SocketAddr,
     payload: Bytes,
+    /// Whether every command goes through a client session.
+    sessions: bool,
     /// Certificates and write-ahead logs, removed when dropped (after the processes).
     _dir: TempDir,
 }
@@ -66,6 +68,7 @@ impl Processes {
         payload: usize,
         clients: usize,
         snapshot_every: u64,
+        sessions: bool,
         parent: &Path,
     ) -> Result<Processes, Error> {
         if payload > MAX_PAYLOAD {
@@ -95,7 +98,7 @@ impl Processes {
         for id in 1..=3u64 {
             let log = dir.path().join(format!("node-{id}.log"));
             let data = dir.path().join(format!("node-{id}"));
-            let args: Vec<String> = vec![
+            let mut args: Vec<String> = vec![
                 "node".into(),
                 "--id".into(),
                 id.to_string(),
@@ -116,6 +119,9 @@ impl Processes {
                 "--max-connections".into(),
                 max_connections.to_string(),
             ];
+            if sessions {
+                args.push("--sessions".into());
+            }
             nodes.push(Node {
                 id,
                 http: http[id as usize - 1],
@@ -126,6 +132,7 @@ impl Processes {
             leader: nodes[0].http,
             nodes,
             payload: Bytes::from(vec![b'x'; payload]),
+            sessions,
             _dir: dir,
         };
         processes.settle().await?;
@@ -196,6 +203,11 @@ impl Processes {
         HttpClient {
             connection: Connection::post(self.leader, "/propose", &self.payload),
             leader: self.leader,
+            session: self.sessions.then(|| ClientSession {
+                id: None,
+                seq: 0,
+                payload: self.payload.clone(),
+            }),
         }
     }
 
@@ -290,16 +302,50 @@ impl Target for Processes {
 }
 
 /// A client that sends `POST /propose` to the leader, on a kept-alive connection of its
-/// own.
+/// own; in a session of its own when the run uses sessions.
 pub struct HttpClient {
     connection: Connection,
     leader: SocketAddr,
+    session: Option<ClientSession>,
+}
+
+/// A client's session: opened on the first call (in the warm-up).
+struct ClientSession {
+    id: Option<u64>,
+    /// The last sequence number sent.
+    seq: u64,
+    payload: Bytes,
 }
 
 impl Client for HttpClient {
     async fn call(&mut self) -> Outcome {
         let leader = self.leader;
-        send_once(&mut self.connection, || format!("POST http://{leader}/propose")).await
+        let Some(session) = &mut self.session else {
+            return send_once(&mut self.connection, || format!("POST http://{leader}/propose")).await;
+        };
+        let id = match session.id {
+            Some(id) => id,
+            None => {
+                let mut open = Connection::post(leader, "/sessions", b"");
+                let response = match tokio::time::timeout(REQUEST_TIMEOUT, open.send()).await {
+                    Ok(Ok(r)) if r.status == 200 => r,
+                    Ok(Ok(r)) => return Outcome::Rejected(String::from_utf8_lossy(&r.body).into_owned()),
+                    Ok(Err(e)) => return Outcome::Failed(format!("POST http://{leader}/sessions: {e}")),
+                    Err(_) => return Outcome::Failed(format!("POST http://{leader}/sessions: no answer")),
+                };
+                match std::str::from_utf8(&response.body)
+                    .ok()
+                    .and_then(|b| b.parse().ok())
+                {
+                    Some(id) => *session.id.insert(id),
+                    None => return Outcome::Failed("POST /sessions answered no session id".into()),
+                }
+            }
+        };
+        session.seq += 1;
+        let path = format!("/propose?session={id}&seq={}", session.seq);
+        self.connection.set_post(&path, &session.payload);
+        send_once(&mut self.connection, || format!("POST http://{leader}{path}")).await
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Settings {
     pub warmup_seconds: f64,
     /// The runtime's `snapshot_every` on every node.
     pub snapshot_every: u64,
+    /// Whether every command went through a client session (`--sessions`).
+    pub sessions: bool,
     /// Where the write-ahead logs of configurations b and c were written.
     pub data_dir: String,
     /// Whether runs of a and b shared the benchmark's process (`--same-process`) rather

@@ -191,3 +191,40 @@ async fn b_and_c_measure_disk_and_wire_and_clean_up() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sessions_every_command_of_a_and_c_goes_through_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let data = dir.path().join("data");
+    let (stdout, _) = raft_bench(
+        &[
+            "--configs",
+            "a,c",
+            "--clients",
+            "4",
+            "--payloads",
+            "16",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "200ms",
+            "--sessions",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &out,
+    )
+    .await;
+    assert!(stdout.contains("every command in a client session"), "{stdout}");
+    let json: Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["settings"]["sessions"], true, "{json}");
+    let runs = runs(&out);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for (run, config) in runs.iter().zip(["a", "c"]) {
+        assert_eq!(run["config"], config, "{run}");
+        // Commands are counted once applied; a cluster without sessions would have
+        // refused every one.
+        check_common_figures(run);
+    }
+}
