@@ -325,6 +325,115 @@ where
     assert_eq!(again, value, "a value changes across encode and decode");
 }
 
+/// The limits the session harness decodes tables under.
+const SESSION_LIMITS: crate::sessions::Limits = crate::sessions::Limits {
+    max_sessions: 4,
+    max_pending: 4,
+    max_pending_bytes: 64,
+    timeout: 1_000,
+};
+
+/// The readers of client-session state, which comes from log entries and snapshots (a
+/// corrupt file, a hostile peer): the first byte picks one, the rest is its input.
+///
+/// - `0`: a runtime record ([`crate::sessions::record::decode`]); one that decodes must be
+///   written back to the same bytes.
+/// - `1`: a session table in its snapshot form; one that decodes must encode to a form that
+///   decodes to the same table.
+/// - `2`: a snapshot split into its session table and the state machine's data, read in
+///   chunks of 7 bytes; on success the data left is all that follows the table.
+///
+/// None may panic.
+pub fn session_state(data: &[u8]) {
+    use crate::sessions::{Sessions, record, snapshot};
+
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
+    match selector % 3 {
+        0 => {
+            let bytes = Bytes::copy_from_slice(input);
+            let Ok(decoded) = record::decode(&bytes) else {
+                return;
+            };
+            let (mut again, stamp) = match &decoded {
+                record::Record::Open { stamp } => (record::open(), *stamp),
+                record::Record::Command {
+                    stamp,
+                    session,
+                    seq,
+                    acked,
+                    command,
+                } => (record::command(*session, *seq, *acked, command), *stamp),
+            };
+            record::stamp(&mut again, stamp).expect("a record just built takes a stamp");
+            assert_eq!(&again[..], input, "a record changes across decode and encode");
+        }
+        1 => {
+            let Ok(table) = Sessions::decode(input, SESSION_LIMITS) else {
+                return;
+            };
+            let encoded = table.encode().expect("a decoded table encodes");
+            let again = Sessions::decode(&encoded, SESSION_LIMITS).expect("a re-encoded table decodes");
+            assert_eq!(again, table, "a table changes across encode and decode");
+        }
+        _ => {
+            let chunks: Vec<std::io::Result<Bytes>> =
+                input.chunks(7).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+            let stream = crate::SnapshotStream::new(futures::stream::iter(chunks));
+            let split = futures::executor::block_on(snapshot::split(stream, SESSION_LIMITS));
+            let Ok((_, rest)) = split else { return };
+            let rest = futures::executor::block_on(rest.into_bytes(u64::MAX)).expect("the rest reads");
+            let table_len =
+                u64::from_le_bytes(input[8..16].try_into().expect("a split snapshot has a header"));
+            assert_eq!(
+                rest.len() as u64,
+                input.len() as u64 - 16 - table_len,
+                "the data after the table is handed on whole"
+            );
+        }
+    }
+}
+
+/// Named inputs of [`session_state`]: valid records, tables and snapshots, and a few
+/// malformed ones. The seed corpus of its fuzz target is written from these.
+pub fn session_sample_inputs() -> Vec<(String, Vec<u8>)> {
+    use crate::sessions::{Admit, Sessions, record, snapshot};
+
+    let mut out = Vec::new();
+    let mut open = record::open();
+    record::stamp(&mut open, 1_700_000_000_000).expect("stamps");
+    out.push(("record-open".to_string(), [&[0u8][..], &open].concat()));
+    let mut command = record::command(12, 3, 2, b"\x05incr");
+    record::stamp(&mut command, 1_700_000_000_500).expect("stamps");
+    out.push(("record-command".to_string(), [&[0u8][..], &command].concat()));
+    out.push(("record-short".to_string(), vec![0, 1, 0, 0]));
+    let mut table = Sessions::new(SESSION_LIMITS);
+    table.open(12, 100).expect("room");
+    table.open(30, 200).expect("room");
+    assert_eq!(table.admit(12, 1, 0, 300), Admit::Apply);
+    table.record(12, 1, Bytes::from_static(b"\x2a"));
+    let encoded = table.encode().expect("encodes");
+    out.push(("table".to_string(), [&[1u8][..], &encoded].concat()));
+    let stream = snapshot::wrap(
+        &table,
+        crate::SnapshotStream::from_bytes(&b"state machine data"[..]),
+    )
+    .expect("wraps");
+    let whole = futures::executor::block_on(stream.into_bytes(1 << 20)).expect("reads");
+    out.push(("snapshot".to_string(), [&[2u8][..], &whole].concat()));
+    out.push((
+        "snapshot-no-table".to_string(),
+        [&[2u8][..], b"plain state"].concat(),
+    ));
+    let claims = [&whole[..8], &u64::MAX.to_le_bytes()[..]].concat();
+    out.push((
+        "snapshot-claims-huge-table".to_string(),
+        [&[2u8][..], &claims].concat(),
+    ));
+    out
+}
+
 /// Named inputs of [`wire_codec`] built from valid values of every decoder's type, plus a
 /// few hostile ones: the seed corpus of the fuzz target is written from these.
 pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
@@ -537,6 +646,13 @@ mod tests {
             wire_codec(&[selector, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
         }
         wire_codec(&[]);
+    }
+
+    #[test]
+    fn session_samples_pass_the_harness() {
+        for (_, input) in session_sample_inputs() {
+            session_state(&input);
+        }
     }
 
     #[test]

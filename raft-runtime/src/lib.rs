@@ -22,6 +22,15 @@
 //! and a separate applier task owns the state machine. Every queue is bounded, or bounded by
 //! a limit the group task enforces: proposals past a limit get [`ProposeError::Busy`].
 //!
+//! # Client sessions
+//!
+//! A proposal whose outcome is unknown (the leader was lost after appending it) cannot be
+//! retried blindly: it might be applied twice. With [`Config::sessions`] on, commands
+//! proposed in a [`Session`] ([`Raft::open_session`], [`Session::propose`]) are applied at
+//! most once per (session, sequence) however often they are retried, and
+//! [`Session::propose`] retries by itself until it has a definite answer. The README's
+//! "Client sessions" section gives the semantics and their limits.
+//!
 //! # Example
 //!
 //! ```

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use raft_runtime::fuzzing::{CountingAlloc, wire_codec, wire_codec_strict};
+use raft_runtime::fuzzing::{CountingAlloc, session_state, wire_codec, wire_codec_strict};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -28,6 +28,16 @@ fn wire_codec_seeds_replay() {
     }
 }
 
+#[test]
+fn session_state_seeds_replay() {
+    let seeds = files("fuzz/seeds/session_state");
+    assert!(seeds.len() >= 5, "the seed corpus is missing");
+    for file in seeds {
+        eprintln!("replaying {}", file.display());
+        session_state(&std::fs::read(&file).unwrap());
+    }
+}
+
 /// The reproducer of a known finding outside the transport: the runtime codec (`codec.rs`)
 /// decodes with a fixed 64 MiB byte limit rather than one proportional to the input, so a
 /// 9-byte response that claims a 60 MiB byte string makes it reserve 60 MiB before failing.
@@ -39,16 +49,22 @@ fn runtime_codec_reserves_in_proportion_to_its_input() {
     wire_codec_strict(&std::fs::read(file).unwrap());
 }
 
-/// Writes the seed corpus from `raft_runtime::fuzzing::sample_inputs`.
+/// Writes the seed corpora from `raft_runtime::fuzzing::sample_inputs` (into
+/// `WIRE_SEED_OUT`) and `session_sample_inputs` (into `SESSION_SEED_OUT`).
 #[test]
-#[ignore = "writes seed files; run with WIRE_SEED_OUT set"]
+#[ignore = "writes seed files; run with WIRE_SEED_OUT or SESSION_SEED_OUT set"]
 fn write_seeds() {
-    let Some(out) = std::env::var_os("WIRE_SEED_OUT") else {
-        return;
-    };
-    let out = PathBuf::from(out);
-    std::fs::create_dir_all(&out).unwrap();
-    for (name, input) in raft_runtime::fuzzing::sample_inputs() {
-        std::fs::write(out.join(name), input).unwrap();
+    for (var, inputs) in [
+        ("WIRE_SEED_OUT", raft_runtime::fuzzing::sample_inputs()),
+        ("SESSION_SEED_OUT", raft_runtime::fuzzing::session_sample_inputs()),
+    ] {
+        let Some(out) = std::env::var_os(var) else {
+            continue;
+        };
+        let out = PathBuf::from(out);
+        std::fs::create_dir_all(&out).unwrap();
+        for (name, input) in inputs {
+            std::fs::write(out.join(name), input).unwrap();
+        }
     }
 }
