@@ -574,32 +574,6 @@ mod tests {
 
     use super::*;
 
-    /// A state machine whose every `apply` fails.
-    struct Failing;
-
-    #[async_trait]
-    impl StateMachine for Failing {
-        type Command = u64;
-        type Response = u64;
-
-        async fn apply(
-            &mut self,
-            _batch: Vec<Applied<u64>>,
-            _applied: Index,
-        ) -> Result<Vec<u64>, StateMachineError> {
-            Err(StateMachineError::msg("disk on fire"))
-        }
-        async fn applied_index(&self) -> Result<Index, StateMachineError> {
-            Ok(0)
-        }
-        async fn snapshot(&mut self) -> Result<SnapshotStream, StateMachineError> {
-            Ok(SnapshotStream::from_bytes(Bytes::new()))
-        }
-        async fn restore(&mut self, _index: Index, _data: SnapshotStream) -> Result<(), StateMachineError> {
-            Ok(())
-        }
-    }
-
     fn command(term: Term, index: Index, value: u64) -> Entry {
         Entry::new(term, index, EntryPayload::Normal(codec::encode(&value).unwrap()))
     }
@@ -625,7 +599,11 @@ mod tests {
         )]))
         .unwrap();
         tx.send(ApplyMsg::Stop(stop)).unwrap();
-        let task = tokio::spawn(run(Failing, 0, rx, events_tx, 4 << 20, None));
+        let failing = Counting {
+            fail: true,
+            ..Counting::default()
+        };
+        let task = tokio::spawn(run(failing, 0, rx, events_tx, 4 << 20, None));
         let deadline = std::time::Duration::from_secs(30);
         tokio::time::timeout(deadline, stopped)
             .await
@@ -646,11 +624,12 @@ mod tests {
     }
 
     /// Counts the commands it applies and the calls; answers each command with the count so
-    /// far.
+    /// far. With `fail`, every `apply` fails instead.
     #[derive(Default)]
     struct Counting {
         commands: Vec<u64>,
         calls: u64,
+        fail: bool,
     }
 
     #[async_trait]
@@ -663,6 +642,9 @@ mod tests {
             batch: Vec<Applied<u64>>,
             _applied: Index,
         ) -> Result<Vec<u64>, StateMachineError> {
+            if self.fail {
+                return Err(StateMachineError::msg("disk on fire"));
+            }
             self.calls += 1;
             Ok(batch
                 .into_iter()

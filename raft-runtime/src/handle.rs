@@ -202,22 +202,22 @@ impl<SM: StateMachine> Raft<SM> {
     /// safe.
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ProposeError> {
         let command = codec::encode(&command).map_err(ProposeError::Encode)?;
-        let (reply, rx) = oneshot::channel();
-        if let Err((_, full)) = self.enqueue(Request::Propose { command, reply }) {
-            return Err(if full {
-                ProposeError::Busy(BusyReason::Mailbox)
-            } else {
-                ProposeError::ShuttingDown
-            });
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(ProposeError::Unknown(UnknownOutcome::ShutDown)))
+        self.submit(|reply| Request::Propose { command, reply }).await
     }
 
     /// Proposes a runtime record once and returns its encoded response.
     async fn propose_record(&self, record: bytes::BytesMut) -> Result<Bytes, ProposeError> {
+        self.submit(|reply| Request::ProposeRecord { record, reply })
+            .await
+    }
+
+    /// Queues the proposal `request` makes of its reply channel, and waits for the outcome.
+    async fn submit<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, ProposeError>>) -> Request<SM>,
+    ) -> Result<T, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        if let Err((_, full)) = self.enqueue(Request::ProposeRecord { record, reply }) {
+        if let Err((_, full)) = self.enqueue(request(reply)) {
             return Err(if full {
                 ProposeError::Busy(BusyReason::Mailbox)
             } else {

@@ -1,6 +1,7 @@
 //! Traffic from peers: protocol messages, snapshots with their data, forwarded
 //! proposals and the answers to ours.
 
+use super::requests::Proposal;
 use super::*;
 
 impl<SM: StateMachine> Group<SM> {
@@ -10,9 +11,15 @@ impl<SM: StateMachine> Group<SM> {
                 for w in messages {
                     match w {
                         WireMessage::Raft(m) => self.step(from, m, false),
-                        WireMessage::Forward { id, command } => self.on_forward(from, id, command),
+                        WireMessage::Forward { id, command } => {
+                            self.on_forward(from, id, Proposal::Command(command))
+                        }
                         WireMessage::ForwardReply { id, result } => self.on_forward_reply(from, id, result),
-                        WireMessage::ForwardRecord { id, record } => self.on_forward_record(from, id, record),
+                        // The record is stamped in place: it is copied out of the received
+                        // buffer once.
+                        WireMessage::ForwardRecord { id, record } => {
+                            self.on_forward(from, id, Proposal::Record(BytesMut::from(&record[..])))
+                        }
                     }
                 }
             }

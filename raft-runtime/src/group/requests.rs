@@ -132,22 +132,7 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
-    pub(super) fn on_forward_record(&mut self, from: NodeId, id: u64, record: Bytes) {
-        if !self.cfg.forward_proposals && self.node.role() != Role::Leader {
-            let leader = self.node.leader();
-            self.remote_replies.push(RemoteReply {
-                peer: from,
-                id,
-                result: Err(ForwardError::NotLeader { leader }),
-            });
-            return;
-        }
-        // The record is stamped in place: it is copied out of the received buffer once.
-        let record = BytesMut::from(&record[..]);
-        self.propose_any(Proposal::Record(record), Responder::Remote { peer: from, id });
-    }
-
-    pub(super) fn on_forward(&mut self, from: NodeId, id: u64, command: Bytes) {
+    pub(super) fn on_forward(&mut self, from: NodeId, id: u64, proposal: Proposal) {
         // A forwarded proposal is never forwarded again.
         if !self.cfg.forward_proposals && self.node.role() != Role::Leader {
             let leader = self.node.leader();
@@ -158,7 +143,7 @@ impl<SM: StateMachine> Group<SM> {
             });
             return;
         }
-        self.propose(command, Responder::Remote { peer: from, id });
+        self.propose_any(proposal, Responder::Remote { peer: from, id });
     }
 
     pub(super) fn on_forward_reply(&mut self, from: NodeId, id: u64, result: Result<Bytes, ForwardError>) {
