@@ -392,17 +392,6 @@ pub enum StartError {
         "the log store is empty: call `bootstrap` (a new cluster) or `join` (an existing one) on the builder"
     )]
     Uninitialized,
-    /// Client sessions are on ([`Config::sessions`](crate::Config)), but the state machine
-    /// keeps its state on disk (it reports a non-zero applied index at start). The session
-    /// table lives in the runtime's snapshots and is rebuilt from them and the log at every
-    /// start, which needs a state machine that is rebuilt the same way (kept in memory).
-    #[error(
-        "client sessions need a state machine kept in memory, restored from snapshots at start; this one reports applied index {applied}"
-    )]
-    SessionsNeedMemoryState {
-        /// The applied index the state machine reported.
-        applied: Index,
-    },
     /// The transport refused the node: it serves another id, or already serves a node.
     #[error("the transport refused the node: {0}")]
     Register(#[from] crate::transport::RegisterError),

@@ -240,6 +240,11 @@ impl<SM: StateMachine> Raft<SM> {
         session: Option<SessionId>,
     ) -> Result<Bytes, ProposeError> {
         let pause = self.inner.config.tick_interval * 2;
+        // A node that knows no leader for longer than two election timeouts is likely cut
+        // off from the cluster: the caller does better to go elsewhere.
+        let leaderless_limit =
+            self.inner.config.tick_interval * self.inner.config.protocol.max_election_tick * 2;
+        let mut leaderless_since: Option<Instant> = None;
         // Whether an attempt so far may have been applied.
         let mut uncertain = false;
         loop {
@@ -264,6 +269,11 @@ impl<SM: StateMachine> Raft<SM> {
                 {
                     return Err(e);
                 }
+                ProposeError::NotLeader { leader: None }
+                    if leaderless_since.get_or_insert_with(Instant::now).elapsed() >= leaderless_limit =>
+                {
+                    return Err(e);
+                }
                 e @ (ProposeError::Session(_) | ProposeError::ShuttingDown | ProposeError::Encode(_)) => {
                     return Err(e);
                 }
@@ -273,6 +283,9 @@ impl<SM: StateMachine> Raft<SM> {
                 | ProposeError::Timeout
                 | ProposeError::Unknown(_)) => {
                     uncertain |= !e.is_definitely_not_applied();
+                    if !matches!(e, ProposeError::NotLeader { leader: None }) {
+                        leaderless_since = None;
+                    }
                     if Instant::now() + pause >= deadline {
                         return Err(e);
                     }
@@ -325,9 +338,13 @@ impl<SM: StateMachine> Raft<SM> {
     ///
     /// Errors: [`ProposeError::Session`] when the table refuses the command (not applied);
     /// [`UnknownOutcome::SessionExpired`] when an attempt's outcome was unknown and the
-    /// session has expired since; and, once `timeout` passes, the last attempt's error (an
-    /// unknown outcome or a timeout, after which retrying with the same `seq` is still
-    /// safe while the session lives).
+    /// session has expired since; [`ProposeError::NotLeader`] when this node cannot reach
+    /// a leader (it does not forward and another node leads, or it has known no leader for
+    /// two election timeouts: it is likely cut off), for the caller to send the command to
+    /// another node, with the same `seq`; and, once `timeout` passes, the last attempt's
+    /// error (an unknown outcome or a timeout). After any of these but a session refusal,
+    /// sending the command again with the same `id` and `seq` is safe while the session
+    /// lives: it is applied at most once.
     pub async fn propose_in_session(
         &self,
         id: SessionId,

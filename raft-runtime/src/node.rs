@@ -275,6 +275,21 @@ async fn start<SM: StateMachine>(
                 store.save_snapshot(meta, data).await?;
                 tracing::info!(parent: &span, members = ?members.keys().collect::<Vec<_>>(), "bootstrapped a new cluster");
             }
+            // With sessions, every start restores the stored snapshot (see below): a node
+            // that joins keeps its empty state as the snapshot to start from until it
+            // takes or receives one.
+            Some(StartMode::Join(_)) if config.sessions.is_some() && store.snapshot_meta().is_none() => {
+                let empty = config.sessions.map(|c| Sessions::new(c.limits()));
+                let data = applier::snapshot(&mut state_machine, &empty)
+                    .await
+                    .map_err(StartError::StateMachine)?;
+                let meta = SnapshotMeta {
+                    index: 0,
+                    term: 0,
+                    conf_state: ConfState::default(),
+                };
+                store.save_snapshot(meta, data).await?;
+            }
             Some(StartMode::Join(_)) => {}
         }
     }
@@ -286,13 +301,12 @@ async fn start<SM: StateMachine>(
         .await
         .map_err(StartError::StateMachine)?;
     // The session table is not part of the state machine's own state: it is rebuilt from
-    // the stored snapshot and the log, which only a state machine restored from them at
-    // every start (one kept in memory) allows.
-    if config.sessions.is_some() && applied > 0 {
-        return Err(StartError::SessionsNeedMemoryState { applied });
-    }
+    // the stored snapshot and the log. So with sessions, every start restores the stored
+    // snapshot, also into a state machine that keeps its state on disk (which then replays
+    // the log after it, like one kept in memory): the table and the state come back
+    // together, as of the same entry.
     let mut sessions = config.sessions.map(|c| Sessions::new(c.limits()));
-    if applied < snapshot_index || (sessions.is_some() && store.snapshot_meta().is_some()) {
+    if applied < snapshot_index || sessions.is_some() {
         let snapshot = store.load_snapshot().await?.ok_or(StartError::MissingSnapshot {
             index: snapshot_index,
         })?;

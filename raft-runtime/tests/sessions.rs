@@ -9,11 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Cluster, InMemory, Log};
-use raft_runtime::{
-    Config, MemLogStore, MemNetwork, NodeId, ProposeError, Raft, SessionConfig, SessionError, StartError,
-    UnknownOutcome,
-};
-use raft_testkit::SessionClock;
+use raft_runtime::{Config, NodeId, ProposeError, SessionConfig, SessionError, UnknownOutcome};
+use raft_testkit::{Plugins, SessionClock};
 
 /// Generous: tests run on loaded 2-core machines (the time is paused, though).
 const LONG: Duration = Duration::from_secs(60);
@@ -373,11 +370,9 @@ async fn the_bounds_refuse_sessions_and_commands_without_applying() {
     c.shutdown().await;
 }
 
-/// Sessions are opt-in: a cluster without them refuses to open one; and a state machine
-/// that keeps its own state on disk is refused at start, since the session table could not
-/// be rebuilt alongside it.
+/// Sessions are opt-in: a cluster without them refuses to open one.
 #[tokio::test(start_paused = true)]
-async fn sessions_are_refused_where_they_cannot_work() {
+async fn a_cluster_without_sessions_refuses_to_open_one() {
     let c = common::cluster(3).await;
     let leader = c.leader().await;
     assert_eq!(
@@ -385,32 +380,73 @@ async fn sessions_are_refused_where_they_cannot_work() {
         ProposeError::Session(SessionError::NotEnabled)
     );
     c.shutdown().await;
+}
 
-    let net = MemNetwork::new();
-    let log = Log::new(true);
-    let start = |log: Log| {
-        Raft::builder(1)
-            .config(config(SessionConfig::default()))
-            .state_machine(log)
-            .log_store(MemLogStore::new())
-            .transport(net.transport(1))
-            .bootstrap(common::members(&[1]))
-            .start()
-    };
-    // A durable state machine that has applied nothing yet starts; once it holds state of
-    // its own, it is refused.
-    let node = start(log.clone()).await.unwrap();
-    node.wait_for(LONG, |m| m.role == raft_runtime::Role::Leader)
+/// A state machine that keeps its state on disk works with sessions too: at every start it
+/// is restored from the stored snapshot, session table included, and replays the log
+/// after it, so a retry after restarts (and a joining node's) still finds its response,
+/// and nothing is applied twice (the test's state machine panics if an index is).
+#[tokio::test(start_paused = true)]
+async fn a_state_machine_on_disk_keeps_its_sessions_across_restarts() {
+    let mut c = Cluster::with_logs(
+        3,
+        Config {
+            snapshot_every: 8,
+            log_kept_entries: 2,
+            ..config(SessionConfig::default())
+        },
+        InMemory::new(),
+        true,
+    )
+    .await;
+    let leader = c.leader().await;
+    let session = c.node(leader).open_session(LONG).await.unwrap();
+    let mut first = BTreeMap::new();
+    for seq in 1..=12 {
+        let answer = c
+            .node(leader)
+            .propose_in_session(session.id(), seq, 0, 100 + seq, LONG)
+            .await
+            .unwrap();
+        first.insert(seq, answer);
+    }
+    // Past the last snapshot, some commands are in the log only.
+    c.node(leader)
+        .wait_for(LONG, |m| m.snapshot_index >= 8)
         .await
         .unwrap();
-    node.propose(7).await.unwrap();
-    node.shutdown().await;
-    drop(node);
-    match start(log).await {
-        Err(e @ StartError::SessionsNeedMemoryState { applied }) => {
-            assert!(applied > 0);
-            assert!(e.to_string().contains("kept in memory"), "{e}");
-        }
-        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    let values = c.converged().await;
+    for id in [1, 2, 3] {
+        c.restart(id).await;
     }
+    let leader = c.leader().await;
+    for seq in [12, 3, 9] {
+        let answer = c
+            .node(leader)
+            .propose_in_session(session.id(), seq, 0, 100 + seq, LONG)
+            .await
+            .unwrap();
+        assert_eq!(answer, first[&seq], "retry of {seq}");
+    }
+    assert_eq!(c.converged().await, values, "no retry was applied again");
+    c.shutdown().await;
+}
+
+/// A node that joins with sessions on starts from its empty state, and a restart before it
+/// has a snapshot of its own restarts from that.
+#[tokio::test(start_paused = true)]
+async fn a_joining_node_with_sessions_catches_up_and_restarts() {
+    let mut c = cluster(3, config(SessionConfig::default()), None).await;
+    let leader = c.leader().await;
+    let session = c.node(leader).open_session(LONG).await.unwrap();
+    assert_eq!(session.propose(7, LONG).await, Ok(1));
+    let members = c.members.clone();
+    c.start_node(4, common::Mode::Join(members)).await;
+    c.node(leader).add_learner(4, c.plugins.member(4)).await.unwrap();
+    assert_eq!(c.converged().await, vec![7]);
+    c.stop(4).await;
+    c.start_node(4, common::Mode::Join(c.members.clone())).await;
+    assert_eq!(session.propose(8, LONG).await, Ok(2));
+    assert_eq!(c.converged().await, vec![7, 8]);
+    c.shutdown().await;
 }
