@@ -19,10 +19,12 @@
 //! - [`node`]: the counter as a [`raft_service::Service`], and one node of it, assembled
 //!   from the library's parts (the file log store, the QUIC transport, the runtime) plus
 //!   the HTTP API, started and stopped as a unit ([`raft_service::node`]).
-//! - [`http`]: the counter's routes (`POST /incr`, `GET /value`), served with the shared
-//!   ones (`/status`, `/metrics`, `/admin/*`); [`api`]: the JSON bodies and statuses.
-//! - [`client`]: a client that tries the nodes in turn and never retries an increment
-//!   whose outcome is unknown.
+//! - [`http`]: the counter's routes (`POST /sessions`, `POST /incr`, `GET /value`), served
+//!   with the shared ones (`/status`, `/metrics`, `/admin/*`); [`api`]: the JSON bodies and
+//!   statuses.
+//! - [`client`]: a client that tries the nodes in turn; it retries an increment whose
+//!   outcome is unknown only in a client session, where the cluster counts it once
+//!   however often it is sent.
 //! - [`peers`], [`certs`], [`admin_token`], [`shutdown`]: command-line membership,
 //!   certificate files, the secret that admin requests need, and signals (all shared).
 //! - [`cmd`]: the `counter` binary's subcommands: the demo and the clients of the counter's

@@ -15,6 +15,7 @@
 //! |---|---|---|
 //! | `400` | the request is malformed or the change is invalid | no: it would fail again |
 //! | `401`, `404`, `408`, `413` | see [`crate::http::ApiError`] | no |
+//! | `409`, `410`, `429` | a command in a client session, refused by the session table (for a service with sessions; see [`crate::http::ApiError`]) | not as it is |
 //! | `503` | definitely not applied (no leader, busy, shutting down) | yes, on any node |
 //! | `504` | outcome unknown: it may or may not have been applied | not blindly |
 

@@ -3,8 +3,10 @@
 //! The retry rule is the point of this file. A request that *definitely* did not take
 //! effect (the node was unreachable, or answered `503`) is tried on the next node, round
 //! after round, until a deadline. A request whose outcome is *unknown* (a `504`, or a
-//! connection that broke after the request was sent) is retried only if it is a read:
-//! sending a write again could apply it twice (count an increment twice).
+//! connection that broke after the request was sent) is retried only if sending it again
+//! is safe: a read, or a write that the cluster applies at most once however often it
+//! arrives (a command in a client session, [`Retry::Deduplicated`]). Sending any other
+//! write again could apply it twice (count an increment twice).
 //!
 //! This client speaks the shared routes (status and admin); a service's client wraps it
 //! and adds its own requests with [`Client::call`] and [`Client::call_optional`].
@@ -122,8 +124,18 @@ macro_rules! service_client {
 pub enum Retry {
     /// Only if it definitely did not take effect (writes, admin changes).
     IfNotApplied,
-    /// Always: it changes nothing (reads).
+    /// Always: sending it again does no harm (reads, which change nothing; opening a
+    /// client session, where a retry at worst leaves an unused session to expire). Giving
+    /// up after the deadline is [`ClientError::Unavailable`], whatever the attempts' outcomes.
     Always,
+    /// Always, until an answer or the deadline: a write that the cluster applies at most
+    /// once however often it is sent (a command in a client session, with the same session
+    /// and sequence number every time). Its answer is that of its one application.
+    /// Unlike [`Retry::Always`], it remembers whether any attempt's outcome was unknown:
+    /// then giving up at the deadline, or a refusal by a later attempt (say, the session
+    /// expired meanwhile), is [`ClientError::Unknown`], since the earlier attempt may have
+    /// taken effect.
+    Deduplicated,
 }
 
 /// The body of a request: its bytes and their content type.
@@ -291,6 +303,9 @@ impl Client {
         }
         let deadline = Instant::now() + self.deadline;
         let mut pause = Duration::from_millis(50);
+        // An attempt whose outcome was unknown, for a `Retry::Deduplicated` request: it may
+        // have taken effect, whatever later attempts say.
+        let mut uncertain: Option<String> = None;
         loop {
             let mut last = String::new();
             let first = self.preferred.load(Ordering::Relaxed);
@@ -309,18 +324,34 @@ impl Client {
                         self.preferred.store(index, Ordering::Relaxed);
                         return Ok(None);
                     }
-                    Outcome::Rejected(e) | Outcome::NotFound(e) => return Err(ClientError::Rejected(e)),
+                    Outcome::Rejected(e) | Outcome::NotFound(e) => {
+                        return Err(match uncertain {
+                            Some(earlier) => ClientError::Unknown(format!(
+                                "{e}, after an earlier attempt whose outcome is unknown ({earlier})"
+                            )),
+                            None => ClientError::Rejected(e),
+                        });
+                    }
                     Outcome::Unknown(e) if retry == Retry::IfNotApplied => {
                         return Err(ClientError::Unknown(e));
                     }
-                    Outcome::Unknown(e) | Outcome::NotApplied(e) => last = e,
+                    Outcome::Unknown(e) => {
+                        if retry == Retry::Deduplicated {
+                            uncertain = Some(e.clone());
+                        }
+                        last = e;
+                    }
+                    Outcome::NotApplied(e) => last = e,
                 }
             }
             if Instant::now() + pause >= deadline {
-                return Err(ClientError::Unavailable(format!(
-                    "gave up after {:?}; last error: {last}",
-                    self.deadline
-                )));
+                let gave_up = format!("gave up after {:?}; last error: {last}", self.deadline);
+                return Err(match uncertain {
+                    Some(earlier) => ClientError::Unknown(format!(
+                        "{gave_up}; an earlier attempt's outcome is unknown ({earlier})"
+                    )),
+                    None => ClientError::Unavailable(gave_up),
+                });
             }
             // Every node refused: typically an election is under way. Give it time.
             tokio::time::sleep(pause).await;
@@ -404,4 +435,129 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cause = inner;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Json;
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::StatusCode as Status;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::post;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A node that answers `POST /w` with the statuses of `script` in turn, then with the
+    /// last one for ever (`200` answers `{"v": 1}`); counts the requests.
+    struct Scripted {
+        script: Mutex<VecDeque<u16>>,
+        requests: AtomicUsize,
+    }
+
+    async fn answer(State(node): State<Arc<Scripted>>) -> Response {
+        node.requests.fetch_add(1, Ordering::Relaxed);
+        let status = {
+            let mut script = node.script.lock().unwrap();
+            if script.len() > 1 {
+                script.pop_front().unwrap()
+            } else {
+                script[0]
+            }
+        };
+        let status = Status::from_u16(status).unwrap();
+        if status == Status::OK {
+            Json(json!({"v": 1})).into_response()
+        } else {
+            (status, Json(json!({"error": format!("scripted {status}")}))).into_response()
+        }
+    }
+
+    /// Serves a scripted node; answers its address and its state.
+    async fn node(script: &[u16]) -> (String, Arc<Scripted>) {
+        let state = Arc::new(Scripted {
+            script: Mutex::new(script.iter().copied().collect()),
+            requests: AtomicUsize::new(0),
+        });
+        let app = Router::new().route("/w", post(answer)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, state)
+    }
+
+    async fn write(client: &Client, retry: Retry) -> Result<Value, ClientError> {
+        client
+            .call(Method::POST, "/w", Some(Body::json(&json!({}))), retry)
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_deduplicated_write_is_retried_after_unknown_outcomes_until_answered() {
+        let (a, node_a) = node(&[504, 504]).await;
+        let (b, node_b) = node(&[503, 200]).await;
+        let client = Client::new([a, b]).with_deadline(Duration::from_secs(20));
+        assert_eq!(
+            write(&client, Retry::Deduplicated).await.unwrap(),
+            json!({"v": 1})
+        );
+        // a: 504; b: 503; a: 504; b: 200.
+        assert_eq!(node_a.requests.load(Ordering::Relaxed), 2);
+        assert_eq!(node_b.requests.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn other_writes_stop_at_the_first_unknown_outcome() {
+        let (a, node_a) = node(&[504]).await;
+        let (b, node_b) = node(&[200]).await;
+        let client = Client::new([a, b]).with_deadline(Duration::from_secs(20));
+        let e = write(&client, Retry::IfNotApplied).await.unwrap_err();
+        assert!(matches!(e, ClientError::Unknown(_)), "{e:?}");
+        assert_eq!(node_a.requests.load(Ordering::Relaxed), 1);
+        assert_eq!(node_b.requests.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_deduplicated_write_given_up_after_an_unknown_outcome_is_unknown() {
+        // A 504, then only 503s until the deadline: an attempt may have been applied.
+        let (a, _) = node(&[504, 503]).await;
+        let client = Client::new([a.clone()]).with_deadline(Duration::from_millis(1500));
+        let e = write(&client, Retry::Deduplicated).await.unwrap_err();
+        assert!(matches!(e, ClientError::Unknown(_)), "{e:?}");
+        assert!(e.detail().contains("scripted 504"), "{e}");
+
+        // Reads give up as unavailable, whatever the attempts said.
+        let (b, _) = node(&[504]).await;
+        let client = Client::new([b]).with_deadline(Duration::from_millis(1500));
+        let e = write(&client, Retry::Always).await.unwrap_err();
+        assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
+
+        // Only 503s: definitely not applied.
+        let (c, _) = node(&[503]).await;
+        let client = Client::new([c]).with_deadline(Duration::from_millis(1500));
+        let e = write(&client, Retry::Deduplicated).await.unwrap_err();
+        assert!(matches!(e, ClientError::Unavailable(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_after_an_unknown_outcome_is_unknown() {
+        // The session expired after an attempt whose outcome is unknown: it may have been
+        // applied before.
+        let (a, _) = node(&[504, 410]).await;
+        let client = Client::new([a]).with_deadline(Duration::from_secs(20));
+        let e = write(&client, Retry::Deduplicated).await.unwrap_err();
+        assert!(matches!(e, ClientError::Unknown(_)), "{e:?}");
+        assert!(e.detail().contains("scripted 410 Gone"), "{e}");
+
+        // Refused outright: definitely not applied.
+        let (b, node_b) = node(&[410]).await;
+        let client = Client::new([b]).with_deadline(Duration::from_secs(20));
+        let e = write(&client, Retry::Deduplicated).await.unwrap_err();
+        assert!(matches!(e, ClientError::Rejected(_)), "{e:?}");
+        assert_eq!(node_b.requests.load(Ordering::Relaxed), 1);
+    }
 }

@@ -21,7 +21,8 @@
 //!   errors as JSON with statuses that say whether a retry is safe); [`api`]: the JSON
 //!   bodies of the shared routes.
 //! - [`client`]: a client that tries the nodes in turn and never retries a write whose
-//!   outcome is unknown.
+//!   outcome is unknown, unless the cluster applies it at most once (a command in a client
+//!   session).
 //! - [`peers`], [`certs`], [`admin_token`], [`shutdown`]: command-line membership,
 //!   certificate files, the secret that admin requests need, and signals.
 //! - [`cmd`]: the subcommands every service's binary has (`certs`, `token`, `node`,
@@ -41,7 +42,7 @@ pub mod peers;
 pub mod shutdown;
 
 use axum::Router;
-use raft_runtime::{Raft, StateMachine};
+use raft_runtime::{Config, Raft, StateMachine};
 
 use crate::http::HttpLimits;
 use crate::node::NodeConfig;
@@ -60,6 +61,14 @@ pub trait Service: Send + Sync + Sized + 'static {
 
     /// The replicated state.
     type StateMachine: StateMachine;
+
+    /// The runtime settings a node of this service starts from, which the `node` command
+    /// and the demos then adjust with their own flags. The default is
+    /// [`NodeConfig::raft_defaults`]; a service that needs more of the runtime says so here
+    /// (the counter turns client sessions on, [`Config::sessions`]).
+    fn raft_defaults() -> Config {
+        NodeConfig::raft_defaults()
+    }
 
     /// Where the write-ahead log lives in a node's data directory. The default is the data
     /// directory itself, for a service that keeps nothing else there.

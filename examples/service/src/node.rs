@@ -46,16 +46,17 @@ pub struct NodeConfig {
     pub admin_token: AdminToken,
     /// What one HTTP client may cost the node.
     pub http_limits: HttpLimits,
-    /// The runtime's settings; start from [`NodeConfig::raft_defaults`].
+    /// The runtime's settings; start from the service's [`Service::raft_defaults`].
     pub raft: Config,
     /// How the write-ahead log is opened; start from [`NodeConfig::log_defaults`].
     pub log: Options,
 }
 
 impl NodeConfig {
-    /// The runtime settings the services use: the library's defaults, except that a
+    /// The runtime settings the services share: the library's defaults, except that a
     /// follower forwards proposals to the leader rather than refusing them, so that every
-    /// node can serve every write (the counter's `POST /incr`, the `kv` store's `PUT`).
+    /// node can serve every write (the counter's `POST /incr`, the `kv` store's `PUT`). A
+    /// service adds what it needs in [`Service::raft_defaults`], which starts from these.
     pub fn raft_defaults() -> Config {
         Config {
             forward_proposals: true,

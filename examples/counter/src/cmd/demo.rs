@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raft_runtime::raft_core::NodeId;
+use raft_service::Service;
 use raft_service::cmd::demo::{Cluster, DemoDir, check, more, secs, step};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::Error;
 use crate::client::{Client, ClientError};
-use crate::node::{CounterService, NodeConfig};
+use crate::node::CounterService;
 use crate::outln;
 
 pub use raft_service::cmd::demo::Args;
@@ -56,7 +57,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     );
     step(1, "certificates", &text)?;
 
-    let mut raft = NodeConfig::raft_defaults();
+    let mut raft = CounterService::raft_defaults();
     raft.snapshot_every = SNAPSHOT_EVERY;
     let mut cluster = Cluster::<CounterService>::start(dir, &certs, raft, STEP_TIMEOUT).await?;
     for (i, c) in cluster.configs().values().enumerate() {

@@ -93,6 +93,11 @@ pub struct Args {
     /// closes. Keep it well below the open-file limit (`ulimit -n`).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     http_max_connections: u32,
+    /// For a service with client sessions (the counter): expire a session left unused for
+    /// this long, by the time the leaders stamp into its commands (default 10m). Give every
+    /// node of the cluster the same.
+    #[arg(long, value_parser = parse_positive_duration)]
+    session_timeout: Option<Duration>,
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
@@ -124,7 +129,13 @@ pub async fn run<S: Service>(args: Args) -> Result<(), Error> {
         max_connections: args.http_max_connections as usize,
         ..HttpLimits::default()
     };
-    let mut raft = NodeConfig::raft_defaults();
+    let mut raft = S::raft_defaults();
+    if let Some(timeout) = args.session_timeout {
+        match raft.sessions.as_mut() {
+            Some(sessions) => sessions.timeout = timeout,
+            None => return Err(format!("--session-timeout: {} has no client sessions", S::NAME).into()),
+        }
+    }
     raft.snapshot_every = args.snapshot_every;
     raft.snapshot_every_bytes = args.snapshot_every_mib << 20;
     raft.snapshot_log_percent = args.snapshot_log_percent;

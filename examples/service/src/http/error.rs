@@ -3,11 +3,18 @@
 //! The one distinction a client needs is whether retrying is safe. The runtime's errors
 //! already say it ([`ProposeError::is_definitely_not_applied`]); this file keeps that
 //! answer intact on the way out: `503` when nothing happened, `504` when something may have.
+//!
+//! A command in a client session that the session table refuses was not applied either,
+//! but retrying it as it is cannot help, so each refusal has a status of its own: `410`
+//! (the session expired or never existed: open a new one), `409` (the client acknowledged
+//! this command's answer already), `429` (the session holds too many unacknowledged
+//! answers), `400` (sessions are off, or the record is malformed). A full session table is
+//! `503`, like any other refusal that clears up by itself.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use raft_runtime::{AdminError, ProposeError, ReadError};
+use raft_runtime::{AdminError, ProposeError, ReadError, SessionError};
 
 use crate::api::ErrorResponse;
 
@@ -29,9 +36,21 @@ pub enum ApiError {
     /// `408`: the body did not arrive within the body timeout (see `body.rs`).
     #[error("{0}")]
     BodyTimeout(String),
+    /// `409`: a command in a client session whose answer the client acknowledged already
+    /// (a later command said so): the cluster no longer holds its answer. Not applied now.
+    #[error("{0}")]
+    Conflict(String),
+    /// `410`: a command in a client session that expired (unused for longer than the
+    /// session timeout) or never existed. Not applied; open a new session.
+    #[error("{0}")]
+    Gone(String),
     /// `413`: the body is larger than the route accepts (see `body.rs`).
     #[error("{0}")]
     TooLarge(String),
+    /// `429`: a command in a client session that holds as many unacknowledged answers as
+    /// it may. Not applied; the client must acknowledge answers it has first.
+    #[error("{0}")]
+    TooManyPending(String),
     /// `503`: definitely not applied; safe to retry, here or on another node.
     #[error("{0}")]
     NotApplied(String),
@@ -51,7 +70,10 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyPending(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotApplied(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,10 +106,27 @@ impl IntoResponse for ApiError {
 
 impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> Self {
-        if e.is_definitely_not_applied() {
-            ApiError::NotApplied(e.to_string())
-        } else {
-            ApiError::Unknown(e.to_string())
+        let message = e.to_string();
+        match e {
+            ProposeError::Session(refused) => match refused {
+                SessionError::Expired { .. } => {
+                    ApiError::Gone(format!("{message}; not applied: open a new session"))
+                }
+                SessionError::Acknowledged { .. } => {
+                    ApiError::Conflict(format!("{message}; not applied: its answer is no longer held"))
+                }
+                SessionError::TooManyPending { .. } => ApiError::TooManyPending(format!(
+                    "{message}; not applied: acknowledge the answers you have first"
+                )),
+                SessionError::TooManySessions => {
+                    ApiError::NotApplied(format!("{message}; retry once some expire"))
+                }
+                SessionError::NotEnabled | SessionError::Malformed(_) => ApiError::BadRequest(message),
+            },
+            e if e.is_definitely_not_applied() => ApiError::NotApplied(message),
+            // `UnknownOutcome::SessionExpired` among them: an earlier attempt may have
+            // been applied before the session expired.
+            _ => ApiError::Unknown(message),
         }
     }
 }
@@ -136,6 +175,37 @@ mod tests {
         assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         let unknown: ApiError = ProposeError::Unknown(UnknownOutcome::ShutDown).into();
         assert_eq!(unknown.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn session_refusals_have_statuses_of_their_own() {
+        let status = |e: SessionError| ApiError::from(ProposeError::Session(e)).status();
+        assert_eq!(status(SessionError::Expired { session: 7 }), StatusCode::GONE);
+        let acked = SessionError::Acknowledged {
+            session: 7,
+            seq: 2,
+            acked: 3,
+        };
+        assert_eq!(status(acked), StatusCode::CONFLICT);
+        assert_eq!(
+            status(SessionError::TooManyPending { session: 7 }),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            status(SessionError::TooManySessions),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status(SessionError::NotEnabled), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(SessionError::Malformed("short".into())),
+            StatusCode::BAD_REQUEST
+        );
+        // An earlier attempt's outcome was unknown, and the session is gone since: the
+        // command may have been applied.
+        let expired: ApiError = ProposeError::Unknown(UnknownOutcome::SessionExpired { session: 7 }).into();
+        assert_eq!(expired.status(), StatusCode::GATEWAY_TIMEOUT);
+        let gone: ApiError = ProposeError::Session(SessionError::Expired { session: 7 }).into();
+        assert!(gone.to_string().contains("session 7"), "{gone}");
     }
 
     #[test]
