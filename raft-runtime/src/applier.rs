@@ -148,6 +148,7 @@ pub(crate) async fn run<SM: StateMachine>(
     mut sessions: Option<Sessions>,
 ) {
     let mut next: Option<ApplyMsg<SM>> = None;
+    let mut call = Call::new();
     loop {
         let msg = match next.take() {
             Some(m) => m,
@@ -174,8 +175,16 @@ pub(crate) async fn run<SM: StateMachine>(
                     }
                 }
                 let mut replies = Vec::new();
-                let result =
-                    apply_batch(&mut sm, &mut applied, batch, &mut replies, &events, &mut sessions).await;
+                let result = apply_batch(
+                    &mut sm,
+                    &mut applied,
+                    batch,
+                    &mut replies,
+                    &events,
+                    &mut sessions,
+                    &mut call,
+                )
+                .await;
                 if !replies.is_empty() {
                     let _ = events.send(ApplierEvent::Replies(replies));
                 }
@@ -327,10 +336,10 @@ struct Call<SM: StateMachine> {
 }
 
 impl<SM: StateMachine> Call<SM> {
-    fn with_capacity(n: usize) -> Self {
+    fn new() -> Self {
         Call {
-            commands: Vec::with_capacity(n),
-            answers: Vec::with_capacity(n),
+            commands: Vec::new(),
+            answers: Vec::new(),
             in_call: HashSet::new(),
         }
     }
@@ -357,12 +366,15 @@ async fn apply_batch<SM: StateMachine>(
     remote: &mut Vec<RemoteReply>,
     events: &mpsc::UnboundedSender<ApplierEvent>,
     sessions: &mut Option<Sessions>,
+    call: &mut Call<SM>,
 ) -> Result<(), Arc<StateMachineError>> {
     let Some(last) = batch.last().map(|(e, _)| e.index) else {
         return Ok(());
     };
     let entries = batch.len() as u64;
-    let mut call = Call::with_capacity(batch.len());
+    // One call, reused from batch to batch: its set of sessions keeps its capacity.
+    call.commands.reserve(batch.len());
+    call.answers.reserve(batch.len());
     for (entry, responder) in batch {
         if entry.index <= *applied {
             // Already in the state (a snapshot installed meanwhile covers it).
@@ -386,13 +398,13 @@ async fn apply_batch<SM: StateMachine>(
                 }
             },
             EntryPayload::Internal(data) => {
-                let outcome = session_record(entry.index, &data, sessions, &call);
+                let outcome = session_record(entry.index, &data, sessions, call);
                 let outcome = match outcome {
                     RecordOutcome::AfterCall => {
                         // Another command of a session with one in this call: apply what
                         // comes before it first (see `Call::in_call`).
-                        apply_call(sm, applied, &mut call, entry.index - 1, sessions, remote).await?;
-                        session_record(entry.index, &data, sessions, &call)
+                        apply_call(sm, applied, call, entry.index - 1, sessions, remote).await?;
+                        session_record(entry.index, &data, sessions, call)
                     }
                     outcome => outcome,
                 };
@@ -431,7 +443,7 @@ async fn apply_batch<SM: StateMachine>(
         let _ = events.send(ApplierEvent::Applied { index: last, entries });
         return Ok(());
     }
-    apply_call(sm, applied, &mut call, last, sessions, remote).await?;
+    apply_call(sm, applied, call, last, sessions, remote).await?;
     let _ = events.send(ApplierEvent::Applied { index: last, entries });
     Ok(())
 }
@@ -771,6 +783,7 @@ mod tests {
         let mut applied = 0;
         let mut sessions = Some(Sessions::new(limits));
         let mut opened = Vec::new();
+        let mut call = Call::new();
         let mut replies = Vec::new();
         let mut batch = Vec::new();
         for (i, op) in ops.iter().enumerate() {
@@ -804,6 +817,7 @@ mod tests {
                     &mut remote,
                     &events,
                     &mut sessions,
+                    &mut call,
                 )
                 .await
                 .unwrap();

@@ -248,12 +248,21 @@ impl<SM: StateMachine> Raft<SM> {
         // Whether an attempt so far may have been applied.
         let mut uncertain = false;
         loop {
-            let attempt = tokio::time::timeout_at(deadline, self.propose_record(record())).await;
+            // The node answers every attempt within its propose timeout; a deadline before
+            // that needs a timer of its own.
+            let attempt = self.propose_record(record());
+            let attempt = if deadline < Instant::now() + self.inner.config.propose_timeout {
+                match tokio::time::timeout_at(deadline, attempt).await {
+                    Ok(outcome) => outcome,
+                    // The attempt is still in flight: it may yet be applied.
+                    Err(_) => return Err(ProposeError::Timeout),
+                }
+            } else {
+                attempt.await
+            };
             let e = match attempt {
-                Ok(Ok(bytes)) => return Ok(bytes),
-                Ok(Err(e)) => e,
-                // The attempt is still in flight: it may yet be applied.
-                Err(_) => return Err(ProposeError::Timeout),
+                Ok(bytes) => return Ok(bytes),
+                Err(e) => e,
             };
             match e {
                 ProposeError::Session(SessionError::Expired { session }) if uncertain => {

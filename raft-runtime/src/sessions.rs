@@ -209,14 +209,20 @@ impl Sessions {
         let Some(session) = self.sessions.get_mut(&id) else {
             return Admit::Expired;
         };
-        self.by_use.remove(&(session.last_used, id));
-        session.last_used = clock;
-        self.by_use.insert((clock, id));
+        if session.last_used != clock {
+            self.by_use.remove(&(session.last_used, id));
+            session.last_used = clock;
+            self.by_use.insert((clock, id));
+        }
         if acked > session.acked {
             session.acked = acked;
-            let kept = session.responses.split_off(&acked.saturating_add(1));
-            let dropped = std::mem::replace(&mut session.responses, kept);
-            session.bytes -= dropped.values().map(Bytes::len).sum::<usize>();
+            // Usually one response, the oldest: dropped in place.
+            while let Some(held) = session.responses.first_entry() {
+                if *held.key() > acked {
+                    break;
+                }
+                session.bytes -= held.remove().len();
+            }
         }
         if seq <= session.acked {
             return Admit::Acknowledged { acked: session.acked };
