@@ -263,32 +263,14 @@ async fn start<SM: StateMachine>(
                 }
                 let mut conf_state = ConfState::with_voters(members.keys().copied());
                 conf_state.node_meta = members.iter().map(|(&n, info)| (n, info.encode())).collect();
-                let empty = config.sessions.map(|c| Sessions::new(c.limits()));
-                let data = applier::snapshot(&mut state_machine, &empty)
-                    .await
-                    .map_err(StartError::StateMachine)?;
-                let meta = SnapshotMeta {
-                    index: 0,
-                    term: 0,
-                    conf_state,
-                };
-                store.save_snapshot(meta, data).await?;
+                save_initial_snapshot(&*store, &mut state_machine, &config, conf_state).await?;
                 tracing::info!(parent: &span, members = ?members.keys().collect::<Vec<_>>(), "bootstrapped a new cluster");
             }
             // With sessions, every start restores the stored snapshot (see below): a node
             // that joins keeps its empty state as the snapshot to start from until it
             // takes or receives one.
             Some(StartMode::Join(_)) if config.sessions.is_some() && store.snapshot_meta().is_none() => {
-                let empty = config.sessions.map(|c| Sessions::new(c.limits()));
-                let data = applier::snapshot(&mut state_machine, &empty)
-                    .await
-                    .map_err(StartError::StateMachine)?;
-                let meta = SnapshotMeta {
-                    index: 0,
-                    term: 0,
-                    conf_state: ConfState::default(),
-                };
-                store.save_snapshot(meta, data).await?;
+                save_initial_snapshot(&*store, &mut state_machine, &config, ConfState::default()).await?;
             }
             Some(StartMode::Join(_)) => {}
         }
@@ -378,6 +360,27 @@ async fn start<SM: StateMachine>(
     );
     let task = tokio::spawn(group.run().instrument(span));
     Ok(Raft::new(id, config, req_tx, metrics_rx, task))
+}
+
+/// Stores the state machine's state as it is, with an empty session table if sessions are
+/// on, as the snapshot at index 0 with configuration `conf_state`: where a new node starts.
+async fn save_initial_snapshot<SM: StateMachine>(
+    store: &dyn LogStore,
+    state_machine: &mut SM,
+    config: &Config,
+    conf_state: ConfState,
+) -> Result<(), StartError> {
+    let empty = config.sessions.map(|c| Sessions::new(c.limits()));
+    let data = applier::snapshot(state_machine, &empty)
+        .await
+        .map_err(StartError::StateMachine)?;
+    let meta = SnapshotMeta {
+        index: 0,
+        term: 0,
+        conf_state,
+    };
+    store.save_snapshot(meta, data).await?;
+    Ok(())
 }
 
 /// The peers a node's transport admits for configuration `cs`: its members, when the node

@@ -180,6 +180,27 @@ async fn retried_commands_in_sessions_are_applied_exactly_once_under_faults() {
     c.shutdown().await;
 }
 
+/// Opens a session through `node` and sends the values `101..=100 + n` in it as commands
+/// `1..=n`, acknowledging none, so that the cluster holds every response. Returns the
+/// session and each command's answer.
+async fn unacknowledged(
+    c: &Cluster,
+    node: NodeId,
+    n: u64,
+) -> (raft_runtime::Session<Log>, BTreeMap<u64, u64>) {
+    let session = c.node(node).open_session(LONG).await.unwrap();
+    let mut answers = BTreeMap::new();
+    for seq in 1..=n {
+        let answer = c
+            .node(node)
+            .propose_in_session(session.id(), seq, 0, 100 + seq, LONG)
+            .await
+            .unwrap();
+        answers.insert(seq, answer);
+    }
+    (session, answers)
+}
+
 /// A follower that was down while the log was compacted installs the leader's snapshot,
 /// session table included: once it leads, a retry of a command applied long before gets
 /// the response of its first application, and is not applied again. The same holds after
@@ -197,17 +218,7 @@ async fn held_responses_survive_snapshot_install_and_restart() {
     )
     .await;
     let leader = c.leader().await;
-    let session = c.node(leader).open_session(LONG).await.unwrap();
-    let mut first = BTreeMap::new();
-    // Acknowledging nothing: every response stays held.
-    for seq in 1..=5 {
-        let answer = c
-            .node(leader)
-            .propose_in_session(session.id(), seq, 0, 100 + seq, LONG)
-            .await
-            .unwrap();
-        first.insert(seq, answer);
-    }
+    let (session, first) = unacknowledged(&c, leader, 5).await;
     let down = if leader == 3 { 2 } else { 3 };
     c.stop(down).await;
     for v in 1..=30 {
@@ -400,16 +411,7 @@ async fn a_state_machine_on_disk_keeps_its_sessions_across_restarts() {
     )
     .await;
     let leader = c.leader().await;
-    let session = c.node(leader).open_session(LONG).await.unwrap();
-    let mut first = BTreeMap::new();
-    for seq in 1..=12 {
-        let answer = c
-            .node(leader)
-            .propose_in_session(session.id(), seq, 0, 100 + seq, LONG)
-            .await
-            .unwrap();
-        first.insert(seq, answer);
-    }
+    let (session, first) = unacknowledged(&c, leader, 12).await;
     // Past the last snapshot, some commands are in the log only.
     c.node(leader)
         .wait_for(LONG, |m| m.snapshot_index >= 8)
