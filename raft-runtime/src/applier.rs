@@ -386,47 +386,30 @@ async fn apply_batch<SM: StateMachine>(
             }
             continue;
         }
-        match entry.payload {
-            EntryPayload::Normal(data) => match codec::decode::<SM::Command>(&data) {
-                Ok(command) => call.push(entry.index, command, responder, None),
-                Err(e) => {
-                    // Every node fails to decode it alike, so skipping keeps them equal.
-                    tracing::warn!(index = entry.index, error = %e, "skipping an undecodable command");
-                    if let Some(r) = responder {
-                        r.fail(ProposeError::Encode(e), remote);
-                    }
-                }
-            },
+        // The command to apply, and its session and sequence if it came in one.
+        let (data, key) = match entry.payload {
+            EntryPayload::Normal(data) => (data, None),
             EntryPayload::Internal(data) => {
-                let outcome = session_record(entry.index, &data, sessions, call);
-                let outcome = match outcome {
-                    RecordOutcome::AfterCall => {
-                        // Another command of a session with one in this call: apply what
-                        // comes before it first (see `Call::in_call`).
-                        apply_call(sm, applied, call, entry.index - 1, sessions, remote).await?;
-                        session_record(entry.index, &data, sessions, call)
-                    }
-                    outcome => outcome,
-                };
+                let mut outcome = session_record(entry.index, &data, sessions, call);
+                if let RecordOutcome::AfterCall = outcome {
+                    // Another command of a session with one in this call: apply what comes
+                    // before it first (see `Call::in_call`).
+                    apply_call(sm, applied, call, entry.index - 1, sessions, remote).await?;
+                    outcome = session_record(entry.index, &data, sessions, call);
+                }
                 match outcome {
-                    RecordOutcome::Apply { key, command } => match codec::decode::<SM::Command>(&command) {
-                        Ok(command) => call.push(entry.index, command, responder, Some(key)),
-                        Err(e) => {
-                            tracing::warn!(index = entry.index, error = %e, "skipping an undecodable command");
-                            if let Some(r) = responder {
-                                r.fail(ProposeError::Encode(e), remote);
-                            }
-                        }
-                    },
+                    RecordOutcome::Apply { key, command } => (command, Some(key)),
                     RecordOutcome::Answer(bytes) => {
                         if let Some(r) = responder {
                             r.succeed_encoded(bytes, remote);
                         }
+                        continue;
                     }
                     RecordOutcome::Refuse(e) => {
                         if let Some(r) = responder {
                             r.fail(ProposeError::Session(e), remote);
                         }
+                        continue;
                     }
                     RecordOutcome::AfterCall => unreachable!("the call was applied"),
                 }
@@ -434,6 +417,17 @@ async fn apply_batch<SM: StateMachine>(
             EntryPayload::Empty | EntryPayload::Membership(_) => {
                 if let Some(r) = responder {
                     r.fail(ProposeError::Dropped, remote);
+                }
+                continue;
+            }
+        };
+        match codec::decode::<SM::Command>(&data) {
+            Ok(command) => call.push(entry.index, command, responder, key),
+            Err(e) => {
+                // Every node fails to decode it alike, so skipping keeps them equal.
+                tracing::warn!(index = entry.index, error = %e, "skipping an undecodable command");
+                if let Some(r) = responder {
+                    r.fail(ProposeError::Encode(e), remote);
                 }
             }
         }

@@ -459,6 +459,18 @@ pub(crate) mod snapshot {
             .saturating_add(64)
     }
 
+    /// Reads chunks of `data` into `buf` until it holds at least `n` bytes; `false` if the
+    /// stream ends first.
+    async fn fill(data: &mut SnapshotStream, buf: &mut BytesMut, n: usize) -> io::Result<bool> {
+        while buf.len() < n {
+            match data.next_chunk().await? {
+                Some(chunk) => buf.extend_from_slice(&chunk),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
     /// Splits a snapshot taken with [`wrap`]: the table, decoded and checked, and the state
     /// machine's data, the rest of the stream. A snapshot without a table, or with one
     /// that is corrupt or larger than `limits` allow, is refused with what is wrong.
@@ -472,41 +484,36 @@ pub(crate) mod snapshot {
                 "the snapshot does not start with a session table (was it taken with sessions off?)".into(),
             )
         };
+        let ends_inside = |at: usize| {
+            invalid(format!(
+                "the snapshot ends after {at} bytes, inside its session table"
+            ))
+        };
         let mut buf = BytesMut::new();
-        let mut need = HEADER as u64;
-        let mut have_header = false;
-        loop {
-            while (buf.len() as u64) < need {
-                match data.next_chunk().await? {
-                    Some(chunk) => buf.extend_from_slice(&chunk),
-                    None if !have_header && !MAGIC.starts_with(&buf[..buf.len().min(MAGIC.len())]) => {
-                        return Err(not_a_table());
-                    }
-                    None => {
-                        return Err(invalid(format!(
-                            "the snapshot ends after {} bytes, inside its session table",
-                            buf.len()
-                        )));
-                    }
-                }
-            }
-            if have_header {
-                break;
-            }
-            if &buf[..MAGIC.len()] != MAGIC {
-                return Err(not_a_table());
-            }
-            let len = u64::from_le_bytes(buf[MAGIC.len()..HEADER].try_into().expect("eight bytes"));
-            if len > largest(&limits) {
-                return Err(invalid(format!(
-                    "the snapshot's session table claims {len} bytes, more than the limits allow"
-                )));
-            }
-            need = HEADER as u64 + len;
-            have_header = true;
+        if !fill(&mut data, &mut buf, HEADER).await? {
+            return Err(if MAGIC.starts_with(&buf[..buf.len().min(MAGIC.len())]) {
+                ends_inside(buf.len())
+            } else {
+                not_a_table()
+            });
+        }
+        if &buf[..MAGIC.len()] != MAGIC {
+            return Err(not_a_table());
+        }
+        let len = u64::from_le_bytes(buf[MAGIC.len()..HEADER].try_into().expect("eight bytes"));
+        if len > largest(&limits) {
+            return Err(invalid(format!(
+                "the snapshot's session table claims {len} bytes, more than the limits allow"
+            )));
+        }
+        // Checked: a length that fits a u64 need not fit a usize.
+        let table_len =
+            usize::try_from(len).map_err(|_| invalid(format!("a session table of {len} bytes")))?;
+        let end = HEADER.saturating_add(table_len);
+        if !fill(&mut data, &mut buf, end).await? {
+            return Err(ends_inside(buf.len()));
         }
         buf.advance(HEADER);
-        let table_len = (need - HEADER as u64) as usize;
         let rest: Bytes = buf.split_off(table_len).freeze();
         let table = Sessions::decode(&buf, limits).map_err(|e| invalid(e.to_string()))?;
         let rest = futures::stream::iter((!rest.is_empty()).then_some(Ok(rest)));

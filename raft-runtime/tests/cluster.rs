@@ -132,12 +132,7 @@ async fn every_proposal_resolves_exactly_once_under_faults() {
     }
     // Faults while the clients run: partitions that come and go, and message loss.
     for round in 0..6u64 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let victim = 1 + round % 3;
-        c.plugins.net.isolate(victim, &[1, 2, 3]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        c.plugins.net.heal();
-        c.plugins.net.set_drop_rate(0.05, round);
+        common::partition_round(&c, round).await;
     }
     let mut attempts = Vec::new();
     for cl in clients {

@@ -130,12 +130,7 @@ async fn retried_commands_in_sessions_are_applied_exactly_once_under_faults() {
     }
     // Faults while the clients run: partitions that come and go, message loss, restarts.
     for round in 0..6u64 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let victim = 1 + round % 3;
-        c.plugins.net.isolate(victim, &[1, 2, 3]);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        c.plugins.net.heal();
-        c.plugins.net.set_drop_rate(0.05, round);
+        let victim = common::partition_round(&c, round).await;
         if round % 2 == 1 {
             c.restart(victim).await;
             nodes.lock().unwrap().insert(victim, c.node(victim).clone());

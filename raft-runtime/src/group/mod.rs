@@ -263,6 +263,9 @@ pub(crate) struct Group<SM: StateMachine> {
     incoming_buf: Vec<Incoming>,
     /// The wall clock a leader stamps session records with.
     clock: WallClock,
+    /// Its reading this loop turn, taken at the first record that needs it: one clock read
+    /// per turn, like `now`.
+    stamp: Option<u64>,
 }
 
 impl<SM: StateMachine> Group<SM> {
@@ -351,6 +354,7 @@ impl<SM: StateMachine> Group<SM> {
             request_buf: Vec::new(),
             incoming_buf: Vec::new(),
             clock,
+            stamp: None,
         }
     }
 
@@ -372,6 +376,7 @@ impl<SM: StateMachine> Group<SM> {
                 req = self.requests.recv() => Input::Request(req),
             };
             self.now = Instant::now();
+            self.stamp = None;
             match input {
                 Input::Tick(due) => {
                     self.tick_due = due;

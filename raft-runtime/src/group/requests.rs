@@ -78,7 +78,8 @@ impl<SM: StateMachine> Group<SM> {
             Proposal::Command(command) => self.node.propose(command),
             Proposal::Record(mut record) => {
                 // Time in the session table is always a leader's, stamped as it appends.
-                if let Err(e) = record::stamp(&mut record, (self.clock)()) {
+                let now = *self.stamp.get_or_insert_with(|| (self.clock)());
+                if let Err(e) = record::stamp(&mut record, now) {
                     return responder.fail(
                         ProposeError::Session(SessionError::Malformed(e)),
                         &mut self.remote_replies,

@@ -42,3 +42,16 @@ pub async fn cluster_with(n: u64, configure: fn(&mut Config), durable_sm: bool) 
     configure(&mut config);
     Cluster::with_logs(n, config, InMemory::new(), durable_sm).await
 }
+
+/// One round of faults for tests with clients running: after 300 ms, isolates node
+/// `1 + round % 3` of nodes 1 to 3 for 300 ms, heals, and sets a 5 % message loss seeded
+/// with `round`. Returns the node that was isolated.
+pub async fn partition_round(c: &Cluster, round: u64) -> NodeId {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let victim = 1 + round % 3;
+    c.plugins.net.isolate(victim, &[1, 2, 3]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.plugins.net.heal();
+    c.plugins.net.set_drop_rate(0.05, round);
+    victim
+}
