@@ -12,6 +12,7 @@ use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, Index, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::Slot;
 use crate::codec;
 use crate::error::{Fatal, ProposeError, ReadError, SessionError, StateMachineError, UnknownOutcome};
 use crate::persist::Restore;
@@ -25,6 +26,8 @@ use crate::transport::ForwardError;
 pub(crate) enum Responder<SM: StateMachine> {
     /// A local caller.
     Local(oneshot::Sender<Result<SM::Response, ProposeError>>),
+    /// A command's place in a batch proposed in one call.
+    Slot(Slot<SM::Response>),
     /// A local caller of a runtime record (a session's command or opening), who decodes the
     /// encoded response itself.
     Raw(RawReply),
@@ -57,6 +60,7 @@ impl<SM: StateMachine> Responder<SM> {
             Responder::Local(tx) => {
                 let _ = tx.send(Err(err));
             }
+            Responder::Slot(slot) => slot.answer(Err(err)),
             Responder::Raw(tx) => {
                 let _ = tx.send(Err(err));
             }
@@ -73,6 +77,7 @@ impl<SM: StateMachine> Responder<SM> {
             Responder::Local(tx) => {
                 let _ = tx.send(Ok(response));
             }
+            Responder::Slot(slot) => slot.answer(Ok(response)),
             responder @ (Responder::Raw(_) | Responder::Remote { .. }) => match codec::encode(&response) {
                 Ok(bytes) => responder.succeed_encoded(bytes, remote),
                 Err(e) => responder.fail(ProposeError::Encode(e), remote),
@@ -84,10 +89,9 @@ impl<SM: StateMachine> Responder<SM> {
     fn succeed_encoded(self, bytes: Bytes, remote: &mut Vec<RemoteReply>) {
         match self {
             Responder::Local(tx) => {
-                let outcome = codec::decode::<SM::Response>(&bytes)
-                    .map_err(|_| ProposeError::Unknown(UnknownOutcome::UndecodableResponse));
-                let _ = tx.send(outcome);
+                let _ = tx.send(decode_response::<SM>(&bytes));
             }
+            Responder::Slot(slot) => slot.answer(decode_response::<SM>(&bytes)),
             Responder::Raw(tx) => {
                 let _ = tx.send(Ok(bytes));
             }
@@ -98,6 +102,12 @@ impl<SM: StateMachine> Responder<SM> {
             }),
         }
     }
+}
+
+/// A response the applier holds encoded (a session's), decoded for a local caller.
+fn decode_response<SM: StateMachine>(bytes: &[u8]) -> Result<SM::Response, ProposeError> {
+    codec::decode::<SM::Response>(bytes)
+        .map_err(|_| ProposeError::Unknown(UnknownOutcome::UndecodableResponse))
 }
 
 /// A read query, type-erased: it receives the state machine (or why the read failed).

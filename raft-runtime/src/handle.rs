@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::applier::Query;
+use crate::batch;
 use crate::codec;
 use crate::config::Config;
 use crate::error::{AdminError, BusyReason, Fatal, ProposeError, ReadError, SessionError, UnknownOutcome};
@@ -203,6 +204,54 @@ impl<SM: StateMachine> Raft<SM> {
     pub async fn propose(&self, command: SM::Command) -> Result<SM::Response, ProposeError> {
         let command = codec::encode(&command).map_err(ProposeError::Encode)?;
         self.submit(|reply| Request::Propose { command, reply }).await
+    }
+
+    /// Replicates every command of `commands` and returns the state machine's response to
+    /// each, in the same order: one answer per command, as [`Raft::propose`] would give
+    /// it. The commands enter the node as one request and are appended together, so a
+    /// batch costs the node and the caller much less than as many single proposals; each
+    /// is still its own entry, applied in the batch's order (other proposals may come
+    /// between them). The call returns once every command has its answer.
+    ///
+    /// Every command is admitted on its own: past the node's limit of pending proposals
+    /// ([`Config::max_pending_proposals`](crate::Config)) the rest of a batch gets
+    /// [`ProposeError::Busy`], and a command that cannot be encoded gets
+    /// [`ProposeError::Encode`] while the others go ahead. An empty batch gets no answers.
+    pub async fn propose_batch(
+        &self,
+        commands: impl IntoIterator<Item = SM::Command>,
+    ) -> Vec<Result<SM::Response, ProposeError>> {
+        let mut encoded = Vec::new();
+        let mut failed = Vec::new();
+        for (at, command) in commands.into_iter().enumerate() {
+            match codec::encode(&command) {
+                Ok(bytes) => encoded.push(bytes),
+                Err(e) => failed.push((at, Err(ProposeError::Encode(e)))),
+            }
+        }
+        let len = encoded.len() + failed.len();
+        let (slots, answers) = batch::new(len, failed);
+        if !slots.is_empty()
+            && let Err((request, full)) = self.enqueue(Request::ProposeBatch {
+                commands: encoded.into_iter().zip(slots).collect(),
+            })
+        {
+            let refusal = if full {
+                ProposeError::Busy(BusyReason::Mailbox)
+            } else {
+                ProposeError::ShuttingDown
+            };
+            if let Request::ProposeBatch { commands } = request {
+                for (_, slot) in commands {
+                    slot.answer(Err(refusal.clone()));
+                }
+            }
+        }
+        answers.await.unwrap_or_else(|_| {
+            (0..len)
+                .map(|_| Err(ProposeError::Unknown(UnknownOutcome::ShutDown)))
+                .collect()
+        })
     }
 
     /// Proposes a runtime record once and returns its encoded response.

@@ -100,6 +100,7 @@
 
 mod adapter;
 mod applier;
+mod batch;
 mod codec;
 mod config;
 mod error;

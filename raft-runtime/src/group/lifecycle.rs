@@ -129,6 +129,11 @@ impl<SM: StateMachine> Group<SM> {
                 Request::ProposeRecord { reply, .. } => {
                     let _ = reply.send(Err(ProposeError::ShuttingDown));
                 }
+                Request::ProposeBatch { commands } => {
+                    for (_, slot) in commands {
+                        slot.answer(Err(ProposeError::ShuttingDown));
+                    }
+                }
                 Request::Read { query, .. } => query(Err(ReadError::ShuttingDown)),
                 Request::Membership { reply, .. } | Request::Transfer { reply, .. } => {
                     let _ = reply.send(Err(AdminError::ShuttingDown));

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapter::StoreReader;
 use crate::applier::{ApplierEvent, ApplyMsg, Query, RawReply, RemoteReply, Responder};
+use crate::batch::Slot;
 use crate::codec;
 use crate::config::Config;
 use crate::error::{
@@ -66,6 +67,10 @@ pub(crate) enum Request<SM: StateMachine> {
     Propose {
         command: Bytes,
         reply: oneshot::Sender<Result<SM::Response, ProposeError>>,
+    },
+    /// Commands proposed in one call, each with its place among the call's answers.
+    ProposeBatch {
+        commands: Vec<(Bytes, Slot<SM::Response>)>,
     },
     /// A record of the runtime's own (a session's command or opening), not yet stamped.
     ProposeRecord {
@@ -132,6 +137,8 @@ pub(crate) enum ForwardWaiter<SM: StateMachine> {
     Command(ProposalReply<SM>),
     /// A runtime record's caller, who gets the encoded response.
     Record(RawReply),
+    /// A command's place in a batch, which gets the decoded response.
+    Slot(Slot<SM::Response>),
 }
 
 impl<SM: StateMachine> ForwardWaiter<SM> {
@@ -143,6 +150,7 @@ impl<SM: StateMachine> ForwardWaiter<SM> {
             ForwardWaiter::Record(reply) => {
                 let _ = reply.send(Err(e));
             }
+            ForwardWaiter::Slot(slot) => slot.answer(Err(e)),
         }
     }
 }

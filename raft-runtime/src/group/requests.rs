@@ -3,10 +3,23 @@
 
 use super::*;
 
+/// The leader's encoded response to a forwarded command, decoded for its caller.
+fn forwarded_response<SM: StateMachine>(leader: NodeId, bytes: &[u8]) -> Result<SM::Response, ProposeError> {
+    codec::decode::<SM::Response>(bytes).map_err(|e| {
+        tracing::warn!(leader, error = %e, "undecodable response to a forwarded command");
+        ProposeError::Unknown(UnknownOutcome::UndecodableResponse)
+    })
+}
+
 impl<SM: StateMachine> Group<SM> {
     pub(super) fn on_request(&mut self, req: Request<SM>) {
         match req {
             Request::Propose { command, reply } => self.propose(command, Responder::Local(reply)),
+            Request::ProposeBatch { commands } => {
+                for (command, slot) in commands {
+                    self.propose(command, Responder::Slot(slot));
+                }
+            }
             Request::ProposeRecord { record, reply } => {
                 self.propose_any(Proposal::Record(record), Responder::Raw(reply))
             }
@@ -57,6 +70,14 @@ impl<SM: StateMachine> Group<SM> {
                     if self.cfg.forward_proposals =>
                 {
                     self.forward(leader, ForwardWaiter::Command(reply), |id| WireMessage::Forward {
+                        id,
+                        command,
+                    })
+                }
+                (Responder::Slot(slot), Some(leader), Proposal::Command(command))
+                    if self.cfg.forward_proposals =>
+                {
+                    self.forward(leader, ForwardWaiter::Slot(slot), |id| WireMessage::Forward {
                         id,
                         command,
                     })
@@ -158,12 +179,9 @@ impl<SM: StateMachine> Group<SM> {
         };
         match (waiter, result) {
             (ForwardWaiter::Command(reply), Ok(bytes)) => {
-                let outcome = codec::decode::<SM::Response>(&bytes).map_err(|e| {
-                    tracing::warn!(leader = from, error = %e, "undecodable response to a forwarded command");
-                    ProposeError::Unknown(UnknownOutcome::UndecodableResponse)
-                });
-                let _ = reply.send(outcome);
+                let _ = reply.send(forwarded_response::<SM>(from, &bytes));
             }
+            (ForwardWaiter::Slot(slot), Ok(bytes)) => slot.answer(forwarded_response::<SM>(from, &bytes)),
             // The caller decodes a record's response.
             (ForwardWaiter::Record(reply), Ok(bytes)) => {
                 let _ = reply.send(Ok(bytes));
