@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use raft_bench::workload::Stop;
-use raft_bench::{Plan, Setup};
+use raft_bench::{Plan, Setup, Workload};
 
 /// `--seconds N` and `--clients LIST`; anything else (cargo passes `--bench`) is ignored.
 fn plan() -> Result<Plan, String> {
@@ -44,6 +44,8 @@ fn plan() -> Result<Plan, String> {
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cluster-bench");
     Ok(Plan {
         setups: vec![Setup::A],
+        workloads: vec![Workload::Write],
+        batch: 1,
         clients,
         payloads: vec![0],
         stop: Stop::After(Duration::from_secs(seconds)),

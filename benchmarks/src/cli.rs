@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::Error;
 use crate::workload::Stop;
-use crate::{Plan, Setup};
+use crate::{Plan, Setup, Workload};
 
 /// Measure throughput, latency, fsyncs, bytes, CPU and memory of 3-node Raft clusters.
 #[derive(Debug, Parser)]
@@ -61,6 +61,16 @@ pub struct Args {
     /// c (3 `raft-bench node` processes driven over HTTP).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
     configs: Vec<Setup>,
+    /// What the clients do, one set of runs each: write (propose), read (linearizable
+    /// ReadIndex reads on the leader), lease-read (reads on the leader's lease),
+    /// follower-read (linearizable reads on the followers).
+    #[arg(long, value_delimiter = ',', default_value = "write")]
+    workloads: Vec<Workload>,
+    /// Commands per call of the write workload in configurations a and b: more than 1
+    /// proposes them together with `Raft::propose_batch` (one answer per command; every
+    /// command counts as an operation, the latency is the call's).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    batch: u64,
     /// Numbers of concurrent clients, one run each.
     #[arg(long, value_delimiter = ',', default_value = "1,64,256,1024,4096")]
     clients: Vec<usize>,
@@ -121,8 +131,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
     };
     let mut configs = args.configs;
     configs.dedup();
+    let mut workloads = args.workloads;
+    workloads.dedup();
     let plan = Plan {
         setups: configs,
+        workloads,
+        batch: args.batch as usize,
         clients: args.clients,
         payloads: args.payloads,
         stop,

@@ -9,14 +9,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use raft_runtime::{Config, Raft, Session, SessionConfig};
+use raft_runtime::{Config, Raft, ReadError, Session, SessionConfig};
 use raft_testkit::{Cluster, InMemory, OnDisk, Plugins};
 use tokio::time::Instant;
 
 use crate::machine::{Payload, Sink};
 use crate::usage;
 use crate::workload::{Client, Outcome};
-use crate::{Counters, Error, Target, Usage};
+use crate::{Counters, Error, Target, Usage, Workload};
 
 /// How long the cluster may take to elect a leader that commits.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -106,14 +106,30 @@ impl<P: Payload, K: Plugins> InProcess<P, K> {
 impl<P: Payload, K: Plugins> Target for InProcess<P, K> {
     type Client = Proposer<P>;
 
-    fn clients(&self, n: usize) -> Vec<Proposer<P>> {
-        (0..n)
-            .map(|_| Proposer {
-                leader: self.leader.clone(),
+    fn clients(&self, n: usize, workload: Workload, batch: usize) -> Result<Vec<Proposer<P>>, Error> {
+        let followers: Vec<Raft<Sink<P>>> = self
+            .cluster
+            .nodes
+            .values()
+            .filter(|node| node.id() != self.leader.id())
+            .cloned()
+            .collect();
+        Ok((0..n)
+            .map(|i| Proposer {
+                node: match workload {
+                    Workload::FollowerRead => followers[i % followers.len()].clone(),
+                    Workload::Write | Workload::Read | Workload::LeaseRead => self.leader.clone(),
+                },
                 payload: self.payload.clone(),
-                session: self.sessions.then_some(None),
+                op: match workload {
+                    Workload::Write if self.sessions => Op::Session(None),
+                    Workload::Write if batch > 1 => Op::Batch { size: batch, left: 0 },
+                    Workload::Write => Op::Propose,
+                    Workload::Read | Workload::FollowerRead => Op::Read { lease: false },
+                    Workload::LeaseRead => Op::Read { lease: true },
+                },
             })
-            .collect()
+            .collect())
     }
 
     async fn counters(&self) -> Result<Counters, Error> {
@@ -147,29 +163,94 @@ impl<P: Payload, K: Plugins> Target for InProcess<P, K> {
     }
 }
 
-/// A client that proposes a payload to the leader through its handle, in a session of its
-/// own when the run uses sessions.
+/// A client of one node: proposes the payload (alone, in batches, or in a session of its
+/// own) or reads the state machine's count.
 pub struct Proposer<P: Payload> {
-    leader: Raft<Sink<P>>,
+    node: Raft<Sink<P>>,
     payload: P,
-    /// `None` without sessions; `Some(None)` until the session is opened (on the first
-    /// call, in the warm-up).
-    session: Option<Option<Session<Sink<P>>>>,
+    op: Op<P>,
+}
+
+/// What a [`Proposer`] does each call.
+enum Op<P: Payload> {
+    /// `Raft::propose`.
+    Propose,
+    /// `Raft::propose_batch` of `size` commands; `left` of the current batch still to
+    /// send again after a refusal (0: a new batch).
+    Batch { size: usize, left: usize },
+    /// `Session::propose`, in a session opened on the first call (in the warm-up).
+    Session(Option<Session<Sink<P>>>),
+    /// `Raft::read`, or `Raft::lease_read`.
+    Read { lease: bool },
 }
 
 impl<P: Payload> Client for Proposer<P> {
+    fn ops_per_call(&self) -> u64 {
+        match self.op {
+            Op::Batch { size, .. } => size as u64,
+            Op::Propose | Op::Session(_) | Op::Read { .. } => 1,
+        }
+    }
+
     async fn call(&mut self) -> Outcome {
-        let outcome = match &mut self.session {
-            None => self.leader.propose(self.payload.clone()).await,
-            Some(None) => match self.leader.open_session(SESSION_TIMEOUT).await {
+        let outcome = match &mut self.op {
+            Op::Propose => self.node.propose(self.payload.clone()).await,
+            Op::Batch { size, left } => {
+                if *left == 0 {
+                    *left = *size;
+                }
+                let answers = self
+                    .node
+                    .propose_batch(std::iter::repeat_n(self.payload.clone(), *left))
+                    .await;
+                // Send again only what was definitely not applied; any other failure fails
+                // the call.
+                let mut refused = None;
+                let mut failed = None;
+                *left = 0;
+                for answer in answers {
+                    match answer {
+                        Ok(()) => {}
+                        Err(e) if e.is_definitely_not_applied() => {
+                            *left += 1;
+                            refused.get_or_insert(e);
+                        }
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+                match (failed, refused) {
+                    (Some(e), _) => {
+                        *left = 0;
+                        Err(e)
+                    }
+                    (None, Some(e)) => Err(e),
+                    (None, None) => Ok(()),
+                }
+            }
+            Op::Session(None) => match self.node.open_session(SESSION_TIMEOUT).await {
                 Ok(session) => {
                     let outcome = session.propose(self.payload.clone(), SESSION_TIMEOUT).await;
-                    self.session = Some(Some(session));
+                    self.op = Op::Session(Some(session));
                     outcome
                 }
                 Err(e) => Err(e),
             },
-            Some(Some(session)) => session.propose(self.payload.clone(), SESSION_TIMEOUT).await,
+            Op::Session(Some(session)) => session.propose(self.payload.clone(), SESSION_TIMEOUT).await,
+            Op::Read { lease } => {
+                let read = if *lease {
+                    self.node.lease_read(|sm| sm.applied()).await
+                } else {
+                    self.node.read(|sm| sm.applied()).await
+                };
+                return match read {
+                    Ok(_) => Outcome::Done,
+                    // Busy: too many reads waiting; nothing else clears up by itself.
+                    Err(e @ ReadError::Busy(_)) => Outcome::Rejected(e.to_string()),
+                    Err(e) => Outcome::Failed(e.to_string()),
+                };
+            }
         };
         match outcome {
             Ok(()) => Outcome::Done,

@@ -98,12 +98,54 @@ impl Setup {
     }
 }
 
-/// What to run: every combination of configuration, payload and client count, in that
-/// order of nesting.
+/// What the clients do.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// Propose commands to the leader (`Raft::propose`, `Raft::propose_batch` with
+    /// `--batch`; `POST /propose` in c).
+    Write,
+    /// Linearizable reads on the leader: ReadIndex, one heartbeat round confirming the
+    /// reads that arrived together (`Raft::read`; `GET /applied` in c).
+    Read,
+    /// Reads on the leader served from its lease, without a round while the lease holds
+    /// (`Raft::lease_read`; `GET /applied?lease` in c).
+    LeaseRead,
+    /// Linearizable reads on the followers (clients spread over both): each asks the
+    /// leader for a confirmed read index, then reads its own state once it has applied it.
+    FollowerRead,
+}
+
+impl Workload {
+    /// `write`, `read`, `lease-read`, `follower-read`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Write => "write",
+            Workload::Read => "read",
+            Workload::LeaseRead => "lease-read",
+            Workload::FollowerRead => "follower-read",
+        }
+    }
+
+    /// Whether the workload reads (its operations write no entries).
+    pub fn reads(self) -> bool {
+        self != Workload::Write
+    }
+}
+
+/// What to run: every combination of configuration, workload, payload and client count,
+/// in that order of nesting.
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// The configurations.
     pub setups: Vec<Setup>,
+    /// The workloads.
+    pub workloads: Vec<Workload>,
+    /// Commands per call of the write workload (1: `Raft::propose`; more:
+    /// `Raft::propose_batch`, configurations a and b).
+    pub batch: usize,
     /// Concurrent client counts.
     pub clients: Vec<usize>,
     /// Payload sizes in bytes.
@@ -134,7 +176,26 @@ pub struct Plan {
 impl Plan {
     /// The number of runs.
     pub fn runs(&self) -> usize {
-        self.setups.len() * self.clients.len() * self.payloads.len()
+        self.setups.len() * self.workloads.len() * self.clients.len() * self.payloads.len()
+    }
+
+    /// Checks that every run of the plan can be made, before any is.
+    pub fn check(&self) -> Result<(), Error> {
+        let batched_writes = self.batch != 1 && self.workloads.contains(&Workload::Write);
+        if self.batch == 0 {
+            return Err("--batch needs at least 1 command per call".into());
+        }
+        if batched_writes && self.setups.contains(&Setup::C) {
+            return Err(
+                "--batch is for configurations a and b: c's HTTP API proposes one command per request".into(),
+            );
+        }
+        if batched_writes && self.sessions {
+            return Err(
+                "--batch and --sessions do not go together: a session proposes one command at a time".into(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -172,8 +233,9 @@ trait Target {
     /// The client type the workload runs.
     type Client: Client;
 
-    /// `n` clients of the leader.
-    fn clients(&self, n: usize) -> Vec<Self::Client>;
+    /// `n` clients doing `workload`, writes in batches of `batch` commands; an error if
+    /// the configuration cannot run that.
+    fn clients(&self, n: usize, workload: Workload, batch: usize) -> Result<Vec<Self::Client>, Error>;
 
     /// The nodes' counters now.
     fn counters(&self) -> impl Future<Output = Result<Counters, Error>>;
@@ -188,6 +250,7 @@ trait Target {
 /// Runs the plan, printing the table as it goes, and writes `results.json` and
 /// `plot.png` into [`Plan::out`].
 pub async fn run(plan: Plan) -> Result<Report, Error> {
+    plan.check()?;
     usage::raise_open_files_limit();
     std::fs::create_dir_all(&plan.out)?;
     std::fs::create_dir_all(&plan.data_dir)?;
@@ -214,6 +277,7 @@ pub async fn run(plan: Plan) -> Result<Report, Error> {
             warmup_seconds: plan.warmup.as_secs_f64(),
             snapshot_every: plan.snapshot_every,
             sessions: plan.sessions,
+            batch: plan.batch,
             data_dir: plan.data_dir.display().to_string(),
             same_process: plan.same_process,
         },
@@ -240,41 +304,53 @@ pub async fn run(plan: Plan) -> Result<Report, Error> {
     let json = plan.out.join(JSON_FILE);
     let mut n = 0;
     for &setup in &plan.setups {
-        for &payload in &plan.payloads {
-            for &clients in &plan.clients {
-                n += 1;
-                let bar = progress_bar(&format!(
-                    "[{n}/{}] {} {clients:>4} clients {:>6}",
-                    plan.runs(),
-                    setup.name(),
-                    report::bytes(payload)
-                ));
-                let run = if setup == Setup::C || plan.same_process {
-                    run_one(setup, clients, payload, &plan, &bar).await
-                } else {
-                    run_in_child(setup, clients, payload, &plan, &bar).await
-                };
-                bar.finish_and_clear();
-                let run = run.map_err(|e| format!("{} with {clients} clients: {e}", setup.name()))?;
-                println!("{}", report::row(&run));
-                if let Some(growth) = run.memory_growth() {
-                    println!(
-                        "    peak memory {:.1} MiB, {:.2}x the first minute's {:.1} MiB",
-                        mib(run.peak_memory_bytes),
-                        growth,
-                        mib(run.peak_memory_first_minute_bytes.unwrap_or(0))
-                    );
+        for &workload in &plan.workloads {
+            for &payload in &plan.payloads {
+                for &clients in &plan.clients {
+                    n += 1;
+                    let spec = Spec {
+                        setup,
+                        workload,
+                        clients,
+                        payload,
+                        load_average: None,
+                    };
+                    let bar = progress_bar(&format!(
+                        "[{n}/{}] {} {} {clients:>4} clients {:>6}",
+                        plan.runs(),
+                        setup.name(),
+                        workload.name(),
+                        report::bytes(payload)
+                    ));
+                    let run = if setup == Setup::C || plan.same_process {
+                        run_one(spec, &plan, &bar).await
+                    } else {
+                        run_in_child(spec, &plan, &bar).await
+                    };
+                    bar.finish_and_clear();
+                    let run = run.map_err(|e| {
+                        format!("{} {} with {clients} clients: {e}", setup.name(), workload.name())
+                    })?;
+                    println!("{}", report::row(&run));
+                    if let Some(growth) = run.memory_growth() {
+                        println!(
+                            "    peak memory {:.1} MiB, {:.2}x the first minute's {:.1} MiB",
+                            mib(run.peak_memory_bytes),
+                            growth,
+                            mib(run.peak_memory_first_minute_bytes.unwrap_or(0))
+                        );
+                    }
+                    for (reason, count) in &run.rejected_by_reason {
+                        println!("    {count} refused and sent again: {reason}");
+                    }
+                    if let Some(error) = &run.first_error {
+                        println!("    {} failed; the first: {error}", run.failed);
+                    }
+                    report.runs.push(run);
+                    report.machine.load_average_after = usage::load_average();
+                    // After every run, so that an interrupted benchmark keeps what it measured.
+                    report::write_json(&report, &json)?;
                 }
-                for (reason, count) in &run.rejected_by_reason {
-                    println!("    {count} refused and sent again: {reason}");
-                }
-                if let Some(error) = &run.first_error {
-                    println!("    {} failed; the first: {error}", run.failed);
-                }
-                report.runs.push(run);
-                report.machine.load_average_after = usage::load_average();
-                // After every run, so that an interrupted benchmark keeps what it measured.
-                report::write_json(&report, &json)?;
             }
         }
     }
@@ -319,24 +395,34 @@ pub const CHILD_FLAG: &str = "--child-run-json";
 /// Runs the one run of `plan` in this process and writes its figures to `json` (what a
 /// child started by `run_in_child` does).
 pub async fn run_as_child(plan: Plan, json: &std::path::Path) -> Result<(), Error> {
-    let (&[setup], &[clients], &[payload]) = (&plan.setups[..], &plan.clients[..], &plan.payloads[..]) else {
-        return Err(format!("{CHILD_FLAG} runs exactly one configuration, client count and payload").into());
+    let (&[setup], &[workload], &[clients], &[payload]) = (
+        &plan.setups[..],
+        &plan.workloads[..],
+        &plan.clients[..],
+        &plan.payloads[..],
+    ) else {
+        return Err(format!(
+            "{CHILD_FLAG} runs exactly one configuration, workload, client count and payload"
+        )
+        .into());
     };
+    plan.check()?;
     std::fs::create_dir_all(&plan.data_dir)?;
-    let run = run_one(setup, clients, payload, &plan, &ProgressBar::hidden()).await?;
+    let spec = Spec {
+        setup,
+        workload,
+        clients,
+        payload,
+        load_average: None,
+    };
+    let run = run_one(spec, &plan, &ProgressBar::hidden()).await?;
     std::fs::write(json, serde_json::to_vec(&run)?)?;
     Ok(())
 }
 
 /// Runs one run of configuration a or b in a fresh `raft-bench` process (this executable),
 /// so that its peak memory and its allocator are its own, and reads back its figures.
-async fn run_in_child(
-    setup: Setup,
-    clients: usize,
-    payload: usize,
-    plan: &Plan,
-    bar: &ProgressBar,
-) -> Result<Run, Error> {
+async fn run_in_child(spec: Spec, plan: &Plan, bar: &ProgressBar) -> Result<Run, Error> {
     let json = tempfile::Builder::new()
         .prefix("run-")
         .suffix(".json")
@@ -344,9 +430,11 @@ async fn run_in_child(
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let mut command = std::process::Command::new(&plan.exe);
     command
-        .args(["--configs", setup.name()])
-        .args(["--clients", &clients.to_string()])
-        .args(["--payloads", &payload.to_string()])
+        .args(["--configs", spec.setup.name()])
+        .args(["--workloads", spec.workload.name()])
+        .args(["--batch", &plan.batch.to_string()])
+        .args(["--clients", &spec.clients.to_string()])
+        .args(["--payloads", &spec.payload.to_string()])
         .args(["--warmup", &ms(plan.warmup)])
         .args(["--snapshot-every", &plan.snapshot_every.to_string()])
         .args(plan.sessions.then_some("--sessions"))
@@ -403,26 +491,22 @@ impl Drop for ChildProcess {
 #[derive(Clone, Copy, Debug)]
 struct Spec {
     setup: Setup,
+    workload: Workload,
     clients: usize,
     payload: usize,
     load_average: Option<[f64; 3]>,
 }
 
 /// Starts the cluster for one run, measures, and stops it (also when measuring failed).
-async fn run_one(
-    setup: Setup,
-    clients: usize,
-    payload: usize,
-    plan: &Plan,
-    bar: &ProgressBar,
-) -> Result<Run, Error> {
+async fn run_one(mut spec: Spec, plan: &Plan, bar: &ProgressBar) -> Result<Run, Error> {
     bar.set_message("starting the cluster");
-    let spec = Spec {
+    spec.load_average = usage::load_average();
+    let Spec {
         setup,
         clients,
         payload,
-        load_average: usage::load_average(),
-    };
+        ..
+    } = spec;
     // The peak of this run, not of an earlier one (for a and b, which run in-process).
     usage::reset_peak();
     let every = plan.snapshot_every;
@@ -470,7 +554,8 @@ async fn measure_running<T: Target>(
     plan: &Plan,
     bar: &ProgressBar,
 ) -> Result<Run, Error> {
-    let load = Load::start(target.clients(spec.clients), plan.warmup, plan.stop);
+    let clients = target.clients(spec.clients, spec.workload, plan.batch)?;
+    let load = Load::start(clients, plan.warmup, plan.stop);
     let progress = load.progress();
     let from = load.measured_from();
     let until = load.deadline();
@@ -535,6 +620,12 @@ async fn measure_running<T: Target>(
     Ok(Run {
         config: spec.setup,
         description: spec.setup.description().to_string(),
+        workload: spec.workload,
+        batch: if spec.workload == Workload::Write {
+            plan.batch
+        } else {
+            1
+        },
         clients: spec.clients,
         payload_bytes: spec.payload,
         ops: measured.ops,

@@ -58,6 +58,13 @@ impl<P> Default for Sink<P> {
     }
 }
 
+impl<P> Sink<P> {
+    /// The commands applied so far (what a read of the benchmark reads).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+}
+
 impl<P> Clone for Sink<P> {
     fn clone(&self) -> Self {
         Sink {

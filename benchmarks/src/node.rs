@@ -12,6 +12,8 @@
 //! |---|---|---|
 //! | `POST /propose` | the payload, raw bytes | `200` (empty) once applied; `503` definitely not applied (busy, no leader), sent again by the client; `504` outcome unknown |
 //! | `GET /status` | | `200` [`NodeStatus`] as JSON: role, term, leader, commit index, and the counters the benchmark reads |
+//! | `GET /applied` | | `200` the number of commands this node has applied, as decimal text, read linearizably (ReadIndex; on a follower, the leader confirms the index); `503` busy or no leader; `504` not confirmed in time |
+//! | `GET /applied?lease` | | the same, served from the leader's lease while it holds one |
 //! | `POST /sessions` | | with `--sessions`: `200`, a new client session's id as decimal text |
 //! | `POST /propose?session=S&seq=K` | the payload | with `--sessions`: command `K` of session `S` (the client has its answers up to `K - 1`), applied at most once however often it is sent, retried by the node until a definite answer (as `POST /propose` otherwise) |
 //!
@@ -41,7 +43,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use raft_runtime::raft_core::{NodeId, Role};
-use raft_runtime::{Config, MemberInfo, Raft, SessionConfig};
+use raft_runtime::{Config, MemberInfo, Raft, ReadError, SessionConfig};
 use raft_storage_file::{FileLogStore, Options};
 use raft_transport_quic::{QuicConfig, QuicTransport, TlsConfig};
 use serde::{Deserialize, Serialize};
@@ -335,9 +337,17 @@ async fn handle(
             Err(e) => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
         },
         (&Method::GET, "/status") => status(&raft),
+        (&Method::GET, "/applied") => match request.uri().query() {
+            None => applied(raft.read(|sm| sm.applied()).await),
+            Some("lease") => applied(raft.lease_read(|sm| sm.applied()).await),
+            Some(other) => text(
+                StatusCode::BAD_REQUEST,
+                format!("unknown query `{other}`: GET /applied takes `?lease` or nothing"),
+            ),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
-            "the routes are POST /propose, POST /sessions and GET /status".to_string(),
+            "the routes are POST /propose, POST /sessions, GET /applied and GET /status".to_string(),
         ),
     })
 }
@@ -393,6 +403,17 @@ async fn propose(
         Ok(()) => Response::new(Full::new(Bytes::new())),
         Err(e) if e.is_definitely_not_applied() => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         Err(e) => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+    }
+}
+
+/// `GET /applied`: the commands this node's state machine has applied, read linearizably
+/// (or from the leader's lease): 200 and the count; 503 busy, or no leader to confirm the
+/// read; 504 not confirmed in time.
+fn applied(read: Result<u64, ReadError>) -> Response<Full<Bytes>> {
+    match read {
+        Ok(count) => text(StatusCode::OK, count.to_string()),
+        Err(e @ ReadError::Timeout) => text(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The plot: throughput against clients, and the latency percentiles against clients, one
-//! line per configuration and payload, written as a PNG.
+//! line per configuration, workload and payload, written as a PNG.
 //!
 //! Text is drawn with a font compiled into the binary (from `epaint_default_fonts`), so
 //! the plot needs no font installed on the machine.
@@ -12,8 +12,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::Error;
-use crate::Setup;
 use crate::report::{Run, bytes};
+use crate::{Setup, Workload};
 
 const FONT: &str = "sans-serif";
 const WIDTH: u32 = 1400;
@@ -99,17 +99,17 @@ fn draw_panel(
     runs: &[Run],
     figure: Figure,
 ) -> Result<(), Error> {
-    let mut by_line: BTreeMap<(Setup, usize), Vec<&Run>> = BTreeMap::new();
+    let mut by_line: BTreeMap<(Setup, Workload, usize, usize), Vec<&Run>> = BTreeMap::new();
     for run in runs {
         by_line
-            .entry((run.config, run.payload_bytes))
+            .entry((run.config, run.workload, run.batch, run.payload_bytes))
             .or_default()
             .push(run);
     }
     let series: Vec<Series> = by_line
         .iter()
         .enumerate()
-        .map(|(i, ((setup, payload), runs))| {
+        .map(|(i, ((setup, workload, batch, payload), runs))| {
             let mut points: Vec<(usize, f64)> = runs
                 .iter()
                 .map(|r| (r.clients, figure.value(r)))
@@ -117,7 +117,11 @@ fn draw_panel(
                 .collect();
             points.sort_by_key(|p| p.0);
             Series {
-                label: format!("{} {}", setup.name(), bytes(*payload)),
+                label: match (workload, batch) {
+                    (Workload::Write, 1) => format!("{} {}", setup.name(), bytes(*payload)),
+                    (Workload::Write, n) => format!("{} {} x{n}", setup.name(), bytes(*payload)),
+                    (w, _) => format!("{} {}", setup.name(), w.name()),
+                },
                 color: PALETTE[i % PALETTE.len()],
                 points,
             }

@@ -23,7 +23,7 @@ use crate::http1::Connection;
 use crate::node::{MAX_PAYLOAD, NodeStatus};
 use crate::usage;
 use crate::workload::{Client, Outcome};
-use crate::{Counters, Error, Target, Usage};
+use crate::{Counters, Error, Target, Usage, Workload};
 
 /// How long the processes may take to start and elect a leader that commits.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -208,6 +208,7 @@ impl Processes {
                 seq: 0,
                 payload: self.payload.clone(),
             }),
+            read: None,
         }
     }
 
@@ -262,8 +263,21 @@ async fn status(addr: SocketAddr) -> Result<NodeStatus, Error> {
 impl Target for Processes {
     type Client = HttpClient;
 
-    fn clients(&self, n: usize) -> Vec<HttpClient> {
-        (0..n).map(|_| self.client()).collect()
+    fn clients(&self, n: usize, workload: Workload, _batch: usize) -> Result<Vec<HttpClient>, Error> {
+        let followers: Vec<SocketAddr> = self
+            .nodes
+            .iter()
+            .map(|n| n.http)
+            .filter(|&a| a != self.leader)
+            .collect();
+        Ok((0..n)
+            .map(|i| match workload {
+                Workload::Write => self.client(),
+                Workload::Read => HttpClient::reader(self.leader, "/applied"),
+                Workload::LeaseRead => HttpClient::reader(self.leader, "/applied?lease"),
+                Workload::FollowerRead => HttpClient::reader(followers[i % followers.len()], "/applied"),
+            })
+            .collect())
     }
 
     async fn counters(&self) -> Result<Counters, Error> {
@@ -302,11 +316,27 @@ impl Target for Processes {
 }
 
 /// A client that sends `POST /propose` to the leader, on a kept-alive connection of its
-/// own; in a session of its own when the run uses sessions.
+/// own (in a session of its own when the run uses sessions), or `GET /applied` to the node
+/// it reads from.
 pub struct HttpClient {
     connection: Connection,
+    /// The node it sends to.
     leader: SocketAddr,
     session: Option<ClientSession>,
+    /// The path it reads, for a reader.
+    read: Option<&'static str>,
+}
+
+impl HttpClient {
+    /// A client that reads `path` from the node at `addr`.
+    fn reader(addr: SocketAddr, path: &'static str) -> HttpClient {
+        HttpClient {
+            connection: Connection::get(addr, path),
+            leader: addr,
+            session: None,
+            read: Some(path),
+        }
+    }
 }
 
 /// A client's session: opened on the first call (in the warm-up).
@@ -320,6 +350,9 @@ struct ClientSession {
 impl Client for HttpClient {
     async fn call(&mut self) -> Outcome {
         let leader = self.leader;
+        if let Some(path) = self.read {
+            return send_once(&mut self.connection, || format!("GET http://{leader}{path}")).await;
+        }
         let Some(session) = &mut self.session else {
             return send_once(&mut self.connection, || format!("POST http://{leader}/propose")).await;
         };

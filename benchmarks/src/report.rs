@@ -7,7 +7,7 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::Setup;
+use crate::{Setup, Workload};
 
 /// Everything one `raft-bench` invocation measured.
 #[derive(Clone, Debug, Serialize)]
@@ -50,6 +50,8 @@ pub struct Settings {
     pub snapshot_every: u64,
     /// Whether every command went through a client session (`--sessions`).
     pub sessions: bool,
+    /// Commands per call of the write workload (`--batch`).
+    pub batch: usize,
     /// Where the write-ahead logs of configurations b and c were written.
     pub data_dir: String,
     /// Whether runs of a and b shared the benchmark's process (`--same-process`) rather
@@ -113,6 +115,10 @@ pub struct Run {
     pub config: Setup,
     /// What the configuration is.
     pub description: String,
+    /// What the clients did.
+    pub workload: Workload,
+    /// Commands per call (writes in batches), 1 otherwise.
+    pub batch: usize,
     /// Concurrent closed-loop clients.
     pub clients: usize,
     /// Payload bytes per operation (and per log entry).
@@ -191,8 +197,9 @@ pub fn write_json(report: &Report, path: &Path) -> std::io::Result<()> {
 /// The table's header lines.
 pub fn header() -> String {
     format!(
-        "{:<3} {:>7} {:>7} {:>11} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6}\n{}",
+        "{:<3} {:<10} {:>7} {:>7} {:>11} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6}\n{}",
         "cfg",
+        "workload",
         "clients",
         "payload",
         "ops/s",
@@ -205,7 +212,7 @@ pub fn header() -> String {
         "peak MiB",
         "errors",
         "other",
-        "-".repeat(111)
+        "-".repeat(122)
     )
 }
 
@@ -214,8 +221,9 @@ pub fn row(run: &Run) -> String {
     let l = &run.latency_us;
     let opt = |v: Option<f64>, decimals: usize| v.map_or("-".to_string(), |v| format!("{v:.decimals$}"));
     format!(
-        "{:<3} {:>7} {:>7} {:>11} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8.3} {:>8.1} {:>6} {:>5.0}%",
+        "{:<3} {:<10} {:>7} {:>7} {:>11} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8.3} {:>8.1} {:>6} {:>5.0}%",
         run.config.name(),
+        workload(run),
         run.clients,
         bytes(run.payload_bytes),
         thousands(run.ops_per_second.round() as u64),
@@ -229,6 +237,16 @@ pub fn row(run: &Run) -> String {
         run.failed + run.rejected,
         run.other_cpu_share * 100.0,
     )
+}
+
+/// The workload column: `write`, `write x4` for batches, `read`, `lease-read`,
+/// `f-read` (follower reads).
+fn workload(run: &Run) -> String {
+    match run.workload {
+        Workload::Write if run.batch > 1 => format!("write x{}", run.batch),
+        Workload::FollowerRead => "f-read".to_string(),
+        w => w.name().to_string(),
+    }
 }
 
 /// `16 B`, `4 KiB`.

@@ -34,6 +34,12 @@ pub enum Outcome {
 pub trait Client: Send + 'static {
     /// Sends one request and waits for its outcome.
     fn call(&mut self) -> impl Future<Output = Outcome> + Send;
+
+    /// Operations one completed request counts for: the commands of a batch, 1 otherwise.
+    /// The same for every client of a load.
+    fn ops_per_call(&self) -> u64 {
+        1
+    }
 }
 
 /// When a run's measured part ends.
@@ -78,6 +84,8 @@ struct Shared {
     completed: AtomicU64,
     /// Set by [`Load::halt`]: every client stops after its current request.
     halted: AtomicBool,
+    /// Operations a completed request counts for ([`Client::ops_per_call`]).
+    per_call: u64,
     rejected: Mutex<BTreeMap<String, u64>>,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
@@ -96,7 +104,7 @@ impl Shared {
             }
         }
         self.completed
-            .fetch_add(latencies.len() as u64, Ordering::Relaxed);
+            .fetch_add(latencies.len() as u64 * self.per_call, Ordering::Relaxed);
         latencies.clear();
     }
 
@@ -137,11 +145,11 @@ impl Progress {
 /// The figures of the measured part of a run.
 #[derive(Debug)]
 pub struct Measured {
-    /// Operations completed.
+    /// Operations completed (requests completed times [`Client::ops_per_call`]).
     pub ops: u64,
     /// From the start of the measured part to the last completion.
     pub seconds: f64,
-    /// Latency of each completed operation, in nanoseconds, from its first attempt.
+    /// Latency of each completed request, in nanoseconds, from its first attempt.
     pub latencies: Histogram<u64>,
     /// Attempts refused as definitely not applied (and sent again), by reason.
     pub rejected: BTreeMap<String, u64>,
@@ -153,14 +161,20 @@ pub struct Measured {
 
 impl Load {
     /// Starts `clients`: they run unmeasured for `warmup`, then measured until `stop`.
+    /// A [`Stop::Ops`] run completes at least its count of operations: with requests that
+    /// count for several, the number of requests that makes the count.
     pub fn start<C: Client>(clients: Vec<C>, warmup: Duration, stop: Stop) -> Load {
+        let per_call = clients.first().map_or(1, Client::ops_per_call).max(1);
         let shared = Arc::new(Shared {
             tickets: match stop {
-                Stop::Ops { count, .. } => Some(AtomicI64::new(count.min(i64::MAX as u64) as i64)),
+                Stop::Ops { count, .. } => Some(AtomicI64::new(
+                    count.div_ceil(per_call).min(i64::MAX as u64) as i64,
+                )),
                 Stop::After(_) => None,
             },
             completed: AtomicU64::new(0),
             halted: AtomicBool::new(false),
+            per_call,
             rejected: Mutex::new(BTreeMap::new()),
             failed: AtomicU64::new(0),
             first_error: Mutex::new(None),
@@ -234,7 +248,7 @@ impl Load {
         }
         let end = last.unwrap_or(self.window.until).max(self.window.from);
         Measured {
-            ops: latencies.len(),
+            ops: latencies.len() * self.shared.per_call,
             seconds: (end - self.window.from).as_secs_f64(),
             latencies,
             rejected: std::mem::take(&mut *self.shared.rejected.lock().expect("rejections lock")),
@@ -342,6 +356,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Counts for `per_call` operations per request.
+    struct Batched(u64);
+
+    impl Client for Batched {
+        fn ops_per_call(&self) -> u64 {
+            self.0
+        }
+
+        async fn call(&mut self) -> Outcome {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Outcome::Done
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_that_carry_several_operations_count_them_all() {
+        let stop = Stop::Ops {
+            count: 100,
+            limit: Duration::from_secs(30),
+        };
+        let m = Load::start(vec![Batched(4), Batched(4), Batched(4)], Duration::ZERO, stop)
+            .finish()
+            .await;
+        assert_eq!(m.ops, 100, "{m:?}");
+        assert_eq!(m.latencies.len(), 25, "one latency per request: {m:?}");
     }
 
     fn fakes(n: usize, refuse_every: u64) -> Vec<Fake> {

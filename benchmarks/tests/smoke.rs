@@ -123,7 +123,7 @@ async fn a_tiny_benchmark_of_a_writes_its_figures_and_plot() {
         // The in-memory network serializes nothing.
         assert_eq!(run["wire_bytes"], 0, "{run}");
         // One line of the table per run.
-        let row = format!("a {clients:>9}");
+        let row = format!("a   {:<10} {clients:>7}", "write");
         assert!(stdout.contains(&row), "no row for {clients} clients:\n{stdout}");
     }
     check_plot(&out);
@@ -161,7 +161,10 @@ async fn b_and_c_measure_disk_and_wire_and_clean_up() {
         check_common_figures(run);
         // Every entry crosses QUIC to two followers, payload and framing included.
         assert!(run["wire_bytes_per_entry"].as_f64().unwrap() > 256.0, "{run}");
-        assert!(stdout.contains(&format!("{config} {:>9}", 4)), "{stdout}");
+        assert!(
+            stdout.contains(&format!("{config}   {:<10} {:>7}", "write", 4)),
+            "{stdout}"
+        );
     }
     // c's nodes are processes of their own: their share of the CPU is known.
     assert!(runs[0]["cpu_seconds_nodes"].is_null(), "{}", runs[0]);
@@ -226,5 +229,139 @@ async fn with_sessions_every_command_of_a_and_c_goes_through_a_session() {
         // Commands are counted once applied; a cluster without sessions would have
         // refused every one.
         check_common_figures(run);
+    }
+}
+
+/// The figures of a run of reads: operations and latencies, and no entries written for them
+/// beyond the leader's own (a read writes nothing to the log).
+fn check_read_figures(run: &Value) {
+    assert!(run["ops"].as_u64().unwrap() > 0, "{run}");
+    let latency = &run["latency_us"];
+    assert!(latency["p50"].as_f64().unwrap() > 0.0, "{run}");
+    assert!(run["entries_committed"].as_u64().unwrap() < 10, "{run}");
+    assert_eq!(run["batch"], 1, "{run}");
+    assert_eq!(run["failed"], 0, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_measures_batched_writes_and_every_kind_of_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let (stdout, _) = raft_bench(
+        &[
+            "--configs",
+            "a",
+            "--workloads",
+            "write,read,lease-read,follower-read",
+            "--batch",
+            "4",
+            "--clients",
+            "4",
+            "--payloads",
+            "16",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "100ms",
+        ],
+        &out,
+    )
+    .await;
+    let runs = runs(&out);
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    let write = &runs[0];
+    assert_eq!(write["workload"], "write", "{write}");
+    assert_eq!(write["batch"], 4, "{write}");
+    check_common_figures(write);
+    // Every command of a batch is an operation and an entry.
+    assert_eq!(write["ops"].as_u64().unwrap() % 4, 0, "{write}");
+    assert!(
+        write["entries_committed"].as_u64().unwrap() >= write["ops"].as_u64().unwrap() / 2,
+        "{write}"
+    );
+    assert!(stdout.contains("write x4"), "{stdout}");
+    for (run, workload) in runs[1..].iter().zip(["read", "lease-read", "follower-read"]) {
+        assert_eq!(run["workload"], workload, "{run}");
+        check_read_figures(run);
+    }
+    for label in ["read", "lease-read", "f-read"] {
+        assert!(
+            stdout.contains(&format!("a   {label:<10}")),
+            "no row for {label}:\n{stdout}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_serves_reads_over_http_on_the_leader_and_the_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let data = dir.path().join("data");
+    raft_bench(
+        &[
+            "--configs",
+            "c",
+            "--workloads",
+            "read,follower-read",
+            "--clients",
+            "4",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "200ms",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &out,
+    )
+    .await;
+    let runs = runs(&out);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for (run, workload) in runs.iter().zip(["read", "follower-read"]) {
+        assert_eq!(run["config"], "c", "{run}");
+        assert_eq!(run["workload"], workload, "{run}");
+        check_read_figures(run);
+    }
+    // The nodes' directories are gone with them.
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        0,
+        "left behind in {data:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_in_c_or_with_sessions_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, reason) in [
+        (
+            &["--configs", "c", "--batch", "4"][..],
+            "--batch is for configurations a and b",
+        ),
+        (
+            &["--configs", "a", "--batch", "4", "--sessions"][..],
+            "--batch and --sessions",
+        ),
+        (&["--configs", "a", "--batch", "0"][..], "0 is not in 1..=4096"),
+    ] {
+        let output = Command::new(RAFT_BENCH)
+            .args(args)
+            .args([
+                "--clients",
+                "1",
+                "--duration",
+                "100ms",
+                "--warmup",
+                "0ms",
+                "--same-process",
+            ])
+            .arg("--out")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
 }
