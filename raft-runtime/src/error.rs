@@ -133,6 +133,11 @@ pub enum UnknownOutcome {
     /// in it, or another leader's entry may have taken its place.
     #[error("superseded by a snapshot covering its index")]
     SupersededBySnapshot,
+    /// This node, leading again in a later term, put a new entry at the command's position
+    /// (its log had lost the command's entry): another node may still hold the command's
+    /// entry and, once elected, commit it.
+    #[error("its position in this node's log was taken by a later leader's entry")]
+    Displaced,
     /// The command was forwarded to `leader`, which lost leadership while it was in flight.
     #[error("leader {leader} changed while the forwarded command was in flight")]
     LeaderChanged {

@@ -7,7 +7,7 @@
 //! answers what comes out (it knows which error each kind gets); the registry only keeps
 //! the bookkeeping that used to be spread over deadline queues, scans and polling.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use tokio::time::Instant;
 
@@ -28,11 +28,6 @@ impl<K: Ord + Copy, V> Default for Waiting<K, V> {
 }
 
 impl<K: Ord + Copy, V> Waiting<K, V> {
-    /// Items waiting.
-    pub(crate) fn len(&self) -> usize {
-        self.items.len()
-    }
-
     /// Whether nothing waits.
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
@@ -124,6 +119,78 @@ impl<K: Ord + Copy, V> Waiting<K, V> {
     }
 }
 
+/// Items added in increasing key order with deadlines that never decrease: a leader's
+/// proposals, whose indexes grow and whose deadlines are their arrival plus one timeout.
+/// Unlike [`Waiting`], each operation the group makes per entry (add at the back, take at
+/// the front, expire at the front) costs O(1) and allocates nothing beyond the queue.
+pub(crate) struct InOrder<V> {
+    items: VecDeque<(u64, Instant, V)>,
+}
+
+impl<V> Default for InOrder<V> {
+    fn default() -> Self {
+        InOrder {
+            items: VecDeque::new(),
+        }
+    }
+}
+
+impl<V> InOrder<V> {
+    /// Items waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Adds an item under `key`, after every item held. Items under `key` or a later key
+    /// are taken out first and returned, in key order: they were added before the keys
+    /// started again lower down (for proposals: in an earlier term, at positions this
+    /// node's log no longer holds). A deadline before the last one held is raised to it,
+    /// so that deadlines stay in order.
+    pub(crate) fn push(&mut self, key: u64, deadline: Instant, value: V) -> Vec<(u64, V)> {
+        let mut displaced = Vec::new();
+        while self.items.back().is_some_and(|&(k, _, _)| k >= key) {
+            if let Some((k, _, v)) = self.items.pop_back() {
+                displaced.push((k, v));
+            }
+        }
+        displaced.reverse();
+        let deadline = self.items.back().map_or(deadline, |&(_, d, _)| d.max(deadline));
+        self.items.push_back((key, deadline, value));
+        displaced
+    }
+
+    /// Takes the item under `key` out (at the front, as entries are applied in order, in
+    /// O(1); elsewhere by a binary search).
+    pub(crate) fn remove(&mut self, key: u64) -> Option<V> {
+        if self.items.front().is_some_and(|&(k, _, _)| k == key) {
+            return self.items.pop_front().map(|(_, _, v)| v);
+        }
+        let at = self.items.binary_search_by_key(&key, |&(k, _, _)| k).ok()?;
+        self.items.remove(at).map(|(_, _, v)| v)
+    }
+
+    /// Takes out every item whose deadline is at or before `now`, soonest first.
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(u64, V)> {
+        let mut expired = Vec::new();
+        while self.items.front().is_some_and(|&(_, d, _)| d <= now) {
+            if let Some((k, _, v)) = self.items.pop_front() {
+                expired.push((k, v));
+            }
+        }
+        expired
+    }
+
+    /// Takes out every item, in key order.
+    pub(crate) fn drain(&mut self) -> Vec<(u64, V)> {
+        self.items.drain(..).map(|(k, _, v)| (k, v)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -143,7 +210,7 @@ mod tests {
         w.insert(2, at(start, 20), "b");
         assert!(w.expire(at(start, 9)).is_empty());
         assert_eq!(w.expire(at(start, 20)), vec![(1, "a"), (2, "b")]);
-        assert_eq!(w.len(), 1);
+        assert_eq!(w.items.len(), 1);
         assert_eq!(w.expire(at(start, 100)), vec![(3, "c")]);
         assert!(w.is_empty());
     }
@@ -206,5 +273,38 @@ mod tests {
         assert_eq!(w.drain(), vec![(1, 1), (3, 3), (5, 5)]);
         assert!(w.is_empty());
         assert!(w.expire(at(start, 100)).is_empty());
+    }
+
+    #[test]
+    fn in_order_items_are_taken_at_the_front_and_expire_in_order() {
+        let start = Instant::now();
+        let mut w = InOrder::default();
+        for k in 1..=5u64 {
+            assert!(w.push(k, at(start, k), k * 10).is_empty());
+        }
+        assert_eq!(w.remove(1), Some(10));
+        assert_eq!(w.remove(3), Some(30), "found past the front too");
+        assert_eq!(w.remove(3), None);
+        assert_eq!(w.remove(9), None);
+        assert_eq!(w.expire(at(start, 4)), vec![(2, 20), (4, 40)]);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.drain(), vec![(5, 50)]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn an_in_order_key_taken_again_displaces_it_and_everything_after() {
+        let start = Instant::now();
+        let mut w = InOrder::default();
+        for k in 10..=14u64 {
+            w.push(k, at(start, 1), k);
+        }
+        // Keys start again at 12: the items at 12, 13 and 14 are handed back.
+        assert_eq!(w.push(12, at(start, 2), 120), vec![(12, 12), (13, 13), (14, 14)]);
+        assert_eq!(w.len(), 3);
+        // A deadline earlier than the last one held is raised to it: still in order.
+        w.push(13, at(start, 0), 130);
+        assert_eq!(w.expire(at(start, 1)), vec![(10, 10), (11, 11)]);
+        assert_eq!(w.expire(at(start, 2)), vec![(12, 120), (13, 130)]);
     }
 }

@@ -46,7 +46,7 @@ use crate::store::{LogStore, Staged, StoreError};
 use crate::transport::{
     DeliverSnapshotError, ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage,
 };
-use crate::waiting::Waiting;
+use crate::waiting::{InOrder, Waiting};
 
 mod inbound;
 mod lifecycle;
@@ -217,7 +217,7 @@ pub(crate) struct Group<SM: StateMachine> {
     peers: PeerSet,
     // Work waiting for the protocol, one registry per kind (see waiting.rs).
     /// Local and forwarded proposals this leader appended, by index.
-    proposals: Waiting<Index, Pending<SM>>,
+    proposals: InOrder<Pending<SM>>,
     /// Proposals forwarded to a leader, by request id: the leader, and where the outcome goes.
     forwards: Waiting<u64, (NodeId, ForwardWaiter<SM>)>,
     next_forward: u64,
@@ -333,7 +333,7 @@ impl<SM: StateMachine> Group<SM> {
             emitted: applied,
             last_conf_index: None,
             peers,
-            proposals: Waiting::default(),
+            proposals: InOrder::default(),
             forwards: Waiting::default(),
             next_forward: 1,
             reads: Waiting::default(),

@@ -161,7 +161,7 @@ impl<SM: StateMachine> Group<SM> {
         let mut batch = Vec::with_capacity(entries.len());
         let mut bytes = 0u64;
         for e in entries {
-            let responder = match self.proposals.remove(&e.index) {
+            let responder = match self.proposals.remove(e.index) {
                 Some(p) if p.term == e.term => Some(p.responder),
                 Some(p) => {
                     // Another leader's entry took this position: the proposal is gone.

@@ -114,14 +114,15 @@ impl<SM: StateMachine> Group<SM> {
                 let term = self.node.term();
                 self.metrics.proposals += 1;
                 let deadline = self.now + self.cfg.propose_timeout;
-                if let Some(old) = self
-                    .proposals
-                    .insert(index, deadline, Pending { term, responder })
-                {
-                    // The protocol never hands out an index twice in a term; an entry of an
-                    // earlier term at this index was overwritten.
-                    old.responder
-                        .fail(ProposeError::Dropped, &mut self.remote_replies);
+                // The protocol never hands out an index twice in a term. Proposals of an
+                // earlier term at this index or after lost their entries from this node's
+                // log, but another node may still hold them and, elected, commit them: their
+                // outcome is unknown until then, and this node will not learn it.
+                for (_, old) in self.proposals.push(index, deadline, Pending { term, responder }) {
+                    old.responder.fail(
+                        ProposeError::Unknown(UnknownOutcome::Displaced),
+                        &mut self.remote_replies,
+                    );
                 }
             }
             // A refused command was not appended: definitely not applied.
