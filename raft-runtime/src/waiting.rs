@@ -63,11 +63,6 @@ impl<K: Ord + Copy, V> Waiting<K, V> {
         self.items.first_key_value().map(|(k, (_, v))| (k, v))
     }
 
-    /// The deadline of the item under `key`.
-    pub(crate) fn deadline(&self, key: &K) -> Option<Instant> {
-        self.items.get(key).map(|(d, _)| *d)
-    }
-
     /// Takes out every item whose deadline is at or before `now`, soonest first.
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<(K, V)> {
         let mut expired = Vec::new();
@@ -164,14 +159,15 @@ impl<V> InOrder<V> {
         displaced
     }
 
-    /// Takes the item under `key` out (at the front, as entries are applied in order, in
-    /// O(1); elsewhere by a binary search).
-    pub(crate) fn remove(&mut self, key: u64) -> Option<V> {
-        if self.items.front().is_some_and(|&(k, _, _)| k == key) {
-            return self.items.pop_front().map(|(_, _, v)| v);
-        }
-        let at = self.items.binary_search_by_key(&key, |&(k, _, _)| k).ok()?;
-        self.items.remove(at).map(|(_, _, v)| v)
+    /// Takes the item under `key` out, with its deadline (at the front, as entries are
+    /// applied in order, in O(1); elsewhere by a binary search).
+    pub(crate) fn remove(&mut self, key: u64) -> Option<(Instant, V)> {
+        let at = if self.items.front().is_some_and(|&(k, _, _)| k == key) {
+            0
+        } else {
+            self.items.binary_search_by_key(&key, |&(k, _, _)| k).ok()?
+        };
+        self.items.remove(at).map(|(_, d, v)| (d, v))
     }
 
     /// Takes out every item whose deadline is at or before `now`, soonest first.
@@ -240,7 +236,7 @@ mod tests {
             w.expire(at(start, 10)).is_empty(),
             "the old deadline went with the old item"
         );
-        assert_eq!(w.deadline(&7), Some(at(start, 50)));
+        assert_eq!(w.items.get(&7).map(|(d, _)| *d), Some(at(start, 50)));
         assert_eq!(w.get(&7), Some(&"new"));
     }
 
@@ -282,8 +278,8 @@ mod tests {
         for k in 1..=5u64 {
             assert!(w.push(k, at(start, k), k * 10).is_empty());
         }
-        assert_eq!(w.remove(1), Some(10));
-        assert_eq!(w.remove(3), Some(30), "found past the front too");
+        assert_eq!(w.remove(1), Some((at(start, 1), 10)));
+        assert_eq!(w.remove(3), Some((at(start, 3), 30)), "found past the front too");
         assert_eq!(w.remove(3), None);
         assert_eq!(w.remove(9), None);
         assert_eq!(w.expire(at(start, 4)), vec![(2, 20), (4, 40)]);

@@ -18,8 +18,6 @@ use raft_core::{
     MessageBody, NodeId, Persist, ProgressState, RawNode, ReadCtx, ReadFailure, ReadState, Role,
     SnapshotMeta, SnapshotStatus, SoftState, StepError, Term,
 };
-use rand_chacha::ChaCha8Rng;
-use rand_core::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -209,7 +207,6 @@ pub(crate) struct Group<SM: StateMachine> {
     pub(crate) applier_task: Option<tokio::task::JoinHandle<()>>,
     pub(crate) metrics_tx: watch::Sender<Metrics>,
     pub(crate) metrics: Metrics,
-    pub(crate) rng: ChaCha8Rng,
     pub(crate) applied: Index,
     pub(crate) emitted: Index,
     pub(crate) last_conf_index: Option<Index>,
@@ -222,7 +219,11 @@ pub(crate) struct Group<SM: StateMachine> {
     forwards: Waiting<u64, (NodeId, ForwardWaiter<SM>)>,
     next_forward: u64,
     /// Reads waiting for the protocol to confirm them, by context.
-    reads: Waiting<ReadCtx, Query<SM>>,
+    reads: InOrder<Query<SM>>,
+    /// The context of the next read: a counter from a random start, so that reads wait in
+    /// the order of their contexts and a late answer to a read before a restart matches
+    /// none after it.
+    next_read_ctx: ReadCtx,
     /// Confirmed reads waiting for their index to be applied, by (index, arrival).
     parked_reads: Waiting<(Index, u64), Query<SM>>,
     next_parked: u64,
@@ -290,7 +291,7 @@ impl<SM: StateMachine> Group<SM> {
         applier_rx: mpsc::UnboundedReceiver<ApplierEvent>,
         applier_task: tokio::task::JoinHandle<()>,
         metrics_tx: watch::Sender<Metrics>,
-        rng: ChaCha8Rng,
+        first_read_ctx: ReadCtx,
         applied: Index,
         seeds: BTreeMap<NodeId, Bytes>,
         clock: WallClock,
@@ -328,7 +329,6 @@ impl<SM: StateMachine> Group<SM> {
             applier_rx,
             applier_task: Some(applier_task),
             metrics_tx,
-            rng,
             applied,
             emitted: applied,
             last_conf_index: None,
@@ -336,7 +336,8 @@ impl<SM: StateMachine> Group<SM> {
             proposals: InOrder::default(),
             forwards: Waiting::default(),
             next_forward: 1,
-            reads: Waiting::default(),
+            reads: InOrder::default(),
+            next_read_ctx: first_read_ctx,
             parked_reads: Waiting::default(),
             next_parked: 0,
             conf_waiters: Waiting::default(),

@@ -162,8 +162,8 @@ impl<SM: StateMachine> Group<SM> {
         let mut bytes = 0u64;
         for e in entries {
             let responder = match self.proposals.remove(e.index) {
-                Some(p) if p.term == e.term => Some(p.responder),
-                Some(p) => {
+                Some((_, p)) if p.term == e.term => Some(p.responder),
+                Some((_, p)) => {
                     // Another leader's entry took this position: the proposal is gone.
                     p.responder.fail(ProposeError::Dropped, &mut self.remote_replies);
                     None

@@ -214,7 +214,8 @@ impl<SM: StateMachine> Group<SM> {
                 .checked_add(self.cfg.tick_interval)
                 .is_none_or(|next_due| Instant::now() < next_due);
         loop {
-            let ctx = self.rng.next_u64();
+            let ctx = self.next_read_ctx;
+            self.next_read_ctx = ctx.wrapping_add(1);
             let result = if lease {
                 self.node.lease_read(ctx)
             } else {
@@ -222,7 +223,11 @@ impl<SM: StateMachine> Group<SM> {
             };
             return match result {
                 Ok(()) => {
-                    self.reads.insert(ctx, self.now + self.cfg.read_timeout, query);
+                    // Contexts only grow: nothing is displaced (should the counter ever
+                    // wrap, the reads displaced are answered as timed out).
+                    for (_, old) in self.reads.push(ctx, self.now + self.cfg.read_timeout, query) {
+                        old(Err(ReadError::Timeout));
+                    }
                 }
                 Err(raft_core::ReadError::NotLeader { leader }) => {
                     query(Err(ReadError::NotLeader { leader }))
@@ -230,8 +235,8 @@ impl<SM: StateMachine> Group<SM> {
                 Err(raft_core::ReadError::TooManyPending { .. }) => {
                     query(Err(ReadError::Busy(BusyReason::Reads)))
                 }
-                // A context drawn at random matched one still pending (a read this node
-                // stopped waiting for, still pending in the protocol): draw another.
+                // The context matched one still pending in the protocol (a read this node
+                // stopped waiting for): take the next.
                 Err(raft_core::ReadError::DuplicateCtx { .. }) => continue,
                 Err(raft_core::ReadError::Fatal(invariant)) => {
                     self.set_fatal(Fatal::Invariant(invariant));
@@ -242,10 +247,9 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     pub(super) fn on_read_state(&mut self, rs: ReadState) {
-        let Some(deadline) = self.reads.deadline(&rs.ctx) else {
+        let Some((deadline, query)) = self.reads.remove(rs.ctx) else {
             return;
         };
-        let query = self.reads.remove(&rs.ctx).expect("checked");
         match rs.result {
             Ok(index) if index <= self.emitted => {
                 let _ = self.applier_tx.send(ApplyMsg::Query(query));
