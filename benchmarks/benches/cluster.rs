@@ -54,6 +54,7 @@ fn plan() -> Result<Plan, String> {
         out,
         snapshot_every: 100_000,
         sessions: false,
+        worker_threads: None,
         same_process: false,
         exe: PathBuf::from(env!("CARGO_BIN_EXE_raft-bench")),
     })

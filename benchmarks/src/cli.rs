@@ -34,6 +34,14 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The benchmark's `--worker-threads`, if given (a node process takes the default).
+    pub fn worker_threads(&self) -> Option<usize> {
+        match self.command {
+            None => self.bench.worker_threads.map(|n| n as usize),
+            Some(_) => None,
+        }
+    }
+
     /// The log level when `RUST_LOG` is not set. The benchmark stops nodes on purpose, so
     /// the warnings that causes are not shown; a node logs its warnings to its log file.
     pub fn default_log_filter(&self) -> &'static str {
@@ -104,6 +112,11 @@ pub struct Args {
     /// commands), so that retries are applied at most once; measures what sessions cost.
     #[arg(long)]
     sessions: bool,
+    /// Tokio worker threads of the process that runs a and b (nodes and clients) and c's
+    /// clients; by default one per CPU. With 1, every task runs on one thread and no
+    /// wake-up crosses cores.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    worker_threads: Option<u64>,
     /// Run configurations a and b in this process instead of a fresh process per run
     /// (quicker, and simpler to profile; but each run's peak memory then includes what
     /// the allocator kept from the runs before).
@@ -145,6 +158,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         out: args.out,
         snapshot_every: args.snapshot_every,
         sessions: args.sessions,
+        worker_threads: args.worker_threads.map(|n| n as usize),
         same_process: args.same_process,
         exe,
     };

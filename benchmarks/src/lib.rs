@@ -163,6 +163,9 @@ pub struct Plan {
     pub snapshot_every: u64,
     /// Whether every command goes through a client session.
     pub sessions: bool,
+    /// Tokio worker threads of the process running a and b and c's clients (`None`: the
+    /// default, one per CPU). Recorded in the report; the caller builds the runtime.
+    pub worker_threads: Option<usize>,
     /// Run a and b in this process rather than in a fresh process per run. A fresh
     /// process gives each run its own peak memory and a clean allocator; this process is
     /// quicker to start and easier to profile.
@@ -278,6 +281,7 @@ pub async fn run(plan: Plan) -> Result<Report, Error> {
             snapshot_every: plan.snapshot_every,
             sessions: plan.sessions,
             batch: plan.batch,
+            worker_threads: plan.worker_threads,
             data_dir: plan.data_dir.display().to_string(),
             same_process: plan.same_process,
         },
@@ -438,6 +442,12 @@ async fn run_in_child(spec: Spec, plan: &Plan, bar: &ProgressBar) -> Result<Run,
         .args(["--warmup", &ms(plan.warmup)])
         .args(["--snapshot-every", &plan.snapshot_every.to_string()])
         .args(plan.sessions.then_some("--sessions"))
+        .args(
+            plan.worker_threads
+                .map(|n| ["--worker-threads".to_string(), n.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .arg("--data-dir")
         .arg(&plan.data_dir)
         .arg(CHILD_FLAG)

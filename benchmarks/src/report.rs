@@ -52,6 +52,9 @@ pub struct Settings {
     pub sessions: bool,
     /// Commands per call of the write workload (`--batch`).
     pub batch: usize,
+    /// Tokio worker threads of the benchmark's process (`--worker-threads`); `None`: one
+    /// per CPU.
+    pub worker_threads: Option<usize>,
     /// Where the write-ahead logs of configurations b and c were written.
     pub data_dir: String,
     /// Whether runs of a and b shared the benchmark's process (`--same-process`) rather

@@ -255,6 +255,8 @@ async fn a_measures_batched_writes_and_every_kind_of_read() {
             "write,read,lease-read,follower-read",
             "--batch",
             "4",
+            "--worker-threads",
+            "1",
             "--clients",
             "4",
             "--payloads",
@@ -267,6 +269,8 @@ async fn a_measures_batched_writes_and_every_kind_of_read() {
         &out,
     )
     .await;
+    let json: Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["settings"]["worker_threads"], 1, "{json}");
     let runs = runs(&out);
     assert_eq!(runs.len(), 4, "{runs:?}");
     let write = &runs[0];
