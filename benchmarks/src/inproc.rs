@@ -28,7 +28,9 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct InProcess<P: Payload, K: Plugins> {
     cluster: Cluster<Sink<P>, K>,
     leader: Raft<Sink<P>>,
-    payload: P,
+    /// The payload's size: each client makes its own, so that clients share no buffer
+    /// (and no reference count) as distinct clients would not.
+    payload: usize,
     sessions: bool,
 }
 
@@ -69,8 +71,12 @@ impl<P: Payload> InProcess<P, OnDisk> {
 
 impl<P: Payload, K: Plugins> InProcess<P, K> {
     /// Waits for a stable leader: one through which 100 proposals in a row succeed.
-    async fn settle(cluster: Cluster<Sink<P>, K>, payload: usize, sessions: bool) -> Result<Self, Error> {
-        let payload = P::of_size(payload);
+    async fn settle(
+        cluster: Cluster<Sink<P>, K>,
+        payload_size: usize,
+        sessions: bool,
+    ) -> Result<Self, Error> {
+        let payload = P::of_size(payload_size);
         let deadline = Instant::now() + SETTLE;
         let leader = 'found: loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -97,7 +103,7 @@ impl<P: Payload, K: Plugins> InProcess<P, K> {
         Ok(InProcess {
             cluster,
             leader,
-            payload,
+            payload: payload_size,
             sessions,
         })
     }
@@ -120,7 +126,7 @@ impl<P: Payload, K: Plugins> Target for InProcess<P, K> {
                     Workload::FollowerRead => followers[i % followers.len()].clone(),
                     Workload::Write | Workload::Read | Workload::LeaseRead => self.leader.clone(),
                 },
-                payload: self.payload.clone(),
+                payload: P::of_size(self.payload),
                 op: match workload {
                     Workload::Write if self.sessions => Op::Session(None),
                     Workload::Write if batch > 1 => Op::Batch { size: batch, left: 0 },

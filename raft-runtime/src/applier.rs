@@ -431,7 +431,7 @@ async fn apply_batch<SM: StateMachine>(
                 continue;
             }
         };
-        match codec::decode::<SM::Command>(&data) {
+        match codec::decode_owned::<SM::Command>(data) {
             Ok(command) => call.push(entry.index, command, responder, key),
             Err(e) => {
                 // Every node fails to decode it alike, so skipping keeps them equal.

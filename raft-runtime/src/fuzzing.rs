@@ -143,8 +143,10 @@ fn check_allowance(what: &str, input: &[u8], peak: Option<usize>, allowance: usi
 ///
 /// Properties: no panic; errors are values; the decoder's allocations stay within
 /// [`decode_allowance`] of the input (the runtime codec within its fixed 64 MiB limit:
-/// see [`RUNTIME_CODEC_ALLOWANCE`]); and every decoded value, encoded again, decodes to
-/// the same value.
+/// see [`RUNTIME_CODEC_ALLOWANCE`]); every decoded value, encoded again, decodes to
+/// the same value; and the runtime codec's two paths (decoding from a slice, and from an
+/// entry's buffer, which slices `Bytes` out of it) accept the same inputs and decode the
+/// same values.
 pub fn wire_codec(data: &[u8]) {
     let Some((&selector, input)) = data.split_first() else {
         return;
@@ -310,9 +312,17 @@ where
 
 fn runtime_codec<T>(input: &[u8])
 where
-    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug + 'static,
 {
     let (decoded, peak) = measure(|| codec::decode::<T>(input));
+    // The path that slices `Bytes` out of an entry's buffer accepts exactly what the
+    // general one does, and decodes the same value.
+    let shared = codec::decode_owned::<T>(Bytes::copy_from_slice(input));
+    match (&decoded, &shared) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "the two decoding paths disagree"),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("the two decoding paths disagree: {a:?} against {b:?}"),
+    }
     let allowance = if STRICT.with(Cell::get) {
         decode_allowance(input.len())
     } else {
@@ -627,7 +637,7 @@ mod erased {
         fn encode(&self) -> Vec<u8>;
     }
 
-    impl<T: serde::Serialize> Encode for T {
+    impl<T: serde::Serialize + 'static> Encode for T {
         fn encode(&self) -> Vec<u8> {
             crate::codec::encode(self).expect("a sample encodes").to_vec()
         }
