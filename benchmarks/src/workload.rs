@@ -268,8 +268,10 @@ async fn run_client<C: Client>(
     let mut latencies = Vec::with_capacity(BUFFER);
     let mut last = None;
     let mut tickets = 0;
+    // A request starts when the one before it ended: one clock read per request.
+    let mut next_start = None;
     loop {
-        let start = Instant::now();
+        let start = next_start.take().unwrap_or_else(Instant::now);
         if start >= window.until || shared.halted.load(Ordering::Relaxed) {
             break;
         }
@@ -317,6 +319,7 @@ async fn run_client<C: Client>(
                 }
             }
         };
+        next_start = done;
         if let Some(end) = done
             && measured
         {
