@@ -215,16 +215,35 @@ impl<S: LogStorage> RaftLog<S> {
         let Some(first) = entries.first() else {
             return;
         };
-        let at = first.index;
+        if self.make_room(first.index) {
+            self.unstable.extend(entries.iter().cloned());
+        }
+    }
+
+    /// [`RaftLog::append`] of entries the caller gives up, moved rather than copied.
+    pub(crate) fn append_owned(&mut self, entries: Vec<Entry>) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        if self.make_room(first.index) {
+            self.unstable.extend(entries);
+        }
+    }
+
+    /// Prepares the unstable log for entries from `at` on: checks they may go there and
+    /// drops what they replace. False (after reporting the violation) if they may not.
+    fn make_room(&mut self, at: Index) -> bool {
         if at <= self.committed {
-            return self.violate(Invariant::TruncateCommitted {
+            self.violate(Invariant::TruncateCommitted {
                 at,
                 commit: self.committed,
             });
+            return false;
         }
         let last = self.last_index();
         if at > last.saturating_add(1) {
-            return self.violate(Invariant::LogGap { at, last });
+            self.violate(Invariant::LogGap { at, last });
+            return false;
         }
         if at == self.offset + self.unstable.len() as u64 {
             // Plain append.
@@ -238,7 +257,7 @@ impl<S: LogStorage> RaftLog<S> {
         }
         self.persist_emitted = self.persist_emitted.min(at - 1);
         self.persisted = self.persisted.min(at - 1);
-        self.unstable.extend(entries.iter().cloned());
+        true
     }
 
     pub(crate) fn commit_to(&mut self, index: Index) -> bool {

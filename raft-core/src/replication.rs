@@ -33,7 +33,7 @@ impl<S: LogStorage> Raft<S> {
             EntryPayload::Normal(data) | EntryPayload::Internal(data) => data.is_empty(),
             EntryPayload::Empty | EntryPayload::Membership(_) => true,
         };
-        let size = Entry::new(0, 0, payload.clone()).size();
+        let size = payload.entry_size();
         let limit = self.cfg.max_uncommitted_bytes;
         // Empty commands are always accepted, and so is one proposal when nothing is
         // uncommitted, however large, so that progress is always possible.
@@ -65,8 +65,14 @@ impl<S: LogStorage> Raft<S> {
                 self.uncommitted_size += size;
             }
         }
-        self.log.append(&entries);
-        self.note_appended(&entries);
+        if entries.iter().any(Entry::is_membership) {
+            self.log.append(&entries);
+            self.note_appended(&entries);
+        } else {
+            // Without a configuration among them, the entries change no membership (a
+            // leader's log only grows): they move into the log instead of being copied.
+            self.log.append_owned(entries);
+        }
         index
     }
 

@@ -70,6 +70,18 @@ pub enum EntryPayload {
     Internal(Bytes),
 }
 
+impl EntryPayload {
+    /// [`Entry::size`] of an entry carrying this payload.
+    pub fn entry_size(&self) -> u64 {
+        ENTRY_OVERHEAD
+            + match self {
+                EntryPayload::Empty => 0,
+                EntryPayload::Normal(data) | EntryPayload::Internal(data) => data.len() as u64,
+                EntryPayload::Membership(cs) => cs.size(),
+            }
+    }
+}
+
 impl Entry {
     /// Creates an entry.
     pub fn new(term: Term, index: Index, payload: EntryPayload) -> Self {
@@ -79,12 +91,7 @@ impl Entry {
     /// The approximate in-memory and on-wire size of the entry in bytes, used for every
     /// byte limit in the protocol (append message size, uncommitted bytes, apply batches).
     pub fn size(&self) -> u64 {
-        ENTRY_OVERHEAD
-            + match &self.payload {
-                EntryPayload::Empty => 0,
-                EntryPayload::Normal(data) | EntryPayload::Internal(data) => data.len() as u64,
-                EntryPayload::Membership(cs) => cs.size(),
-            }
+        self.payload.entry_size()
     }
 
     /// Whether this entry carries a configuration.
