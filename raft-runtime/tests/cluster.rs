@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use common::Log;
 use raft_runtime::raft_core::Role;
-use raft_runtime::{AdminError, BusyReason, Config, Fatal, InvalidTransfer, ProposeError, ReadError};
+use raft_runtime::{
+    AdminError, BusyReason, Config, Fatal, InvalidTransfer, ProposeError, ReadError, UnknownOutcome,
+};
 
 #[tokio::test(start_paused = true)]
 async fn three_nodes_elect_a_leader_and_replicate() {
@@ -1138,4 +1140,88 @@ async fn a_misassembled_node_fails_at_start_and_says_why() {
         .await
         .unwrap();
     node.shutdown().await;
+}
+
+/// A leader whose last proposals another leader's entries replaced in its log, elected
+/// again, puts new entries where they were. It must not answer them "definitely not
+/// applied" then: a node that still holds them could yet be elected and commit them. They
+/// are reported as unknown (displaced), while those whose positions were committed to other
+/// entries are reported dropped.
+#[tokio::test(start_paused = true)]
+async fn proposals_a_reelected_leader_overwrites_are_reported_unknown_not_dropped() {
+    let c = common::cluster_with(5, |cfg| cfg.propose_timeout = Duration::from_secs(300), false).await;
+    let l = c.leader().await;
+    c.propose(1).await;
+    let others: Vec<u64> = (1..=5).filter(|&n| n != l).collect();
+    let (a, rest) = (others[0], others[1..].to_vec());
+    // Everything so far committed and applied: the log ends at `before`.
+    let before = c
+        .node(l)
+        .wait_for(Duration::from_secs(10), |m| {
+            m.applied == m.last_log_index && m.commit == m.last_log_index && m.applied >= 2
+        })
+        .await
+        .expect("the first value is applied")
+        .last_log_index;
+
+    // The leader and one follower apart from the rest: three proposals reach the follower
+    // only, at before+1..=before+3.
+    c.plugins.net.partition(&[l, a], &rest);
+    let h = c.node(l).clone();
+    let lost = tokio::spawn(async move { h.propose_batch([101u64, 102, 103]).await });
+    c.node(a)
+        .wait_for(Duration::from_secs(10), |m| m.last_log_index == before + 3)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the follower holds the three proposals: before {before}, leader {:?}, follower {:?}",
+                c.metrics(l),
+                c.metrics(a)
+            )
+        });
+
+    // The rest elect a leader, whose first entry takes before+1.
+    let b = c.leader_among(&rest, Duration::from_secs(30)).await;
+    c.node(b)
+        .wait_for(Duration::from_secs(10), |m| m.commit == before + 1)
+        .await
+        .expect("the new leader commits its first entry");
+
+    // The old leader hears from the new one (the follower holding the proposals stays
+    // cut off): its log now ends at before+1.
+    c.plugins.net.heal();
+    c.plugins.net.isolate(a, &[]);
+    c.node(l)
+        .wait_for(Duration::from_secs(30), |m| {
+            m.leader == Some(b) && m.last_log_index == before + 1 && m.commit == before + 1
+        })
+        .await
+        .expect("the old leader follows the new one");
+
+    // Elected again, its first entry takes before+2 and its next proposal before+3.
+    c.node(b).transfer_leader(l).await.unwrap();
+    assert_eq!(c.leader_among(&[l, b], Duration::from_secs(30)).await, l);
+    c.node(l).propose(200).await.unwrap();
+
+    let answers = lost.await.unwrap();
+    assert_eq!(
+        answers[0],
+        Err(ProposeError::Dropped),
+        "before+1 holds another entry, committed"
+    );
+    assert_eq!(
+        answers[1],
+        Err(ProposeError::Dropped),
+        "before+2 holds another entry, committed"
+    );
+    assert_eq!(
+        answers[2],
+        Err(ProposeError::Unknown(UnknownOutcome::Displaced)),
+        "before+3 was taken before anything was committed there"
+    );
+    assert!(!answers[2].as_ref().unwrap_err().is_definitely_not_applied());
+    c.plugins.net.heal();
+    let values = c.converged().await;
+    assert_eq!(values, vec![1, 200]);
+    c.shutdown().await;
 }
