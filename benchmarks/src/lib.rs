@@ -16,6 +16,11 @@
 //! network; `c` is a service as deployed: separate processes, each with an HTTP API, the
 //! payload sent as each request's body.
 //!
+//! The clients write by default (`--workloads write`), one command per call or, with
+//! `--batch N` in a and b, N per call through `Raft::propose_batch`; or they read:
+//! linearizable reads on the leader, lease reads, or linearizable reads on the followers
+//! ([`Workload`]).
+//!
 //! Per run: operations per second; latency percentiles from an HDR histogram; fsyncs and
 //! bytes sent between nodes per committed entry (from the nodes' metrics); CPU seconds per
 //! 1000 operations (`getrusage`, `/proc/<pid>/stat`); peak resident memory (`VmHWM`).
