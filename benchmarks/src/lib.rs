@@ -317,13 +317,7 @@ pub async fn run(plan: Plan) -> Result<Report, Error> {
             for &payload in &plan.payloads {
                 for &clients in &plan.clients {
                     n += 1;
-                    let spec = Spec {
-                        setup,
-                        workload,
-                        clients,
-                        payload,
-                        load_average: None,
-                    };
+                    let spec = Spec::new(setup, workload, clients, payload);
                     let bar = progress_bar(&format!(
                         "[{n}/{}] {} {} {clients:>4} clients {:>6}",
                         plan.runs(),
@@ -417,13 +411,7 @@ pub async fn run_as_child(plan: Plan, json: &std::path::Path) -> Result<(), Erro
     };
     plan.check()?;
     std::fs::create_dir_all(&plan.data_dir)?;
-    let spec = Spec {
-        setup,
-        workload,
-        clients,
-        payload,
-        load_average: None,
-    };
+    let spec = Spec::new(setup, workload, clients, payload);
     let run = run_one(spec, &plan, &ProgressBar::hidden()).await?;
     std::fs::write(json, serde_json::to_vec(&run)?)?;
     Ok(())
@@ -510,6 +498,19 @@ struct Spec {
     clients: usize,
     payload: usize,
     load_average: Option<[f64; 3]>,
+}
+
+impl Spec {
+    /// A run's place; the load average is read when it starts.
+    fn new(setup: Setup, workload: Workload, clients: usize, payload: usize) -> Spec {
+        Spec {
+            setup,
+            workload,
+            clients,
+            payload,
+            load_average: None,
+        }
+    }
 }
 
 /// Starts the cluster for one run, measures, and stops it (also when measuring failed).
