@@ -12,7 +12,7 @@ use bytes::Bytes;
 use raft_core::{Entry, EntryPayload, Index, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::Slot;
+use crate::batch::LocalReply;
 use crate::codec;
 use crate::error::{Fatal, ProposeError, ReadError, SessionError, StateMachineError, UnknownOutcome};
 use crate::persist::Restore;
@@ -24,10 +24,8 @@ use crate::transport::ForwardError;
 
 /// Where the outcome of a proposal goes.
 pub(crate) enum Responder<SM: StateMachine> {
-    /// A local caller.
-    Local(oneshot::Sender<Result<SM::Response, ProposeError>>),
-    /// A command's place in a batch proposed in one call.
-    Slot(Slot<SM::Response>),
+    /// A local caller of a command, alone or in a batch.
+    Local(LocalReply<SM::Response>),
     /// A local caller of a runtime record (a session's command or opening), who decodes the
     /// encoded response itself.
     Raw(RawReply),
@@ -57,10 +55,7 @@ impl<SM: StateMachine> Responder<SM> {
     /// Reports a failure: to a local caller at once, to a follower through `remote`.
     pub(crate) fn fail(self, err: ProposeError, remote: &mut Vec<RemoteReply>) {
         match self {
-            Responder::Local(tx) => {
-                let _ = tx.send(Err(err));
-            }
-            Responder::Slot(slot) => slot.answer(Err(err)),
+            Responder::Local(reply) => reply.send(Err(err)),
             Responder::Raw(tx) => {
                 let _ = tx.send(Err(err));
             }
@@ -74,10 +69,7 @@ impl<SM: StateMachine> Responder<SM> {
 
     fn succeed(self, response: SM::Response, remote: &mut Vec<RemoteReply>) {
         match self {
-            Responder::Local(tx) => {
-                let _ = tx.send(Ok(response));
-            }
-            Responder::Slot(slot) => slot.answer(Ok(response)),
+            Responder::Local(reply) => reply.send(Ok(response)),
             responder @ (Responder::Raw(_) | Responder::Remote { .. }) => match codec::encode(&response) {
                 Ok(bytes) => responder.succeed_encoded(bytes, remote),
                 Err(e) => responder.fail(ProposeError::Encode(e), remote),
@@ -88,10 +80,7 @@ impl<SM: StateMachine> Responder<SM> {
     /// Answers with a response already encoded (a session's held response, or a session id).
     fn succeed_encoded(self, bytes: Bytes, remote: &mut Vec<RemoteReply>) {
         match self {
-            Responder::Local(tx) => {
-                let _ = tx.send(decode_response::<SM>(&bytes));
-            }
-            Responder::Slot(slot) => slot.answer(decode_response::<SM>(&bytes)),
+            Responder::Local(reply) => reply.send(decode_response::<SM>(&bytes)),
             Responder::Raw(tx) => {
                 let _ = tx.send(Ok(bytes));
             }
@@ -606,12 +595,12 @@ mod tests {
         let (stop, stopped) = oneshot::channel();
         tx.send(ApplyMsg::Entries(vec![(
             command(1, 1, 7),
-            Some(Responder::Local(first)),
+            Some(Responder::Local(LocalReply::One(first))),
         )]))
         .unwrap();
         tx.send(ApplyMsg::Entries(vec![(
             command(1, 2, 8),
-            Some(Responder::Local(second)),
+            Some(Responder::Local(LocalReply::One(second))),
         )]))
         .unwrap();
         tx.send(ApplyMsg::Stop(stop)).unwrap();

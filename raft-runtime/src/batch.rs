@@ -81,6 +81,28 @@ fn complete<R>(filling: &mut Filling<R>) {
     }
 }
 
+/// Where a local caller's answer to a command goes: its own reply channel, or its place
+/// in a batch. Everything that answers a command (the applier, a forwarded command's
+/// reply, a refusal) answers through this, whichever way the command came.
+pub(crate) enum LocalReply<R> {
+    /// A command proposed alone.
+    One(oneshot::Sender<Result<R, ProposeError>>),
+    /// A command of a batch.
+    InBatch(Slot<R>),
+}
+
+impl<R> LocalReply<R> {
+    /// Delivers the command's outcome.
+    pub(crate) fn send(self, outcome: Result<R, ProposeError>) {
+        match self {
+            LocalReply::One(tx) => {
+                let _ = tx.send(outcome);
+            }
+            LocalReply::InBatch(slot) => slot.answer(outcome),
+        }
+    }
+}
+
 impl<R> Slot<R> {
     /// Fills this slot with its command's outcome.
     pub(crate) fn answer(mut self, outcome: Result<R, ProposeError>) {

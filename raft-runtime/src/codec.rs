@@ -73,28 +73,14 @@ pub(crate) fn decode_owned<T: DeserializeOwned + 'static>(data: Bytes) -> Result
 fn decode_bytes(mut data: Bytes) -> Result<Bytes, String> {
     let truncated = || "unexpected end of the data while reading a length".to_string();
     let (&marker, rest) = data.split_first().ok_or_else(truncated)?;
+    // The marker, then as many little-endian bytes as it says.
     let (len, prefix): (u64, usize) = match marker {
         0..=250 => (u64::from(marker), 1),
-        251 => {
-            let b: [u8; 2] = rest
-                .get(..2)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(truncated)?;
-            (u64::from(u16::from_le_bytes(b)), 3)
-        }
-        252 => {
-            let b: [u8; 4] = rest
-                .get(..4)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(truncated)?;
-            (u64::from(u32::from_le_bytes(b)), 5)
-        }
-        253 => {
-            let b: [u8; 8] = rest
-                .get(..8)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(truncated)?;
-            (u64::from_le_bytes(b), 9)
+        251..=253 => {
+            let width = 1usize << (marker - 250);
+            let bytes = rest.get(..width).ok_or_else(truncated)?;
+            let len = bytes.iter().rev().fold(0u64, |n, &b| (n << 8) | u64::from(b));
+            (len, 1 + width)
         }
         _ => return Err(format!("invalid length marker {marker}")),
     };

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::adapter::StoreReader;
 use crate::applier::{ApplierEvent, ApplyMsg, Query, RawReply, RemoteReply, Responder};
-use crate::batch::Slot;
+use crate::batch::{LocalReply, Slot};
 use crate::codec;
 use crate::config::Config;
 use crate::error::{
@@ -126,29 +126,21 @@ pub(crate) enum Event {
     },
 }
 
-/// Where a local proposal's outcome goes.
-type ProposalReply<SM> = oneshot::Sender<Result<<SM as StateMachine>::Response, ProposeError>>;
-
 /// Where the outcome of a proposal forwarded to the leader goes.
 pub(crate) enum ForwardWaiter<SM: StateMachine> {
-    /// A command's caller, who gets the decoded response.
-    Command(ProposalReply<SM>),
+    /// A command's caller (alone or in a batch), who gets the decoded response.
+    Command(LocalReply<SM::Response>),
     /// A runtime record's caller, who gets the encoded response.
     Record(RawReply),
-    /// A command's place in a batch, which gets the decoded response.
-    Slot(Slot<SM::Response>),
 }
 
 impl<SM: StateMachine> ForwardWaiter<SM> {
     fn fail(self, e: ProposeError) {
         match self {
-            ForwardWaiter::Command(reply) => {
-                let _ = reply.send(Err(e));
-            }
+            ForwardWaiter::Command(reply) => reply.send(Err(e)),
             ForwardWaiter::Record(reply) => {
                 let _ = reply.send(Err(e));
             }
-            ForwardWaiter::Slot(slot) => slot.answer(Err(e)),
         }
     }
 }

@@ -14,10 +14,12 @@ fn forwarded_response<SM: StateMachine>(leader: NodeId, bytes: &[u8]) -> Result<
 impl<SM: StateMachine> Group<SM> {
     pub(super) fn on_request(&mut self, req: Request<SM>) {
         match req {
-            Request::Propose { command, reply } => self.propose(command, Responder::Local(reply)),
+            Request::Propose { command, reply } => {
+                self.propose(command, Responder::Local(LocalReply::One(reply)))
+            }
             Request::ProposeBatch { commands } => {
                 for (command, slot) in commands {
-                    self.propose(command, Responder::Slot(slot));
+                    self.propose(command, Responder::Local(LocalReply::InBatch(slot)));
                 }
             }
             Request::ProposeRecord { record, reply } => {
@@ -70,14 +72,6 @@ impl<SM: StateMachine> Group<SM> {
                     if self.cfg.forward_proposals =>
                 {
                     self.forward(leader, ForwardWaiter::Command(reply), |id| WireMessage::Forward {
-                        id,
-                        command,
-                    })
-                }
-                (Responder::Slot(slot), Some(leader), Proposal::Command(command))
-                    if self.cfg.forward_proposals =>
-                {
-                    self.forward(leader, ForwardWaiter::Slot(slot), |id| WireMessage::Forward {
                         id,
                         command,
                     })
@@ -179,10 +173,7 @@ impl<SM: StateMachine> Group<SM> {
             return;
         };
         match (waiter, result) {
-            (ForwardWaiter::Command(reply), Ok(bytes)) => {
-                let _ = reply.send(forwarded_response::<SM>(from, &bytes));
-            }
-            (ForwardWaiter::Slot(slot), Ok(bytes)) => slot.answer(forwarded_response::<SM>(from, &bytes)),
+            (ForwardWaiter::Command(reply), Ok(bytes)) => reply.send(forwarded_response::<SM>(from, &bytes)),
             // The caller decodes a record's response.
             (ForwardWaiter::Record(reply), Ok(bytes)) => {
                 let _ = reply.send(Ok(bytes));
