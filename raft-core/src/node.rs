@@ -342,7 +342,7 @@ impl<S: LogStorage> RawNode<S> {
             || !r.read_states.is_empty()
             || r.log.has_unpersisted()
             || r.log.has_next_committed(r.cfg.max_applying_bytes)
-            || (r.role == Role::Leader && !r.reads_unsent.is_empty())
+            || r.owes_read_round()
             || (r.role == Role::Leader && self.leader_owes_appends())
     }
 

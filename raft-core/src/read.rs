@@ -4,7 +4,9 @@
 //! is still the leader with a heartbeat round started *after* the read arrived: once a quorum
 //! acknowledged the round, no other leader can have committed anything the recorded index
 //! misses. The caller serves the read once its state machine has applied that index. Reads
-//! arriving together share one round. A new leader confirms no read before it has committed
+//! arriving together share one round, and only one round for reads is out at a time: reads
+//! arriving while it is out go together in the next one, sent when its answers are in (or at
+//! the next tick, should they be lost). A new leader confirms no read before it has committed
 //! an entry of its own term (until then its commit index may be stale); such reads wait.
 //! A follower forwards reads to the leader and gets back a confirmed index.
 //!
@@ -202,13 +204,43 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    /// Starts a heartbeat round for the reads that arrived since the last one.
+    /// Starts a heartbeat round for the reads that arrived since the last one, unless a
+    /// round is still in flight (see [`Raft::may_start_read_round`]).
     pub(crate) fn flush_reads(&mut self) {
-        if self.role != Role::Leader || self.reads_unsent.is_empty() {
+        if self.role != Role::Leader || !self.may_start_read_round() {
             return;
         }
         self.broadcast_heartbeat();
-        let round = self.heartbeat_round;
+    }
+
+    /// Whether reads wait for a round to be started for them and one may start now.
+    pub(crate) fn owes_read_round(&self) -> bool {
+        self.role == Role::Leader && self.may_start_read_round()
+    }
+
+    /// Reads wait for a round, and no round is in flight: the latest round was acknowledged
+    /// by a quorum, or was sent in an earlier tick (so a round whose messages or answers
+    /// were lost holds reads back for at most a tick).
+    ///
+    /// One round at a time is what makes reads share rounds under load: reads that arrive
+    /// while a round is out wait for its answers and then go out together in the next one,
+    /// instead of each turn of the driver sending a round of its own. It costs no latency
+    /// when reads come one at a time, and at most one round trip more otherwise.
+    fn may_start_read_round(&self) -> bool {
+        if self.reads_unsent.is_empty() {
+            return false;
+        }
+        let latest = self.heartbeat_round;
+        let sent_this_tick = self
+            .round_ticks
+            .back()
+            .is_some_and(|&(_, tick)| tick == self.ticks);
+        !sent_this_tick || self.quorum_acked_round() >= latest
+    }
+
+    /// Every read that waits for a round joins `round`, which is being sent now: they all
+    /// arrived before it.
+    pub(crate) fn attach_unsent_reads(&mut self, round: u64) {
         for mut r in std::mem::take(&mut self.reads_unsent) {
             r.round = round;
             self.reads_awaiting.push_back(r);

@@ -344,6 +344,7 @@ impl<S: LogStorage> Raft<S> {
         self.heartbeat_round += 1;
         let round = self.heartbeat_round;
         self.note_round_sent(round);
+        self.attach_unsent_reads(round);
         let committed = self.log.committed;
         let targets: Vec<(NodeId, Index)> = self
             .progress

@@ -323,3 +323,108 @@ fn new_leader_holds_no_lease_before_a_round_of_its_term_is_acknowledged() {
     net.process(1);
     assert_eq!(reads(&net, 1).len(), 2);
 }
+
+fn heartbeats(net: &Network) -> usize {
+    net.msgs.iter().filter(|m| m.kind() == "Heartbeat").count()
+}
+
+#[test]
+fn reads_arriving_while_a_round_is_out_wait_for_it_and_share_the_next() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let commit = net.propose_ok(1, "a");
+    net.raw(1).read_index(1).unwrap();
+    net.process(1);
+    assert_eq!(heartbeats(&net), 2, "the first read starts a round");
+    let first_round: Vec<_> = net.msgs.drain(..).collect();
+
+    // Reads arriving while that round is out start none of their own.
+    net.raw(1).read_index(2).unwrap();
+    net.raw(1).read_index(3).unwrap();
+    assert!(
+        !net.raw(1).has_ready(),
+        "nothing to do until the round is answered"
+    );
+    net.process(1);
+    assert_eq!(heartbeats(&net), 0);
+
+    // The round's answers confirm the first read only: the others arrived after it was
+    // sent. The same turn sends the next round, for both.
+    for m in first_round {
+        net.deliver(m);
+    }
+    net.process(2);
+    net.process(3);
+    while net.deliver_one() {}
+    net.process(1);
+    assert_eq!(
+        reads(&net, 1),
+        vec![ReadState {
+            ctx: 1,
+            result: Ok(commit)
+        }]
+    );
+    assert_eq!(heartbeats(&net), 2, "one round for the two waiting reads");
+    net.stabilize();
+    assert_eq!(
+        reads(&net, 1),
+        vec![
+            ReadState {
+                ctx: 1,
+                result: Ok(commit)
+            },
+            ReadState {
+                ctx: 2,
+                result: Ok(commit)
+            },
+            ReadState {
+                ctx: 3,
+                result: Ok(commit)
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_lost_read_round_holds_later_reads_back_for_one_tick_at_most() {
+    let mut net = Network::with(&[1, 2, 3], &[], |id| {
+        let mut c = config(id);
+        // No heartbeat of the ticks' own in this test: only reads start rounds.
+        c.heartbeat_tick = 5;
+        c
+    });
+    net.elect(1);
+    let commit = net.propose_ok(1, "a");
+    net.raw(1).read_index(1).unwrap();
+    net.process(1);
+    assert_eq!(heartbeats(&net), 2);
+    net.msgs.clear(); // the round is lost
+    net.raw(1).read_index(2).unwrap();
+    net.process(1);
+    assert_eq!(heartbeats(&net), 0, "a round is still out in this tick");
+
+    net.tick(1, 1);
+    net.process(1);
+    assert_eq!(
+        heartbeats(&net),
+        2,
+        "the next tick starts a round for the waiting read"
+    );
+    net.stabilize();
+    let mut got = reads(&net, 1);
+    got.sort_by_key(|r| r.ctx);
+    assert_eq!(
+        got,
+        vec![
+            ReadState {
+                ctx: 1,
+                result: Ok(commit)
+            },
+            ReadState {
+                ctx: 2,
+                result: Ok(commit)
+            },
+        ],
+        "the new round's answers confirm the read of the lost round as well"
+    );
+}
