@@ -33,6 +33,38 @@ fn a_second_open_fails_naming_the_holder() {
     open(dir.path(), Options::default());
 }
 
+/// A copy of a closed store's lock descriptor, as a child process being started holds
+/// until its exec, delays the next open instead of failing it.
+#[test]
+fn an_open_waits_out_a_short_lived_copy_of_its_own_processs_lock() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), Options::default()));
+    // Hold the lock the way the copy would: flock on the lock file, this pid in it.
+    let mut copy = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("LOCK"))
+        .unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(copy.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    copy.set_len(0).unwrap();
+    write!(copy, "{}", std::process::id()).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(copy);
+    });
+    let started = std::time::Instant::now();
+    let store = open(dir.path(), Options::default());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    release.join().unwrap();
+    drop(store);
+}
+
 const HOLDER_DIR: &str = "RAFT_WAL_LOCK_HOLDER";
 
 /// Child body for the next test: holds the lock until its stdin closes.
