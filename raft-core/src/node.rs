@@ -343,6 +343,7 @@ impl<S: LogStorage> RawNode<S> {
             || r.log.has_unpersisted()
             || r.log.has_next_committed(r.cfg.max_applying_bytes)
             || r.owes_read_round()
+            || r.owes_follower_request()
             || (r.role == Role::Leader && self.leader_owes_appends())
     }
 
@@ -360,6 +361,7 @@ impl<S: LogStorage> RawNode<S> {
     pub fn ready(&mut self) -> Result<Ready, DriverError> {
         self.guard(|raft| {
             raft.flush_reads();
+            raft.flush_follower_reads();
             raft.flush_appends().map_err(DriverError::Storage)
         })?;
 

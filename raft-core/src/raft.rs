@@ -95,6 +95,10 @@ pub(crate) struct Raft<S> {
     pub(crate) reads_awaiting: VecDeque<PendingRead>,
     /// Contexts of this node's own reads that are pending (here or at the leader).
     pub(crate) local_reads: BTreeSet<ReadCtx>,
+    /// A follower's reads not yet part of a request to the leader.
+    pub(crate) follower_reads: Vec<ReadCtx>,
+    /// A follower's request to the leader that is out, for the reads it names.
+    pub(crate) follower_request: Option<crate::read::FollowerRequest>,
 
     // Output not yet taken by `ready`.
     pub(crate) msgs: Vec<Message>,
@@ -171,6 +175,8 @@ impl<S: LogStorage> Raft<S> {
             reads_unsent: Vec::new(),
             reads_awaiting: VecDeque::new(),
             local_reads: BTreeSet::new(),
+            follower_reads: Vec::new(),
+            follower_request: None,
             msgs: Vec::new(),
             read_states: Vec::new(),
             violation: None,

@@ -8,7 +8,8 @@
 //! arriving while it is out go together in the next one, sent when its answers are in (or at
 //! the next tick, should they be lost). A new leader confirms no read before it has committed
 //! an entry of its own term (until then its commit index may be stale); such reads wait.
-//! A follower forwards reads to the leader and gets back a confirmed index.
+//! A follower forwards reads to the leader and gets back a confirmed index, in the same
+//! way: one request out at a time for all the reads waiting when it is sent.
 //!
 //! **Lease reads.** With check-quorum, a follower that heard from the leader ignores vote
 //! requests for an election timeout. A leader whose heartbeat round sent at tick `t` was
@@ -24,6 +25,17 @@ use crate::quorum::{VoteResult, joint_value, joint_vote};
 use crate::raft::Raft;
 use crate::storage::LogStorage;
 use crate::types::{Index, NodeId, ReadCtx, ReadFailure, ReadState, Role};
+
+/// A follower's ReadIndex request that is out at the leader: the answer to `ctx` confirms
+/// every read in `reads`, since all of them arrived before it was sent.
+#[derive(Clone, Debug)]
+pub(crate) struct FollowerRequest {
+    /// The request's context: the newest of `reads` when they were last added to.
+    pub(crate) ctx: ReadCtx,
+    /// The tick it was (last) sent in.
+    pub(crate) sent_at: u64,
+    pub(crate) reads: Vec<ReadCtx>,
+}
 
 /// A read waiting for confirmation at the leader.
 #[derive(Clone, Copy, Debug)]
@@ -63,9 +75,9 @@ impl<S: LogStorage> Raft<S> {
                 self.leader_read(ctx, None);
                 Ok(())
             }
-            (Role::Follower, Some(leader)) => {
+            (Role::Follower, Some(_)) => {
                 self.register_local_read(ctx)?;
-                self.send(leader, MessageBody::ReadIndex(ReadIndexRequest { ctx }));
+                self.follower_reads.push(ctx);
                 Ok(())
             }
             _ => Err(ReadError::NotLeader { leader: self.leader }),
@@ -174,15 +186,65 @@ impl<S: LogStorage> Raft<S> {
     }
 
     pub(crate) fn handle_read_index_response(&mut self, r: ReadIndexResponse) {
-        // Only an answer to a read this node is waiting for counts; anything else is late.
-        if !self.local_reads.remove(&r.ctx) {
+        // Only the answer to the request that is out counts; anything else is late (an
+        // answer to a request given up with the leader it went to).
+        if self.follower_request.as_ref().is_none_or(|q| q.ctx != r.ctx) {
             return;
         }
+        let request = self.follower_request.take().expect("checked");
         let result = match r.index {
             Some(index) => Ok(index),
             None => Err(ReadFailure::LeadershipLost),
         };
-        self.read_states.push(ReadState { ctx: r.ctx, result });
+        for ctx in request.reads {
+            if self.local_reads.remove(&ctx) {
+                self.read_states.push(ReadState { ctx, result });
+            }
+        }
+    }
+
+    /// A follower sends the leader one ReadIndex request for all its reads waiting, unless
+    /// one is out: reads that arrive meanwhile go in the next, sent when its answer is in.
+    /// A request unanswered by the next tick is sent again, with the newer reads added (its
+    /// messages or answer may have been lost).
+    pub(crate) fn flush_follower_reads(&mut self) {
+        if !self.owes_follower_request() {
+            return;
+        }
+        let Some(leader) = self.leader else {
+            return;
+        };
+        let (mut reads, resent) = match self.follower_request.take() {
+            Some(q) => (q.reads, Some(q.ctx)),
+            None => (Vec::new(), None),
+        };
+        // The request's context: the newest read's. An answer to an earlier send was
+        // worked out before the reads added since, so it must not match; a read's context
+        // is unique, so a context no request used before cannot. Sent again unchanged, the
+        // request keeps its context: an answer to either send confirms its reads.
+        let ctx = match (self.follower_reads.last(), resent) {
+            (Some(&newest), _) => newest,
+            (None, Some(ctx)) => ctx,
+            (None, None) => return,
+        };
+        reads.append(&mut self.follower_reads);
+        self.send(leader, MessageBody::ReadIndex(ReadIndexRequest { ctx }));
+        self.follower_request = Some(FollowerRequest {
+            ctx,
+            sent_at: self.ticks,
+            reads,
+        });
+    }
+
+    /// Whether a follower has reads to ask the leader about and may send a request now.
+    pub(crate) fn owes_follower_request(&self) -> bool {
+        if self.role != Role::Follower || self.leader.is_none() {
+            return false;
+        }
+        match &self.follower_request {
+            None => !self.follower_reads.is_empty(),
+            Some(q) => q.sent_at != self.ticks,
+        }
     }
 
     fn resolve_read(&mut self, read: PendingRead) {
@@ -274,6 +336,8 @@ impl<S: LogStorage> Raft<S> {
 
     /// Leadership (or the known leader) changed: every pending read fails and may be retried.
     pub(crate) fn fail_pending_reads(&mut self) {
+        self.follower_reads.clear();
+        self.follower_request = None;
         let mut pending: Vec<PendingRead> = std::mem::take(&mut self.reads_waiting_commit);
         pending.append(&mut self.reads_unsent);
         pending.extend(self.reads_awaiting.drain(..));

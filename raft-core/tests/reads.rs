@@ -428,3 +428,118 @@ fn a_lost_read_round_holds_later_reads_back_for_one_tick_at_most() {
         "the new round's answers confirm the read of the lost round as well"
     );
 }
+
+fn read_requests(net: &Network) -> usize {
+    net.msgs.iter().filter(|m| m.kind() == "ReadIndex").count()
+}
+
+#[test]
+fn a_followers_reads_share_one_request_to_the_leader() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let commit = net.propose_ok(1, "a");
+    net.raw(2).read_index(1).unwrap();
+    net.process(2);
+    assert_eq!(read_requests(&net), 1);
+    let first: Vec<_> = net.msgs.drain(..).collect();
+
+    // Reads arriving while the request is out wait for its answer.
+    net.raw(2).read_index(2).unwrap();
+    net.raw(2).read_index(3).unwrap();
+    assert!(!net.raw(2).has_ready());
+    // Run the cluster until the first read is answered: by then exactly one more request
+    // has gone out, for the two reads that waited.
+    let mut in_flight = first;
+    let mut requests = 0;
+    while reads(&net, 2).is_empty() {
+        assert!(!in_flight.is_empty(), "the first read is answered");
+        for m in in_flight {
+            net.deliver(m);
+        }
+        in_flight = net.collect();
+        requests += in_flight.iter().filter(|m| m.kind() == "ReadIndex").count();
+    }
+    assert_eq!(requests, 1, "one request for reads 2 and 3");
+    net.msgs.extend(in_flight);
+    net.stabilize();
+    assert_eq!(
+        reads(&net, 2),
+        [1, 2, 3]
+            .map(|ctx| ReadState {
+                ctx,
+                result: Ok(commit)
+            })
+            .to_vec()
+    );
+}
+
+#[test]
+fn a_late_answer_to_a_request_sent_again_confirms_none_of_the_reads_added_since() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    net.raw(2).read_index(1).unwrap();
+    net.process(2);
+    assert_eq!(read_requests(&net), 1);
+    net.msgs.clear(); // unanswered so far
+
+    // At the next tick the request goes again, with a read that arrived since.
+    net.tick(2, 1);
+    net.raw(2).read_index(2).unwrap();
+    net.process(2);
+    assert_eq!(read_requests(&net), 1, "one request for both reads");
+    let again: Vec<_> = net.msgs.drain(..).collect();
+
+    // Meanwhile the leader commits more, and the answer to the first send arrives: it was
+    // worked out before read 2 arrived, so it must confirm neither.
+    let commit = net.propose_ok(1, "b");
+    let term = net.term(2);
+    net.raw(2)
+        .step(msg(
+            1,
+            2,
+            term,
+            MessageBody::ReadIndexResponse(ReadIndexResponse {
+                ctx: 1,
+                index: Some(0),
+            }),
+        ))
+        .unwrap();
+    net.process(2);
+    assert!(reads(&net, 2).is_empty(), "the late answer confirms nothing");
+
+    for m in again {
+        net.deliver(m);
+    }
+    net.stabilize();
+    assert_eq!(
+        reads(&net, 2),
+        [1, 2]
+            .map(|ctx| ReadState {
+                ctx,
+                result: Ok(commit)
+            })
+            .to_vec()
+    );
+}
+
+#[test]
+fn a_lost_follower_request_is_sent_again_at_the_next_tick() {
+    let mut net = Network::new(3);
+    net.elect(1);
+    let commit = net.propose_ok(1, "a");
+    net.raw(2).read_index(7).unwrap();
+    net.process(2);
+    net.msgs.clear(); // the request is lost
+    assert!(!net.raw(2).has_ready());
+    net.tick(2, 1);
+    net.process(2);
+    assert_eq!(read_requests(&net), 1, "sent again");
+    net.stabilize();
+    assert_eq!(
+        reads(&net, 2),
+        vec![ReadState {
+            ctx: 7,
+            result: Ok(commit)
+        }]
+    );
+}
