@@ -131,6 +131,23 @@ fn follower_read_fails_when_its_leader_changes() {
     );
 }
 
+/// `to` gets an answer from `from` for read context `ctx`, confirming index 0.
+fn late_answer(net: &mut Network, from: u64, to: u64, ctx: u64) {
+    let term = net.term(to);
+    let answer = MessageBody::ReadIndexResponse(ReadIndexResponse { ctx, index: Some(0) });
+    net.raw(to).step(msg(from, to, term, answer)).unwrap();
+}
+
+/// Successful reads of `ctxs`, in order, all at `index`.
+fn confirmed(ctxs: &[u64], index: u64) -> Vec<ReadState> {
+    ctxs.iter()
+        .map(|&ctx| ReadState {
+            ctx,
+            result: Ok(index),
+        })
+        .collect()
+}
+
 #[test]
 fn a_late_confirmation_does_not_answer_a_retried_read() {
     let mut net = Network::new(3);
@@ -142,18 +159,7 @@ fn a_late_confirmation_does_not_answer_a_retried_read() {
     net.node_mut(2).read_states.clear();
     // The retry uses a new context; a late answer for the old one is ignored.
     net.raw(2).read_index(2).unwrap();
-    let term = net.term(2);
-    net.raw(2)
-        .step(msg(
-            3,
-            2,
-            term,
-            MessageBody::ReadIndexResponse(ReadIndexResponse {
-                ctx: 1,
-                index: Some(0),
-            }),
-        ))
-        .unwrap();
+    late_answer(&mut net, 3, 2, 1);
     net.process(2);
     assert!(reads(&net, 2).is_empty(), "context 1 is no longer pending");
     net.stabilize();
@@ -357,32 +363,10 @@ fn reads_arriving_while_a_round_is_out_wait_for_it_and_share_the_next() {
     net.process(3);
     while net.deliver_one() {}
     net.process(1);
-    assert_eq!(
-        reads(&net, 1),
-        vec![ReadState {
-            ctx: 1,
-            result: Ok(commit)
-        }]
-    );
+    assert_eq!(reads(&net, 1), confirmed(&[1], commit));
     assert_eq!(heartbeats(&net), 2, "one round for the two waiting reads");
     net.stabilize();
-    assert_eq!(
-        reads(&net, 1),
-        vec![
-            ReadState {
-                ctx: 1,
-                result: Ok(commit)
-            },
-            ReadState {
-                ctx: 2,
-                result: Ok(commit)
-            },
-            ReadState {
-                ctx: 3,
-                result: Ok(commit)
-            },
-        ]
-    );
+    assert_eq!(reads(&net, 1), confirmed(&[1, 2, 3], commit));
 }
 
 #[test]
@@ -415,16 +399,7 @@ fn a_lost_read_round_holds_later_reads_back_for_one_tick_at_most() {
     got.sort_by_key(|r| r.ctx);
     assert_eq!(
         got,
-        vec![
-            ReadState {
-                ctx: 1,
-                result: Ok(commit)
-            },
-            ReadState {
-                ctx: 2,
-                result: Ok(commit)
-            },
-        ],
+        confirmed(&[1, 2], commit),
         "the new round's answers confirm the read of the lost round as well"
     );
 }
@@ -462,15 +437,7 @@ fn a_followers_reads_share_one_request_to_the_leader() {
     assert_eq!(requests, 1, "one request for reads 2 and 3");
     net.msgs.extend(in_flight);
     net.stabilize();
-    assert_eq!(
-        reads(&net, 2),
-        [1, 2, 3]
-            .map(|ctx| ReadState {
-                ctx,
-                result: Ok(commit)
-            })
-            .to_vec()
-    );
+    assert_eq!(reads(&net, 2), confirmed(&[1, 2, 3], commit));
 }
 
 #[test]
@@ -492,18 +459,7 @@ fn a_late_answer_to_a_request_sent_again_confirms_none_of_the_reads_added_since(
     // Meanwhile the leader commits more, and the answer to the first send arrives: it was
     // worked out before read 2 arrived, so it must confirm neither.
     let commit = net.propose_ok(1, "b");
-    let term = net.term(2);
-    net.raw(2)
-        .step(msg(
-            1,
-            2,
-            term,
-            MessageBody::ReadIndexResponse(ReadIndexResponse {
-                ctx: 1,
-                index: Some(0),
-            }),
-        ))
-        .unwrap();
+    late_answer(&mut net, 1, 2, 1);
     net.process(2);
     assert!(reads(&net, 2).is_empty(), "the late answer confirms nothing");
 
@@ -511,15 +467,7 @@ fn a_late_answer_to_a_request_sent_again_confirms_none_of_the_reads_added_since(
         net.deliver(m);
     }
     net.stabilize();
-    assert_eq!(
-        reads(&net, 2),
-        [1, 2]
-            .map(|ctx| ReadState {
-                ctx,
-                result: Ok(commit)
-            })
-            .to_vec()
-    );
+    assert_eq!(reads(&net, 2), confirmed(&[1, 2], commit));
 }
 
 #[test]
@@ -535,11 +483,5 @@ fn a_lost_follower_request_is_sent_again_at_the_next_tick() {
     net.process(2);
     assert_eq!(read_requests(&net), 1, "sent again");
     net.stabilize();
-    assert_eq!(
-        reads(&net, 2),
-        vec![ReadState {
-            ctx: 7,
-            result: Ok(commit)
-        }]
-    );
+    assert_eq!(reads(&net, 2), confirmed(&[7], commit));
 }
