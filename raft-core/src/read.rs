@@ -208,10 +208,7 @@ impl<S: LogStorage> Raft<S> {
     /// A request unanswered by the next tick is sent again, with the newer reads added (its
     /// messages or answer may have been lost).
     pub(crate) fn flush_follower_reads(&mut self) {
-        if !self.owes_follower_request() {
-            return;
-        }
-        let Some(leader) = self.leader else {
+        let Some(leader) = self.follower_request_due() else {
             return;
         };
         let (mut reads, resent) = match self.follower_request.take() {
@@ -238,13 +235,19 @@ impl<S: LogStorage> Raft<S> {
 
     /// Whether a follower has reads to ask the leader about and may send a request now.
     pub(crate) fn owes_follower_request(&self) -> bool {
-        if self.role != Role::Follower || self.leader.is_none() {
-            return false;
+        self.follower_request_due().is_some()
+    }
+
+    /// The leader to send a follower's request to, if one is due now.
+    fn follower_request_due(&self) -> Option<NodeId> {
+        if self.role != Role::Follower {
+            return None;
         }
-        match &self.follower_request {
+        let due = match &self.follower_request {
             None => !self.follower_reads.is_empty(),
             Some(q) => q.sent_at != self.ticks,
-        }
+        };
+        if due { self.leader } else { None }
     }
 
     fn resolve_read(&mut self, read: PendingRead) {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Network, config, msg};
-use raft_core::{MessageBody, ReadError, ReadFailure, ReadIndexResponse, ReadState, Role};
+use raft_core::{Message, MessageBody, ReadError, ReadFailure, ReadIndexResponse, ReadState, Role};
 
 fn lease_config(id: u64) -> raft_core::Config {
     let mut c = config(id);
@@ -27,7 +27,7 @@ fn read_index_on_the_leader_is_confirmed_by_a_heartbeat_round() {
         reads(&net, 1).is_empty(),
         "not before a quorum confirmed the leadership"
     );
-    assert_eq!(net.msgs.iter().filter(|m| m.kind() == "Heartbeat").count(), 2);
+    assert_eq!(heartbeats(&net), 2);
     net.stabilize();
     assert_eq!(
         reads(&net, 1),
@@ -175,7 +175,7 @@ fn reads_arriving_together_share_one_heartbeat_round() {
         net.raw(1).read_index(ctx).unwrap();
     }
     net.process(1);
-    assert_eq!(net.msgs.iter().filter(|m| m.kind() == "Heartbeat").count(), 2);
+    assert_eq!(heartbeats(&net), 2);
     net.stabilize();
     assert_eq!(reads(&net, 1).len(), 10);
 }
@@ -251,7 +251,7 @@ fn lease_read_falls_back_to_read_index_without_check_quorum() {
     net.raw(1).lease_read(1).unwrap();
     net.process(1);
     assert!(reads(&net, 1).is_empty());
-    assert_eq!(net.msgs.iter().filter(|m| m.kind() == "Heartbeat").count(), 2);
+    assert_eq!(heartbeats(&net), 2);
     net.stabilize();
     assert_eq!(reads(&net, 1).len(), 1);
 }
@@ -317,11 +317,7 @@ fn new_leader_holds_no_lease_before_a_round_of_its_term_is_acknowledged() {
     net.raw(1).lease_read(1).unwrap();
     net.process(1);
     assert!(reads(&net, 1).is_empty());
-    assert_eq!(
-        net.msgs.iter().filter(|m| m.kind() == "Heartbeat").count(),
-        2,
-        "fell back to ReadIndex"
-    );
+    assert_eq!(heartbeats(&net), 2, "fell back to ReadIndex");
     net.stabilize();
     assert_eq!(reads(&net, 1).len(), 1);
     // Now the lease holds.
@@ -330,8 +326,14 @@ fn new_leader_holds_no_lease_before_a_round_of_its_term_is_acknowledged() {
     assert_eq!(reads(&net, 1).len(), 2);
 }
 
+/// How many of `msgs` are of `kind`.
+fn count<'a>(msgs: impl IntoIterator<Item = &'a Message>, kind: &str) -> usize {
+    msgs.into_iter().filter(|m| m.kind() == kind).count()
+}
+
+/// Heartbeats in flight.
 fn heartbeats(net: &Network) -> usize {
-    net.msgs.iter().filter(|m| m.kind() == "Heartbeat").count()
+    count(&net.msgs, "Heartbeat")
 }
 
 #[test]
@@ -404,8 +406,9 @@ fn a_lost_read_round_holds_later_reads_back_for_one_tick_at_most() {
     );
 }
 
+/// ReadIndex requests in flight.
 fn read_requests(net: &Network) -> usize {
-    net.msgs.iter().filter(|m| m.kind() == "ReadIndex").count()
+    count(&net.msgs, "ReadIndex")
 }
 
 #[test]
@@ -432,7 +435,7 @@ fn a_followers_reads_share_one_request_to_the_leader() {
             net.deliver(m);
         }
         in_flight = net.collect();
-        requests += in_flight.iter().filter(|m| m.kind() == "ReadIndex").count();
+        requests += count(&in_flight, "ReadIndex");
     }
     assert_eq!(requests, 1, "one request for reads 2 and 3");
     net.msgs.extend(in_flight);

@@ -54,13 +54,15 @@ fn an_open_waits_out_a_short_lived_copy_of_its_own_processs_lock() {
     );
     copy.set_len(0).unwrap();
     write!(copy, "{}", std::process::id()).unwrap();
+    // Taken before the copy's release is scheduled, so that the open cannot have
+    // succeeded in less than the copy's 300 ms, however the threads are scheduled.
+    let started = std::time::Instant::now();
     let release = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
         drop(copy);
     });
-    let started = std::time::Instant::now();
     let store = open(dir.path(), Options::default());
-    assert!(started.elapsed() >= std::time::Duration::from_millis(250));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     release.join().unwrap();
     drop(store);
 }
