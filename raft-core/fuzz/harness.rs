@@ -659,6 +659,18 @@ impl Harness {
                 let budget = 8 + below(u, SETTLE_BUDGET);
                 self.settle(budget);
             }
+            30 => {
+                // Quiescence: the driver asks a leader to go quiet, or wakes a node.
+                if self.up(id) {
+                    if flag(u) {
+                        let quiet = self.raw(id).quiesce();
+                        self.log(|| format!("quiesce {id}: {quiet}"));
+                    } else {
+                        self.log(|| format!("wake {id}"));
+                        self.raw(id).wake();
+                    }
+                }
+            }
             31 => self.heal(),
             _ => self.hostile(u),
         }
@@ -729,6 +741,11 @@ impl Harness {
             if !self.up(id) {
                 self.restart(id);
             }
+        }
+        // The hostile nodes fall silent: a driver's liveness signal wakes the quiescent
+        // nodes that may be following one of them.
+        for id in HONEST {
+            self.raw(id).wake();
         }
         let honest_quorums = HONEST.iter().all(|&id| {
             let cs = self.nodes[Self::idx(id)].raw.as_ref().expect("up").conf_state();
@@ -1585,6 +1602,7 @@ impl Harness {
             5 => MessageBody::Heartbeat(Heartbeat {
                 commit: biased(u, commit),
                 round: biased(u, 1),
+                quiesce: u.arbitrary().unwrap_or(false),
             }),
             6 => MessageBody::HeartbeatResponse(HeartbeatResponse {
                 round: biased(u, self.last_round_to_hostile),
@@ -1609,6 +1627,7 @@ impl Harness {
                 MessageBody::Snapshot(Box::new(meta))
             }
             8 => MessageBody::TimeoutNow,
+            9 if flag(u) => MessageBody::Wake,
             9 => MessageBody::ReadIndex(ReadIndexRequest { ctx: any_u64(u) }),
             _ => {
                 let pending: Vec<u64> = self.nodes[Self::idx(to)].reads.keys().copied().collect();

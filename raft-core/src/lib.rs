@@ -52,6 +52,13 @@
 //! lease ([`RawNode::read_index`], [`RawNode::lease_read`]); [`RawNode::transfer_leader`] hands
 //! leadership to a caught-up voter.
 //!
+//! # Quiescence
+//!
+//! A driver hosting many groups lets idle ones go quiet: [`RawNode::quiesce`] stops an idle
+//! leader's clock and heartbeats, and its followers', until traffic or a request wakes
+//! them; the driver then wakes the followers of a leader whose node it suspects is down
+//! ([`RawNode::wake`]).
+//!
 //! # Example: three nodes commit an entry
 //!
 //! A synchronous driver that persists each batch on the spot, with a network that delivers
@@ -124,6 +131,7 @@ mod membership;
 mod message;
 mod node;
 mod progress;
+mod quiesce;
 mod quorum;
 mod raft;
 mod read;

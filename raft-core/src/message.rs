@@ -43,6 +43,10 @@ pub enum MessageBody {
     ReadIndex(ReadIndexRequest),
     /// The leader's answer to [`MessageBody::ReadIndex`].
     ReadIndexResponse(ReadIndexResponse),
+    /// A quiescent follower woke up (its driver asked it to, or a request of its own needs
+    /// the leader): the leader wakes too and resumes its heartbeats. See
+    /// [`RawNode::quiesce`](crate::RawNode::quiesce).
+    Wake,
 }
 
 /// Body of [`MessageBody::RequestVote`].
@@ -114,6 +118,10 @@ pub struct Heartbeat {
     pub commit: Index,
     /// The leader's heartbeat round, echoed in the response; it confirms reads and leases.
     pub round: u64,
+    /// The leader is going quiet: every member holds its whole log, committed, so the
+    /// follower may stop its clock until a message or a request wakes it (see
+    /// [`RawNode::quiesce`](crate::RawNode::quiesce)).
+    pub quiesce: bool,
 }
 
 /// Body of [`MessageBody::HeartbeatResponse`].
@@ -163,6 +171,7 @@ impl Message {
             MessageBody::TimeoutNow => "TimeoutNow",
             MessageBody::ReadIndex(_) => "ReadIndex",
             MessageBody::ReadIndexResponse(_) => "ReadIndexResponse",
+            MessageBody::Wake => "Wake",
         }
     }
 

@@ -127,6 +127,8 @@ pub struct Status {
     pub progress: BTreeMap<NodeId, PeerStatus>,
     /// On a leader, the target of a leadership transfer in progress.
     pub lead_transferee: Option<NodeId>,
+    /// The node is quiescent: its clock stands still (see [`RawNode::quiesce`]).
+    pub quiescent: bool,
 }
 
 struct PendingPersist {
@@ -275,39 +277,101 @@ impl<S: LogStorage> RawNode<S> {
     /// uncommitted limit). Returns the index of its entry, whose term is [`RawNode::term`]:
     /// the command is applied iff the entry handed out at that index later has that term.
     pub fn propose(&mut self, data: impl Into<Bytes>) -> Result<Index, ProposeError> {
-        self.guard(|raft| raft.propose(EntryPayload::Normal(data.into())))
+        self.guard(|raft| {
+            raft.wake_leader();
+            raft.propose(EntryPayload::Normal(data.into()))
+        })
     }
 
     /// Proposes a record of the driver's own ([`EntryPayload::Internal`]), under the same
     /// rules and limits as [`RawNode::propose`]. Returns its index.
     pub fn propose_internal(&mut self, data: impl Into<Bytes>) -> Result<Index, ProposeError> {
-        self.guard(|raft| raft.propose(EntryPayload::Internal(data.into())))
+        self.guard(|raft| {
+            raft.wake_leader();
+            raft.propose(EntryPayload::Internal(data.into()))
+        })
     }
 
     /// Proposes a membership change. Returns the index of its configuration entry.
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, MembershipError> {
-        self.guard(|raft| raft.propose_conf_change(change))
+        self.guard(|raft| {
+            raft.wake_leader();
+            raft.propose_conf_change(change)
+        })
     }
 
     /// Starts transferring leadership to `target`, a voter.
     pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
-        self.guard(|raft| raft.transfer_leader(target))
+        self.guard(|raft| {
+            raft.wake_leader();
+            raft.transfer_leader(target)
+        })
     }
 
     /// Requests a ReadIndex read with a unique context (see [`ReadCtx`]).
     pub fn read_index(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
-        self.guard(|raft| raft.read_index(ctx))
+        self.guard(|raft| {
+            raft.wake_for_read();
+            raft.read_index(ctx)
+        })
     }
 
     /// Requests a lease read; falls back to ReadIndex when no valid lease is held.
     pub fn lease_read(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
-        self.guard(|raft| raft.lease_read(ctx))
+        self.guard(|raft| {
+            raft.wake_for_read();
+            raft.lease_read(ctx)
+        })
     }
 
     /// Starts an election now, without waiting for the election timeout (on a leader, does
     /// nothing). Refused on a node that is not a voter.
     pub fn campaign(&mut self) -> Result<(), CampaignError> {
-        self.guard(|raft| raft.campaign_now())
+        self.guard(|raft| {
+            raft.wake(true);
+            raft.campaign_now()
+        })
+    }
+
+    /// Asks an idle leader to let its group go quiet: if every member holds the whole log
+    /// durably, all of it committed, and no read, transfer or joint configuration is
+    /// pending, the leader sends a last heartbeat round telling its followers to stop their
+    /// clocks, and stops its own: [`RawNode::tick`] then does nothing, and no heartbeats go
+    /// out, until a message or a request of its own wakes the node. Returns whether the
+    /// node is quiescent now (always `false` on a node that is not the leader).
+    ///
+    /// Quiescence is what lets a driver host thousands of groups of which most are idle:
+    /// it need not tick a quiescent group at all ([`RawNode::is_quiescent`]). A driver that
+    /// quiesces leaders takes on one duty: a quiescent follower hears nothing from a leader
+    /// that died, so the driver must [`RawNode::wake`] the followers of a leader whose node it
+    /// suspects is down (from one liveness signal per peer node, say); they then elect a new
+    /// leader as usual. A leader gives up its lease when it quiesces: after waking, lease
+    /// reads wait for a new heartbeat round. Quiescence changes no durable state, so safety
+    /// never depends on it. It works best with pre-vote and check-quorum: a follower that
+    /// lost the leader's last heartbeat then merely wakes the group when it times out.
+    pub fn quiesce(&mut self) -> bool {
+        let mut quiescent = false;
+        let _ = self.guard(|raft| {
+            quiescent = raft.quiesce();
+            Ok::<(), DriverError>(())
+        });
+        quiescent
+    }
+
+    /// Whether the node is quiescent: its clock stands still (see [`RawNode::quiesce`]).
+    pub fn is_quiescent(&self) -> bool {
+        self.raft.quiescent
+    }
+
+    /// Wakes a quiescent node (see [`RawNode::quiesce`]); does nothing on one that is not.
+    /// A follower tells its leader, which resumes its heartbeats; a leader starts a
+    /// heartbeat round at once. A driver calls this on the followers of a leader that may
+    /// have died: they campaign after an election timeout unless they hear from it.
+    pub fn wake(&mut self) {
+        let _ = self.guard(|raft| {
+            raft.wake(false);
+            Ok::<(), DriverError>(())
+        });
     }
 
     /// Tells a leader that `peer` could not be reached.
@@ -561,6 +625,7 @@ impl<S: LogStorage> RawNode<S> {
                 })
                 .collect(),
             lead_transferee: r.lead_transferee,
+            quiescent: r.quiescent,
         }
     }
 

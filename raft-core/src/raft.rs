@@ -100,6 +100,9 @@ pub(crate) struct Raft<S> {
     /// A follower's request to the leader that is out, for the reads it names.
     pub(crate) follower_request: Option<crate::read::FollowerRequest>,
 
+    /// The clock stands still until something wakes the node (see quiesce.rs).
+    pub(crate) quiescent: bool,
+
     // Output not yet taken by `ready`.
     pub(crate) msgs: Vec<Message>,
     pub(crate) read_states: Vec<crate::types::ReadState>,
@@ -177,6 +180,7 @@ impl<S: LogStorage> Raft<S> {
             local_reads: BTreeSet::new(),
             follower_reads: Vec::new(),
             follower_request: None,
+            quiescent: false,
             msgs: Vec::new(),
             read_states: Vec::new(),
             violation: None,
@@ -260,6 +264,7 @@ impl<S: LogStorage> Raft<S> {
         }
         self.leader = None;
         self.leader_round = 0;
+        self.quiescent = false;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.reset_randomized_timeout();
@@ -317,8 +322,11 @@ impl<S: LogStorage> Raft<S> {
         self.append_leader_entries(vec![EntryPayload::Empty]);
     }
 
-    /// Advances the logical clock by one tick.
+    /// Advances the logical clock by one tick, unless the node is quiescent.
     pub(crate) fn tick(&mut self) {
+        if self.quiescent {
+            return;
+        }
         self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_leader(),
@@ -335,6 +343,17 @@ impl<S: LogStorage> Raft<S> {
             self.election_elapsed = 0;
             let kind = self.election_kind();
             self.campaign(kind);
+        } else if self.leader.is_none()
+            && self.conf.learners.contains(&self.id)
+            && self.election_elapsed >= self.randomized_election_timeout
+        {
+            // A learner never campaigns, so a learner that knows no leader (say, it just
+            // restarted) asks the voters to wake up: the leader of a quiescent group would
+            // otherwise never tell it who leads (see quiesce.rs).
+            self.election_elapsed = 0;
+            for id in self.conf.all_voters() {
+                self.send(id, MessageBody::Wake);
+            }
         }
     }
 
@@ -447,6 +466,13 @@ impl<S: LogStorage> Raft<S> {
     /// Feeds one message from a peer.
     pub(crate) fn step(&mut self, m: Message) -> Result<(), StepError> {
         self.validate(&m)?;
+        if self.quiescent
+            && m.term >= self.term
+            && !(m.term == self.term && self.stays_quiescent(m.from, &m.body))
+        {
+            let leader_knows = self.leader == Some(m.from);
+            self.wake(leader_knows);
+        }
         if m.term > self.term {
             if let MessageBody::RequestVote(rv) = &m.body {
                 let in_lease = self.cfg.check_quorum
@@ -747,7 +773,12 @@ impl<S: LogStorage> Raft<S> {
             MessageBody::Heartbeat(h) => {
                 self.election_elapsed = 0;
                 self.leader = Some(m.from);
+                let quiesce = h.quiesce;
+                let commit = h.commit;
                 self.handle_heartbeat(m.from, h);
+                if quiesce {
+                    self.follow_into_quiescence(m.from, commit);
+                }
                 Ok(())
             }
             MessageBody::Snapshot(meta) => {
@@ -783,6 +814,13 @@ impl<S: LogStorage> Raft<S> {
             MessageBody::HeartbeatResponse(r) => self.handle_heartbeat_response(m.from, r),
             MessageBody::ReadIndex(r) => {
                 self.handle_remote_read(m.from, r.ctx);
+                Ok(())
+            }
+            MessageBody::Wake => {
+                // The step woke this leader if it was quiescent; the sender is alive.
+                if let Some(pr) = self.progress.get_mut(&m.from) {
+                    pr.recent_active = true;
+                }
                 Ok(())
             }
             MessageBody::Append(_) | MessageBody::Heartbeat(_) | MessageBody::Snapshot(_) => {

@@ -341,6 +341,11 @@ impl<S: LogStorage> Raft<S> {
 
     /// Starts a heartbeat round: every follower is asked to confirm this leader.
     pub(crate) fn broadcast_heartbeat(&mut self) {
+        self.broadcast_heartbeat_round(false);
+    }
+
+    /// Starts a heartbeat round; `quiesce` asks the followers to stop their clocks.
+    pub(crate) fn broadcast_heartbeat_round(&mut self, quiesce: bool) {
         self.heartbeat_round += 1;
         let round = self.heartbeat_round;
         self.note_round_sent(round);
@@ -353,7 +358,14 @@ impl<S: LogStorage> Raft<S> {
             .map(|(&id, pr)| (id, pr.matched.min(committed)))
             .collect();
         for (id, commit) in targets {
-            self.send(id, MessageBody::Heartbeat(Heartbeat { commit, round }));
+            self.send(
+                id,
+                MessageBody::Heartbeat(Heartbeat {
+                    commit,
+                    round,
+                    quiesce,
+                }),
+            );
         }
     }
 
@@ -364,7 +376,14 @@ impl<S: LogStorage> Raft<S> {
         for &id in peers {
             if let Some(pr) = self.progress.get(&id) {
                 let commit = pr.matched.min(committed);
-                self.send(id, MessageBody::Heartbeat(Heartbeat { commit, round }));
+                self.send(
+                    id,
+                    MessageBody::Heartbeat(Heartbeat {
+                        commit,
+                        round,
+                        quiesce: false,
+                    }),
+                );
             }
         }
     }

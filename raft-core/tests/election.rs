@@ -161,7 +161,11 @@ fn stale_leader_message_is_answered_with_current_term() {
             1,
             2,
             1,
-            MessageBody::Heartbeat(raft_core::Heartbeat { commit: 0, round: 1 }),
+            MessageBody::Heartbeat(raft_core::Heartbeat {
+                commit: 0,
+                round: 1,
+                quiesce: false,
+            }),
         ))
         .unwrap();
     let out = net.collect();

@@ -73,7 +73,11 @@ fn term_at_the_top_of_u64_is_refused_and_the_cluster_keeps_electing() {
                     from,
                     to,
                     bad,
-                    MessageBody::Heartbeat(Heartbeat { commit: 0, round: 0 }),
+                    MessageBody::Heartbeat(Heartbeat {
+                        commit: 0,
+                        round: 0,
+                        quiesce: false,
+                    }),
                 )),
                 "heartbeat",
             );
@@ -286,6 +290,7 @@ fn indexes_at_the_top_of_u64_are_refused() {
                     MessageBody::Heartbeat(Heartbeat {
                         commit: bad,
                         round: 0,
+                        quiesce: false,
                     }),
                 )),
                 "heartbeat commit",
@@ -396,6 +401,7 @@ fn a_second_leader_in_the_same_term_is_refused() {
             MessageBody::Heartbeat(Heartbeat {
                 commit: last,
                 round: 1,
+                quiesce: false,
             }),
         )),
         "heartbeat",

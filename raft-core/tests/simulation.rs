@@ -2,6 +2,7 @@
 
 mod sim;
 
+use sim::multi::MultiSim;
 use sim::{Sim, SimOptions};
 
 const STEPS: u64 = 2_000;
@@ -19,6 +20,8 @@ struct Totals {
     reads_failed: u64,
     conf_changes: u64,
     transfers: u64,
+    quiescences: u64,
+    wakes: u64,
 }
 
 fn run_seeds(seeds: std::ops::Range<u64>, opts: impl Fn(u64) -> SimOptions) -> Totals {
@@ -39,6 +42,8 @@ fn run_seeds(seeds: std::ops::Range<u64>, opts: impl Fn(u64) -> SimOptions) -> T
         t.reads_failed += sim.reads_failed;
         t.conf_changes += sim.conf_changes;
         t.transfers += sim.transfers;
+        t.quiescences += sim.quiescences;
+        t.wakes += sim.wakes;
     }
     println!("{t:?}");
     t
@@ -70,6 +75,76 @@ fn membership_reads_and_transfers_over_500_seeds() {
     );
 }
 
+/// Seeds with quiescence: the driver quiesces idle leaders at half the ticks and wakes
+/// quiescent followers that cannot reach their leader (see `SimOptions::quiesce`), with
+/// membership changes, transfers and reads (lease reads must not outlive a quiescence) on
+/// half of them.
+#[test]
+fn quiescence_over_300_seeds() {
+    let t = run_seeds(0..300, |seed| {
+        let opts = SimOptions::from_seed(seed, STEPS).with_quiescence();
+        if seed % 2 == 0 {
+            opts.with_membership_and_reads()
+        } else {
+            opts
+        }
+    });
+    assert!(
+        t.quiescences > 150 && t.wakes > 30 && t.reads > 600 && t.committed > 10 * t.seeds,
+        "{t:?}"
+    );
+}
+
+/// Four groups on the same 3 or 5 nodes, sharing each node's log (one sync makes every
+/// group's writes durable), timer and network; crashes lose every group's un-synced
+/// writes at once, partitions cut every group alike (see `sim/multi.rs`). Reads on all
+/// seeds, quiescence on half. Replay one: `RAFT_SIM_MULTI_SEED=<seed> cargo test -p
+/// raft-core --test simulation several_groups -- --nocapture`; run more with
+/// `RAFT_SIM_MULTI_SEEDS=<count>` (and `--release`).
+#[test]
+fn several_groups_sharing_nodes_over_100_seeds() {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds = match (var("RAFT_SIM_MULTI_SEED"), var("RAFT_SIM_MULTI_SEEDS")) {
+        (Some(seed), _) => seed..seed + 1,
+        (None, count) => 0..count.unwrap_or(100),
+    };
+    let (mut shared_syncs, mut committed, mut quiescences, mut reads, mut crashes) = (0, 0, 0, 0, 0);
+    let n = seeds.end - seeds.start;
+    for seed in seeds {
+        // Each group makes about a quarter of the events: four times the steps.
+        let mut opts = SimOptions::from_seed(seed, 4 * STEPS);
+        opts.reads = true;
+        if seed % 2 == 1 {
+            opts = opts.with_quiescence();
+        }
+        let mut multi = MultiSim::new(seed, 4, opts);
+        if let Err(e) = multi.run() {
+            panic!("{e}");
+        }
+        shared_syncs += multi.shared_syncs;
+        for g in multi.groups() {
+            committed += g.committed_entries();
+            quiescences += g.quiescences;
+            reads += g.reads_completed;
+            crashes += g.crashes;
+        }
+    }
+    println!(
+        "{n} seeds: shared syncs {shared_syncs}, committed {committed}, quiescences {quiescences}, reads {reads}, crashes {crashes}"
+    );
+    if n >= 100 {
+        let per_100 = |x: u64| x * 100 / n;
+        assert!(
+            per_100(shared_syncs) > 2_000
+                && per_100(committed) > 4_000
+                && per_100(quiescences) > 30
+                && per_100(reads) > 2_000
+                && per_100(crashes) > 1_000,
+            "the groups stopped exercising what they share"
+        );
+    }
+}
+
 /// Replays one seed: `RAFT_SIM_SEED=<seed> [RAFT_SIM_VERBOSE=1] cargo test -p raft-core
 /// --test simulation replay -- --nocapture`. Without the variable it runs seed 0.
 #[test]
@@ -85,6 +160,9 @@ fn replay() {
     let mut opts = SimOptions::from_seed(seed, steps);
     if std::env::var("RAFT_SIM_MEMBERSHIP").is_ok() {
         opts = opts.with_membership_and_reads();
+    }
+    if std::env::var("RAFT_SIM_QUIESCE").is_ok() {
+        opts = opts.with_quiescence();
     }
     let mut sim = Sim::new(seed, opts);
     if let Err(e) = sim.run() {
@@ -105,14 +183,17 @@ fn soak() {
     run_seeds(1_000_000..1_000_000 + n, soak_options);
 }
 
-/// The soak's options for `seed`: 5,000 steps, membership changes and reads on even seeds.
+/// The soak's options for `seed`: 5,000 steps, membership changes and reads on even seeds,
+/// quiescence on half of each kind (`seed / 2` odd).
 fn soak_options(seed: u64) -> SimOptions {
-    let opts = SimOptions::from_seed(seed, 5_000);
+    let mut opts = SimOptions::from_seed(seed, 5_000);
     if seed % 2 == 0 {
-        opts.with_membership_and_reads()
-    } else {
-        opts
+        opts = opts.with_membership_and_reads();
     }
+    if (seed / 2) % 2 == 1 {
+        opts = opts.with_quiescence();
+    }
+    opts
 }
 
 /// Seeds the soak once failed on, replayed with the soak's options. 1,006,824: a lone voter

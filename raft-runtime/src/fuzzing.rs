@@ -524,7 +524,14 @@ pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
         ),
         (
             "heartbeat",
-            msg(2, MessageBody::Heartbeat(Heartbeat { commit: 7, round: 12 })),
+            msg(
+                2,
+                MessageBody::Heartbeat(Heartbeat {
+                    commit: 7,
+                    round: 12,
+                    quiesce: false,
+                }),
+            ),
         ),
         (
             "heartbeat-response",

@@ -32,8 +32,10 @@ use crate::snapshot_stream::SnapshotStream;
 /// (`UPDATE_GOLDEN=1 cargo test -p raft-runtime --lib golden`).
 ///
 /// Version 2 added [`EntryPayload::Internal`](raft_core::EntryPayload::Internal); version 3
-/// added [`WireMessage::ForwardRecord`] and [`ForwardError::Session`] (client sessions).
-pub const WIRE_VERSION: u32 = 3;
+/// added [`WireMessage::ForwardRecord`] and [`ForwardError::Session`] (client sessions);
+/// version 4 added [`Heartbeat::quiesce`](raft_core::Heartbeat::quiesce) and
+/// [`MessageBody::Wake`](raft_core::MessageBody::Wake) (quiescence).
+pub const WIRE_VERSION: u32 = 4;
 
 /// What travels between the runtimes of two nodes: protocol messages, and proposals that a
 /// follower forwards to the leader together with their answers.

@@ -96,6 +96,7 @@ async fn extreme_terms_and_indexes_neither_stop_nor_wedge_the_cluster() {
                 MessageBody::Heartbeat(Heartbeat {
                     commit: u64::MAX,
                     round: 0,
+                    quiesce: true,
                 }),
             );
         }

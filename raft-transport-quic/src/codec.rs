@@ -6,7 +6,7 @@
 //! Each side of a message connection writes on its half of one bidirectional stream:
 //!
 //! ```text
-//! greeting: b"RQM4" | incarnation: u64 LE              (12 bytes, once)
+//! greeting: b"RQM5" | incarnation: u64 LE              (12 bytes, once)
 //! frame:    length: u32 LE | payload: `length` bytes   (repeated)
 //! payload:  bincode(WireMessage) bincode(WireMessage) ...   (one batch, at least one message)
 //! ```
@@ -27,7 +27,7 @@
 //!
 //! ```text
 //! sender -> receiver:
-//!   b"RQS4"                                            greeting, once
+//!   b"RQS5"                                            greeting, once
 //!   frame(bincode(SnapshotHeader))                     the announcement (a control frame)
 //!   -- once the receiver accepted --
 //!   length: u32 LE | `length` bytes of snapshot data   a data frame, 1 <= length <= 64 MiB, repeated
@@ -78,10 +78,10 @@ use serde::{Deserialize, Serialize};
 /// `raft_runtime::WIRE_VERSION`: the golden test `golden_tests` fails until it is bumped and
 /// its golden file regenerated
 /// (`UPDATE_GOLDEN=1 cargo test -p raft-transport-quic --lib golden`).
-pub(crate) const STREAM_VERSION: u8 = 4;
+pub(crate) const STREAM_VERSION: u8 = 5;
 
 /// The [`raft_runtime::WIRE_VERSION`] that [`STREAM_VERSION`] carries.
-const CARRIED_WIRE_VERSION: u32 = 3;
+const CARRIED_WIRE_VERSION: u32 = 4;
 
 const _: () = assert!(
     CARRIED_WIRE_VERSION == raft_runtime::WIRE_VERSION,
@@ -99,11 +99,11 @@ const fn greeting_magic(kind: u8) -> [u8; 4] {
     [b'R', b'Q', kind, b'0' + STREAM_VERSION]
 }
 
-/// Greeting that opens each direction of a message stream (`RQM4` for version 4).
+/// Greeting that opens each direction of a message stream (`RQM5` for version 5).
 pub(crate) const MESSAGE_MAGIC: [u8; 4] = greeting_magic(b'M');
 /// Length of the greeting.
 pub(crate) const GREETING_LEN: usize = 12;
-/// Greeting that opens a snapshot stream (`RQS4` for version 4).
+/// Greeting that opens a snapshot stream (`RQS5` for version 5).
 pub(crate) const SNAPSHOT_MAGIC: [u8; 4] = greeting_magic(b'S');
 /// The hard ceiling on a configured maximum frame size (256 MiB).
 pub(crate) const MAX_FRAME_LIMIT: usize = 256 << 20;
@@ -957,7 +957,11 @@ mod tests {
             from: 1,
             to: 2,
             term: 3,
-            body: MessageBody::Heartbeat(Heartbeat { commit: 4, round }),
+            body: MessageBody::Heartbeat(Heartbeat {
+                commit: 4,
+                round,
+                quiesce: false,
+            }),
         })
     }
 
@@ -1145,26 +1149,26 @@ mod tests {
         assert_eq!(decode_greeting(&g), Ok(0xDEAD_BEEF));
         let bad = encode_greeting(*b"HTTP", 1);
         assert!(matches!(decode_greeting(&bad), Err(FrameError::BadGreeting(_))));
-        assert_eq!(MESSAGE_MAGIC, *b"RQM4", "version 4 greets with its number");
-        assert_eq!(SNAPSHOT_MAGIC, *b"RQS4");
-        let newer = encode_greeting(*b"RQM5", 1);
+        assert_eq!(MESSAGE_MAGIC, *b"RQM5", "version 5 greets with its number");
+        assert_eq!(SNAPSHOT_MAGIC, *b"RQS5");
+        let newer = encode_greeting(*b"RQM6", 1);
         let err = decode_greeting(&newer).unwrap_err();
         assert_eq!(
             err,
             FrameError::UnsupportedVersion {
-                found: 5,
+                found: 6,
                 expected: STREAM_VERSION
             }
         );
         assert!(
-            err.to_string().contains("version 5, this node version 4"),
+            err.to_string().contains("version 6, this node version 5"),
             "{err}"
         );
         assert_eq!(decode_snapshot_greeting(&SNAPSHOT_MAGIC), Ok(()));
         // A version 1 peer (acknowledged, resumable snapshots of announced length), a
         // version 2 one (entries without internal records), and a version 3 one (no
-        // forwarded session records).
-        for (greeting, found) in [(b"RQS1", 1), (b"RQS2", 2), (b"RQS3", 3)] {
+        // forwarded session records), and a version 4 one (no quiescence).
+        for (greeting, found) in [(b"RQS1", 1), (b"RQS2", 2), (b"RQS3", 3), (b"RQS4", 4)] {
             assert_eq!(
                 decode_snapshot_greeting(greeting),
                 Err(FrameError::UnsupportedVersion {

@@ -459,7 +459,11 @@ fn sample_messages() -> Vec<WireMessage> {
         })
     };
     vec![
-        raft(MessageBody::Heartbeat(Heartbeat { commit: 7, round: 9 })),
+        raft(MessageBody::Heartbeat(Heartbeat {
+            commit: 7,
+            round: 9,
+            quiesce: false,
+        })),
         raft(MessageBody::HeartbeatResponse(HeartbeatResponse { round: 9 })),
         raft(MessageBody::Append(Append {
             prev_index: 10,

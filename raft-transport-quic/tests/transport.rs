@@ -105,7 +105,11 @@ fn heartbeat(from: NodeId, to: NodeId, round: u64) -> WireMessage {
         from,
         to,
         term: 1,
-        body: MessageBody::Heartbeat(Heartbeat { commit: 0, round }),
+        body: MessageBody::Heartbeat(Heartbeat {
+            commit: 0,
+            round,
+            quiesce: false,
+        }),
     })
 }
 
@@ -777,8 +781,12 @@ async fn raw_stream(
     (endpoint, conn, send, recv)
 }
 
+/// The message stream's greeting of the current stream version (`STREAM_VERSION` in
+/// `src/codec.rs`; the README documents it).
+const MESSAGE_GREETING: &[u8; 4] = b"RQM5";
+
 fn greeting() -> Vec<u8> {
-    let mut g = b"RQM4".to_vec();
+    let mut g = MESSAGE_GREETING.to_vec();
     g.extend_from_slice(&42u64.to_le_bytes());
     g
 }
@@ -820,7 +828,7 @@ async fn oversize_and_random_frames_close_only_that_connection() {
     send.write_all(&greeting()).await.unwrap();
     let mut reply = [0u8; 12];
     recv.read_exact(&mut reply).await.unwrap();
-    assert_eq!(&reply[..4], b"RQM4");
+    assert_eq!(&reply[..4], MESSAGE_GREETING);
     send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
     let (code, reason) = closed_with(&conn).await;
     assert_eq!(code, 3, "oversize: {reason}");
@@ -849,12 +857,12 @@ async fn oversize_and_random_frames_close_only_that_connection() {
     assert_eq!(closed_with(&conn).await.0, 5);
     // A greeting of another stream format version: refused, and the reason names both.
     let (_ep, conn, mut send, _recv) = raw_stream(&ca, 3, addr, 2).await;
-    let mut newer = b"RQM5".to_vec();
+    let mut newer = b"RQM6".to_vec();
     newer.extend_from_slice(&42u64.to_le_bytes());
     let _ = send.write_all(&newer).await;
     let (code, reason) = closed_with(&conn).await;
     assert_eq!(code, 5, "{reason}");
-    assert!(reason.contains("version 5, this node version 4"), "{reason}");
+    assert!(reason.contains("version 6, this node version 5"), "{reason}");
 
     assert_eq!(server.stats().malformed_frames, 22);
     // The node still serves its real peer.

@@ -126,6 +126,7 @@ async fn a_member_sending_hostile_messages_over_quic_stops_no_node() {
             let heartbeat = MessageBody::Heartbeat(Heartbeat {
                 commit: u64::MAX,
                 round: u64::MAX,
+                quiesce: true,
             });
             send_until_refused(&c, &hostile, to, raft(4, to, t, heartbeat)).await;
         }

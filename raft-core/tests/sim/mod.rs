@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod multi;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 
@@ -90,6 +92,10 @@ pub struct SimOptions {
     pub reads: bool,
     pub pre_vote: bool,
     pub check_quorum: bool,
+    /// The driver quiesces idle leaders, skips nothing (a quiescent node's ticks do
+    /// nothing), and wakes quiescent followers whose leader it cannot reach, as a
+    /// multi-group driver's liveness signal would; now and then it wakes one for no reason.
+    pub quiesce: bool,
 }
 
 impl SimOptions {
@@ -97,6 +103,12 @@ impl SimOptions {
     pub fn with_membership_and_reads(mut self) -> SimOptions {
         self.membership = true;
         self.reads = true;
+        self
+    }
+
+    /// Turns on quiescence.
+    pub fn with_quiescence(mut self) -> SimOptions {
+        self.quiesce = true;
         self
     }
 
@@ -115,6 +127,7 @@ impl SimOptions {
             reads: false,
             pre_vote: r.next_u64() % 2 == 0,
             check_quorum: r.next_u64() % 2 == 0,
+            quiesce: false,
         }
     }
 }
@@ -203,6 +216,14 @@ pub struct Sim {
     pub crashes: u64,
     pub snapshots_installed: u64,
     pub elections: u64,
+    /// Times a leader's group went quiet, and times the driver woke a quiescent follower.
+    pub quiescences: u64,
+    pub wakes: u64,
+    /// One of several groups on the same nodes (see `multi.rs`): node-wide events (crashes,
+    /// partitions, ticks, log syncs) come from outside, and `random_event` makes none.
+    shared_nodes: bool,
+    /// Steps in each window with or without client requests, under quiescence.
+    quiet_window: u64,
 }
 
 type Fail = String;
@@ -237,6 +258,10 @@ impl Sim {
             crashes: 0,
             snapshots_installed: 0,
             elections: 0,
+            quiescences: 0,
+            wakes: 0,
+            shared_nodes: false,
+            quiet_window: 250,
             opts,
         };
         let n = sim.opts.nodes;
@@ -314,7 +339,7 @@ impl Sim {
 
     fn fail(&self, what: String) -> Fail {
         let mut s = format!(
-            "simulation seed {} failed at step {}: {}\noptions: {:?}\nreplay: RAFT_SIM_SEED={} RAFT_SIM_STEPS={} {}RAFT_SIM_VERBOSE=1 cargo test -p raft-core --test simulation replay -- --nocapture\nlast events:\n",
+            "simulation seed {} failed at step {}: {}\noptions: {:?}\nreplay: RAFT_SIM_SEED={} RAFT_SIM_STEPS={} {}{}RAFT_SIM_VERBOSE=1 cargo test -p raft-core --test simulation replay -- --nocapture\nlast events:\n",
             self.seed,
             self.step_no,
             what,
@@ -323,6 +348,11 @@ impl Sim {
             self.opts.steps,
             if self.opts.membership {
                 "RAFT_SIM_MEMBERSHIP=1 "
+            } else {
+                ""
+            },
+            if self.opts.quiesce {
+                "RAFT_SIM_QUIESCE=1 "
             } else {
                 ""
             }
@@ -391,6 +421,17 @@ impl Sim {
 
     fn random_event(&mut self) -> Result<(), Fail> {
         let roll = self.pick(1000);
+        // With quiescence, every other window of steps has no client requests, so that
+        // groups fall idle (faults go on).
+        let quiet = self.opts.quiesce && (self.step_no / self.quiet_window) % 2 == 1;
+        if quiet && (800..=919).contains(&roll) {
+            return self.process_random();
+        }
+        // Events that belong to a node (a log sync, a tick of its timer, a crash, a
+        // partition) are made by the node's own loop when groups share it.
+        if self.shared_nodes && ((550..=799).contains(&roll) || (920..=949).contains(&roll)) {
+            return self.process_random();
+        }
         match roll {
             0..=349 => self.deliver_random(),
             350..=549 => self.process_random(),
@@ -430,8 +471,56 @@ impl Sim {
     }
 
     fn tick_all(&mut self) {
+        if self.opts.quiesce {
+            self.wake_unreachable();
+        }
         for id in self.live_ids() {
             self.nodes.get_mut(&id).unwrap().raw.as_mut().unwrap().tick();
+        }
+        if self.opts.quiesce {
+            self.quiesce_leaders();
+        }
+    }
+
+    /// The driver's duty under quiescence: a quiescent follower whose leader it cannot
+    /// reach (down, cut off, or unknown) is woken, not always at the first tick (liveness
+    /// signals take time); and now and then one is woken for no reason.
+    fn wake_unreachable(&mut self) {
+        for id in self.live_ids() {
+            let raw = self.nodes[&id].raw.as_ref().unwrap();
+            if !raw.is_quiescent() || raw.role() == Role::Leader {
+                continue;
+            }
+            let unreachable = raw.leader().is_none_or(|l| {
+                self.nodes.get(&l).is_none_or(|n| n.raw.is_none())
+                    || self.cut.contains(&(l, id))
+                    || self.cut.contains(&(id, l))
+            });
+            let pct = if unreachable { 30 } else { 3 };
+            if self.chance(pct) {
+                self.log(format!(
+                    "driver wakes node {id} (leader unreachable: {unreachable})"
+                ));
+                self.wakes += 1;
+                self.nodes.get_mut(&id).unwrap().raw.as_mut().unwrap().wake();
+            }
+        }
+    }
+
+    /// Leaders are asked to quiesce at half the ticks.
+    fn quiesce_leaders(&mut self) {
+        for id in self.live_ids() {
+            let raw = self.nodes.get_mut(&id).unwrap().raw.as_mut().unwrap();
+            if raw.role() != Role::Leader || raw.is_quiescent() {
+                continue;
+            }
+            if self.rng.next_u64() % 2 == 0 {
+                let raw = self.nodes.get_mut(&id).unwrap().raw.as_mut().unwrap();
+                if raw.quiesce() {
+                    self.quiescences += 1;
+                    self.log(format!("node {id} quiesces"));
+                }
+            }
         }
     }
 

@@ -186,6 +186,7 @@ pub fn wire_messages() -> Vec<(String, WireMessage)> {
                 MessageBody::Heartbeat(Heartbeat {
                     commit: 70_005,
                     round: 42,
+                    quiesce: false,
                 }),
             ),
         ),
@@ -238,6 +239,20 @@ pub fn wire_messages() -> Vec<(String, WireMessage)> {
                 MessageBody::ReadIndexResponse(ReadIndexResponse { ctx: 78, index: None }),
             ),
         ),
+        (
+            "heartbeat that quiesces",
+            raft(
+                1,
+                3,
+                314,
+                MessageBody::Heartbeat(Heartbeat {
+                    commit: 70_008,
+                    round: 44,
+                    quiesce: true,
+                }),
+            ),
+        ),
+        ("wake", raft(3, 1, 314, MessageBody::Wake)),
         (
             "forward",
             WireMessage::Forward {
