@@ -31,6 +31,9 @@ pub enum Command {
     /// Measure a `kv` cluster with a large state: load, a new node's catch-up by snapshot
     /// (time, rate, memory, the write load meanwhile), and a follower's restart.
     KvCatchup(crate::kv_catchup::Args),
+    /// Measure what many idle groups cost the protocol (memory, CPU and messages per
+    /// tick), awake and quiescent.
+    Groups(crate::groups::Args),
 }
 
 impl Cli {
@@ -47,7 +50,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Some(Command::Node(_)) => "warn",
-            Some(Command::KvCatchup(_)) | None => "error",
+            Some(Command::KvCatchup(_)) | Some(Command::Groups(_)) | None => "error",
         }
     }
 
@@ -56,6 +59,7 @@ impl Cli {
         match self.command {
             Some(Command::Node(args)) => crate::node::run(args).await,
             Some(Command::KvCatchup(args)) => crate::kv_catchup::run(args).await,
+            Some(Command::Groups(args)) => crate::groups::run(args).await,
             None => run(self.bench).await,
         }
     }

@@ -35,6 +35,7 @@
 //! and prints them, and `plot` draws them; [`cli`] is the command line.
 
 pub mod cli;
+pub mod groups;
 pub mod kv_catchup;
 pub mod machine;
 pub mod node;

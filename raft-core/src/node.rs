@@ -177,8 +177,12 @@ impl<S: LogStorage> RawNode<S> {
         })
     }
 
-    /// Advances the logical clock by one tick.
+    /// Advances the logical clock by one tick. A quiescent node's clock stands still: the
+    /// call returns at once (see [`RawNode::quiesce`]).
     pub fn tick(&mut self) {
+        if self.raft.quiescent && self.fatal.is_none() {
+            return;
+        }
         // A violation surfaces as an error from the next fallible call (`has_ready` is true).
         let _ = self.guard(|raft| {
             raft.tick();
@@ -311,7 +315,7 @@ impl<S: LogStorage> RawNode<S> {
     /// Requests a ReadIndex read with a unique context (see [`ReadCtx`]).
     pub fn read_index(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
         self.guard(|raft| {
-            raft.wake_for_read();
+            raft.wake(true);
             raft.read_index(ctx)
         })
     }
@@ -319,7 +323,7 @@ impl<S: LogStorage> RawNode<S> {
     /// Requests a lease read; falls back to ReadIndex when no valid lease is held.
     pub fn lease_read(&mut self, ctx: ReadCtx) -> Result<(), ReadError> {
         self.guard(|raft| {
-            raft.wake_for_read();
+            raft.wake(true);
             raft.lease_read(ctx)
         })
     }
@@ -364,8 +368,8 @@ impl<S: LogStorage> RawNode<S> {
     }
 
     /// Wakes a quiescent node (see [`RawNode::quiesce`]); does nothing on one that is not.
-    /// A follower tells its leader, which resumes its heartbeats; a leader starts a
-    /// heartbeat round at once. A driver calls this on the followers of a leader that may
+    /// A follower tells its leader, which resumes its heartbeats; a leader's heartbeats
+    /// resume at its next heartbeat tick. A driver calls this on the followers of a leader that may
     /// have died: they campaign after an election timeout unless they hear from it.
     pub fn wake(&mut self) {
         let _ = self.guard(|raft| {

@@ -11,10 +11,11 @@
 //! **Waking.** A quiescent node wakes on any message other than the traffic of quiescence
 //! itself (the marked heartbeat on a follower, heartbeat answers on a leader), and on any
 //! request of its own that needs the group (a proposal, a read, a membership change, a
-//! transfer, a campaign). A leader that wakes starts a heartbeat round at once, which wakes
-//! its followers. A follower that wakes for any other reason than its leader's message
-//! tells the leader with [`MessageBody::Wake`], so that the leader resumes its heartbeats
-//! before the follower's election timer runs out.
+//! transfer, a campaign). A leader's next message wakes its followers: the append of the
+//! proposal that woke it, a read's heartbeat round, or its next heartbeat, due long before
+//! a follower's election timeout. A follower that wakes for any other reason than its
+//! leader's message tells the leader with [`MessageBody::Wake`], so that the leader resumes
+//! its heartbeats before the follower's election timer runs out.
 //!
 //! **A leader that died quiescent** sends nothing, and its quiescent followers would wait
 //! for ever: the driver must wake a follower ([`RawNode::wake`]) when it suspects that its
@@ -119,38 +120,22 @@ impl<S: LogStorage> Raft<S> {
         }
     }
 
-    /// A read wakes a quiescent node. A leader's read starts a heartbeat round of its own
-    /// (which wakes the followers) unless it is served from the lease, which quiescence
-    /// gave up; a follower's request to the leader wakes the leader.
-    pub(crate) fn wake_for_read(&mut self) {
-        if self.quiescent && self.role == Role::Leader {
-            self.quiescent = false;
-            self.heartbeat_elapsed = 0;
-            self.election_elapsed = 0;
-        } else {
-            self.wake(true);
-        }
-    }
-
-    /// Starts the clock again. A leader starts a heartbeat round at once (it wakes its
-    /// followers); a follower tells its leader unless `leader_knows` (the wake-up is the
-    /// leader's own message).
+    /// Starts the clock again. A follower tells its leader unless `leader_knows` (the
+    /// wake-up is the leader's own message, or a request on its way to the leader). A
+    /// leader's next message wakes its followers: the append of the proposal that woke
+    /// it, the heartbeat round of a read, or its next heartbeat, due in `heartbeat_tick`
+    /// ticks, well before any follower's election timeout.
     pub(crate) fn wake(&mut self, leader_knows: bool) {
         if !self.quiescent {
             return;
         }
         self.quiescent = false;
-        match self.role {
-            Role::Leader => {
-                self.heartbeat_elapsed = 0;
-                self.election_elapsed = 0;
-                self.broadcast_heartbeat();
-            }
-            _ => {
-                if let (Some(leader), false) = (self.leader, leader_knows) {
-                    self.send(leader, MessageBody::Wake);
-                }
-            }
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        if self.role != Role::Leader
+            && let (Some(leader), false) = (self.leader, leader_knows)
+        {
+            self.send(leader, MessageBody::Wake);
         }
     }
 }

@@ -150,6 +150,9 @@ fn a_follower_woken_by_its_driver_wakes_its_leader() {
     net.process(2);
     assert_eq!(net.in_flight(2, 1, "Wake").len(), 1);
     net.stabilize();
+    assert!(!net.raw(1).is_quiescent(), "the leader woke");
+    // Its next heartbeat (one tick away in these tests) wakes node 3 too.
+    assert!(ticks_sending(&mut net, 1) > 0);
     assert_eq!(quiescent(&net), vec![false, false, false]);
     assert_eq!(net.leader(), Some(1));
     assert!(ticks_sending(&mut net, 30) > 0);
