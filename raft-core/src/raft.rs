@@ -466,13 +466,20 @@ impl<S: LogStorage> Raft<S> {
     /// Feeds one message from a peer.
     pub(crate) fn step(&mut self, m: Message) -> Result<(), StepError> {
         self.validate(&m)?;
-        if self.quiescent
+        // A quiescent node wakes on a message it takes, other than the traffic of
+        // quiescence itself (see quiesce.rs); a refused message leaves it as it was.
+        let wakes = self.quiescent
             && m.term >= self.term
-            && !(m.term == self.term && self.stays_quiescent(m.from, &m.body))
-        {
-            let leader_knows = self.leader == Some(m.from);
-            self.wake(leader_knows);
+            && !(m.term == self.term && self.stays_quiescent(m.from, &m.body));
+        let from_leader = self.leader == Some(m.from);
+        self.step_validated(m)?;
+        if wakes {
+            self.wake(from_leader);
         }
+        Ok(())
+    }
+
+    fn step_validated(&mut self, m: Message) -> Result<(), StepError> {
         if m.term > self.term {
             if let MessageBody::RequestVote(rv) = &m.body {
                 let in_lease = self.cfg.check_quorum

@@ -24,6 +24,25 @@ fn settled() -> Network {
     net
 }
 
+/// Node `id`'s one read so far, `ctx`, was confirmed at its commit index.
+fn assert_confirmed_at_commit(net: &Network, id: u64, ctx: u64) {
+    let commit = net.commit(id);
+    assert_eq!(
+        net.node(id).read_states,
+        vec![ReadState {
+            ctx,
+            result: Ok(commit)
+        }]
+    );
+}
+
+/// Node 1, the leader, quiesces the group, and every node goes quiet.
+fn go_quiet(net: &mut Network) {
+    assert!(net.raw(1).quiesce());
+    net.stabilize();
+    assert_eq!(quiescent(net), vec![true, true, true]);
+}
+
 fn quiescent(net: &Network) -> Vec<bool> {
     net.nodes.values().map(|n| n.raw.is_quiescent()).collect()
 }
@@ -53,9 +72,7 @@ fn an_idle_group_goes_quiet_and_its_ticks_send_nothing() {
     let mut net = settled();
     let awake = ticks_sending(&mut net, 10);
     assert!(awake > 0, "an awake leader heartbeats");
-    assert!(net.raw(1).quiesce());
-    net.stabilize();
-    assert_eq!(quiescent(&net), vec![true, true, true]);
+    go_quiet(&mut net);
     let term = net.term(1);
     assert_eq!(ticks_sending(&mut net, 200), 0, "no heartbeats, no elections");
     assert_eq!(net.leader(), Some(1));
@@ -95,17 +112,14 @@ fn a_leader_with_anything_in_flight_stays_awake() {
 #[test]
 fn a_proposal_wakes_the_group_which_commits_it_and_can_go_quiet_again() {
     let mut net = settled();
-    assert!(net.raw(1).quiesce());
-    net.stabilize();
+    go_quiet(&mut net);
     let index = net.propose_ok(1, "b");
     assert_eq!(quiescent(&net), vec![false, false, false]);
     for id in 1..=3 {
         assert_eq!(net.commit(id), index, "node {id}");
     }
     assert!(ticks_sending(&mut net, 3) > 0, "awake again: heartbeats");
-    assert!(net.raw(1).quiesce());
-    net.stabilize();
-    assert_eq!(quiescent(&net), vec![true, true, true]);
+    go_quiet(&mut net);
 }
 
 #[test]
@@ -115,8 +129,7 @@ fn a_quiescent_leader_gives_up_its_lease() {
     net.process(1);
     assert_eq!(net.node(1).read_states.len(), 1, "served from the lease at once");
 
-    assert!(net.raw(1).quiesce());
-    net.stabilize();
+    go_quiet(&mut net);
     net.node_mut(1).read_states.clear();
     net.raw(1).lease_read(2).unwrap();
     net.process(1);
@@ -130,22 +143,14 @@ fn a_quiescent_leader_gives_up_its_lease() {
         "the read's round wakes the followers"
     );
     net.stabilize();
-    let commit = net.commit(1);
-    assert_eq!(
-        net.node(1).read_states,
-        vec![ReadState {
-            ctx: 2,
-            result: Ok(commit)
-        }]
-    );
+    assert_confirmed_at_commit(&net, 1, 2);
     assert_eq!(quiescent(&net), vec![false, false, false]);
 }
 
 #[test]
 fn a_follower_woken_by_its_driver_wakes_its_leader() {
     let mut net = settled();
-    assert!(net.raw(1).quiesce());
-    net.stabilize();
+    go_quiet(&mut net);
     net.raw(2).wake();
     net.process(2);
     assert_eq!(net.in_flight(2, 1, "Wake").len(), 1);
@@ -167,8 +172,7 @@ fn a_follower_woken_by_its_driver_wakes_its_leader() {
 fn followers_of_a_leader_that_died_quiet_elect_a_new_one_once_woken() {
     let mut net = settled();
     let term = net.term(1);
-    assert!(net.raw(1).quiesce());
-    net.stabilize();
+    go_quiet(&mut net);
     net.isolate(1);
     ticks_sending(&mut net, 100);
     assert_eq!(
@@ -207,9 +211,7 @@ fn a_follower_that_missed_the_last_heartbeat_wakes_the_group_without_an_election
     assert_eq!(net.term(3), term, "and raised no term");
     assert_eq!(net.role(3), Role::Follower);
     assert!(!net.raw(1).is_quiescent(), "the pre-vote woke the leader");
-    assert!(net.raw(1).quiesce());
-    net.stabilize();
-    assert_eq!(quiescent(&net), vec![true, true, true]);
+    go_quiet(&mut net);
 }
 
 #[test]
@@ -232,12 +234,27 @@ fn a_follower_with_a_read_of_its_own_wakes_the_leader_instead_of_going_quiet() {
     net.stabilize();
     assert!(!net.raw(1).is_quiescent());
     ticks_sending(&mut net, 2);
-    let commit = net.commit(2);
-    assert_eq!(
-        net.node(2).read_states,
-        vec![ReadState {
-            ctx: 5,
-            result: Ok(commit)
-        }]
+    assert_confirmed_at_commit(&net, 2, 5);
+}
+
+#[test]
+fn a_refused_message_leaves_a_quiescent_node_as_it_was() {
+    let mut net = settled();
+    let term = net.term(1);
+    go_quiet(&mut net);
+    // Node 2 claims node 1's term as a second leader: node 3 refuses it and stays quiet.
+    let forged = common::msg(
+        2,
+        3,
+        term,
+        MessageBody::Heartbeat(raft_core::Heartbeat {
+            commit: 0,
+            round: 1,
+            quiesce: false,
+        }),
     );
+    let before = net.raw(3).status();
+    assert!(net.raw(3).step(forged).is_err());
+    assert!(net.raw(3).is_quiescent());
+    assert_eq!(net.raw(3).status(), before);
 }

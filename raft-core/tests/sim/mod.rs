@@ -76,6 +76,25 @@ fn entry_hash(e: &Entry) -> u64 {
     mix(e.term, payload_hash(e))
 }
 
+/// Cuts `ids` in two at random: a side of at least one node and not all of them, and
+/// every link between the sides, both ways.
+fn random_partition(rng: &mut ChaCha8Rng, ids: &[NodeId]) -> (Vec<NodeId>, BTreeSet<(NodeId, NodeId)>) {
+    let mut side: Vec<NodeId> = ids.iter().copied().filter(|_| rng.next_u64() % 2 == 0).collect();
+    if side.is_empty() || side.len() == ids.len() {
+        side = vec![ids[(rng.next_u64() % ids.len() as u64) as usize]];
+    }
+    let mut cut = BTreeSet::new();
+    for &a in &side {
+        for &b in ids {
+            if !side.contains(&b) {
+                cut.insert((a, b));
+                cut.insert((b, a));
+            }
+        }
+    }
+    (side, cut)
+}
+
 /// Which features and fault rates a run uses.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -966,24 +985,9 @@ impl Sim {
             self.log("heal".into());
             return;
         }
-        self.cut.clear();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        let mut side: Vec<NodeId> = ids
-            .iter()
-            .copied()
-            .filter(|_| self.rng.next_u64() % 2 == 0)
-            .collect();
-        if side.is_empty() || side.len() == ids.len() {
-            side = vec![ids[self.pick(ids.len())]];
-        }
-        for &a in &side {
-            for &b in &ids {
-                if !side.contains(&b) {
-                    self.cut.insert((a, b));
-                    self.cut.insert((b, a));
-                }
-            }
-        }
+        let (side, cut) = random_partition(&mut self.rng, &ids);
+        self.cut = cut;
         self.log(format!("partition {side:?} from the rest"));
     }
 

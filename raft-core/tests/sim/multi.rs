@@ -10,7 +10,7 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use super::{Fail, Sim, SimOptions};
+use super::{Fail, Sim, SimOptions, random_partition};
 use raft_core::NodeId;
 
 pub struct MultiSim {
@@ -168,24 +168,9 @@ impl MultiSim {
             return;
         }
         let ids = self.ids();
-        let mut side: Vec<NodeId> = ids
-            .iter()
-            .copied()
-            .filter(|_| self.rng.next_u64() % 2 == 0)
-            .collect();
-        if side.is_empty() || side.len() == ids.len() {
-            side = vec![ids[self.pick(ids.len())]];
-        }
+        let (side, cut) = random_partition(&mut self.rng, &ids);
         for sim in &mut self.groups {
-            sim.cut.clear();
-            for &a in &side {
-                for &b in &ids {
-                    if !side.contains(&b) {
-                        sim.cut.insert((a, b));
-                        sim.cut.insert((b, a));
-                    }
-                }
-            }
+            sim.cut = cut.clone();
             sim.log(format!("partition {side:?} from the rest"));
         }
     }
