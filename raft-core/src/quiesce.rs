@@ -41,7 +41,7 @@ use crate::message::MessageBody;
 use crate::progress::ProgressState;
 use crate::raft::Raft;
 use crate::storage::LogStorage;
-use crate::types::{NodeId, Role};
+use crate::types::{Index, NodeId, Role};
 
 impl<S: LogStorage> Raft<S> {
     /// Whether this leader has nothing in flight, so that its group may go quiet.
@@ -64,7 +64,7 @@ impl<S: LogStorage> Raft<S> {
     }
 
     /// Whether this follower may stop its clock on its leader's marked heartbeat.
-    fn follower_idle(&self, commit: crate::types::Index) -> bool {
+    fn follower_idle(&self, commit: Index) -> bool {
         let last = self.log.last_index();
         self.role == Role::Follower
             && last == commit
@@ -94,7 +94,7 @@ impl<S: LogStorage> Raft<S> {
 
     /// A follower handled its leader's heartbeat marked `quiesce`, which set its commit
     /// index to `commit`: it goes quiet too, or, with something pending, wakes the leader.
-    pub(crate) fn follow_into_quiescence(&mut self, leader: NodeId, commit: crate::types::Index) {
+    pub(crate) fn follow_into_quiescence(&mut self, leader: NodeId, commit: Index) {
         if self.follower_idle(commit) {
             self.quiescent = true;
         } else {

@@ -529,7 +529,7 @@ impl Sim {
     /// Leaders are asked to quiesce at half the ticks.
     fn quiesce_leaders(&mut self) {
         for id in self.live_ids() {
-            let raw = self.nodes.get_mut(&id).unwrap().raw.as_mut().unwrap();
+            let raw = self.nodes[&id].raw.as_ref().unwrap();
             if raw.role() != Role::Leader || raw.is_quiescent() {
                 continue;
             }
