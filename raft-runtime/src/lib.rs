@@ -145,7 +145,7 @@ pub use store::{
     StoredSnapshot,
 };
 pub use transport::{
-    DeliverError, DeliverSnapshotError, ForwardError, Inbox, InboxReceiver, Incoming, RegisterError,
+    DeliverError, DeliverSnapshotError, ForwardError, GroupId, Inbox, InboxReceiver, Incoming, RegisterError,
     SendError, Transport, TransportError, TransportMetrics, WIRE_VERSION, WireMessage,
 };
 

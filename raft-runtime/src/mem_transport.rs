@@ -17,12 +17,13 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::snapshot_stream::SnapshotStream;
 use crate::transport::{
-    Inbox, RegisterError, SendError, Transport, TransportError, TransportMetrics, WireMessage,
+    GroupId, Inbox, RegisterError, SendError, Transport, TransportError, TransportMetrics, WireMessage,
 };
 
 struct Held {
     from: NodeId,
     to: NodeId,
+    group: GroupId,
     batch: Vec<WireMessage>,
 }
 
@@ -162,7 +163,7 @@ impl MemNetwork {
 
     /// Delivers the traffic held for `id` and lets it flow again.
     pub fn resume(&self, id: NodeId) {
-        let released: Vec<(Inbox, NodeId, Vec<WireMessage>)> = {
+        let released: Vec<(Inbox, Held)> = {
             let mut n = self.lock();
             n.paused.remove(&id);
             let held = std::mem::take(&mut n.held);
@@ -172,14 +173,14 @@ impl MemNetwork {
                 if n.paused.contains(&h.from) || n.paused.contains(&h.to) {
                     keep.push(h);
                 } else if let Some(inbox) = n.inboxes.get(&h.to) {
-                    out.push((inbox.clone(), h.from, h.batch));
+                    out.push((inbox.clone(), h));
                 }
             }
             n.held = keep;
             out
         };
-        for (inbox, from, batch) in released {
-            let _ = inbox.deliver(from, batch);
+        for (inbox, h) in released {
+            let _ = inbox.deliver(h.from, h.group, h.batch);
         }
     }
 
@@ -188,13 +189,24 @@ impl MemNetwork {
         self.lock().metrics.get(&id).copied().unwrap_or_default()
     }
 
-    fn route(&self, from: NodeId, to: NodeId, batch: Vec<WireMessage>) -> Result<(), SendError> {
+    fn route(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        group: GroupId,
+        batch: Vec<WireMessage>,
+    ) -> Result<(), SendError> {
         let n_msgs = batch.len() as u64;
         let route = {
             let mut n = self.lock();
             n.metrics.entry(from).or_default().messages_sent += n_msgs;
             if n.paused.contains(&from) || n.paused.contains(&to) {
-                n.held.push(Held { from, to, batch });
+                n.held.push(Held {
+                    from,
+                    to,
+                    group,
+                    batch,
+                });
                 return Ok(());
             }
             let route = if !n.inboxes.contains_key(&to) {
@@ -228,7 +240,7 @@ impl MemNetwork {
             Route::Dropped => Ok(()),
             Route::Deliver(inbox) => {
                 self.note_received(to, n_msgs);
-                let _ = inbox.deliver(from, batch);
+                let _ = inbox.deliver(from, group, batch);
                 Ok(())
             }
             Route::Delay(inbox, d) => {
@@ -236,7 +248,7 @@ impl MemNetwork {
                 tokio::spawn(async move {
                     tokio::time::sleep(d).await;
                     net.note_received(to, n_msgs);
-                    let _ = inbox.deliver(from, batch);
+                    let _ = inbox.deliver(from, group, batch);
                 });
                 Ok(())
             }
@@ -299,13 +311,14 @@ impl Transport for MemTransport {
         // Every node registered on the network is reachable by id.
     }
 
-    fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError> {
-        self.net.route(self.id, to, messages)
+    fn send(&self, to: NodeId, group: GroupId, messages: Vec<WireMessage>) -> Result<(), SendError> {
+        self.net.route(self.id, to, group, messages)
     }
 
     async fn send_snapshot(
         &self,
         to: NodeId,
+        group: GroupId,
         message: Message,
         data: SnapshotStream,
     ) -> Result<(), TransportError> {
@@ -335,7 +348,7 @@ impl Transport for MemTransport {
             (inbox, data)
         };
         inbox
-            .deliver_snapshot(self.id, message, data)
+            .deliver_snapshot(self.id, group, message, data)
             .await
             .map_err(|e| TransportError::Refused {
                 peer: to,

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::sessions::{Sessions, WallClock, system_clock};
 use crate::state_machine::StateMachine;
 use crate::store::LogStore;
-use crate::transport::{Inbox, Transport};
+use crate::transport::{GroupId, Inbox, Transport};
 
 /// How a node with an empty log store joins its cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +82,7 @@ pub struct Unset;
 #[must_use = "a builder does nothing until `start` is awaited"]
 pub struct Builder<SM, M = Unset, S = Unset, T = Unset> {
     id: NodeId,
+    group: GroupId,
     config: Config,
     state_machine: M,
     store: S,
@@ -102,6 +103,7 @@ impl<SM: StateMachine> Raft<SM> {
     pub fn builder(id: NodeId) -> Builder<SM> {
         Builder {
             id,
+            group: 0,
             config: Config::default(),
             state_machine: Unset,
             store: Unset,
@@ -114,6 +116,16 @@ impl<SM: StateMachine> Raft<SM> {
 }
 
 impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
+    /// The Raft group this node is a member of (default: 0). The node tags everything it
+    /// sends with it, and refuses traffic tagged with another group (counted in
+    /// [`Metrics::refused_messages`](crate::Metrics::refused_messages)): nodes of two
+    /// clusters that reach each other by mistake do not mix their logs. Every member of a
+    /// cluster must be built with the same group.
+    pub fn group(mut self, group: GroupId) -> Self {
+        self.group = group;
+        self
+    }
+
     /// The runtime settings (defaults: [`Config::default`]).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -125,6 +137,7 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
     pub fn state_machine(self, state_machine: SM) -> Builder<SM, SM, S, T> {
         Builder {
             id: self.id,
+            group: self.group,
             config: self.config,
             state_machine,
             store: self.store,
@@ -140,6 +153,7 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
     pub fn log_store<L: LogStore>(self, store: L) -> Builder<SM, M, L, T> {
         Builder {
             id: self.id,
+            group: self.group,
             config: self.config,
             state_machine: self.state_machine,
             store,
@@ -154,6 +168,7 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
     pub fn transport<X: Transport>(self, transport: X) -> Builder<SM, M, S, X> {
         Builder {
             id: self.id,
+            group: self.group,
             config: self.config,
             state_machine: self.state_machine,
             store: self.store,
@@ -208,6 +223,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Builder<SM, SM, S, T> {
     pub async fn start(self) -> Result<Raft<SM>, StartError> {
         start(
             self.id,
+            self.group,
             self.config,
             self.state_machine,
             Arc::new(self.store),
@@ -219,8 +235,10 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Builder<SM, SM, S, T> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start<SM: StateMachine>(
     id: NodeId,
+    group: GroupId,
     config: Config,
     mut state_machine: SM,
     store: Arc<dyn LogStore>,
@@ -342,6 +360,7 @@ async fn start<SM: StateMachine>(
     );
     let group = Group::new(
         id,
+        group,
         config.clone(),
         node,
         store,

@@ -7,6 +7,10 @@
 //! Incoming traffic is handed to the [`Inbox`] the runtime registers with
 //! [`Transport::register`]. A transport authenticates its peers and passes the
 //! authenticated sender id along; the runtime drops messages whose claimed sender differs.
+//!
+//! Every batch and snapshot belongs to one Raft group, named by its [`GroupId`]: one
+//! transport, and one connection per pair of nodes, carries the traffic of every group the
+//! two nodes share. A node refuses traffic for a group it does not run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -36,6 +40,12 @@ use crate::snapshot_stream::SnapshotStream;
 /// version 4 added [`Heartbeat::quiesce`](raft_core::Heartbeat::quiesce) and
 /// [`MessageBody::Wake`](raft_core::MessageBody::Wake) (quiescence).
 pub const WIRE_VERSION: u32 = 4;
+
+/// The id of a Raft group. Every batch of messages and every snapshot a transport carries is
+/// tagged with the group it belongs to, so that the groups two nodes share travel over one
+/// connection. A node running a single group runs group 0 unless its builder names another
+/// ([`Builder::group`](crate::Builder::group)).
+pub type GroupId = u64;
 
 /// What travels between the runtimes of two nodes: protocol messages, and proposals that a
 /// follower forwards to the leader together with their answers.
@@ -143,6 +153,8 @@ pub enum Incoming {
     Messages {
         /// The authenticated sender.
         from: NodeId,
+        /// The group the messages belong to, as the sender tagged them.
+        group: GroupId,
         /// The messages, in the order sent.
         messages: Vec<WireMessage>,
     },
@@ -150,6 +162,8 @@ pub enum Incoming {
     Snapshot {
         /// The authenticated sender.
         from: NodeId,
+        /// The group the snapshot belongs to, as the sender tagged it.
+        group: GroupId,
         /// The protocol message announcing the snapshot (its body is
         /// [`raft_core::MessageBody::Snapshot`]).
         message: Box<Message>,
@@ -170,8 +184,10 @@ pub enum Incoming {
 /// Each sender has its own share of the queue: a peer whose batches fill its share has
 /// its next batches dropped, while every other peer's still get through. One member
 /// flooding a node (a bug, a version mismatch, an attack) cannot make the node deaf to the
-/// rest of the cluster. Snapshots are not counted: each waits for the node to take it, and
-/// the transport bounds how many it receives at once.
+/// rest of the cluster. Within a sender's share, each of its groups may be given a smaller
+/// share of its own ([`Inbox::with_group_shares`]), so that one busy group cannot crowd out
+/// the others. Snapshots are not counted: each waits for the node to take it, and the
+/// transport bounds how many it receives at once.
 #[derive(Clone, Debug)]
 pub struct Inbox {
     tx: mpsc::UnboundedSender<Incoming>,
@@ -185,42 +201,71 @@ pub struct InboxReceiver {
     shares: Arc<Shares>,
 }
 
-/// How many message batches each peer has queued.
+/// How many message batches each peer, and each of its groups, has queued.
 #[derive(Debug)]
 struct Shares {
     per_peer: usize,
-    queued: Mutex<HashMap<NodeId, usize>>,
+    /// At most this many per (peer, group); at least `per_peer` means no limit of its own.
+    per_group: usize,
+    queued: Mutex<Queued>,
+}
+
+#[derive(Debug, Default)]
+struct Queued {
+    peers: HashMap<NodeId, usize>,
+    /// Only kept when groups have a share of their own.
+    groups: HashMap<(NodeId, GroupId), usize>,
 }
 
 impl Shares {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
         self.queued.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a place in `from`'s share, if one is free.
-    fn take(&self, from: NodeId) -> bool {
+    fn group_shares(&self) -> bool {
+        self.per_group < self.per_peer
+    }
+
+    /// Takes a place in `from`'s share and in that of its `group`, if both have one free.
+    fn take(&self, from: NodeId, group: GroupId) -> bool {
         let mut queued = self.lock();
-        let n = queued.entry(from).or_insert(0);
-        if *n >= self.per_peer {
+        let queued = &mut *queued;
+        let peer = queued.peers.entry(from).or_insert(0);
+        if *peer >= self.per_peer {
             return false;
         }
-        *n += 1;
+        if self.group_shares() {
+            let g = queued.groups.entry((from, group)).or_insert(0);
+            if *g >= self.per_group {
+                return false;
+            }
+            *g += 1;
+        }
+        *peer += 1;
         true
     }
 
     /// Gives back the places of the deliveries that left the queue.
     fn give_back<'a>(&self, taken: impl IntoIterator<Item = &'a Incoming>) {
-        let mut queued: Option<std::sync::MutexGuard<'_, HashMap<NodeId, usize>>> = None;
+        let mut queued: Option<std::sync::MutexGuard<'_, Queued>> = None;
         for inc in taken {
-            if let Incoming::Messages { from, .. } = inc {
-                let queued = queued.get_or_insert_with(|| self.lock());
-                if let Some(n) = queued.get_mut(from) {
-                    *n -= 1;
-                    if *n == 0 {
-                        queued.remove(from);
-                    }
+            if let Incoming::Messages { from, group, .. } = inc {
+                let queued = &mut **queued.get_or_insert_with(|| self.lock());
+                release(&mut queued.peers, *from);
+                if self.group_shares() {
+                    release(&mut queued.groups, (*from, *group));
                 }
             }
+        }
+    }
+}
+
+/// Gives back one place of `key`'s, forgetting keys that hold none.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
+    if let Some(n) = counts.get_mut(&key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&key);
         }
     }
 }
@@ -245,6 +290,12 @@ pub enum DeliverSnapshotError {
         /// The message's kind.
         kind: &'static str,
     },
+    /// The snapshot belongs to a group the node does not run.
+    #[error("the node runs no group {group}")]
+    UnknownGroup {
+        /// The group the sender tagged the snapshot with.
+        group: GroupId,
+    },
     /// The message names a sender other than the authenticated peer that delivered it.
     #[error("sender {from} claims to be {claimed}")]
     ForgedSender {
@@ -265,10 +316,19 @@ pub enum DeliverSnapshotError {
 impl Inbox {
     /// A new inbox holding at most `per_peer` message batches from each sender.
     pub fn channel(per_peer: usize) -> (Inbox, InboxReceiver) {
+        Inbox::with_group_shares(per_peer, per_peer)
+    }
+
+    /// A new inbox holding at most `per_peer` message batches from each sender, and at most
+    /// `per_group` of them for any one group: for a node running many groups, where one
+    /// group busy with large appends must not take the places of every other group's
+    /// heartbeats. (A `per_group` of `per_peer` or more sets no limit per group.)
+    pub fn with_group_shares(per_peer: usize, per_group: usize) -> (Inbox, InboxReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shares = Arc::new(Shares {
             per_peer: per_peer.max(1),
-            queued: Mutex::new(HashMap::new()),
+            per_group: per_group.max(1),
+            queued: Mutex::new(Queued::default()),
         });
         (
             Inbox {
@@ -284,19 +344,30 @@ impl Inbox {
         self.tx.is_closed()
     }
 
-    /// Delivers a batch of messages without waiting; drops it if the sender's share of the
-    /// inbox is full.
-    pub fn deliver(&self, from: NodeId, messages: Vec<WireMessage>) -> Result<(), DeliverError> {
+    /// Delivers a batch of `group`'s messages without waiting; drops it if the sender's
+    /// share of the inbox (or that of its group) is full.
+    pub fn deliver(
+        &self,
+        from: NodeId,
+        group: GroupId,
+        messages: Vec<WireMessage>,
+    ) -> Result<(), DeliverError> {
         if self.tx.is_closed() {
             return Err(DeliverError::Closed);
         }
-        if !self.shares.take(from) {
+        if !self.shares.take(from, group) {
             return Err(DeliverError::Full);
         }
-        self.tx.send(Incoming::Messages { from, messages }).map_err(|e| {
-            self.shares.give_back([&e.0]);
-            DeliverError::Closed
-        })
+        self.tx
+            .send(Incoming::Messages {
+                from,
+                group,
+                messages,
+            })
+            .map_err(|e| {
+                self.shares.give_back([&e.0]);
+                DeliverError::Closed
+            })
     }
 
     /// Delivers a snapshot whose data the node reads from `data` as it arrives, then waits
@@ -305,6 +376,7 @@ impl Inbox {
     pub async fn deliver_snapshot(
         &self,
         from: NodeId,
+        group: GroupId,
         message: Message,
         data: SnapshotStream,
     ) -> Result<(), DeliverSnapshotError> {
@@ -312,6 +384,7 @@ impl Inbox {
         self.tx
             .send(Incoming::Snapshot {
                 from,
+                group,
                 message: Box::new(message),
                 data,
                 ack,
@@ -404,8 +477,11 @@ pub trait Transport: Send + Sync + 'static {
     /// everyone until the first list.
     fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>);
 
-    /// Queues a batch for `to`. Never blocks; drops the batch when the peer's queue is full.
-    fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError>;
+    /// Queues a batch of `group`'s messages for `to`. Never blocks; drops the batch when the
+    /// peer's queue is full. A transport that serves many groups keeps one queue per peer
+    /// for all of them and gives each group a share of it, so that one busy group cannot
+    /// fill it for the rest.
+    fn send(&self, to: NodeId, group: GroupId, messages: Vec<WireMessage>) -> Result<(), SendError>;
 
     /// Streams a snapshot to `to`, reading `data` a chunk at a time as the peer takes it
     /// (never gathering it whole: a snapshot may be larger than memory), and returns once
@@ -415,6 +491,7 @@ pub trait Transport: Send + Sync + 'static {
     async fn send_snapshot(
         &self,
         to: NodeId,
+        group: GroupId,
         message: Message,
         data: SnapshotStream,
     ) -> Result<(), TransportError>;
@@ -439,17 +516,18 @@ impl<X: Transport + ?Sized> Transport for Arc<X> {
         (**self).set_peers(peers)
     }
 
-    fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError> {
-        (**self).send(to, messages)
+    fn send(&self, to: NodeId, group: GroupId, messages: Vec<WireMessage>) -> Result<(), SendError> {
+        (**self).send(to, group, messages)
     }
 
     async fn send_snapshot(
         &self,
         to: NodeId,
+        group: GroupId,
         message: Message,
         data: SnapshotStream,
     ) -> Result<(), TransportError> {
-        (**self).send_snapshot(to, message, data).await
+        (**self).send_snapshot(to, group, message, data).await
     }
 
     async fn shutdown(&self) {
@@ -475,22 +553,54 @@ mod tests {
     #[tokio::test]
     async fn a_flooding_peer_fills_only_its_own_share() {
         let (inbox, mut rx) = Inbox::channel(3);
-        for _ in 0..3 {
-            inbox.deliver(2, batch()).unwrap();
+        for group in 0..3 {
+            inbox.deliver(2, group, batch()).unwrap();
         }
-        assert_eq!(inbox.deliver(2, batch()), Err(DeliverError::Full));
+        assert_eq!(inbox.deliver(2, 7, batch()), Err(DeliverError::Full));
         // Everyone else still gets through.
-        inbox.deliver(3, batch()).unwrap();
-        inbox.deliver(4, batch()).unwrap();
+        inbox.deliver(3, 0, batch()).unwrap();
+        inbox.deliver(4, 0, batch()).unwrap();
         let mut got = Vec::new();
         assert_eq!(rx.recv_many(&mut got, 2).await, 2);
         // Two of node 2's batches left the queue: it has room for two more.
-        inbox.deliver(2, batch()).unwrap();
-        inbox.deliver(2, batch()).unwrap();
-        assert_eq!(inbox.deliver(2, batch()), Err(DeliverError::Full));
+        inbox.deliver(2, 0, batch()).unwrap();
+        inbox.deliver(2, 0, batch()).unwrap();
+        assert_eq!(inbox.deliver(2, 0, batch()), Err(DeliverError::Full));
         while rx.try_recv().is_some() {}
-        assert!(rx.shares.lock().is_empty(), "every place was given back");
+        assert!(rx.shares.lock().peers.is_empty(), "every place was given back");
         drop(rx);
-        assert_eq!(inbox.deliver(5, batch()), Err(DeliverError::Closed));
+        assert_eq!(inbox.deliver(5, 0, batch()), Err(DeliverError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_busy_group_fills_only_its_own_share_of_its_peers() {
+        let (inbox, mut rx) = Inbox::with_group_shares(5, 2);
+        inbox.deliver(2, 10, batch()).unwrap();
+        inbox.deliver(2, 10, batch()).unwrap();
+        assert_eq!(inbox.deliver(2, 10, batch()), Err(DeliverError::Full));
+        // The peer's other groups still get through, up to the peer's own share.
+        inbox.deliver(2, 11, batch()).unwrap();
+        inbox.deliver(2, 12, batch()).unwrap();
+        inbox.deliver(2, 13, batch()).unwrap();
+        assert_eq!(inbox.deliver(2, 14, batch()), Err(DeliverError::Full));
+        // Another peer's group 10 has a share of its own.
+        inbox.deliver(3, 10, batch()).unwrap();
+        let first = rx.try_recv().expect("queued");
+        assert!(matches!(
+            first,
+            Incoming::Messages {
+                from: 2,
+                group: 10,
+                ..
+            }
+        ));
+        inbox.deliver(2, 10, batch()).unwrap();
+        assert_eq!(inbox.deliver(2, 10, batch()), Err(DeliverError::Full));
+        while rx.try_recv().is_some() {}
+        let queued = rx.shares.lock();
+        assert!(
+            queued.peers.is_empty() && queued.groups.is_empty(),
+            "every place was given back"
+        );
     }
 }

@@ -988,7 +988,8 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
     use bytes::Bytes;
     use raft_runtime::raft_core::Message;
     use raft_runtime::{
-        Inbox, MemTransport, RegisterError, SendError, SnapshotStream, Transport, TransportError, WireMessage,
+        GroupId, Inbox, MemTransport, RegisterError, SendError, SnapshotStream, Transport, TransportError,
+        WireMessage,
     };
 
     struct Recording(MemTransport, Arc<Mutex<Vec<Vec<u64>>>>);
@@ -1002,20 +1003,21 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
             self.1.lock().unwrap().push(peers.keys().copied().collect());
             self.0.set_peers(peers)
         }
-        fn send(&self, to: u64, messages: Vec<WireMessage>) -> Result<(), SendError> {
+        fn send(&self, to: u64, group: GroupId, messages: Vec<WireMessage>) -> Result<(), SendError> {
             assert!(
                 !self.1.lock().unwrap().is_empty(),
                 "members announced before traffic flows"
             );
-            self.0.send(to, messages)
+            self.0.send(to, group, messages)
         }
         async fn send_snapshot(
             &self,
             to: u64,
+            group: GroupId,
             message: Message,
             data: SnapshotStream,
         ) -> Result<(), TransportError> {
-            self.0.send_snapshot(to, message, data).await
+            self.0.send_snapshot(to, group, message, data).await
         }
         async fn shutdown(&self) {
             self.0.shutdown().await

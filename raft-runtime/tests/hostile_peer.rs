@@ -11,15 +11,22 @@ use common::Cluster;
 use raft_runtime::raft_core::{
     Append, ConfState, Heartbeat, Message, MessageBody, NodeId, RequestVote, SnapshotMeta,
 };
-use raft_runtime::{ForwardError, ReadError, Transport, WireMessage};
+use raft_runtime::{
+    ForwardError, GroupId, ReadError, SnapshotStream, Transport, TransportError, WireMessage,
+};
 
 /// Sends `body` to `to` as member `from` would, at `term`.
 fn send_as(c: &Cluster, from: NodeId, to: NodeId, term: u64, body: MessageBody) {
+    send_in_group(c, 0, from, to, term, body)
+}
+
+/// Sends `body` to `to` as member `from` would, at `term`, tagged with `group`.
+fn send_in_group(c: &Cluster, group: GroupId, from: NodeId, to: NodeId, term: u64, body: MessageBody) {
     let message = Message { from, to, term, body };
     c.plugins
         .net
         .transport(from)
-        .send(to, vec![WireMessage::Raft(message)])
+        .send(to, group, vec![WireMessage::Raft(message)])
         .unwrap();
 }
 
@@ -67,6 +74,62 @@ async fn a_snapshot_on_the_message_stream_does_not_stop_the_node() {
     }
     assert!(refused(&c, victim).await >= 1);
     assert_healthy(&c, term + 2).await;
+    c.shutdown().await;
+}
+
+/// Traffic tagged with a group the node does not run is refused whole, whatever it says: a
+/// member of another cluster that reaches this one by mistake cannot vote in it, lead it or
+/// install a snapshot in it.
+#[tokio::test]
+async fn traffic_of_another_group_is_refused() {
+    let c = common::cluster(3).await;
+    let leader = c.leader().await;
+    let term = c.metrics(leader).term;
+    let victim = if leader == 1 { 2 } else { 1 };
+    let impostor = 6 - leader - victim;
+    // In the node's own group, each of these would raise its term to `hostile`.
+    let hostile = term + 5;
+    let vote = MessageBody::RequestVote(RequestVote {
+        pre_vote: false,
+        last_index: u64::MAX,
+        last_term: u64::MAX,
+        leader_transfer: true,
+    });
+    send_in_group(&c, 9, impostor, victim, hostile, vote);
+    let heartbeat = MessageBody::Heartbeat(Heartbeat {
+        commit: 0,
+        round: 0,
+        quiesce: false,
+    });
+    send_in_group(&c, 9, impostor, victim, hostile, heartbeat);
+    let meta = SnapshotMeta {
+        index: 1000,
+        term: hostile,
+        conf_state: ConfState::with_voters([1, 2, 3]),
+    };
+    let snapshot = Message {
+        from: impostor,
+        to: victim,
+        term: hostile,
+        body: MessageBody::Snapshot(Box::new(meta)),
+    };
+    let refusal = c
+        .plugins
+        .net
+        .transport(impostor)
+        .send_snapshot(victim, 9, snapshot, SnapshotStream::from_bytes(vec![1, 2, 3]))
+        .await;
+    match refusal {
+        Err(TransportError::Refused { reason, .. }) => assert!(reason.contains("group 9"), "{reason}"),
+        other => panic!("the snapshot of another group was taken: {other:?}"),
+    }
+    let m = c
+        .node(victim)
+        .wait_for(Duration::from_secs(10), |m| m.refused_messages >= 3)
+        .await
+        .expect("the vote, the heartbeat and the snapshot are refused");
+    assert!(m.term < hostile, "node {victim} went to term {}", m.term);
+    assert_healthy(&c, hostile - 1).await;
     c.shutdown().await;
 }
 
@@ -132,7 +195,7 @@ async fn only_the_node_a_proposal_was_forwarded_to_can_answer_it() {
         c.plugins
             .net
             .transport(other)
-            .send(follower, vec![WireMessage::ForwardReply { id: 1, result }])
+            .send(follower, 0, vec![WireMessage::ForwardReply { id: 1, result }])
             .unwrap();
     }
     refused(&c, follower).await;

@@ -193,7 +193,7 @@ fn stream(
     on(&pair.rt_a, async move {
         let mut sent = 0;
         while sent < batches {
-            match a.send(2, batch.clone()) {
+            match a.send(2, 0, batch.clone()) {
                 Ok(()) => sent += 1,
                 // A full queue: back off like a Raft leader would (it retries on its next tick).
                 Err(SendError::Full(_)) => tokio::time::sleep(Duration::from_millis(1)).await,
@@ -257,7 +257,7 @@ fn round_trip(ca: &Arc<DevCa>, tuning: &Tuning) -> (f64, f64, f64) {
     let echo = pair.rt_b.handle.spawn(async move {
         while let Some(incoming) = b_rx.recv().await {
             if let Incoming::Messages { messages, .. } = incoming {
-                let _ = b.send(1, messages);
+                let _ = b.send(1, 0, messages);
             }
         }
     });
@@ -270,6 +270,7 @@ fn round_trip(ca: &Arc<DevCa>, tuning: &Tuning) -> (f64, f64, f64) {
             let start = Instant::now();
             a.send(
                 2,
+                0,
                 vec![WireMessage::Forward {
                     id: round,
                     command: payload.clone(),

@@ -6,13 +6,16 @@
 //! Each side of a message connection writes on its half of one bidirectional stream:
 //!
 //! ```text
-//! greeting: b"RQM5" | incarnation: u64 LE              (12 bytes, once)
+//! greeting: b"RQM6" | incarnation: u64 LE              (12 bytes, once)
 //! frame:    length: u32 LE | payload: `length` bytes   (repeated)
-//! payload:  bincode(WireMessage) bincode(WireMessage) ...   (one batch, at least one message)
+//! payload:  group: varint | bincode(WireMessage) bincode(WireMessage) ...
+//!                                   (one batch of one group's messages, at least one message)
 //! ```
 //!
 //! Messages are encoded with bincode 2's standard configuration (little endian, variable
-//! length integers) through serde. A frame's length is checked against the maximum frame
+//! length integers) through serde; the group id that opens a payload is a `u64` in the
+//! same encoding. One connection carries every group the two nodes share, and a group's
+//! messages keep their order on it. A frame's length is checked against the maximum frame
 //! size before any room for its body is allocated; a frame that is too long, empty, or does
 //! not decode exactly into whole messages is malformed, and the connection is closed.
 //!
@@ -27,7 +30,7 @@
 //!
 //! ```text
 //! sender -> receiver:
-//!   b"RQS5"                                            greeting, once
+//!   b"RQS6"                                            greeting, once
 //!   frame(bincode(SnapshotHeader))                     the announcement (a control frame)
 //!   -- once the receiver accepted --
 //!   length: u32 LE | `length` bytes of snapshot data   a data frame, 1 <= length <= 64 MiB, repeated
@@ -36,7 +39,7 @@
 //!   frame(bincode(SnapshotReply))                      Accept or Refused, then Done or Refused
 //! ```
 //!
-//! The announcement carries only the protocol message: a snapshot is read from its source
+//! The announcement carries the group and the protocol message: a snapshot is read from its source
 //! as it is sent, so its length is known only at its end. The end frame then gives the
 //! number of data bytes sent and their CRC-32C (Castagnoli), computed as they were
 //! written; the receiver counts and checksums the data as it passes it on, and checks both.
@@ -64,7 +67,7 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raft_core::{EntryPayload, Message, MessageBody};
-use raft_runtime::WireMessage;
+use raft_runtime::{GroupId, WireMessage};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +81,9 @@ use serde::{Deserialize, Serialize};
 /// `raft_runtime::WIRE_VERSION`: the golden test `golden_tests` fails until it is bumped and
 /// its golden file regenerated
 /// (`UPDATE_GOLDEN=1 cargo test -p raft-transport-quic --lib golden`).
-pub(crate) const STREAM_VERSION: u8 = 5;
+///
+/// Version 6 added the group id to each message frame and to the snapshot announcement.
+pub(crate) const STREAM_VERSION: u8 = 6;
 
 /// The [`raft_runtime::WIRE_VERSION`] that [`STREAM_VERSION`] carries.
 const CARRIED_WIRE_VERSION: u32 = 4;
@@ -99,11 +104,11 @@ const fn greeting_magic(kind: u8) -> [u8; 4] {
     [b'R', b'Q', kind, b'0' + STREAM_VERSION]
 }
 
-/// Greeting that opens each direction of a message stream (`RQM5` for version 5).
+/// Greeting that opens each direction of a message stream (`RQM6` for version 6).
 pub(crate) const MESSAGE_MAGIC: [u8; 4] = greeting_magic(b'M');
 /// Length of the greeting.
 pub(crate) const GREETING_LEN: usize = 12;
-/// Greeting that opens a snapshot stream (`RQS5` for version 5).
+/// Greeting that opens a snapshot stream (`RQS6` for version 6).
 pub(crate) const SNAPSHOT_MAGIC: [u8; 4] = greeting_magic(b'S');
 /// The hard ceiling on a configured maximum frame size (256 MiB).
 pub(crate) const MAX_FRAME_LIMIT: usize = 256 << 20;
@@ -275,8 +280,9 @@ pub enum EncodeFailure {
     Unencodable(String),
 }
 
-/// Packs messages into frames. Consecutive messages share a frame until it reaches the
-/// target size; no frame exceeds the maximum. Small fields are copied into one growing
+/// Packs messages into frames. Consecutive messages of one group share a frame until it
+/// reaches the target size; no frame exceeds the maximum, and a message of another group
+/// starts a new frame. Small fields are copied into one growing
 /// buffer; large payloads (log entries, forwarded commands) are referenced, not copied,
 /// and the output is a list of chunks for a vectored write.
 #[derive(Debug)]
@@ -286,6 +292,9 @@ pub(crate) struct FrameEncoder {
     splices: Vec<(usize, Bytes)>,
     /// Offset of the open frame's length prefix.
     open: Option<usize>,
+    /// The open frame's group, and the offset its first message starts at (past the group).
+    open_group: GroupId,
+    open_body: usize,
     /// Spliced bytes in the open frame.
     open_spliced: usize,
     max_frame: usize,
@@ -301,6 +310,8 @@ impl FrameEncoder {
             buf: BytesMut::new(),
             splices: Vec::new(),
             open: None,
+            open_group: 0,
+            open_body: 0,
             open_spliced: 0,
             max_frame,
             target: target.min(max_frame),
@@ -310,18 +321,26 @@ impl FrameEncoder {
         }
     }
 
-    /// Appends `msg` to the open frame, or to a new one if it does not fit.
-    pub(crate) fn push(&mut self, msg: &WireMessage) -> Result<(), EncodeFailure> {
+    /// Appends `msg`, one of `group`'s messages, to the open frame, or to a new one if it
+    /// does not fit or the open frame is another group's.
+    pub(crate) fn push(&mut self, group: GroupId, msg: &WireMessage) -> Result<(), EncodeFailure> {
         if self.buf.capacity() - self.buf.len() < MIN_SPARE {
             // One allocation per many frames, not one per growth step.
             self.buf.reserve(MIN_SPARE * 4);
+        }
+        if self.open.is_some() && self.open_group != group {
+            self.close_frame();
         }
         let start = match self.open {
             Some(start) => start,
             None => {
                 let start = self.buf.len();
                 self.buf.put_u32_le(0);
+                bincode::encode_into_writer(group, BytesWriter(&mut self.buf), bincode_config())
+                    .map_err(|e| EncodeFailure::Unencodable(e.to_string()))?;
                 self.open = Some(start);
+                self.open_group = group;
+                self.open_body = self.buf.len();
                 self.open_spliced = 0;
                 start
             }
@@ -349,7 +368,7 @@ impl FrameEncoder {
         if frame_len > self.max_frame {
             let size = self.buf.len() - before + spliced;
             self.rollback(before, splices_before);
-            if before == start + PREFIX_LEN {
+            if before == self.open_body {
                 self.drop_empty_frame(start);
                 return Err(EncodeFailure::TooLarge {
                     size,
@@ -358,7 +377,7 @@ impl FrameEncoder {
             }
             // It fits on its own: close this frame and start the next one with it.
             self.close_frame();
-            return self.push(msg);
+            return self.push(group, msg);
         }
         self.open_spliced += spliced;
         self.messages += 1;
@@ -374,7 +393,7 @@ impl FrameEncoder {
     }
 
     fn drop_empty_frame(&mut self, start: usize) {
-        if self.buf.len() == start + PREFIX_LEN && self.open_spliced == 0 {
+        if self.buf.len() == self.open_body && self.open_spliced == 0 {
             self.buf.truncate(start);
             self.open = None;
         }
@@ -622,9 +641,11 @@ fn decode_limited<T: DeserializeOwned>(reader: &mut ChunkReader<'_>) -> Result<T
     tiers!(12 14 16 18 20 22 24 26 28 30 31)
 }
 
-/// Decodes a message frame's payload into its batch.
-pub(crate) fn decode_batch(frame: &Frame) -> Result<Vec<WireMessage>, FrameError> {
+/// Decodes a message frame's payload into its group and batch.
+pub(crate) fn decode_batch(frame: &Frame) -> Result<(GroupId, Vec<WireMessage>), FrameError> {
     let mut reader = frame.reader();
+    let group: GroupId = bincode::decode_from_reader(&mut reader, bincode_config())
+        .map_err(|e| FrameError::Malformed(format!("group id: {e}")))?;
     let mut batch = Vec::new();
     while reader.remaining > 0 {
         let msg =
@@ -634,12 +655,14 @@ pub(crate) fn decode_batch(frame: &Frame) -> Result<Vec<WireMessage>, FrameError
     if batch.is_empty() {
         return Err(FrameError::Empty);
     }
-    Ok(batch)
+    Ok((group, batch))
 }
 
 /// The announcement that opens a snapshot stream, after its greeting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotHeader {
+    /// The group the snapshot belongs to.
+    pub(crate) group: GroupId,
     /// The protocol message announcing the snapshot.
     pub(crate) message: Message,
 }
@@ -983,7 +1006,19 @@ mod tests {
         })
     }
 
+    /// The batches of group 0 the chunks hold, one per frame.
     fn decode_all(chunks: Vec<Bytes>, max: usize) -> Vec<Vec<WireMessage>> {
+        decode_groups(chunks, max)
+            .into_iter()
+            .map(|(group, batch)| {
+                assert_eq!(group, 0);
+                batch
+            })
+            .collect()
+    }
+
+    /// The (group, batch) of each frame the chunks hold.
+    fn decode_groups(chunks: Vec<Bytes>, max: usize) -> Vec<(GroupId, Vec<WireMessage>)> {
         let mut bytes = Bytes::from(chunks.concat());
         let mut decoder = FrameDecoder::new(max);
         // Feed in small pieces to exercise partial frames and reads across chunks.
@@ -1004,7 +1039,7 @@ mod tests {
         let mut enc = FrameEncoder::new(1 << 20, 1 << 16);
         let sent: Vec<_> = (0..100).map(heartbeat).collect();
         for m in &sent {
-            enc.push(m).unwrap();
+            enc.push(0, m).unwrap();
         }
         assert_eq!(enc.messages(), 100);
         let frames = decode_all(enc.take(), 1 << 20);
@@ -1013,12 +1048,40 @@ mod tests {
     }
 
     #[test]
+    fn each_group_gets_frames_of_its_own_and_keeps_its_order() {
+        let mut enc = FrameEncoder::new(1 << 20, 1 << 16);
+        enc.push(1, &heartbeat(1)).unwrap();
+        enc.push(1, &heartbeat(2)).unwrap();
+        enc.push(u64::MAX, &heartbeat(3)).unwrap();
+        enc.push(1, &heartbeat(4)).unwrap();
+        assert_eq!(
+            decode_groups(enc.take(), 1 << 20),
+            vec![
+                (1, vec![heartbeat(1), heartbeat(2)]),
+                (u64::MAX, vec![heartbeat(3)]),
+                (1, vec![heartbeat(4)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_frame_with_a_group_and_no_message_or_a_cut_group_is_refused() {
+        // Group 5 alone.
+        assert_eq!(decode_batch(&Frame::from(&[5u8][..])), Err(FrameError::Empty));
+        // A group id whose varint marker promises eight bytes, then two.
+        assert!(matches!(
+            decode_batch(&Frame::from(&[253u8, 1, 2][..])),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn frames_split_at_target_and_never_exceed_max() {
         let max = 10_000;
         let mut enc = FrameEncoder::new(max, 4_000);
         let sent: Vec<_> = (0..10).map(|_| append(3_000)).collect();
         for m in &sent {
-            enc.push(m).unwrap();
+            enc.push(0, m).unwrap();
         }
         let frames = decode_all(enc.take(), max);
         assert!(frames.len() >= 5, "{} frames", frames.len());
@@ -1028,17 +1091,17 @@ mod tests {
     #[test]
     fn a_message_larger_than_a_frame_is_refused_and_the_rest_survive() {
         let mut enc = FrameEncoder::new(2_000, 2_000);
-        enc.push(&heartbeat(1)).unwrap();
-        let err = enc.push(&append(5_000)).unwrap_err();
+        enc.push(0, &heartbeat(1)).unwrap();
+        let err = enc.push(0, &append(5_000)).unwrap_err();
         assert!(matches!(err, EncodeFailure::TooLarge { max: 2_000, .. }), "{err}");
-        enc.push(&heartbeat(2)).unwrap();
+        enc.push(0, &heartbeat(2)).unwrap();
         assert_eq!(
             decode_all(enc.take(), 2_000).concat(),
             vec![heartbeat(1), heartbeat(2)]
         );
         // A lone oversize message leaves no empty frame behind.
         let mut enc = FrameEncoder::new(2_000, 2_000);
-        assert!(enc.push(&append(5_000)).is_err());
+        assert!(enc.push(0, &append(5_000)).is_err());
         assert_eq!(enc.len(), 0);
     }
 
@@ -1057,9 +1120,9 @@ mod tests {
         let EntryPayload::Normal(payload) = &a.entries[0].payload else {
             unreachable!()
         };
-        enc.push(&small).unwrap();
-        enc.push(&big).unwrap();
-        enc.push(&small).unwrap();
+        enc.push(0, &small).unwrap();
+        enc.push(0, &big).unwrap();
+        enc.push(0, &small).unwrap();
         let total = enc.len();
         let chunks = enc.take();
         assert_eq!(chunks.iter().map(Bytes::len).sum::<usize>(), total);
@@ -1096,7 +1159,7 @@ mod tests {
     fn huge_length_claims_inside_a_frame_do_not_allocate() {
         // An Append whose payload claims u64::MAX / 2 bytes: varint tag 253 + u64.
         let mut enc = FrameEncoder::new(1 << 20, 1 << 20);
-        enc.push(&append(10)).unwrap();
+        enc.push(0, &append(10)).unwrap();
         let bytes = enc.take().concat();
         let mut payload = bytes[4..].to_vec();
         // The payload length is the varint right before the 10 payload bytes.
@@ -1149,26 +1212,33 @@ mod tests {
         assert_eq!(decode_greeting(&g), Ok(0xDEAD_BEEF));
         let bad = encode_greeting(*b"HTTP", 1);
         assert!(matches!(decode_greeting(&bad), Err(FrameError::BadGreeting(_))));
-        assert_eq!(MESSAGE_MAGIC, *b"RQM5", "version 5 greets with its number");
-        assert_eq!(SNAPSHOT_MAGIC, *b"RQS5");
-        let newer = encode_greeting(*b"RQM6", 1);
+        assert_eq!(MESSAGE_MAGIC, *b"RQM6", "version 6 greets with its number");
+        assert_eq!(SNAPSHOT_MAGIC, *b"RQS6");
+        let newer = encode_greeting(*b"RQM7", 1);
         let err = decode_greeting(&newer).unwrap_err();
         assert_eq!(
             err,
             FrameError::UnsupportedVersion {
-                found: 6,
+                found: 7,
                 expected: STREAM_VERSION
             }
         );
         assert!(
-            err.to_string().contains("version 6, this node version 5"),
+            err.to_string().contains("version 7, this node version 6"),
             "{err}"
         );
         assert_eq!(decode_snapshot_greeting(&SNAPSHOT_MAGIC), Ok(()));
         // A version 1 peer (acknowledged, resumable snapshots of announced length), a
         // version 2 one (entries without internal records), and a version 3 one (no
-        // forwarded session records), and a version 4 one (no quiescence).
-        for (greeting, found) in [(b"RQS1", 1), (b"RQS2", 2), (b"RQS3", 3), (b"RQS4", 4)] {
+        // forwarded session records), a version 4 one (no quiescence), and a version 5
+        // one (no group ids).
+        for (greeting, found) in [
+            (b"RQS1", 1),
+            (b"RQS2", 2),
+            (b"RQS3", 3),
+            (b"RQS4", 4),
+            (b"RQS5", 5),
+        ] {
             assert_eq!(
                 decode_snapshot_greeting(greeting),
                 Err(FrameError::UnsupportedVersion {
@@ -1178,9 +1248,9 @@ mod tests {
             );
         }
         assert_eq!(
-            decode_snapshot_greeting(b"RQS7"),
+            decode_snapshot_greeting(b"RQS8"),
             Err(FrameError::UnsupportedVersion {
-                found: 7,
+                found: 8,
                 expected: STREAM_VERSION
             })
         );

@@ -119,6 +119,15 @@ impl QuicConfig {
             positive,
         )?;
         rule(
+            l.peer_queue_group_share > 0 && l.peer_queue_group_share <= l.peer_queue_capacity,
+            "limits.peer_queue_group_share",
+            l.peer_queue_group_share,
+            format!(
+                "must be positive and at most peer_queue_capacity ({})",
+                l.peer_queue_capacity
+            ),
+        )?;
+        rule(
             l.max_snapshot_size > 0,
             "limits.max_snapshot_size",
             l.max_snapshot_size,
@@ -229,6 +238,13 @@ pub struct Limits {
     /// Batches queued per peer before [`send`](raft_runtime::Transport::send) answers
     /// `Full`. Default 1024.
     pub peer_queue_capacity: usize,
+    /// The share of a peer's queue one group may take: past this many of its batches
+    /// queued for a peer, [`send`](raft_runtime::Transport::send) answers `Full` for that
+    /// group while the peer's other groups still get through. It keeps one busy group (a
+    /// follower catching up through large appends) from crowding out the heartbeats of the
+    /// other groups two nodes share. Between 1 and `peer_queue_capacity` (which sets no
+    /// share of its own). Default 256.
+    pub peer_queue_group_share: usize,
     /// The largest snapshot this node receives, in bytes, counted as its data arrives (a
     /// sender does not announce a length: it reads its snapshot as it sends it). A transfer
     /// is refused as soon as a data frame would take it past this size, before that frame's
@@ -283,6 +299,7 @@ impl Default for Limits {
             max_frame_size: 16 << 20,
             coalesce_bytes: 1 << 20,
             peer_queue_capacity: 1024,
+            peer_queue_group_share: 256,
             max_snapshot_size: 64 << 30,
             snapshot_chunk_size: 1 << 20,
             snapshot_accept_timeout: Duration::from_secs(300),
@@ -404,6 +421,14 @@ mod tests {
             (
                 "limits.peer_queue_capacity",
                 Box::new(|c| c.limits.peer_queue_capacity = 0),
+            ),
+            (
+                "limits.peer_queue_group_share",
+                Box::new(|c| c.limits.peer_queue_group_share = 0),
+            ),
+            (
+                "limits.peer_queue_group_share",
+                Box::new(|c| c.limits.peer_queue_group_share = 1025),
             ),
             (
                 "limits.snapshot_chunk_size",

@@ -297,12 +297,12 @@ fn batch_payload(input: &[u8]) {
 
 /// Decodes a batch; if it decodes, checks that it survives an encode and decode.
 fn check_batch(frame: &Frame) -> Result<(), FrameError> {
-    let batch = decode_batch(frame)?;
+    let (group, batch) = decode_batch(frame)?;
     assert!(!batch.is_empty(), "an empty batch decoded");
     let mut encoder = FrameEncoder::new(MAX_FRAME_LIMIT, MAX_FRAME_LIMIT);
     for message in &batch {
         encoder
-            .push(message)
+            .push(group, message)
             .unwrap_or_else(|e| panic!("a decoded message does not encode: {e}"));
     }
     let mut decoder = FrameDecoder::new(MAX_FRAME_LIMIT);
@@ -311,7 +311,9 @@ fn check_batch(frame: &Frame) -> Result<(), FrameError> {
     }
     let mut again = Vec::new();
     while let Some(frame) = decoder.next_frame().expect("own frames are well formed") {
-        again.extend(decode_batch(&frame).expect("own frames decode"));
+        let (same, messages) = decode_batch(&frame).expect("own frames decode");
+        assert_eq!(same, group, "a group id changed in a round trip");
+        again.extend(messages);
     }
     assert!(decoder.is_empty(), "a partial frame left after own frames");
     assert_eq!(again, batch, "a batch changed in a round trip");
@@ -363,13 +365,15 @@ fn greeting(input: &[u8]) {
 pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
     let messages = sample_messages();
     let mut out = Vec::new();
-    let frames = |batch: &[WireMessage], max_frame: usize| {
+    let frames = |group: u64, batch: &[WireMessage], max_frame: usize| {
         let mut encoder = FrameEncoder::new(max_frame, max_frame);
         for message in batch {
-            encoder.push(message).expect("samples fit");
+            encoder.push(group, message).expect("samples fit");
         }
         encoder.take().concat()
     };
+    // Group ids of each length their encoding takes.
+    let groups = [0, 250, 251, 1 << 16, 1 << 32, u64::MAX];
     // Whole streams: a greeting is read separately, so a stream is frames only.
     for (params, name) in [
         (0x01, "stream-1k-bytewise"),
@@ -378,8 +382,8 @@ pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
     ] {
         let max_frame = MAX_FRAMES[usize::from(params & 3)];
         let mut input = vec![0, params];
-        for batch in messages.chunks(3) {
-            input.extend(frames(batch, max_frame));
+        for (batch, &group) in messages.chunks(3).zip(groups.iter().cycle()) {
+            input.extend(frames(group, batch, max_frame));
         }
         out.push((name.to_string(), input));
     }
@@ -389,10 +393,12 @@ pub fn sample_inputs() -> Vec<(String, Vec<u8>)> {
     out.push(("stream-oversize".to_string(), oversize));
     for (i, message) in messages.iter().enumerate() {
         let mut input = vec![1];
-        input.extend(&frames(std::slice::from_ref(message), MAX_FRAME_LIMIT)[4..]);
+        let group = groups[i % groups.len()];
+        input.extend(&frames(group, std::slice::from_ref(message), MAX_FRAME_LIMIT)[4..]);
         out.push((format!("batch-{i}"), input));
     }
     let header = SnapshotHeader {
+        group: 7,
         message: snapshot_message(),
     };
     let mut input = vec![2];

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 use raft_core::{Message, MessageBody};
-use raft_runtime::WireMessage;
 use raft_runtime::golden::{Golden, Section, samples};
+use raft_runtime::{GroupId, WireMessage};
 
 use crate::codec::{
     FrameDecoder, FrameEncoder, MAX_CONTROL_FRAME, MESSAGE_MAGIC, SNAPSHOT_MAGIC, STREAM_VERSION,
@@ -39,8 +39,8 @@ const MAX_FRAME: usize = 1 << 20;
 enum Unit {
     MessageGreeting(u64),
     SnapshotGreeting,
-    /// One message frame, length prefix included.
-    Frame(Vec<WireMessage>),
+    /// One message frame of a group, length prefix included.
+    Frame(GroupId, Vec<WireMessage>),
     Header(SnapshotHeader),
     /// The data section of a snapshot stream carrying these data frames, then its end
     /// frame.
@@ -55,7 +55,7 @@ fn units() -> Vec<(String, Unit)> {
     )];
     let messages = samples::wire_messages();
     for (name, msg) in &messages {
-        units.push((format!("frame: {name}"), Unit::Frame(vec![msg.clone()])));
+        units.push((format!("frame: {name}"), Unit::Frame(0, vec![msg.clone()])));
     }
     let batch: Vec<WireMessage> = messages
         .iter()
@@ -63,11 +63,23 @@ fn units() -> Vec<(String, Unit)> {
         .map(|(_, m)| m.clone())
         .collect();
     assert_eq!(batch.len(), 3);
-    units.push(("frame: a batch of three messages".into(), Unit::Frame(batch)));
+    units.push((
+        "frame: a batch of three messages".into(),
+        Unit::Frame(0, batch.clone()),
+    ));
+    units.push((
+        "frame: the same batch of group 300".into(),
+        Unit::Frame(300, batch.clone()),
+    ));
+    units.push((
+        "frame: the same batch of group 2^64 - 1".into(),
+        Unit::Frame(u64::MAX, batch),
+    ));
     units.push(("snapshot stream greeting".into(), Unit::SnapshotGreeting));
     units.push((
         "snapshot announcement".into(),
         Unit::Header(SnapshotHeader {
+            group: 300,
             message: Message {
                 from: 1,
                 to: 4,
@@ -106,10 +118,10 @@ fn encode(unit: &Unit) -> Vec<u8> {
     match unit {
         Unit::MessageGreeting(incarnation) => encode_greeting(MESSAGE_MAGIC, *incarnation).to_vec(),
         Unit::SnapshotGreeting => SNAPSHOT_MAGIC.to_vec(),
-        Unit::Frame(batch) => {
+        Unit::Frame(group, batch) => {
             let mut encoder = FrameEncoder::new(MAX_FRAME, MAX_FRAME);
             for msg in batch {
-                encoder.push(msg).expect("a sample fits a frame");
+                encoder.push(*group, msg).expect("a sample fits a frame");
             }
             encoder.take().concat()
         }
@@ -148,7 +160,10 @@ fn decode(bytes: &[u8], like: &Unit) -> Unit {
             decode_snapshot_greeting(bytes.try_into().expect("four bytes")).unwrap();
             Unit::SnapshotGreeting
         }
-        Unit::Frame(_) => Unit::Frame(decode_batch(&frame()).unwrap()),
+        Unit::Frame(..) => {
+            let (group, batch) = decode_batch(&frame()).unwrap();
+            Unit::Frame(group, batch)
+        }
         Unit::Header(_) => Unit::Header(decode_control(&frame()).unwrap()),
         Unit::SnapshotData(_) => {
             // Whole, each frame's data comes out in one piece.

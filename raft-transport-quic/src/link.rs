@@ -28,7 +28,7 @@ use crate::codec::{FrameDecoder, FrameEncoder, FrameError, MESSAGE_MAGIC, decode
 use crate::endpoint::close;
 use crate::identity::node_name;
 use crate::stream::{ReadFailure, read_frame, read_greeting};
-use crate::transport::{Counters, NO_CONNECTION, Peer, PeerConnection, Shared, peer_id_of};
+use crate::transport::{Counters, NO_CONNECTION, Peer, PeerConnection, Queued, Shared, peer_id_of};
 
 /// What other parts of the transport tell a link.
 #[derive(Debug)]
@@ -83,18 +83,18 @@ enum Step {
     Shutdown,
     Control(Option<Control>),
     Lost(ConnectionError),
-    Batch(Option<Vec<WireMessage>>),
+    Batch(Option<Queued>),
     Dial,
 }
 
 struct Link {
     shared: Arc<Shared>,
     peer: Arc<Peer>,
-    queue: mpsc::Receiver<Vec<WireMessage>>,
+    queue: mpsc::Receiver<Queued>,
     control: mpsc::UnboundedReceiver<Control>,
     current: Option<Current>,
     /// A batch taken from the queue while disconnected; it triggers the dial.
-    pending: Option<Vec<WireMessage>>,
+    pending: Option<Queued>,
     want_dial: bool,
     next_attempt: Instant,
     backoff: Backoff,
@@ -107,7 +107,7 @@ struct Link {
 pub(crate) async fn run(
     shared: Arc<Shared>,
     peer: Arc<Peer>,
-    queue: mpsc::Receiver<Vec<WireMessage>>,
+    queue: mpsc::Receiver<Queued>,
     control: mpsc::UnboundedReceiver<Control>,
 ) {
     let tuning = &shared.tuning;
@@ -198,7 +198,7 @@ impl Link {
 
     /// Encodes `first` and whatever else is queued (up to the coalescing size) and writes
     /// it to the stream in one go.
-    async fn write(&mut self, first: Vec<WireMessage>) {
+    async fn write(&mut self, first: Queued) {
         self.encode(first);
         while self.encoder.len() < self.shared.limits.coalesce_bytes {
             match self.queue.try_recv() {
@@ -285,9 +285,9 @@ impl Link {
         }
     }
 
-    fn encode(&mut self, batch: Vec<WireMessage>) {
-        for message in &batch {
-            if let Err(e) = self.encoder.push(message) {
+    fn encode(&mut self, batch: Queued) {
+        for message in &batch.messages {
+            if let Err(e) = self.encoder.push(batch.group, message) {
                 self.shared.logical_drop(1);
                 match self.encode_log.allow() {
                     Some(suppressed) => tracing::warn!(
@@ -536,8 +536,8 @@ async fn read_messages(shared: Arc<Shared>, peer: NodeId, conn: Connection, mut 
             Err(ReadFailure::Frame(e)) => return refuse_frame(&shared, peer, &conn, e),
         };
         Counters::add(&shared.counters.bytes_received, payload.len() as u64 + 4);
-        let mut batch = match decode_batch(&payload) {
-            Ok(batch) => batch,
+        let (group, mut batch) = match decode_batch(&payload) {
+            Ok(decoded) => decoded,
             Err(e) => return refuse_frame(&shared, peer, &conn, e),
         };
         let before = batch.len();
@@ -563,7 +563,7 @@ async fn read_messages(shared: Arc<Shared>, peer: NodeId, conn: Connection, mut 
             // Not registered yet: the node is not running, so there is no one to tell.
             continue;
         };
-        match inbox.deliver(peer, batch) {
+        match inbox.deliver(peer, group, batch) {
             Ok(()) => Counters::add(&shared.counters.messages_received, n),
             Err(DeliverError::Full) => {
                 Counters::add(&shared.counters.inbox_full, 1);

@@ -80,7 +80,7 @@ use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use quinn::{Chunk, Connection, ReadError, RecvStream, SendStream, WriteError};
 use raft_core::{Message, MessageBody, NodeId};
-use raft_runtime::{SnapshotStream, TransportError};
+use raft_runtime::{GroupId, SnapshotStream, TransportError};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -134,6 +134,7 @@ fn progress_timeout(shared: &Shared) -> Duration {
 pub(crate) async fn send(
     shared: &Arc<Shared>,
     to: NodeId,
+    group: GroupId,
     message: Message,
     mut data: SnapshotStream,
 ) -> Result<(), TransportError> {
@@ -144,7 +145,7 @@ pub(crate) async fn send(
     let address = peer.address().ok_or(TransportError::UnknownPeer(to))?;
     let outcome = tokio::select! {
         _ = shared.shutdown.cancelled() => return Err(TransportError::Closed),
-        outcome = attempt(shared, to, &address, message, &mut data) => outcome,
+        outcome = attempt(shared, to, &address, SnapshotHeader { group, message }, &mut data) => outcome,
     };
     match outcome {
         Ok(()) => {
@@ -174,7 +175,7 @@ async fn attempt(
     shared: &Shared,
     to: NodeId,
     address: &str,
-    message: Message,
+    header: SnapshotHeader,
     data: &mut SnapshotStream,
 ) -> Result<(), Failure> {
     let endpoint = &shared.snapshot_endpoint;
@@ -188,7 +189,7 @@ async fn attempt(
         .await
         .map_err(|_| Failure::Broken(format!("handshake with {remote} timed out")))?
         .map_err(broken)?;
-    let result = transfer(shared, &conn, message, data).await;
+    let result = transfer(shared, &conn, header, data).await;
     let reason: &[u8] = match &result {
         Ok(()) => b"done",
         Err(Failure::Source(_)) => b"the sender could not read its snapshot",
@@ -277,15 +278,12 @@ async fn write_data(
 async fn transfer(
     shared: &Shared,
     conn: &Connection,
-    message: Message,
+    header: SnapshotHeader,
     data: &mut SnapshotStream,
 ) -> Result<(), Failure> {
     let handshake = shared.tuning.handshake_timeout;
     let (mut send, mut recv) = conn.open_bi().await.map_err(broken)?;
-    let mut announcement = [
-        Bytes::from_static(&SNAPSHOT_MAGIC),
-        encode_control(&SnapshotHeader { message }),
-    ];
+    let mut announcement = [Bytes::from_static(&SNAPSHOT_MAGIC), encode_control(&header)];
     match write_all(&mut send, &mut announcement, handshake).await {
         Ok(()) => {}
         Err(WriteFailure::Write(e)) | Err(WriteFailure::Source(e)) => return Err(Failure::Broken(e)),
@@ -601,7 +599,7 @@ async fn receive_inner(
         },
     };
     match inbox
-        .deliver_snapshot(from, header.message, data.into_stream())
+        .deliver_snapshot(from, header.group, header.message, data.into_stream())
         .await
     {
         Ok(()) => {
@@ -876,7 +874,7 @@ mod tests {
     }
 
     async fn send(t: &QuicTransport, data: SnapshotStream) -> Result<(), TransportError> {
-        tokio::time::timeout(DEADLINE, t.send_snapshot(2, message(), data))
+        tokio::time::timeout(DEADLINE, t.send_snapshot(2, 0, message(), data))
             .await
             .expect("send_snapshot returns")
     }
@@ -957,9 +955,12 @@ mod tests {
             .unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         send.write_all(&SNAPSHOT_MAGIC).await.unwrap();
-        send.write_all(&encode_control(&SnapshotHeader { message: message() }))
-            .await
-            .unwrap();
+        send.write_all(&encode_control(&SnapshotHeader {
+            group: 0,
+            message: message(),
+        }))
+        .await
+        .unwrap();
         let mut decoder = FrameDecoder::new(MAX_CONTROL_FRAME);
         let mut reply = async || {
             let frame = tokio::time::timeout(DEADLINE, read_frame(&mut recv, &mut decoder))
@@ -1142,7 +1143,7 @@ mod tests {
         let data = pattern(32 * MIB, 6);
         let err = tokio::time::timeout(
             DEADLINE,
-            nodes[0].send_snapshot(2, message(), chunked(&data, MIB)),
+            nodes[0].send_snapshot(2, 0, message(), chunked(&data, MIB)),
         )
         .await
         .unwrap()

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use quinn::{Connection, Endpoint};
 use raft_core::{Message, NodeId};
 use raft_runtime::{
-    Inbox, RegisterError, SendError, SnapshotStream, Transport, TransportError, TransportMetrics, WireMessage,
+    GroupId, Inbox, RegisterError, SendError, SnapshotStream, Transport, TransportError, TransportMetrics,
+    WireMessage,
 };
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -106,7 +107,9 @@ pub(crate) struct LinkState {
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) id: NodeId,
-    queue: mpsc::Sender<Vec<WireMessage>>,
+    queue: mpsc::Sender<Queued>,
+    /// Each group's share of the queue, when groups have one.
+    shares: Option<Arc<GroupShares>>,
     control: mpsc::UnboundedSender<Control>,
     address: Mutex<Option<String>>,
     has_address: AtomicBool,
@@ -115,6 +118,57 @@ pub(crate) struct Peer {
     /// none): the one connection from this peer never closed to make room for another.
     pub(crate) designated: AtomicUsize,
     pub(crate) state: watch::Sender<LinkState>,
+}
+
+/// A batch of one group's messages queued for a peer. It holds a place in its group's share
+/// of the peer's queue until it leaves the link, written or dropped.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) group: GroupId,
+    pub(crate) messages: Vec<WireMessage>,
+    _place: Option<Place>,
+}
+
+/// How many batches each group has in a peer's queue, each at most `per_group`.
+#[derive(Debug)]
+struct GroupShares {
+    per_group: usize,
+    queued: Mutex<HashMap<GroupId, usize>>,
+}
+
+impl GroupShares {
+    /// A place in `group`'s share, if one is free.
+    fn take(self: &Arc<Self>, group: GroupId) -> Option<Place> {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let n = queued.entry(group).or_insert(0);
+        if *n >= self.per_group {
+            return None;
+        }
+        *n += 1;
+        Some(Place {
+            shares: self.clone(),
+            group,
+        })
+    }
+}
+
+/// A place taken in a group's share; given back when dropped.
+#[derive(Debug)]
+struct Place {
+    shares: Arc<GroupShares>,
+    group: GroupId,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut queued = self.shares.queued.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = queued.get_mut(&self.group) {
+            *n -= 1;
+            if *n == 0 {
+                queued.remove(&self.group);
+            }
+        }
+    }
 }
 
 /// [`Peer::designated`] when the link has no connection.
@@ -194,9 +248,16 @@ impl Shared {
     fn spawn_peer(self: &Arc<Self>, id: NodeId, address: Option<String>) -> Arc<Peer> {
         let (queue_tx, queue_rx) = mpsc::channel(self.limits.peer_queue_capacity);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let per_group = self.limits.peer_queue_group_share;
         let peer = Arc::new(Peer {
             id,
             queue: queue_tx,
+            shares: (per_group < self.limits.peer_queue_capacity).then(|| {
+                Arc::new(GroupShares {
+                    per_group,
+                    queued: Mutex::new(HashMap::new()),
+                })
+            }),
             control: control_tx,
             has_address: AtomicBool::new(address.is_some()),
             address: Mutex::new(address),
@@ -565,7 +626,7 @@ impl Transport for QuicTransport {
         self.shared.set_peers(peers);
     }
 
-    fn send(&self, to: NodeId, messages: Vec<WireMessage>) -> Result<(), SendError> {
+    fn send(&self, to: NodeId, group: GroupId, messages: Vec<WireMessage>) -> Result<(), SendError> {
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
             return Err(SendError::Closed);
@@ -582,8 +643,23 @@ impl Transport for QuicTransport {
             shared.logical_drop(1);
             return Err(SendError::UnknownPeer(to));
         }
+        let place = match &peer.shares {
+            Some(shares) => match shares.take(group) {
+                Some(place) => Some(place),
+                None => {
+                    shared.logical_drop(1);
+                    return Err(SendError::Full(to));
+                }
+            },
+            None => None,
+        };
         let n = messages.len() as u64;
-        match peer.queue.try_send(messages) {
+        let batch = Queued {
+            group,
+            messages,
+            _place: place,
+        };
+        match peer.queue.try_send(batch) {
             Ok(()) => {
                 Counters::add(&shared.counters.messages_sent, n);
                 Ok(())
@@ -606,10 +682,11 @@ impl Transport for QuicTransport {
     async fn send_snapshot(
         &self,
         to: NodeId,
+        group: GroupId,
         message: Message,
         data: SnapshotStream,
     ) -> Result<(), TransportError> {
-        snapshot::send(&self.shared, to, message, data).await
+        snapshot::send(&self.shared, to, group, message, data).await
     }
 
     async fn shutdown(&self) {

@@ -126,7 +126,7 @@ async fn a_256_mib_snapshot_streams_in_bounded_memory() {
     let mut transfer = async |size: u64, seed: u64| {
         let (data, crc) = generated(size, seed);
         let start = Instant::now();
-        tokio::time::timeout(DEADLINE, sender.send_snapshot(2, snapshot_message(), data))
+        tokio::time::timeout(DEADLINE, sender.send_snapshot(2, 0, snapshot_message(), data))
             .await
             .expect("the transfer ends in time")
             .expect("the transfer succeeds");

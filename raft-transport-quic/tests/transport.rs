@@ -194,7 +194,7 @@ fn stalling(first: usize) -> SnapshotStream {
 async fn send_retrying(t: &QuicTransport, to: NodeId, batch: Vec<WireMessage>) {
     let start = Instant::now();
     loop {
-        match t.send(to, batch.clone()) {
+        match t.send(to, 0, batch.clone()) {
             Ok(()) => return,
             Err(SendError::Full(_)) => {
                 assert!(start.elapsed() < DEADLINE, "queue to {to} stayed full");
@@ -234,7 +234,7 @@ async fn exchange_in_order(nodes: Vec<(Arc<QuicTransport>, InboxReceiver)>, batc
             let total = batches * per_batch;
             while next.values().any(|&n| n < total) {
                 match next_incoming(&mut rx).await {
-                    Incoming::Messages { from, messages } => {
+                    Incoming::Messages { from, messages, .. } => {
                         for m in messages {
                             let WireMessage::Forward { id, .. } = m else {
                                 panic!("unexpected {m:?}")
@@ -334,7 +334,7 @@ async fn a_restarted_peer_is_reconnected() {
     drop(b);
     // While the peer is down, sends are accepted or refused as Full, never block or panic.
     for i in 0..100 {
-        match a.send(2, vec![forward(i)]) {
+        match a.send(2, 0, vec![forward(i)]) {
             Ok(()) | Err(SendError::Full(_)) => {}
             Err(e) => panic!("unexpected {e}"),
         }
@@ -364,7 +364,7 @@ async fn a_restarted_peer_is_reconnected() {
         tokio::spawn(async move {
             let mut i = 1_000;
             while !heard.load(Ordering::Relaxed) {
-                let _ = a.send(2, vec![forward(i)]);
+                let _ = a.send(2, 0, vec![forward(i)]);
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -380,7 +380,10 @@ async fn a_restarted_peer_is_reconnected() {
     // And the other direction works over the new connection.
     send_retrying(&b, 1, vec![forward(7)]).await;
     loop {
-        if let Incoming::Messages { from: 2, messages } = next_incoming(&mut a_rx).await {
+        if let Incoming::Messages {
+            from: 2, messages, ..
+        } = next_incoming(&mut a_rx).await
+        {
             if messages.contains(&forward(7)) {
                 break;
             }
@@ -397,25 +400,34 @@ async fn unknown_peers_full_queues_and_shutdown_are_reported() {
     // Something that never answers QUIC: a bound but unread UDP socket.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut cfg = config(ca.node_tls(1).unwrap());
-    cfg.limits.peer_queue_capacity = 4;
+    cfg.limits.peer_queue_capacity = 8;
+    cfg.limits.peer_queue_group_share = 3;
     let a = QuicTransport::bind(cfg).await.unwrap();
     let mut peers = addresses(&[&a]);
     peers.insert(9, Bytes::from(silent.local_addr().unwrap().to_string()));
     a.set_peers(peers);
 
-    assert_eq!(a.send(5, vec![forward(0)]), Err(SendError::UnknownPeer(5)));
-    let mut full = 0;
-    for i in 0..1_000 {
-        if let Err(e) = a.send(9, vec![forward(i)]) {
-            assert_eq!(e, SendError::Full(9));
-            full += 1;
+    assert_eq!(a.send(5, 0, vec![forward(0)]), Err(SendError::UnknownPeer(5)));
+    let fill = |group| {
+        let mut full = 0;
+        for i in 0..1_000 {
+            if let Err(e) = a.send(9, group, vec![forward(i)]) {
+                assert_eq!(e, SendError::Full(9));
+                full += 1;
+            }
         }
-    }
+        full
+    };
+    let full = fill(0);
     assert!(full > 0, "a bounded queue to a silent peer fills up");
+    // Group 0 took only its share of the queue: another group's batches still get in.
+    assert_eq!(a.send(9, 1, vec![forward(0)]), Ok(()), "group 1 is crowded out");
+    let full = full + fill(1);
     assert!(a.metrics().dropped > full, "the unknown peer counted too");
     assert!(matches!(
         a.send_snapshot(
             5,
+            0,
             snapshot_message(1, 5),
             SnapshotStream::from_bytes(Bytes::new())
         )
@@ -423,7 +435,7 @@ async fn unknown_peers_full_queues_and_shutdown_are_reported() {
         Err(TransportError::UnknownPeer(5))
     ));
     a.shutdown().await;
-    assert_eq!(a.send(9, vec![forward(0)]), Err(SendError::Closed));
+    assert_eq!(a.send(9, 0, vec![forward(0)]), Err(SendError::Closed));
 }
 
 /// Counts "peer unreachable" log events by level.
@@ -480,7 +492,7 @@ async fn a_down_peer_is_logged_once_per_interval_not_per_message() {
     let mut sent = 0;
     while log.other.load(Ordering::Relaxed) < 5 {
         assert!(start.elapsed() < DEADLINE, "too few connection attempts");
-        let _ = a.send(9, vec![forward(sent)]);
+        let _ = a.send(9, 0, vec![forward(sent)]);
         sent += 1;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -577,7 +589,7 @@ async fn valid_certificates_naming_non_members_are_refused() {
         Incoming::Messages { from: 1, .. }
     ));
     b.set_peers(addresses(&[&b, &c]));
-    assert_eq!(b.send(1, vec![forward(2)]), Err(SendError::UnknownPeer(1)));
+    assert_eq!(b.send(1, 0, vec![forward(2)]), Err(SendError::UnknownPeer(1)));
     wait_for("node 1 to lose its connection", || a.peer_connection(2).is_none()).await;
     let refused_before = b.stats().refused_handshakes;
     assert!(a.connect(2).await.is_err());
@@ -682,11 +694,14 @@ async fn a_joining_node_answers_peers_it_has_no_address_for() {
     leader.register(leader.node_id(), inbox).unwrap();
     leader.set_peers(addresses(&[&leader, &joining]));
 
-    assert_eq!(joining.send(1, vec![forward(0)]), Err(SendError::UnknownPeer(1)));
+    assert_eq!(
+        joining.send(1, 0, vec![forward(0)]),
+        Err(SendError::UnknownPeer(1))
+    );
     // A forged sender in the batch is dropped; the genuine message is delivered.
     send_retrying(&leader, 4, vec![heartbeat(7, 4, 1), heartbeat(1, 4, 2)]).await;
     match next_incoming(&mut j_rx).await {
-        Incoming::Messages { from, messages } => {
+        Incoming::Messages { from, messages, .. } => {
             assert_eq!(from, 1);
             assert_eq!(messages, vec![heartbeat(1, 4, 2)]);
         }
@@ -703,7 +718,7 @@ async fn a_joining_node_answers_peers_it_has_no_address_for() {
     });
     send_retrying(&joining, 1, vec![reply.clone()]).await;
     match next_incoming(&mut l_rx).await {
-        Incoming::Messages { from, messages } => {
+        Incoming::Messages { from, messages, .. } => {
             assert_eq!(from, 4);
             assert_eq!(messages, vec![reply]);
         }
@@ -714,7 +729,7 @@ async fn a_joining_node_answers_peers_it_has_no_address_for() {
     // Once that connection is gone, the joining node has no way to reach node 1.
     leader.shutdown().await;
     wait_for("the joining node to see the leader gone", || {
-        joining.send(1, vec![forward(1)]) == Err(SendError::UnknownPeer(1))
+        joining.send(1, 0, vec![forward(1)]) == Err(SendError::UnknownPeer(1))
     })
     .await;
     joining.shutdown().await;
@@ -783,7 +798,7 @@ async fn raw_stream(
 
 /// The message stream's greeting of the current stream version (`STREAM_VERSION` in
 /// `src/codec.rs`; the README documents it).
-const MESSAGE_GREETING: &[u8; 4] = b"RQM5";
+const MESSAGE_GREETING: &[u8; 4] = b"RQM6";
 
 fn greeting() -> Vec<u8> {
     let mut g = MESSAGE_GREETING.to_vec();
@@ -857,12 +872,12 @@ async fn oversize_and_random_frames_close_only_that_connection() {
     assert_eq!(closed_with(&conn).await.0, 5);
     // A greeting of another stream format version: refused, and the reason names both.
     let (_ep, conn, mut send, _recv) = raw_stream(&ca, 3, addr, 2).await;
-    let mut newer = b"RQM6".to_vec();
+    let mut newer = b"RQM7".to_vec();
     newer.extend_from_slice(&42u64.to_le_bytes());
     let _ = send.write_all(&newer).await;
     let (code, reason) = closed_with(&conn).await;
     assert_eq!(code, 5, "{reason}");
-    assert!(reason.contains("version 6, this node version 5"), "{reason}");
+    assert!(reason.contains("version 7, this node version 6"), "{reason}");
 
     assert_eq!(server.stats().malformed_frames, 22);
     // The node still serves its real peer.
@@ -870,7 +885,7 @@ async fn oversize_and_random_frames_close_only_that_connection() {
     send_retrying(client, 2, vec![forward(5)]).await;
     let rx = &mut nodes[1].1;
     match next_incoming(rx).await {
-        Incoming::Messages { from, messages } => {
+        Incoming::Messages { from, messages, .. } => {
             assert_eq!(from, 1);
             assert_eq!(messages, vec![forward(5)]);
         }
@@ -946,7 +961,7 @@ async fn snapshot_while_heartbeats_flow(size: u64) {
                                         round: h.round,
                                     }),
                                 });
-                                let _ = b.send(1, vec![reply]);
+                                let _ = b.send(1, 0, vec![reply]);
                                 answered += 1;
                             }
                         }
@@ -1013,7 +1028,7 @@ async fn snapshot_while_heartbeats_flow(size: u64) {
     let (data, sent_crc) = generated(size, 7);
     transferring.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    a.send_snapshot(2, snapshot_message(1, 2), data).await.unwrap();
+    a.send_snapshot(2, 0, snapshot_message(1, 2), data).await.unwrap();
     let elapsed = start.elapsed();
     transferring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
@@ -1072,7 +1087,7 @@ async fn failed_snapshots_are_reported() {
     });
 
     let err = a
-        .send_snapshot(2, snapshot_message(1, 2), generated(1000, 1).0)
+        .send_snapshot(2, 0, snapshot_message(1, 2), generated(1000, 1).0)
         .await
         .unwrap_err();
     assert_eq!(
@@ -1084,7 +1099,7 @@ async fn failed_snapshots_are_reported() {
     );
     // Too large: refused once the data passes the receiver's limit.
     let err = a
-        .send_snapshot(2, snapshot_message(1, 2), generated(2 << 20, 2).0)
+        .send_snapshot(2, 0, snapshot_message(1, 2), generated(2 << 20, 2).0)
         .await
         .unwrap_err();
     assert!(
@@ -1096,7 +1111,7 @@ async fn failed_snapshots_are_reported() {
     let mut forged = snapshot_message(1, 2);
     forged.from = 3;
     let err = a
-        .send_snapshot(2, forged, SnapshotStream::from_bytes(Bytes::from_static(b"x")))
+        .send_snapshot(2, 0, forged, SnapshotStream::from_bytes(Bytes::from_static(b"x")))
         .await
         .unwrap_err();
     assert!(
@@ -1114,6 +1129,7 @@ async fn failed_snapshots_are_reported() {
     let err = c
         .send_snapshot(
             3,
+            0,
             snapshot_message(4, 3),
             SnapshotStream::from_bytes(Bytes::from_static(b"data")),
         )
@@ -1174,7 +1190,7 @@ async fn a_newer_transfer_from_a_peer_supersedes_the_one_in_progress_while_other
     let first = tokio::spawn({
         let one = one.clone();
         async move {
-            one.send_snapshot(2, snapshot_message(1, 2), stalling(1 << 20))
+            one.send_snapshot(2, 0, snapshot_message(1, 2), stalling(1 << 20))
                 .await
         }
     });
@@ -1183,7 +1199,7 @@ async fn a_newer_transfer_from_a_peer_supersedes_the_one_in_progress_while_other
     // Node 3's transfer goes through meanwhile.
     let (data, crc) = generated(4 << 20, 3);
     three
-        .send_snapshot(2, snapshot_message(3, 2), data)
+        .send_snapshot(2, 0, snapshot_message(3, 2), data)
         .await
         .unwrap();
     assert_eq!(next(&mut started).await, 3);
@@ -1195,7 +1211,7 @@ async fn a_newer_transfer_from_a_peer_supersedes_the_one_in_progress_while_other
     let (data, crc) = generated(8 << 20, 1);
     let second = tokio::spawn({
         let one = one.clone();
-        async move { one.send_snapshot(2, snapshot_message(1, 2), data).await }
+        async move { one.send_snapshot(2, 0, snapshot_message(1, 2), data).await }
     });
     let (from, result) = next(&mut read).await;
     assert_eq!(from, 1);
@@ -1390,13 +1406,16 @@ async fn a_peer_that_stops_reading_is_cut_off_without_stalling_the_others() {
             id,
             command: big.clone(),
         }];
-        let _ = server.send(3, batch);
+        let _ = server.send(3, 0, batch);
     }
     // Node 2's link to node 3 is stuck; its link to node 1 is not.
     send_retrying(&server, 1, vec![forward(77)]).await;
     let rx = &mut nodes[0].1;
     loop {
-        if let Incoming::Messages { from: 2, messages } = next_incoming(rx).await {
+        if let Incoming::Messages {
+            from: 2, messages, ..
+        } = next_incoming(rx).await
+        {
             if messages.contains(&forward(77)) {
                 break;
             }
@@ -1415,7 +1434,10 @@ async fn a_peer_that_stops_reading_is_cut_off_without_stalling_the_others() {
     // And node 1 is still served.
     send_retrying(&server, 1, vec![forward(78)]).await;
     loop {
-        if let Incoming::Messages { from: 2, messages } = next_incoming(rx).await {
+        if let Incoming::Messages {
+            from: 2, messages, ..
+        } = next_incoming(rx).await
+        {
             if messages.contains(&forward(78)) {
                 break;
             }
@@ -1493,7 +1515,7 @@ async fn a_peer_opening_many_connections_keeps_only_a_bounded_number() {
     }
     assert!(closed > 10 - limit, "{closed} closed");
     // The message connection still works: node 2 writes a frame on it.
-    server.send(3, vec![forward(1)]).unwrap();
+    server.send(3, 0, vec![forward(1)]).unwrap();
     let mut prefix = [0u8; 4];
     tokio::time::timeout(DEADLINE, recv.read_exact(&mut prefix))
         .await
@@ -1600,7 +1622,7 @@ async fn a_removed_peer_loses_its_snapshot_transfer_too() {
     let sender = tokio::spawn({
         let a = a.clone();
         async move {
-            a.send_snapshot(2, snapshot_message(1, 2), stalling(1 << 20))
+            a.send_snapshot(2, 0, snapshot_message(1, 2), stalling(1 << 20))
                 .await
         }
     });
@@ -1623,7 +1645,7 @@ async fn a_removed_peer_loses_its_snapshot_transfer_too() {
         other => panic!("{other:?}"),
     }
     let again = a
-        .send_snapshot(2, snapshot_message(1, 2), generated(1000, 1).0)
+        .send_snapshot(2, 0, snapshot_message(1, 2), generated(1000, 1).0)
         .await;
     assert!(
         matches!(again, Err(TransportError::Unreachable { peer: 2, .. })),
@@ -1816,7 +1838,7 @@ async fn shutdown_is_prompt_while_a_peer_does_not_answer() {
     let mut peers = addresses(&[&a]);
     peers.insert(9, Bytes::from(silent.local_addr().unwrap().to_string()));
     a.set_peers(peers);
-    let _ = a.send(9, vec![forward(0)]);
+    let _ = a.send(9, 0, vec![forward(0)]);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let took = timed_shutdown(&a).await;
     eprintln!("shutdown while dialling a silent peer: {took:?}");

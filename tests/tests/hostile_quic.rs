@@ -1,7 +1,8 @@
 //! A member with a valid certificate that sends, over QUIC, what no correct peer sends: a
 //! snapshot body on the message stream, terms and indexes at the top of `u64`, answers to
-//! proposals it was never sent. The cluster's nodes stay up, refuse and count each message,
-//! and go on electing leaders and committing.
+//! proposals it was never sent, traffic of a group the nodes do not run. The cluster's
+//! nodes stay up, refuse and count each message, and go on electing leaders and
+//! committing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use raft_runtime::raft_core::{
     Append, AppendResponse, ConfState, Heartbeat, Message, MessageBody, NodeId, RequestVote, SnapshotMeta,
 };
-use raft_runtime::{ForwardError, Inbox, Transport, WireMessage};
+use raft_runtime::{ForwardError, GroupId, Inbox, Transport, WireMessage};
 use raft_tests::RealCluster;
 use raft_transport_quic::{QuicConfig, QuicTransport};
 
@@ -50,9 +51,20 @@ fn raft(from: NodeId, to: NodeId, term: u64, body: MessageBody) -> Vec<WireMessa
 /// Sends until the node has counted a refusal (the first batches may go before the
 /// connection is up).
 async fn send_until_refused(c: &RealCluster, hostile: &QuicTransport, to: NodeId, batch: Vec<WireMessage>) {
+    send_until_refused_in(c, hostile, to, 0, batch).await
+}
+
+/// Like `send_until_refused`, the batch tagged with `group`.
+async fn send_until_refused_in(
+    c: &RealCluster,
+    hostile: &QuicTransport,
+    to: NodeId,
+    group: GroupId,
+    batch: Vec<WireMessage>,
+) {
     let before = c.metrics(to).refused_messages;
     for _ in 0..200 {
-        let _ = hostile.send(to, batch.clone());
+        let _ = hostile.send(to, group, batch.clone());
         tokio::time::sleep(Duration::from_millis(25)).await;
         if c.metrics(to).refused_messages > before {
             return;
@@ -158,6 +170,18 @@ async fn a_member_sending_hostile_messages_over_quic_stops_no_node() {
         },
     ];
     send_until_refused(&c, &hostile, follower, answers).await;
+
+    // 5. A vote that would be granted, and would raise every term to `term + 10`, were it
+    // not tagged with a group the nodes do not run.
+    for &to in &real {
+        let vote = MessageBody::RequestVote(RequestVote {
+            pre_vote: false,
+            last_index: u64::MAX,
+            last_term: u64::MAX,
+            leader_transfer: true,
+        });
+        send_until_refused_in(&c, &hostile, to, 9, raft(4, to, term + 10, vote)).await;
+    }
 
     assert_healthy(&c, &real, term + 3).await;
     hostile.shutdown().await;

@@ -7,7 +7,10 @@ use super::*;
 impl<SM: StateMachine> Group<SM> {
     pub(super) fn on_incoming(&mut self, inc: Incoming) {
         match inc {
-            Incoming::Messages { from, messages } => {
+            Incoming::Messages { from, group, .. } if group != self.group => {
+                self.refused(from, format_args!("a batch for group {group}, not this node's"));
+            }
+            Incoming::Messages { from, messages, .. } => {
                 for w in messages {
                     match w {
                         WireMessage::Raft(m) => self.step(from, m, false),
@@ -23,11 +26,19 @@ impl<SM: StateMachine> Group<SM> {
                     }
                 }
             }
+            Incoming::Snapshot { from, group, ack, .. } if group != self.group => {
+                let _ = ack.send(Err(DeliverSnapshotError::UnknownGroup { group }));
+                self.refused(
+                    from,
+                    format_args!("a snapshot for group {group}, not this node's"),
+                );
+            }
             Incoming::Snapshot {
                 from,
                 message,
                 data,
                 ack,
+                ..
             } => {
                 let MessageBody::Snapshot(meta) = &message.body else {
                     let _ = ack.send(Err(DeliverSnapshotError::NotASnapshot { kind: message.kind() }));

@@ -42,7 +42,7 @@ use crate::snapshot_stream::SnapshotStream;
 use crate::state_machine::StateMachine;
 use crate::store::{LogStore, Staged, StoreError};
 use crate::transport::{
-    DeliverSnapshotError, ForwardError, InboxReceiver, Incoming, SendError, Transport, WireMessage,
+    DeliverSnapshotError, ForwardError, GroupId, InboxReceiver, Incoming, SendError, Transport, WireMessage,
 };
 use crate::waiting::{InOrder, Waiting};
 
@@ -186,6 +186,8 @@ const REFUSED_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 pub(crate) struct Group<SM: StateMachine> {
     pub(crate) id: NodeId,
+    /// The group this node is a member of: its traffic is tagged with it.
+    pub(crate) group: GroupId,
     pub(crate) cfg: Arc<Config>,
     pub(crate) node: RawNode<StoreReader>,
     pub(crate) store: Arc<dyn LogStore>,
@@ -273,6 +275,7 @@ impl<SM: StateMachine> Group<SM> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: NodeId,
+        group: GroupId,
         cfg: Arc<Config>,
         node: RawNode<StoreReader>,
         store: Arc<dyn LogStore>,
@@ -308,6 +311,7 @@ impl<SM: StateMachine> Group<SM> {
         let read_permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_pending_reads));
         Group {
             id,
+            group,
             metrics: Metrics::new(id),
             cfg,
             node,
@@ -421,7 +425,7 @@ impl<SM: StateMachine> Group<SM> {
                 });
         }
         for (peer, batch) in batches {
-            if let Err(e) = self.transport.send(peer, batch) {
+            if let Err(e) = self.transport.send(peer, self.group, batch) {
                 tracing::debug!(peer, error = %e, "answering forwarded proposals failed");
             }
         }

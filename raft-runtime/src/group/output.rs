@@ -70,7 +70,7 @@ impl<SM: StateMachine> Group<SM> {
             }
         }
         for (to, batch) in batches {
-            if let Err(e) = self.transport.send(to, batch) {
+            if let Err(e) = self.transport.send(to, self.group, batch) {
                 self.node.report_unreachable(to);
                 let now = self.now;
                 let last = self.unreachable_logged.get(&to).copied();
@@ -93,17 +93,20 @@ impl<SM: StateMachine> Group<SM> {
         let index = meta.index;
         let store = self.store.clone();
         let transport = self.transport.clone();
+        let group = self.group;
         let events = self.events_tx.clone();
         self.snapshot_sends.spawn(async move {
             let ok = match store.load_snapshot().await {
                 // Read from the store as the transport sends it, never gathered whole.
-                Ok(Some(s)) if s.meta.index == index => match transport.send_snapshot(to, m, s.data).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(peer = to, error = %e, "sending a snapshot failed");
-                        false
+                Ok(Some(s)) if s.meta.index == index => {
+                    match transport.send_snapshot(to, group, m, s.data).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(peer = to, error = %e, "sending a snapshot failed");
+                            false
+                        }
                     }
-                },
+                }
                 // A newer snapshot replaced it: the protocol asks again with that one.
                 Ok(_) => false,
                 Err(e) => {

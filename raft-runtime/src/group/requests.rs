@@ -138,7 +138,7 @@ impl<SM: StateMachine> Group<SM> {
     ) {
         let id = self.next_forward;
         self.next_forward += 1;
-        match self.transport.send(leader, vec![message(id)]) {
+        match self.transport.send(leader, self.group, vec![message(id)]) {
             Ok(()) => {
                 self.forwards
                     .insert(id, self.now + self.cfg.propose_timeout, (leader, waiter));
