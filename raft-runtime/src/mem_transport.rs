@@ -292,7 +292,7 @@ fn broken_after_first_chunk(data: SnapshotStream) -> SnapshotStream {
 impl Transport for MemTransport {
     /// Refuses another id than the one the transport was made for, and a second node while
     /// one runs; once the node has stopped, a node may register again (a restart).
-    fn register(&self, id: NodeId, inbox: Inbox) -> Result<(), RegisterError> {
+    fn register(&self, id: NodeId, _group: GroupId, inbox: Inbox) -> Result<(), RegisterError> {
         if id != self.id {
             return Err(RegisterError::WrongNode {
                 transport: self.id,

@@ -326,7 +326,7 @@ async fn start<SM: StateMachine>(
 
     // The last step that can fail: the transport confirms the id and takes the inbox.
     let (inbox, inbox_rx) = Inbox::channel(config.inbox_capacity);
-    transport.register(id, inbox)?;
+    transport.register(id, group, inbox)?;
     // The transport learns whom to admit before the node sends anything: the members of
     // the recovered configuration, or, for a node not (yet) in it, also the cluster it was
     // told to join.

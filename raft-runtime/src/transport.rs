@@ -394,6 +394,28 @@ impl Inbox {
     }
 }
 
+impl Inbox {
+    /// Passes a delivery taken from another inbox on (a snapshot keeps its verdict channel).
+    /// A batch of messages takes a place in this inbox's shares, or is dropped; a delivery
+    /// to a stopped node is dropped, and a snapshot's sender told so.
+    pub(crate) fn forward(&self, incoming: Incoming) {
+        match incoming {
+            Incoming::Messages {
+                from,
+                group,
+                messages,
+            } => {
+                let _ = self.deliver(from, group, messages);
+            }
+            snapshot @ Incoming::Snapshot { .. } => {
+                if let Err(mpsc::error::SendError(Incoming::Snapshot { ack, .. })) = self.tx.send(snapshot) {
+                    let _ = ack.send(Err(DeliverSnapshotError::Closed));
+                }
+            }
+        }
+    }
+}
+
 impl InboxReceiver {
     /// The next delivery, or `None` once every [`Inbox`] is dropped.
     pub async fn recv(&mut self) -> Option<Incoming> {
@@ -434,6 +456,9 @@ pub enum RegisterError {
     /// The transport already delivers to a node (each transport serves one node at a time).
     #[error("the transport already delivers to node {0}")]
     AlreadyRegistered(NodeId),
+    /// A node of this group already runs on the shared transport.
+    #[error("a node of group {0} already runs on this transport")]
+    GroupTaken(GroupId),
     /// The transport is shut down.
     #[error("transport is shut down")]
     Closed,
@@ -457,14 +482,17 @@ pub struct TransportMetrics {
 /// Moves messages and snapshots between nodes.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    /// Starts delivering traffic addressed to node `id` into `inbox`. Called once, when the
-    /// node starts, before the first [`Transport::set_peers`]. A transport that knows its
+    /// Starts delivering traffic addressed to node `id`, a member of `group`, into `inbox`.
+    /// Called once, when the node starts, before the first [`Transport::set_peers`]. A
+    /// transport that serves one node delivers every group's traffic to it (the node
+    /// refuses other groups'); one shared by the nodes of many groups
+    /// ([`GroupMux`](crate::GroupMux)) delivers to each node its own group's. A transport that knows its
     /// own id (from its certificate, say) refuses another with
     /// [`RegisterError::WrongNode`]; a transport that already delivers to a running node
     /// refuses with [`RegisterError::AlreadyRegistered`], so that a misassembled node fails
     /// at start instead of running deaf. (A transport may serve a node again after
     /// [`Transport::shutdown`] only if it says so in its docs.)
-    fn register(&self, id: NodeId, inbox: Inbox) -> Result<(), RegisterError>;
+    fn register(&self, id: NodeId, group: GroupId, inbox: Inbox) -> Result<(), RegisterError>;
 
     /// The members' addresses, from the replicated configuration (the bytes each member
     /// registered, typically `host:port`). Called at start, after [`Transport::register`],
@@ -508,8 +536,8 @@ pub trait Transport: Send + Sync + 'static {
 /// A shared transport is a transport: the builder takes an `Arc<X>` as well as an `X`.
 #[async_trait]
 impl<X: Transport + ?Sized> Transport for Arc<X> {
-    fn register(&self, id: NodeId, inbox: Inbox) -> Result<(), RegisterError> {
-        (**self).register(id, inbox)
+    fn register(&self, id: NodeId, group: GroupId, inbox: Inbox) -> Result<(), RegisterError> {
+        (**self).register(id, group, inbox)
     }
 
     fn set_peers(&self, peers: BTreeMap<NodeId, Bytes>) {

@@ -996,8 +996,8 @@ async fn a_joining_node_admits_the_cluster_it_joins_from_the_start() {
 
     #[async_trait]
     impl Transport for Recording {
-        fn register(&self, id: u64, inbox: Inbox) -> Result<(), RegisterError> {
-            self.0.register(id, inbox)
+        fn register(&self, id: u64, group: GroupId, inbox: Inbox) -> Result<(), RegisterError> {
+            self.0.register(id, group, inbox)
         }
         fn set_peers(&self, peers: BTreeMap<u64, Bytes>) {
             self.1.lock().unwrap().push(peers.keys().copied().collect());

@@ -118,7 +118,7 @@ async fn node(ca: Arc<DevCa>, id: u64, tuning: Tuning) -> (Arc<QuicTransport>, I
     config.limits.peer_queue_capacity = 4096;
     let t = Arc::new(QuicTransport::bind(config).await.unwrap());
     let (inbox, rx) = Inbox::channel(1 << 16);
-    t.register(t.node_id(), inbox).unwrap();
+    t.register(t.node_id(), 0, inbox).unwrap();
     (t, rx)
 }
 

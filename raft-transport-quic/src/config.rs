@@ -242,8 +242,10 @@ pub struct Limits {
     /// queued for a peer, [`send`](raft_runtime::Transport::send) answers `Full` for that
     /// group while the peer's other groups still get through. It keeps one busy group (a
     /// follower catching up through large appends) from crowding out the heartbeats of the
-    /// other groups two nodes share. Between 1 and `peer_queue_capacity` (which sets no
-    /// share of its own). Default 256.
+    /// other groups two nodes share. Between 1 and `peer_queue_capacity`, which sets no
+    /// share of its own: the default (1024), for a node of one group. A process running the
+    /// nodes of many groups on one transport ([`GroupMux`](raft_runtime::GroupMux)) sets it
+    /// to a fraction of the queue (a quarter, say).
     pub peer_queue_group_share: usize,
     /// The largest snapshot this node receives, in bytes, counted as its data arrives (a
     /// sender does not announce a length: it reads its snapshot as it sends it). A transfer
@@ -299,7 +301,7 @@ impl Default for Limits {
             max_frame_size: 16 << 20,
             coalesce_bytes: 1 << 20,
             peer_queue_capacity: 1024,
-            peer_queue_group_share: 256,
+            peer_queue_group_share: 1024,
             max_snapshot_size: 64 << 30,
             snapshot_chunk_size: 1 << 20,
             snapshot_accept_timeout: Duration::from_secs(300),

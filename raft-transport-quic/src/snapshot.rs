@@ -808,7 +808,7 @@ mod tests {
             n.set_peers(peers.clone());
         }
         let (inbox, mut rx) = Inbox::channel(16);
-        nodes[1].register(2, inbox).unwrap();
+        nodes[1].register(2, 0, inbox).unwrap();
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(incoming) = rx.recv().await {
@@ -1129,7 +1129,7 @@ mod tests {
             n.set_peers(peers.clone());
         }
         let (inbox, mut rx) = Inbox::channel(16);
-        nodes[1].register(2, inbox).unwrap();
+        nodes[1].register(2, 0, inbox).unwrap();
         // Node 2's runtime takes the stream and neither reads nor answers.
         let holder = tokio::spawn(async move {
             let mut held = Vec::new();

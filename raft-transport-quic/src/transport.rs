@@ -605,7 +605,7 @@ impl Transport for QuicTransport {
     /// Refuses a node of another id than its certificate's, a second node (a transport
     /// serves one node for its whole life: bind a new one to restart a node in-process),
     /// and any node once shut down.
-    fn register(&self, id: NodeId, inbox: Inbox) -> Result<(), RegisterError> {
+    fn register(&self, id: NodeId, _group: GroupId, inbox: Inbox) -> Result<(), RegisterError> {
         let shared = &self.shared;
         if id != shared.node_id {
             return Err(RegisterError::WrongNode {

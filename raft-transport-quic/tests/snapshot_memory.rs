@@ -95,7 +95,7 @@ async fn a_256_mib_snapshot_streams_in_bounded_memory() {
         n.set_peers(peers.clone());
     }
     let (inbox, mut rx) = Inbox::channel(16);
-    nodes[1].register(2, inbox).unwrap();
+    nodes[1].register(2, 0, inbox).unwrap();
     // Node 2's runtime counts and checksums each snapshot as it arrives, and keeps none of it.
     let (read_tx, mut read_rx) = tokio::sync::mpsc::unbounded_channel();
     let runtime = tokio::spawn(async move {

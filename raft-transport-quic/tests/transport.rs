@@ -57,7 +57,7 @@ async fn cluster_with(
         adjust(&mut cfg);
         let t = Arc::new(QuicTransport::bind(cfg).await.unwrap());
         let (inbox, rx) = Inbox::channel(1 << 16);
-        t.register(t.node_id(), inbox).unwrap();
+        t.register(t.node_id(), 0, inbox).unwrap();
         nodes.push((t, rx));
     }
     let peers = addresses(&nodes.iter().map(|(t, _)| &**t).collect::<Vec<_>>());
@@ -354,7 +354,7 @@ async fn a_restarted_peer_is_reconnected() {
         }
     };
     let (inbox, mut b_rx) = Inbox::channel(1024);
-    b.register(b.node_id(), inbox).unwrap();
+    b.register(b.node_id(), 0, inbox).unwrap();
     b.set_peers(addresses(&[&a, &b]));
 
     // Keep sending until the restarted node hears from node 1.
@@ -513,7 +513,7 @@ async fn certificates_from_another_ca_are_refused_in_both_directions() {
     // A client whose certificate another CA signed (it trusts the cluster CA).
     let b = bind(&ca, 2).await;
     let (inbox, mut b_rx) = Inbox::channel(16);
-    b.register(b.node_id(), inbox).unwrap();
+    b.register(b.node_id(), 0, inbox).unwrap();
     let foreign = other.issue(1).unwrap();
     let a_tls = TlsConfig::from_pem(ca.ca_cert_pem(), &foreign.cert_pem, &foreign.key_pem).unwrap();
     let a = QuicTransport::bind(config(a_tls)).await.unwrap();
@@ -559,7 +559,7 @@ async fn valid_certificates_naming_non_members_are_refused() {
     let b = bind(&ca, 2).await;
     let c = bind(&ca, 3).await;
     let (inbox, mut b_rx) = Inbox::channel(16);
-    b.register(b.node_id(), inbox).unwrap();
+    b.register(b.node_id(), 0, inbox).unwrap();
     b.set_peers(addresses(&[&a, &b]));
 
     // Node 3 has a valid cluster certificate but is not a member of node 2's cluster.
@@ -608,7 +608,7 @@ async fn nobody_is_admitted_before_the_first_member_list() {
     // Node 4 has been told nothing yet: not even the leader that will add it is admitted.
     let joining = bind(&ca, 4).await;
     let (inbox, mut j_rx) = Inbox::channel(16);
-    joining.register(joining.node_id(), inbox).unwrap();
+    joining.register(joining.node_id(), 0, inbox).unwrap();
     let leader = bind(&ca, 1).await;
     leader.set_peers(addresses(&[&leader, &joining]));
     let err = leader.connect(4).await.unwrap_err();
@@ -656,7 +656,7 @@ async fn an_initial_member_list_admits_members_from_the_start() {
     .await
     .unwrap();
     let (inbox, mut b_rx) = Inbox::channel(16);
-    b.register(b.node_id(), inbox).unwrap();
+    b.register(b.node_id(), 0, inbox).unwrap();
     a.set_peers(addresses(&[&a, &b]));
     send_retrying(&a, 2, vec![forward(1)]).await;
     assert!(matches!(
@@ -665,7 +665,7 @@ async fn an_initial_member_list_admits_members_from_the_start() {
     ));
     // It dials the members it has an address for.
     let (inbox, mut a_rx) = Inbox::channel(16);
-    a.register(a.node_id(), inbox).unwrap();
+    a.register(a.node_id(), 0, inbox).unwrap();
     send_retrying(&b, 1, vec![forward(2)]).await;
     assert!(matches!(
         next_incoming(&mut a_rx).await,
@@ -687,11 +687,11 @@ async fn a_joining_node_answers_peers_it_has_no_address_for() {
     // Node 4 joins: it was told its members (the leader among them) but no addresses.
     let joining = bind(&ca, 4).await;
     let (inbox, mut j_rx) = Inbox::channel(16);
-    joining.register(joining.node_id(), inbox).unwrap();
+    joining.register(joining.node_id(), 0, inbox).unwrap();
     joining.set_peers(BTreeMap::from([(1, Bytes::new()), (4, Bytes::new())]));
     let leader = bind(&ca, 1).await;
     let (inbox, mut l_rx) = Inbox::channel(16);
-    leader.register(leader.node_id(), inbox).unwrap();
+    leader.register(leader.node_id(), 0, inbox).unwrap();
     leader.set_peers(addresses(&[&leader, &joining]));
 
     assert_eq!(
@@ -1071,7 +1071,7 @@ async fn failed_snapshots_are_reported() {
     a.set_peers(peers.clone());
     b.set_peers(peers);
     let (inbox, mut b_rx) = Inbox::channel(16);
-    b.register(b.node_id(), inbox).unwrap();
+    b.register(b.node_id(), 0, inbox).unwrap();
     // Node 2's runtime reads every snapshot; it refuses those it read whole (the sender
     // gets its reason as text), and says why the others were not stored.
     let refuser = tokio::spawn(async move {
@@ -1299,7 +1299,7 @@ async fn configuration_errors_name_what_is_wrong() {
         .await
         .unwrap();
     assert_eq!(t.node_id(), 2);
-    let err = t.register(1, Inbox::channel(8).0).unwrap_err();
+    let err = t.register(1, 0, Inbox::channel(8).0).unwrap_err();
     assert_eq!(
         err,
         RegisterError::WrongNode {
@@ -1311,9 +1311,9 @@ async fn configuration_errors_name_what_is_wrong() {
         err.to_string().contains("node 2") && err.to_string().contains("node 1"),
         "{err}"
     );
-    t.register(2, Inbox::channel(8).0).unwrap();
+    t.register(2, 0, Inbox::channel(8).0).unwrap();
     assert_eq!(
-        t.register(2, Inbox::channel(8).0).unwrap_err(),
+        t.register(2, 0, Inbox::channel(8).0).unwrap_err(),
         RegisterError::AlreadyRegistered(2)
     );
     t.shutdown().await;
@@ -1322,7 +1322,7 @@ async fn configuration_errors_name_what_is_wrong() {
         .unwrap();
     t.shutdown().await;
     assert_eq!(
-        t.register(2, Inbox::channel(8).0).unwrap_err(),
+        t.register(2, 0, Inbox::channel(8).0).unwrap_err(),
         RegisterError::Closed
     );
 
@@ -1460,7 +1460,7 @@ async fn a_peer_opening_many_connections_keeps_only_a_bounded_number() {
             .await
             .unwrap();
     let (inbox, _rx) = Inbox::channel(16);
-    server.register(server.node_id(), inbox).unwrap();
+    server.register(server.node_id(), 0, inbox).unwrap();
     let addr = server.local_addr();
 
     // Node 3's message connection, in use.

@@ -39,7 +39,7 @@ async fn impersonate(c: &mut RealCluster, id: NodeId) -> QuicTransport {
     transport.set_peers(peers);
     // What the cluster sends it is read and dropped.
     let (inbox, mut rx) = Inbox::channel(1024);
-    transport.register(transport.node_id(), inbox).unwrap();
+    transport.register(transport.node_id(), 0, inbox).unwrap();
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     transport
 }
