@@ -47,6 +47,18 @@ pub struct Config {
     /// bytes in the file store), so a state of many small records must not make the log
     /// grow without bound. 0: no bound.
     pub snapshot_log_max_entries: u64,
+    /// Lets an idle group go quiet after this many ticks in which its leader had no request
+    /// to handle: once every member holds the whole log, the leader sends a last heartbeat
+    /// round and stops its clock, and so do its followers (see
+    /// [`RawNode::quiesce`](raft_core::RawNode::quiesce)). A quiet group sends nothing and
+    /// its task sleeps until a request or a message wakes it, so an idle group costs no CPU:
+    /// what lets a process host thousands of groups ([`GroupMux`](crate::GroupMux)).
+    ///
+    /// The price: a leader that dies while its group is quiet is noticed only when the group
+    /// is next used (a request to a follower wakes it, and it elects a new leader after an
+    /// election timeout), and the first lease read after a wake-up waits for a heartbeat
+    /// round. 0 (the default) never quiesces.
+    pub quiesce_after_ticks: u32,
     /// Entries kept in the log behind a snapshot, so that a follower that lags a little
     /// catches up from the log instead of receiving the whole state; 0 compacts the log up
     /// to each snapshot. Bounded by `log_kept_bytes` as well: the log keeps what fits in
@@ -175,6 +187,7 @@ impl Default for Config {
             snapshot_log_max_entries: 1_000_000,
             log_kept_entries: 5_000,
             log_kept_bytes: 64 << 20,
+            quiesce_after_ticks: 0,
             propose_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(5),
             max_pending_reads: 65_536,

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use raft_core::{Index, NodeId, Role, Term};
 
+use crate::transport::GroupId;
+
 /// A member of the configuration, as the node sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -22,6 +24,11 @@ pub struct Metrics {
     pub id: NodeId,
     /// Its role.
     pub role: Role,
+    /// The Raft group it is a member of.
+    pub group: GroupId,
+    /// Whether its group is quiet ([`Config::quiesce_after_ticks`](crate::Config)): its
+    /// clock stands still until a request or a message wakes it.
+    pub quiescent: bool,
     /// Its current term.
     pub term: Term,
     /// The leader it knows of.
@@ -72,6 +79,8 @@ impl Metrics {
     pub fn new(id: NodeId) -> Metrics {
         Metrics {
             id,
+            group: 0,
+            quiescent: false,
             role: Role::Follower,
             term: 0,
             leader: None,

@@ -13,6 +13,7 @@ impl<SM: StateMachine> Group<SM> {
                 && current.leader == self.metrics.leader
                 && current.term == self.node.term()
                 && current.members == self.metrics.members
+                && current.quiescent == self.node.is_quiescent()
                 && current.fatal == self.metrics.fatal;
             drop(current);
             if unchanged {
@@ -20,6 +21,7 @@ impl<SM: StateMachine> Group<SM> {
             }
         }
         let m = &mut self.metrics;
+        m.quiescent = self.node.is_quiescent();
         m.term = self.node.term();
         m.commit = self.node.commit_index();
         m.applied = self.applied;

@@ -264,6 +264,8 @@ pub(crate) struct Group<SM: StateMachine> {
     tick_due: Instant,
     request_buf: Vec<Request<SM>>,
     incoming_buf: Vec<Incoming>,
+    /// Ticks this leader has had no request to handle (see `Config::quiesce_after_ticks`).
+    idle_ticks: u32,
     /// The wall clock a leader stamps session records with.
     clock: WallClock,
     /// Its reading this loop turn, taken at the first record that needs it: one clock read
@@ -312,7 +314,10 @@ impl<SM: StateMachine> Group<SM> {
         Group {
             id,
             group,
-            metrics: Metrics::new(id),
+            metrics: Metrics {
+                group,
+                ..Metrics::new(id)
+            },
             cfg,
             node,
             store,
@@ -358,6 +363,7 @@ impl<SM: StateMachine> Group<SM> {
             tick_due: Instant::now(),
             request_buf: Vec::new(),
             incoming_buf: Vec::new(),
+            idle_ticks: 0,
             clock,
             stamp: None,
         }
@@ -371,10 +377,18 @@ impl<SM: StateMachine> Group<SM> {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
         self.sync_membership();
         self.publish_metrics(true);
+        // Whether the ticker was left unpolled last turn (a quiet group with nothing waiting
+        // on a deadline): its missed ticks must not all fire at once when it resumes.
+        let mut paused = false;
         loop {
+            let ticking = !self.node.is_quiescent() || !self.idle();
+            if paused && ticking {
+                ticker.reset();
+            }
+            paused = !ticking;
             let input = tokio::select! {
                 biased;
-                due = ticker.tick() => Input::Tick(due),
+                due = ticker.tick(), if ticking => Input::Tick(due),
                 Some(ev) = self.applier_rx.recv() => Input::Applier(ev),
                 Some(ev) = self.events_rx.recv() => Input::Event(ev),
                 Some(inc) = self.inbox.recv() => Input::Peer(inc),
@@ -401,7 +415,9 @@ impl<SM: StateMachine> Group<SM> {
             }
             self.check_transfer();
             self.send_remote_replies();
-            self.publish_metrics(false);
+            // A quiet node has no tick to publish its metrics in full: it does so whenever
+            // it has done something (rarely, or it would not be quiet).
+            self.publish_metrics(self.node.is_quiescent());
             if self.finished() {
                 break;
             }
@@ -472,7 +488,45 @@ impl<SM: StateMachine> Group<SM> {
             self.transport.set_peers(addresses);
         }
         self.expire_waiting();
+        self.maybe_quiesce();
         self.publish_metrics(true);
+    }
+
+    /// Counts a tick with no request on a leader, and asks an idle one to let its group go
+    /// quiet (the protocol agrees only once every member holds the whole log).
+    fn maybe_quiesce(&mut self) {
+        let after = self.cfg.quiesce_after_ticks;
+        if after == 0 || self.node.role() != Role::Leader || self.node.is_quiescent() {
+            self.idle_ticks = 0;
+            return;
+        }
+        self.idle_ticks = self.idle_ticks.saturating_add(1);
+        if self.idle_ticks >= after && self.idle() {
+            self.node.quiesce();
+        }
+    }
+
+    /// Whether nothing waits in the runtime: no proposal, forward, read, membership change,
+    /// transfer, write or outgoing snapshot, and no stop in progress.
+    fn idle(&self) -> bool {
+        self.proposals.is_empty()
+            && self.forwards.is_empty()
+            && self.reads.is_empty()
+            && self.parked_reads.is_empty()
+            && self.conf_waiters.is_empty()
+            && self.transfer.is_empty()
+            && self.pipeline.is_empty()
+            && self.sending_snapshots.is_empty()
+            && self.stopping.is_none()
+    }
+
+    /// A request arrived: the group is in use. A quiet node wakes (a follower tells its
+    /// leader, and its clock runs again, so that a leader that died is replaced).
+    pub(super) fn in_use(&mut self) {
+        self.idle_ticks = 0;
+        if self.node.is_quiescent() {
+            self.node.wake();
+        }
     }
 
     /// Answers every waiting request whose deadline passed.

@@ -13,6 +13,9 @@ fn forwarded_response<SM: StateMachine>(leader: NodeId, bytes: &[u8]) -> Result<
 
 impl<SM: StateMachine> Group<SM> {
     pub(super) fn on_request(&mut self, req: Request<SM>) {
+        if !matches!(req, Request::Metrics { .. } | Request::Shutdown { .. }) {
+            self.in_use();
+        }
         match req {
             Request::Propose { command, reply } => {
                 self.propose(command, Responder::Local(LocalReply::One(reply)))
@@ -150,6 +153,7 @@ impl<SM: StateMachine> Group<SM> {
     }
 
     pub(super) fn on_forward(&mut self, from: NodeId, id: u64, proposal: Proposal) {
+        self.in_use();
         // A forwarded proposal is never forwarded again.
         if !self.cfg.forward_proposals && self.node.role() != Role::Leader {
             let leader = self.node.leader();
