@@ -34,6 +34,9 @@ pub enum Command {
     /// Measure what many idle groups cost the protocol (memory, CPU and messages per
     /// tick), awake and quiescent.
     Groups(crate::groups::Args),
+    /// Measure many groups of the runtime in one process, each process's nodes sharing one
+    /// transport: memory per group, idle CPU and messages, waking a quiet group.
+    ManyGroups(crate::many_groups::Args),
 }
 
 impl Cli {
@@ -50,7 +53,7 @@ impl Cli {
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
             Some(Command::Node(_)) => "warn",
-            Some(Command::KvCatchup(_)) | Some(Command::Groups(_)) | None => "error",
+            Some(Command::KvCatchup(_) | Command::Groups(_) | Command::ManyGroups(_)) | None => "error",
         }
     }
 
@@ -60,6 +63,7 @@ impl Cli {
             Some(Command::Node(args)) => crate::node::run(args).await,
             Some(Command::KvCatchup(args)) => crate::kv_catchup::run(args).await,
             Some(Command::Groups(args)) => crate::groups::run(args).await,
+            Some(Command::ManyGroups(args)) => crate::many_groups::run(args).await,
             None => run(self.bench).await,
         }
     }

@@ -38,6 +38,7 @@ pub mod cli;
 pub mod groups;
 pub mod kv_catchup;
 pub mod machine;
+pub mod many_groups;
 pub mod node;
 pub mod report;
 pub mod workload;

@@ -106,8 +106,9 @@ pub(crate) type Query<SM> = Box<dyn FnOnce(Result<&SM, ReadError>) + Send + 'sta
 pub(crate) enum ApplyMsg<SM: StateMachine> {
     /// Committed entries, each with the responder of its proposal.
     Entries(Vec<(Entry, Option<Responder<SM>>)>),
-    /// Install a snapshot.
-    Restore(Restore),
+    /// Install a snapshot. (Boxed: a channel's slots are as large as its largest item, and
+    /// an idle node keeps a block of them.)
+    Restore(Box<Restore>),
     /// Run a read query against the state as of now.
     Query(Query<SM>),
     /// Take a snapshot of the state.
@@ -190,6 +191,7 @@ pub(crate) async fn run<SM: StateMachine>(
                 result
             }
             ApplyMsg::Restore(snapshot) => {
+                let snapshot = *snapshot;
                 let index = snapshot.meta.index;
                 match restore(&mut sm, index, snapshot.data, &sessions).await {
                     Ok(table) => {
@@ -626,6 +628,15 @@ mod tests {
             }
         }
         assert!(matches!(events.recv().await, Some(ApplierEvent::Fatal(_))));
+    }
+
+    /// An idle node keeps one block of 32 slots in each of its channels, each slot as large
+    /// as the channel's largest item: large variants are boxed.
+    #[test]
+    fn channel_items_stay_small() {
+        assert!(std::mem::size_of::<ApplyMsg<Counting>>() <= 32);
+        assert!(std::mem::size_of::<ApplierEvent>() <= 32);
+        assert!(std::mem::size_of::<crate::group::Event>() <= 48);
     }
 
     /// Counts the commands it applies and the calls; answers each command with the count so

@@ -62,7 +62,7 @@ impl<SM: StateMachine> Group<SM> {
                     let _ = events.send(Event::SnapshotStaged {
                         from,
                         message,
-                        result,
+                        result: Box::new(result),
                         ack,
                     });
                 });

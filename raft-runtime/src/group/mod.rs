@@ -121,7 +121,9 @@ pub(crate) enum Event {
     SnapshotStaged {
         from: NodeId,
         message: Box<Message>,
-        result: Result<Staged, StoreError>,
+        /// Boxed, as the message is: a channel's slots are as large as its largest item,
+        /// and an idle node keeps a block of them.
+        result: Box<Result<Staged, StoreError>>,
         ack: oneshot::Sender<Result<(), DeliverSnapshotError>>,
     },
 }

@@ -150,7 +150,7 @@ impl<SM: StateMachine> Group<SM> {
         };
         if let Some(s) = done.restore {
             self.emitted = self.emitted.max(s.meta.index);
-            let _ = self.applier_tx.send(ApplyMsg::Restore(s));
+            let _ = self.applier_tx.send(ApplyMsg::Restore(Box::new(s)));
             self.metrics.snapshots_installed += 1;
         }
         if let Err(e) = self.node.on_persisted(done.report) {
@@ -280,7 +280,7 @@ impl<SM: StateMachine> Group<SM> {
                 message,
                 result,
                 ack,
-            } => self.on_snapshot_staged(from, *message, result, ack),
+            } => self.on_snapshot_staged(from, *message, *result, ack),
         }
     }
 
