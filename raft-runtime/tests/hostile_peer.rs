@@ -43,6 +43,15 @@ async fn assert_healthy(c: &Cluster, max_term: u64) {
     }
 }
 
+/// The leader's term, a follower to send to, and the other follower, who impersonates a
+/// hostile member.
+async fn cast(c: &Cluster) -> (u64, NodeId, NodeId) {
+    let leader = c.leader().await;
+    let term = c.metrics(leader).term;
+    let victim = if leader == 1 { 2 } else { 1 };
+    (term, victim, 6 - leader - victim)
+}
+
 async fn refused(c: &Cluster, id: NodeId) -> u64 {
     c.node(id)
         .wait_for(Duration::from_secs(10), |m| m.refused_messages > 0)
@@ -54,10 +63,7 @@ async fn refused(c: &Cluster, id: NodeId) -> u64 {
 #[tokio::test]
 async fn a_snapshot_on_the_message_stream_does_not_stop_the_node() {
     let c = common::cluster(3).await;
-    let leader = c.leader().await;
-    let term = c.metrics(leader).term;
-    let victim = if leader == 1 { 2 } else { 1 };
-    let impostor = 6 - leader - victim;
+    let (term, victim, impostor) = cast(&c).await;
     let meta = SnapshotMeta {
         index: 1000,
         term: term + 1,
@@ -83,10 +89,7 @@ async fn a_snapshot_on_the_message_stream_does_not_stop_the_node() {
 #[tokio::test]
 async fn traffic_of_another_group_is_refused() {
     let c = common::cluster(3).await;
-    let leader = c.leader().await;
-    let term = c.metrics(leader).term;
-    let victim = if leader == 1 { 2 } else { 1 };
-    let impostor = 6 - leader - victim;
+    let (term, victim, impostor) = cast(&c).await;
     // In the node's own group, each of these would raise its term to `hostile`.
     let hostile = term + 5;
     let vote = MessageBody::RequestVote(RequestVote {
