@@ -116,15 +116,14 @@ impl Inner {
 
     /// Passes one delivery on to its group's node.
     fn route(&self, incoming: Incoming) {
-        let (group, inbox) = match &incoming {
-            Incoming::Messages { group, .. } | Incoming::Snapshot { group, .. } => {
-                let mut routes = self.lock();
-                let inbox = routes.groups.get(group).map(|r| r.inbox.clone());
-                if inbox.is_none() {
-                    routes.unrouted += 1;
-                }
-                (*group, inbox)
+        let group = incoming.group();
+        let inbox = {
+            let mut routes = self.lock();
+            let inbox = routes.groups.get(&group).map(|r| r.inbox.clone());
+            if inbox.is_none() {
+                routes.unrouted += 1;
             }
+            inbox
         };
         match (incoming, inbox) {
             (incoming, Some(inbox)) => inbox.forward(incoming),

@@ -394,6 +394,15 @@ impl Inbox {
     }
 }
 
+impl Incoming {
+    /// The group the delivery belongs to, as its sender tagged it.
+    pub(crate) fn group(&self) -> GroupId {
+        match self {
+            Incoming::Messages { group, .. } | Incoming::Snapshot { group, .. } => *group,
+        }
+    }
+}
+
 impl Inbox {
     /// Passes a delivery taken from another inbox on (a snapshot keeps its verdict channel).
     /// A batch of messages takes a place in this inbox's shares, or is dropped; a delivery

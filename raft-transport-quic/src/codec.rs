@@ -336,8 +336,12 @@ impl FrameEncoder {
             None => {
                 let start = self.buf.len();
                 self.buf.put_u32_le(0);
-                bincode::encode_into_writer(group, BytesWriter(&mut self.buf), bincode_config())
-                    .map_err(|e| EncodeFailure::Unencodable(e.to_string()))?;
+                if let Err(e) =
+                    bincode::encode_into_writer(group, BytesWriter(&mut self.buf), bincode_config())
+                {
+                    self.buf.truncate(start);
+                    return Err(EncodeFailure::Unencodable(e.to_string()));
+                }
                 self.open = Some(start);
                 self.open_group = group;
                 self.open_body = self.buf.len();
