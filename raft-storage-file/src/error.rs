@@ -99,6 +99,24 @@ pub enum WalError {
     /// The store has been closed.
     #[error("the log store is closed")]
     Closed,
+    /// [`FileWal::group`](crate::FileWal::group) or
+    /// [`FileWal::remove_group`](crate::FileWal::remove_group) named a Raft group whose
+    /// log is open already: a group's log has one user at a time.
+    #[error("the log of Raft group {group} is open already")]
+    GroupInUse {
+        /// The group.
+        group: u64,
+    },
+    /// [`FileLogStore::open`](crate::FileLogStore::open) found the log of Raft groups other
+    /// than group 0 in the directory: it is a log shared by several groups, for
+    /// [`FileWal`](crate::FileWal).
+    #[error("log directory {} holds the logs of Raft groups {groups:?}: open it with FileWal", dir.display())]
+    SharedLog {
+        /// The directory.
+        dir: PathBuf,
+        /// The groups other than 0 found (at most ten).
+        groups: Vec<u64>,
+    },
 }
 
 /// What exactly is corrupt in a [`WalError::Corrupt`].

@@ -21,10 +21,11 @@ use crate::error::CorruptKind;
 /// Magic bytes at the start of every segment.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"RAFTWAL\0";
 /// The format version this build writes.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
-/// The oldest version this code still reads. Version 2 added internal entries (kind 3);
-/// version 1 files hold none and read the same.
+/// The oldest version this code still reads. Version 2 added internal entries (kind 3),
+/// version 3 the records of several Raft groups in one log (group records); files of
+/// earlier versions hold neither and read the same, as the log of group 0.
 pub(crate) const OLDEST_READABLE_VERSION: u32 = 1;
 /// Length of the segment header; the first record starts here.
 pub(crate) const HEADER_LEN: u64 = 64;
@@ -49,7 +50,15 @@ pub(crate) mod rtype {
     pub const SNAPSHOT_SAVED: u8 = 5;
     /// Ends a batch: everything since the previous commit record is durable together.
     pub const COMMIT: u8 = 6;
+    /// Names the Raft group the records after it belong to, up to the next group record or
+    /// the end of the batch (each batch starts in group 0).
+    pub const GROUP: u8 = 7;
+    /// The current group is removed from the log: its state, entries and snapshot go.
+    pub const GROUP_REMOVED: u8 = 8;
 }
+
+/// Payload length of a group record: type, group id.
+pub(crate) const GROUP_LEN: usize = 1 + 8;
 
 /// Payload length of a commit record: type, group start, batch number.
 pub(crate) const COMMIT_LEN: u32 = 1 + 8 + 8;
@@ -374,6 +383,23 @@ pub(crate) fn encode_commit(buf: &mut Vec<u8>, group_start: u64, batch: u64) {
     buf.push(rtype::COMMIT);
     buf.extend_from_slice(&group_start.to_le_bytes());
     buf.extend_from_slice(&batch.to_le_bytes());
+}
+
+pub(crate) fn encode_group(buf: &mut Vec<u8>, group: u64) {
+    buf.push(rtype::GROUP);
+    buf.extend_from_slice(&group.to_le_bytes());
+}
+
+/// Decodes a group record's body (any group id is valid).
+pub(crate) fn decode_group(body: &[u8]) -> Result<u64, CorruptKind> {
+    if body.len() != GROUP_LEN - 1 {
+        return Err(CorruptKind::Decode);
+    }
+    Ok(u64_at(body, 0))
+}
+
+pub(crate) fn encode_group_removed(buf: &mut Vec<u8>) {
+    buf.push(rtype::GROUP_REMOVED);
 }
 
 /// Decodes a commit body into (group start, batch number).

@@ -20,12 +20,13 @@ use raft_runtime::{LogStore, LogWrite, Snapshot};
 use crate::error::WalError;
 use crate::format::{
     Checkpoint, MAX_VALUE, SegmentHeader, SnapRef, encode_checkpoint, encode_commit, encode_entry,
-    encode_hard_state, encode_snap_ref, frame, rtype, segment_name, snapshot_name,
+    encode_group, encode_group_removed, encode_hard_state, encode_snap_ref, frame, rtype, segment_name,
+    snapshot_name,
 };
 use crate::options::Options;
 use crate::repair;
 use crate::snapshot::file_bytes;
-use crate::store::FileLogStore;
+use crate::store::{FileWal, GroupLog};
 
 /// Options every harness open uses: small segments, a small cache.
 fn options() -> Options {
@@ -54,15 +55,17 @@ pub fn allowance(written: usize) -> usize {
 ///   number chosen by the input), a 16-bit length and the contents;
 /// - **framed** (otherwise): the rest is a list of segments, each a list of operations
 ///   (checkpoint, entries, hard states, snapshot references with or without a matching
-///   snapshot file, commit records, arbitrary records, raw bytes) that the harness encodes
+///   snapshot file, commit records, group records and removals, arbitrary records, raw
+///   bytes) that the harness encodes
 ///   and frames with valid lengths and checksums, chaining the segment headers, so that
 ///   most inputs reach the record decoders and the replay rules.
 ///
-/// It opens the directory and asserts: the open either fails with a typed error naming a
-/// file of the directory and an offset within it, or recovers a log that is consistent
-/// (first and last index agree with the snapshot, terms never decrease, every entry reads
-/// back with the term recovery reported, the snapshot file loads or fails with a typed
-/// error), reopens to the same state, and takes a new entry that survives another reopen.
+/// It opens the directory (as a [`FileWal`]) and asserts: the open either fails with a
+/// typed error naming a file of the directory and an offset within it, or recovers the
+/// log of every group consistently (first and last index agree with the snapshot, terms
+/// never decrease, every entry reads back with the term recovery reported, the snapshot
+/// file loads or fails with a typed error), reopens to the same state, and takes a new
+/// entry that survives another reopen.
 /// A failed open is followed by [`repair`]; if that succeeds the directory must then open
 /// and pass the same checks. No step may panic or allocate beyond [`allowance`].
 pub fn wal_recovery(scratch: &Path, data: &[u8]) {
@@ -143,7 +146,7 @@ fn check_error(err: &WalError, dir: &Path, lengths: &BTreeMap<PathBuf, u64>) {
 }
 
 /// What a recovered store holds, compared across reopens.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct State {
     first: Index,
     last: Index,
@@ -154,15 +157,23 @@ struct State {
     snapshot: Option<SnapshotMeta>,
 }
 
-/// Opens the directory (within the allocation budget) and reads everything back, checking
-/// the recovered log's consistency.
-fn open_checked(dir: &Path, budget: usize) -> Result<State, WalError> {
-    let (opened, peak) = measure(|| FileLogStore::open(dir, options()));
+/// Every group's recovered state.
+type States = BTreeMap<u64, State>;
+
+/// Opens the directory (within the allocation budget) and reads every group's log back,
+/// checking its consistency.
+fn open_checked(dir: &Path, budget: usize) -> Result<States, WalError> {
+    let (opened, peak) = measure(|| FileWal::open(dir, options()));
     check_peak("open", peak, budget);
-    let store = opened?;
-    let (state, peak) = measure(|| read_state(&store));
+    let wal = opened?;
+    let (states, peak) = measure(|| {
+        wal.groups()
+            .into_iter()
+            .map(|g| (g, read_state(&wal.group(g).expect("a group of the log opens"))))
+            .collect::<States>()
+    });
     check_peak("reading the log", peak, budget);
-    if let Err(err) = store.close() {
+    if let Err(err) = wal.close() {
         // Opening may have tried to write (a record that makes a discard durable); a log
         // at the end of its numbers refuses it and reports that at close. Nothing else
         // may fail here.
@@ -171,10 +182,10 @@ fn open_checked(dir: &Path, budget: usize) -> Result<State, WalError> {
             _ => panic!("closing a store that wrote nothing: {err}"),
         }
     }
-    Ok(state)
+    Ok(states)
 }
 
-fn read_state(store: &FileLogStore) -> State {
+fn read_state(store: &GroupLog) -> State {
     let first = store.first_index();
     let last = store.last_index();
     assert!(first >= 1, "first index 0");
@@ -259,14 +270,28 @@ fn read_state(store: &FileLogStore) -> State {
     }
 }
 
-/// A recovered log reopens to the same state, and takes a new entry.
-fn after_open(dir: &Path, state: State, budget: usize) {
+/// A recovered log reopens to the same state, and takes a new entry (in its first group,
+/// or group 0 in a log without any).
+fn after_open(dir: &Path, states: States, budget: usize) {
     let again = open_checked(dir, budget).unwrap_or_else(|e| panic!("a recovered log does not reopen: {e}"));
-    assert_eq!(again, state, "reopening changed the log");
+    assert_eq!(again, states, "reopening changed the log");
+    let (gid, state) = match states.first_key_value() {
+        Some((&gid, state)) => (gid, state.clone()),
+        None => (
+            0,
+            read_state(
+                &FileWal::open(dir, options())
+                    .expect("reopen")
+                    .group(0)
+                    .expect("group 0"),
+            ),
+        ),
+    };
     if state.last >= MAX_VALUE {
         return;
     }
-    let store = FileLogStore::open(dir, options()).expect("a recovered log reopens");
+    let wal = FileWal::open(dir, options()).expect("a recovered log reopens");
+    let store = wal.group(gid).expect("the group opens");
     let term = state.entries.last().map_or(state.base_term, |e| e.term);
     let entry = Entry::new(
         term,
@@ -294,18 +319,20 @@ fn after_open(dir: &Path, state: State, budget: usize) {
                 Some(WalError::Exhausted { .. }) => {}
                 _ => panic!("a recovered log refuses a new entry: {err}"),
             }
-            drop(store);
+            drop((store, wal));
             let again = open_checked(dir, budget).unwrap_or_else(|e| panic!("the log does not reopen: {e}"));
-            assert_eq!(again, state, "a refused write changed the log");
+            assert_eq!(again, states, "a refused write changed the log");
             return;
         }
     }
-    store.close().expect("close after a write");
+    drop(store);
+    wal.close().expect("close after a write");
     let after =
         open_checked(dir, budget).unwrap_or_else(|e| panic!("the log does not reopen after a write: {e}"));
-    let mut expected = state;
-    expected.last += 1;
-    expected.entries.push(entry);
+    let mut expected = states;
+    let group = expected.entry(gid).or_insert(state);
+    group.last += 1;
+    group.entries.push(entry);
     assert_eq!(after, expected, "the new entry did not survive a reopen");
 }
 
@@ -623,7 +650,17 @@ impl<'a> Framer<'a> {
                     let len = usize::from(self.input.byte() % 64);
                     buf.extend_from_slice(self.input.bytes(len));
                 }
-                _ => break,
+                _ => match self.input.byte() % 4 {
+                    // Another group's records follow, or the current group goes.
+                    0 => {
+                        let gid = self.input.near(1);
+                        frame(&mut buf, seq, |b| encode_group(b, gid));
+                    }
+                    1 => {
+                        frame(&mut buf, seq, encode_group_removed);
+                    }
+                    _ => break,
+                },
             }
         }
         if flags & 0x20 != 0 {

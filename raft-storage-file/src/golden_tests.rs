@@ -1,7 +1,8 @@
 //! Golden bytes of the on-disk format ([`FORMAT_VERSION`]): a segment holding every record
 //! type and entry kind, and a snapshot file, encoded and compared with
 //! `tests/golden/wal-v<N>.hex`; then decoded record by record, and recovered as a real log
-//! directory by [`FileLogStore::open`].
+//! directory by [`FileWal::open`] (and the directories of older versions, which hold group
+//! 0 alone, by [`FileLogStore::open`]).
 //!
 //! There is no hard-state file: the hard state lives in the segments, in checkpoint and
 //! hard-state records, both pinned here.
@@ -18,13 +19,13 @@ use raft_runtime::{LogStore, Snapshot};
 
 use crate::format::{
     Checkpoint, FORMAT_VERSION, HEADER_LEN, RECORD_HEADER, SegmentHeader, SnapRef, decode_checkpoint,
-    decode_commit, decode_entry, decode_hard_state, decode_snap_ref, encode_checkpoint, encode_commit,
-    encode_entry, encode_hard_state, encode_snap_ref, frame, parse_record, rtype, segment_name,
-    snapshot_name,
+    decode_commit, decode_entry, decode_group, decode_hard_state, decode_snap_ref, encode_checkpoint,
+    encode_commit, encode_entry, encode_group, encode_group_removed, encode_hard_state, encode_snap_ref,
+    frame, parse_record, rtype, segment_name, snapshot_name,
 };
 use crate::options::Options;
 use crate::snapshot::file_bytes;
-use crate::store::FileLogStore;
+use crate::store::{FileLogStore, FileWal};
 
 fn golden() -> Golden {
     Golden {
@@ -56,6 +57,20 @@ enum Record {
     Commit {
         batch: u64,
     },
+    /// The Raft group of the records after it (version 3).
+    Group(u64),
+    /// The current Raft group is removed (version 3).
+    Removed,
+}
+
+/// The records of versions 1 and 2, which held group 0 alone: those of the first three
+/// batches.
+fn of_group_zero(records: &[Record]) -> Vec<Record> {
+    let end = records
+        .iter()
+        .position(|r| *r == Record::Commit { batch: 43 })
+        .expect("batch 43");
+    records[..=end].to_vec()
 }
 
 /// The snapshot the log ends with, whose file is part of the golden bytes.
@@ -73,7 +88,9 @@ fn stored_snapshot() -> Snapshot {
 const SNAPSHOT_GENERATION: u64 = 3;
 
 /// The log: a checkpoint naming an older snapshot, a snapshot installed from a leader,
-/// entries of every kind and a hard state, then a snapshot taken locally; three batches.
+/// entries of every kind and a hard state, then a snapshot taken locally; three batches
+/// of group 0. Then an entry and a hard state of group 9, a batch of groups 12 and 0, and
+/// the removal of group 12.
 fn records() -> Vec<Record> {
     let snap_ref = |generation, meta| SnapRef {
         generation,
@@ -100,6 +117,21 @@ fn records() -> Vec<Record> {
         Record::Commit { batch: 42 },
         Record::Saved(saved),
         Record::Commit { batch: 43 },
+        Record::Group(9),
+        Record::Entry(samples::entries(1, 4)[0].clone()),
+        Record::HardState(HardState {
+            term: 4,
+            vote: Some(2),
+            commit: 1,
+        }),
+        Record::Commit { batch: 44 },
+        Record::Group(12),
+        Record::Entry(samples::entries(1, 6)[0].clone()),
+        Record::Group(0),
+        Record::Commit { batch: 45 },
+        Record::Group(12),
+        Record::Removed,
+        Record::Commit { batch: 46 },
     ]);
     records
 }
@@ -112,6 +144,8 @@ fn name(record: &Record) -> String {
         Record::HardState(_) => "record: hard state".into(),
         Record::Saved(_) => "record: snapshot saved".into(),
         Record::Commit { batch } => format!("record: commit of batch {batch}"),
+        Record::Group(g) => format!("record: group {g}"),
+        Record::Removed => "record: group removed".into(),
     }
 }
 
@@ -140,6 +174,8 @@ fn encoded() -> Vec<Section> {
             Record::HardState(hs) => encode_hard_state(b, hs),
             Record::Saved(snap) => encode_snap_ref(b, rtype::SNAPSHOT_SAVED, snap),
             Record::Commit { batch } => encode_commit(b, group_start, *batch),
+            Record::Group(g) => encode_group(b, *g),
+            Record::Removed => encode_group_removed(b),
         });
         offset += buf.len() as u64;
         if matches!(record, Record::Commit { .. }) {
@@ -172,23 +208,33 @@ fn decode(bytes: &[u8]) -> (Record, Option<u64>) {
             let (group_start, batch) = decode_commit(rec.body).unwrap();
             (Record::Commit { batch }, Some(group_start))
         }
+        rtype::GROUP => (Record::Group(decode_group(rec.body).unwrap()), None),
+        rtype::GROUP_REMOVED => (Record::Removed, None),
         other => panic!("unknown record type {other}"),
     }
 }
 
-/// Writes golden sections (the segment's, then the snapshot file last) as a log directory
-/// and opens it.
-fn open_as_directory(sections: &[Section]) -> (tempfile::TempDir, FileLogStore) {
+/// Writes golden sections (the segment's, then the snapshot file last) as a log directory.
+fn write_directory(sections: &[Section]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let (snapshot, segment) = sections.split_last().expect("sections");
     let segment: Vec<u8> = segment.iter().flat_map(|(_, b)| b.clone()).collect();
     std::fs::write(dir.path().join(segment_name(SEQ)), segment).unwrap();
     std::fs::write(dir.path().join(snapshot_name(SNAPSHOT_GENERATION)), &snapshot.1).unwrap();
-    let options = Options {
+    dir
+}
+
+fn options() -> Options {
+    Options {
         segment_size: 64 << 10,
         ..Options::default()
-    };
-    let store = FileLogStore::open(dir.path(), options).expect("the golden log opens");
+    }
+}
+
+/// Writes golden sections of a single-group log as a directory and opens it.
+fn open_as_directory(sections: &[Section]) -> (tempfile::TempDir, FileLogStore) {
+    let dir = write_directory(sections);
+    let store = FileLogStore::open(dir.path(), options()).expect("the golden log opens");
     (dir, store)
 }
 
@@ -215,7 +261,17 @@ fn wal_golden_bytes() {
     }
 
     // As a log directory.
-    let (_dir, store) = open_as_directory(&golden);
+    let dir = write_directory(&golden);
+    let wal = FileWal::open(dir.path(), options()).expect("the golden log opens");
+    assert_eq!(wal.groups(), vec![0, 9], "group 12 was removed");
+    let nine = wal.group(9).unwrap();
+    assert_eq!(
+        nine.entries(1, 2, u64::MAX).unwrap(),
+        samples::entries(1, 4)[..1].to_vec()
+    );
+    assert_eq!(nine.initial_state().unwrap().hard_state.vote, Some(2));
+    assert_eq!(wal.group(12).unwrap().last_index(), 0);
+    let store = wal.group(0).unwrap();
     let snapshot = stored_snapshot();
     let initial = store.initial_state().unwrap();
     assert_eq!(initial.hard_state, samples::hard_state());
@@ -226,6 +282,31 @@ fn wal_golden_bytes() {
     assert_eq!(store.first_index(), 70_000);
     assert_eq!(store.last_index(), 70_004);
     assert_eq!(store.entries(70_000, 70_005, u64::MAX).unwrap(), entries);
+    drop((nine, store));
+    wal.close().unwrap();
+}
+
+/// A log directory written by version 2 (before the records of several groups) opens as
+/// it did, as the log of group 0.
+#[test]
+fn a_version_2_log_directory_still_opens() {
+    let v2 = Golden {
+        version: 2,
+        ..golden()
+    }
+    .read();
+    let records = of_group_zero(&records());
+    assert_eq!(v2.len(), records.len() + 2);
+    assert_eq!(u32::from_le_bytes(v2[0].1[8..12].try_into().unwrap()), 2);
+    for ((name, bytes), expected) in v2[1..].iter().zip(&records) {
+        assert_eq!(&decode(bytes).0, expected, "[{name}] decodes to another value");
+    }
+    let (_dir, store) = open_as_directory(&v2);
+    assert_eq!(store.load_snapshot_blocking().unwrap(), Some(stored_snapshot()));
+    assert_eq!(
+        store.entries(70_000, 70_005, u64::MAX).unwrap(),
+        samples::entries(70_000, 299)
+    );
     store.close().unwrap();
 }
 
@@ -238,7 +319,7 @@ fn a_version_1_log_directory_still_opens() {
         ..golden()
     }
     .read();
-    let records: Vec<Record> = records()
+    let records: Vec<Record> = of_group_zero(&records())
         .into_iter()
         .filter(
             |r| !matches!(r, Record::Entry(e) if matches!(e.payload, raft_core::EntryPayload::Internal(_))),

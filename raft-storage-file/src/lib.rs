@@ -50,6 +50,13 @@
 //!   way out for operators; [`verify`] checks a directory without changing it.
 //! - **Failures.** A failed write or `fdatasync` is fatal: the store fails that write and
 //!   every later one with the same error and never retries the sync.
+//! - **Many groups.** A [`FileWal`] is one log shared by many Raft groups: each group's
+//!   node gets its own [`LogStore`](raft_runtime::LogStore) ([`GroupLog`], from
+//!   [`FileWal::group`]), and one `fdatasync` covers the writes of every group queued
+//!   together. Records are tagged with their group; recovery splits them again. Each group
+//!   compacts and snapshots on its own; a segment goes once no group needs an entry in it,
+//!   and the writer carries a quiet group's few live entries forward into new segments so
+//!   that they never hold the log back. A [`FileLogStore`] is group 0 on a log of its own.
 //! - **Exclusivity.** A lock file (`flock`) stops a second store, in this process or
 //!   another, from opening the directory; the error names the holder's pid.
 //!
@@ -91,6 +98,6 @@ pub use options::Options;
 /// The configuration error of every crate of the workspace (see [`WalError::Config`]).
 pub use raft_core::ConfigError;
 pub use recovery::RecoveryStats;
-pub use repair::{RepairReport, SegmentReport, VerifyReport, repair, verify};
+pub use repair::{GroupReport, RepairReport, SegmentReport, VerifyReport, repair, verify};
 pub use snapshot::SnapshotReader;
-pub use store::{FileLogStore, WalPosition};
+pub use store::{FileLogStore, FileWal, GroupLog, WalPosition};

@@ -14,10 +14,14 @@
 //!    being prepared or started when the process died; it is discarded.
 //! 4. Records only take effect at their batch's commit record. Checkpoints, batch numbers
 //!    and entry indexes are cross-checked while replaying.
-//! 5. Finally the trait's restart rule: a stored snapshot at `s` whose term differs from
-//!    the log's entry at `s` discards the log; otherwise entries after `s` are kept.
+//! 5. Records belong to Raft group 0 unless a group record names another group; each
+//!    group's records are replayed into that group's state. A segment's first batch holds
+//!    a checkpoint of every group the log knows.
+//! 6. Finally the trait's restart rule, for each group: a stored snapshot at `s` whose
+//!    term differs from the log's entry at `s` discards the log; otherwise entries after
+//!    `s` are kept.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,8 +31,8 @@ use crate::error::{CorruptKind, WalError};
 use crate::fault::{Io, open_ro};
 use crate::format::{
     ALIGN, COMMIT_LEN, Checkpoint, FORMAT_VERSION, HEADER_LEN, HeaderError, MAX_VALUE, SegmentHeader,
-    SnapRef, check_entry, commit_at, decode_checkpoint, decode_commit, decode_hard_state, decode_snap_ref,
-    padded, parse_record, parse_segment_name, parse_snapshot_name, rtype, snapshot_name,
+    SnapRef, check_entry, commit_at, decode_checkpoint, decode_commit, decode_group, decode_hard_state,
+    decode_snap_ref, padded, parse_record, parse_segment_name, parse_snapshot_name, rtype, snapshot_name,
 };
 use crate::snapshot::check_snapshot_file;
 use crate::state::Loc;
@@ -59,14 +63,25 @@ pub(crate) struct RecoveredSegment {
     pub file_len: u64,
 }
 
-/// The recovered state and the housekeeping `open` must do before writing.
+/// One Raft group's recovered state.
 #[derive(Debug)]
-pub(crate) struct Recovery {
+pub(crate) struct RecoveredGroup {
     pub hard_state: HardState,
     pub snapshot: Option<SnapRef>,
     pub first: Index,
     pub base_term: Term,
     pub locs: VecDeque<Loc>,
+    /// The restart rule discarded entries that stay in the segments: the store must make
+    /// that durable (see `FileWal::open`) before segments are cleaned up, or a replay of
+    /// the segments left would bring the discarded entries back.
+    pub discarded: bool,
+}
+
+/// The recovered state and the housekeeping `open` must do before writing.
+#[derive(Debug)]
+pub(crate) struct Recovery {
+    /// Every Raft group with state in the log, by group id.
+    pub groups: BTreeMap<u64, RecoveredGroup>,
     /// Segments of the log, oldest first; the last is the newest.
     pub segments: Vec<RecoveredSegment>,
     pub next_seq: u64,
@@ -80,10 +95,13 @@ pub(crate) struct Recovery {
     /// would be reused under, and only zeros are proof that none is.
     pub reusable: Vec<PathBuf>,
     pub stats: RecoveryStats,
-    /// The restart rule discarded entries that stay in the segments: the store must make
-    /// that durable (see `FileLogStore::open`) before segments are cleaned up, or a replay
-    /// of the segments left would bring the discarded entries back.
-    pub discarded: bool,
+}
+
+impl Recovery {
+    /// Whether the restart rule discarded entries of any group.
+    pub(crate) fn discarded(&self) -> bool {
+        self.groups.values().any(|g| g.discarded)
+    }
 }
 
 /// Where a repair cuts the log: the segment at `seg` (index into the list of segments
@@ -124,6 +142,7 @@ enum Pending {
     HardState(HardState),
     Install(Box<SnapRef>),
     Saved(Box<SnapRef>),
+    Removed,
 }
 
 /// Where the record that set the current snapshot is.
@@ -137,15 +156,28 @@ struct SnapOrigin {
 /// The state rebuilt so far.
 #[derive(Default)]
 struct Replay {
+    /// Whether a checkpoint was read (the first segment's first batch holds one).
     initialized: bool,
+    groups: BTreeMap<u64, GroupReplay>,
+    next_batch: Option<u64>,
+}
+
+/// One Raft group's state rebuilt so far.
+#[derive(Default)]
+struct GroupReplay {
     hard_state: HardState,
     snapshot: Option<(SnapRef, SnapOrigin)>,
     log_first: Index,
     locs: VecDeque<Loc>,
-    next_batch: Option<u64>,
 }
 
-impl Replay {
+impl GroupReplay {
+    /// Whether nothing is stored: no entry, no snapshot, the initial hard state. Such a
+    /// group is as good as absent, and the writer keeps no checkpoint of it.
+    fn is_empty(&self) -> bool {
+        self.locs.is_empty() && self.snapshot.is_none() && self.hard_state == HardState::default()
+    }
+
     fn append(&mut self, index: Index, loc: Loc) -> Result<(), CorruptKind> {
         if self.locs.is_empty() {
             self.log_first = index;
@@ -175,16 +207,33 @@ impl Replay {
         self.locs.push_back(loc);
         Ok(())
     }
+}
 
+impl Replay {
     /// Applies a committed batch; on failure returns the offending record's offset.
+    /// `first_batch` says whether the batch opens its segment: then it holds the
+    /// segment's checkpoints, and every group known from the segments before must have
+    /// one.
     fn commit(
         &mut self,
-        pending: &mut Vec<(u64, Pending)>,
+        pending: &mut Vec<(u64, u64, Pending)>,
         batch: u64,
         path: &Path,
         batch_start: u64,
+        first_batch: bool,
     ) -> Result<(), (u64, CorruptKind)> {
-        for (offset, rec) in pending.drain(..) {
+        // A group with nothing stored needs no checkpoint.
+        let mut unchecked: BTreeSet<u64> = if first_batch {
+            self.groups
+                .iter()
+                .filter(|(_, g)| !g.is_empty())
+                .map(|(&gid, _)| gid)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let mut checkpointed = BTreeSet::new();
+        for (offset, gid, rec) in pending.drain(..) {
             if !self.initialized && !matches!(rec, Pending::Checkpoint(_)) {
                 return Err((offset, CorruptKind::MissingCheckpoint));
             }
@@ -193,26 +242,44 @@ impl Replay {
                 offset,
                 batch_start,
             };
+            if let Pending::Removed = rec {
+                self.groups.remove(&gid);
+                continue;
+            }
+            let known = self.groups.contains_key(&gid);
+            let group = self.groups.entry(gid).or_default();
             match rec {
                 Pending::Checkpoint(cp) => {
-                    if !self.initialized {
-                        self.initialized = true;
-                        self.hard_state = cp.hard_state;
-                        self.snapshot = cp.snapshot.map(|s| (s, origin()));
-                    } else if cp.hard_state != self.hard_state
-                        || cp.snapshot.as_ref() != self.snapshot.as_ref().map(|s| &s.0)
+                    self.initialized = true;
+                    unchecked.remove(&gid);
+                    if !checkpointed.insert(gid) {
+                        // A second checkpoint of one group in a batch.
+                        return Err((offset, CorruptKind::CheckpointMismatch));
+                    }
+                    if !known {
+                        // The group's older segments are gone (or this is the first).
+                        group.hard_state = cp.hard_state;
+                        group.snapshot = cp.snapshot.map(|s| (s, origin()));
+                    } else if cp.hard_state != group.hard_state
+                        || cp.snapshot.as_ref() != group.snapshot.as_ref().map(|s| &s.0)
                     {
                         return Err((offset, CorruptKind::CheckpointMismatch));
                     }
                 }
-                Pending::Entry(index, loc) => self.append(index, loc).map_err(|k| (offset, k))?,
-                Pending::HardState(hs) => self.hard_state = hs,
+                Pending::Entry(index, loc) => group.append(index, loc).map_err(|k| (offset, k))?,
+                Pending::HardState(hs) => group.hard_state = hs,
                 Pending::Install(snap) => {
-                    self.locs.clear();
-                    self.snapshot = Some((*snap, origin()));
+                    group.locs.clear();
+                    group.snapshot = Some((*snap, origin()));
                 }
-                Pending::Saved(snap) => self.snapshot = Some((*snap, origin())),
+                Pending::Saved(snap) => group.snapshot = Some((*snap, origin())),
+                Pending::Removed => unreachable!("handled above"),
             }
+        }
+        if !unchecked.is_empty() {
+            // A group the log knew has no checkpoint: once older segments go, its hard
+            // state and snapshot would be lost.
+            return Err((batch_start, CorruptKind::MissingCheckpoint));
         }
         if let Some(expected) = self.next_batch
             && batch != expected
@@ -246,7 +313,9 @@ fn scan_segment(
 ) -> Result<ScanEnd, Failure> {
     let mut pos = HEADER_LEN as usize;
     let mut committed = HEADER_LEN;
-    let mut pending: Vec<(u64, Pending)> = Vec::new();
+    let mut pending: Vec<(u64, u64, Pending)> = Vec::new();
+    // The group the records belong to: 0 at the start of every batch.
+    let mut gid = 0u64;
     let mut stop: Option<(usize, CorruptKind)> = None;
     while pos < buf.len() {
         let rec = match parse_record(buf, pos, seq) {
@@ -258,16 +327,22 @@ fn scan_segment(
         };
         let offset = pos as u64;
         let hard = |kind| corrupt_at(path, offset, kind, committed);
-        if pos == HEADER_LEN as usize && rec.rtype != rtype::CHECKPOINT {
+        if pos == HEADER_LEN as usize && !matches!(rec.rtype, rtype::CHECKPOINT | rtype::GROUP) {
             return Err(hard(CorruptKind::MissingCheckpoint));
         }
+        let first_batch = committed == HEADER_LEN;
         match rec.rtype {
-            rtype::CHECKPOINT if pos == HEADER_LEN as usize => {
+            // Checkpoints open a segment: they are in its first batch.
+            rtype::CHECKPOINT if first_batch => {
                 pending.push((
                     offset,
+                    gid,
                     Pending::Checkpoint(Box::new(decode_checkpoint(rec.body).map_err(hard)?)),
                 ));
             }
+            rtype::GROUP => gid = decode_group(rec.body).map_err(hard)?,
+            rtype::GROUP_REMOVED if rec.body.is_empty() => pending.push((offset, gid, Pending::Removed)),
+            rtype::GROUP_REMOVED => return Err(hard(CorruptKind::Decode)),
             rtype::ENTRY => {
                 let (term, index, size) = check_entry(rec.body).map_err(hard)?;
                 let loc = Loc {
@@ -277,26 +352,30 @@ fn scan_segment(
                     len: rec.len,
                     size: size.min(u32::MAX as u64) as u32,
                 };
-                pending.push((offset, Pending::Entry(index, loc)));
+                pending.push((offset, gid, Pending::Entry(index, loc)));
             }
             rtype::HARD_STATE => pending.push((
                 offset,
+                gid,
                 Pending::HardState(decode_hard_state(rec.body).map_err(hard)?),
             )),
             rtype::SNAPSHOT_INSTALL => pending.push((
                 offset,
+                gid,
                 Pending::Install(Box::new(decode_snap_ref(rec.body).map_err(hard)?)),
             )),
             rtype::SNAPSHOT_SAVED => pending.push((
                 offset,
+                gid,
                 Pending::Saved(Box::new(decode_snap_ref(rec.body).map_err(hard)?)),
             )),
             rtype::COMMIT => {
                 let (_, batch) = decode_commit(rec.body).map_err(hard)?;
                 replay
-                    .commit(&mut pending, batch, path, committed)
+                    .commit(&mut pending, batch, path, committed, first_batch)
                     .map_err(|(at, kind)| corrupt_at(path, at, kind, committed))?;
                 committed = offset + rec.padded_len as u64;
+                gid = 0;
             }
             other => return Err(hard(CorruptKind::UnknownType(other))),
         }
@@ -306,7 +385,7 @@ fn scan_segment(
         if let Some((at, kind)) = stop {
             return Err(corrupt_at(path, at as u64, kind, committed));
         }
-        if let Some((at, _)) = pending.first() {
+        if let Some((at, _, _)) = pending.first() {
             return Err(corrupt_at(path, *at, CorruptKind::UncommittedTail, committed));
         }
         // A segment's header is written with its checkpoint and first batch; a closed
@@ -617,14 +696,70 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
         }
     }
 
-    let Replay {
+    let mut groups = BTreeMap::new();
+    let mut origins = Vec::new();
+    for (gid, group) in replay.groups {
+        // A group with nothing stored is no group (the checkpoint a new log opens with
+        // is group 0's, empty).
+        if group.is_empty() {
+            continue;
+        }
+        let (recovered, origin) = finish_group(group, &segments)?;
+        if recovered.discarded {
+            tracing::warn!(
+                group = gid,
+                "the stored snapshot disagrees with the log at its index; discarding the log"
+            );
+        }
+        stats.entries += recovered.locs.len() as u64;
+        origins.extend(origin.zip(recovered.snapshot.clone()));
+        groups.insert(gid, recovered);
+    }
+    for (origin, snap) in &origins {
+        if !check_snapshot_file(dir, snap) {
+            let kind = CorruptKind::SnapshotFile {
+                generation: snap.generation,
+            };
+            return Err(corrupt_at(&origin.path, origin.offset, kind, origin.batch_start));
+        }
+    }
+    let current: BTreeSet<u64> = origins.iter().map(|(_, s)| s.generation).collect();
+    for generation in &snapshots {
+        if !current.contains(generation) {
+            remove.push(dir.join(snapshot_name(*generation)));
+        }
+    }
+    let next_gen = snapshots
+        .last()
+        .copied()
+        .max(current.last().copied())
+        .map_or(1, |g| g + 1);
+    stats.duration = started.elapsed();
+    Ok(Recovery {
+        groups,
+        segments,
+        next_seq,
+        next_batch: replay.next_batch.unwrap_or(1),
+        next_gen,
+        remove,
+        reusable,
+        stats,
+    })
+}
+
+/// Applies the restart rule to a group's replayed log and checks what is left: no gap
+/// after the snapshot, no term going down. Returns the group and where its snapshot
+/// reference was read.
+fn finish_group(
+    group: GroupReplay,
+    segments: &[RecoveredSegment],
+) -> Result<(RecoveredGroup, Option<SnapOrigin>), Failure> {
+    let GroupReplay {
         hard_state,
         snapshot,
         log_first,
         mut locs,
-        next_batch,
-        ..
-    } = replay;
+    } = group;
     let mut discarded = false;
     let (first, base_term) = match &snapshot {
         Some((snap, _)) => {
@@ -632,7 +767,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
             if let Some(front) = locs.front()
                 && log_first > s + 1
             {
-                let path = segment_path(&segments, front.seg);
+                let path = segment_path(segments, front.seg);
                 let kind = CorruptKind::LogGap {
                     index: log_first,
                     last: s,
@@ -645,11 +780,6 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
                 && s < end
                 && locs[(s - log_first) as usize].term != snap.meta.term
             {
-                tracing::warn!(
-                    snapshot_index = s,
-                    snapshot_term = snap.meta.term,
-                    "the stored snapshot disagrees with the log at its index; discarding the log"
-                );
                 locs.clear();
                 discarded = true;
             } else if !locs.is_empty() {
@@ -662,7 +792,7 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
             if let Some(front) = locs.front()
                 && log_first != 1
             {
-                let path = segment_path(&segments, front.seg);
+                let path = segment_path(segments, front.seg);
                 let kind = CorruptKind::LogGap {
                     index: log_first,
                     last: 0,
@@ -682,43 +812,20 @@ pub(crate) fn recover(io: &Io, dir: &Path, segment_size: u64) -> Result<Recovery
                 term: loc.term,
                 prev,
             };
-            return Err(WalError::corrupt(segment_path(&segments, loc.seg), loc.offset, kind).into());
+            return Err(WalError::corrupt(segment_path(segments, loc.seg), loc.offset, kind).into());
         }
         prev = loc.term;
     }
-
-    if let Some((snap, origin)) = &snapshot
-        && !check_snapshot_file(dir, snap)
-    {
-        let kind = CorruptKind::SnapshotFile {
-            generation: snap.generation,
-        };
-        return Err(corrupt_at(&origin.path, origin.offset, kind, origin.batch_start));
-    }
-    let current_gen = snapshot.as_ref().map(|(s, _)| s.generation);
-    for generation in &snapshots {
-        if Some(*generation) != current_gen {
-            remove.push(dir.join(snapshot_name(*generation)));
-        }
-    }
-    let next_gen = snapshots.last().copied().max(current_gen).map_or(1, |g| g + 1);
-    stats.entries = locs.len() as u64;
-    stats.duration = started.elapsed();
-    Ok(Recovery {
+    let (snapshot, origin) = snapshot.unzip();
+    let recovered = RecoveredGroup {
         hard_state,
-        snapshot: snapshot.map(|(s, _)| s),
+        snapshot,
         first,
         base_term,
         locs,
-        segments,
-        next_seq,
-        next_batch: next_batch.unwrap_or(1),
-        next_gen,
-        remove,
-        reusable,
-        stats,
         discarded,
-    })
+    };
+    Ok((recovered, origin))
 }
 
 fn segment_path(segments: &[RecoveredSegment], seq: u64) -> PathBuf {

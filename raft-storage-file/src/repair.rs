@@ -31,11 +31,11 @@ pub struct SegmentReport {
     pub file_len: u64,
 }
 
-/// What [`verify`] found in a healthy log.
-#[derive(Clone, Debug)]
-pub struct VerifyReport {
-    /// The segments, oldest first; all but the last are closed.
-    pub segments: Vec<SegmentReport>,
+/// One Raft group's log in a verified directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupReport {
+    /// The group's id.
+    pub group: u64,
     /// First stored index.
     pub first_index: Index,
     /// Last stored index.
@@ -44,6 +44,23 @@ pub struct VerifyReport {
     pub hard_state: HardState,
     /// The stored snapshot's metadata.
     pub snapshot: Option<SnapshotMeta>,
+}
+
+/// What [`verify`] found in a healthy log.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    /// The segments, oldest first; all but the last are closed.
+    pub segments: Vec<SegmentReport>,
+    /// First stored index of group 0 (the log of a [`FileLogStore`](crate::FileLogStore)).
+    pub first_index: Index,
+    /// Last stored index of group 0.
+    pub last_index: Index,
+    /// The stored hard state of group 0.
+    pub hard_state: HardState,
+    /// The stored snapshot's metadata, of group 0.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Every group with state in the log (group 0 included), in order.
+    pub groups: Vec<GroupReport>,
     /// Recovery figures (including the size of a torn tail that opening would discard).
     pub stats: RecoveryStats,
 }
@@ -57,6 +74,28 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, WalError> {
     let dir_file = open_ro(dir)?;
     let _lock = DirLock::acquire(&io, dir, &dir_file)?;
     let recovery = recover(&io, dir, Options::default().segment_size).map_err(|f| f.error)?;
+    let groups: Vec<GroupReport> = recovery
+        .groups
+        .iter()
+        .map(|(&group, g)| GroupReport {
+            group,
+            first_index: g.first,
+            last_index: g.first + g.locs.len() as u64 - 1,
+            hard_state: g.hard_state,
+            snapshot: g.snapshot.as_ref().map(|s| s.meta.clone()),
+        })
+        .collect();
+    let zero = groups
+        .iter()
+        .find(|g| g.group == 0)
+        .cloned()
+        .unwrap_or(GroupReport {
+            group: 0,
+            first_index: 1,
+            last_index: 0,
+            hard_state: HardState::default(),
+            snapshot: None,
+        });
     Ok(VerifyReport {
         segments: recovery
             .segments
@@ -67,10 +106,11 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport, WalError> {
                 file_len: s.file_len,
             })
             .collect(),
-        first_index: recovery.first,
-        last_index: recovery.first + recovery.locs.len() as u64 - 1,
-        hard_state: recovery.hard_state,
-        snapshot: recovery.snapshot.map(|s| s.meta),
+        first_index: zero.first_index,
+        last_index: zero.last_index,
+        hard_state: zero.hard_state,
+        snapshot: zero.snapshot,
+        groups,
         stats: recovery.stats,
     })
 }

@@ -6,7 +6,7 @@
 //! record per entry: term, segment, offset); the most recent ones are also in a bounded
 //! cache, and older ones are read back from their segment with `pread`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -40,9 +40,66 @@ pub(crate) struct Segment {
     pub file: Arc<File>,
 }
 
-/// The durable state as reads see it.
+/// The durable state as reads see it: every Raft group's log, and the segments they
+/// share.
 #[derive(Debug)]
 pub(crate) struct LogState {
+    /// Each Raft group's state, by group id. A group with no state here has never been
+    /// written to (or was removed): its log is empty.
+    pub groups: HashMap<u64, GroupState>,
+    /// The cache budget of each group.
+    pub cache_limit: u64,
+    /// Every segment file still part of the log, by number.
+    pub segments: BTreeMap<u64, Segment>,
+    /// The newest segment with data (never deleted by compaction); 0 if there is none.
+    pub newest_seq: u64,
+    /// End of the durable data in the newest segment.
+    pub durable_end: u64,
+}
+
+impl LogState {
+    pub(crate) fn new(cache_limit: u64) -> Self {
+        LogState {
+            groups: HashMap::new(),
+            cache_limit,
+            segments: BTreeMap::new(),
+            newest_seq: 0,
+            durable_end: 0,
+        }
+    }
+
+    /// A group's state, or an empty log's for a group never written to.
+    pub(crate) fn group(&self, gid: u64) -> std::borrow::Cow<'_, GroupState> {
+        match self.groups.get(&gid) {
+            Some(group) => std::borrow::Cow::Borrowed(group),
+            None => std::borrow::Cow::Owned(GroupState::new(0)),
+        }
+    }
+
+    /// A group's state for changing it, made empty if the group has none yet.
+    pub(crate) fn group_mut(&mut self, gid: u64) -> &mut GroupState {
+        let limit = self.cache_limit;
+        self.groups.entry(gid).or_insert_with(|| GroupState::new(limit))
+    }
+
+    /// The oldest segment that still holds something the log needs: the segment of the
+    /// first live entry of any group, or the newest segment if that is older. (Hard
+    /// states and snapshot references need no old segment: every segment starts with a
+    /// checkpoint of them all.)
+    pub(crate) fn oldest_needed_segment(&self) -> u64 {
+        let live = self
+            .groups
+            .values()
+            .filter_map(|g| g.locs.front().map(|l| l.seg))
+            .min()
+            .unwrap_or(u64::MAX);
+        live.min(self.newest_seq)
+    }
+}
+
+/// One Raft group's durable state.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupState {
     pub hard_state: HardState,
     pub snapshot: Option<SnapRef>,
     /// First stored index; entries before it are compacted.
@@ -55,17 +112,11 @@ pub(crate) struct LogState {
     cache: VecDeque<Entry>,
     cache_bytes: u64,
     cache_limit: u64,
-    /// Every segment file still part of the log, by number.
-    pub segments: BTreeMap<u64, Segment>,
-    /// The newest segment with data (never deleted by compaction); 0 if there is none.
-    pub newest_seq: u64,
-    /// End of the durable data in the newest segment.
-    pub durable_end: u64,
 }
 
-impl LogState {
+impl GroupState {
     pub(crate) fn new(cache_limit: u64) -> Self {
-        LogState {
+        GroupState {
             hard_state: HardState::default(),
             snapshot: None,
             first: 1,
@@ -74,9 +125,6 @@ impl LogState {
             cache: VecDeque::new(),
             cache_bytes: 0,
             cache_limit,
-            segments: BTreeMap::new(),
-            newest_seq: 0,
-            durable_end: 0,
         }
     }
 
@@ -143,6 +191,24 @@ impl LogState {
         }
     }
 
+    /// Points entry `index` to a new copy of its record (written by the writer when it
+    /// carries a quiet group's entries forward), if the entry is still the one copied.
+    pub(crate) fn relocate(&mut self, index: Index, loc: Loc) {
+        if index < self.first || index > self.last() {
+            return;
+        }
+        let slot = &mut self.locs[(index - self.first) as usize];
+        if slot.term == loc.term {
+            *slot = loc;
+        }
+    }
+
+    /// Bytes of the live entries' records, and the segment of the first one.
+    pub(crate) fn live(&self) -> Option<(u64, u64)> {
+        let front = self.locs.front()?;
+        Some((front.seg, self.locs.iter().map(|l| l.len as u64).sum()))
+    }
+
     /// A snapshot from the leader: it replaces the log.
     pub(crate) fn install(&mut self, snap: SnapRef) {
         self.locs.clear();
@@ -183,13 +249,6 @@ impl LogState {
         self.base_term = base_term;
         Ok(true)
     }
-
-    /// The oldest segment that still holds something the log needs: the segment of the
-    /// first live entry, or the newest segment if that is older.
-    pub(crate) fn oldest_needed_segment(&self) -> u64 {
-        let live = self.locs.front().map_or(u64::MAX, |l| l.seg);
-        live.min(self.newest_seq)
-    }
 }
 
 /// What a read needs after the lock is released.
@@ -202,7 +261,8 @@ struct Plan {
     cached: Vec<Entry>,
 }
 
-fn plan(state: &LogState, low: Index, high: Index, max_bytes: u64) -> Result<Plan, StorageError> {
+fn plan(log: &LogState, gid: u64, low: Index, high: Index, max_bytes: u64) -> Result<Plan, StorageError> {
+    let state = &*log.group(gid);
     if low < state.first {
         return Err(StorageError::Compacted {
             index: low,
@@ -234,7 +294,7 @@ fn plan(state: &LogState, low: Index, high: Index, max_bytes: u64) -> Result<Pla
         .collect();
     for (_, loc) in &disk {
         if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(loc.seg) {
-            let seg = state.segments.get(&loc.seg).ok_or_else(|| {
+            let seg = log.segments.get(&loc.seg).ok_or_else(|| {
                 StorageError::Failure(format!("segment {} of a live entry is not open", loc.seg).into())
             })?;
             slot.insert((seg.path.clone(), seg.file.clone()));
@@ -255,25 +315,47 @@ const MAX_GAP: u64 = 64 << 10;
 pub(crate) fn read_entries(
     state: &RwLock<LogState>,
     io: &Io,
+    gid: u64,
     low: Index,
     high: Index,
     max_bytes: u64,
 ) -> Result<Vec<Entry>, StorageError> {
-    let plan = plan(&state.read().expect("log state lock"), low, high, max_bytes)?;
-    if plan.disk.is_empty() {
-        return Ok(plan.cached);
-    }
-    let mut out = Vec::with_capacity(plan.disk.len() + plan.cached.len());
-    if let Err(err) = read_from_segments(io, &plan, &mut out) {
-        // A concurrent compaction may have recycled the segment under us.
-        let first = state.read().expect("log state lock").first;
-        if low < first {
-            return Err(StorageError::Compacted { index: low, first });
+    let mut tries = 0;
+    loop {
+        let plan = plan(&state.read().expect("log state lock"), gid, low, high, max_bytes)?;
+        if plan.disk.is_empty() {
+            return Ok(plan.cached);
         }
-        return Err(StorageError::Failure(Box::new(err)));
+        let mut out = Vec::with_capacity(plan.disk.len() + plan.cached.len());
+        match read_from_segments(io, &plan, &mut out) {
+            Ok(()) => {
+                out.extend(plan.cached);
+                return Ok(out);
+            }
+            Err(err) => {
+                // A concurrent compaction may have recycled the segment under us, or the
+                // writer carried the entries forward (and the old segment went).
+                let log = state.read().expect("log state lock");
+                let group = log.group(gid);
+                if low < group.first {
+                    return Err(StorageError::Compacted {
+                        index: low,
+                        first: group.first,
+                    });
+                }
+                let moved = plan.disk.iter().any(|(index, loc)| {
+                    index
+                        .checked_sub(group.first)
+                        .and_then(|i| group.locs.get(i as usize))
+                        .is_some_and(|now| now != loc)
+                });
+                tries += 1;
+                if !moved || tries > 3 {
+                    return Err(StorageError::Failure(Box::new(err)));
+                }
+            }
+        }
     }
-    out.extend(plan.cached);
-    Ok(out)
 }
 
 fn read_from_segments(io: &Io, plan: &Plan, out: &mut Vec<Entry>) -> Result<(), WalError> {

@@ -7,10 +7,15 @@
 //! completions in submission order. While it syncs, new appends pile up for the next
 //! group, so the number of syncs per entry falls as the load rises.
 //!
+//! The writes of every Raft group on the log share the groups: one `fdatasync` covers
+//! the writes of all the groups that queued one. A group's records follow a group record
+//! naming it (group 0's need none).
+//!
 //! A failed write or sync is fatal: that group and everything after it fails with the
 //! same error, and the writer never touches the file again (after a failed `fsync` the
 //! page cache may hold data that will never reach the disk, so retrying would lie).
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -23,41 +28,43 @@ use tokio::sync::oneshot;
 
 use crate::error::{InvalidWrite, WalError};
 use crate::format::{
-    BINCODE, COMMIT_LEN, Checkpoint, MAX_RECORD, MAX_VALUE, SegmentHeader, SnapRef, encode_checkpoint,
-    encode_commit, encode_entry, encode_hard_state, encode_snap_ref, entry_record_bound, frame, padded,
-    rtype,
+    BINCODE, COMMIT_LEN, Checkpoint, GROUP_LEN, MAX_RECORD, MAX_VALUE, SegmentHeader, SnapRef,
+    encode_checkpoint, encode_commit, encode_entry, encode_group, encode_group_removed, encode_hard_state,
+    encode_snap_ref, entry_record_bound, frame, padded, rtype,
 };
-use crate::state::{Loc, Segment};
+use crate::state::{Loc, Segment, read_entries};
 use crate::store::Shared;
 
 /// The answer channel of a flush or snapshot save.
 pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
 
-/// Work for the writer.
+/// Work for the writer. The `u64` is the Raft group the op is for.
 pub(crate) enum Op {
     /// A write from the runtime.
-    Write(LogWrite, Completion),
+    Write(u64, LogWrite, Completion),
     /// A locally taken snapshot whose file is already durable.
-    SaveSnapshot(SnapRef, Reply),
+    SaveSnapshot(u64, SnapRef, Reply),
     /// Answer once everything before is durable.
     Flush(Reply),
     /// Writes a snapshot-install record for the stored snapshot (whose file exists), so
     /// that a replay discards the log before it as the last recovery did.
-    Reinstall(SnapRef, Completion),
+    Reinstall(u64, SnapRef, Completion),
+    /// Removes a group from the log: its state, entries and snapshot.
+    Remove(u64, Reply),
 }
 
 impl Op {
     fn fail(self, shared: &Shared, err: StoreError) {
         match self {
-            Op::Write(_, done) => Done::Completion(done).finish(Err(err)),
-            Op::SaveSnapshot(snap, reply) => {
+            Op::Write(_, _, done) => Done::Completion(done).finish(Err(err)),
+            Op::SaveSnapshot(_, snap, reply) => {
                 shared.janitor.delete_snapshots([snap.generation]);
                 let _ = reply.send(Err(err));
             }
-            Op::Flush(reply) => {
+            Op::Flush(reply) | Op::Remove(_, reply) => {
                 let _ = reply.send(Err(err));
             }
-            Op::Reinstall(_, done) => done(Err(err)),
+            Op::Reinstall(_, _, done) => done(Err(err)),
         }
     }
 }
@@ -135,12 +142,24 @@ impl Done {
 enum Body {
     Nothing,
     Write {
+        gid: u64,
         snapshot: Option<SnapRef>,
         entries: Vec<Entry>,
         hard_state: Option<HardState>,
         locs: Vec<Loc>,
     },
-    Saved(SnapRef),
+    Saved(u64, SnapRef),
+    Removed(u64),
+}
+
+impl Body {
+    /// The group whose records the body writes.
+    fn gid(&self) -> u64 {
+        match self {
+            Body::Nothing => 0,
+            Body::Write { gid, .. } | Body::Saved(gid, _) | Body::Removed(gid) => *gid,
+        }
+    }
 }
 
 struct Item {
@@ -174,9 +193,22 @@ pub(crate) struct WriterInit {
     /// The newest segment and the end of its data (0, 0 without segments).
     pub prev_seq: u64,
     pub prev_end: u64,
-    pub checkpoint: Checkpoint,
-    pub last: Index,
+    /// Each group's checkpoint and last index.
+    pub groups: BTreeMap<u64, (Checkpoint, Index)>,
     pub next_batch: u64,
+}
+
+/// A group's log as the queued writes leave it, for validating the next ones.
+#[derive(Clone, Debug, Default)]
+struct Mirror {
+    last: Index,
+    snapshot: Option<SnapRef>,
+}
+
+impl Mirror {
+    fn snapshot_index(&self) -> Option<Index> {
+        self.snapshot.as_ref().map(|s| s.meta.index)
+    }
 }
 
 pub(crate) struct Writer {
@@ -184,11 +216,11 @@ pub(crate) struct Writer {
     active: Option<Active>,
     prev_seq: u64,
     prev_end: u64,
-    /// Hard state and snapshot after the last durable group: a new segment's checkpoint.
-    durable: Checkpoint,
-    /// The log as the queued writes leave it, for validating the next ones.
-    mirror_last: Index,
-    mirror_snapshot: Option<SnapRef>,
+    /// Each group's hard state and snapshot after the last durable group commit: a new
+    /// segment's checkpoints.
+    durable: BTreeMap<u64, Checkpoint>,
+    /// Each group's log as the queued writes leave it.
+    mirrors: HashMap<u64, Mirror>,
     next_batch: u64,
     buf: Vec<u8>,
     failed: Option<StoreError>,
@@ -198,14 +230,25 @@ const SMALL_RECORD_BOUND: usize = 64;
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>, init: WriterInit) -> Self {
+        let mirrors = init
+            .groups
+            .iter()
+            .map(|(&gid, (cp, last))| {
+                let mirror = Mirror {
+                    last: *last,
+                    snapshot: cp.snapshot.clone(),
+                };
+                (gid, mirror)
+            })
+            .collect();
+        let durable = init.groups.into_iter().map(|(gid, (cp, _))| (gid, cp)).collect();
         Writer {
             shared,
             active: None,
             prev_seq: init.prev_seq,
             prev_end: init.prev_end,
-            mirror_snapshot: init.checkpoint.snapshot.clone(),
-            durable: init.checkpoint,
-            mirror_last: init.last,
+            durable,
+            mirrors,
             next_batch: init.next_batch,
             buf: Vec::new(),
             failed: None,
@@ -233,11 +276,11 @@ impl Writer {
         self.finish();
     }
 
-    fn mirror_snapshot_index(&self) -> Option<Index> {
-        self.mirror_snapshot.as_ref().map(|s| s.meta.index)
+    fn mirror(&mut self, gid: u64) -> &mut Mirror {
+        self.mirrors.entry(gid).or_default()
     }
 
-    fn validate(&self, write: &LogWrite) -> Result<(), WalError> {
+    fn validate(&self, gid: u64, write: &LogWrite) -> Result<(), WalError> {
         let range = |field: &'static str, value: u64| {
             if value > MAX_VALUE {
                 return Err(WalError::InvalidWrite(InvalidWrite::OutOfRange { field, value }));
@@ -256,7 +299,10 @@ impl Writer {
             range("entry index", e.index)?;
             range("entry term", e.term)?;
         }
-        let (mut last, mut snap) = (self.mirror_last, self.mirror_snapshot_index().unwrap_or(0));
+        let (mut last, mut snap) = self
+            .mirrors
+            .get(&gid)
+            .map_or((0, 0), |m| (m.last, m.snapshot_index().unwrap_or(0)));
         if let Some(s) = &write.snapshot {
             last = s.meta.index;
             snap = s.meta.index;
@@ -293,7 +339,7 @@ impl Writer {
     /// Adds an op to the group being built.
     fn admit(&mut self, op: Op, group: &mut Group) {
         match op {
-            Op::Write(write, done) => {
+            Op::Write(gid, write, done) => {
                 if write.is_empty() {
                     group.items.push(Item {
                         body: Body::Nothing,
@@ -302,7 +348,7 @@ impl Writer {
                     });
                     return;
                 }
-                if let Err(err) = self.validate(&write) {
+                if let Err(err) = self.validate(gid, &write) {
                     self.commit(group);
                     let err = self.fail(err);
                     Done::Completion(done).finish(Err(err));
@@ -319,18 +365,22 @@ impl Writer {
                     Some(staged) => {
                         // Its file was written and made durable when it was staged: the
                         // log's writes never wait for a snapshot's data.
-                        let snap = self
-                            .shared
-                            .staged
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&staged.id)
-                            .filter(|snap| snap.meta == staged.meta);
+                        // A group installs only what it staged itself.
+                        let snap = {
+                            let mut staged_map = self.shared.staged.lock().unwrap_or_else(|e| e.into_inner());
+                            match staged_map.get(&staged.id) {
+                                Some((owner, snap)) if *owner == gid && snap.meta == staged.meta => {
+                                    staged_map.remove(&staged.id).map(|(_, snap)| snap)
+                                }
+                                _ => None,
+                            }
+                        };
                         match snap {
                             Some(snap) => {
                                 bound += snap_ref_bound(&snap);
-                                self.mirror_last = snap.meta.index;
-                                self.mirror_snapshot = Some(snap.clone());
+                                let mirror = self.mirror(gid);
+                                mirror.last = snap.meta.index;
+                                mirror.snapshot = Some(snap.clone());
                                 Some(snap)
                             }
                             None => {
@@ -346,17 +396,18 @@ impl Writer {
                     }
                 };
                 if let Some(last) = entries.last() {
-                    self.mirror_last = last.index;
+                    self.mirror(gid).last = last.index;
                 }
                 bound += entries.iter().map(entry_record_bound).sum::<usize>();
                 if hard_state.is_some() {
                     bound += SMALL_RECORD_BOUND;
                 }
-                group.bound += bound + padded(COMMIT_LEN as usize);
+                group.bound += bound + padded(COMMIT_LEN as usize) + padded(GROUP_LEN);
                 group.records = true;
                 let locs = Vec::with_capacity(entries.len());
                 group.items.push(Item {
                     body: Body::Write {
+                        gid,
                         snapshot,
                         entries,
                         hard_state,
@@ -366,13 +417,12 @@ impl Writer {
                     result: Ok(()),
                 });
             }
-            Op::SaveSnapshot(snap, reply) => {
+            Op::SaveSnapshot(gid, snap, reply) => {
                 let done = Done::Reply(reply);
                 let index = snap.meta.index;
-                if self
-                    .mirror_snapshot_index()
-                    .is_some_and(|current| index <= current)
-                {
+                let mirror = self.mirror(gid);
+                let mirror_last = mirror.last;
+                if mirror.snapshot_index().is_some_and(|current| index <= current) {
                     // A newer snapshot is already stored: keep it.
                     group.unused_snapshots.push(snap.generation);
                     group.items.push(Item {
@@ -391,11 +441,11 @@ impl Writer {
                         done,
                         result: Err(StoreError::new(err)),
                     });
-                } else if index > self.mirror_last {
+                } else if index > mirror_last {
                     group.unused_snapshots.push(snap.generation);
                     let err = WalError::SnapshotBeyondLog {
                         index,
-                        last: self.mirror_last,
+                        last: mirror_last,
                     };
                     group.items.push(Item {
                         body: Body::Nothing,
@@ -403,11 +453,11 @@ impl Writer {
                         result: Err(StoreError::new(err)),
                     });
                 } else {
-                    self.mirror_snapshot = Some(snap.clone());
-                    group.bound += snap_ref_bound(&snap) + padded(COMMIT_LEN as usize);
+                    self.mirror(gid).snapshot = Some(snap.clone());
+                    group.bound += snap_ref_bound(&snap) + padded(COMMIT_LEN as usize) + padded(GROUP_LEN);
                     group.records = true;
                     group.items.push(Item {
-                        body: Body::Saved(snap),
+                        body: Body::Saved(gid, snap),
                         done,
                         result: Ok(()),
                     });
@@ -418,19 +468,40 @@ impl Writer {
                 done: Done::Reply(reply),
                 result: Ok(()),
             }),
-            Op::Reinstall(snap, done) => {
-                self.mirror_last = snap.meta.index;
-                self.mirror_snapshot = Some(snap.clone());
-                group.bound += snap_ref_bound(&snap) + padded(COMMIT_LEN as usize);
+            Op::Reinstall(gid, snap, done) => {
+                let mirror = self.mirror(gid);
+                mirror.last = snap.meta.index;
+                mirror.snapshot = Some(snap.clone());
+                group.bound += snap_ref_bound(&snap) + padded(COMMIT_LEN as usize) + padded(GROUP_LEN);
                 group.records = true;
                 group.items.push(Item {
                     body: Body::Write {
+                        gid,
                         snapshot: Some(snap),
                         entries: Vec::new(),
                         hard_state: None,
                         locs: Vec::new(),
                     },
                     done: Done::Completion(done),
+                    result: Ok(()),
+                });
+            }
+            Op::Remove(gid, reply) => {
+                let done = Done::Reply(reply);
+                if self.mirrors.remove(&gid).is_none() && !self.durable.contains_key(&gid) {
+                    // Nothing of the group is in the log.
+                    group.items.push(Item {
+                        body: Body::Nothing,
+                        done,
+                        result: Ok(()),
+                    });
+                    return;
+                }
+                group.bound += padded(GROUP_LEN) + padded(1) + padded(COMMIT_LEN as usize);
+                group.records = true;
+                group.items.push(Item {
+                    body: Body::Removed(gid),
+                    done,
                     result: Ok(()),
                 });
             }
@@ -501,10 +572,17 @@ impl Writer {
             .as_ref()
             .is_none_or(|a| a.end + bound as u64 > segment_size);
         let mut rotated = None;
+        let mut carried = if rotate {
+            self.carry_forward()
+        } else {
+            Carried::new()
+        };
         self.buf.clear();
         // Exactly what the group needs (a rotation's header and checkpoint are small): grown
         // by doubling, the buffer would keep up to twice the largest group.
         self.buf.reserve_exact(bound.saturating_add(4096));
+        // The group the records being encoded belong to: 0 at the start of every batch.
+        let mut current = 0;
         let (seq, write_at) = if rotate {
             if let Some(active) = &self.active {
                 self.prev_seq = active.seq;
@@ -517,9 +595,29 @@ impl Writer {
                 prev_end: self.prev_end,
             };
             self.buf.extend_from_slice(&header.encode());
-            let durable = &self.durable;
-            frame(&mut self.buf, prepared.seq, |b| encode_checkpoint(b, durable));
+            // The checkpoint of every group (of group 0 alone in a log with none yet)
+            // opens the segment, in the batch of the first item.
             let seq = prepared.seq;
+            if self.durable.is_empty() {
+                let empty = Checkpoint {
+                    hard_state: Default::default(),
+                    snapshot: None,
+                };
+                frame(&mut self.buf, seq, |b| encode_checkpoint(b, &empty));
+            }
+            for (&gid, checkpoint) in &self.durable {
+                if gid != current {
+                    frame(&mut self.buf, seq, |b| encode_group(b, gid));
+                    current = gid;
+                }
+                frame(&mut self.buf, seq, |b| encode_checkpoint(b, checkpoint));
+                if let Some((entries, locs)) = carried.get_mut(&gid) {
+                    for entry in entries.iter() {
+                        let (at, len) = frame(&mut self.buf, seq, |b| encode_entry(b, entry));
+                        locs.push(loc_of(entry, seq, at as u64, len));
+                    }
+                }
+            }
             rotated = Some(Active {
                 seq,
                 path: prepared.path,
@@ -533,9 +631,15 @@ impl Writer {
         };
         let group_start = write_at;
         for item in items.iter_mut() {
+            let gid = item.body.gid();
+            if !matches!(item.body, Body::Nothing) && gid != current {
+                frame(&mut self.buf, seq, |b| encode_group(b, gid));
+                current = gid;
+            }
             match &mut item.body {
                 Body::Nothing => continue,
                 Body::Write {
+                    gid: _,
                     snapshot,
                     entries,
                     hard_state,
@@ -548,27 +652,26 @@ impl Writer {
                     }
                     for entry in entries.iter() {
                         let (at, len) = frame(&mut self.buf, seq, |b| encode_entry(b, entry));
-                        locs.push(Loc {
-                            term: entry.term,
-                            seg: seq,
-                            offset: write_at + at as u64,
-                            len,
-                            size: entry.size().min(u32::MAX as u64) as u32,
-                        });
+                        locs.push(loc_of(entry, seq, write_at + at as u64, len));
                     }
                     if let Some(hs) = hard_state {
                         frame(&mut self.buf, seq, |b| encode_hard_state(b, hs));
                     }
                 }
-                Body::Saved(snap) => {
+                Body::Saved(_, snap) => {
                     frame(&mut self.buf, seq, |b| {
                         encode_snap_ref(b, rtype::SNAPSHOT_SAVED, snap)
                     });
+                }
+                Body::Removed(_) => {
+                    frame(&mut self.buf, seq, encode_group_removed);
                 }
             }
             let batch = self.next_batch;
             self.next_batch += 1;
             frame(&mut self.buf, seq, |b| encode_commit(b, group_start, batch));
+            // Every batch starts in group 0.
+            current = 0;
         }
         let (path, file) = match (&rotated, &self.active) {
             (Some(new), _) | (None, Some(new)) => (new.path.clone(), new.file.clone()),
@@ -588,15 +691,69 @@ impl Writer {
         }
         let active = self.active.as_mut().expect("set above");
         active.end = end;
-        self.apply(items, rotate.then_some((seq, path, file)), end);
+        self.apply(items, carried, rotate.then_some((seq, path, file)), end);
         if rotate {
             self.shared.janitor.request_cleanup();
         }
         Ok(())
     }
 
+    /// Quiet groups' entries to carry into the segment about to open, so that the old
+    /// segments they hold can go: segments are removed oldest first, so one entry of a
+    /// group that never compacts would otherwise keep every segment after it. Carried are
+    /// the live entries of every group whose first live entry is older than the segment
+    /// before the newest, if they take at most a sixteenth of a segment (a larger log is a
+    /// busy group's, which snapshots and compacts on its own), up to a quarter of a
+    /// segment in all. Recovery reads the copies as it reads any entry: they replace the
+    /// same entries, which the old segments still hold until they go.
+    fn carry_forward(&self) -> Carried {
+        let segment_size = self.shared.options.segment_size;
+        let (group_limit, mut budget) = (segment_size / 16, segment_size / 4);
+        let wanted: Vec<(u64, Index, Index)> = {
+            let state = self.shared.state.read().expect("log state lock");
+            let Some(&keep_from) = state.segments.keys().rev().nth(1) else {
+                return Carried::new();
+            };
+            let mut wanted = Vec::new();
+            for (&gid, group) in &state.groups {
+                if let Some((seg, bytes)) = group.live()
+                    && seg < keep_from
+                    && bytes <= group_limit
+                    && bytes <= budget
+                    && self.durable.contains_key(&gid)
+                {
+                    budget -= bytes;
+                    wanted.push((gid, group.first, group.last()));
+                }
+            }
+            wanted
+        };
+        let mut carried = Carried::new();
+        for (gid, first, last) in wanted {
+            // A read that fails (the group compacted meanwhile) leaves the group as it is.
+            let read = read_entries(
+                &self.shared.state,
+                &self.shared.io,
+                gid,
+                first,
+                last + 1,
+                u64::MAX,
+            );
+            if let Ok(entries) = read {
+                carried.insert(gid, (entries, Vec::new()));
+            }
+        }
+        carried
+    }
+
     /// Applies a durable group to the in-memory state that reads see.
-    fn apply(&mut self, items: &mut [Item], new_segment: Option<(u64, PathBuf, Arc<File>)>, end: u64) {
+    fn apply(
+        &mut self,
+        items: &mut [Item],
+        carried: Carried,
+        new_segment: Option<(u64, PathBuf, Arc<File>)>,
+        end: u64,
+    ) {
         let mut replaced = Vec::new();
         {
             let mut state = self.shared.state.write().expect("log state lock");
@@ -604,47 +761,69 @@ impl Writer {
                 state.segments.insert(seq, Segment { path, file });
                 state.newest_seq = seq;
             }
+            for (gid, (entries, locs)) in carried {
+                if let Some(group) = state.groups.get_mut(&gid) {
+                    for (entry, loc) in entries.iter().zip(locs) {
+                        group.relocate(entry.index, loc);
+                    }
+                }
+            }
             state.durable_end = end;
             for item in items.iter_mut() {
+                let gid = item.body.gid();
                 match &mut item.body {
-                    Body::Nothing => {}
+                    Body::Nothing => continue,
                     Body::Write {
+                        gid: _,
                         snapshot,
                         entries,
                         hard_state,
                         locs,
                     } => {
+                        let group = state.group_mut(gid);
                         if let Some(snap) = snapshot.take() {
                             // A reinstall names the stored file: keep it.
                             replaced.extend(
-                                state
+                                group
                                     .snapshot
                                     .as_ref()
                                     .map(|s| s.generation)
                                     .filter(|&g| g != snap.generation),
                             );
-                            state.install(snap);
+                            group.install(snap);
                         }
                         if let Some(first) = entries.first() {
-                            state.truncate_from(first.index);
+                            group.truncate_from(first.index);
                         }
                         for (entry, loc) in std::mem::take(entries).into_iter().zip(locs.drain(..)) {
-                            state.push(entry, loc);
+                            group.push(entry, loc);
                         }
                         if let Some(hs) = hard_state {
-                            state.hard_state = *hs;
+                            group.hard_state = *hs;
                         }
                     }
-                    Body::Saved(snap) => {
-                        replaced.extend(state.snapshot.as_ref().map(|s| s.generation));
-                        state.snapshot = Some(snap.clone());
+                    Body::Saved(_, snap) => {
+                        let group = state.group_mut(gid);
+                        replaced.extend(group.snapshot.as_ref().map(|s| s.generation));
+                        group.snapshot = Some(snap.clone());
+                    }
+                    Body::Removed(_) => {
+                        if let Some(group) = state.groups.remove(&gid) {
+                            replaced.extend(group.snapshot.as_ref().map(|s| s.generation));
+                        }
+                        self.durable.remove(&gid);
+                        continue;
                     }
                 }
+                let group = state.group(gid);
+                self.durable.insert(
+                    gid,
+                    Checkpoint {
+                        hard_state: group.hard_state,
+                        snapshot: group.snapshot.clone(),
+                    },
+                );
             }
-            self.durable = Checkpoint {
-                hard_state: state.hard_state,
-                snapshot: state.snapshot.clone(),
-            };
         }
         self.shared.janitor.delete_snapshots(replaced);
     }
@@ -667,6 +846,19 @@ impl Writer {
     }
 }
 
+/// Entries carried forward by group: the entries, and their new locations once encoded.
+type Carried = BTreeMap<u64, (Vec<Entry>, Vec<Loc>)>;
+
+fn loc_of(entry: &Entry, seg: u64, offset: u64, len: u32) -> Loc {
+    Loc {
+        term: entry.term,
+        seg,
+        offset,
+        len,
+        size: entry.size().min(u32::MAX as u64) as u32,
+    }
+}
+
 fn snap_ref_bound(snap: &SnapRef) -> usize {
     let body = bincode::serde::encode_to_vec(snap, BINCODE).map_or(4096, |v| v.len());
     padded(1 + body)
@@ -676,6 +868,7 @@ fn item_bound(item: &Item) -> usize {
     let body = match &item.body {
         Body::Nothing => return 0,
         Body::Write {
+            gid: _,
             snapshot,
             entries,
             hard_state,
@@ -685,7 +878,8 @@ fn item_bound(item: &Item) -> usize {
                 + entries.iter().map(entry_record_bound).sum::<usize>()
                 + hard_state.map_or(0, |_| SMALL_RECORD_BOUND)
         }
-        Body::Saved(snap) => snap_ref_bound(snap),
+        Body::Saved(_, snap) => snap_ref_bound(snap),
+        Body::Removed(_) => padded(1),
     };
-    body + padded(COMMIT_LEN as usize)
+    body + padded(GROUP_LEN) + padded(COMMIT_LEN as usize)
 }

@@ -66,3 +66,28 @@ fn check_and_repair_from_the_command_line() {
 
     assert_eq!(tool(&["bogus"]).0, 2);
 }
+
+#[test]
+fn check_lists_the_groups_of_a_shared_log() {
+    let dir = fast_tempdir();
+    {
+        let wal = raft_storage_file::FileWal::open(dir.path(), Options::default()).unwrap();
+        for g in [1u64, 2] {
+            let log = wal.group(g).unwrap();
+            append_sync(&log, write(ents(g, 1, g + 1, 10), None)).unwrap();
+        }
+    }
+    let (code, out, _) = tool(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("groups:     2"), "{out}");
+    assert!(
+        out.contains("group 1: entries 1..=2, term 0, snapshot none"),
+        "{out}"
+    );
+    assert!(out.contains("group 2: entries 1..=3"), "{out}");
+    let report = verify(dir.path()).unwrap();
+    assert_eq!(
+        report.groups.iter().map(|g| g.group).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}

@@ -1,6 +1,7 @@
 //! Model-based property test: random sequences of appends (with conflicting suffixes),
-//! hard states, snapshot installs, local snapshots, compactions and reopens, checked
-//! after every step against an in-memory model of the `LogStore` contract.
+//! hard states, snapshot installs, local snapshots, compactions, group removals and
+//! reopens, each for one of three Raft groups sharing one log, checked after every step
+//! against an in-memory model of the `LogStore` contract for each group.
 //!
 //! `PROPTEST_CASES=2000 cargo test -p raft-storage-file --test model` runs a longer search.
 
@@ -13,7 +14,11 @@ use common::*;
 use proptest::prelude::*;
 use raft_core::{ConfState, Entry, HardState, SnapshotMeta, StorageError, limit_size};
 use raft_runtime::{LogStore, LogWrite, Snapshot};
-use raft_storage_file::{FileLogStore, Options};
+use raft_storage_file::{FileWal, GroupLog, Options};
+
+/// The groups sharing the log: group 0 (a `FileLogStore`'s), and two others, one with the
+/// largest id.
+const GROUPS: [u64; 3] = [0, 5, u64::MAX];
 
 /// One append, resolved against the model when it runs.
 #[derive(Clone, Debug)]
@@ -29,8 +34,8 @@ struct AppendSpec {
 #[derive(Clone, Debug)]
 enum Step {
     Append(AppendSpec),
-    /// Several appends queued without waiting, then one flush.
-    Burst(Vec<AppendSpec>),
+    /// Several appends, to any group, queued without waiting, then one flush.
+    Burst(Vec<(usize, AppendSpec)>),
     HardState(u8),
     /// A snapshot from the leader at `last + ahead - behind`, with some entries after it.
     Install {
@@ -46,6 +51,8 @@ enum Step {
     Compact {
         back: u8,
     },
+    /// Removes the group from the log.
+    Remove,
     Reopen,
 }
 
@@ -66,16 +73,20 @@ fn append_spec() -> impl Strategy<Value = AppendSpec> {
         })
 }
 
-fn step() -> impl Strategy<Value = Step> {
-    prop_oneof![
+/// A step and the group (its place in [`GROUPS`]) it is for.
+fn step() -> impl Strategy<Value = (usize, Step)> {
+    let step = prop_oneof![
         10 => append_spec().prop_map(Step::Append),
-        4 => prop::collection::vec(append_spec(), 1..6).prop_map(Step::Burst),
+        4 => prop::collection::vec((0..GROUPS.len(), append_spec()), 1..6).prop_map(Step::Burst),
         1 => any::<u8>().prop_map(Step::HardState),
         1 => (0u8..6, 0u8..4, 0u8..4).prop_map(|(ahead, behind, entries)| Step::Install { ahead, behind, entries }),
         2 => (0u8..20).prop_map(|back| Step::Save { back }),
         2 => (0u8..10).prop_map(|back| Step::Compact { back }),
+        1 => Just(Step::Remove),
         2 => Just(Step::Reopen),
-    ]
+    ];
+    // Group 0 most often, as a single-group log would be used.
+    (prop_oneof![2 => Just(0usize), 1 => 1..GROUPS.len()], step)
 }
 
 fn options() -> impl Strategy<Value = Options> {
@@ -115,6 +126,11 @@ impl Model {
 
     fn last(&self) -> u64 {
         self.first + self.entries.len() as u64 - 1
+    }
+
+    /// Whether nothing is stored: then the log does not list the group.
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.snapshot.is_none() && self.hard_state == HardState::default()
     }
 
     fn snap_index(&self) -> u64 {
@@ -195,7 +211,23 @@ fn conf(index: u64) -> ConfState {
     ConfState::with_voters([1, 2, 3 + index % 3])
 }
 
-fn check(store: &FileLogStore, model: &Model, probe: u64) -> Result<(), TestCaseError> {
+fn check_all(wal: &FileWal, stores: &[GroupLog], models: &[Model], probe: u64) -> Result<(), TestCaseError> {
+    let listed: Vec<u64> = GROUPS
+        .iter()
+        .zip(models)
+        .filter(|(_, m)| !m.is_empty())
+        .map(|(g, _)| *g)
+        .collect();
+    let mut groups = wal.groups();
+    groups.sort_by_key(|g| GROUPS.iter().position(|x| x == g));
+    prop_assert_eq!(groups, listed);
+    for (store, model) in stores.iter().zip(models) {
+        check(store, model, probe)?;
+    }
+    Ok(())
+}
+
+fn check(store: &GroupLog, model: &Model, probe: u64) -> Result<(), TestCaseError> {
     prop_assert_eq!(store.first_index(), model.first);
     prop_assert_eq!(store.last_index(), model.last());
     let state = store.initial_state().unwrap();
@@ -236,25 +268,33 @@ fn check(store: &FileLogStore, model: &Model, probe: u64) -> Result<(), TestCase
     Ok(())
 }
 
-fn run(options: Options, steps: Vec<Step>) -> Result<(), TestCaseError> {
+fn open_all(dir: &std::path::Path, options: &Options) -> (FileWal, Vec<GroupLog>) {
+    let wal = FileWal::open(dir, options.clone()).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()));
+    let stores = GROUPS.iter().map(|&g| wal.group(g).unwrap()).collect();
+    (wal, stores)
+}
+
+fn run(options: Options, steps: Vec<(usize, Step)>) -> Result<(), TestCaseError> {
     // tmpfs when available: this test checks the store's logic, thousands of syncs deep;
     // the crash and fault tests use the real disk.
     let dir = fast_tempdir();
     let rt = runtime();
-    let mut store = open(dir.path(), options.clone());
-    let mut model = Model::new();
-    for (n, step) in steps.iter().enumerate() {
+    let (mut wal, mut stores) = open_all(dir.path(), &options);
+    let mut models: Vec<Model> = GROUPS.iter().map(|_| Model::new()).collect();
+    for (n, (g, step)) in steps.iter().enumerate() {
+        let (store, model) = (&stores[*g], &mut models[*g]);
         match step {
             Step::Append(spec) => {
                 let w = model.resolve_append(spec);
-                append_sync(&store, w).unwrap();
+                append_sync(store, w).unwrap();
             }
             Step::Burst(specs) => {
+                let fsyncs = wal.metrics().fsyncs;
                 let done = Arc::new(Mutex::new(Vec::new()));
-                for (k, spec) in specs.iter().enumerate() {
-                    let w = model.resolve_append(spec);
+                for (k, (g, spec)) in specs.iter().enumerate() {
+                    let w = models[*g].resolve_append(spec);
                     let done = done.clone();
-                    store.append(
+                    stores[*g].append(
                         w,
                         Box::new(move |r| {
                             r.unwrap();
@@ -262,12 +302,14 @@ fn run(options: Options, steps: Vec<Step>) -> Result<(), TestCaseError> {
                         }),
                     );
                 }
-                rt.block_on(store.flush()).unwrap();
+                rt.block_on(wal.flush()).unwrap();
                 prop_assert_eq!(done.lock().unwrap().clone(), (0..specs.len()).collect::<Vec<_>>());
+                // However many groups wrote, no write took more than one sync.
+                prop_assert!(wal.metrics().fsyncs - fsyncs <= specs.len() as u64);
             }
             Step::HardState(v) => {
                 let hs = model.next_hard_state(*v);
-                append_sync(&store, write(Vec::new(), Some(hs))).unwrap();
+                append_sync(store, write(Vec::new(), Some(hs))).unwrap();
             }
             Step::Install {
                 ahead,
@@ -290,11 +332,11 @@ fn run(options: Options, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let after = ents(model.term, s + 1, s + *entries as u64, 50);
                 model.append(&after);
                 let w = LogWrite {
-                    snapshot: Some(stage(&store, snap)),
+                    snapshot: Some(stage(store, snap)),
                     entries: after,
                     hard_state: Some(model.next_hard_state(s as u8)),
                 };
-                append_sync(&store, w).unwrap();
+                append_sync(store, w).unwrap();
             }
             Step::Save { back } => {
                 let lowest = model.snap_index() + 1;
@@ -310,7 +352,7 @@ fn run(options: Options, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     },
                     data: payload(7, s, (s % 5000) as usize),
                 };
-                rt.block_on(save_streamed(&store, snap.clone())).unwrap();
+                rt.block_on(save_streamed(store, snap.clone())).unwrap();
                 model.snapshot = Some(snap);
             }
             Step::Compact { back } => {
@@ -321,21 +363,38 @@ fn run(options: Options, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 store.compact(c).unwrap();
                 model.compact(c);
             }
+            Step::Remove => {
+                let group = GROUPS[*g];
+                // The group's log must be closed first.
+                let refused = wal.remove_group_blocking(group).unwrap_err();
+                prop_assert!(refused.to_string().contains("open already"), "{}", refused);
+                let placeholder = wal.group(u64::MAX - 1).unwrap();
+                drop(std::mem::replace(&mut stores[*g], placeholder));
+                wal.remove_group_blocking(group).unwrap();
+                stores[*g] = wal.group(group).unwrap();
+                *model = Model::new();
+            }
             Step::Reopen => {
-                drop(store);
-                store = open(dir.path(), options.clone());
-                model.restart();
-                let loaded = rt.block_on(load_whole(&store)).unwrap();
-                prop_assert_eq!(loaded, model.snapshot.clone());
+                drop(stores);
+                drop(wal);
+                (wal, stores) = open_all(dir.path(), &options);
+                for (store, model) in stores.iter().zip(&mut models) {
+                    model.restart();
+                    let loaded = rt.block_on(load_whole(store)).unwrap();
+                    prop_assert_eq!(loaded, model.snapshot.clone());
+                }
             }
         }
-        check(&store, &model, n as u64 * 7919 + 13)?;
+        check_all(&wal, &stores, &models, n as u64 * 7919 + 13)?;
     }
     // A last reopen checks everything that was written.
-    drop(store);
-    let store = open(dir.path(), options);
-    model.restart();
-    check(&store, &model, 1)?;
+    drop(stores);
+    drop(wal);
+    let (wal, stores) = open_all(dir.path(), &options);
+    for model in &mut models {
+        model.restart();
+    }
+    check_all(&wal, &stores, &models, 1)?;
     Ok(())
 }
 
@@ -346,8 +405,9 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
+
     #[test]
-    fn store_matches_the_model(options in options(), steps in prop::collection::vec(step(), 1..40)) {
+    fn store_matches_the_model(options in options(), steps in prop::collection::vec(step(), 1..60)) {
         run(options, steps)?;
     }
 }

@@ -27,11 +27,28 @@ fn check(dir: &str) -> ExitCode {
         Ok(report) => {
             println!("log at {dir} is healthy");
             println!("  segments:   {}", report.segments.len());
-            println!("  entries:    {}..={}", report.first_index, report.last_index);
-            println!("  hard state: {:?}", report.hard_state);
-            match &report.snapshot {
-                Some(s) => println!("  snapshot:   index {} term {}", s.index, s.term),
-                None => println!("  snapshot:   none"),
+            if report.groups.iter().all(|g| g.group == 0) {
+                println!("  entries:    {}..={}", report.first_index, report.last_index);
+                println!("  hard state: {:?}", report.hard_state);
+                match &report.snapshot {
+                    Some(s) => println!("  snapshot:   index {} term {}", s.index, s.term),
+                    None => println!("  snapshot:   none"),
+                }
+            } else {
+                // A log shared by several Raft groups: one line each, the first 20.
+                println!("  groups:     {}", report.groups.len());
+                for g in report.groups.iter().take(20) {
+                    let snapshot = g.snapshot.as_ref().map_or("none".to_string(), |s| {
+                        format!("index {} term {}", s.index, s.term)
+                    });
+                    println!(
+                        "  group {}: entries {}..={}, term {}, snapshot {snapshot}",
+                        g.group, g.first_index, g.last_index, g.hard_state.term
+                    );
+                }
+                if report.groups.len() > 20 {
+                    println!("  ... and {} more groups", report.groups.len() - 20);
+                }
             }
             if report.stats.torn_bytes > 0 {
                 println!(

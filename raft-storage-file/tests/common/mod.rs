@@ -38,7 +38,7 @@ pub fn write(entries: Vec<Entry>, hard_state: Option<HardState>) -> LogWrite {
 }
 
 /// Appends and waits for the completion.
-pub fn append_sync(store: &FileLogStore, w: LogWrite) -> Result<(), StoreError> {
+pub fn append_sync(store: &impl LogStore, w: LogWrite) -> Result<(), StoreError> {
     let (tx, rx) = mpsc::channel();
     store.append(
         w,
@@ -67,7 +67,7 @@ pub fn open(dir: &std::path::Path, options: Options) -> FileLogStore {
 }
 
 /// All stored entries.
-pub fn all_entries(store: &FileLogStore) -> Vec<Entry> {
+pub fn all_entries(store: &impl LogStore) -> Vec<Entry> {
     let (first, last) = (store.first_index(), store.last_index());
     if last < first {
         return Vec::new();
@@ -130,7 +130,10 @@ pub fn fast_tempdir() -> tempfile::TempDir {
 
 /// Saves `snapshot` through [`LogStore::save_snapshot`], its data streamed in chunks of at
 /// most 1000 bytes.
-pub async fn save_streamed(store: &FileLogStore, snapshot: raft_runtime::Snapshot) -> Result<(), StoreError> {
+pub async fn save_streamed(
+    store: &impl LogStore,
+    snapshot: raft_runtime::Snapshot,
+) -> Result<(), StoreError> {
     let chunks: Vec<std::io::Result<Bytes>> = snapshot
         .data
         .chunks(1000)
@@ -141,7 +144,7 @@ pub async fn save_streamed(store: &FileLogStore, snapshot: raft_runtime::Snapsho
 }
 
 /// Loads the stored snapshot through [`LogStore::load_snapshot`] and reads its data whole.
-pub async fn load_whole(store: &FileLogStore) -> Result<Option<raft_runtime::Snapshot>, StoreError> {
+pub async fn load_whole(store: &impl LogStore) -> Result<Option<raft_runtime::Snapshot>, StoreError> {
     let Some(stored) = store.load_snapshot().await? else {
         return Ok(None);
     };
@@ -163,7 +166,7 @@ pub fn snap_meta(index: u64) -> raft_core::SnapshotMeta {
 
 /// Stages `snapshot` in `store`, as a snapshot received from a leader, and returns the
 /// handle a write names to install it.
-pub fn stage(store: &FileLogStore, snapshot: raft_runtime::Snapshot) -> raft_runtime::StagedSnapshot {
+pub fn stage(store: &impl LogStore, snapshot: raft_runtime::Snapshot) -> raft_runtime::StagedSnapshot {
     runtime()
         .block_on(store.stage_snapshot(
             snapshot.meta,
