@@ -8,10 +8,17 @@
 //! `--batch` at a time: each elects a leader and commits one command, and (with
 //! quiescence) goes quiet on its three nodes before the next batch starts.
 //!
+//! Logs are in memory, or with `--wal` each process's nodes share one [`FileWal`] on disk
+//! (in a temporary directory): one writer and one `fdatasync` per group commit for all the
+//! process's groups.
+//!
 //! Measured: the resident memory the groups added, per group; this process's CPU over
 //! `--idle-secs` seconds with every group idle, as a share of one core; the messages sent
 //! meanwhile (per second, and per pair of processes per 20 ms tick); then the latency of a
 //! command to 1 % of the groups, one at a time (on quiet groups, the wake-up included).
+//! With `--load-secs`, then `--clients` closed-loop clients propose for that long, each
+//! going round its share of the groups: commands per second, their latency, and (with
+//! `--wal`) `fdatasync`s per second and per command.
 //!
 //! Every figure is printed, none is asserted.
 
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use raft_runtime::{Config, GroupMux, MemLogStore, MemNetwork, MemberInfo, NodeId, Raft};
+use raft_storage_file::{FileWal, Options};
 use raft_transport_quic::{DevCa, QuicConfig, QuicTransport};
 
 use crate::Error;
@@ -46,6 +54,19 @@ pub struct Args {
     /// Three QUIC transports on loopback instead of the in-memory network.
     #[arg(long)]
     pub quic: bool,
+    /// Logs on disk: one write-ahead log per process, shared by all its groups (in a
+    /// temporary directory under `--dir`, or the system's).
+    #[arg(long)]
+    pub wal: bool,
+    /// Where `--wal` puts its logs.
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+    /// Seconds of load after the idle measurement; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    pub load_secs: u64,
+    /// Closed-loop clients of the load, each with its share of the groups.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
 }
 
 type Node = Raft<Sink<Bytes>>;
@@ -116,6 +137,65 @@ fn sent(muxes: &[GroupMux]) -> u64 {
     muxes.iter().map(|m| m.metrics().messages_sent).sum()
 }
 
+fn fsyncs(wals: &[FileWal]) -> u64 {
+    wals.iter().map(|w| w.metrics().fsyncs).sum()
+}
+
+/// What the load measured.
+struct Load {
+    commands: u64,
+    latency: Histogram<u64>,
+}
+
+/// `clients` closed-loop clients propose for `secs`, client `k` going round the groups
+/// `k`, `k + clients`, ... (all of them share the group when there is one).
+async fn load(groups: &Arc<Vec<[Node; 3]>>, clients: usize, secs: u64) -> Result<Load, Error> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for k in 0..clients {
+        let groups = groups.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|e| Error::from(format!("histogram: {e}")))?;
+            let mine: Vec<usize> = (0..groups.len()).filter(|g| g % clients == k).collect();
+            let mine = if mine.is_empty() {
+                vec![k % groups.len()]
+            } else {
+                mine
+            };
+            let mut commands = 0u64;
+            'run: loop {
+                for &g in &mine {
+                    if Instant::now() >= deadline {
+                        break 'run;
+                    }
+                    let start = Instant::now();
+                    propose(g as u64 + 1, &groups[g]).await?;
+                    latency.saturating_record(start.elapsed().as_micros() as u64);
+                    commands += 1;
+                }
+            }
+            Ok::<_, Error>(Load { commands, latency })
+        }));
+    }
+    let mut total = Load {
+        commands: 0,
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3)
+            .map_err(|e| Error::from(format!("histogram: {e}")))?,
+    };
+    for task in tasks {
+        let part = task
+            .await
+            .map_err(|e| Error::from(format!("a client failed: {e}")))??;
+        total.commands += part.commands;
+        total
+            .latency
+            .add(&part.latency)
+            .map_err(|e| Error::from(format!("histogram: {e}")))?;
+    }
+    Ok(total)
+}
+
 /// Runs `raft-bench many-groups`.
 pub async fn run(args: Args) -> Result<(), Error> {
     if args.groups == 0 || args.batch == 0 {
@@ -123,6 +203,19 @@ pub async fn run(args: Args) -> Result<(), Error> {
     }
     let before = usage::memory(None).rss;
     let (muxes, members) = transports(args.quic).await?;
+    let scratch = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .map_err(|e| Error::from(format!("temporary directory: {e}")))?;
+    let mut wals = Vec::new();
+    if args.wal {
+        for id in NODES {
+            let wal = FileWal::open(scratch.path().join(format!("node-{id}")), Options::default())
+                .map_err(|e| Error::from(format!("the log of node {id}: {e}")))?;
+            wals.push(wal);
+        }
+    }
     let config = Config {
         quiesce_after_ticks: args.quiesce_after,
         ..Config::default()
@@ -135,16 +228,22 @@ pub async fn run(args: Args) -> Result<(), Error> {
         for group in first..=last {
             let mut nodes = Vec::with_capacity(3);
             for (i, &id) in NODES.iter().enumerate() {
-                let node = Raft::builder(id)
+                let builder = Raft::builder(id)
                     .group(group)
                     .config(config.clone())
                     .state_machine(Sink::<Bytes>::default())
-                    .log_store(MemLogStore::new())
                     .transport(muxes[i].transport())
-                    .bootstrap(members.clone())
-                    .start()
-                    .await
-                    .map_err(|e| Error::from(format!("group {group}, node {id}: {e}")))?;
+                    .bootstrap(members.clone());
+                let started = match wals.get(i) {
+                    Some(wal) => {
+                        let log = wal
+                            .group(group)
+                            .map_err(|e| Error::from(format!("group {group}, node {id}: {e}")))?;
+                        builder.log_store(log).start().await
+                    }
+                    None => builder.log_store(MemLogStore::new()).start().await,
+                };
+                let node = started.map_err(|e| Error::from(format!("group {group}, node {id}: {e}")))?;
                 nodes.push(node);
             }
             let nodes: [Node; 3] = nodes
@@ -188,9 +287,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let n = args.groups as f64;
     let secs = idle.as_secs_f64();
     println!(
-        "{} groups of 3 nodes in one process, one {} transport per node shared by every group, quiescence after {} ticks{}",
+        "{} groups of 3 nodes in one process, one {} transport{} per node shared by every group, quiescence after {} ticks{}",
         args.groups,
         if args.quic { "QUIC" } else { "in-memory" },
+        if args.wal { " and one write-ahead log" } else { "" },
         args.quiesce_after,
         if args.quiesce_after == 0 { " (off)" } else { "" }
     );
@@ -222,6 +322,31 @@ pub async fn run(args: Args) -> Result<(), Error> {
         latency.value_at_quantile(0.99) as f64 / 1e3,
         latency.max() as f64 / 1e3
     );
+    let groups = Arc::new(groups);
+    if args.load_secs > 0 {
+        let (fsyncs_before, started) = (fsyncs(&wals), Instant::now());
+        let done = load(&groups, args.clients.max(1), args.load_secs).await?;
+        let secs = started.elapsed().as_secs_f64();
+        let synced = fsyncs(&wals).saturating_sub(fsyncs_before);
+        println!(
+            "load, {} clients over {} groups for {:.0} s: {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms{}",
+            args.clients.max(1),
+            args.groups,
+            secs,
+            done.commands as f64 / secs,
+            done.latency.value_at_quantile(0.5) as f64 / 1e3,
+            done.latency.value_at_quantile(0.99) as f64 / 1e3,
+            if args.wal {
+                format!(
+                    "; {:.0} fdatasyncs/s on the three logs ({:.2} per command)",
+                    synced as f64 / secs,
+                    synced as f64 / done.commands.max(1) as f64
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     futures::future::join_all(groups.iter().flatten().map(|node| node.shutdown())).await;
     for mux in &muxes {
         mux.shutdown().await;

@@ -47,3 +47,34 @@ fn zero_groups_is_refused_with_a_reason() {
         "{stderr}"
     );
 }
+
+#[test]
+fn groups_on_shared_logs_take_a_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = many_groups(&[
+        "--groups",
+        "12",
+        "--batch",
+        "6",
+        "--idle-secs",
+        "1",
+        "--wal",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--load-secs",
+        "2",
+        "--clients",
+        "8",
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    for line in [
+        "one in-memory transport and one write-ahead log per node",
+        "messages per second, 0.00 per pair of nodes per 20 ms tick",
+        "load, 8 clients over 12 groups",
+        "fdatasyncs/s on the three logs",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    // The logs were in the directory given, and went with the run.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
