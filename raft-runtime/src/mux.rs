@@ -8,7 +8,7 @@
 //! transport admits are the union of every group's members.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -145,10 +145,14 @@ impl Inner {
     }
 }
 
-/// Moves deliveries from the shared inbox to the groups' nodes until every inbox is gone.
-async fn run_router(mux: Arc<Inner>, mut rx: InboxReceiver) {
+/// Moves deliveries from the shared inbox to the groups' nodes until every inbox is gone
+/// or the mux is. It holds the mux weakly: the transport holds the shared inbox, so a
+/// strong reference would keep the mux, and with it the transport and its sockets, alive
+/// for ever once everything else had let go.
+async fn run_router(mux: Weak<Inner>, mut rx: InboxReceiver) {
     let mut buf = Vec::new();
     while rx.recv_many(&mut buf, 1024).await > 0 {
+        let Some(mux) = mux.upgrade() else { return };
         for incoming in buf.drain(..) {
             mux.route(incoming);
         }
@@ -190,7 +194,7 @@ impl Transport for MuxTransport {
             None => {
                 let (shared, rx) = Inbox::with_group_shares(self.mux.per_peer, self.mux.per_group);
                 self.mux.transport.register(id, group, shared)?;
-                tokio::spawn(run_router(self.mux.clone(), rx));
+                tokio::spawn(run_router(Arc::downgrade(&self.mux), rx));
                 routes.node = Some(id);
             }
         }

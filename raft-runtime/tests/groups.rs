@@ -217,7 +217,9 @@ async fn a_snapshot_reaches_the_node_of_its_group_and_not_another() {
 #[tokio::test]
 async fn a_shared_transport_serves_one_node_id_and_one_node_per_group() {
     let net = MemNetwork::new();
-    let mux = GroupMux::new(net.transport(1), 64, 8);
+    let transport = Arc::new(net.transport(1));
+    let held = Arc::downgrade(&transport);
+    let mux = GroupMux::new(transport, 64, 8);
     let start = |id: NodeId, group: GroupId, transport| async move {
         Raft::builder(id)
             .group(group)
@@ -254,4 +256,15 @@ async fn a_shared_transport_serves_one_node_id_and_one_node_per_group() {
     again.shutdown().await;
     first.shutdown().await;
     mux.shutdown().await;
+    // Once the mux and its nodes are gone, so is the transport (and with a real one, its
+    // sockets): nothing of the mux's keeps it alive.
+    drop((first, again, mux));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while held.upgrade().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the transport outlived its mux"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

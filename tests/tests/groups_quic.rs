@@ -98,4 +98,19 @@ async fn groups_share_one_quic_connection_per_pair_of_processes() {
     for mux in muxes.values() {
         mux.shutdown().await;
     }
+    // Once the nodes, the muxes and the transports are dropped, every UDP port is free
+    // again: nothing keeps a transport alive after its mux is gone (a node restarted on
+    // its address can bind it).
+    let addrs: Vec<std::net::SocketAddr> = transports.values().map(|t| t.local_addr()).collect();
+    drop((nodes, muxes, transports));
+    for addr in addrs {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while let Err(e) = std::net::UdpSocket::bind(addr) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{addr} is still bound: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
