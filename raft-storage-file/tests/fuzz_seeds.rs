@@ -137,6 +137,41 @@ fn write_seeds_from_real_logs() {
     }
     save("real-snapshot-installed", dir.path());
 
+    // Three groups on one log across segments: one compacted behind a snapshot, one
+    // removed, one quiet whose entries are carried forward.
+    let dir = fast_tempdir();
+    {
+        let wal = raft_storage_file::FileWal::open(dir.path(), options()).unwrap();
+        let (busy, quiet, gone) = (
+            wal.group(0).unwrap(),
+            wal.group(7).unwrap(),
+            wal.group(9).unwrap(),
+        );
+        append_sync(&quiet, write(ents(1, 1, 2, 20), Some(hs(1, 1)))).unwrap();
+        append_sync(&gone, write(ents(1, 1, 1, 20), None)).unwrap();
+        for i in 0..8 {
+            append_sync(
+                &busy,
+                write(ents(1, i * 4 + 1, i * 4 + 4, 150), Some(hs(1, i * 4))),
+            )
+            .unwrap();
+        }
+        busy.save_snapshot_blocking(Snapshot {
+            meta: SnapshotMeta {
+                index: 30,
+                term: 1,
+                conf_state: ConfState::with_voters([1, 2, 3]),
+            },
+            data: Bytes::from_static(b"state at 30"),
+        })
+        .unwrap();
+        busy.compact(30).unwrap();
+        drop(gone);
+        wal.remove_group_blocking(9).unwrap();
+        append_sync(&busy, write(ents(2, 33, 34, 150), Some(hs(2, 33)))).unwrap();
+    }
+    save("real-shared-groups", dir.path());
+
     // A torn tail: the newest segment cut inside its last write.
     let dir = fast_tempdir();
     let cut = {
