@@ -21,7 +21,9 @@ pub struct Options {
     /// time to read 64 MiB from a cold disk. See "What an open costs" in the README.
     pub segment_size: u64,
     /// Budget of the in-memory cache of recent entries, by [`Entry::size`](raft_core::Entry::size).
-    /// Older entries are read from the segments. Default 64 MiB; 0 disables the cache.
+    /// Older entries are read from the segments. Default 64 MiB; 0 disables the cache. On a
+    /// [`FileWal`](crate::FileWal) it is the budget of every group's entries together: the
+    /// entries cached first leave first, whichever group they belong to.
     pub cache_bytes: u64,
     /// Largest amount of encoded data one group commit writes before it syncs; a single
     /// larger write still goes out whole. Default 8 MiB.

@@ -47,8 +47,16 @@ pub(crate) struct LogState {
     /// Each Raft group's state, by group id. A group with no state here has never been
     /// written to (or was removed): its log is empty.
     pub groups: HashMap<u64, GroupState>,
-    /// The cache budget of each group.
+    /// The cache budget of all groups together.
     pub cache_limit: u64,
+    /// Bytes cached, all groups together.
+    cache_total: u64,
+    /// Entries cached, all groups together.
+    cache_entries: usize,
+    /// The group of each entry cached, in the order they were cached (with records of
+    /// entries since truncated, compacted or evicted, skipped when they come up): the
+    /// cache gives up the oldest entries first, whichever group they belong to.
+    cache_order: VecDeque<u64>,
     /// Every segment file still part of the log, by number.
     pub segments: BTreeMap<u64, Segment>,
     /// The newest segment with data (never deleted by compaction); 0 if there is none.
@@ -62,6 +70,9 @@ impl LogState {
         LogState {
             groups: HashMap::new(),
             cache_limit,
+            cache_total: 0,
+            cache_entries: 0,
+            cache_order: VecDeque::new(),
             segments: BTreeMap::new(),
             newest_seq: 0,
             durable_end: 0,
@@ -76,10 +87,52 @@ impl LogState {
         }
     }
 
-    /// A group's state for changing it, made empty if the group has none yet.
-    pub(crate) fn group_mut(&mut self, gid: u64) -> &mut GroupState {
+    /// Changes a group's state (made empty if the group has none yet) with `f`, keeping
+    /// the cache within its budget: the caches of all groups together stay within
+    /// `cache_limit`, the entries cached first going first, whichever group they belong
+    /// to (within a group, always its oldest).
+    pub(crate) fn change<R>(&mut self, gid: u64, f: impl FnOnce(&mut GroupState) -> R) -> R {
         let limit = self.cache_limit;
-        self.groups.entry(gid).or_insert_with(|| GroupState::new(limit))
+        let group = self.groups.entry(gid).or_insert_with(|| GroupState::new(limit));
+        let (bytes, entries) = (group.cache_bytes, group.cache.len());
+        let out = f(group);
+        self.cache_total = self.cache_total - bytes + group.cache_bytes;
+        self.cache_entries = self.cache_entries - entries + group.cache.len();
+        let pushed = std::mem::take(&mut group.pushed);
+        self.cache_order.extend(std::iter::repeat_n(gid, pushed));
+        while self.cache_total > limit {
+            let Some(oldest) = self.cache_order.pop_front() else {
+                break;
+            };
+            if let Some((size, _)) = self.groups.get_mut(&oldest).and_then(GroupState::evict_oldest) {
+                self.cache_total -= size;
+                self.cache_entries -= 1;
+            }
+        }
+        // Records of entries that left the cache otherwise pile up: past twice the entries
+        // cached, the order is rebuilt (each group's entries together, oldest first).
+        if self.cache_order.len() > 2 * self.cache_entries + 1024 {
+            self.cache_order = self
+                .groups
+                .iter()
+                .flat_map(|(&gid, g)| std::iter::repeat_n(gid, g.cache.len()))
+                .collect();
+        }
+        out
+    }
+
+    /// Drops a group's state, returning it.
+    pub(crate) fn remove(&mut self, gid: u64) -> Option<GroupState> {
+        let group = self.groups.remove(&gid)?;
+        self.cache_total -= group.cache_bytes;
+        self.cache_entries -= group.cache.len();
+        Some(group)
+    }
+
+    /// Bytes cached, all groups together.
+    #[cfg(test)]
+    pub(crate) fn cache_total(&self) -> u64 {
+        self.cache_total
     }
 
     /// The oldest segment that still holds something the log needs: the segment of the
@@ -112,6 +165,8 @@ pub(crate) struct GroupState {
     cache: VecDeque<Entry>,
     cache_bytes: u64,
     cache_limit: u64,
+    /// Entries cached since [`LogState::change`] last looked.
+    pushed: usize,
 }
 
 impl GroupState {
@@ -125,6 +180,7 @@ impl GroupState {
             cache: VecDeque::new(),
             cache_bytes: 0,
             cache_limit,
+            pushed: 0,
         }
     }
 
@@ -181,14 +237,17 @@ impl GroupState {
         if self.cache_limit == 0 {
             return;
         }
+        // The budget is shared by every group: the log enforces it (`LogState::change`).
         self.cache_bytes += entry.size();
         self.cache.push_back(entry);
-        while self.cache_bytes > self.cache_limit {
-            match self.cache.pop_front() {
-                Some(e) => self.cache_bytes -= e.size(),
-                None => break,
-            }
-        }
+        self.pushed += 1;
+    }
+
+    /// Drops the oldest cached entry, returning its size and index.
+    fn evict_oldest(&mut self) -> Option<(u64, Index)> {
+        let entry = self.cache.pop_front()?;
+        self.cache_bytes -= entry.size();
+        Some((entry.size(), entry.index))
     }
 
     /// Points entry `index` to a new copy of its record (written by the writer when it
@@ -399,4 +458,63 @@ fn read_from_segments(io: &Io, plan: &Plan, out: &mut Vec<Entry>) -> Result<(), 
         i = j;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use raft_core::EntryPayload;
+
+    use super::*;
+
+    fn loc(term: Term) -> Loc {
+        Loc {
+            term,
+            seg: 1,
+            offset: 64,
+            len: 100,
+            size: 100,
+        }
+    }
+
+    /// The caches of all groups together stay within one budget, the entries cached
+    /// first going first: the group that writes has its newest entries cached.
+    #[test]
+    fn the_cache_budget_is_shared_by_every_group() {
+        let mut state = LogState::new(1_000);
+        let entry = |index| Entry::new(1, index, EntryPayload::Normal(Bytes::from(vec![7u8; 90])));
+        let size = entry(1).size();
+        for gid in 1..=5u64 {
+            for index in 1..=10 {
+                state.change(gid, |g| g.push(entry(index), loc(1)));
+                assert!(state.cache_total() <= 1_000, "group {gid}, entry {index}");
+            }
+            let g = state.group(gid);
+            assert_eq!(g.last(), 10);
+            assert!(g.cache_first() <= 10, "group {gid} caches its newest entry");
+        }
+        // The first groups' entries, cached first, went first.
+        assert_eq!(state.group(1).cache_bytes, 0);
+        let total: u64 = state.groups.values().map(|g| g.cache_bytes).sum();
+        assert_eq!(total, state.cache_total());
+        // Compaction and removal give their share back.
+        state.change(5, |g| {
+            g.snapshot = Some(SnapRef {
+                generation: 1,
+                meta: raft_core::SnapshotMeta {
+                    index: 10,
+                    term: 1,
+                    conf_state: Default::default(),
+                },
+                data_len: 0,
+                data_crc: 0,
+            });
+            g.compact(10).unwrap()
+        });
+        assert_eq!(state.group(5).cache_bytes, 0);
+        let before = state.cache_total();
+        let removed = state.remove(4).unwrap();
+        assert_eq!(state.cache_total(), before - removed.cache_bytes);
+        assert!(size > 0);
+    }
 }

@@ -760,10 +760,13 @@ impl LogStore for GroupLog {
     fn compact(&self, index: Index) -> Result<(), StoreError> {
         let changed = {
             let mut state = self.shared().state.write().expect("log state lock");
-            match state.groups.get_mut(&self.gid) {
-                Some(group) => group.compact(index).map_err(StoreError::new)?,
+            if state.groups.contains_key(&self.gid) {
+                state
+                    .change(self.gid, |group| group.compact(index))
+                    .map_err(StoreError::new)?
+            } else {
                 // Nothing stored: no snapshot covers any index but 0.
-                None => GroupState::new(0).compact(index).map_err(StoreError::new)?,
+                GroupState::new(0).compact(index).map_err(StoreError::new)?
             }
         };
         if changed {

@@ -780,35 +780,37 @@ impl Writer {
                         hard_state,
                         locs,
                     } => {
-                        let group = state.group_mut(gid);
-                        if let Some(snap) = snapshot.take() {
-                            // A reinstall names the stored file: keep it.
-                            replaced.extend(
-                                group
-                                    .snapshot
-                                    .as_ref()
-                                    .map(|s| s.generation)
-                                    .filter(|&g| g != snap.generation),
-                            );
-                            group.install(snap);
-                        }
-                        if let Some(first) = entries.first() {
-                            group.truncate_from(first.index);
-                        }
-                        for (entry, loc) in std::mem::take(entries).into_iter().zip(locs.drain(..)) {
-                            group.push(entry, loc);
-                        }
-                        if let Some(hs) = hard_state {
-                            group.hard_state = *hs;
-                        }
+                        state.change(gid, |group| {
+                            if let Some(snap) = snapshot.take() {
+                                // A reinstall names the stored file: keep it.
+                                replaced.extend(
+                                    group
+                                        .snapshot
+                                        .as_ref()
+                                        .map(|s| s.generation)
+                                        .filter(|&g| g != snap.generation),
+                                );
+                                group.install(snap);
+                            }
+                            if let Some(first) = entries.first() {
+                                group.truncate_from(first.index);
+                            }
+                            for (entry, loc) in std::mem::take(entries).into_iter().zip(locs.drain(..)) {
+                                group.push(entry, loc);
+                            }
+                            if let Some(hs) = hard_state {
+                                group.hard_state = *hs;
+                            }
+                        });
                     }
                     Body::Saved(_, snap) => {
-                        let group = state.group_mut(gid);
-                        replaced.extend(group.snapshot.as_ref().map(|s| s.generation));
-                        group.snapshot = Some(snap.clone());
+                        state.change(gid, |group| {
+                            replaced.extend(group.snapshot.as_ref().map(|s| s.generation));
+                            group.snapshot = Some(snap.clone());
+                        });
                     }
                     Body::Removed(_) => {
-                        if let Some(group) = state.groups.remove(&gid) {
+                        if let Some(group) = state.remove(gid) {
                             replaced.extend(group.snapshot.as_ref().map(|s| s.generation));
                         }
                         self.durable.remove(&gid);
