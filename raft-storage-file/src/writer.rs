@@ -15,7 +15,7 @@
 //! same error, and the writer never touches the file again (after a failed `fsync` the
 //! page cache may hold data that will never reach the disk, so retrying would lie).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -711,6 +711,11 @@ impl Writer {
         let (group_limit, mut budget) = (segment_size / 16, segment_size / 4);
         let wanted: Vec<(u64, Index, Index)> = {
             let state = self.shared.state.read().expect("log state lock");
+            // A log of one group holds back nothing but that group's own live entries:
+            // carrying them would only rewrite them.
+            if state.groups.len() < 2 {
+                return Carried::new();
+            }
             let Some(&keep_from) = state.segments.keys().rev().nth(1) else {
                 return Carried::new();
             };
@@ -769,10 +774,15 @@ impl Writer {
                 }
             }
             state.durable_end = end;
+            // The groups written to, whose checkpoints change once the group is applied.
+            let mut touched = BTreeSet::new();
             for item in items.iter_mut() {
                 let gid = item.body.gid();
+                if !matches!(item.body, Body::Nothing) {
+                    touched.insert(gid);
+                }
                 match &mut item.body {
-                    Body::Nothing => continue,
+                    Body::Nothing => {}
                     Body::Write {
                         gid: _,
                         snapshot,
@@ -813,18 +823,22 @@ impl Writer {
                         if let Some(group) = state.remove(gid) {
                             replaced.extend(group.snapshot.as_ref().map(|s| s.generation));
                         }
-                        self.durable.remove(&gid);
-                        continue;
                     }
                 }
-                let group = state.group(gid);
-                self.durable.insert(
-                    gid,
-                    Checkpoint {
-                        hard_state: group.hard_state,
-                        snapshot: group.snapshot.clone(),
-                    },
-                );
+            }
+            for gid in touched {
+                match state.groups.get(&gid) {
+                    Some(group) => {
+                        let checkpoint = Checkpoint {
+                            hard_state: group.hard_state,
+                            snapshot: group.snapshot.clone(),
+                        };
+                        self.durable.insert(gid, checkpoint);
+                    }
+                    None => {
+                        self.durable.remove(&gid);
+                    }
+                }
             }
         }
         self.shared.janitor.delete_snapshots(replaced);
