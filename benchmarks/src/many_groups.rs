@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use raft_runtime::{Config, GroupMux, MemLogStore, MemNetwork, MemberInfo, NodeId, Raft};
+use raft_runtime::{Config, GroupHost, GroupMux, MemLogStore, MemNetwork, MemberInfo, NodeId, Raft};
 use raft_storage_file::{FileWal, Options};
 use raft_transport_quic::{DevCa, QuicConfig, QuicTransport};
 
@@ -67,6 +67,10 @@ pub struct Args {
     /// Closed-loop clients of the load, each with its share of the groups.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    /// Each process's nodes run on one task with one timer (a `GroupHost`) instead of a
+    /// task and a timer each.
+    #[arg(long)]
+    pub host: bool,
 }
 
 type Node = Raft<Sink<Bytes>>;
@@ -220,6 +224,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
         quiesce_after_ticks: args.quiesce_after,
         ..Config::default()
     };
+    let hosts: Vec<GroupHost> = if args.host {
+        NODES
+            .iter()
+            .map(|_| GroupHost::new(config.tick_interval))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     let mut groups: Vec<[Node; 3]> = Vec::with_capacity(args.groups as usize);
     let mut first = 1;
@@ -228,12 +240,15 @@ pub async fn run(args: Args) -> Result<(), Error> {
         for group in first..=last {
             let mut nodes = Vec::with_capacity(3);
             for (i, &id) in NODES.iter().enumerate() {
-                let builder = Raft::builder(id)
+                let mut builder = Raft::builder(id)
                     .group(group)
                     .config(config.clone())
                     .state_machine(Sink::<Bytes>::default())
                     .transport(muxes[i].transport())
                     .bootstrap(members.clone());
+                if let Some(host) = hosts.get(i) {
+                    builder = builder.host(host);
+                }
                 let started = match wals.get(i) {
                     Some(wal) => {
                         let log = wal
@@ -287,8 +302,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let n = args.groups as f64;
     let secs = idle.as_secs_f64();
     println!(
-        "{} groups of 3 nodes in one process, one {} transport{} per node shared by every group, quiescence after {} ticks{}",
+        "{} groups of 3 nodes in one process, {}, one {} transport{} per node shared by every group, quiescence after {} ticks{}",
         args.groups,
+        if args.host {
+            "one task and timer per node driving every group"
+        } else {
+            "a task and a timer per group's node"
+        },
         if args.quic { "QUIC" } else { "in-memory" },
         if args.wal { " and one write-ahead log" } else { "" },
         args.quiesce_after,

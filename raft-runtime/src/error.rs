@@ -400,6 +400,15 @@ pub enum StartError {
     /// The transport refused the node: it serves another id, or already serves a node.
     #[error("the transport refused the node: {0}")]
     Register(#[from] crate::transport::RegisterError),
+    /// The node was given a [`GroupHost`](crate::GroupHost) whose timer ticks at another
+    /// interval than the node's [`Config::tick_interval`](crate::Config::tick_interval).
+    #[error("the host ticks every {host:?}, but the node's tick_interval is {node:?}")]
+    HostTick {
+        /// The host's tick interval.
+        host: std::time::Duration,
+        /// The node's.
+        node: std::time::Duration,
+    },
 }
 
 /// What is wrong with the members given to bootstrap or join a cluster.

@@ -128,7 +128,8 @@ struct Inner<SM: StateMachine> {
     config: Arc<Config>,
     tx: mpsc::Sender<Request<SM>>,
     metrics: watch::Receiver<Metrics>,
-    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<Stopped<SM>>>>,
+    /// What the node leaves, once it has stopped.
+    stopped: tokio::sync::Mutex<Option<oneshot::Receiver<Stopped<SM>>>>,
     session_retries: AtomicU64,
 }
 
@@ -172,7 +173,7 @@ impl<SM: StateMachine> Raft<SM> {
         config: Arc<Config>,
         tx: mpsc::Sender<Request<SM>>,
         metrics: watch::Receiver<Metrics>,
-        task: tokio::task::JoinHandle<Stopped<SM>>,
+        stopped: oneshot::Receiver<Stopped<SM>>,
     ) -> Self {
         Raft {
             inner: Arc::new(Inner {
@@ -180,7 +181,7 @@ impl<SM: StateMachine> Raft<SM> {
                 config,
                 tx,
                 metrics,
-                task: tokio::sync::Mutex::new(Some(task)),
+                stopped: tokio::sync::Mutex::new(Some(stopped)),
                 session_retries: AtomicU64::new(0),
             }),
         }
@@ -713,11 +714,11 @@ impl<SM: StateMachine> Raft<SM> {
         if self.inner.tx.send(Request::Shutdown { reply }).await.is_ok() {
             let _ = rx.await;
         }
-        let task = self.inner.task.lock().await.take()?;
-        match task.await {
+        let stopped = self.inner.stopped.lock().await.take()?;
+        match stopped.await {
             Ok(stopped) => Some(stopped),
-            Err(e) => {
-                tracing::error!(error = %e, "the node's task failed");
+            Err(_) => {
+                tracing::error!("the node's task failed (it panicked)");
                 None
             }
         }

@@ -110,6 +110,7 @@ pub mod fuzzing;
 pub mod golden;
 mod group;
 mod handle;
+mod host;
 mod mem_store;
 mod mem_transport;
 mod member;
@@ -134,6 +135,7 @@ pub use error::{
     SessionError, StartError, StateMachineError, UnknownOutcome,
 };
 pub use handle::{Raft, Seq, Session, SessionId, Stopped, WaitTimeout};
+pub use host::GroupHost;
 pub use mem_store::{MemLogStore, MemStoreError};
 pub use mem_transport::{MemNetwork, MemTransport};
 pub use member::MemberInfo;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use raft_core::{ConfState, NodeId, RawNode, SnapshotMeta};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::adapter::StoreReader;
@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::error::{BootstrapError, StartError};
 use crate::group::Group;
 use crate::handle::Raft;
+use crate::host::{GroupHost, HostedGroup};
 use crate::member::MemberInfo;
 use crate::metrics::Metrics;
 use crate::sessions::{Sessions, WallClock, system_clock};
@@ -89,6 +90,7 @@ pub struct Builder<SM, M = Unset, S = Unset, T = Unset> {
     transport: T,
     mode: Option<StartMode>,
     clock: WallClock,
+    host: Option<GroupHost>,
     _sm: PhantomData<fn() -> SM>,
 }
 
@@ -110,6 +112,7 @@ impl<SM: StateMachine> Raft<SM> {
             transport: Unset,
             mode: None,
             clock: system_clock(),
+            host: None,
             _sm: PhantomData,
         }
     }
@@ -123,6 +126,15 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
     /// cluster must be built with the same group.
     pub fn group(mut self, group: GroupId) -> Self {
         self.group = group;
+        self
+    }
+
+    /// Runs the node on `host`, the task that drives many nodes of this process with one
+    /// timer, instead of on a task of its own (see [`GroupHost`]). The node's
+    /// [`Config::tick_interval`] must be the host's: [`Builder::start`] fails with
+    /// [`StartError::HostTick`] otherwise.
+    pub fn host(mut self, host: &GroupHost) -> Self {
+        self.host = Some(host.clone());
         self
     }
 
@@ -144,6 +156,7 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
             transport: self.transport,
             mode: self.mode,
             clock: self.clock,
+            host: self.host,
             _sm: PhantomData,
         }
     }
@@ -160,6 +173,7 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
             transport: self.transport,
             mode: self.mode,
             clock: self.clock,
+            host: self.host,
             _sm: PhantomData,
         }
     }
@@ -175,6 +189,7 @@ impl<SM: StateMachine, M, S, T> Builder<SM, M, S, T> {
             transport,
             mode: self.mode,
             clock: self.clock,
+            host: self.host,
             _sm: PhantomData,
         }
     }
@@ -230,6 +245,7 @@ impl<SM: StateMachine, S: LogStore, T: Transport> Builder<SM, SM, S, T> {
             Arc::new(self.transport),
             self.mode,
             self.clock,
+            self.host,
         )
         .await
     }
@@ -245,11 +261,20 @@ async fn start<SM: StateMachine>(
     transport: Arc<dyn Transport>,
     mode: Option<StartMode>,
     clock: WallClock,
+    host: Option<GroupHost>,
 ) -> Result<Raft<SM>, StartError> {
     if id == 0 {
         return Err(StartError::Bootstrap(BootstrapError::ReservedId));
     }
     config.validate()?;
+    if let Some(host) = &host
+        && host.tick_interval() != config.tick_interval
+    {
+        return Err(StartError::HostTick {
+            host: host.tick_interval(),
+            node: config.tick_interval,
+        });
+    }
     match &mode {
         Some(StartMode::Join(members)) if members.is_empty() => {
             return Err(StartError::Bootstrap(BootstrapError::NoMembers));
@@ -377,8 +402,19 @@ async fn start<SM: StateMachine>(
         seeds,
         clock,
     );
-    let task = tokio::spawn(group.run().instrument(span));
-    Ok(Raft::new(id, config, req_tx, metrics_rx, task))
+    let (done, stopped) = oneshot::channel();
+    match host {
+        Some(host) => host.add(Box::new(HostedGroup { group, done, span })),
+        None => {
+            tokio::spawn(
+                async move {
+                    let _ = done.send(group.run().await);
+                }
+                .instrument(span),
+            );
+        }
+    }
+    Ok(Raft::new(id, config, req_tx, metrics_rx, stopped))
 }
 
 /// Stores the state machine's state as it is, with an empty session table if sessions are

@@ -448,6 +448,20 @@ impl InboxReceiver {
         self.shares.give_back(&buf[start..]);
         n
     }
+
+    /// [`InboxReceiver::recv_many`] as a poll: moves up to `limit` queued deliveries into
+    /// `buf`, or registers `cx`'s waker and returns `Pending` when none is queued.
+    pub(crate) fn poll_recv_many(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut Vec<Incoming>,
+        limit: usize,
+    ) -> std::task::Poll<usize> {
+        let start = buf.len();
+        let polled = self.rx.poll_recv_many(cx, buf, limit);
+        self.shares.give_back(&buf[start..]);
+        polled
+    }
 }
 
 /// Why [`Transport::register`] refused a node. The node does not start.

@@ -1,7 +1,9 @@
 //! Nodes of several Raft groups sharing one transport per process ([`GroupMux`]): one
 //! connection per pair of processes carries every group, each group elects and commits on
 //! its own, snapshots reach the node of their group, and traffic of a group no node runs
-//! is dropped and counted.
+//! is dropped and counted. Nodes on a [`GroupHost`] (one task and one timer per process)
+//! commit, elect again after a crash, restart, tick only while their group is not quiet,
+//! and leave the host when they stop.
 
 mod common;
 
@@ -11,8 +13,8 @@ use std::time::Duration;
 
 use raft_runtime::raft_core::{ConfState, Message, MessageBody, SnapshotMeta};
 use raft_runtime::{
-    Config, GroupId, GroupMux, MemLogStore, MemNetwork, NodeId, Raft, RegisterError, SnapshotStream,
-    StartError, Transport, TransportError, WireMessage,
+    Config, GroupHost, GroupId, GroupMux, MemLogStore, MemNetwork, NodeId, Raft, RegisterError,
+    SnapshotStream, StartError, Transport, TransportError, WireMessage,
 };
 use raft_testkit::Log;
 
@@ -28,10 +30,29 @@ struct Groups {
     /// Each node's state machine, shared with the node.
     logs: BTreeMap<(GroupId, NodeId), Log>,
     config: Config,
+    /// With [`Groups::start_hosted`]: each process's host, driving its nodes.
+    hosts: BTreeMap<NodeId, GroupHost>,
 }
 
 impl Groups {
     async fn start(groups: &[GroupId], config: Config) -> Groups {
+        Groups::start_on(groups, config, false).await
+    }
+
+    /// Like [`Groups::start`], each process's nodes driven by one [`GroupHost`].
+    async fn start_hosted(groups: &[GroupId], config: Config) -> Groups {
+        Groups::start_on(groups, config, true).await
+    }
+
+    async fn start_on(groups: &[GroupId], config: Config, hosted: bool) -> Groups {
+        let hosts = if hosted {
+            NODES
+                .iter()
+                .map(|&id| (id, GroupHost::new(config.tick_interval)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         let net = MemNetwork::new();
         let muxes = NODES
             .iter()
@@ -44,6 +65,7 @@ impl Groups {
             nodes: BTreeMap::new(),
             logs: BTreeMap::new(),
             config,
+            hosts,
         };
         for &group in groups {
             for id in NODES {
@@ -57,16 +79,17 @@ impl Groups {
     async fn start_node(&mut self, group: GroupId, id: NodeId) {
         let log = Log::new(false);
         self.logs.insert((group, id), log.clone());
-        let node = Raft::builder(id)
+        let mut builder = Raft::builder(id)
             .group(group)
             .config(self.config.clone())
             .state_machine(log)
             .log_store(self.stores[&(group, id)].clone())
             .transport(self.muxes[&id].transport())
-            .bootstrap(common::members(&NODES))
-            .start()
-            .await
-            .expect("the node starts");
+            .bootstrap(common::members(&NODES));
+        if let Some(host) = self.hosts.get(&id) {
+            builder = builder.host(host);
+        }
+        let node = builder.start().await.expect("the node starts");
         self.nodes.insert((group, id), node);
     }
 
@@ -88,7 +111,16 @@ impl Groups {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let leader = self.leader(group).await;
-            match self.nodes[&(group, leader)].propose(value).await {
+            // A stopped leader may still be the one its followers know of, for a while.
+            let Some(node) = self.nodes.get(&(group, leader)) else {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "group {group} elected no running leader"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
+            match node.propose(value).await {
                 Ok(_) => return,
                 Err(e) => {
                     assert!(
@@ -120,6 +152,9 @@ impl Groups {
     async fn shutdown(self) {
         for node in self.nodes.values() {
             node.shutdown().await;
+        }
+        for (id, host) in &self.hosts {
+            assert_eq!(host.nodes(), 0, "every node of process {id} left its host");
         }
         for mux in self.muxes.values() {
             mux.shutdown().await;
@@ -267,4 +302,148 @@ async fn a_shared_transport_serves_one_node_id_and_one_node_per_group() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits until `condition` holds, polling.
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosted_groups_commit_elect_again_after_a_crash_and_restart() {
+    let groups: Vec<GroupId> = (1..=6).collect();
+    let mut g = Groups::start_hosted(&groups, common::fast_config()).await;
+    for host in g.hosts.values() {
+        assert_eq!(host.nodes(), groups.len());
+    }
+    for &group in &groups {
+        for k in 1..=3 {
+            g.propose(group, group * 100 + k).await;
+        }
+    }
+    // Each group's leader stops; the host goes on driving that process's other nodes, and
+    // each group's two others elect a leader on their hosts' clocks and commit again.
+    let mut stopped = Vec::new();
+    for &group in &groups {
+        let leader = g.leader(group).await;
+        let node = g.nodes.remove(&(group, leader)).unwrap();
+        node.shutdown().await.expect("the node leaves what it had");
+        stopped.push((group, leader));
+    }
+    for (id, host) in &g.hosts {
+        let left = stopped.iter().filter(|&&(_, n)| n == *id).count();
+        until("the stopped nodes left their host", || {
+            host.nodes() == groups.len() - left
+        })
+        .await;
+    }
+    for &group in &groups {
+        for k in 4..=6 {
+            g.propose(group, group * 100 + k).await;
+        }
+    }
+    // The stopped nodes come back on their hosts and catch up.
+    for &(group, id) in &stopped {
+        g.start_node(group, id).await;
+    }
+    for &group in &groups {
+        let expected: Vec<u64> = (1..=6).map(|k| group * 100 + k).collect();
+        for id in NODES {
+            g.applied(group, id, &expected).await;
+        }
+    }
+    for host in g.hosts.values() {
+        assert_eq!(host.nodes(), groups.len());
+    }
+    g.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_ticks_only_the_nodes_of_groups_that_are_not_quiet() {
+    let config = Config {
+        quiesce_after_ticks: 5,
+        ..common::fast_config()
+    };
+    let groups: Vec<GroupId> = (1..=4).collect();
+    let g = Groups::start_hosted(&groups, config).await;
+    for &group in &groups {
+        g.propose(group, group).await;
+    }
+    for node in g.nodes.values() {
+        node.wait_for(DEADLINE, |m| m.quiescent)
+            .await
+            .expect("every group goes quiet");
+    }
+    for (id, host) in &g.hosts {
+        until(&format!("host {id} ticks nothing"), || host.ticking() == 0).await;
+    }
+    // A command wakes its group: its nodes tick again until it is quiet once more.
+    let mut seen_ticking = false;
+    {
+        let propose = g.propose(3, 33);
+        tokio::pin!(propose);
+        loop {
+            tokio::select! {
+                () = &mut propose => break,
+                () = tokio::time::sleep(Duration::from_millis(1)) => {
+                    seen_ticking |= g.hosts.values().any(|h| h.ticking() > 0);
+                }
+            }
+        }
+    }
+    g.applied(3, 1, &[3, 33]).await;
+    seen_ticking |= g.hosts.values().any(|h| h.ticking() > 0);
+    assert!(seen_ticking, "the woken group's nodes ticked");
+    for (id, host) in &g.hosts {
+        until(&format!("host {id} ticks nothing again"), || host.ticking() == 0).await;
+    }
+    g.applied(1, 2, &[1]).await;
+    g.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_whose_tick_differs_from_its_hosts_is_refused_and_dropped_handles_stop_hosted_nodes() {
+    let net = MemNetwork::new();
+    let config = common::fast_config();
+    let host = GroupHost::new(config.tick_interval * 2);
+    let err = Raft::builder(1)
+        .config(config.clone())
+        .state_machine(Log::new(false))
+        .log_store(MemLogStore::new())
+        .transport(net.transport(1))
+        .bootstrap(common::members(&[1]))
+        .host(&host)
+        .start()
+        .await
+        .expect_err("the tick intervals differ");
+    assert!(
+        matches!(err, StartError::HostTick { host: h, node: n } if h == config.tick_interval * 2 && n == config.tick_interval),
+        "{err:?}"
+    );
+    assert_eq!(host.nodes(), 0);
+
+    // A node on a host stops when its last handle is dropped, and leaves the host.
+    let host = GroupHost::new(config.tick_interval);
+    let node = Raft::builder(1)
+        .config(config)
+        .state_machine(Log::new(false))
+        .log_store(MemLogStore::new())
+        .transport(net.transport(1))
+        .bootstrap(common::members(&[1]))
+        .host(&host)
+        .start()
+        .await
+        .expect("the node starts");
+    node.wait_for(DEADLINE, |m| m.leader == Some(1)).await.unwrap();
+    node.propose(7).await.expect("the node commits");
+    assert_eq!(host.nodes(), 1);
+    drop(node);
+    until("the dropped node left its host", || host.nodes() == 0).await;
 }

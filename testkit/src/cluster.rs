@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use raft_runtime::{
-    Config, Index, LogStore, MemberInfo, Metrics, NodeId, Raft, Role, StateMachine, Stopped, Transport,
-    async_trait,
+    Config, GroupHost, Index, LogStore, MemberInfo, Metrics, NodeId, Raft, Role, StateMachine, Stopped,
+    Transport, async_trait,
 };
 
 use crate::log::Log;
@@ -65,7 +65,14 @@ pub struct Cluster<SM: StateMachine, P: Plugins> {
     config: Config,
     make_state_machine: StateMachineFactory<SM>,
     session_clock: Option<SessionClock>,
+    /// With [`HOSTED_VAR`] set: each node's host, kept across its restarts.
+    hosts: Option<BTreeMap<NodeId, GroupHost>>,
 }
+
+/// The environment variable that, set to `1`, runs every node of every [`Cluster`] on a
+/// [`GroupHost`] of its own (kept across its restarts) instead of on a task of its own:
+/// `RAFT_TEST_HOSTED=1 cargo test` runs every cluster scenario both ways.
+pub const HOSTED_VAR: &str = "RAFT_TEST_HOSTED";
 
 impl<SM: StateMachine + Clone, P: Plugins> Cluster<SM, P> {
     /// Starts nodes `1..=n` as a new cluster: prepares every node's parts first (a
@@ -101,6 +108,7 @@ impl<SM: StateMachine + Clone, P: Plugins> Cluster<SM, P> {
             config,
             make_state_machine: Box::new(make_state_machine),
             session_clock,
+            hosts: (std::env::var(HOSTED_VAR).as_deref() == Ok("1")).then(BTreeMap::new),
         };
         for (id, (store, transport)) in parts {
             let mode = StartMode::Bootstrap(c.members.clone());
@@ -130,6 +138,11 @@ impl<SM: StateMachine + Clone, P: Plugins> Cluster<SM, P> {
             .transport(transport);
         let builder = match self.session_clock.clone() {
             Some(clock) => builder.session_clock(move || clock(id)),
+            None => builder,
+        };
+        let tick = self.config.tick_interval;
+        let builder = match &mut self.hosts {
+            Some(hosts) => builder.host(hosts.entry(id).or_insert_with(|| GroupHost::new(tick))),
             None => builder,
         };
         let builder = match mode {

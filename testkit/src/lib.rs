@@ -28,7 +28,7 @@ mod on_disk;
 #[cfg(feature = "process")]
 pub mod process;
 
-pub use cluster::{Cluster, Plugins, SessionClock, StartMode};
+pub use cluster::{Cluster, HOSTED_VAR, Plugins, SessionClock, StartMode};
 pub use log::{Log, LogState};
 pub use mem::InMemory;
 #[cfg(feature = "durable")]

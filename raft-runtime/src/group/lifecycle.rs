@@ -3,22 +3,33 @@
 use super::*;
 
 impl<SM: StateMachine> Group<SM> {
-    /// Publishes the metrics: everything on a tick, and at once only when the role, term,
-    /// leader or membership changed (comparing and cloning everything on every loop
-    /// iteration costs more than the work it reports on).
-    pub(super) fn publish_metrics(&mut self, full: bool) {
-        if !full {
-            let current = self.metrics_tx.borrow();
-            let unchanged = current.role == self.metrics.role
-                && current.leader == self.metrics.leader
-                && current.term == self.node.term()
-                && current.members == self.metrics.members
-                && current.quiescent == self.node.is_quiescent()
-                && current.fatal == self.metrics.fatal;
-            drop(current);
-            if unchanged {
+    /// Publishes the metrics, when something changed: at the end of a turn
+    /// ([`Publish::Changes`]) only a change of role, leader, term, membership, quiescence
+    /// or health, at once; on a tick, also progress (commit, applied, log, counters), and
+    /// every few ticks the counters of the store and transport and each follower's match.
+    /// Comparing and cloning everything on every turn would cost more than the work it
+    /// reports on, all the more with thousands of groups in a process.
+    pub(super) fn publish_metrics(&mut self, when: Publish) {
+        let important = |m: &Metrics, conf: Option<Index>, quiescent: bool, term: Term| {
+            (m.role, m.leader, term, conf, quiescent, m.fatal.is_some())
+        };
+        let mut when = when;
+        if when == Publish::Changes {
+            if important(
+                &self.metrics,
+                self.last_conf_index,
+                self.node.is_quiescent(),
+                self.node.term(),
+            ) == important(
+                &self.published.0,
+                self.published.1,
+                self.published.0.quiescent,
+                self.published.0.term,
+            ) {
                 return;
             }
+            // Rare, and worth everything as of now (a new leader's followers, say).
+            when = Publish::Now;
         }
         let m = &mut self.metrics;
         m.quiescent = self.node.is_quiescent();
@@ -28,7 +39,15 @@ impl<SM: StateMachine> Group<SM> {
         m.last_log_index = self.node.last_index();
         m.snapshot_index = self.snapshots.last();
         m.first_log_index = self.store.first_index();
-        if full {
+        let refresh = match when {
+            Publish::Changes | Publish::Now => true,
+            Publish::Tick => {
+                self.ticks_to_refresh = self.ticks_to_refresh.saturating_sub(1);
+                self.ticks_to_refresh == 0
+            }
+        };
+        if refresh {
+            self.ticks_to_refresh = METRICS_REFRESH_TICKS;
             m.store = self.store.metrics();
             m.transport = self.transport.metrics();
             m.matched = if self.node.role() == Role::Leader {
@@ -42,15 +61,36 @@ impl<SM: StateMachine> Group<SM> {
                 BTreeMap::new()
             };
         }
-        let snapshot = self.metrics.clone();
-        self.metrics_tx.send_if_modified(|current| {
-            if *current == snapshot {
-                false
-            } else {
-                *current = snapshot;
-                true
-            }
-        });
+        // Members are compared by their configuration's index, the rest field by field
+        // (the store and transport counters only when refreshed).
+        let published = &self.published.0;
+        let unchanged = self.published.1 == self.last_conf_index
+            && published.role == m.role
+            && published.leader == m.leader
+            && published.quiescent == m.quiescent
+            && published.term == m.term
+            && published.commit == m.commit
+            && published.applied == m.applied
+            && published.last_log_index == m.last_log_index
+            && published.snapshot_index == m.snapshot_index
+            && published.first_log_index == m.first_log_index
+            && published.proposals == m.proposals
+            && published.applied_entries == m.applied_entries
+            && published.leader_changes == m.leader_changes
+            && published.elections_won == m.elections_won
+            && published.snapshots_taken == m.snapshots_taken
+            && published.snapshots_installed == m.snapshots_installed
+            && published.refused_messages == m.refused_messages
+            && published.fatal.is_some() == m.fatal.is_some()
+            && (!refresh
+                || (published.store == m.store
+                    && published.transport == m.transport
+                    && published.matched == m.matched));
+        if unchanged {
+            return;
+        }
+        self.published = (self.metrics.clone(), self.last_conf_index);
+        self.metrics_tx.send_replace(self.metrics.clone());
     }
 
     pub(super) fn begin_stop(&mut self, reply: Option<oneshot::Sender<()>>) {
@@ -83,7 +123,7 @@ impl<SM: StateMachine> Group<SM> {
         }
     }
 
-    pub(super) async fn finish(mut self) -> Stopped<SM> {
+    pub(crate) async fn finish(mut self) -> Stopped<SM> {
         let reason = match self.fatal.clone() {
             Some(fatal) => UnknownOutcome::NodeFailed(fatal),
             None => UnknownOutcome::ShutDown,
@@ -120,7 +160,7 @@ impl<SM: StateMachine> Group<SM> {
         self.transport.shutdown().await;
         self.metrics.role = Role::Follower;
         self.metrics.leader = None;
-        self.publish_metrics(true);
+        self.publish_metrics(Publish::Now);
         // Anyone still asking gets a clear answer.
         self.requests.close();
         while let Ok(req) = self.requests.try_recv() {

@@ -181,6 +181,21 @@ enum Input<SM: StateMachine> {
     Request(Option<Request<SM>>),
 }
 
+/// When the metrics are published (see `Group::publish_metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// At the end of a turn: only what must be seen at once.
+    Changes,
+    /// On a tick: progress too, and every few ticks everything.
+    Tick,
+    /// Everything, as of now.
+    Now,
+}
+
+/// Every how many ticks the metrics take in the store's and transport's counters and each
+/// follower's match (each a lock or a copy: with thousands of groups, not every tick).
+const METRICS_REFRESH_TICKS: u32 = 5;
+
 /// Most requests, and most batches of peer traffic, handled per loop iteration.
 const DRAIN: usize = 4_096;
 /// How often a refused peer message is logged as a warning (the rest go to debug).
@@ -203,6 +218,11 @@ pub(crate) struct Group<SM: StateMachine> {
     pub(crate) applier_task: Option<tokio::task::JoinHandle<()>>,
     pub(crate) metrics_tx: watch::Sender<Metrics>,
     pub(crate) metrics: Metrics,
+    /// The metrics last published, with the index of the configuration their members are
+    /// from.
+    published: (Metrics, Option<Index>),
+    /// Ticks until the metrics take in the counters of the store and transport again.
+    ticks_to_refresh: u32,
     pub(crate) applied: Index,
     pub(crate) emitted: Index,
     pub(crate) last_conf_index: Option<Index>,
@@ -320,6 +340,8 @@ impl<SM: StateMachine> Group<SM> {
                 group,
                 ..Metrics::new(id)
             },
+            published: (Metrics::new(id), None),
+            ticks_to_refresh: 0,
             cfg,
             node,
             store,
@@ -377,13 +399,12 @@ impl<SM: StateMachine> Group<SM> {
         // the protocol's clock catches up within a few turns. Requests drained in those turns
         // trust no lease (see `tick_due`).
         ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-        self.sync_membership();
-        self.publish_metrics(true);
+        self.begin();
         // Whether the ticker was left unpolled last turn (a quiet group with nothing waiting
         // on a deadline): its missed ticks must not all fire at once when it resumes.
         let mut paused = false;
         loop {
-            let ticking = !self.node.is_quiescent() || !self.idle();
+            let ticking = self.ticking();
             if paused && ticking {
                 ticker.reset();
             }
@@ -396,13 +417,9 @@ impl<SM: StateMachine> Group<SM> {
                 Some(inc) = self.inbox.recv() => Input::Peer(inc),
                 req = self.requests.recv() => Input::Request(req),
             };
-            self.now = Instant::now();
-            self.stamp = None;
+            self.start_turn();
             match input {
-                Input::Tick(due) => {
-                    self.tick_due = due;
-                    self.on_tick()
-                }
+                Input::Tick(due) => self.tick_at(due),
                 Input::Applier(ev) => self.on_applier(ev),
                 Input::Event(ev) => self.on_event(ev),
                 Input::Peer(inc) => self.on_incoming(inc),
@@ -410,21 +427,120 @@ impl<SM: StateMachine> Group<SM> {
                 Input::Request(None) => self.begin_stop(None),
             }
             self.drain();
-            self.handle_ready();
-            if let Some(invariant) = self.node.fatal() {
-                // Whatever input it came from, a broken invariant stops the node.
-                self.set_fatal(Fatal::Invariant(invariant));
-            }
-            self.check_transfer();
-            self.send_remote_replies();
-            // A quiet node has no tick to publish its metrics in full: it does so whenever
-            // it has done something (rarely, or it would not be quiet).
-            self.publish_metrics(self.node.is_quiescent());
-            if self.finished() {
+            if self.end_turn() {
                 break;
             }
         }
         self.finish().await
+    }
+
+    /// What a node does once before its first turn.
+    pub(crate) fn begin(&mut self) {
+        self.sync_membership();
+        self.publish_metrics(Publish::Now);
+    }
+
+    /// Whether the node's clock must run: its group is not quiet, or something waits on a
+    /// deadline. A quiet, idle node is not ticked (it costs nothing) until input wakes it.
+    pub(crate) fn ticking(&self) -> bool {
+        !self.node.is_quiescent() || !self.idle()
+    }
+
+    /// The start of a loop turn: the one clock read of the turn.
+    pub(crate) fn start_turn(&mut self) {
+        self.now = Instant::now();
+        self.stamp = None;
+    }
+
+    /// A tick that was due at `due`.
+    pub(crate) fn tick_at(&mut self, due: Instant) {
+        self.tick_due = due;
+        self.on_tick();
+    }
+
+    /// The end of a loop turn, once its input is handled: dispatches the protocol's output
+    /// and publishes what changed. Returns whether the node has finished (it stops).
+    pub(crate) fn end_turn(&mut self) -> bool {
+        self.handle_ready();
+        if let Some(invariant) = self.node.fatal() {
+            // Whatever input it came from, a broken invariant stops the node.
+            self.set_fatal(Fatal::Invariant(invariant));
+        }
+        self.check_transfer();
+        self.send_remote_replies();
+        // A quiet node has no tick to publish its metrics in full: it does so whenever
+        // it has done something (rarely, or it would not be quiet).
+        self.publish_metrics(if self.node.is_quiescent() {
+            Publish::Now
+        } else {
+            Publish::Changes
+        });
+        self.finished()
+    }
+
+    /// Handles what is queued on the node's channels, registering `cx`'s waker with each
+    /// channel left empty: the turn of a node driven by a [`GroupHost`](crate::GroupHost).
+    /// Takes at most a bounded amount of input per channel; returns whether some was left
+    /// (the caller gives the node another turn soon, after the other nodes').
+    pub(crate) fn poll_inputs(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        use std::task::Poll;
+        let mut more = false;
+        let mut taken = 0;
+        while let Poll::Ready(Some(ev)) = self.applier_rx.poll_recv(cx) {
+            self.on_applier(ev);
+            taken += 1;
+            if taken >= DRAIN {
+                more = true;
+                break;
+            }
+        }
+        taken = 0;
+        while let Poll::Ready(Some(ev)) = self.events_rx.poll_recv(cx) {
+            self.on_event(ev);
+            taken += 1;
+            if taken >= DRAIN {
+                more = true;
+                break;
+            }
+        }
+        // Each channel is polled until it says `Pending`, which registers the waker: a
+        // channel that gave something without being asked again would not wake the node
+        // for its next item.
+        let mut incoming = std::mem::take(&mut self.incoming_buf);
+        taken = 0;
+        while let Poll::Ready(n) = self.inbox.poll_recv_many(cx, &mut incoming, DRAIN) {
+            if n == 0 {
+                break;
+            }
+            for inc in incoming.drain(..) {
+                self.on_incoming(inc);
+            }
+            taken += n;
+            if taken >= DRAIN {
+                more = true;
+                break;
+            }
+        }
+        self.incoming_buf = incoming;
+        let mut requests = std::mem::take(&mut self.request_buf);
+        taken = 0;
+        while let Poll::Ready(n) = self.requests.poll_recv_many(cx, &mut requests, DRAIN) {
+            if n == 0 {
+                // Every handle is gone: the node stops as if shut down.
+                self.begin_stop(None);
+                break;
+            }
+            for r in requests.drain(..) {
+                self.on_request(r);
+            }
+            taken += n;
+            if taken >= DRAIN {
+                more = true;
+                break;
+            }
+        }
+        self.request_buf = requests;
+        more
     }
 
     /// Sends the answers to forwarded proposals gathered this turn, one batch per peer.
@@ -491,7 +607,7 @@ impl<SM: StateMachine> Group<SM> {
         }
         self.expire_waiting();
         self.maybe_quiesce();
-        self.publish_metrics(true);
+        self.publish_metrics(Publish::Tick);
     }
 
     /// Counts a tick with no request on a leader, and asks an idle one to let its group go

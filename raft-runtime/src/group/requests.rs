@@ -38,7 +38,7 @@ impl<SM: StateMachine> Group<SM> {
             Request::Transfer { to, deadline, reply } => self.start_transfer(to, deadline, reply),
             Request::Shutdown { reply } => self.begin_stop(Some(reply)),
             Request::Metrics { reply } => {
-                self.publish_metrics(true);
+                self.publish_metrics(Publish::Now);
                 let _ = reply.send(self.metrics.clone());
             }
         }
