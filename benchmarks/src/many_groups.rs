@@ -3,7 +3,7 @@
 //!
 //! Three processes' worth of nodes run in this one: three muxes (over the in-memory network,
 //! or with `--quic` over three QUIC transports on loopback), each running one node of every
-//! one of `--groups` groups, with the runtime's default settings (a 20 ms tick) and
+//! one of `--groups` groups, with the runtime's default settings (a 20 ms tick, or `--tick-ms`) and
 //! quiescence after `--quiesce-after` ticks without requests (0: never). Groups are started
 //! `--batch` at a time: each elects a leader and commits one command, and (with
 //! quiescence) goes quiet on its three nodes before the next batch starts.
@@ -14,7 +14,7 @@
 //!
 //! Measured: the resident memory the groups added, per group; this process's CPU over
 //! `--idle-secs` seconds with every group idle, as a share of one core; the messages sent
-//! meanwhile (per second, and per pair of processes per 20 ms tick); then the latency of a
+//! meanwhile (per second, and per pair of processes per tick); then the latency of a
 //! command to 1 % of the groups, one at a time (on quiet groups, the wake-up included).
 //! With `--load-secs`, then `--clients` closed-loop clients propose for that long, each
 //! going round its share of the groups: commands per second, their latency, and (with
@@ -67,6 +67,10 @@ pub struct Args {
     /// Closed-loop clients of the load, each with its share of the groups.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    /// The tick interval, in milliseconds (the runtime's default: 20). Elections and
+    /// heartbeats are counted in ticks: a longer tick makes both slower, and costs less.
+    #[arg(long, default_value_t = 20)]
+    pub tick_ms: u64,
     /// Each process's nodes run on one task with one timer (a `GroupHost`) instead of a
     /// task and a timer each.
     #[arg(long)]
@@ -77,8 +81,6 @@ type Node = Raft<Sink<Bytes>>;
 
 const NODES: [NodeId; 3] = [1, 2, 3];
 const WAIT: Duration = Duration::from_secs(60);
-/// The runtime's default tick, against which messages are counted per tick.
-const TICK: Duration = Duration::from_millis(20);
 
 /// The three muxes and the members map every group bootstraps with.
 async fn transports(quic: bool) -> Result<(Vec<GroupMux>, BTreeMap<NodeId, MemberInfo>), Error> {
@@ -151,6 +153,15 @@ struct Load {
     latency: Histogram<u64>,
 }
 
+/// Elections won, in every group, since the start.
+fn elections(groups: &[[Node; 3]]) -> u64 {
+    groups
+        .iter()
+        .flatten()
+        .map(|node| node.metrics().borrow().elections_won)
+        .sum()
+}
+
 /// `clients` closed-loop clients propose for `secs`, client `k` going round the groups
 /// `k`, `k + clients`, ... (all of them share the group when there is one).
 async fn load(groups: &Arc<Vec<[Node; 3]>>, clients: usize, secs: u64) -> Result<Load, Error> {
@@ -220,8 +231,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
             wals.push(wal);
         }
     }
+    if args.tick_ms == 0 {
+        return Err(Error::from("--tick-ms must be at least 1"));
+    }
+    let tick = Duration::from_millis(args.tick_ms);
     let config = Config {
         quiesce_after_ticks: args.quiesce_after,
+        tick_interval: tick,
         ..Config::default()
     };
     let hosts: Vec<GroupHost> = if args.host {
@@ -330,11 +346,12 @@ pub async fn run(args: Args) -> Result<(), Error> {
         resident as f64 / n / 3.0 / 1024.0
     );
     println!(
-        "idle for {secs:.0} s: CPU {:.2} % of one core; {:.0} messages per second, {:.2} per pair of nodes per 20 ms tick",
+        "idle for {secs:.0} s: CPU {:.2} % of one core; {:.0} messages per second, {:.2} per pair of nodes per {} ms tick",
         100.0 * idle_cpu.as_secs_f64() / secs,
         idle_sent as f64 / secs,
         // Three pairs of processes, each way.
-        idle_sent as f64 / secs * TICK.as_secs_f64() / 6.0
+        idle_sent as f64 / secs * tick.as_secs_f64() / 6.0,
+        args.tick_ms
     );
     println!(
         "a command to {woken} idle groups, one at a time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -345,17 +362,22 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let groups = Arc::new(groups);
     if args.load_secs > 0 {
         let (fsyncs_before, started) = (fsyncs(&wals), Instant::now());
+        let (elections_before, cpu_before) = (elections(&groups), usage::self_cpu());
         let done = load(&groups, args.clients.max(1), args.load_secs).await?;
         let secs = started.elapsed().as_secs_f64();
+        let cpu = usage::self_cpu().saturating_sub(cpu_before);
         let synced = fsyncs(&wals).saturating_sub(fsyncs_before);
+        let elected = elections(&groups).saturating_sub(elections_before);
         println!(
-            "load, {} clients over {} groups for {:.0} s: {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms{}",
+            "load, {} clients over {} groups for {:.0} s: {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; CPU {:.0} % of one core; {elected} leaders elected{}",
             args.clients.max(1),
             args.groups,
             secs,
             done.commands as f64 / secs,
             done.latency.value_at_quantile(0.5) as f64 / 1e3,
             done.latency.value_at_quantile(0.99) as f64 / 1e3,
+            done.latency.max() as f64 / 1e3,
+            100.0 * cpu.as_secs_f64() / secs,
             if args.wal {
                 format!(
                     "; {:.0} fdatasyncs/s on the three logs ({:.2} per command)",

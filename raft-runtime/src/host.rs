@@ -23,6 +23,9 @@ use crate::group::Group;
 use crate::handle::Stopped;
 use crate::state_machine::StateMachine;
 
+/// How long a pass of a host's task may run before it lets the runtime's other tasks run.
+const YIELD_AFTER: Duration = Duration::from_millis(1);
+
 /// A task that drives the nodes of many groups, with one timer. Cloning shares it.
 ///
 /// Give it to the builder of each node it should drive ([`Builder::host`](crate::Builder::host)),
@@ -205,10 +208,15 @@ impl GroupHost {
             free: Vec::new(),
             ticking: Vec::new(),
             clocks: 0,
+            ticked: false,
             ticker: None,
             tick: tick_interval,
         };
-        tokio::spawn(task.run());
+        // Unconstrained: the runtime's budget of polls per task is meant for one task's
+        // channels, and a host polls those of thousands of nodes. Spent, it would answer
+        // `Pending` to every node after the first few hundred of a pass. The host yields
+        // by itself instead (see `YIELD_AFTER`).
+        tokio::spawn(tokio::task::unconstrained(task.run()));
         GroupHost {
             inner: Arc::new(Handle {
                 shared,
@@ -263,6 +271,8 @@ struct HostTask {
     ticking: Vec<usize>,
     /// The nodes whose clocks run.
     clocks: usize,
+    /// The last pass was a tick: input goes first in the next.
+    ticked: bool,
     /// The timer, while some node ticks (made anew when one starts ticking again, so that
     /// the ticks missed while every group was quiet do not all fire at once).
     ticker: Option<Interval>,
@@ -282,6 +292,7 @@ impl HostTask {
     async fn run(mut self) {
         loop {
             let work = std::future::poll_fn(|cx| self.poll_work(cx)).await;
+            let pass = Instant::now();
             match work {
                 Work::Done => return,
                 Work::Tick(due) => self.tick(due),
@@ -295,15 +306,23 @@ impl HostTask {
                 }
             }
             self.shared.lock().ticking = self.clocks;
-            // A pass can be long with many nodes: let the runtime's other tasks run.
-            tokio::task::yield_now().await;
+            // A long pass lets the runtime's other tasks run before the next.
+            if pass.elapsed() >= YIELD_AFTER {
+                tokio::task::yield_now().await;
+            }
         }
     }
 
     fn poll_work(&mut self, cx: &mut Context<'_>) -> Poll<Work> {
         self.shared.waker.register(cx.waker());
-        // Ticks first, as a node running its own task does: busy nodes must not starve
-        // the clocks of the others (or their own).
+        // Ticks and input take turns: busy nodes must not starve the clocks of the others
+        // (or their own), and a host that fell behind must not run tick after tick (its
+        // followers would count an election timeout without reading the heartbeats
+        // waiting for them).
+        let input_first = std::mem::take(&mut self.ticked);
+        if input_first && let Some(work) = self.take_nodes() {
+            return Poll::Ready(work);
+        }
         if self.ticking.is_empty() {
             self.ticker = None;
         } else {
@@ -316,19 +335,29 @@ impl HostTask {
                 t
             });
             if let Poll::Ready(due) = ticker.poll_tick(cx) {
+                self.ticked = true;
                 return Poll::Ready(Work::Tick(due));
             }
         }
-        let mut q = self.shared.lock();
-        if !q.new.is_empty() || !q.awake.is_empty() {
-            let new = std::mem::take(&mut q.new);
-            let awake = std::mem::take(&mut q.awake);
-            return Poll::Ready(Work::Nodes(new, awake));
+        if let Some(work) = self.take_nodes() {
+            return Poll::Ready(work);
         }
+        let q = self.shared.lock();
         if q.closed && q.nodes == 0 {
             return Poll::Ready(Work::Done);
         }
         Poll::Pending
+    }
+
+    /// The nodes handed over and woken since the last look, if any.
+    fn take_nodes(&self) -> Option<Work> {
+        let mut q = self.shared.lock();
+        if q.new.is_empty() && q.awake.is_empty() {
+            return None;
+        }
+        let new = std::mem::take(&mut q.new);
+        let awake = std::mem::take(&mut q.awake);
+        Some(Work::Nodes(new, awake))
     }
 
     fn insert(&mut self, mut node: Box<dyn Hosted>) {

@@ -44,8 +44,9 @@ pub struct Metrics {
     /// Index of the first entry the log holds (entries before it are compacted; the log
     /// keeps some behind the snapshot for followers that lag a little).
     pub first_log_index: Index,
-    /// The members of the configuration in effect, with their addresses and attributes.
-    pub members: BTreeMap<NodeId, Member>,
+    /// The members of the configuration in effect, with their addresses and attributes
+    /// (shared: a copy of the metrics does not copy them).
+    pub members: std::sync::Arc<BTreeMap<NodeId, Member>>,
     /// Whether the configuration is joint (a change is half done).
     pub joint: bool,
     /// On the leader, each peer's replicated index.
@@ -89,7 +90,7 @@ impl Metrics {
             last_log_index: 0,
             snapshot_index: 0,
             first_log_index: 1,
-            members: BTreeMap::new(),
+            members: Default::default(),
             joint: false,
             matched: BTreeMap::new(),
             proposals: 0,

@@ -222,7 +222,7 @@ impl<SM: StateMachine> Group<SM> {
         }
         self.last_conf_index = Some(index);
         let cs = self.node.conf_state().clone();
-        self.metrics.members = super::lifecycle::members(&cs);
+        self.metrics.members = Arc::new(super::lifecycle::members(&cs));
         self.metrics.joint = cs.is_joint();
         let Some(addresses) = crate::node::announced_peers(self.id, &cs, &self.seeds) else {
             return;
