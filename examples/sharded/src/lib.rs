@@ -17,6 +17,8 @@
 //!                                                id in every frame
 //! ```
 //!
+//! One task and one timer drive every group's node ([`raft_runtime::GroupHost`]).
+//!
 //! - [`state_machine`]: the replicated state of one group, a map of named counters.
 //! - [`node`]: one node: its shared log, its QUIC endpoint, one Raft node per group, and
 //!   its HTTP API.

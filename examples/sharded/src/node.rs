@@ -1,5 +1,5 @@
-//! One node of the sharded service: one write-ahead log and one QUIC endpoint shared by a
-//! Raft node of every group, and the HTTP API.
+//! One node of the sharded service: one write-ahead log, one QUIC endpoint and one task
+//! shared by a Raft node of every group, and the HTTP API.
 //!
 //! Starting takes two steps, [`BoundNode::bind`] then [`BoundNode::start`], because a new
 //! cluster's members must know each other's addresses before any of them starts Raft: the
@@ -14,7 +14,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use raft_runtime::{Config, GroupId, GroupMux, MemberInfo, NodeId, Raft, StoreMetrics};
+use raft_runtime::{Config, GroupHost, GroupId, GroupMux, MemberInfo, NodeId, Raft, StoreMetrics};
 use raft_service::http::ApiError;
 use raft_storage_file::{FileWal, Options};
 use raft_transport_quic::{QuicConfig, QuicTransport, TlsConfig};
@@ -115,6 +115,8 @@ impl BoundNode {
         let raft_addr = transport.local_addr();
         // Each group may take an eighth of what the node queues for a peer.
         let mux = GroupMux::new(transport, 4_096, 512);
+        // One task and one timer drive every group's node (the task ends once they stop).
+        let host = GroupHost::new(settings.raft.tick_interval);
         let mut groups = BTreeMap::new();
         for group in 1..=settings.groups {
             let log = wal.group(group)?;
@@ -124,6 +126,7 @@ impl BoundNode {
                 .state_machine(Counters::default())
                 .log_store(log)
                 .transport(mux.transport())
+                .host(&host)
                 .bootstrap(members.clone())
                 .start()
                 .await
