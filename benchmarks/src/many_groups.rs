@@ -363,13 +363,17 @@ pub async fn run(args: Args) -> Result<(), Error> {
     if args.load_secs > 0 {
         let (fsyncs_before, started) = (fsyncs(&wals), Instant::now());
         let (elections_before, cpu_before) = (elections(&groups), usage::self_cpu());
+        for host in &hosts {
+            host.take_slowest_pass();
+        }
         let done = load(&groups, args.clients.max(1), args.load_secs).await?;
         let secs = started.elapsed().as_secs_f64();
         let cpu = usage::self_cpu().saturating_sub(cpu_before);
         let synced = fsyncs(&wals).saturating_sub(fsyncs_before);
         let elected = elections(&groups).saturating_sub(elections_before);
+        let slowest = hosts.iter().map(GroupHost::take_slowest_pass).max();
         println!(
-            "load, {} clients over {} groups for {:.0} s: {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; CPU {:.0} % of one core; {elected} leaders elected{}",
+            "load, {} clients over {} groups for {:.0} s: {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; CPU {:.0} % of one core; {elected} leaders elected{}{}",
             args.clients.max(1),
             args.groups,
             secs,
@@ -378,6 +382,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
             done.latency.value_at_quantile(0.99) as f64 / 1e3,
             done.latency.max() as f64 / 1e3,
             100.0 * cpu.as_secs_f64() / secs,
+            match slowest {
+                Some(pass) => format!("; slowest host pass {:.1} ms", pass.as_secs_f64() * 1e3),
+                None => String::new(),
+            },
             if args.wal {
                 format!(
                     "; {:.0} fdatasyncs/s on the three logs ({:.2} per command)",

@@ -87,6 +87,8 @@ struct Queue {
     nodes: usize,
     /// Of those, the nodes whose clocks run (for [`GroupHost::ticking`]).
     ticking: usize,
+    /// The longest pass so far (for [`GroupHost::take_slowest_pass`]).
+    slowest: Duration,
 }
 
 impl Shared {
@@ -242,6 +244,15 @@ impl GroupHost {
         self.inner.shared.lock().ticking
     }
 
+    /// The longest pass of the host's task (a tick of its nodes, or a turn of each node
+    /// woken) since the last call, and starts measuring anew. Every node of the host waits
+    /// for a pass to end before its next turn: passes that come near an election timeout
+    /// make followers campaign against leaders that are alive (use a longer tick, or more
+    /// hosts).
+    pub fn take_slowest_pass(&self) -> Duration {
+        std::mem::take(&mut self.inner.shared.lock().slowest)
+    }
+
     /// Hands a node to the host's task.
     pub(crate) fn add(&self, node: Box<dyn Hosted>) {
         self.inner.shared.lock().new.push(node);
@@ -305,9 +316,14 @@ impl HostTask {
                     }
                 }
             }
-            self.shared.lock().ticking = self.clocks;
+            let took = pass.elapsed();
+            {
+                let mut q = self.shared.lock();
+                q.ticking = self.clocks;
+                q.slowest = q.slowest.max(took);
+            }
             // A long pass lets the runtime's other tasks run before the next.
-            if pass.elapsed() >= YIELD_AFTER {
+            if took >= YIELD_AFTER {
                 tokio::task::yield_now().await;
             }
         }
