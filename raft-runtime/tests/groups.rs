@@ -408,19 +408,25 @@ async fn a_host_ticks_only_the_nodes_of_groups_that_are_not_quiet() {
     g.shutdown().await;
 }
 
+/// Starts a one-node cluster of node 1 on `host`.
+async fn start_on_host(net: &MemNetwork, config: Config, host: &GroupHost) -> Result<Raft<Log>, StartError> {
+    Raft::builder(1)
+        .config(config)
+        .state_machine(Log::new(false))
+        .log_store(MemLogStore::new())
+        .transport(net.transport(1))
+        .bootstrap(common::members(&[1]))
+        .host(host)
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn a_node_whose_tick_differs_from_its_hosts_is_refused_and_dropped_handles_stop_hosted_nodes() {
     let net = MemNetwork::new();
     let config = common::fast_config();
     let host = GroupHost::new(config.tick_interval * 2);
-    let err = Raft::builder(1)
-        .config(config.clone())
-        .state_machine(Log::new(false))
-        .log_store(MemLogStore::new())
-        .transport(net.transport(1))
-        .bootstrap(common::members(&[1]))
-        .host(&host)
-        .start()
+    let err = start_on_host(&net, config.clone(), &host)
         .await
         .expect_err("the tick intervals differ");
     assert!(
@@ -431,16 +437,7 @@ async fn a_node_whose_tick_differs_from_its_hosts_is_refused_and_dropped_handles
 
     // A node on a host stops when its last handle is dropped, and leaves the host.
     let host = GroupHost::new(config.tick_interval);
-    let node = Raft::builder(1)
-        .config(config)
-        .state_machine(Log::new(false))
-        .log_store(MemLogStore::new())
-        .transport(net.transport(1))
-        .bootstrap(common::members(&[1]))
-        .host(&host)
-        .start()
-        .await
-        .expect("the node starts");
+    let node = start_on_host(&net, config, &host).await.expect("the node starts");
     node.wait_for(DEADLINE, |m| m.leader == Some(1)).await.unwrap();
     node.propose(7).await.expect("the node commits");
     assert_eq!(host.nodes(), 1);
